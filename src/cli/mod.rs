@@ -1,0 +1,51 @@
+//! The `sluice` command line: `serve` runs a broker; `topic`, `produce` and `consume`
+//! speak the Kafka protocol (through [`crate::client`]) to any broker.
+
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (defaults: 127.0.0.1:9092, data in ./sluice-data, one shard per core).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Produce one record per stdin line.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Topic { command } => topic::run(command),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
