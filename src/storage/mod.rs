@@ -83,3 +83,8 @@ impl Log {
         todo!()
     }
 }
+impl Log {
+    pub fn close(&mut self) -> Result<(), StorageError> {
+        todo!()
+    }
+}

@@ -1,0 +1,193 @@
+//! `sluice serve`: load settings and metadata, recover, start one shard per core, print the
+//! ready line, and shut down cleanly on SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use anyhow::Context;
+
+use crate::cluster::MetadataImage;
+use crate::config::BrokerConfig;
+use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
+use crate::shard::placement::shard_for_partition;
+use crate::shard::{Envelope, Shard, ops};
+
+/// Left in the data directory by a clean shutdown; its absence at start means recovery.
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+/// Envelopes in flight from one shard to another before the sender waits.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML file of settings with Kafka's names (`num.partitions = 3`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to accept clients on (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// HOST:PORT handed to clients in Metadata (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards (one pinned executor each); default: one per available core.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Any setting as key=value with its Kafka name; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        config.load_toml(&text)?;
+    }
+    for setting in &args.settings {
+        let (key, value) = setting.split_once('=').with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
+        config.set(key.trim(), value.trim())?;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(advertise) = args.advertise {
+        config.advertise = Some(advertise);
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(cores) = args.cores {
+        config.cores = cores;
+    }
+    config.validate()?;
+    serve(config)
+}
+
+fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    config.data_dir = config.data_dir.canonicalize()?;
+    let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_shutdown = marker.exists();
+    if clean_shutdown {
+        // From here until the next clean stop, a crash must lead to recovery.
+        std::fs::remove_file(&marker)?;
+        std::fs::File::open(&config.data_dir)?.sync_all()?;
+    }
+
+    let mut image = MetadataImage::load_or_create(&config.data_dir)?;
+    place_orphans(&mut image, config.cores);
+    image.persist(&config.data_dir)?;
+
+    let (listen, port_guard) = runtime::reserve_port(config.listen)?;
+    config.listen = listen;
+    let advertised = advertised_address(&config)?;
+
+    let shutdowns = runtime::shutdown::install(config.cores)?;
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let mesh = MeshBuilder::<Envelope, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
+    let cores = config.cores;
+    let shard_config = config.clone();
+
+    let shards = std::thread::spawn(move || {
+        runtime::executor::run_pinned(shutdowns, move |shard_id, shutdown| {
+            let config = shard_config.clone();
+            let mesh = mesh.clone();
+            let image = image.clone();
+            let advertised = advertised.clone();
+            let bound_tx = bound_tx.clone();
+            async move {
+                let (senders, receivers) =
+                    mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
+                let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
+                ops::apply_metadata(&shard, image, clean_shutdown);
+                let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
+                let listener = match bind_reuseport(config.listen) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e.into()));
+                        return Ok(());
+                    }
+                };
+                let _ = bound_tx.send(Ok(()));
+                drop(bound_tx);
+                run_shard(shard, listener, shutdown).await;
+                drop(mesh_task);
+                Ok(())
+            }
+        })
+    });
+
+    for _ in 0..cores {
+        bound_rx
+            .recv()
+            .context("a shard stopped before binding")?
+            .context("binding the listener")?;
+    }
+    drop(port_guard);
+    println!("sluice ready: listening on {listen}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    shards.join().map_err(|_| anyhow::anyhow!("shard thread panicked"))??;
+    std::fs::File::create(&marker)?.sync_all()?;
+    std::fs::File::open(&config.data_dir)?.sync_all()?;
+    tracing::info!("clean shutdown");
+    Ok(())
+}
+
+/// Serves until shutdown, then drains in-flight requests and closes this shard's partitions.
+async fn run_shard(shard: Rc<Shard>, listener: runtime::TcpListener, mut shutdown: runtime::shutdown::ShardShutdown) {
+    use futures::FutureExt;
+    let accept = crate::server::accept_loop(shard.clone(), listener).fuse();
+    futures::pin_mut!(accept);
+    futures::select! {
+        _ = accept => {},
+        _ = shutdown.stop_requested().fuse() => {},
+    }
+    shard.stopping.set(true);
+    // Polling is bounded by the signal thread's drain deadline.
+    while shard.in_flight.get() > 0 {
+        runtime::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    shutdown.drained(shard.id).await;
+    let partitions: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    for (tp, partition) in partitions {
+        if let Err(e) = partition.close() {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition");
+        }
+    }
+}
+
+/// Gives a shard to partitions whose recorded shard no longer exists (fewer cores than last
+/// time), so that every partition has exactly one owner.
+fn place_orphans(image: &mut MetadataImage, cores: usize) {
+    for topic in image.topics.values_mut() {
+        for p in &mut topic.partitions {
+            if p.shard >= cores {
+                p.shard = shard_for_partition(&topic.name, p.partition, cores);
+            }
+        }
+    }
+}
+
+fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {
+    match &config.advertise {
+        Some(advertise) => {
+            let (host, port) = advertise
+                .rsplit_once(':')
+                .with_context(|| format!("--advertise {advertise}: expected HOST:PORT"))?;
+            Ok((host.to_string(), port.parse().with_context(|| format!("port of {advertise}"))?))
+        }
+        None => Ok((config.listen.ip().to_string(), i32::from(config.listen.port()))),
+    }
+}

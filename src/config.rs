@@ -1,0 +1,243 @@
+//! Broker settings, spelled with Kafka's names (`num.partitions`, `message.max.bytes`...).
+//!
+//! Settings come from defaults, then an optional TOML file (`--config`), then `--set key=value`
+//! flags, then the dedicated serve flags. Every limit the broker enforces is named here.
+//! Per-topic configs (`segment.bytes`, `flush.messages`...) override the broker-wide `log.*`
+//! defaults; [`BrokerConfig::log_config`] merges them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::storage::{LogConfig, TimestampType};
+
+/// Everything a broker process needs to run; immutable once the shards start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// Address handed to clients in Metadata; defaults to the listen address.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub num_partitions: i32,
+    pub auto_create_topics_enable: bool,
+    /// Largest record batch accepted (`message.max.bytes`); topics may override.
+    pub message_max_bytes: usize,
+    /// Largest request frame read from a socket (`socket.request.max.bytes`).
+    pub socket_request_max_bytes: usize,
+    /// Requests read ahead on one connection before its reader waits for responses to drain.
+    pub queued_max_requests_per_connection: usize,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_index_interval_bytes: u32,
+    pub log_flush_interval_messages: Option<u64>,
+    pub log_flush_interval_ms: Option<i64>,
+    pub log_message_timestamp_type: TimestampType,
+    /// Longest a Fetch may wait, whatever the client asks.
+    pub fetch_max_wait_ms_limit: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            listen: "127.0.0.1:9092".parse().expect("valid literal address"),
+            advertise: None,
+            data_dir: PathBuf::from("sluice-data"),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            queued_max_requests_per_connection: 64,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 3600 * 1000,
+            log_index_interval_bytes: 4096,
+            log_flush_interval_messages: None,
+            log_flush_interval_ms: None,
+            log_message_timestamp_type: TimestampType::CreateTime,
+            fetch_max_wait_ms_limit: 30_000,
+        }
+    }
+}
+
+/// The topic-level config names we accept in CreateTopics and their broker-wide fallbacks.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "flush.messages",
+    "flush.ms",
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+];
+
+impl BrokerConfig {
+    /// Applies one `key = value` setting with Kafka's name.
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let context = || format!("setting {key} = {value}");
+        match key {
+            "node.id" | "broker.id" => self.node_id = value.parse().with_context(context)?,
+            "listeners" | "listen" => self.listen = value.parse().with_context(context)?,
+            "advertised.listeners" | "advertise" => self.advertise = Some(value.to_string()),
+            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value),
+            "cores" => self.cores = value.parse().with_context(context)?,
+            "num.partitions" => self.num_partitions = value.parse().with_context(context)?,
+            "auto.create.topics.enable" => {
+                self.auto_create_topics_enable = value.parse().with_context(context)?
+            }
+            "message.max.bytes" => self.message_max_bytes = value.parse().with_context(context)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = value.parse().with_context(context)?
+            }
+            "queued.max.requests.per.connection" => {
+                self.queued_max_requests_per_connection = value.parse().with_context(context)?
+            }
+            "log.segment.bytes" => self.log_segment_bytes = value.parse().with_context(context)?,
+            "log.roll.ms" => self.log_roll_ms = value.parse().with_context(context)?,
+            "log.index.interval.bytes" => {
+                self.log_index_interval_bytes = value.parse().with_context(context)?
+            }
+            "log.flush.interval.messages" => {
+                self.log_flush_interval_messages = Some(value.parse().with_context(context)?)
+            }
+            "log.flush.interval.ms" => {
+                self.log_flush_interval_ms = Some(value.parse().with_context(context)?)
+            }
+            "log.message.timestamp.type" => {
+                self.log_message_timestamp_type = parse_timestamp_type(value)?
+            }
+            "fetch.max.wait.ms.limit" => {
+                self.fetch_max_wait_ms_limit = value.parse().with_context(context)?
+            }
+            _ => bail!("unknown setting {key:?}"),
+        }
+        Ok(())
+    }
+
+    /// Applies every setting of a TOML file; values may be strings, numbers or booleans.
+    pub fn load_toml(&mut self, text: &str) -> anyhow::Result<()> {
+        let table: toml::Table = text.parse().context("parsing TOML config")?;
+        for (key, value) in flatten_toml(&table) {
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the settings make sense together; called once before the shards start.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.cores == 0 {
+            bail!("cores must be at least 1");
+        }
+        if self.num_partitions < 1 {
+            bail!("num.partitions must be at least 1");
+        }
+        if self.message_max_bytes > self.socket_request_max_bytes {
+            bail!("message.max.bytes cannot exceed socket.request.max.bytes");
+        }
+        if self.queued_max_requests_per_connection == 0 {
+            bail!("queued.max.requests.per.connection must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The log settings of one topic: its own configs over the broker-wide defaults.
+    pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
+        let mut config = LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_roll_ms,
+            index_interval_bytes: self.log_index_interval_bytes,
+            max_message_bytes: self.message_max_bytes,
+            timestamp_type: self.log_message_timestamp_type,
+            flush_messages: self.log_flush_interval_messages,
+            flush_ms: self.log_flush_interval_ms,
+        };
+        for (key, value) in topic_configs {
+            let context = || format!("topic config {key} = {value}");
+            match key.as_str() {
+                "segment.bytes" => config.segment_bytes = value.parse().with_context(context)?,
+                "segment.ms" => config.segment_ms = value.parse().with_context(context)?,
+                "index.interval.bytes" => {
+                    config.index_interval_bytes = value.parse().with_context(context)?
+                }
+                "max.message.bytes" => {
+                    config.max_message_bytes = value.parse().with_context(context)?
+                }
+                "message.timestamp.type" => config.timestamp_type = parse_timestamp_type(value)?,
+                "flush.messages" => {
+                    config.flush_messages = Some(value.parse().with_context(context)?)
+                }
+                "flush.ms" => config.flush_ms = Some(value.parse().with_context(context)?),
+                // Accepted and kept for later issues (retention, compaction).
+                "retention.ms" | "retention.bytes" | "cleanup.policy" => {}
+                _ => bail!("unknown topic config {key:?}"),
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_timestamp_type(value: &str) -> anyhow::Result<TimestampType> {
+    match value {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => bail!("message.timestamp.type must be CreateTime or LogAppendTime, not {value:?}"),
+    }
+}
+
+/// Turns nested TOML tables into dotted keys, so `[log] segment.bytes = 1` and
+/// `"log.segment.bytes" = 1` mean the same.
+fn flatten_toml(table: &toml::Table) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) => {
+                for (inner_key, inner_value) in flatten_toml(inner) {
+                    out.push((format!("{key}.{inner_key}"), inner_value));
+                }
+            }
+            toml::Value::String(s) => out.push((key.clone(), s.clone())),
+            other => out.push((key.clone(), other.to_string())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_nested_and_dotted_keys() {
+        let mut config = BrokerConfig::default();
+        config
+            .load_toml("num.partitions = 3\n[log]\nsegment.bytes = 1024\n[auto.create.topics]\nenable = false\n")
+            .unwrap();
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.log_segment_bytes, 1024);
+        assert!(!config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let mut config = BrokerConfig::default();
+        assert!(config.set("no.such.thing", "1").is_err());
+        assert!(config.log_config(&BTreeMap::from([("bogus".into(), "1".into())])).is_err());
+    }
+
+    #[test]
+    fn topic_configs_override_broker_defaults() {
+        let config = BrokerConfig::default();
+        let log = config
+            .log_config(&BTreeMap::from([("flush.messages".into(), "1".into())]))
+            .unwrap();
+        assert_eq!(log.flush_messages, Some(1));
+        assert_eq!(log.segment_bytes, config.log_segment_bytes);
+    }
+}

@@ -1,0 +1,163 @@
+//! Fetch: read every requested partition on its owning shard; if less than `min_bytes` came
+//! back, park on the owners until one of them gets data or `max_wait_ms` passes, then read
+//! once more. The response-wide `max_bytes` is applied in request order, always letting the
+//! first non-empty partition through whole (KIP-74), as Kafka does.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use crate::protocol::errors::code;
+use crate::runtime::sleep;
+use crate::shard::router::{PartitionRead, PartitionReadResult};
+use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+
+/// Fetch v13+ names topics by id.
+const TOPIC_ID_VERSION: i16 = 13;
+
+struct Wanted {
+    topic_index: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    owner: Option<ShardId>,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+    let image = shard.metadata();
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for topic in &request.topics {
+        let found = if version >= TOPIC_ID_VERSION {
+            image.topic_by_id(topic.topic_id)
+        } else {
+            image.topic(topic.topic.0.as_str())
+        };
+        let missing_error = if version >= TOPIC_ID_VERSION {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let name = found.map_or_else(|| topic.topic.0.to_string(), |t| t.name.clone());
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(super::topic_name(&name))
+                .with_topic_id(topic.topic_id),
+        );
+        for p in &topic.partitions {
+            let owner = found.and_then(|_| image.owner(&name, p.partition));
+            if owner.is_none() {
+                topics.last_mut().expect("pushed above").partitions.push(error_partition(p.partition, missing_error));
+                continue;
+            }
+            wanted.push(Wanted {
+                topic_index: topics.len() - 1,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
+                owner,
+            });
+        }
+    }
+
+    let names: Vec<String> = topics.iter().map(|t| t.topic.0.to_string()).collect();
+    let mut results = read_all(shard, &names, &wanted).await;
+    let total: usize = results.iter().map(|r| r.records.len()).sum();
+    let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
+    let max_wait_ms = u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0).min(shard.config.fetch_max_wait_ms_limit);
+    if total < min_bytes.max(1) && max_wait_ms > 0 && !wanted.is_empty() {
+        wait_for_data(shard, &names, &wanted, Duration::from_millis(max_wait_ms)).await;
+        results = read_all(shard, &names, &wanted).await;
+    }
+
+    let mut budget = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
+    let mut first = true;
+    for (w, result) in wanted.iter().zip(results) {
+        let mut records = result.records;
+        if !records.is_empty() {
+            if !first && records.len() > budget {
+                // Over the response-wide limit: the client asks again from the same offset.
+                records = bytes::Bytes::new();
+            }
+            budget = budget.saturating_sub(records.len());
+            first = false;
+        }
+        topics[w.topic_index].partitions.push(
+            PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_error_code(code(result.error))
+                .with_high_watermark(result.high_watermark)
+                .with_last_stable_offset(result.high_watermark)
+                .with_log_start_offset(result.log_start_offset)
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_records(Some(records)),
+        );
+    }
+    FetchResponse::default().with_responses(topics)
+}
+
+fn error_partition(partition: i32, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(error.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(Some(bytes::Bytes::new()))
+}
+
+/// Reads every wanted partition from its owner; results come back in `wanted` order.
+async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec<PartitionReadResult> {
+    let mut per_shard: HashMap<ShardId, Vec<usize>> = HashMap::new();
+    for (i, w) in wanted.iter().enumerate() {
+        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push(i);
+    }
+    let calls = per_shard.into_iter().map(|(owner, indexes)| {
+        let reads = indexes
+            .iter()
+            .map(|&i| PartitionRead {
+                partition: TopicPartition { topic: names[wanted[i].topic_index].clone(), partition: wanted[i].partition },
+                offset: wanted[i].offset,
+                max_bytes: wanted[i].max_bytes,
+            })
+            .collect();
+        let call = shard.invoke_on(owner, ShardRequest::Read { reads });
+        async move {
+            let ShardResponse::Read(results) = call.await else {
+                unreachable!("Read answers with Read");
+            };
+            indexes.into_iter().zip(results).collect::<Vec<_>>()
+        }
+    });
+    let mut slots: Vec<Option<PartitionReadResult>> = wanted.iter().map(|_| None).collect();
+    for answers in futures::future::join_all(calls).await {
+        for (i, result) in answers {
+            slots[i] = Some(result);
+        }
+    }
+    slots.into_iter().map(|s| s.expect("every wanted partition was read")).collect()
+}
+
+/// Parks on every owner at once and returns when the first reports data, or at the deadline.
+async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], timeout: Duration) {
+    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
+    for w in wanted {
+        let tp = TopicPartition { topic: names[w.topic_index].clone(), partition: w.partition };
+        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push((tp, w.offset));
+    }
+    let waits: Vec<_> = per_shard
+        .into_iter()
+        .map(|(owner, partitions)| shard.invoke_on(owner, ShardRequest::WaitForData { partitions, timeout }))
+        .collect();
+    futures::select! {
+        _ = futures::future::select_all(waits).fuse() => {},
+        _ = sleep(timeout).fuse() => {},
+    }
+}

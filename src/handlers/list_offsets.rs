@@ -1,0 +1,64 @@
+//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp (found
+//! through the time index), each answered by the partition's owner.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let image = shard.metadata();
+    let mut outcomes: HashMap<TopicPartition, Result<(i64, i64), ResponseError>> = HashMap::new();
+    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            match image.owner(&tp.topic, tp.partition) {
+                Some(owner) => per_shard.entry(owner).or_default().push((tp, p.timestamp)),
+                None => {
+                    outcomes.insert(tp, Err(ResponseError::UnknownTopicOrPartition));
+                }
+            }
+        }
+    }
+    let calls = per_shard.into_iter().map(|(owner, queries)| {
+        let partitions: Vec<TopicPartition> = queries.iter().map(|(tp, _)| tp.clone()).collect();
+        let call = shard.invoke_on(owner, ShardRequest::ListOffsets { queries });
+        async move {
+            let ShardResponse::Offsets(results) = call.await else {
+                unreachable!("ListOffsets answers with Offsets");
+            };
+            partitions.into_iter().zip(results).collect::<Vec<_>>()
+        }
+    });
+    for answers in futures::future::join_all(calls).await {
+        outcomes.extend(answers);
+    }
+
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+                    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    match outcomes.remove(&tp).expect("every partition has an outcome") {
+                        Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(
+                            image.topic(&tp.topic).map_or(-1, |t| t.partitions[tp.partition as usize].leader_epoch),
+                        ),
+                        Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,106 @@
+//! Metadata: brokers (just this one), topics, partitions and their leaders; creates unknown
+//! topics on the fly when `auto.create.topics.enable` and the client allow it.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+
+use super::{str_bytes, topic_name};
+use crate::cluster::TopicMetadata;
+use crate::shard::router::NewTopic;
+use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest};
+
+/// Sentinel for "authorized operations not asked for".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let node_id = BrokerId(shard.config.node_id);
+    let mut image = shard.metadata();
+    // v0 asks for all topics with an empty list; later versions with a null one.
+    let wanted: Option<Vec<_>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics),
+    };
+
+    let topics = match wanted {
+        None => image.topics.values().map(|t| describe(t, node_id)).collect(),
+        Some(requested) => {
+            let auto_create = shard.config.auto_create_topics_enable
+                && (version < 4 || request.allow_auto_topic_creation);
+            let missing: Vec<String> = requested
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .filter(|n| image.topic(n).is_none())
+                .collect();
+            if auto_create && !missing.is_empty() {
+                let new_topics = missing
+                    .into_iter()
+                    .map(|name| NewTopic {
+                        name,
+                        partitions: shard.config.num_partitions,
+                        configs: Default::default(),
+                    })
+                    .collect();
+                let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: false };
+                // Results are read back from the new image below; an illegal name stays unknown.
+                shard.invoke_on(CONTROLLER_SHARD, create).await;
+                image = shard.metadata();
+            }
+            requested
+                .iter()
+                .map(|t| {
+                    let found = match &t.name {
+                        Some(name) => image.topic(name.0.as_str()),
+                        None => image.topic_by_id(t.topic_id),
+                    };
+                    match found {
+                        Some(topic) => describe(topic, node_id),
+                        None => MetadataResponseTopic::default()
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_name(t.name.clone())
+                            .with_topic_id(t.topic_id)
+                            .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                    }
+                })
+                .collect()
+        }
+    };
+
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node_id)
+                .with_host(str_bytes(&shard.advertised_host))
+                .with_port(shard.advertised_port),
+        ])
+        .with_cluster_id(Some(str_bytes(&image.cluster_id)))
+        .with_controller_id(node_id)
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn describe(topic: &TopicMetadata, node_id: BrokerId) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_leader_id(node_id)
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(vec![node_id])
+                .with_isr_nodes(vec![node_id])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,95 @@
+//! Produce: validate the request, send each partition's batches to its owning shard (one
+//! envelope per shard and topic), merge the answers in request order.
+//!
+//! The batches travel as the `Bytes` slices of the request frame: no copy until the owner
+//! writes them to its segment.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse};
+
+type Outcome = Result<(crate::storage::AppendInfo, i64), ResponseError>;
+
+/// Returns `None` for acks=0: Kafka sends no response then.
+pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let image = shard.metadata();
+    let mut outcomes: HashMap<(String, i32), Outcome> = HashMap::new();
+    let mut per_shard: HashMap<(ShardId, String), Vec<(i32, Bytes)>> = HashMap::new();
+    let mut order = Vec::new();
+    for topic in &request.topic_data {
+        let name = topic.name.0.to_string();
+        for data in &topic.partition_data {
+            order.push((name.clone(), data.index));
+            let key = (name.clone(), data.index);
+            if !matches!(acks, -1..=1) {
+                outcomes.insert(key, Err(ResponseError::InvalidRequiredAcks));
+                continue;
+            }
+            match (image.owner(&name, data.index), &data.records) {
+                (None, _) => {
+                    outcomes.insert(key, Err(ResponseError::UnknownTopicOrPartition));
+                }
+                (Some(_), None) => {
+                    outcomes.insert(key, Err(ResponseError::CorruptMessage));
+                }
+                (Some(owner), Some(records)) => per_shard
+                    .entry((owner, name.clone()))
+                    .or_default()
+                    .push((data.index, records.clone())),
+            }
+        }
+    }
+
+    let calls = per_shard.into_iter().map(|((owner, topic), partitions)| {
+        let shard = shard.clone();
+        async move {
+            let request = ShardRequest::Produce { topic: topic.clone(), partitions };
+            let ShardResponse::Produced(results) = shard.invoke_on(owner, request).await else {
+                unreachable!("Produce answers with Produced");
+            };
+            (topic, results)
+        }
+    });
+    for (topic, results) in futures::future::join_all(calls).await {
+        for (partition, outcome) in results {
+            outcomes.insert((topic.clone(), partition), outcome);
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for (topic, partition) in order {
+        let outcome = outcomes.remove(&(topic.clone(), partition)).expect("every partition has an outcome");
+        let response = match outcome {
+            Ok((info, log_start_offset)) => PartitionProduceResponse::default()
+                .with_index(partition)
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(info.log_append_time_ms)
+                .with_log_start_offset(log_start_offset),
+            Err(error) => PartitionProduceResponse::default()
+                .with_index(partition)
+                .with_error_code(error.code())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1),
+        };
+        match responses.last_mut() {
+            Some(last) if last.name.0.as_str() == topic => last.partition_responses.push(response),
+            _ => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(super::topic_name(&topic))
+                    .with_partition_responses(vec![response]),
+            ),
+        }
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

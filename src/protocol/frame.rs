@@ -1,0 +1,57 @@
+//! Size-prefixed frames: `i32` big-endian length, then that many bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{AsyncRead, AsyncReadExt};
+use kafka_protocol::messages::ResponseHeader;
+use kafka_protocol::protocol::Encodable;
+
+/// Why a connection's frame could not be read; each closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("frame size {0} is negative or zero")]
+    InvalidSize(i32),
+    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame body. `max` bounds the allocation before it is made.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Bytes, FrameError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let size = i32::from_be_bytes(size);
+    if size <= 0 {
+        return Err(FrameError::InvalidSize(size));
+    }
+    let size = size as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    let mut body = BytesMut::zeroed(size);
+    reader.read_exact(&mut body).await?;
+    Ok(body.freeze())
+}
+
+/// Encodes a whole response frame: size, header, body.
+pub fn encode_response<M: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> anyhow::Result<Bytes> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version)? + body.compute_size(version)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(i32::try_from(size)?);
+    header.encode(&mut buf, header_version)?;
+    body.encode(&mut buf, version)?;
+    debug_assert_eq!(buf.len(), 4 + size);
+    Ok(buf.freeze())
+}

@@ -1,0 +1,35 @@
+//! The API versions this broker serves: what ApiVersions advertises and what the connection
+//! accepts. Ranges are capped where a newer version needs something Sluice lacks yet.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API, min, max) served.
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// The range served for `key`, if any.
+pub fn served(key: ApiKey) -> Option<(i16, i16)> {
+    SERVED.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_ranges_lie_within_what_the_codec_knows() {
+        for &(key, min, max) in SERVED {
+            let known = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(known.min <= min && max <= known.max, "{key:?} {min}..{max} vs {known}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Starts one pinned glommio executor (one io_uring) per shard.
+
+use std::future::Future;
+
+use anyhow::Context;
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// io_uring buffer memory per shard; kept small so that many shards fit the default
+/// RLIMIT_MEMLOCK (8 MiB) of an unprivileged user.
+const IO_MEMORY_BYTES: usize = 512 * 1024;
+
+/// Runs `shard_main(shard_id, payload)` on one executor per payload, each pinned to a CPU
+/// (round-robin over the CPUs this process may use), and waits for all of them to return.
+pub fn run_pinned<T, F, Fut>(payloads: Vec<T>, shard_main: F) -> anyhow::Result<()>
+where
+    T: Send + 'static,
+    F: Fn(usize, T) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + 'static,
+{
+    let cpus = allowed_cpus();
+    let mut handles = Vec::with_capacity(payloads.len());
+    for (shard_id, payload) in payloads.into_iter().enumerate() {
+        let shard_main = shard_main.clone();
+        let cpu = cpus[shard_id % cpus.len()];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{shard_id}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { shard_main(shard_id, payload).await })
+            .map_err(|e| anyhow::anyhow!("starting shard {shard_id} on CPU {cpu}: {e}"))?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (shard_id, handle) in handles.into_iter().enumerate() {
+        let result = handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("shard {shard_id} panicked: {e:?}"))
+            .and_then(|r| r.with_context(|| format!("shard {shard_id}")));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0));
+    let cpus: Vec<usize> = match set {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if cpus.is_empty() { vec![0] } else { cpus }
+}

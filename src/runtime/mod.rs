@@ -1,0 +1,53 @@
+//! The runtime seam: the only module that imports glommio.
+//!
+//! Everything the broker needs from the executor (pinned shards, the cross-core channel mesh,
+//! sockets, timers, task spawning) is re-exported or wrapped here, so that filling a gap of
+//! glommio 0.9 (it has no public sendfile/splice) or swapping the runtime touches one folder.
+
+pub mod executor;
+pub mod shutdown;
+
+pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::sync::Semaphore;
+pub use glommio::timer::sleep;
+pub use glommio::{Task, spawn_local};
+
+/// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("system clock before 1970");
+    i64::try_from(since_epoch.as_millis()).expect("timestamp fits i64")
+}
+
+/// Binds a listening socket with SO_REUSEPORT so that every shard can accept on the same
+/// address; the kernel spreads incoming connections over the shards.
+pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    // glommio's own bind sets SO_REUSEPORT.
+    TcpListener::bind(addr).map_err(std::io::Error::from)
+}
+
+/// Reserves a concrete port for `addr` when it asks for port 0, so that all shards bind the
+/// same one. The returned guard keeps the port reserved until the shards have bound.
+pub fn reserve_port(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
+    if addr.port() != 0 {
+        return Ok((addr, None));
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .expect("an IP socket has an IP address");
+    // Never listen on the guard: connections must only queue on the shards' sockets.
+    Ok((bound, Some(socket)))
+}

@@ -1,0 +1,144 @@
+//! One client connection: read frames, check the header, run handlers concurrently, write the
+//! responses strictly in request order.
+//!
+//! Clients pipeline, so the reader keeps going while earlier requests are still being served;
+//! at most `queued.max.requests.per.connection` requests may wait for their turn to be
+//! written, after which the reader waits (backpressure). A frame that cannot be answered
+//! within the protocol (garbage, oversize, unknown API, malformed body) closes the connection
+//! with a logged reason; other connections are unaffected.
+
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use futures::channel::mpsc;
+use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+
+use crate::handlers;
+use crate::protocol::frame::read_frame;
+use crate::protocol::versions;
+use crate::runtime::{Task, TcpStream, spawn_local};
+use crate::shard::Shard;
+
+/// Serves `stream` until the peer closes it, it misbehaves, or shutdown begins.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.split();
+    let (mut queue, mut responses) =
+        mpsc::channel::<Task<Outcome>>(shard.config.queued_max_requests_per_connection);
+
+    let write_shard = shard.clone();
+    let writer_task = spawn_local(async move {
+        while let Some(task) = responses.next().await {
+            let written = match task.await {
+                Outcome::Respond(frame) => writer.write_all(&frame).await,
+                Outcome::Silent => Ok(()),
+                Outcome::Close => Err(std::io::ErrorKind::InvalidData.into()),
+            };
+            write_shard.in_flight.set(write_shard.in_flight.get() - 1);
+            if let Err(e) = written {
+                tracing::debug!(?peer, error = %e, "closing after response stream ended");
+                let _ = writer.close().await;
+                return;
+            }
+        }
+        let _ = writer.flush().await;
+    });
+
+    loop {
+        let frame = match read_frame(&mut reader, shard.config.socket_request_max_bytes).await {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(?peer, reason = %e, "closing connection");
+                break;
+            }
+        };
+        if shard.stopping.get() {
+            break;
+        }
+        let request = match parse_request(frame) {
+            Ok(request) => request,
+            Err(Refusal::Close(reason)) => {
+                tracing::info!(?peer, %reason, "closing connection");
+                break;
+            }
+            Err(Refusal::Answer(response)) => {
+                shard.in_flight.set(shard.in_flight.get() + 1);
+                let answer = spawn_local(async move { Outcome::Respond(response) });
+                if queue.send(answer).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let (header, body) = request;
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        let handler_shard = shard.clone();
+        let task = spawn_local(async move {
+            let api_key = header.request_api_key;
+            match handlers::handle(&handler_shard, header, body).await {
+                Ok(Some(response)) => Outcome::Respond(response),
+                Ok(None) => Outcome::Silent,
+                Err(e) => {
+                    // Only a body that does not decode gets here: the protocol has no way to
+                    // answer it, so the writer closes the socket once earlier responses are out.
+                    tracing::info!(?peer, api_key, error = %e, "malformed request");
+                    Outcome::Close
+                }
+            }
+        });
+        if queue.send(task).await.is_err() {
+            break;
+        }
+    }
+    // Let the writer finish the responses already owed, then drop the socket.
+    drop(queue);
+    writer_task.await;
+}
+
+/// What the writer does for one request, in its turn.
+enum Outcome {
+    Respond(Bytes),
+    /// acks=0 produce: Kafka sends no response.
+    Silent,
+    Close,
+}
+
+enum Refusal {
+    /// Close the connection, logging why.
+    Close(String),
+    /// Send this frame instead of running a handler.
+    Answer(Bytes),
+}
+
+/// Checks the API key and version, then decodes the header.
+fn parse_request(mut frame: Bytes) -> Result<(RequestHeader, Bytes), Refusal> {
+    if frame.len() < 8 {
+        return Err(Refusal::Close(format!("request of {} bytes has no header", frame.len())));
+    }
+    let api_key_code = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(api_key) = ApiKey::try_from(api_key_code) else {
+        return Err(Refusal::Close(format!("unknown API key {api_key_code}")));
+    };
+    let Some((min, max)) = versions::served(api_key) else {
+        return Err(Refusal::Close(format!("API {api_key:?} is not supported yet")));
+    };
+    if version < min || version > max {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 form so that the client can retry with a version we serve.
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            return Err(Refusal::Answer(handlers::api_versions::unsupported_version(correlation_id)));
+        }
+        return Err(Refusal::Close(format!(
+            "{api_key:?} v{version} is not served (we serve v{min}..v{max})"
+        )));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| Refusal::Close(format!("malformed request header: {e}")))?;
+    debug_assert!(frame.remaining() <= i32::MAX as usize);
+    Ok((header, frame))
+}

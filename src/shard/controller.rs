@@ -1,0 +1,126 @@
+//! The controller: the single writer of the metadata image, on shard 0.
+//!
+//! A change is: validate, build the next image, persist it (`metadata.json`), then install it
+//! on every shard (each opens or deletes the partitions it owns) and answer only after all
+//! have. Changes are serialised by `controller_lock`, since installing awaits other shards.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+
+use super::placement::shard_for_partition;
+use super::router::NewTopic;
+use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
+use crate::config::TOPIC_CONFIG_NAMES;
+
+type TopicResult = (String, Result<(), (ResponseError, String)>);
+
+/// Kafka's limits on topic names (a partition directory adds "-<partition>" to them).
+const TOPIC_NAME_MAX_LEN: usize = 249;
+/// More partitions than this in one topic is surely a typo, and would exhaust file handles.
+const PARTITIONS_MAX: i32 = 100_000;
+
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    assert_eq!(shard.id, CONTROLLER_SHARD);
+    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let mut image = (*shard.metadata()).clone();
+    let mut results = Vec::with_capacity(topics.len());
+    let mut changed = false;
+    for topic in topics {
+        let result = validate_new_topic(shard, &image, &topic);
+        if result.is_ok() && !validate_only {
+            let partitions = (0..topic.partitions)
+                .map(|partition| PartitionMetadata {
+                    partition,
+                    shard: shard_for_partition(&topic.name, partition, shard.shard_count),
+                    leader_epoch: 0,
+                })
+                .collect();
+            image.topics.insert(
+                topic.name.clone(),
+                TopicMetadata {
+                    name: topic.name.clone(),
+                    topic_id: uuid::Uuid::new_v4(),
+                    partitions,
+                    configs: topic.configs,
+                },
+            );
+            changed = true;
+        }
+        results.push((topic.name, result));
+    }
+    if changed {
+        publish(shard, image).await;
+    }
+    results
+}
+
+fn validate_new_topic(
+    shard: &Shard,
+    image: &MetadataImage,
+    topic: &NewTopic,
+) -> Result<(), (ResponseError, String)> {
+    let name = &topic.name;
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_MAX_LEN || !name.chars().all(legal) {
+        return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
+    }
+    if image.topics.contains_key(name) {
+        return Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
+    }
+    if topic.partitions < 1 || topic.partitions > PARTITIONS_MAX {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("partitions must be between 1 and {PARTITIONS_MAX}"),
+        ));
+    }
+    if let Some(key) = topic.configs.keys().find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str())) {
+        return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
+    }
+    shard
+        .config
+        .log_config(&topic.configs)
+        .map(|_| ())
+        .map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
+}
+
+pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {
+    assert_eq!(shard.id, CONTROLLER_SHARD);
+    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let mut image = (*shard.metadata()).clone();
+    let mut results = Vec::with_capacity(names.len());
+    for name in names {
+        let result = match image.topics.remove(&name) {
+            Some(_) => Ok(()),
+            None => Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist"),
+            )),
+        };
+        results.push((name, result));
+    }
+    if results.iter().any(|(_, r)| r.is_ok()) {
+        publish(shard, image).await;
+    }
+    results
+}
+
+/// Persists `image`, then installs it on every shard and waits until all have.
+async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
+    // A metadata write that fails leaves the broker unable to keep its promises: crash loudly
+    // rather than answer clients with state that would vanish on restart.
+    image
+        .persist(&shard.config.data_dir)
+        .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+    let installs = (0..shard.shard_count).map(|target| {
+        shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() })
+    });
+    for response in futures::future::join_all(installs).await {
+        assert!(matches!(response, ShardResponse::MetadataApplied));
+    }
+}

@@ -1,0 +1,89 @@
+//! Shards: one per core, each owning a set of partitions outright.
+//!
+//! - [`placement`]: pure functions saying which shard owns a partition.
+//! - [`router`]: the envelopes that cross cores, and `Shard::invoke_on`, the one way to reach
+//!   state owned by another shard (a call on the own shard skips the mesh).
+//! - [`ops`]: what the owning shard does with an envelope.
+//! - [`controller`]: topic creation and deletion, run by shard 0, the metadata's single writer.
+
+pub mod controller;
+pub mod ops;
+pub mod placement;
+pub mod router;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::cluster::MetadataImage;
+use crate::config::BrokerConfig;
+use crate::partition::Partition;
+use crate::runtime::{Semaphore, Senders};
+
+pub use router::{Envelope, ShardRequest, ShardResponse};
+
+/// Index of a shard (and of its executor) within this broker process.
+pub type ShardId = usize;
+
+/// The shard that writes metadata.
+pub const CONTROLLER_SHARD: ShardId = 0;
+
+/// A partition's name; the key of a shard's partition table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// All the state of one shard. Lives on its executor only (`Rc`, never sent); other shards
+/// reach it through envelopes. No `RefCell` borrow is held across an `.await`.
+pub struct Shard {
+    pub id: ShardId,
+    pub shard_count: usize,
+    pub config: BrokerConfig,
+    /// The host and port handed to clients in Metadata.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    metadata: RefCell<Rc<MetadataImage>>,
+    pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    senders: Senders<Envelope>,
+    /// Serialises metadata changes on the controller shard (they await other shards).
+    controller_lock: Semaphore,
+    /// Set when shutdown begins: connections stop reading new requests.
+    pub stopping: Cell<bool>,
+    /// Requests accepted and not yet answered on this shard.
+    pub in_flight: Cell<usize>,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: BrokerConfig,
+        advertised: (String, i32),
+        metadata: MetadataImage,
+        senders: Senders<Envelope>,
+    ) -> Shard {
+        Shard {
+            id,
+            shard_count: config.cores,
+            config,
+            advertised_host: advertised.0,
+            advertised_port: advertised.1,
+            metadata: RefCell::new(Rc::new(metadata)),
+            partitions: RefCell::new(HashMap::new()),
+            senders,
+            controller_lock: Semaphore::new(1),
+            stopping: Cell::new(false),
+            in_flight: Cell::new(0),
+        }
+    }
+
+    /// This shard's current copy of the metadata image.
+    pub fn metadata(&self) -> Rc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    fn set_metadata(&self, image: MetadataImage) {
+        *self.metadata.borrow_mut() = Rc::new(image);
+    }
+}

@@ -1,0 +1,184 @@
+//! What a shard does with an envelope addressed to it. Every function here runs on the shard
+//! that owns the state it touches.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+
+use super::router::{PartitionRead, PartitionReadResult};
+use super::{Shard, ShardRequest, ShardResponse, TopicPartition, controller};
+use crate::cluster::MetadataImage;
+use crate::partition::Partition;
+use crate::protocol::errors::storage_error_code;
+use crate::runtime::{now_ms, sleep};
+
+pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse {
+    match request {
+        ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions),
+        ShardRequest::Read { reads } => ShardResponse::Read(read(shard, reads)),
+        ShardRequest::WaitForData { partitions, timeout } => {
+            let waiters: Vec<_> = {
+                let mut table = shard.partitions.borrow_mut();
+                // Data may have arrived since the caller's read: then there is nothing to wait for.
+                let arrived = partitions.iter().any(|(tp, offset)| {
+                    table.get(tp).is_some_and(|p| p.high_watermark() > *offset)
+                });
+                if arrived {
+                    Vec::new()
+                } else {
+                    partitions
+                        .iter()
+                        .filter_map(|(tp, _)| table.get_mut(tp).map(Partition::wait_for_data))
+                        .collect()
+                }
+            };
+            if !waiters.is_empty() {
+                futures::select! {
+                    _ = futures::future::select_all(waiters).fuse() => {},
+                    _ = sleep(timeout).fuse() => {},
+                }
+            }
+            ShardResponse::DataReady
+        }
+        ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
+        ShardRequest::CreateTopics { topics, validate_only } => {
+            ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
+        }
+        ShardRequest::DeleteTopics { topics } => {
+            ShardResponse::Topics(controller::delete_topics(shard, topics).await)
+        }
+        ShardRequest::ApplyMetadata { image } => {
+            apply_metadata(shard, image, false);
+            ShardResponse::MetadataApplied
+        }
+    }
+}
+
+fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> ShardResponse {
+    let now = now_ms();
+    let mut table = shard.partitions.borrow_mut();
+    let results = batches
+        .into_iter()
+        .map(|(partition, records)| {
+            let key = TopicPartition { topic: topic.clone(), partition };
+            let result = match table.get_mut(&key) {
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(p) => p
+                    .append(records, now)
+                    .map(|info| (info, p.log_start_offset()))
+                    .map_err(|e| {
+                        tracing::debug!(topic = %key.topic, partition, error = %e, "append refused");
+                        storage_error_code(&e)
+                    }),
+            };
+            (partition, result)
+        })
+        .collect();
+    ShardResponse::Produced(results)
+}
+
+fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
+    let table = shard.partitions.borrow();
+    reads
+        .into_iter()
+        .map(|r| match table.get(&r.partition) {
+            None => PartitionReadResult {
+                error: Some(ResponseError::UnknownTopicOrPartition),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: bytes::Bytes::new(),
+            },
+            Some(p) => {
+                let (error, records) = match p.read(r.offset, r.max_bytes) {
+                    Ok(records) => (None, records),
+                    Err(e) => (Some(storage_error_code(&e)), bytes::Bytes::new()),
+                };
+                PartitionReadResult {
+                    error,
+                    high_watermark: p.high_watermark(),
+                    log_start_offset: p.log_start_offset(),
+                    records,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Kafka's special timestamps for ListOffsets.
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+fn list_offsets(
+    shard: &Shard,
+    queries: Vec<(TopicPartition, i64)>,
+) -> Vec<Result<(i64, i64), ResponseError>> {
+    let table = shard.partitions.borrow();
+    queries
+        .into_iter()
+        .map(|(tp, timestamp)| {
+            let p = table.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            match timestamp {
+                LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
+                EARLIEST_TIMESTAMP => Ok((p.log_start_offset(), -1)),
+                t if t < 0 => Err(ResponseError::UnsupportedVersion),
+                t => match p.offset_for_timestamp(t) {
+                    Ok(Some((offset, found))) => Ok((offset, found)),
+                    // Kafka answers "no such record" with offset -1 and timestamp -1.
+                    Ok(None) => Ok((-1, -1)),
+                    Err(e) => Err(storage_error_code(&e)),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Makes this shard's partition table match `image`: opens the partitions it now owns and
+/// deletes those whose topic is gone. `clean_shutdown` says whether recovery may be skipped
+/// (only meaningful at startup).
+pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) {
+    let mut owned = HashSet::new();
+    for topic in image.topics.values() {
+        for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
+            owned.insert(TopicPartition { topic: topic.name.clone(), partition: p.partition });
+        }
+    }
+    let mut table = shard.partitions.borrow_mut();
+    let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
+    for tp in gone {
+        let partition = table.remove(&tp).expect("key listed from the table");
+        if let Err(e) = partition.delete() {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting partition");
+        }
+    }
+    for tp in owned {
+        if table.contains_key(&tp) {
+            continue;
+        }
+        let topic = &image.topics[&tp.topic];
+        let dir = partition_dir(&shard.config.data_dir, &tp);
+        let opened = shard
+            .config
+            .log_config(&topic.configs)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                let epoch = topic.partitions[tp.partition as usize].leader_epoch;
+                Partition::open(&dir, config, epoch, clean_shutdown).map_err(|e| e.to_string())
+            });
+        match opened {
+            Ok(partition) => {
+                table.insert(tp, partition);
+            }
+            // The partition stays absent: clients get UNKNOWN_TOPIC_OR_PARTITION for it.
+            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "opening partition"),
+        }
+    }
+    drop(table);
+    shard.set_metadata(image);
+}
+
+/// `<data-dir>/<topic>-<partition>`, Kafka's layout.
+pub fn partition_dir(data_dir: &std::path::Path, tp: &TopicPartition) -> std::path::PathBuf {
+    data_dir.join(format!("{}-{}", tp.topic, tp.partition))
+}

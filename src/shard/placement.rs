@@ -1,0 +1,42 @@
+//! Placement: which shard owns what. Pure functions of names and the shard count, so every
+//! shard computes the same answer without asking anyone.
+
+use super::ShardId;
+
+/// FNV-1a: tiny, stable across releases and platforms (unlike `DefaultHasher`), which matters
+/// because placements are persisted.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The shard owning partition `partition` of `topic`. Consecutive partitions of one topic go
+/// to consecutive shards, so a topic with at least as many partitions as shards uses them all.
+pub fn shard_for_partition(topic: &str, partition: i32, shard_count: usize) -> ShardId {
+    assert!(shard_count > 0);
+    assert!(partition >= 0);
+    let start = fnv1a(topic.as_bytes()) % shard_count as u64;
+    ((start + partition as u64) % shard_count as u64) as ShardId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_consecutive_partitions_over_all_shards() {
+        let shards: std::collections::BTreeSet<_> =
+            (0..4).map(|p| shard_for_partition("orders", p, 4)).collect();
+        assert_eq!(shards.len(), 4);
+    }
+
+    #[test]
+    fn is_deterministic() {
+        assert_eq!(shard_for_partition("a", 7, 3), shard_for_partition("a", 7, 3));
+        assert_eq!(shard_for_partition("a", 7, 1), 0);
+    }
+}

@@ -1,0 +1,112 @@
+//! Envelopes that cross cores, and the two ends of the mesh.
+//!
+//! A handler that needs a partition owned elsewhere calls [`Shard::invoke_on`] with the owner's
+//! id; the call site is the only place where crossing cores is visible. Envelopes carry owned
+//! buffers (`Bytes`): the request body is moved, never copied, to its owner.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::ResponseError;
+
+use super::{Shard, ShardId, TopicPartition, ops};
+use crate::cluster::MetadataImage;
+use crate::runtime::{Receivers, spawn_local};
+use crate::storage::AppendInfo;
+
+/// What one shard asks another to do.
+pub enum ShardRequest {
+    /// Append each (partition, batches) of one topic.
+    Produce { topic: String, partitions: Vec<(i32, Bytes)> },
+    /// Read from each partition without waiting.
+    Read { reads: Vec<PartitionRead> },
+    /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
+    WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
+    /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest.
+    ListOffsets { queries: Vec<(TopicPartition, i64)> },
+    /// Controller only: create topics.
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    /// Controller only: delete topics.
+    DeleteTopics { topics: Vec<String> },
+    /// Install a new metadata image: open partitions now owned, drop deleted ones.
+    ApplyMetadata { image: MetadataImage },
+}
+
+pub struct PartitionRead {
+    pub partition: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+pub struct PartitionReadResult {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// The answer to a [`ShardRequest`], variant for variant.
+pub enum ShardResponse {
+    Produced(Vec<(i32, Result<(AppendInfo, i64), ResponseError>)>),
+    Read(Vec<PartitionReadResult>),
+    DataReady,
+    Offsets(Vec<Result<(i64, i64), ResponseError>>),
+    Topics(Vec<(String, Result<(), (ResponseError, String)>)>),
+    MetadataApplied,
+}
+
+/// A request travelling to its owner, with the way back.
+pub struct Envelope {
+    pub request: ShardRequest,
+    pub reply: oneshot::Sender<ShardResponse>,
+}
+
+impl Shard {
+    /// Runs `request` on shard `target`: directly when that is this shard, else through the
+    /// mesh. Boxed because controller requests fan out into further calls.
+    pub fn invoke_on(
+        self: &Rc<Self>,
+        target: ShardId,
+        request: ShardRequest,
+    ) -> LocalBoxFuture<'static, ShardResponse> {
+        let shard = self.clone();
+        Box::pin(async move {
+            if target == shard.id {
+                return ops::execute(&shard, request).await;
+            }
+            let (reply, answer) = oneshot::channel();
+            if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
+                panic!("shard {target} left the mesh while shard {} runs", shard.id);
+            }
+            answer.await.unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
+        })
+    }
+
+    /// Serves envelopes from every other shard until the mesh closes. Each envelope runs in its
+    /// own task so that a parked fetch does not hold up the ones behind it.
+    pub async fn serve_mesh(self: Rc<Self>, mut receivers: Receivers<Envelope>) {
+        let mut streams = Vec::new();
+        for (_peer, stream) in receivers.streams() {
+            let shard = self.clone();
+            streams.push(spawn_local(async move {
+                while let Some(Envelope { request, reply }) = stream.recv().await {
+                    let shard = shard.clone();
+                    spawn_local(async move {
+                        let _ = reply.send(ops::execute(&shard, request).await);
+                    })
+                    .detach();
+                }
+            }));
+        }
+        futures::future::join_all(streams).await;
+    }
+}
