@@ -16,6 +16,9 @@ const FILE_NAME: &str = "metadata.json";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub cluster_id: String,
+    /// First producer id not yet handed out (idempotent producers), in blocks per shard.
+    #[serde(default)]
+    pub next_producer_id: i64,
     #[serde(with = "topics_as_list")]
     pub topics: BTreeMap<String, TopicMetadata>,
 }
@@ -61,6 +64,7 @@ impl MetadataImage {
                 .with_context(|| format!("reading {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataImage {
                 cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+                next_producer_id: 0,
                 topics: BTreeMap::new(),
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

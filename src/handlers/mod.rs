@@ -9,6 +9,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -64,6 +65,10 @@ pub async fn handle(
         }
         ApiKey::FindCoordinator => {
             let response = find_coordinator::handle(FindCoordinatorRequest::decode(body, version)?, version);
+            respond(&header, &response)
+        }
+        ApiKey::InitProducerId => {
+            let response = init_producer_id::handle(shard, InitProducerIdRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         other => anyhow::bail!("connection let through unserved API {other:?}"),

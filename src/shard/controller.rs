@@ -110,6 +110,23 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
     results
 }
 
+/// Reserves `count` producer ids for one shard to hand out, durably, so that no id is ever
+/// given twice, restarts included.
+pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> i64 {
+    assert_eq!(shard.id, CONTROLLER_SHARD);
+    assert!(count > 0);
+    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let mut image = (*shard.metadata()).clone();
+    let first = image.next_producer_id;
+    image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
+    image
+        .persist(&shard.config.data_dir)
+        .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+    // Only the controller reads this counter; other shards see it with the next change.
+    shard.set_metadata(image);
+    first
+}
+
 /// Persists `image`, then installs it on every shard and waits until all have.
 async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
     // A metadata write that fails leaves the broker unable to keep its promises: crash loudly

@@ -49,6 +49,8 @@ pub struct Shard {
     senders: Senders<Envelope>,
     /// Serialises metadata changes on the controller shard (they await other shards).
     controller_lock: Semaphore,
+    /// Producer ids reserved for this shard: [next, end).
+    pub producer_ids: Cell<(i64, i64)>,
     /// Set when shutdown begins: connections stop reading new requests.
     pub stopping: Cell<bool>,
     /// Requests accepted and not yet answered on this shard.
@@ -73,6 +75,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             senders,
             controller_lock: Semaphore::new(1),
+            producer_ids: Cell::new((0, 0)),
             stopping: Cell::new(false),
             in_flight: Cell::new(0),
         }

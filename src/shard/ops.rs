@@ -49,6 +49,9 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::DeleteTopics { topics } => {
             ShardResponse::Topics(controller::delete_topics(shard, topics).await)
         }
+        ShardRequest::AllocateProducerIds { count } => {
+            ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
+        }
         ShardRequest::ApplyMetadata { image } => {
             apply_metadata(shard, image, false);
             ShardResponse::MetadataApplied

@@ -31,6 +31,8 @@ pub enum ShardRequest {
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// Controller only: delete topics.
     DeleteTopics { topics: Vec<String> },
+    /// Controller only: reserve `count` producer ids; answered with the first.
+    AllocateProducerIds { count: i64 },
     /// Install a new metadata image: open partitions now owned, drop deleted ones.
     ApplyMetadata { image: MetadataImage },
 }
@@ -62,6 +64,7 @@ pub enum ShardResponse {
     Offsets(Vec<Result<(i64, i64), ResponseError>>),
     Topics(Vec<(String, Result<(), (ResponseError, String)>)>),
     MetadataApplied,
+    ProducerIds(i64),
 }
 
 /// A request travelling to its owner, with the way back.
