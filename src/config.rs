@@ -148,7 +148,10 @@ impl BrokerConfig {
     }
 
     /// The log settings of one topic: its own configs over the broker-wide defaults.
-    pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
+    pub fn log_config(
+        &self,
+        topic_configs: &BTreeMap<String, String>,
+    ) -> anyhow::Result<LogConfig> {
         let mut config = LogConfig {
             segment_bytes: self.log_segment_bytes,
             segment_ms: self.log_roll_ms,
@@ -228,7 +231,11 @@ mod tests {
     fn unknown_settings_are_refused() {
         let mut config = BrokerConfig::default();
         assert!(config.set("no.such.thing", "1").is_err());
-        assert!(config.log_config(&BTreeMap::from([("bogus".into(), "1".into())])).is_err());
+        assert!(
+            config
+                .log_config(&BTreeMap::from([("bogus".into(), "1".into())]))
+                .is_err()
+        );
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl Partition {
         rx
     }
 
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         self.log.offset_for_timestamp(timestamp_ms)
     }
 

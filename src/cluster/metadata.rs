@@ -121,7 +121,11 @@ mod tests {
             TopicMetadata {
                 name: "t".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![PartitionMetadata { partition: 0, shard: 1, leader_epoch: 0 }],
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    shard: 1,
+                    leader_epoch: 0,
+                }],
                 configs: BTreeMap::from([("flush.messages".into(), "1".into())]),
             },
         );

@@ -24,14 +24,19 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     // KIP-360: a known producer asking again gets its epoch bumped, fencing its old epoch.
     if request.producer_id.0 >= 0 {
         return match request.producer_epoch.checked_add(1) {
-            Some(epoch) if epoch >= 0 => response.with_producer_id(request.producer_id).with_producer_epoch(epoch),
+            Some(epoch) if epoch >= 0 => response
+                .with_producer_id(request.producer_id)
+                .with_producer_epoch(epoch),
             _ => response.with_error_code(ResponseError::InvalidProducerEpoch.code()),
         };
     }
     let (mut next, mut end) = shard.producer_ids.get();
     if next == end {
-        let allocate = ShardRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK };
-        let ShardResponse::ProducerIds(first) = shard.invoke_on(CONTROLLER_SHARD, allocate).await else {
+        let allocate = ShardRequest::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK,
+        };
+        let ShardResponse::ProducerIds(first) = shard.invoke_on(CONTROLLER_SHARD, allocate).await
+        else {
             unreachable!("AllocateProducerIds answers with ProducerIds");
         };
         // Another request on this shard may have refilled the block while this one waited.
@@ -41,5 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
         }
     }
     shard.producer_ids.set((next + 1, end));
-    response.with_producer_id(ProducerId(next)).with_producer_epoch(0)
+    response
+        .with_producer_id(ProducerId(next))
+        .with_producer_epoch(0)
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
@@ -16,7 +18,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            let tp = TopicPartition {
+                topic: topic.name.0.to_string(),
+                partition: p.partition_index,
+            };
             match image.owner(&tp.topic, tp.partition) {
                 Some(owner) => per_shard.entry(owner).or_default().push((tp, p.timestamp)),
                 None => {
@@ -43,21 +48,37 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
         .topics
         .iter()
         .map(|topic| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
-                    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    match outcomes.remove(&tp).expect("every partition has an outcome") {
-                        Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(
-                            image.topic(&tp.topic).map_or(-1, |t| t.partitions[tp.partition as usize].leader_epoch),
-                        ),
-                        Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
-                    }
-                })
-                .collect();
-            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+            let partitions =
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let tp = TopicPartition {
+                            topic: topic.name.0.to_string(),
+                            partition: p.partition_index,
+                        };
+                        let response = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index);
+                        match outcomes
+                            .remove(&tp)
+                            .expect("every partition has an outcome")
+                        {
+                            Ok((offset, timestamp)) => response
+                                .with_offset(offset)
+                                .with_timestamp(timestamp)
+                                .with_leader_epoch(image.topic(&tp.topic).map_or(-1, |t| {
+                                    t.partitions[tp.partition as usize].leader_epoch
+                                })),
+                            Err(error) => response
+                                .with_error_code(error.code())
+                                .with_offset(-1)
+                                .with_timestamp(-1),
+                        }
+                    })
+                    .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -28,7 +28,11 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     };
 
     let topics = match wanted {
-        None => image.topics.values().map(|t| describe(t, node_id)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| describe(t, node_id))
+            .collect(),
         Some(requested) => {
             let auto_create = shard.config.auto_create_topics_enable
                 && (version < 4 || request.allow_auto_topic_creation);
@@ -46,7 +50,10 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                         configs: Default::default(),
                     })
                     .collect();
-                let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: false };
+                let create = ShardRequest::CreateTopics {
+                    topics: new_topics,
+                    validate_only: false,
+                };
                 // Results are read back from the new image below; an illegal name stays unknown.
                 shard.invoke_on(CONTROLLER_SHARD, create).await;
                 image = shard.metadata();

@@ -12,15 +12,14 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use crate::shard::router::ProduceOutcome;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse};
-
-type Outcome = Result<(crate::storage::AppendInfo, i64), ResponseError>;
 
 /// Returns `None` for acks=0: Kafka sends no response then.
 pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.metadata();
-    let mut outcomes: HashMap<(String, i32), Outcome> = HashMap::new();
+    let mut outcomes: HashMap<(String, i32), ProduceOutcome> = HashMap::new();
     let mut per_shard: HashMap<(ShardId, String), Vec<(i32, Bytes)>> = HashMap::new();
     let mut order = Vec::new();
     for topic in &request.topic_data {
@@ -50,7 +49,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     let calls = per_shard.into_iter().map(|((owner, topic), partitions)| {
         let shard = shard.clone();
         async move {
-            let request = ShardRequest::Produce { topic: topic.clone(), partitions };
+            let request = ShardRequest::Produce {
+                topic: topic.clone(),
+                partitions,
+            };
             let ShardResponse::Produced(results) = shard.invoke_on(owner, request).await else {
                 unreachable!("Produce answers with Produced");
             };
@@ -68,7 +70,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
 
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
     for (topic, partition) in order {
-        let outcome = outcomes.remove(&(topic.clone(), partition)).expect("every partition has an outcome");
+        let outcome = outcomes
+            .remove(&(topic.clone(), partition))
+            .expect("every partition has an outcome");
         let response = match outcome {
             Ok((info, log_start_offset)) => PartitionProduceResponse::default()
                 .with_index(partition)

@@ -9,12 +9,12 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 
 use super::placement::shard_for_partition;
-use super::router::NewTopic;
+use super::router::{NewTopic, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
 use crate::config::TOPIC_CONFIG_NAMES;
 
-type TopicResult = (String, Result<(), (ResponseError, String)>);
+type TopicResult = (String, TopicOutcome);
 
 /// Kafka's limits on topic names (a partition directory adds "-<partition>" to them).
 const TOPIC_NAME_MAX_LEN: usize = 249;
@@ -27,7 +27,11 @@ pub async fn create_topics(
     validate_only: bool,
 ) -> Vec<TopicResult> {
     assert_eq!(shard.id, CONTROLLER_SHARD);
-    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let _permit = shard
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .expect("lock never closed");
     let mut image = (*shard.metadata()).clone();
     let mut results = Vec::with_capacity(topics.len());
     let mut changed = false;
@@ -67,11 +71,22 @@ fn validate_new_topic(
 ) -> Result<(), (ResponseError, String)> {
     let name = &topic.name;
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_MAX_LEN || !name.chars().all(legal) {
-        return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > TOPIC_NAME_MAX_LEN
+        || !name.chars().all(legal)
+    {
+        return Err((
+            ResponseError::InvalidTopicException,
+            format!("illegal topic name {name:?}"),
+        ));
     }
     if image.topics.contains_key(name) {
-        return Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic {name:?} already exists"),
+        ));
     }
     if topic.partitions < 1 || topic.partitions > PARTITIONS_MAX {
         return Err((
@@ -79,8 +94,15 @@ fn validate_new_topic(
             format!("partitions must be between 1 and {PARTITIONS_MAX}"),
         ));
     }
-    if let Some(key) = topic.configs.keys().find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str())) {
-        return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
+    if let Some(key) = topic
+        .configs
+        .keys()
+        .find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str()))
+    {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!("unknown topic config {key:?}"),
+        ));
     }
     shard
         .config
@@ -91,7 +113,11 @@ fn validate_new_topic(
 
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {
     assert_eq!(shard.id, CONTROLLER_SHARD);
-    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let _permit = shard
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .expect("lock never closed");
     let mut image = (*shard.metadata()).clone();
     let mut results = Vec::with_capacity(names.len());
     for name in names {
@@ -115,7 +141,11 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
 pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> i64 {
     assert_eq!(shard.id, CONTROLLER_SHARD);
     assert!(count > 0);
-    let _permit = shard.controller_lock.acquire_permit(1).await.expect("lock never closed");
+    let _permit = shard
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .expect("lock never closed");
     let mut image = (*shard.metadata()).clone();
     let first = image.next_producer_id;
     image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
@@ -135,7 +165,12 @@ async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
         .persist(&shard.config.data_dir)
         .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
     let installs = (0..shard.shard_count).map(|target| {
-        shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() })
+        shard.invoke_on(
+            target,
+            ShardRequest::ApplyMetadata {
+                image: image.clone(),
+            },
+        )
     });
     for response in futures::future::join_all(installs).await {
         assert!(matches!(response, ShardResponse::MetadataApplied));

@@ -18,7 +18,10 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
     match request {
         ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions),
         ShardRequest::Read { reads } => ShardResponse::Read(read(shard, reads)),
-        ShardRequest::WaitForData { partitions, timeout } => {
+        ShardRequest::WaitForData {
+            partitions,
+            timeout,
+        } => {
             let waiters: Vec<_> = {
                 let mut table = shard.partitions.borrow_mut();
                 // Data may have arrived since the caller's read: then there is nothing to wait for.
@@ -42,10 +45,13 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
             }
             ShardResponse::DataReady
         }
-        ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
-        ShardRequest::CreateTopics { topics, validate_only } => {
-            ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
+        ShardRequest::ListOffsets { queries } => {
+            ShardResponse::Offsets(list_offsets(shard, queries))
         }
+        ShardRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await),
         ShardRequest::DeleteTopics { topics } => {
             ShardResponse::Topics(controller::delete_topics(shard, topics).await)
         }
@@ -121,7 +127,9 @@ fn list_offsets(
     queries
         .into_iter()
         .map(|(tp, timestamp)| {
-            let p = table.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            let p = table
+                .get(&tp)
+                .ok_or(ResponseError::UnknownTopicOrPartition)?;
             match timestamp {
                 LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
                 EARLIEST_TIMESTAMP => Ok((p.log_start_offset(), -1)),
@@ -144,11 +152,18 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
     let mut owned = HashSet::new();
     for topic in image.topics.values() {
         for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
-            owned.insert(TopicPartition { topic: topic.name.clone(), partition: p.partition });
+            owned.insert(TopicPartition {
+                topic: topic.name.clone(),
+                partition: p.partition,
+            });
         }
     }
     let mut table = shard.partitions.borrow_mut();
-    let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
+    let gone: Vec<_> = table
+        .keys()
+        .filter(|tp| !owned.contains(tp))
+        .cloned()
+        .collect();
     for tp in gone {
         let partition = table.remove(&tp).expect("key listed from the table");
         if let Err(e) = partition.delete() {

@@ -29,14 +29,18 @@ mod tests {
 
     #[test]
     fn spreads_consecutive_partitions_over_all_shards() {
-        let shards: std::collections::BTreeSet<_> =
-            (0..4).map(|p| shard_for_partition("orders", p, 4)).collect();
+        let shards: std::collections::BTreeSet<_> = (0..4)
+            .map(|p| shard_for_partition("orders", p, 4))
+            .collect();
         assert_eq!(shards.len(), 4);
     }
 
     #[test]
     fn is_deterministic() {
-        assert_eq!(shard_for_partition("a", 7, 3), shard_for_partition("a", 7, 3));
+        assert_eq!(
+            shard_for_partition("a", 7, 3),
+            shard_for_partition("a", 7, 3)
+        );
         assert_eq!(shard_for_partition("a", 7, 1), 0);
     }
 }

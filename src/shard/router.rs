@@ -20,15 +20,24 @@ use crate::storage::AppendInfo;
 /// What one shard asks another to do.
 pub enum ShardRequest {
     /// Append each (partition, batches) of one topic.
-    Produce { topic: String, partitions: Vec<(i32, Bytes)> },
+    Produce {
+        topic: String,
+        partitions: Vec<(i32, Bytes)>,
+    },
     /// Read from each partition without waiting.
     Read { reads: Vec<PartitionRead> },
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
-    WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
+    WaitForData {
+        partitions: Vec<(TopicPartition, i64)>,
+        timeout: Duration,
+    },
     /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest.
     ListOffsets { queries: Vec<(TopicPartition, i64)> },
     /// Controller only: create topics.
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
     /// Controller only: delete topics.
     DeleteTopics { topics: Vec<String> },
     /// Controller only: reserve `count` producer ids; answered with the first.
@@ -56,13 +65,18 @@ pub struct NewTopic {
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
+/// One partition's produce result: what was appended and the log start offset, or why not.
+pub type ProduceOutcome = Result<(AppendInfo, i64), ResponseError>;
+/// One topic's create or delete result; the error comes with a message for the client.
+pub type TopicOutcome = Result<(), (ResponseError, String)>;
+
 /// The answer to a [`ShardRequest`], variant for variant.
 pub enum ShardResponse {
-    Produced(Vec<(i32, Result<(AppendInfo, i64), ResponseError>)>),
+    Produced(Vec<(i32, ProduceOutcome)>),
     Read(Vec<PartitionReadResult>),
     DataReady,
     Offsets(Vec<Result<(i64, i64), ResponseError>>),
-    Topics(Vec<(String, Result<(), (ResponseError, String)>)>),
+    Topics(Vec<(String, TopicOutcome)>),
     MetadataApplied,
     ProducerIds(i64),
 }
@@ -87,10 +101,17 @@ impl Shard {
                 return ops::execute(&shard, request).await;
             }
             let (reply, answer) = oneshot::channel();
-            if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
+            if shard
+                .senders
+                .send_to(target, Envelope { request, reply })
+                .await
+                .is_err()
+            {
                 panic!("shard {target} left the mesh while shard {} runs", shard.id);
             }
-            answer.await.unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
+            answer
+                .await
+                .unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
         })
     }
 

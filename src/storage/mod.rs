@@ -4,11 +4,15 @@
 //! Runs on the shard that owns the partition; nothing here is shared between threads.
 //! All I/O is plain positional reads and writes through the page cache.
 //!
-//! API CONTRACT (the rest of the broker is written against exactly this surface):
+//! - [`batch`]: v2 batch headers, validation (CRC-32C) and the fields the broker stamps.
+//! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
+//! - [`index`]: the sparse index files.
+//! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
 
-use std::path::Path;
-
-use bytes::Bytes;
+pub mod batch;
+mod index;
+mod log;
+mod segment;
 
 /// Errors that storage reports; mapped to Kafka error codes in `protocol::errors`.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +28,11 @@ pub enum StorageError {
     BatchTooLarge { size: usize, max: usize },
     /// Reading an offset outside [log_start_offset, log_end_offset].
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -50,6 +58,8 @@ pub struct LogConfig {
     pub flush_ms: Option<i64>,
 }
 
+/// What an append did.
+#[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
@@ -58,33 +68,4 @@ pub struct AppendInfo {
     pub records: u64,
 }
 
-pub struct Log;
-
-impl Log {
-    pub fn open(_dir: &Path, _config: LogConfig, _clean_shutdown: bool) -> Result<Log, StorageError> {
-        todo!()
-    }
-    pub fn append(&mut self, _batches: Bytes, _leader_epoch: i32, _now_ms: i64) -> Result<AppendInfo, StorageError> {
-        todo!()
-    }
-    pub fn read(&self, _offset: i64, _max_bytes: usize, _max_offset: i64) -> Result<Bytes, StorageError> {
-        todo!()
-    }
-    pub fn flush(&mut self) -> Result<(), StorageError> {
-        todo!()
-    }
-    pub fn offset_for_timestamp(&self, _timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        todo!()
-    }
-    pub fn log_start_offset(&self) -> i64 {
-        todo!()
-    }
-    pub fn log_end_offset(&self) -> i64 {
-        todo!()
-    }
-}
-impl Log {
-    pub fn close(&mut self) -> Result<(), StorageError> {
-        todo!()
-    }
-}
+pub use log::Log;

@@ -1,0 +1,321 @@
+//! Kafka v2 record batch headers: parsing and validation. The broker never decodes records on
+//! the write path; it checks the header and the CRC-32C and stamps the fields it owns.
+//!
+//! Layout (big-endian): baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 |
+//! crc u32 | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
+//! producerId i64 | producerEpoch i16 | baseSequence i32 | recordsCount i32 | records.
+//! The CRC covers everything from `attributes` to the end of the batch.
+
+use super::StorageError;
+
+/// Bytes before `batchLength`'s count starts (baseOffset + batchLength).
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the whole v2 header.
+pub const HEADER_LEN: usize = 61;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+/// Where the CRC-covered part starts (attributes).
+pub const CRC_FROM: usize = 21;
+const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
+/// Attribute bit 3: timestamps are LogAppendTime.
+const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
+/// Attribute bit 4: part of a transaction.
+const TRANSACTIONAL_FLAG: i16 = 1 << 4;
+/// Attribute bit 5: a control batch (transaction marker).
+const CONTROL_FLAG: i16 = 1 << 5;
+
+/// The parsed v2 header of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Bytes after the `batchLength` field.
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `bytes`, checking the magic byte and that the length
+    /// fields are sane. Does not look at the records or the CRC.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, StorageError> {
+        if bytes.len() <= MAGIC_AT {
+            return Err(StorageError::CorruptBatch(format!(
+                "{} bytes is too short for a batch",
+                bytes.len()
+            )));
+        }
+        let magic = bytes[MAGIC_AT] as i8;
+        if magic != 2 {
+            return Err(StorageError::UnsupportedMagic(magic));
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(StorageError::CorruptBatch(format!(
+                "{} bytes is too short for a v2 header",
+                bytes.len()
+            )));
+        }
+        let header = BatchHeader {
+            base_offset: i64_at(bytes, 0),
+            batch_length: i32_at(bytes, 8),
+            partition_leader_epoch: i32_at(bytes, 12),
+            crc: u32::from_be_bytes(bytes[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes")),
+            attributes: i16_at(bytes, ATTRIBUTES_AT),
+            last_offset_delta: i32_at(bytes, 23),
+            base_timestamp: i64_at(bytes, 27),
+            max_timestamp: i64_at(bytes, MAX_TIMESTAMP_AT),
+            producer_id: i64_at(bytes, 43),
+            producer_epoch: i16_at(bytes, 51),
+            base_sequence: i32_at(bytes, 53),
+            records_count: i32_at(bytes, 57),
+        };
+        if (header.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
+            return Err(StorageError::CorruptBatch(format!(
+                "batch length {} is below the header size",
+                header.batch_length
+            )));
+        }
+        if header.records_count < 0 || header.last_offset_delta < 0 {
+            return Err(StorageError::CorruptBatch(
+                "negative record count or offset delta".into(),
+            ));
+        }
+        if header.records_count > 0 && header.last_offset_delta < header.records_count - 1 {
+            return Err(StorageError::CorruptBatch(format!(
+                "last offset delta {} cannot hold {} records",
+                header.last_offset_delta, header.records_count
+            )));
+        }
+        Ok(header)
+    }
+
+    /// The whole batch's size on disk and on the wire.
+    pub fn size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Records this batch occupies in the offset space.
+    pub fn offset_count(&self) -> i64 {
+        i64::from(self.last_offset_delta) + 1
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// Whether the batch carries an idempotent producer's id and sequence.
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+}
+
+/// Checks one whole batch (`bytes` is exactly the batch): header, length and CRC-32C.
+pub fn validate(bytes: &[u8]) -> Result<BatchHeader, StorageError> {
+    let header = BatchHeader::parse(bytes)?;
+    if header.size() != bytes.len() {
+        return Err(StorageError::CorruptBatch(format!(
+            "batch says {} bytes but {} are present",
+            header.size(),
+            bytes.len()
+        )));
+    }
+    let actual = crc32c::crc32c(&bytes[CRC_FROM..]);
+    if actual != header.crc {
+        return Err(StorageError::CorruptBatch(format!(
+            "CRC-32C mismatch: batch says {:#010x}, content has {actual:#010x}",
+            header.crc
+        )));
+    }
+    Ok(header)
+}
+
+/// Splits a producer's records blob into batches and validates each; returns each batch's
+/// position in `records` with its header. Nothing is accepted unless everything is valid.
+pub fn validate_all(
+    records: &[u8],
+    max_batch_bytes: usize,
+) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let rest = &records[position..];
+        let header = BatchHeader::parse(rest)?;
+        if header.size() > max_batch_bytes {
+            return Err(StorageError::BatchTooLarge {
+                size: header.size(),
+                max: max_batch_bytes,
+            });
+        }
+        if header.size() > rest.len() {
+            return Err(StorageError::CorruptBatch(format!(
+                "batch of {} bytes is truncated to {}",
+                header.size(),
+                rest.len()
+            )));
+        }
+        let header = validate(&rest[..header.size()])?;
+        batches.push((position, header));
+        position += header.size();
+    }
+    if batches.is_empty() {
+        return Err(StorageError::CorruptBatch(
+            "no record batch in the request".into(),
+        ));
+    }
+    Ok(batches)
+}
+
+/// The broker-owned fields written into a batch header as it is appended.
+pub struct Stamp {
+    pub base_offset: i64,
+    pub leader_epoch: i32,
+    /// Set under LogAppendTime: the timestamp that replaces maxTimestamp.
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// Returns a copy of the batch's header with the broker-owned fields stamped. Under
+/// LogAppendTime the attributes and maxTimestamp change, so the CRC is recomputed over the new
+/// header bytes followed by the unchanged records (`batch` is the whole original batch).
+pub fn stamped_header(batch: &[u8], stamp: &Stamp) -> [u8; HEADER_LEN] {
+    let mut header: [u8; HEADER_LEN] = batch[..HEADER_LEN].try_into().expect("validated batch");
+    header[0..8].copy_from_slice(&stamp.base_offset.to_be_bytes());
+    header[12..16].copy_from_slice(&stamp.leader_epoch.to_be_bytes());
+    if let Some(time) = stamp.log_append_time_ms {
+        let attributes = i16_at(&header, ATTRIBUTES_AT) | LOG_APPEND_TIME_FLAG;
+        header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_FROM..]), &batch[HEADER_LEN..]);
+        header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    header
+}
+
+#[cfg(test)]
+pub mod tests {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+
+    /// One v2 batch of `count` records with values `value-<i>`, timestamps from `timestamp`.
+    pub fn batch(count: usize, timestamp: i64) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder keeps records in one batch only while offset - sequence is constant.
+                sequence: i as i32,
+                timestamp: timestamp + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(format!("value-{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encodes");
+        buf.freeze()
+    }
+
+    #[test]
+    fn a_valid_batch_passes() {
+        let b = batch(3, 1000);
+        let header = validate(&b).unwrap();
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.max_timestamp, 1002);
+        assert_eq!(header.size(), b.len());
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_crc() {
+        let mut b = BytesMut::from(&batch(3, 0)[..]);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(validate(&b), Err(StorageError::CorruptBatch(_))));
+    }
+
+    #[test]
+    fn old_magic_is_refused() {
+        let mut b = BytesMut::from(&batch(1, 0)[..]);
+        b[MAGIC_AT] = 1;
+        assert!(matches!(
+            validate_all(&b, usize::MAX),
+            Err(StorageError::UnsupportedMagic(1))
+        ));
+    }
+
+    #[test]
+    fn truncated_and_oversized_batches_are_refused() {
+        let b = batch(5, 0);
+        assert!(matches!(
+            validate_all(&b[..b.len() - 1], usize::MAX),
+            Err(StorageError::CorruptBatch(_))
+        ));
+        assert!(matches!(
+            validate_all(&b, 10),
+            Err(StorageError::BatchTooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_all(&[], usize::MAX),
+            Err(StorageError::CorruptBatch(_))
+        ));
+    }
+
+    #[test]
+    fn stamping_log_append_time_keeps_the_crc_valid() {
+        let b = batch(2, 5);
+        let header = stamped_header(
+            &b,
+            &Stamp {
+                base_offset: 42,
+                leader_epoch: 3,
+                log_append_time_ms: Some(777),
+            },
+        );
+        let mut stamped = BytesMut::from(&header[..]);
+        stamped.extend_from_slice(&b[HEADER_LEN..]);
+        let parsed = validate(&stamped).unwrap();
+        assert_eq!(parsed.base_offset, 42);
+        assert_eq!(parsed.partition_leader_epoch, 3);
+        assert_eq!(parsed.max_timestamp, 777);
+        assert_ne!(parsed.attributes & LOG_APPEND_TIME_FLAG, 0);
+    }
+}

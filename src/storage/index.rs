@@ -1,0 +1,175 @@
+//! Sparse, append-only index files of fixed-size entries: the `.index` (relative offset →
+//! file position) and the `.timeindex` (max timestamp so far → relative offset) of a segment.
+//!
+//! Entries are kept in memory too (they are sparse: one per `index.interval.bytes`), so
+//! lookups are a binary search without I/O. Invariant: keys never decrease.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// One entry type of an index file.
+pub trait Entry: Copy {
+    const SIZE: usize;
+    type Key: Ord + Copy;
+    fn key(&self) -> Self::Key;
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(bytes: &[u8]) -> Self;
+}
+
+/// `.index` entry: the first offset of a batch, relative to the segment base, and the batch's
+/// position in the `.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+impl Entry for OffsetEntry {
+    const SIZE: usize = 8;
+    type Key = u32;
+    fn key(&self) -> u32 {
+        self.relative_offset
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+    }
+    fn decode(b: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
+            position: u32::from_be_bytes(b[4..8].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// `.timeindex` entry: the largest timestamp seen up to and including the batch starting at
+/// `relative_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+impl Entry for TimeEntry {
+    const SIZE: usize = 12;
+    type Key = i64;
+    fn key(&self) -> i64 {
+        self.timestamp
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+    }
+    fn decode(b: &[u8]) -> Self {
+        TimeEntry {
+            timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
+            relative_offset: u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+pub struct IndexFile<E: Entry> {
+    file: File,
+    entries: Vec<E>,
+}
+
+impl<E: Entry> IndexFile<E> {
+    /// Opens the index, returning `None` when its content cannot be trusted (a size that is
+    /// not a whole number of entries, or keys going backwards): the caller rebuilds it.
+    pub fn open(path: &Path) -> std::io::Result<Option<IndexFile<E>>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        if bytes.len() % E::SIZE != 0 {
+            return Ok(None);
+        }
+        let entries: Vec<E> = bytes.chunks_exact(E::SIZE).map(E::decode).collect();
+        if entries.windows(2).any(|w| w[0].key() > w[1].key()) {
+            return Ok(None);
+        }
+        Ok(Some(IndexFile { file, entries }))
+    }
+
+    /// Creates an empty index, replacing whatever was at `path`.
+    pub fn create(path: &Path) -> std::io::Result<IndexFile<E>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        drop(file);
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(IndexFile {
+            file,
+            entries: Vec::new(),
+        })
+    }
+
+    pub fn append(&mut self, entry: E) -> std::io::Result<()> {
+        if let Some(last) = self.entries.last() {
+            assert!(last.key() <= entry.key(), "index keys must not decrease");
+        }
+        let mut bytes = Vec::with_capacity(E::SIZE);
+        entry.encode(&mut bytes);
+        self.file.write_all(&bytes)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The last entry whose key is at most `key`.
+    pub fn floor(&self, key: E::Key) -> Option<E> {
+        let after = self.entries.partition_point(|e| e.key() <= key);
+        after.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    pub fn entries(&self) -> &[E] {
+        &self.entries
+    }
+
+    pub fn last(&self) -> Option<E> {
+        self.entries.last().copied()
+    }
+
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_lookup_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = IndexFile::<OffsetEntry>::create(&path).unwrap();
+        for i in 0..10u32 {
+            index
+                .append(OffsetEntry {
+                    relative_offset: i * 10,
+                    position: i * 100,
+                })
+                .unwrap();
+        }
+        assert_eq!(index.floor(0).unwrap().position, 0);
+        assert_eq!(index.floor(35).unwrap().position, 300);
+        assert_eq!(index.floor(1000).unwrap().position, 900);
+        let reopened = IndexFile::<OffsetEntry>::open(&path).unwrap().unwrap();
+        assert_eq!(reopened.entries(), index.entries());
+    }
+
+    #[test]
+    fn a_torn_index_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.timeindex");
+        std::fs::write(&path, [0u8; 13]).unwrap();
+        assert!(IndexFile::<TimeEntry>::open(&path).unwrap().is_none());
+    }
+}

@@ -1,0 +1,604 @@
+//! A partition's log: its segments in offset order, the append path, reads, flush policy and
+//! recovery.
+//!
+//! Invariants: segments are sorted by base offset and contiguous (each starts where the last
+//! ended); only the last one is written to; `log_end_offset` is the last segment's
+//! `next_offset`; `recovery_point <= log_end_offset`, and everything below it was fsynced.
+
+use std::io::IoSlice;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::batch::{self, HEADER_LEN, Stamp};
+use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment};
+use super::{AppendInfo, LogConfig, StorageError, TimestampType};
+
+/// File holding the offset below which everything is known to be on disk.
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    recovery_point: i64,
+    messages_since_flush: u64,
+    last_flush_ms: i64,
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing). After an unclean shutdown every segment from
+    /// the one holding the recovery point is CRC-checked, a torn tail truncated and the
+    /// indexes rebuilt; after a clean one only the last batches of each segment are read.
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let now = crate::runtime::now_ms();
+        let recovery_point = read_recovery_point(dir);
+        let mut bases = segment_bases(dir)?;
+        bases.sort_unstable();
+        let index_interval = u64::from(config.index_interval_bytes);
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            // The segment holding the recovery point starts at or below it, and the next one above.
+            let above_recovery_point = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
+            let check = if clean_shutdown || !above_recovery_point {
+                Check::Tail
+            } else {
+                Check::Full
+            };
+            let segment = Segment::open(dir, base, check, index_interval, now)?;
+            if let Some(previous) = segments.last()
+                && previous.next_offset != segment.base_offset
+            {
+                // A crash left a gap (a torn segment before a later one): nothing after
+                // the gap can be trusted to be contiguous.
+                tracing::warn!(dir = %dir.display(), base, "dropping segments after a gap");
+                for &later in &bases[i..] {
+                    delete_segment_files(dir, later)?;
+                }
+                break;
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, now)?);
+        }
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            recovery_point: 0,
+            messages_since_flush: 0,
+            last_flush_ms: now,
+        };
+        log.recovery_point = recovery_point.min(log.log_end_offset());
+        Ok(log)
+    }
+
+    /// Validates every batch of `batches` (all or nothing), assigns offsets from the log end,
+    /// stamps the leader epoch (and LogAppendTime when configured), and writes them after the
+    /// last batch. Fsyncs when `flush.messages` / `flush.ms` say so.
+    pub fn append(
+        &mut self,
+        batches: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let parsed = batch::validate_all(&batches, self.config.max_message_bytes)?;
+        let total_bytes = batches.len() as u64;
+        let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
+        self.roll_if_needed(total_bytes, offsets, now_ms)?;
+
+        let log_append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let base_offset = self.log_end_offset();
+        let mut next_offset = base_offset;
+        let mut headers = Vec::with_capacity(parsed.len());
+        let mut stamped = Vec::with_capacity(parsed.len());
+        let mut records = 0u64;
+        for (position, header) in &parsed {
+            let bytes = &batches[*position..*position + header.size()];
+            let stamp = Stamp {
+                base_offset: next_offset,
+                leader_epoch,
+                log_append_time_ms: log_append_time,
+            };
+            headers.push(batch::stamped_header(bytes, &stamp));
+            let mut header = *header;
+            header.base_offset = next_offset;
+            stamped.push((header, log_append_time.unwrap_or(header.max_timestamp)));
+            next_offset += header.offset_count();
+            records += header.records_count as u64;
+        }
+        // Each batch is written as its stamped header followed by its untouched records.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parsed.len() * 2);
+        for ((position, header), stamped_header) in parsed.iter().zip(&headers) {
+            slices.push(IoSlice::new(stamped_header));
+            slices.push(IoSlice::new(
+                &batches[position + HEADER_LEN..position + header.size()],
+            ));
+        }
+        let index_interval = u64::from(self.config.index_interval_bytes);
+        self.active_mut()
+            .append(&mut slices, &stamped, index_interval)?;
+        debug_assert_eq!(self.log_end_offset(), next_offset);
+
+        self.messages_since_flush += records;
+        let flush_by_count = self
+            .config
+            .flush_messages
+            .is_some_and(|n| self.messages_since_flush >= n);
+        let flush_by_time = self
+            .config
+            .flush_ms
+            .is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
+        if flush_by_count || flush_by_time {
+            self.flush_at(now_ms)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+            records,
+        })
+    }
+
+    /// Starts a new segment when the active one is non-empty and would outgrow `segment.bytes`,
+    /// is older than `segment.ms`, or would overflow its relative offsets.
+    fn roll_if_needed(
+        &mut self,
+        incoming_bytes: u64,
+        incoming_offsets: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT);
+        let active = self.segments.last().expect("a log has a segment");
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size() + incoming_bytes > segment_bytes;
+        let too_old = now_ms - active.created_ms >= self.config.segment_ms;
+        let offsets_overflow =
+            active.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX);
+        if too_big || too_old || offsets_overflow {
+            // The closed segment is flushed now, so recovery never needs to look at it again.
+            active.sync()?;
+            self.recovery_point = active.next_offset;
+            write_recovery_point(&self.dir, self.recovery_point)?;
+            let next = Segment::create(&self.dir, active.next_offset, now_ms)?;
+            self.segments.push(next);
+        }
+        Ok(())
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
+    /// none starting at or past `max_offset`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Bytes, StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset() || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset,
+            });
+        }
+        if offset >= max_offset.min(log_end_offset) {
+            return Ok(Bytes::new());
+        }
+        let index = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        // An empty active segment holds nothing; the offset then sits in the previous one.
+        for segment in &self.segments[index..] {
+            if let Some(position) = segment.locate(offset)? {
+                return segment.read(position, max_bytes, max_offset);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        for segment in &self.segments {
+            if let Some(found) = segment.find_timestamp(timestamp_ms)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.flush_at(crate::runtime::now_ms())
+    }
+
+    fn flush_at(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        self.active().sync()?;
+        self.recovery_point = self.log_end_offset();
+        self.messages_since_flush = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Flushes and records the recovery point; called on clean shutdown.
+    pub fn close(&mut self) -> Result<(), StorageError> {
+        self.flush()?;
+        write_recovery_point(&self.dir, self.recovery_point)?;
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log has a segment")
+    }
+}
+
+fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+    for extension in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(dir.join(super::segment::file_name(base_offset, extension))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            bases.push(base);
+        }
+    }
+    Ok(bases)
+}
+
+/// A missing or unreadable file means "nothing known flushed": recovery then scans it all.
+fn read_recovery_point(dir: &Path) -> i64 {
+    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Written through a temporary file and a rename, so a crash leaves the old or the new value.
+fn write_recovery_point(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{offset}\n"))?;
+    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::storage::batch::tests::batch;
+    use crate::storage::batch::validate;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: i64::MAX,
+            index_interval_bytes: 256,
+            max_message_bytes: 1 << 20,
+            timestamp_type: TimestampType::CreateTime,
+            flush_messages: None,
+            flush_ms: None,
+        }
+    }
+
+    /// Every batch in `bytes`, validated, as (base offset, record count).
+    fn batches_in(mut bytes: &[u8]) -> Vec<(i64, i32)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let header = crate::storage::batch::BatchHeader::parse(bytes).unwrap();
+            validate(&bytes[..header.size()]).unwrap();
+            out.push((header.base_offset, header.records_count));
+            bytes = &bytes[header.size()..];
+        }
+        out
+    }
+
+    /// Reads everything from `offset`, batch by batch, as a consumer would.
+    fn read_all(log: &Log, mut offset: i64) -> Vec<(i64, i32)> {
+        let mut all = Vec::new();
+        while offset < log.log_end_offset() {
+            let bytes = log.read(offset, 1000, i64::MAX).unwrap();
+            let batches = batches_in(&bytes);
+            assert!(!batches.is_empty(), "no progress at offset {offset}");
+            offset = batches
+                .last()
+                .map(|&(base, count)| base + i64::from(count))
+                .unwrap();
+            all.extend(batches);
+        }
+        all
+    }
+
+    #[test]
+    fn appends_get_contiguous_offsets_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        for i in 0..50 {
+            let info = log.append(batch(3, 1000 + i), 7, 0).unwrap();
+            assert_eq!(info.base_offset, 3 * i);
+            assert_eq!(info.last_offset, 3 * i + 2);
+        }
+        assert_eq!(log.log_end_offset(), 150);
+        let all = read_all(&log, 0);
+        assert_eq!(all.len(), 50);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, &(base, n))| base == 3 * i as i64 && n == 3)
+        );
+        // An offset in the middle of a batch returns that whole batch first.
+        assert_eq!(
+            batches_in(&log.read(31, 1, i64::MAX).unwrap()),
+            vec![(30, 3)]
+        );
+        assert!(log.read(150, 1000, i64::MAX).unwrap().is_empty());
+        assert!(matches!(
+            log.read(151, 1000, i64::MAX),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn several_batches_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut two = BytesMut::from(&batch(2, 0)[..]);
+        two.extend_from_slice(&batch(4, 0));
+        let info = log.append(two.freeze(), 0, 0).unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.records),
+            (0, 5, 6)
+        );
+        assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 4)]);
+    }
+
+    #[test]
+    fn rolls_segments_and_finds_offsets_in_any_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 2000,
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        for _ in 0..100 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        let logs: BTreeSet<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        assert!(logs.len() >= 5, "{logs:?}");
+        assert!(logs.contains("00000000000000000000.log"));
+        for offset in [0, 1, 57, 99, 100, 133, 199] {
+            let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+            assert!(
+                first.0 <= offset && offset < first.0 + 2,
+                "offset {offset} gave {first:?}"
+            );
+        }
+        assert_eq!(read_all(&log, 0).len(), 100);
+    }
+
+    #[test]
+    fn max_bytes_and_high_watermark_bound_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        for _ in 0..10 {
+            log.append(batch(1, 0), 0, 0).unwrap();
+        }
+        let one = batch(1, 0).len();
+        assert_eq!(
+            batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(),
+            3
+        );
+        // KIP-74: a limit below one batch still returns that batch.
+        assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
+        assert_eq!(batches_in(&log.read(0, 1 << 20, 4).unwrap()).len(), 4);
+        assert!(log.read(4, 1 << 20, 4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn invalid_appends_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                max_message_bytes: 200,
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        log.append(batch(1, 0), 0, 0).unwrap();
+        let mut corrupt = BytesMut::from(&batch(1, 0)[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let mut good_then_bad = BytesMut::from(&batch(1, 0)[..]);
+        good_then_bad.extend_from_slice(&corrupt);
+        assert!(matches!(
+            log.append(good_then_bad.freeze(), 0, 0),
+            Err(StorageError::CorruptBatch(_))
+        ));
+        assert!(matches!(
+            log.append(batch(20, 0), 0, 0),
+            Err(StorageError::BatchTooLarge { .. })
+        ));
+        assert_eq!(log.log_end_offset(), 1);
+        assert_eq!(read_all(&log, 0), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn log_append_time_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..config()
+        };
+        let mut log = Log::open(dir.path(), config, false).unwrap();
+        let info = log.append(batch(2, 5), 0, 123_456).unwrap();
+        assert_eq!(info.log_append_time_ms, 123_456);
+        let bytes = log.read(0, 1000, i64::MAX).unwrap();
+        assert_eq!(validate(&bytes).unwrap().max_timestamp, 123_456);
+    }
+
+    #[test]
+    fn finds_offsets_by_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 2000,
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        for i in 0..40 {
+            log.append(batch(2, 1000 + 10 * i), 0, 0).unwrap();
+        }
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+        // Batch 20 holds timestamps 1200 and 1201 at offsets 40 and 41.
+        assert_eq!(log.offset_for_timestamp(1201).unwrap(), Some((41, 1201)));
+        assert_eq!(log.offset_for_timestamp(1202).unwrap(), Some((42, 1210)));
+        assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    }
+
+    #[test]
+    fn clean_reopen_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 3000,
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        for _ in 0..60 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let mut log = Log::open(dir.path(), config(), true).unwrap();
+        assert_eq!(log.log_end_offset(), 120);
+        assert_eq!(log.recovery_point(), 120);
+        assert_eq!(read_all(&log, 0).len(), 60);
+        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 120);
+    }
+
+    #[test]
+    fn unclean_reopen_truncates_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        for _ in 0..10 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        drop(log);
+        let segment = dir.path().join("00000000000000000000.log");
+        let length = std::fs::metadata(&segment).unwrap().len();
+        // Half of the last batch made it to disk, then the process died.
+        let cut = length - (batch(2, 0).len() as u64) / 2;
+        OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 18);
+        assert_eq!(read_all(&log, 0).len(), 9);
+        assert_eq!(log.append(batch(2, 0), 0, 0).unwrap().base_offset, 18);
+        drop(log);
+        // Garbage after the last batch goes as well.
+        OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap()
+            .write_all(&[0xAB; 100])
+            .unwrap();
+        let log = Log::open(dir.path(), config(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 20);
+        assert_eq!(read_all(&log, 0).len(), 10);
+    }
+
+    #[test]
+    fn unclean_reopen_rebuilds_a_corrupt_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        for _ in 0..30 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        std::fs::write(dir.path().join("00000000000000000000.index"), [1u8; 13]).unwrap();
+        // Even a "clean" open refuses an index it cannot trust, and rebuilds it.
+        let log = Log::open(dir.path(), config(), true).unwrap();
+        assert_eq!(log.log_end_offset(), 60);
+        for offset in [0, 17, 59] {
+            let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+            assert!(first.0 <= offset && offset < first.0 + 2);
+        }
+    }
+
+    #[test]
+    fn flush_messages_advances_the_recovery_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                flush_messages: Some(1),
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        log.append(batch(3, 0), 0, 0).unwrap();
+        assert_eq!(log.recovery_point(), 3);
+    }
+}

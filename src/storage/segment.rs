@@ -1,0 +1,402 @@
+//! One segment: `<base offset>.log` holding whole batches back to back, plus its sparse
+//! `.index` and `.timeindex`.
+//!
+//! Invariants: batches are contiguous from position 0 to `size`; offsets increase; an index
+//! entry never points past `size`. Positions fit in `u32` (segments are capped below 4 GiB)
+//! and relative offsets in `u32` (the log rolls before they would not).
+
+use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+use super::StorageError;
+use super::batch::{BatchHeader, HEADER_LEN, validate};
+use super::index::{IndexFile, OffsetEntry, TimeEntry};
+
+/// Largest segment we write; keeps every position within the `u32` of an index entry.
+pub const SEGMENT_BYTES_LIMIT: u64 = i32::MAX as u64;
+
+pub struct Segment {
+    pub base_offset: i64,
+    log: File,
+    log_path: PathBuf,
+    size: u64,
+    offset_index: IndexFile<OffsetEntry>,
+    time_index: IndexFile<TimeEntry>,
+    bytes_since_index_entry: u64,
+    /// One past the last offset stored here (`base_offset` when empty).
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    /// When this process created or opened the segment; drives `segment.ms`.
+    pub created_ms: i64,
+}
+
+/// How much to trust a segment's files when opening it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Clean shutdown: trust the indexes, read only the few batches after the last entry.
+    Tail,
+    /// After a crash: CRC-check every batch, truncate at the first bad one, rebuild indexes.
+    Full,
+}
+
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)?;
+        Ok(Segment {
+            base_offset,
+            log,
+            log_path,
+            size: 0,
+            offset_index: IndexFile::create(&dir.join(file_name(base_offset, "index")))?,
+            time_index: IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?,
+            bytes_since_index_entry: u64::MAX,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            created_ms: now_ms,
+        })
+    }
+
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        check: Check,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let size = log.metadata()?.len();
+        let indexes = match check {
+            Check::Full => None,
+            Check::Tail => {
+                let offsets = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
+                let times = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
+                offsets.zip(times).filter(
+                    |(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| {
+                        o.last().is_none_or(|e| u64::from(e.position) < size)
+                    },
+                )
+            }
+        };
+        let rebuild = indexes.is_none();
+        let (offset_index, time_index) = match indexes {
+            Some(pair) => pair,
+            None => (
+                IndexFile::create(&dir.join(file_name(base_offset, "index")))?,
+                IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?,
+            ),
+        };
+        let mut segment = Segment {
+            base_offset,
+            log,
+            log_path,
+            size,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: u64::MAX,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            created_ms: now_ms,
+        };
+        if rebuild {
+            segment.recover(index_interval_bytes)?;
+        } else {
+            segment.scan_tail()?;
+        }
+        Ok(segment)
+    }
+
+    /// Walks every batch with its CRC, re-indexing as it goes; truncates the file at the first
+    /// batch that is torn or corrupt.
+    fn recover(&mut self, index_interval_bytes: u64) -> Result<(), StorageError> {
+        let file_size = self.size;
+        let mut position = 0u64;
+        self.size = 0;
+        while position < file_size {
+            let Some(header) = self.read_header(position, file_size)? else {
+                break;
+            };
+            if position + header.size() as u64 > file_size {
+                break;
+            }
+            let mut bytes = vec![0u8; header.size()];
+            self.log.read_exact_at(&mut bytes, position)?;
+            let header = match validate(&bytes) {
+                Ok(h) if h.base_offset >= self.next_offset => h,
+                _ => break,
+            };
+            self.index_batch(
+                &header,
+                position,
+                header.max_timestamp,
+                index_interval_bytes,
+            )?;
+            position += header.size() as u64;
+            self.size = position;
+        }
+        if self.size < file_size {
+            tracing::warn!(
+                segment = %self.log_path.display(),
+                valid_bytes = self.size,
+                file_bytes = file_size,
+                "truncating a torn or corrupt tail"
+            );
+            self.log.set_len(self.size)?;
+            self.log.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// After a clean shutdown: the indexes are right; find the end and the max timestamp by
+    /// reading the batch headers after the last index entry.
+    fn scan_tail(&mut self) -> Result<(), StorageError> {
+        let mut position = 0u64;
+        if let Some(entry) = self.offset_index.last() {
+            position = u64::from(entry.position);
+            self.next_offset = self.base_offset + i64::from(entry.relative_offset);
+        }
+        if let Some(entry) = self.time_index.last() {
+            self.max_timestamp = entry.timestamp;
+        }
+        self.bytes_since_index_entry = 0;
+        while position < self.size {
+            let header = self
+                .read_header(position, self.size)?
+                .filter(|h| position + h.size() as u64 <= self.size)
+                .ok_or_else(|| {
+                    StorageError::CorruptBatch(format!(
+                        "bad batch at {position} in {}",
+                        self.log_path.display()
+                    ))
+                })?;
+            self.next_offset = header.last_offset() + 1;
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+            position += header.size() as u64;
+            self.bytes_since_index_entry += header.size() as u64;
+        }
+        Ok(())
+    }
+
+    /// The header of the batch at `position`, or `None` when no whole header is there.
+    fn read_header(&self, position: u64, end: u64) -> Result<Option<BatchHeader>, StorageError> {
+        if position + HEADER_LEN as u64 > end {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; HEADER_LEN];
+        self.log.read_exact_at(&mut bytes, position)?;
+        Ok(BatchHeader::parse(&bytes).ok())
+    }
+
+    /// Records that the batch `header` now sits at `position`: index entries, end offset, max
+    /// timestamp.
+    fn index_batch(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        max_timestamp: i64,
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        debug_assert!(header.base_offset >= self.next_offset);
+        let relative_offset = u32::try_from(header.base_offset - self.base_offset)
+            .expect("log rolls before overflow");
+        let position_u32 = u32::try_from(position).expect("segments stay below 4 GiB");
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        if self.bytes_since_index_entry >= index_interval_bytes {
+            self.offset_index.append(OffsetEntry {
+                relative_offset,
+                position: position_u32,
+            })?;
+            if self
+                .time_index
+                .last()
+                .is_none_or(|e| self.max_timestamp > e.timestamp)
+            {
+                self.time_index.append(TimeEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset,
+                })?;
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry = self
+            .bytes_since_index_entry
+            .saturating_add(header.size() as u64);
+        self.next_offset = header.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Writes stamped batches at the end: `slices` is the data to write, `batches` the
+    /// (stamped) header and max timestamp of each batch in order.
+    pub fn append(
+        &mut self,
+        slices: &mut [IoSlice<'_>],
+        batches: &[(BatchHeader, i64)],
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        let total: u64 = batches.iter().map(|(h, _)| h.size() as u64).sum();
+        assert!(
+            self.size + total <= SEGMENT_BYTES_LIMIT,
+            "the log rolls before a segment overflows"
+        );
+        write_all_vectored_at(&self.log, slices, self.size)?;
+        let mut position = self.size;
+        for (header, max_timestamp) in batches {
+            self.index_batch(header, position, *max_timestamp, index_interval_bytes)?;
+            position += header.size() as u64;
+        }
+        self.size = position;
+        Ok(())
+    }
+
+    /// Position of the batch holding `offset`, if this segment has it.
+    pub fn locate(&self, offset: i64) -> Result<Option<u64>, StorageError> {
+        if offset < self.base_offset || offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = u32::try_from(offset - self.base_offset).expect("offset within segment");
+        let mut position = self
+            .offset_index
+            .floor(relative)
+            .map_or(0, |e| u64::from(e.position));
+        while let Some(header) = self.read_header(position, self.size)? {
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += header.size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from `position`: at least the first, then as many as fit in `max_bytes`,
+    /// none with a base offset at or past `max_offset`. One read, no copy after it.
+    pub fn read(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Bytes, StorageError> {
+        let Some(first) = self.read_header(position, self.size)? else {
+            return Ok(Bytes::new());
+        };
+        if first.base_offset >= max_offset {
+            return Ok(Bytes::new());
+        }
+        let length = (max_bytes.max(first.size()) as u64).min(self.size - position) as usize;
+        let mut buffer = BytesMut::zeroed(length);
+        self.log.read_exact_at(&mut buffer, position)?;
+        let mut end = 0;
+        while end + HEADER_LEN <= length {
+            let header = BatchHeader::parse(&buffer[end..])?;
+            if header.base_offset >= max_offset || end + header.size() > length {
+                break;
+            }
+            end += header.size();
+        }
+        buffer.truncate(end);
+        Ok(buffer.freeze())
+    }
+
+    /// The first record with a timestamp at or after `timestamp`: (offset, its timestamp).
+    pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        // Batches up to the last time entry below the target all have smaller timestamps.
+        let below = self
+            .time_index
+            .entries()
+            .partition_point(|e| e.timestamp < timestamp);
+        let mut position = match below.checked_sub(1) {
+            Some(i) => {
+                let relative = self.time_index.entries()[i].relative_offset;
+                self.offset_index
+                    .floor(relative)
+                    .map_or(0, |e| u64::from(e.position))
+            }
+            None => 0,
+        };
+        while let Some(header) = self.read_header(position, self.size)? {
+            if header.max_timestamp >= timestamp {
+                let mut bytes = vec![0u8; header.size()];
+                self.log.read_exact_at(&mut bytes, position)?;
+                return Ok(Some(first_record_at_or_after(
+                    &header,
+                    Bytes::from(bytes),
+                    timestamp,
+                )));
+            }
+            position += header.size() as u64;
+        }
+        Ok(None)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Makes the log and index bytes durable.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.log.sync_data()?;
+        self.offset_index.sync()?;
+        self.time_index.sync()?;
+        Ok(())
+    }
+}
+
+/// Exact answer for a timestamp lookup inside one batch. Only this cold path decodes records.
+fn first_record_at_or_after(header: &BatchHeader, mut batch: Bytes, timestamp: i64) -> (i64, i64) {
+    use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+    match RecordBatchDecoder::decode(&mut batch) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find_map(|r| {
+                let t = if r.timestamp_type == TimestampType::LogAppend {
+                    header.max_timestamp
+                } else {
+                    r.timestamp
+                };
+                (t >= timestamp).then_some((r.offset, t))
+            })
+            .unwrap_or((header.base_offset, header.max_timestamp)),
+        // A batch we cannot decode (an unknown codec) still answers at batch granularity.
+        Err(_) => (header.base_offset, header.max_timestamp),
+    }
+}
+
+/// pwritev until every byte of `slices` is written at `position`.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut position: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    while !slices.is_empty() {
+        let written = nix::sys::uio::pwritev(file.as_fd(), slices, position as i64)
+            .map_err(std::io::Error::from)?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        position += written as u64;
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
