@@ -71,16 +71,15 @@ fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> S
     let results = batches
         .into_iter()
         .map(|(partition, records)| {
-            let key = TopicPartition { topic: topic.clone(), partition };
+            let key = TopicPartition {
+                topic: topic.clone(),
+                partition,
+            };
             let result = match table.get_mut(&key) {
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(p) => p
                     .append(records, now)
-                    .map(|info| (info, p.log_start_offset()))
-                    .map_err(|e| {
-                        tracing::debug!(topic = %key.topic, partition, error = %e, "append refused");
-                        storage_error_code(&e)
-                    }),
+                    .map(|info| (info, p.log_start_offset())),
             };
             (partition, result)
         })

@@ -227,18 +227,29 @@ pub mod tests {
 
     /// One v2 batch of `count` records with values `value-<i>`, timestamps from `timestamp`.
     pub fn batch(count: usize, timestamp: i64) -> Bytes {
+        producer_batch(count, timestamp, -1, -1, 0)
+    }
+
+    /// Like [`batch`], from an idempotent producer with sequences from `base_sequence`.
+    pub fn producer_batch(
+        count: usize,
+        timestamp: i64,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Bytes {
         let records: Vec<Record> = (0..count)
             .map(|i| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // The encoder keeps records in one batch only while offset - sequence is constant.
-                sequence: i as i32,
+                sequence: base_sequence + i as i32,
                 timestamp: timestamp + i as i64,
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
