@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Where client commands find a broker unless told otherwise.
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

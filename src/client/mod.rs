@@ -1,1 +1,479 @@
 //! A small blocking Kafka client (std sockets + kafka-protocol), used by the CLI and tests.
+//!
+//! One connection, one request at a time. Versions are negotiated with ApiVersions on
+//! connect (falling back to v0 as KIP-511 asks), then each request goes at the highest
+//! version both sides serve.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// Responses larger than this are refused rather than allocated.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+const CLIENT_ID: &str = "sluice-cli";
+/// ListOffsets' special timestamps.
+pub const EARLIEST: i64 = -2;
+pub const LATEST: i64 = -1;
+
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+    /// Highest version of each API that both sides serve.
+    versions: HashMap<i16, i16>,
+}
+
+/// A record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// A partition's state as Metadata describes it.
+#[derive(Debug, Clone)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Turns a response's error code into an error naming it.
+pub fn check(code: i16, context: &str) -> anyhow::Result<()> {
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(error) => bail!("{context}: {error} (error code {code})"),
+    }
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+impl Client {
+    /// Connects and negotiates API versions.
+    pub fn connect(address: &str) -> anyhow::Result<Client> {
+        let socket_address = address
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {address}"))?
+            .next()
+            .with_context(|| format!("{address} resolves to nothing"))?;
+        let stream = TcpStream::connect_timeout(&socket_address, Duration::from_secs(10))
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut client = Client {
+            stream,
+            correlation_id: 0,
+            versions: HashMap::new(),
+        };
+        client.negotiate_versions()?;
+        Ok(client)
+    }
+
+    fn negotiate_versions(&mut self) -> anyhow::Result<()> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(str_bytes(CLIENT_ID))
+            .with_client_software_version(str_bytes(env!("CARGO_PKG_VERSION")));
+        let mut response: ApiVersionsResponse = self.send_at(request.clone(), 3)?;
+        if response.error_code == ResponseError::UnsupportedVersion.code() {
+            response = self.send_at(request, 0)?;
+        }
+        check(response.error_code, "ApiVersions")?;
+        for api in response.api_keys {
+            let Ok(key) = ApiKey::try_from(api.api_key) else {
+                continue;
+            };
+            let ours = key.valid_versions();
+            let max = api.max_version.min(ours.max);
+            if max >= api.min_version.max(ours.min) {
+                self.versions.insert(api.api_key, max);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `request` at the highest version both sides serve and returns the response.
+    pub fn send<R: Request>(&mut self, request: R) -> anyhow::Result<R::Response> {
+        let version = *self
+            .versions
+            .get(&R::KEY)
+            .with_context(|| format!("the broker does not serve API key {}", R::KEY))?;
+        self.send_at(request, version)
+    }
+
+    /// Sends `request` at `version`.
+    pub fn send_at<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<R::Response> {
+        self.write_request(request, version)?;
+
+        let mut size = [0u8; 4];
+        self.stream
+            .read_exact(&mut size)
+            .context("reading response size")?;
+        let size = i32::from_be_bytes(size);
+        if size < 4 || size as usize > MAX_RESPONSE_BYTES {
+            bail!("response frame of {size} bytes");
+        }
+        let mut body = vec![0u8; size as usize];
+        self.stream
+            .read_exact(&mut body)
+            .context("reading response")?;
+        let mut body = Bytes::from(body);
+        let response_header =
+            ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
+        if response_header.correlation_id != self.correlation_id {
+            bail!(
+                "response correlation id {} does not match request {}",
+                response_header.correlation_id,
+                self.correlation_id
+            );
+        }
+        let response = R::Response::decode(&mut body, version)?;
+        if body.has_remaining() {
+            bail!("{} bytes left after the response", body.remaining());
+        }
+        Ok(response)
+    }
+
+    /// Topics and their partitions; all topics when `topics` is `None`.
+    pub fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<Vec<TopicInfo>> {
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names
+                    .iter()
+                    .map(|n| {
+                        MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(n))))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        let response = self.send(request)?;
+        let mut out = Vec::new();
+        for topic in response.topics {
+            let name = topic.name.map(|n| n.0.to_string()).unwrap_or_default();
+            check(topic.error_code, &format!("topic {name}"))?;
+            let mut partitions: Vec<PartitionInfo> = topic
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    replicas: p.replica_nodes.into_iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.into_iter().map(|b| b.0).collect(),
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            out.push(TopicInfo { name, partitions });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The number of partitions of `topic`.
+    pub fn partition_count(&mut self, topic: &str) -> anyhow::Result<i32> {
+        let topics = self.metadata(Some(&[topic]))?;
+        let info = topics
+            .first()
+            .with_context(|| format!("no metadata for topic {topic}"))?;
+        Ok(info.partitions.len() as i32)
+    }
+
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(str_bytes(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(str_bytes(k))
+                            .with_value(Some(str_bytes(v)))
+                    })
+                    .collect(),
+            );
+        let response = self.send(
+            CreateTopicsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(30_000),
+        )?;
+        for result in response.topics {
+            let message = result
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            check(
+                result.error_code,
+                &format!("creating topic {name}: {message}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn delete_topic(&mut self, name: &str) -> anyhow::Result<()> {
+        let request = DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(str_bytes(name))])
+            .with_topics(vec![
+                delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(TopicName(str_bytes(name)))),
+            ])
+            .with_timeout_ms(30_000);
+        let response = self.send(request)?;
+        for result in response.responses {
+            check(result.error_code, &format!("deleting topic {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Appends `records` (key, value) to one partition as a single batch; returns the base
+    /// offset (-1 with acks=0, which gets no answer).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: &[(Option<Bytes>, Bytes)],
+        acks: i16,
+    ) -> anyhow::Result<i64> {
+        let batch = encode_batch(records, crate::runtime::now_ms())?;
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(batch)),
+                    ]),
+            ]);
+        if acks == 0 {
+            // No response will come: write the frame and return.
+            let version = *self
+                .versions
+                .get(&ProduceRequest::KEY)
+                .context("the broker does not serve Produce")?;
+            return self.write_request(request, version).map(|()| -1);
+        }
+        let response = self.send(request)?;
+        let result = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .context("produce response names no partition")?;
+        check(
+            result.error_code,
+            &format!("producing to {topic}-{partition}"),
+        )?;
+        Ok(result.base_offset)
+    }
+
+    /// Frames and writes one request; the response, if any, is the caller's to read.
+    fn write_request<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<()> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(str_bytes(CLIENT_ID)));
+        let header_version = R::header_version(version);
+        let size = header.compute_size(header_version)? + request.compute_size(version)?;
+        let mut frame = BytesMut::with_capacity(4 + size);
+        frame.put_i32(i32::try_from(size)?);
+        header.encode(&mut frame, header_version)?;
+        request.encode(&mut frame, version)?;
+        self.stream.write_all(&frame).context("sending request")
+    }
+
+    /// Records of one partition from `offset`: (high watermark, records). Waits up to
+    /// `max_wait_ms` for data.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> anyhow::Result<(i64, Vec<ConsumedRecord>)> {
+        let topic_id = if self
+            .versions
+            .get(&FetchRequest::KEY)
+            .is_some_and(|&v| v >= 13)
+        {
+            self.topic_id(topic)?
+        } else {
+            uuid::Uuid::nil()
+        };
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(str_bytes(topic)))
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(max_bytes)
+                            .with_current_leader_epoch(-1)
+                            .with_last_fetched_epoch(-1)
+                            .with_log_start_offset(-1),
+                    ]),
+            ]);
+        let response = self.send(request)?;
+        check(response.error_code, "fetch")?;
+        let data = response
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .context("fetch response names no partition")?;
+        check(
+            data.error_code,
+            &format!("fetching {topic}-{partition} at offset {offset}"),
+        )?;
+        let records = decode_records(data.records.unwrap_or_default(), offset)?;
+        Ok((data.high_watermark, records))
+    }
+
+    fn topic_id(&mut self, topic: &str) -> anyhow::Result<uuid::Uuid> {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(topic)))),
+        ]));
+        let response = self.send(request)?;
+        let found = response
+            .topics
+            .into_iter()
+            .next()
+            .context("metadata names no topic")?;
+        check(found.error_code, &format!("topic {topic}"))?;
+        Ok(found.topic_id)
+    }
+
+    /// ListOffsets for one partition: `EARLIEST`, `LATEST` or a timestamp in ms.
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> anyhow::Result<i64> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(timestamp)
+                            .with_current_leader_epoch(-1),
+                    ]),
+            ]);
+        let response = self.send(request)?;
+        let result = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("list offsets response names no partition")?;
+        check(
+            result.error_code,
+            &format!("listing offsets of {topic}-{partition}"),
+        )?;
+        Ok(result.offset)
+    }
+}
+
+/// One uncompressed v2 batch of `records`, all stamped `timestamp`.
+pub fn encode_batch(records: &[(Option<Bytes>, Bytes)], timestamp: i64) -> anyhow::Result<Bytes> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch whenever offset - sequence changes.
+            sequence: i as i32,
+            timestamp,
+            key: key.clone(),
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
+/// Decodes the batches of a fetch response (compressed ones too), skipping records below
+/// `from_offset` (a batch starts before it) and a partial batch at the end (KIP-74 cut).
+pub fn decode_records(mut bytes: Bytes, from_offset: i64) -> anyhow::Result<Vec<ConsumedRecord>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 12 {
+        let batch_size =
+            12 + i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        if batch_size > bytes.len() {
+            break;
+        }
+        let mut batch = bytes.split_to(batch_size);
+        let set = RecordBatchDecoder::decode(&mut batch)?;
+        out.extend(
+            set.records
+                .into_iter()
+                .filter(|r| r.offset >= from_offset && !r.control)
+                .map(|r| ConsumedRecord {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                }),
+        );
+    }
+    Ok(out)
+}
