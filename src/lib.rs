@@ -13,6 +13,10 @@
 //! - [`cluster`]: the metadata image (topics, placement, configs) and its persistence.
 //! - [`client`]: a small blocking Kafka client used by the CLI and tests.
 
+/// See [`runtime::alloc`]: untrusted element counts must not abort the process.
+#[global_allocator]
+static ALLOCATOR: runtime::alloc::BrokerAllocator = runtime::alloc::BrokerAllocator;
+
 pub mod cli;
 pub mod client;
 pub mod cluster;

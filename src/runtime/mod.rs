@@ -4,6 +4,7 @@
 //! sockets, timers, task spawning) is re-exported or wrapped here, so that filling a gap of
 //! glommio 0.9 (it has no public sendfile/splice) or swapping the runtime touches one folder.
 
+pub mod alloc;
 pub mod executor;
 pub mod shutdown;
 

@@ -1,0 +1,483 @@
+//! Shared test harness: start, stop and kill -9 the real `sluice` binary on an ephemeral
+//! loopback port with a temporary data directory, run the Python client driver, and speak the
+//! Kafka protocol raw from Rust.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running broker process. Dropping it kills the process.
+pub struct Broker {
+    child: Option<Child>,
+    addr: String,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with `--cores cores` and `extra` flags on a fresh data directory.
+    pub fn start(cores: usize, extra: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().to_path_buf();
+        let mut args = vec!["--cores".to_string(), cores.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut broker = Broker {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            args,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            _temp: Some(temp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting sluice");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        self.stderr = log.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader
+                .read_until(b'\n', &mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                log.lock().unwrap().extend_from_slice(&line);
+                line.clear();
+            }
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("sluice ready: listening on ") {
+                    let _ = ready_tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        self.child = Some(child);
+        match ready_rx.recv_timeout(READY_DEADLINE) {
+            Ok(addr) => self.addr = addr,
+            Err(_) => panic!(
+                "broker did not become ready; stderr:\n{}",
+                self.stderr_text()
+            ),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("broker running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = wait_with_deadline(&mut child, STOP_DEADLINE)
+            .unwrap_or_else(|| panic!("broker ignored SIGTERM; stderr:\n{}", self.stderr_text()));
+        assert!(
+            status.success(),
+            "broker exited with {status}; stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+
+    /// SIGKILL: no chance to flush or mark anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("broker running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaping the broker");
+    }
+
+    /// Starts the broker again on the same data directory (after `terminate` or `kill9`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.spawn();
+    }
+
+    /// Whether the process is still running (it must survive bad input).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `child` until it exits or `deadline` passes.
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command with a deadline, feeding `stdin`; returns (success, stdout, stderr).
+pub fn run_with_deadline(
+    mut command: Command,
+    stdin: &[u8],
+    deadline: Duration,
+) -> (bool, String, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning command");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let status = wait_with_deadline(&mut child, deadline);
+    let _ = writer.join();
+    let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let Some(status) = status else {
+        panic!("command timed out after {deadline:?}\nstdout:\n{out}\nstderr:\n{err}");
+    };
+    (status.success(), out, err)
+}
+
+/// The Python with the Kafka clients installed (`scripts/test` sets it up).
+fn python() -> PathBuf {
+    std::env::var_os("SLUICE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Runs `tests/driver/<script>.py --bootstrap ADDR args...`; panics unless it succeeds.
+/// Returns its stdout, whose last line is a JSON summary.
+pub fn driver(
+    broker: &Broker,
+    script: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/driver")
+        .join(format!("{script}.py"));
+    let mut command = Command::new(python());
+    command
+        .arg(path)
+        .args(["--bootstrap", broker.addr()])
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1");
+    let (ok, out, err) = run_with_deadline(command, b"", deadline);
+    assert!(
+        ok,
+        "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}",
+        broker.stderr_text()
+    );
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
+}
+
+/// Runs the `sluice` CLI with `args`, feeding `stdin`; returns (success, stdout, stderr).
+pub fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args(args);
+    run_with_deadline(command, stdin.as_bytes(), Duration::from_secs(60))
+}
+
+/// A raw Kafka protocol connection for tests that need exact requests or bad bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Raw {
+    pub fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connecting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("sluice-tests")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.send_frame(&body);
+        let mut response = self.read_frame().expect("a response frame");
+        let header =
+            ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let decoded = R::Response::decode(&mut response, version).unwrap();
+        assert_eq!(response.remaining(), 0, "bytes left after the response");
+        decoded
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        let mut frame = BytesMut::with_capacity(4 + body.len());
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).expect("writing frame");
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("writing bytes");
+    }
+
+    /// Reads one frame; `None` when the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    /// True when the broker closed the connection (EOF or reset) rather than answering.
+    pub fn is_closed_by_broker(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// One v2 batch of uncompressed records with the given values.
+pub fn batch(values: &[&[u8]]) -> Bytes {
+    use kafka_protocol::records::*;
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// Decodes every batch in `bytes`, checking each CRC; returns (offset, value) per record.
+pub fn decode(bytes: &Bytes) -> Vec<(i64, Vec<u8>)> {
+    let mut rest = bytes.clone();
+    let mut out = Vec::new();
+    while rest.has_remaining() {
+        let size = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        assert!(
+            size <= rest.len(),
+            "partial batch returned: {size} > {}",
+            rest.len()
+        );
+        let batch = rest.split_to(size);
+        let crc = u32::from_be_bytes(batch[17..21].try_into().unwrap());
+        assert_eq!(crc32c::crc32c(&batch[21..]), crc, "batch CRC");
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch.clone()).unwrap();
+        out.extend(
+            set.records
+                .into_iter()
+                .map(|r| (r.offset, r.value.unwrap_or_default().to_vec())),
+        );
+    }
+    out
+}
+
+fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Raw {
+    /// CreateTopics v7; returns the error code.
+    pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let topic = CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            );
+        let request = kafka_protocol::messages::CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(10_000);
+        self.send(&request, 7).topics[0].error_code
+    }
+
+    /// Produce v9 of one records blob to one partition: (error code, base offset).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> (i16, i64) {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let request = kafka_protocol::messages::ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let response = self.send(&request, 9);
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    /// Fetch v11 of one partition from `offset`: (error code, high watermark, records blob).
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> (i16, i64, Bytes) {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let request = kafka_protocol::messages::FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(4 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let response = self.send(&request, 11);
+        let p = &response.responses[0].partitions[0];
+        (
+            p.error_code,
+            p.high_watermark,
+            p.records.clone().unwrap_or_default(),
+        )
+    }
+
+    /// Every record of a partition, from offset 0 to the high watermark, CRC-checked.
+    pub fn fetch_all(&mut self, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
+        let mut records: Vec<(i64, Vec<u8>)> = Vec::new();
+        loop {
+            let offset = records.last().map_or(0, |r| r.0 + 1);
+            let (error, high_watermark, bytes) = self.fetch(topic, partition, offset, 0);
+            assert_eq!(error, 0, "fetch {topic}-{partition} at {offset}");
+            if offset >= high_watermark {
+                return records;
+            }
+            let batch = decode(&bytes);
+            assert!(
+                !batch.is_empty(),
+                "no progress at offset {offset} below high watermark {high_watermark}"
+            );
+            records.extend(batch.into_iter().filter(|r| r.0 >= offset));
+        }
+    }
+}

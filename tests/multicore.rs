@@ -1,0 +1,124 @@
+//! `--cores 2`: a topic's partitions live on both shards, and one Produce and one Fetch
+//! request that span both shards land and read back in order.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use common::{Broker, Raw, batch, decode};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+const PARTITIONS: i32 = 4;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+#[test]
+fn one_request_spans_both_shards() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name("spread"))
+                .with_num_partitions(PARTITIONS)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(10_000);
+    let created = raw.send(&create, 7);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(broker.data_dir().join("metadata.json")).unwrap())
+            .unwrap();
+    let topic = metadata["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "spread")
+        .unwrap();
+    let shards: BTreeSet<u64> = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shards, BTreeSet::from([0, 1]), "placement: {topic}");
+
+    // Three rounds, each one Produce request carrying a batch for every partition.
+    for round in 0..3 {
+        let partition_data = (0..PARTITIONS)
+            .map(|p| {
+                let values: Vec<Vec<u8>> = (0..5)
+                    .map(|i| format!("p{p}-r{round}-{i}").into_bytes())
+                    .collect();
+                let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+                PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(batch(&refs)))
+            })
+            .collect();
+        let produce = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name("spread"))
+                    .with_partition_data(partition_data),
+            ]);
+        let response = raw.send(&produce, 9);
+        let partitions = &response.responses[0].partition_responses;
+        assert_eq!(partitions.len(), PARTITIONS as usize);
+        for p in partitions {
+            assert_eq!(p.error_code, 0, "partition {}", p.index);
+            assert_eq!(p.base_offset, round * 5, "partition {}", p.index);
+        }
+    }
+
+    // One Fetch request for all partitions.
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(10 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("spread"))
+                .with_partitions(
+                    (0..PARTITIONS)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let response = raw.send(&fetch, 11);
+    let partitions = &response.responses[0].partitions;
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    for p in partitions {
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.high_watermark, 15);
+        let records = decode(p.records.as_ref().unwrap_or(&Bytes::new()));
+        let expected: Vec<(i64, Vec<u8>)> = (0..3)
+            .flat_map(|round| {
+                (0..5).map(move |i| {
+                    (
+                        round * 5 + i,
+                        format!("p{}-r{round}-{i}", p.partition_index).into_bytes(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(records, expected, "partition {}", p.partition_index);
+    }
+}
