@@ -42,6 +42,9 @@ fn clean_restart_keeps_topics_and_records() {
     assert_eq!(raw.create_topic("kept", 3, &[]), 36, "TOPIC_ALREADY_EXISTS");
 }
 
+/// An acknowledged produce: its base offset and the values it carried.
+type Acked = (i64, Vec<Vec<u8>>);
+
 #[test]
 fn kill_9_loses_no_acknowledged_record() {
     let mut broker = Broker::start(1, &[]);
@@ -56,7 +59,7 @@ fn kill_9_loses_no_acknowledged_record() {
     );
     drop(raw);
 
-    let acked: Arc<Mutex<Vec<(i64, Vec<Vec<u8>>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
         let acked = acked.clone();
