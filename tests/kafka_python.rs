@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, driver};
+use common::{Broker, Clients, driver_with};
 
-#[test]
-fn seed_tutorial_scenarios() {
+fn tutorial(clients: Clients) {
     let broker = Broker::start(2, &[]);
-    let summary = driver(
+    let summary = driver_with(
+        clients,
         &broker,
         "kafka_python_tutorial",
         &[],
@@ -24,4 +24,15 @@ fn seed_tutorial_scenarios() {
     assert_eq!(summary["keys"], 10);
     assert_eq!(summary["json"], 50);
     assert_eq!(summary["gzip"], 300);
+}
+
+#[test]
+fn seed_tutorial_scenarios() {
+    tutorial(Clients::Current);
+}
+
+/// kafka-python 2.0.2, as Linux distributions package it, negotiates older API versions.
+#[test]
+fn seed_tutorial_scenarios_with_an_older_client() {
+    tutorial(Clients::Old);
 }

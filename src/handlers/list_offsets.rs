@@ -12,7 +12,14 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// ListOffsets v4 added the leader epoch to the answer.
+const LEADER_EPOCH_VERSION: i16 = 4;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let image = shard.metadata();
     let mut outcomes: HashMap<TopicPartition, Result<(i64, i64), ResponseError>> = HashMap::new();
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
@@ -48,34 +55,36 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
         .topics
         .iter()
         .map(|topic| {
-            let partitions =
-                topic
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let tp = TopicPartition {
-                            topic: topic.name.0.to_string(),
-                            partition: p.partition_index,
-                        };
-                        let response = ListOffsetsPartitionResponse::default()
-                            .with_partition_index(p.partition_index);
-                        match outcomes
-                            .remove(&tp)
-                            .expect("every partition has an outcome")
-                        {
-                            Ok((offset, timestamp)) => response
-                                .with_offset(offset)
-                                .with_timestamp(timestamp)
-                                .with_leader_epoch(image.topic(&tp.topic).map_or(-1, |t| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let tp = TopicPartition {
+                        topic: topic.name.0.to_string(),
+                        partition: p.partition_index,
+                    };
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match outcomes
+                        .remove(&tp)
+                        .expect("every partition has an outcome")
+                    {
+                        Ok((offset, timestamp)) => response
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(match image.topic(&tp.topic) {
+                                Some(t) if version >= LEADER_EPOCH_VERSION => {
                                     t.partitions[tp.partition as usize].leader_epoch
-                                })),
-                            Err(error) => response
-                                .with_error_code(error.code())
-                                .with_offset(-1)
-                                .with_timestamp(-1),
-                        }
-                    })
-                    .collect();
+                                }
+                                _ => -1,
+                            }),
+                        Err(error) => response
+                            .with_error_code(error.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
             ListOffsetsTopicResponse::default()
                 .with_name(topic.name.clone())
                 .with_partitions(partitions)

@@ -24,7 +24,8 @@ use crate::protocol::frame::encode_response;
 use crate::shard::Shard;
 
 /// Decodes the body, runs the API's handler and encodes its response frame (`None` when the
-/// API sends none, as for acks=0 produce). An error means the body did not decode.
+/// API sends none, as for acks=0 produce). An error means the body did not decode, or (a bug)
+/// the response does not fit the version asked for; either way the connection closes.
 pub async fn handle(
     shard: &Rc<Shard>,
     header: RequestHeader,
@@ -49,7 +50,8 @@ pub async fn handle(
         }
         ApiKey::ListOffsets => {
             let response =
-                list_offsets::handle(shard, ListOffsetsRequest::decode(body, version)?).await;
+                list_offsets::handle(shard, ListOffsetsRequest::decode(body, version)?, version)
+                    .await;
             respond(&header, &response)
         }
         ApiKey::Metadata => {
@@ -98,6 +100,7 @@ fn respond<M: Encodable + HeaderVersion>(
         version,
     )
     .map(Some)
+    .map_err(|e| e.context(format!("encoding the v{version} response")))
 }
 
 /// kafka-protocol's string type from a Rust string.

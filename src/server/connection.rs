@@ -82,9 +82,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Ok(Some(response)) => Outcome::Respond(response),
                 Ok(None) => Outcome::Silent,
                 Err(e) => {
-                    // Only a body that does not decode gets here: the protocol has no way to
-                    // answer it, so the writer closes the socket once earlier responses are out.
-                    tracing::info!(?peer, api_key, error = %e, "malformed request");
+                    // A body that does not decode (or, a bug, a response that does not encode):
+                    // the protocol has no way to answer, so the writer closes the socket once
+                    // earlier responses are out.
+                    tracing::info!(
+                        ?peer,
+                        api_key,
+                        error = format!("{e:#}"),
+                        "cannot answer request"
+                    );
                     Outcome::Close
                 }
             }

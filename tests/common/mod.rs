@@ -202,16 +202,42 @@ pub fn run_with_deadline(
     (status.success(), out, err)
 }
 
-/// The Python with the Kafka clients installed (`scripts/test` sets it up).
-fn python() -> PathBuf {
-    std::env::var_os("SLUICE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+/// Which Python venv (set up by `scripts/test`) a driver runs in.
+#[derive(Clone, Copy)]
+pub enum Clients {
+    /// Current kafka-python and confluent-kafka.
+    Current,
+    /// The older kafka-python that Linux distributions still ship.
+    Old,
 }
 
-/// Runs `tests/driver/<script>.py --bootstrap ADDR args...`; panics unless it succeeds.
-/// Returns its stdout, whose last line is a JSON summary.
+fn python(clients: Clients) -> PathBuf {
+    let (variable, venv) = match clients {
+        Clients::Current => ("SLUICE_PYTHON", ".venv"),
+        Clients::Old => ("SLUICE_PYTHON_OLD", ".venv-old"),
+    };
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(venv)
+                .join("bin/python")
+        })
+}
+
+/// Runs `tests/driver/<script>.py --bootstrap ADDR args...` with the current clients.
 pub fn driver(
+    broker: &Broker,
+    script: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> serde_json::Value {
+    driver_with(Clients::Current, broker, script, args, deadline)
+}
+
+/// Runs a driver script; panics unless it succeeds. Returns the JSON summary it prints last.
+pub fn driver_with(
+    clients: Clients,
     broker: &Broker,
     script: &str,
     args: &[&str],
@@ -220,7 +246,7 @@ pub fn driver(
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/driver")
         .join(format!("{script}.py"));
-    let mut command = Command::new(python());
+    let mut command = Command::new(python(clients));
     command
         .arg(path)
         .args(["--bootstrap", broker.addr()])
