@@ -190,6 +190,11 @@ impl Partition {
         self.leader_epoch
     }
 
+    /// Applies the time-based flush policy (`flush.ms`).
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        self.log.flush_if_due(now_ms)
+    }
+
     /// Flushes and checkpoints the log; used on clean shutdown.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.log.close()

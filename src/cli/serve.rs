@@ -123,6 +123,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 ));
                 ops::apply_metadata(&shard, image, clean_shutdown);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
+                let flush_task = spawn_local(ops::flush_periodically(shard.clone()));
                 let listener = match bind_reuseport(config.listen) {
                     Ok(listener) => listener,
                     Err(e) => {
@@ -133,7 +134,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop(bound_tx);
                 run_shard(shard, listener, shutdown).await;
-                drop(mesh_task);
+                drop((mesh_task, flush_task));
                 Ok(())
             }
         })

@@ -199,3 +199,20 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
 pub fn partition_dir(data_dir: &std::path::Path, tp: &TopicPartition) -> std::path::PathBuf {
     data_dir.join(format!("{}-{}", tp.topic, tp.partition))
 }
+
+/// How often a shard looks for partitions whose `flush.ms` has passed.
+const FLUSH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs for the shard's lifetime: applies `flush.ms` to partitions that stopped receiving
+/// appends (appends apply it themselves).
+pub async fn flush_periodically(shard: Rc<Shard>) {
+    loop {
+        sleep(FLUSH_CHECK_INTERVAL).await;
+        let now = now_ms();
+        for (tp, partition) in shard.partitions.borrow_mut().iter_mut() {
+            if let Err(e) = partition.flush_if_due(now) {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "flushing");
+            }
+        }
+    }
+}

@@ -128,12 +128,10 @@ impl Log {
             .config
             .flush_messages
             .is_some_and(|n| self.messages_since_flush >= n);
-        let flush_by_time = self
-            .config
-            .flush_ms
-            .is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
-        if flush_by_count || flush_by_time {
+        if flush_by_count {
             self.flush_at(now_ms)?;
+        } else {
+            self.flush_if_due(now_ms)?;
         }
         Ok(AppendInfo {
             base_offset,
@@ -215,6 +213,21 @@ impl Log {
 
     pub fn flush(&mut self) -> Result<(), StorageError> {
         self.flush_at(crate::runtime::now_ms())
+    }
+
+    /// Fsyncs when `flush.ms` has passed since the last flush and something was appended
+    /// since. Appends call it, and the owning shard calls it periodically so that a partition
+    /// that went quiet is flushed too.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let due = self.messages_since_flush > 0
+            && self
+                .config
+                .flush_ms
+                .is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
+        if due {
+            self.flush_at(now_ms)?;
+        }
+        Ok(())
     }
 
     fn flush_at(&mut self, now_ms: i64) -> Result<(), StorageError> {
@@ -584,6 +597,27 @@ mod tests {
             let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
             assert!(first.0 <= offset && offset < first.0 + 2);
         }
+    }
+
+    #[test]
+    fn flush_ms_flushes_a_quiet_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig {
+                flush_ms: Some(1000),
+                ..config()
+            },
+            false,
+        )
+        .unwrap();
+        let start = log.last_flush_ms;
+        log.append(batch(2, 0), 0, start + 10).unwrap();
+        assert_eq!(log.recovery_point(), 0, "not due yet");
+        log.flush_if_due(start + 500).unwrap();
+        assert_eq!(log.recovery_point(), 0, "not due yet");
+        log.flush_if_due(start + 1010).unwrap();
+        assert_eq!(log.recovery_point(), 2);
     }
 
     #[test]

@@ -341,6 +341,11 @@ impl Raw {
 
 /// One v2 batch of uncompressed records with the given values.
 pub fn batch(values: &[&[u8]]) -> Bytes {
+    batch_at(values, 1_700_000_000_000)
+}
+
+/// Like [`batch`], with record timestamps `timestamp`, `timestamp + 1`, ...
+pub fn batch_at(values: &[&[u8]], timestamp: i64) -> Bytes {
     use kafka_protocol::records::*;
     let records: Vec<Record> = values
         .iter()
@@ -355,7 +360,7 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
+            timestamp: timestamp + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v)),
             headers: Default::default(),

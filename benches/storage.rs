@@ -1,0 +1,56 @@
+//! Storage hot paths: validating a producer's batches (CRC-32C over every byte) and appending
+//! them to a log, and reading them back.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sluice::client::encode_batch;
+use sluice::storage::batch::validate_all;
+use sluice::storage::{Log, LogConfig, TimestampType};
+
+/// A ~1 MiB batch of 1 KiB records, as a throughput-minded producer sends.
+fn big_batch() -> Bytes {
+    let records: Vec<(Option<Bytes>, Bytes)> = (0..1000)
+        .map(|_| (None, Bytes::from(vec![7u8; 1024])))
+        .collect();
+    encode_batch(&records, 0).expect("encodes")
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 30,
+        segment_ms: i64::MAX,
+        index_interval_bytes: 4096,
+        max_message_bytes: 2 << 20,
+        timestamp_type: TimestampType::CreateTime,
+        flush_messages: None,
+        flush_ms: None,
+    }
+}
+
+fn storage(c: &mut Criterion) {
+    let batch = big_batch();
+    let mut group = c.benchmark_group("storage");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.bench_function("validate 1 MiB batch", |b| {
+        b.iter(|| validate_all(&batch, usize::MAX).unwrap())
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), false).unwrap();
+    group.bench_function("append 1 MiB batch", |b| {
+        b.iter(|| log.append(batch.clone(), 0, 0).unwrap())
+    });
+    let end = log.log_end_offset();
+    let mut offset = 0;
+    group.bench_function("read 1 MiB", |b| {
+        b.iter(|| {
+            let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
+            offset = (offset + 1000) % end;
+            bytes
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, storage);
+criterion_main!(benches);

@@ -1,0 +1,112 @@
+//! Protocol behaviour not tied to one client: pipelined requests answered in order, and
+//! ListOffsets by earliest, latest and timestamp.
+
+mod common;
+
+use bytes::{Buf, BytesMut};
+use common::{Broker, Raw, batch_at};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// A request frame body (header + request) with the given correlation id.
+fn encode<R: kafka_protocol::protocol::Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+) -> BytesMut {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id);
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, R::header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    body
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("quiet", 2, &[]), 0);
+
+    // A long-polling fetch on an empty topic first: the quick requests behind it must wait.
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(300)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("quiet"))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    raw.send_frame(&encode(&fetch, 11, 100));
+    raw.send_frame(&encode(
+        &MetadataRequest::default().with_topics(None),
+        9,
+        101,
+    ));
+    raw.send_frame(&encode(&ApiVersionsRequest::default(), 2, 102));
+    let started = std::time::Instant::now();
+    for expected in [100, 101, 102] {
+        let mut frame = raw.read_frame().expect("a response");
+        assert_eq!(frame.get_i32(), expected, "responses out of order");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "the fetch did not long-poll"
+    );
+}
+
+#[test]
+fn list_offsets_by_position_and_time() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("timed", 1, &[]), 0);
+    // Offsets 0-1 at t=1000,1001; 2-3 at t=2000,2001; 4-5 at t=3000,3001.
+    for (i, timestamp) in [1000, 2000, 3000].into_iter().enumerate() {
+        assert_eq!(
+            raw.produce("timed", 0, batch_at(&[b"a", b"b"], timestamp), 1),
+            (0, 2 * i as i64)
+        );
+    }
+    let mut lookup = |timestamp: i64| {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("timed"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(timestamp),
+                    ]),
+            ]);
+        let response = raw.send(&request, 7);
+        let p = &response.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        (p.offset, p.timestamp)
+    };
+    assert_eq!(lookup(-2).0, 0, "earliest");
+    assert_eq!(lookup(-1).0, 6, "latest");
+    assert_eq!(lookup(0), (0, 1000));
+    assert_eq!(lookup(1001), (1, 1001));
+    assert_eq!(lookup(1500), (2, 2000));
+    assert_eq!(lookup(3001), (5, 3001));
+    assert_eq!(lookup(3002), (-1, -1), "nothing that late");
+}
