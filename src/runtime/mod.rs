@@ -10,7 +10,7 @@ pub mod shutdown;
 
 pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::sync::Semaphore;
+pub use glommio::sync::{Permit, Semaphore};
 pub use glommio::timer::sleep;
 pub use glommio::{Task, spawn_local};
 

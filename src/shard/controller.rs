@@ -13,6 +13,7 @@ use super::router::{NewTopic, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
 use crate::config::TOPIC_CONFIG_NAMES;
+use crate::runtime::Permit;
 
 type TopicResult = (String, TopicOutcome);
 
@@ -26,13 +27,7 @@ pub async fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> Vec<TopicResult> {
-    assert_eq!(shard.id, CONTROLLER_SHARD);
-    let _permit = shard
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .expect("lock never closed");
-    let mut image = (*shard.metadata()).clone();
+    let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(topics.len());
     let mut changed = false;
     for topic in topics {
@@ -112,13 +107,7 @@ fn validate_new_topic(
 }
 
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {
-    assert_eq!(shard.id, CONTROLLER_SHARD);
-    let _permit = shard
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .expect("lock never closed");
-    let mut image = (*shard.metadata()).clone();
+    let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(names.len());
     for name in names {
         let result = match image.topics.remove(&name) {
@@ -139,31 +128,39 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
 /// Reserves `count` producer ids for one shard to hand out, durably, so that no id is ever
 /// given twice, restarts included.
 pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> i64 {
-    assert_eq!(shard.id, CONTROLLER_SHARD);
     assert!(count > 0);
-    let _permit = shard
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .expect("lock never closed");
-    let mut image = (*shard.metadata()).clone();
+    let (_permit, mut image) = begin_change(shard).await;
     let first = image.next_producer_id;
     image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
-    image
-        .persist(&shard.config.data_dir)
-        .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+    persist(shard, &image);
     // Only the controller reads this counter; other shards see it with the next change.
     shard.set_metadata(image);
     first
 }
 
-/// Persists `image`, then installs it on every shard and waits until all have.
-async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
-    // A metadata write that fails leaves the broker unable to keep its promises: crash loudly
-    // rather than answer clients with state that would vanish on restart.
+/// Waits for any other change to finish; returns the permit that keeps the next one waiting
+/// and a copy of the current image to change.
+async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
+    assert_eq!(shard.id, CONTROLLER_SHARD);
+    let permit = shard
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .expect("the controller lock is never closed");
+    (permit, (*shard.metadata()).clone())
+}
+
+/// A metadata write that fails leaves the broker unable to keep its promises: crash loudly
+/// rather than answer clients with state that would vanish on restart.
+fn persist(shard: &Shard, image: &MetadataImage) {
     image
         .persist(&shard.config.data_dir)
         .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+}
+
+/// Persists `image`, then installs it on every shard and waits until all have.
+async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
+    persist(shard, &image);
     let installs = (0..shard.shard_count).map(|target| {
         shard.invoke_on(
             target,

@@ -344,39 +344,13 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
     batch_at(values, 1_700_000_000_000)
 }
 
-/// Like [`batch`], with record timestamps `timestamp`, `timestamp + 1`, ...
+/// Like [`batch`], every record stamped `timestamp`.
 pub fn batch_at(values: &[&[u8]], timestamp: i64) -> Bytes {
-    use kafka_protocol::records::*;
-    let records: Vec<Record> = values
+    let records: Vec<(Option<Bytes>, Bytes)> = values
         .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: timestamp + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-        })
+        .map(|v| (None, Bytes::copy_from_slice(v)))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    sluice::client::encode_batch(&records, timestamp).expect("encodes")
 }
 
 /// Decodes every batch in `bytes`, checking each CRC; returns (offset, value) per record.
