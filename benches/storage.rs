@@ -3,16 +3,15 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::client::encode_batch;
+use sluice::protocol::records::encode_batch;
 use sluice::storage::batch::validate_all;
 use sluice::storage::{Log, LogConfig, TimestampType};
 
 /// A ~1 MiB batch of 1 KiB records, as a throughput-minded producer sends.
 fn big_batch() -> Bytes {
-    let records: Vec<(Option<Bytes>, Bytes)> = (0..1000)
-        .map(|_| (None, Bytes::from(vec![7u8; 1024])))
-        .collect();
-    encode_batch(&records, 0).expect("encodes")
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> =
+        (0..1000).map(|_| (None, Some(Bytes::from(vec![7u8; 1024])))).collect();
+    encode_batch(&records, 0)
 }
 
 fn config() -> LogConfig {
@@ -31,15 +30,11 @@ fn storage(c: &mut Criterion) {
     let batch = big_batch();
     let mut group = c.benchmark_group("storage");
     group.throughput(Throughput::Bytes(batch.len() as u64));
-    group.bench_function("validate 1 MiB batch", |b| {
-        b.iter(|| validate_all(&batch, usize::MAX).unwrap())
-    });
+    group.bench_function("validate 1 MiB batch", |b| b.iter(|| validate_all(&batch, usize::MAX).unwrap()));
 
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(), false).unwrap();
-    group.bench_function("append 1 MiB batch", |b| {
-        b.iter(|| log.append(batch.clone(), 0, 0).unwrap())
-    });
+    group.bench_function("append 1 MiB batch", |b| b.iter(|| log.append(batch.clone(), 0, 0).unwrap()));
     let end = log.log_end_offset();
     let mut offset = 0;
     group.bench_function("read 1 MiB", |b| {

@@ -89,33 +89,21 @@ impl BrokerConfig {
             "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value),
             "cores" => self.cores = value.parse().with_context(context)?,
             "num.partitions" => self.num_partitions = value.parse().with_context(context)?,
-            "auto.create.topics.enable" => {
-                self.auto_create_topics_enable = value.parse().with_context(context)?
-            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = value.parse().with_context(context)?,
             "message.max.bytes" => self.message_max_bytes = value.parse().with_context(context)?,
-            "socket.request.max.bytes" => {
-                self.socket_request_max_bytes = value.parse().with_context(context)?
-            }
+            "socket.request.max.bytes" => self.socket_request_max_bytes = value.parse().with_context(context)?,
             "queued.max.requests.per.connection" => {
                 self.queued_max_requests_per_connection = value.parse().with_context(context)?
             }
             "log.segment.bytes" => self.log_segment_bytes = value.parse().with_context(context)?,
             "log.roll.ms" => self.log_roll_ms = value.parse().with_context(context)?,
-            "log.index.interval.bytes" => {
-                self.log_index_interval_bytes = value.parse().with_context(context)?
-            }
+            "log.index.interval.bytes" => self.log_index_interval_bytes = value.parse().with_context(context)?,
             "log.flush.interval.messages" => {
                 self.log_flush_interval_messages = Some(value.parse().with_context(context)?)
             }
-            "log.flush.interval.ms" => {
-                self.log_flush_interval_ms = Some(value.parse().with_context(context)?)
-            }
-            "log.message.timestamp.type" => {
-                self.log_message_timestamp_type = parse_timestamp_type(value)?
-            }
-            "fetch.max.wait.ms.limit" => {
-                self.fetch_max_wait_ms_limit = value.parse().with_context(context)?
-            }
+            "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
+            "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
+            "fetch.max.wait.ms.limit" => self.fetch_max_wait_ms_limit = value.parse().with_context(context)?,
             _ => bail!("unknown setting {key:?}"),
         }
         Ok(())
@@ -148,10 +136,7 @@ impl BrokerConfig {
     }
 
     /// The log settings of one topic: its own configs over the broker-wide defaults.
-    pub fn log_config(
-        &self,
-        topic_configs: &BTreeMap<String, String>,
-    ) -> anyhow::Result<LogConfig> {
+    pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
         let mut config = LogConfig {
             segment_bytes: self.log_segment_bytes,
             segment_ms: self.log_roll_ms,
@@ -166,16 +151,10 @@ impl BrokerConfig {
             match key.as_str() {
                 "segment.bytes" => config.segment_bytes = value.parse().with_context(context)?,
                 "segment.ms" => config.segment_ms = value.parse().with_context(context)?,
-                "index.interval.bytes" => {
-                    config.index_interval_bytes = value.parse().with_context(context)?
-                }
-                "max.message.bytes" => {
-                    config.max_message_bytes = value.parse().with_context(context)?
-                }
+                "index.interval.bytes" => config.index_interval_bytes = value.parse().with_context(context)?,
+                "max.message.bytes" => config.max_message_bytes = value.parse().with_context(context)?,
                 "message.timestamp.type" => config.timestamp_type = parse_timestamp_type(value)?,
-                "flush.messages" => {
-                    config.flush_messages = Some(value.parse().with_context(context)?)
-                }
+                "flush.messages" => config.flush_messages = Some(value.parse().with_context(context)?),
                 "flush.ms" => config.flush_ms = Some(value.parse().with_context(context)?),
                 // Accepted and kept for later issues (retention, compaction).
                 "retention.ms" | "retention.bytes" | "cleanup.policy" => {}
@@ -231,19 +210,13 @@ mod tests {
     fn unknown_settings_are_refused() {
         let mut config = BrokerConfig::default();
         assert!(config.set("no.such.thing", "1").is_err());
-        assert!(
-            config
-                .log_config(&BTreeMap::from([("bogus".into(), "1".into())]))
-                .is_err()
-        );
+        assert!(config.log_config(&BTreeMap::from([("bogus".into(), "1".into())])).is_err());
     }
 
     #[test]
     fn topic_configs_override_broker_defaults() {
         let config = BrokerConfig::default();
-        let log = config
-            .log_config(&BTreeMap::from([("flush.messages".into(), "1".into())]))
-            .unwrap();
+        let log = config.log_config(&BTreeMap::from([("flush.messages".into(), "1".into())])).unwrap();
         assert_eq!(log.flush_messages, Some(1));
         assert_eq!(log.segment_bytes, config.log_segment_bytes);
     }

@@ -74,13 +74,10 @@ impl Partition {
         {
             return Ok(original);
         }
-        let info = self
-            .log
-            .append(batches, self.leader_epoch, now_ms)
-            .map_err(|e| {
-                tracing::debug!(dir = %self.dir.display(), error = %e, "append refused");
-                storage_error_code(&e)
-            })?;
+        let info = self.log.append(batches, self.leader_epoch, now_ms).map_err(|e| {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "append refused");
+            storage_error_code(&e)
+        })?;
         if let Some(header) = producer {
             self.record_sequence(&header, info);
         }
@@ -104,25 +101,15 @@ impl Partition {
         }
         if header.producer_epoch > state.epoch {
             // A new epoch starts its sequence again.
-            return if header.base_sequence == 0 {
-                Ok(None)
-            } else {
-                Err(ResponseError::OutOfOrderSequenceNumber)
-            };
+            return if header.base_sequence == 0 { Ok(None) } else { Err(ResponseError::OutOfOrderSequenceNumber) };
         }
-        if let Some(&(_, _, info)) = state
-            .recent
-            .iter()
-            .find(|(first, last, _)| *first == header.base_sequence && *last == last_sequence)
+        if let Some(&(_, _, info)) =
+            state.recent.iter().find(|(first, last, _)| *first == header.base_sequence && *last == last_sequence)
         {
             return Ok(Some(info));
         }
         // Sequences wrap from i32::MAX to 0.
-        let expected = if state.last_sequence == i32::MAX {
-            0
-        } else {
-            state.last_sequence + 1
-        };
+        let expected = if state.last_sequence == i32::MAX { 0 } else { state.last_sequence + 1 };
         if header.base_sequence != expected {
             return Err(ResponseError::OutOfOrderSequenceNumber);
         }
@@ -131,14 +118,11 @@ impl Partition {
 
     fn record_sequence(&mut self, header: &BatchHeader, info: AppendInfo) {
         let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-        let state = self
-            .producers
-            .entry(header.producer_id)
-            .or_insert(ProducerState {
-                epoch: header.producer_epoch,
-                last_sequence,
-                recent: VecDeque::new(),
-            });
+        let state = self.producers.entry(header.producer_id).or_insert(ProducerState {
+            epoch: header.producer_epoch,
+            last_sequence,
+            recent: VecDeque::new(),
+        });
         if header.producer_epoch != state.epoch {
             state.epoch = header.producer_epoch;
             state.recent.clear();
@@ -147,9 +131,7 @@ impl Partition {
         if state.recent.len() == RECENT_BATCHES_PER_PRODUCER {
             state.recent.pop_front();
         }
-        state
-            .recent
-            .push_back((header.base_sequence, last_sequence, info));
+        state.recent.push_back((header.base_sequence, last_sequence, info));
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high
@@ -167,10 +149,7 @@ impl Partition {
         rx
     }
 
-    pub fn offset_for_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
         self.log.offset_for_timestamp(timestamp_ms)
     }
 
@@ -245,17 +224,9 @@ mod tests {
         let mut p = partition(dir.path());
         let first = p.append(producer_batch(3, 0, 7, 0, 0), 0).unwrap();
         let retry = p.append(producer_batch(3, 0, 7, 0, 0), 0).unwrap();
-        assert_eq!(
-            (retry.base_offset, retry.last_offset),
-            (first.base_offset, first.last_offset)
-        );
+        assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
         assert_eq!(p.log_end_offset(), 3);
-        assert_eq!(
-            p.append(producer_batch(2, 0, 7, 0, 3), 0)
-                .unwrap()
-                .base_offset,
-            3
-        );
+        assert_eq!(p.append(producer_batch(2, 0, 7, 0, 3), 0).unwrap().base_offset, 3);
         assert_eq!(p.high_watermark(), 5);
     }
 
@@ -264,20 +235,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = partition(dir.path());
         p.append(producer_batch(3, 0, 7, 1, 0), 0).unwrap();
-        assert_eq!(
-            p.append(producer_batch(1, 0, 7, 1, 5), 0).unwrap_err(),
-            ResponseError::OutOfOrderSequenceNumber
-        );
-        assert_eq!(
-            p.append(producer_batch(1, 0, 7, 0, 3), 0).unwrap_err(),
-            ResponseError::InvalidProducerEpoch
-        );
-        assert_eq!(
-            p.append(producer_batch(1, 0, 7, 2, 0), 0)
-                .unwrap()
-                .base_offset,
-            3
-        );
+        assert_eq!(p.append(producer_batch(1, 0, 7, 1, 5), 0).unwrap_err(), ResponseError::OutOfOrderSequenceNumber);
+        assert_eq!(p.append(producer_batch(1, 0, 7, 0, 3), 0).unwrap_err(), ResponseError::InvalidProducerEpoch);
+        assert_eq!(p.append(producer_batch(1, 0, 7, 2, 0), 0).unwrap().base_offset, 3);
         // Batches without a producer id are never checked.
         assert_eq!(p.append(batch(1, 0), 0).unwrap().base_offset, 4);
     }

@@ -37,11 +37,7 @@ fn setup() -> (Broker, Raw, Vec<(i64, Vec<u8>)>) {
 
 /// The healthy client still produces and reads everything back.
 fn still_healthy(broker: &mut Broker, healthy: &mut Raw, accepted: &mut Vec<(i64, Vec<u8>)>) {
-    assert!(
-        broker.is_running(),
-        "broker died:\n{}",
-        broker.stderr_text()
-    );
+    assert!(broker.is_running(), "broker died:\n{}", broker.stderr_text());
     let value = format!("after-{}", accepted.len()).into_bytes();
     let (error, base) = healthy.produce("good", 0, batch(&[&value]), -1);
     assert_eq!(error, 0);
@@ -73,19 +69,13 @@ fn framing_errors_close_only_that_connection() {
 
     let mut oversized = Raw::connect(broker.addr());
     oversized.send_bytes(&(2 * 1048576i32).to_be_bytes());
-    assert!(
-        oversized.is_closed_by_broker(),
-        "frame over socket.request.max.bytes"
-    );
+    assert!(oversized.is_closed_by_broker(), "frame over socket.request.max.bytes");
     still_healthy(&mut broker, &mut healthy, &mut accepted);
 
     let mut truncated = Raw::connect(broker.addr());
     truncated.send_bytes(&100i32.to_be_bytes());
     truncated.send_bytes(&header(3, 12)[..6]);
-    truncated
-        .stream
-        .shutdown(std::net::Shutdown::Write)
-        .unwrap();
+    truncated.stream.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(truncated.is_closed_by_broker(), "truncated frame");
 
     let mut unknown_api = Raw::connect(broker.addr());
@@ -94,19 +84,13 @@ fn framing_errors_close_only_that_connection() {
 
     let mut old_produce = Raw::connect(broker.addr());
     old_produce.send_frame(&header(0, 1));
-    assert!(
-        old_produce.is_closed_by_broker(),
-        "Produce v1 is not served"
-    );
+    assert!(old_produce.is_closed_by_broker(), "Produce v1 is not served");
 
     let mut malformed = Raw::connect(broker.addr());
     let mut frame = header(3, 1);
     frame.put_slice(b"\x7f\xff\xff\xff");
     malformed.send_frame(&frame);
-    assert!(
-        malformed.is_closed_by_broker(),
-        "metadata body that does not decode"
-    );
+    assert!(malformed.is_closed_by_broker(), "metadata body that does not decode");
     still_healthy(&mut broker, &mut healthy, &mut accepted);
 }
 
@@ -115,17 +99,12 @@ fn api_versions_of_an_unknown_version_answers_in_v0() {
     let (mut broker, mut healthy, mut accepted) = setup();
     let mut client = Raw::connect(broker.addr());
     client.send_frame(&header(18, 99));
-    let mut response = client
-        .read_frame()
-        .expect("an answer, not a closed connection");
+    let mut response = client.read_frame().expect("an answer, not a closed connection");
     assert_eq!(i32::from_be_bytes(response[..4].try_into().unwrap()), 42);
     let _ = bytes::Buf::get_i32(&mut response);
     let body = ApiVersionsResponse::decode(&mut response, 0).unwrap();
     assert_eq!(body.error_code, UNSUPPORTED_VERSION);
-    assert!(
-        body.api_keys.iter().any(|k| k.api_key == 0),
-        "Produce advertised"
-    );
+    assert!(body.api_keys.iter().any(|k| k.api_key == 0), "Produce advertised");
     still_healthy(&mut broker, &mut healthy, &mut accepted);
 }
 
@@ -137,31 +116,19 @@ fn bad_batches_get_error_codes_and_write_nothing() {
     let mut corrupt = BytesMut::from(&batch(&[b"x", b"y"])[..]);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x55;
-    assert_eq!(
-        client.produce("good", 0, corrupt.freeze(), -1).0,
-        CORRUPT_MESSAGE
-    );
+    assert_eq!(client.produce("good", 0, corrupt.freeze(), -1).0, CORRUPT_MESSAGE);
 
     let mut old_magic = BytesMut::from(&batch(&[b"x"])[..]);
     old_magic[16] = 1;
     let error = client.produce("good", 0, old_magic.freeze(), -1).0;
-    assert!(
-        [UNSUPPORTED_FOR_MESSAGE_FORMAT, CORRUPT_MESSAGE].contains(&error),
-        "old magic: {error}"
-    );
+    assert!([UNSUPPORTED_FOR_MESSAGE_FORMAT, CORRUPT_MESSAGE].contains(&error), "old magic: {error}");
 
     let big = vec![b'z'; 20_000];
-    assert_eq!(
-        client.produce("good", 0, batch(&[&big]), -1).0,
-        MESSAGE_TOO_LARGE
-    );
+    assert_eq!(client.produce("good", 0, batch(&[&big]), -1).0, MESSAGE_TOO_LARGE);
 
     let mut torn = BytesMut::from(&batch(&[b"x"])[..]);
     torn.truncate(torn.len() - 3);
-    assert_eq!(
-        client.produce("good", 0, torn.freeze(), -1).0,
-        CORRUPT_MESSAGE
-    );
+    assert_eq!(client.produce("good", 0, torn.freeze(), -1).0, CORRUPT_MESSAGE);
 
     // Nothing of the refused batches reached the log.
     still_healthy(&mut broker, &mut healthy, &mut accepted);
@@ -172,31 +139,18 @@ fn bad_batches_get_error_codes_and_write_nothing() {
 fn unknown_topics_and_partitions() {
     let (mut broker, mut healthy, mut accepted) = setup();
     let mut client = Raw::connect(broker.addr());
-    assert_eq!(
-        client.produce("missing", 0, batch(&[b"x"]), -1).0,
-        UNKNOWN_TOPIC_OR_PARTITION
-    );
-    assert_eq!(
-        client.produce("good", 7, batch(&[b"x"]), -1).0,
-        UNKNOWN_TOPIC_OR_PARTITION
-    );
+    assert_eq!(client.produce("missing", 0, batch(&[b"x"]), -1).0, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(client.produce("good", 7, batch(&[b"x"]), -1).0, UNKNOWN_TOPIC_OR_PARTITION);
     assert_eq!(client.fetch("good", 7, 0, 0).0, UNKNOWN_TOPIC_OR_PARTITION);
-    assert_eq!(
-        client.fetch("missing", 0, 0, 0).0,
-        UNKNOWN_TOPIC_OR_PARTITION
-    );
+    assert_eq!(client.fetch("missing", 0, 0, 0).0, UNKNOWN_TOPIC_OR_PARTITION);
 
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_static_str("missing")))),
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("missing")))),
         ]))
         .with_allow_auto_topic_creation(true);
     let response = client.send(&request, 12);
-    assert_eq!(
-        response.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION,
-        "auto-creation is off"
-    );
+    assert_eq!(response.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION, "auto-creation is off");
     // A fetch past the end is out of range; the log is untouched.
     assert_eq!(client.fetch("good", 0, 1000, 0).0, 1, "OFFSET_OUT_OF_RANGE");
     still_healthy(&mut broker, &mut healthy, &mut accepted);

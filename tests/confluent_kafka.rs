@@ -10,12 +10,7 @@ use common::{Broker, driver};
 #[test]
 fn compressed_streams_round_trip_and_admin_works() {
     let broker = Broker::start(2, &[]);
-    let summary = driver(
-        &broker,
-        "confluent_codecs",
-        &["--records", "100000"],
-        Duration::from_secs(600),
-    );
+    let summary = driver(&broker, "confluent_codecs", &["--records", "100000"], Duration::from_secs(600));
     for codec in ["lz4", "snappy", "zstd"] {
         let per_partition = summary[codec].as_object().unwrap();
         assert_eq!(per_partition.len(), 6, "{summary}");

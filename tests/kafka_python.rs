@@ -10,17 +10,8 @@ use common::{Broker, Clients, driver_with};
 
 fn tutorial(clients: Clients) {
     let broker = Broker::start(2, &[]);
-    let summary = driver_with(
-        clients,
-        &broker,
-        "kafka_python_tutorial",
-        &[],
-        Duration::from_secs(240),
-    );
-    assert!(
-        summary["plain_partitions"].as_array().unwrap().len() > 1,
-        "{summary}"
-    );
+    let summary = driver_with(clients, &broker, "kafka_python_tutorial", &[], Duration::from_secs(240));
+    assert!(summary["plain_partitions"].as_array().unwrap().len() > 1, "{summary}");
     assert_eq!(summary["keys"], 10);
     assert_eq!(summary["json"], 50);
     assert_eq!(summary["gzip"], 300);

@@ -35,43 +35,24 @@ fn one_request_spans_both_shards() {
     assert_eq!(created.topics[0].error_code, 0);
 
     let metadata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(broker.data_dir().join("metadata.json")).unwrap())
-            .unwrap();
-    let topic = metadata["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "spread")
-        .unwrap();
-    let shards: BTreeSet<u64> = topic["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["shard"].as_u64().unwrap())
-        .collect();
+        serde_json::from_slice(&std::fs::read(broker.data_dir().join("metadata.json")).unwrap()).unwrap();
+    let topic = metadata["topics"].as_array().unwrap().iter().find(|t| t["name"] == "spread").unwrap();
+    let shards: BTreeSet<u64> =
+        topic["partitions"].as_array().unwrap().iter().map(|p| p["shard"].as_u64().unwrap()).collect();
     assert_eq!(shards, BTreeSet::from([0, 1]), "placement: {topic}");
 
     // Three rounds, each one Produce request carrying a batch for every partition.
     for round in 0..3 {
         let partition_data = (0..PARTITIONS)
             .map(|p| {
-                let values: Vec<Vec<u8>> = (0..5)
-                    .map(|i| format!("p{p}-r{round}-{i}").into_bytes())
-                    .collect();
+                let values: Vec<Vec<u8>> = (0..5).map(|i| format!("p{p}-r{round}-{i}").into_bytes()).collect();
                 let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-                PartitionProduceData::default()
-                    .with_index(p)
-                    .with_records(Some(batch(&refs)))
+                PartitionProduceData::default().with_index(p).with_records(Some(batch(&refs)))
             })
             .collect();
-        let produce = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(name("spread"))
-                    .with_partition_data(partition_data),
-            ]);
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name("spread")).with_partition_data(partition_data),
+        ]);
         let response = raw.send(&produce, 9);
         let partitions = &response.responses[0].partition_responses;
         assert_eq!(partitions.len(), PARTITIONS as usize);
@@ -89,18 +70,16 @@ fn one_request_spans_both_shards() {
         .with_max_bytes(10 << 20)
         .with_session_epoch(-1)
         .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name("spread"))
-                .with_partitions(
-                    (0..PARTITIONS)
-                        .map(|p| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_fetch_offset(0)
-                                .with_partition_max_bytes(1 << 20)
-                        })
-                        .collect(),
-                ),
+            FetchTopic::default().with_topic(name("spread")).with_partitions(
+                (0..PARTITIONS)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20)
+                    })
+                    .collect(),
+            ),
         ]);
     let response = raw.send(&fetch, 11);
     let partitions = &response.responses[0].partitions;
@@ -111,12 +90,7 @@ fn one_request_spans_both_shards() {
         let records = decode(p.records.as_ref().unwrap_or(&Bytes::new()));
         let expected: Vec<(i64, Vec<u8>)> = (0..3)
             .flat_map(|round| {
-                (0..5).map(move |i| {
-                    (
-                        round * 5 + i,
-                        format!("p{}-r{round}-{i}", p.partition_index).into_bytes(),
-                    )
-                })
+                (0..5).map(move |i| (round * 5 + i, format!("p{}-r{round}-{i}", p.partition_index).into_bytes()))
             })
             .collect();
         assert_eq!(records, expected, "partition {}", p.partition_index);

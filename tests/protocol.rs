@@ -15,19 +15,13 @@ fn name(s: &str) -> TopicName {
 }
 
 /// A request frame body (header + request) with the given correlation id.
-fn encode<R: kafka_protocol::protocol::Request>(
-    request: &R,
-    version: i16,
-    correlation_id: i32,
-) -> BytesMut {
+fn encode<R: kafka_protocol::protocol::Request>(request: &R, version: i16, correlation_id: i32) -> BytesMut {
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id);
     let mut body = BytesMut::new();
-    header
-        .encode(&mut body, R::header_version(version))
-        .unwrap();
+    header.encode(&mut body, R::header_version(version)).unwrap();
     request.encode(&mut body, version).unwrap();
     body
 }
@@ -45,32 +39,18 @@ fn pipelined_requests_are_answered_in_order() {
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name("quiet"))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
+        .with_topics(vec![FetchTopic::default().with_topic(name("quiet")).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20),
+        ])]);
     raw.send_frame(&encode(&fetch, 11, 100));
-    raw.send_frame(&encode(
-        &MetadataRequest::default().with_topics(None),
-        9,
-        101,
-    ));
+    raw.send_frame(&encode(&MetadataRequest::default().with_topics(None), 9, 101));
     raw.send_frame(&encode(&ApiVersionsRequest::default(), 2, 102));
     let started = std::time::Instant::now();
     for expected in [100, 101, 102] {
         let mut frame = raw.read_frame().expect("a response");
         assert_eq!(frame.get_i32(), expected, "responses out of order");
     }
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(250),
-        "the fetch did not long-poll"
-    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "the fetch did not long-poll");
 }
 
 #[test]
@@ -80,23 +60,14 @@ fn list_offsets_by_position_and_time() {
     assert_eq!(raw.create_topic("timed", 1, &[]), 0);
     // Offsets 0-1 at t=1000, 2-3 at t=2000, 4-5 at t=3000.
     for (i, timestamp) in [1000, 2000, 3000].into_iter().enumerate() {
-        assert_eq!(
-            raw.produce("timed", 0, batch_at(&[b"a", b"b"], timestamp), 1),
-            (0, 2 * i as i64)
-        );
+        assert_eq!(raw.produce("timed", 0, batch_at(&[b"a", b"b"], timestamp), 1), (0, 2 * i as i64));
     }
     let mut lookup = |timestamp: i64| {
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(name("timed"))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(0)
-                            .with_timestamp(timestamp),
-                    ]),
-            ]);
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(name("timed")).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp),
+            ]),
+        ]);
         let response = raw.send(&request, 7);
         let p = &response.topics[0].partitions[0];
         assert_eq!(p.error_code, 0);

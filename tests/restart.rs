@@ -31,11 +31,7 @@ fn clean_restart_keeps_topics_and_records() {
 
     let mut raw = Raw::connect(broker.addr());
     for (partition, records) in expected.iter().enumerate() {
-        assert_eq!(
-            &raw.fetch_all("kept", partition as i32),
-            records,
-            "partition {partition}"
-        );
+        assert_eq!(&raw.fetch_all("kept", partition as i32), records, "partition {partition}");
     }
     // Appends continue after the last offset, and the topic still exists with its partitions.
     assert_eq!(raw.produce("kept", 0, batch(&[b"after"]), 1), (0, 100));
@@ -49,14 +45,7 @@ type Acked = (i64, Vec<Vec<u8>>);
 fn kill_9_loses_no_acknowledged_record() {
     let mut broker = Broker::start(1, &[]);
     let mut raw = Raw::connect(broker.addr());
-    assert_eq!(
-        raw.create_topic(
-            "durable",
-            1,
-            &[("flush.messages", "1"), ("segment.bytes", "65536")]
-        ),
-        0
-    );
+    assert_eq!(raw.create_topic("durable", 1, &[("flush.messages", "1"), ("segment.bytes", "65536")]), 0);
     drop(raw);
 
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
@@ -71,9 +60,8 @@ fn kill_9_loses_no_acknowledged_record() {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let values: Vec<Vec<u8>> = (0..1 + i % 7)
-                    .map(|j| format!("batch-{i}-record-{j}").into_bytes())
-                    .collect();
+                let values: Vec<Vec<u8>> =
+                    (0..1 + i % 7).map(|j| format!("batch-{i}-record-{j}").into_bytes()).collect();
                 let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
                 // The broker dies under us: whatever has no answer was never acknowledged.
                 let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -107,17 +95,10 @@ fn kill_9_loses_no_acknowledged_record() {
     for (base, values) in &acked {
         for (j, value) in values.iter().enumerate() {
             let offset = *base as usize + j;
-            assert!(
-                offset < records.len(),
-                "acknowledged offset {offset} lost ({} records survived)",
-                records.len()
-            );
+            assert!(offset < records.len(), "acknowledged offset {offset} lost ({} records survived)", records.len());
             assert_eq!(&records[offset].1, value, "offset {offset}");
         }
     }
     // The log takes appends again right after what survived.
-    assert_eq!(
-        raw.produce("durable", 0, batch(&[b"after"]), -1),
-        (0, records.len() as i64)
-    );
+    assert_eq!(raw.produce("durable", 0, batch(&[b"after"]), -1), (0, records.len() as i64));
 }

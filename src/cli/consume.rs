@@ -64,13 +64,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut last_record = Instant::now();
     loop {
         for (partition, offset) in positions.iter_mut() {
-            let (_, records) = client.fetch(
-                &args.topic,
-                *partition,
-                *offset,
-                FETCH_MAX_BYTES,
-                max_wait_ms,
-            )?;
+            let (_, records) = client.fetch(&args.topic, *partition, *offset, FETCH_MAX_BYTES, max_wait_ms)?;
             for record in records {
                 if args.print_offset {
                     write!(out, "{partition}:{}\t", record.offset)?;
@@ -93,10 +87,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             }
         }
         out.flush()?;
-        if args
-            .timeout_ms
-            .is_some_and(|ms| last_record.elapsed() >= Duration::from_millis(ms))
-        {
+        if args.timeout_ms.is_some_and(|ms| last_record.elapsed() >= Duration::from_millis(ms)) {
             return Ok(());
         }
     }

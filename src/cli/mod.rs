@@ -14,11 +14,7 @@ use clap::{Parser, Subcommand};
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
 #[derive(Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "A Kafka-compatible streaming broker, thread-per-core on io_uring"
-)]
+#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker, thread-per-core on io_uring")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -28,7 +28,7 @@ pub struct ProduceArgs {
     acks: i16,
 }
 
-type Pending = Vec<(Option<Bytes>, Bytes)>;
+type Pending = Vec<(Option<Bytes>, Option<Bytes>)>;
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.bootstrap)?;
@@ -40,13 +40,10 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         let line = line.context("reading stdin")?;
         let (key, value) = match &args.key_separator {
             Some(separator) => {
-                let (key, value) = line.split_once(separator.as_str()).with_context(|| {
-                    format!("line {}: no key separator {separator:?}", number + 1)
-                })?;
-                (
-                    Some(Bytes::from(key.to_string())),
-                    Bytes::from(value.to_string()),
-                )
+                let (key, value) = line
+                    .split_once(separator.as_str())
+                    .with_context(|| format!("line {}: no key separator {separator:?}", number + 1))?;
+                (Some(Bytes::from(key.to_string())), Bytes::from(value.to_string()))
             }
             None => (None, Bytes::from(line)),
         };
@@ -60,7 +57,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         };
         let (records, bytes) = pending.entry(partition).or_default();
         *bytes += key.as_ref().map_or(0, Bytes::len) + value.len();
-        records.push((key, value));
+        records.push((key, Some(value)));
         if records.len() >= BATCH_RECORDS || *bytes >= BATCH_BYTES {
             client.produce(&args.topic, partition, records, args.acks)?;
             records.clear();

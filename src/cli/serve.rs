@@ -50,14 +50,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         config.load_toml(&text)?;
     }
     for setting in &args.settings {
-        let (key, value) = setting
-            .split_once('=')
-            .with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
+        let (key, value) = setting.split_once('=').with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
         config.set(key.trim(), value.trim())?;
     }
     if let Some(listen) = args.listen {
@@ -110,17 +107,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             let advertised = advertised.clone();
             let bound_tx = bound_tx.clone();
             async move {
-                let (senders, receivers) = mesh
-                    .join()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
-                let shard = Rc::new(Shard::new(
-                    shard_id,
-                    config.clone(),
-                    advertised,
-                    image.clone(),
-                    senders,
-                ));
+                let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
+                let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
                 ops::apply_metadata(&shard, image, clean_shutdown);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
                 let flush_task = spawn_local(ops::flush_periodically(shard.clone()));
@@ -141,19 +129,14 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     });
 
     for _ in 0..cores {
-        bound_rx
-            .recv()
-            .context("a shard stopped before binding")?
-            .context("binding the listener")?;
+        bound_rx.recv().context("a shard stopped before binding")?.context("binding the listener")?;
     }
     drop(port_guard);
     println!("sluice ready: listening on {listen}");
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    shards
-        .join()
-        .map_err(|_| anyhow::anyhow!("shard thread panicked"))??;
+    shards.join().map_err(|_| anyhow::anyhow!("shard thread panicked"))??;
     std::fs::File::create(&marker)?.sync_all()?;
     std::fs::File::open(&config.data_dir)?.sync_all()?;
     tracing::info!("clean shutdown");
@@ -161,11 +144,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
 }
 
 /// Serves until shutdown, then drains in-flight requests and closes this shard's partitions.
-async fn run_shard(
-    shard: Rc<Shard>,
-    listener: runtime::TcpListener,
-    mut shutdown: runtime::shutdown::ShardShutdown,
-) {
+async fn run_shard(shard: Rc<Shard>, listener: runtime::TcpListener, mut shutdown: runtime::shutdown::ShardShutdown) {
     use futures::FutureExt;
     let accept = crate::server::accept_loop(shard.clone(), listener).fuse();
     futures::pin_mut!(accept);
@@ -202,18 +181,10 @@ fn place_orphans(image: &mut MetadataImage, cores: usize) {
 fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {
     match &config.advertise {
         Some(advertise) => {
-            let (host, port) = advertise
-                .rsplit_once(':')
-                .with_context(|| format!("--advertise {advertise}: expected HOST:PORT"))?;
-            Ok((
-                host.to_string(),
-                port.parse()
-                    .with_context(|| format!("port of {advertise}"))?,
-            ))
+            let (host, port) =
+                advertise.rsplit_once(':').with_context(|| format!("--advertise {advertise}: expected HOST:PORT"))?;
+            Ok((host.to_string(), port.parse().with_context(|| format!("port of {advertise}"))?))
         }
-        None => Ok((
-            config.listen.ip().to_string(),
-            i32::from(config.listen.port()),
-        )),
+        None => Ok((config.listen.ip().to_string(), i32::from(config.listen.port()))),
     }
 }

@@ -40,13 +40,7 @@ pub enum TopicCommand {
 
 pub fn run(command: TopicCommand) -> anyhow::Result<()> {
     match command {
-        TopicCommand::Create {
-            name,
-            partitions,
-            replication_factor,
-            configs,
-            bootstrap,
-        } => {
+        TopicCommand::Create { name, partitions, replication_factor, configs, bootstrap } => {
             let configs = configs
                 .iter()
                 .map(|c| {
@@ -55,12 +49,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--config {c}: expected KEY=VALUE"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            Client::connect(&bootstrap)?.create_topic(
-                &name,
-                partitions,
-                replication_factor,
-                &configs,
-            )?;
+            Client::connect(&bootstrap)?.create_topic(&name, partitions, replication_factor, &configs)?;
             println!("Created topic {name}.");
         }
         TopicCommand::List { bootstrap } => {
@@ -70,14 +59,8 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::Describe { name, bootstrap } => {
             let topics = Client::connect(&bootstrap)?.metadata(Some(&[&name]))?;
-            let topic = topics
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("no metadata for topic {name}"))?;
-            println!(
-                "Topic: {}\tPartitions: {}",
-                topic.name,
-                topic.partitions.len()
-            );
+            let topic = topics.first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {name}"))?;
+            println!("Topic: {}\tPartitions: {}", topic.name, topic.partitions.len());
             let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             for p in &topic.partitions {
                 println!(

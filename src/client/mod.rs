@@ -19,9 +19,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+
+use crate::protocol::records::encode_batch;
+pub use crate::protocol::records::{ConsumedRecord, decode_records};
 
 /// Responses larger than this are refused rather than allocated.
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -35,15 +35,6 @@ pub struct Client {
     correlation_id: i32,
     /// Highest version of each API that both sides serve.
     versions: HashMap<i16, i16>,
-}
-
-/// A record as a consumer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumedRecord {
-    pub offset: i64,
-    pub timestamp: i64,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
 }
 
 /// A partition's state as Metadata describes it.
@@ -85,11 +76,7 @@ impl Client {
             .with_context(|| format!("connecting to {address}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut client = Client {
-            stream,
-            correlation_id: 0,
-            versions: HashMap::new(),
-        };
+        let mut client = Client { stream, correlation_id: 0, versions: HashMap::new() };
         client.negotiate_versions()?;
         Ok(client)
     }
@@ -118,10 +105,8 @@ impl Client {
 
     /// Sends `request` at the highest version both sides serve and returns the response.
     pub fn send<R: Request>(&mut self, request: R) -> anyhow::Result<R::Response> {
-        let version = *self
-            .versions
-            .get(&R::KEY)
-            .with_context(|| format!("the broker does not serve API key {}", R::KEY))?;
+        let version =
+            *self.versions.get(&R::KEY).with_context(|| format!("the broker does not serve API key {}", R::KEY))?;
         self.send_at(request, version)
     }
 
@@ -130,20 +115,15 @@ impl Client {
         self.write_request(request, version)?;
 
         let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .context("reading response size")?;
+        self.stream.read_exact(&mut size).context("reading response size")?;
         let size = i32::from_be_bytes(size);
         if size < 4 || size as usize > MAX_RESPONSE_BYTES {
             bail!("response frame of {size} bytes");
         }
         let mut body = vec![0u8; size as usize];
-        self.stream
-            .read_exact(&mut body)
-            .context("reading response")?;
+        self.stream.read_exact(&mut body).context("reading response")?;
         let mut body = Bytes::from(body);
-        let response_header =
-            ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
+        let response_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
         if response_header.correlation_id != self.correlation_id {
             bail!(
                 "response correlation id {} does not match request {}",
@@ -162,12 +142,7 @@ impl Client {
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<Vec<TopicInfo>> {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|names| {
-                names
-                    .iter()
-                    .map(|n| {
-                        MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(n))))
-                    })
-                    .collect()
+                names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(n))))).collect()
             }))
             .with_allow_auto_topic_creation(false);
         let response = self.send(request)?;
@@ -195,9 +170,7 @@ impl Client {
     /// The number of partitions of `topic`.
     pub fn partition_count(&mut self, topic: &str) -> anyhow::Result<i32> {
         let topics = self.metadata(Some(&[topic]))?;
-        let info = topics
-            .first()
-            .with_context(|| format!("no metadata for topic {topic}"))?;
+        let info = topics.first().with_context(|| format!("no metadata for topic {topic}"))?;
         Ok(info.partitions.len() as i32)
     }
 
@@ -216,26 +189,14 @@ impl Client {
                 configs
                     .iter()
                     .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(str_bytes(k))
-                            .with_value(Some(str_bytes(v)))
+                        CreatableTopicConfig::default().with_name(str_bytes(k)).with_value(Some(str_bytes(v)))
                     })
                     .collect(),
             );
-        let response = self.send(
-            CreateTopicsRequest::default()
-                .with_topics(vec![topic])
-                .with_timeout_ms(30_000),
-        )?;
+        let response = self.send(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000))?;
         for result in response.topics {
-            let message = result
-                .error_message
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            check(
-                result.error_code,
-                &format!("creating topic {name}: {message}"),
-            )?;
+            let message = result.error_message.map(|m| m.to_string()).unwrap_or_default();
+            check(result.error_code, &format!("creating topic {name}: {message}"))?;
         }
         Ok(())
     }
@@ -244,8 +205,7 @@ impl Client {
         let request = DeleteTopicsRequest::default()
             .with_topic_names(vec![TopicName(str_bytes(name))])
             .with_topics(vec![
-                delete_topics_request::DeleteTopicState::default()
-                    .with_name(Some(TopicName(str_bytes(name)))),
+                delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(str_bytes(name)))),
             ])
             .with_timeout_ms(30_000);
         let response = self.send(request)?;
@@ -261,28 +221,18 @@ impl Client {
         &mut self,
         topic: &str,
         partition: i32,
-        records: &[(Option<Bytes>, Bytes)],
+        records: &[(Option<Bytes>, Option<Bytes>)],
         acks: i16,
     ) -> anyhow::Result<i64> {
-        let batch = encode_batch(records, crate::runtime::now_ms())?;
-        let request = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(str_bytes(topic)))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(batch)),
-                    ]),
-            ]);
+        let batch = encode_batch(records, crate::runtime::now_ms());
+        let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(TopicName(str_bytes(topic))).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+            ]),
+        ]);
         if acks == 0 {
             // No response will come: write the frame and return.
-            let version = *self
-                .versions
-                .get(&ProduceRequest::KEY)
-                .context("the broker does not serve Produce")?;
+            let version = *self.versions.get(&ProduceRequest::KEY).context("the broker does not serve Produce")?;
             return self.write_request(request, version).map(|()| -1);
         }
         let response = self.send(request)?;
@@ -291,10 +241,7 @@ impl Client {
             .first()
             .and_then(|t| t.partition_responses.first())
             .context("produce response names no partition")?;
-        check(
-            result.error_code,
-            &format!("producing to {topic}-{partition}"),
-        )?;
+        check(result.error_code, &format!("producing to {topic}-{partition}"))?;
         Ok(result.base_offset)
     }
 
@@ -325,11 +272,7 @@ impl Client {
         max_bytes: i32,
         max_wait_ms: i32,
     ) -> anyhow::Result<(i64, Vec<ConsumedRecord>)> {
-        let topic_id = if self
-            .versions
-            .get(&FetchRequest::KEY)
-            .is_some_and(|&v| v >= 13)
-        {
+        let topic_id = if self.versions.get(&FetchRequest::KEY).is_some_and(|&v| v >= 13) {
             self.topic_id(topic)?
         } else {
             uuid::Uuid::nil()
@@ -341,10 +284,8 @@ impl Client {
             .with_max_bytes(max_bytes)
             .with_session_epoch(-1)
             .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(str_bytes(topic)))
-                    .with_topic_id(topic_id)
-                    .with_partitions(vec![
+                FetchTopic::default().with_topic(TopicName(str_bytes(topic))).with_topic_id(topic_id).with_partitions(
+                    vec![
                         FetchPartition::default()
                             .with_partition(partition)
                             .with_fetch_offset(offset)
@@ -352,7 +293,8 @@ impl Client {
                             .with_current_leader_epoch(-1)
                             .with_last_fetched_epoch(-1)
                             .with_log_start_offset(-1),
-                    ]),
+                    ],
+                ),
             ]);
         let response = self.send(request)?;
         check(response.error_code, "fetch")?;
@@ -362,118 +304,37 @@ impl Client {
             .next()
             .and_then(|t| t.partitions.into_iter().next())
             .context("fetch response names no partition")?;
-        check(
-            data.error_code,
-            &format!("fetching {topic}-{partition} at offset {offset}"),
-        )?;
+        check(data.error_code, &format!("fetching {topic}-{partition} at offset {offset}"))?;
         let records = decode_records(data.records.unwrap_or_default(), offset)?;
         Ok((data.high_watermark, records))
     }
 
     fn topic_id(&mut self, topic: &str) -> anyhow::Result<uuid::Uuid> {
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(topic)))),
-        ]));
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(topic))))]));
         let response = self.send(request)?;
-        let found = response
-            .topics
-            .into_iter()
-            .next()
-            .context("metadata names no topic")?;
+        let found = response.topics.into_iter().next().context("metadata names no topic")?;
         check(found.error_code, &format!("topic {topic}"))?;
         Ok(found.topic_id)
     }
 
     /// ListOffsets for one partition: `EARLIEST`, `LATEST` or a timestamp in ms.
-    pub fn list_offset(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        timestamp: i64,
-    ) -> anyhow::Result<i64> {
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(str_bytes(topic)))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(partition)
-                            .with_timestamp(timestamp)
-                            .with_current_leader_epoch(-1),
-                    ]),
-            ]);
+    pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<i64> {
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(TopicName(str_bytes(topic))).with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp)
+                    .with_current_leader_epoch(-1),
+            ]),
+        ]);
         let response = self.send(request)?;
         let result = response
             .topics
             .first()
             .and_then(|t| t.partitions.first())
             .context("list offsets response names no partition")?;
-        check(
-            result.error_code,
-            &format!("listing offsets of {topic}-{partition}"),
-        )?;
+        check(result.error_code, &format!("listing offsets of {topic}-{partition}"))?;
         Ok(result.offset)
     }
-}
-
-/// One uncompressed v2 batch of `records`, all stamped `timestamp`.
-pub fn encode_batch(records: &[(Option<Bytes>, Bytes)], timestamp: i64) -> anyhow::Result<Bytes> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence changes.
-            sequence: i as i32,
-            timestamp,
-            key: key.clone(),
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
-}
-
-/// Decodes the batches of a fetch response (compressed ones too), skipping records below
-/// `from_offset` (a batch starts before it) and a partial batch at the end (KIP-74 cut).
-pub fn decode_records(mut bytes: Bytes, from_offset: i64) -> anyhow::Result<Vec<ConsumedRecord>> {
-    let mut out = Vec::new();
-    while bytes.len() >= 12 {
-        let batch_size =
-            12 + i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        if batch_size > bytes.len() {
-            break;
-        }
-        let mut batch = bytes.split_to(batch_size);
-        let set = RecordBatchDecoder::decode(&mut batch)?;
-        out.extend(
-            set.records
-                .into_iter()
-                .filter(|r| r.offset >= from_offset && !r.control)
-                .map(|r| ConsumedRecord {
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                }),
-        );
-    }
-    Ok(out)
 }

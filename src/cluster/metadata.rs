@@ -60,8 +60,7 @@ impl MetadataImage {
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<MetadataImage> {
         let path = data_dir.join(FILE_NAME);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataImage {
                 cluster_id: uuid::Uuid::new_v4().simple().to_string(),
                 next_producer_id: 0,
@@ -121,11 +120,7 @@ mod tests {
             TopicMetadata {
                 name: "t".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![PartitionMetadata {
-                    partition: 0,
-                    shard: 1,
-                    leader_epoch: 0,
-                }],
+                partitions: vec![PartitionMetadata { partition: 0, shard: 1, leader_epoch: 0 }],
                 configs: BTreeMap::from([("flush.messages".into(), "1".into())]),
             },
         );

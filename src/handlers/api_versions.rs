@@ -9,19 +9,14 @@ use crate::protocol::frame::encode_response;
 use crate::protocol::versions::SERVED;
 
 pub fn handle() -> ApiVersionsResponse {
-    ApiVersionsResponse::default()
-        .with_api_keys(served_list())
-        .with_finalized_features_epoch(-1)
+    ApiVersionsResponse::default().with_api_keys(served_list()).with_finalized_features_epoch(-1)
 }
 
 fn served_list() -> Vec<ApiVersion> {
     SERVED
         .iter()
         .map(|&(key, min, max)| {
-            ApiVersion::default()
-                .with_api_key(key as i16)
-                .with_min_version(min)
-                .with_max_version(max)
+            ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
         })
         .collect()
 }

@@ -17,11 +17,7 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTo
         let name = topic.name.0.to_string();
         // One broker: a replica count above one can never be met.
         if topic.replication_factor > 1 {
-            results.push(failure(
-                &name,
-                ResponseError::InvalidReplicationFactor,
-                "this cluster has one broker",
-            ));
+            results.push(failure(&name, ResponseError::InvalidReplicationFactor, "this cluster has one broker"));
             continue;
         }
         let partitions = match (topic.num_partitions, topic.assignments.len()) {
@@ -29,25 +25,13 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTo
             (-1, assigned) => assigned as i32,
             (n, _) => n,
         };
-        let configs = topic
-            .configs
-            .into_iter()
-            .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
-            .collect();
-        new_topics.push(NewTopic {
-            name,
-            partitions,
-            configs,
-        });
+        let configs =
+            topic.configs.into_iter().filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string()))).collect();
+        new_topics.push(NewTopic { name, partitions, configs });
     }
-    let partitions_of: std::collections::HashMap<String, i32> = new_topics
-        .iter()
-        .map(|t| (t.name.clone(), t.partitions))
-        .collect();
-    let create = ShardRequest::CreateTopics {
-        topics: new_topics,
-        validate_only: request.validate_only,
-    };
+    let partitions_of: std::collections::HashMap<String, i32> =
+        new_topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
+    let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: request.validate_only };
     let ShardResponse::Topics(outcomes) = shard.invoke_on(CONTROLLER_SHARD, create).await else {
         unreachable!("CreateTopics answers with Topics");
     };

@@ -30,12 +30,8 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> DeleteTo
             },
         }
     }
-    let ShardResponse::Topics(outcomes) = shard
-        .invoke_on(
-            CONTROLLER_SHARD,
-            ShardRequest::DeleteTopics { topics: names },
-        )
-        .await
+    let ShardResponse::Topics(outcomes) =
+        shard.invoke_on(CONTROLLER_SHARD, ShardRequest::DeleteTopics { topics: names }).await
     else {
         unreachable!("DeleteTopics answers with Topics");
     };
@@ -45,9 +41,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> DeleteTo
             .with_topic_id(image.topic(&name).map(|t| t.topic_id).unwrap_or_default());
         results.push(match outcome {
             Ok(()) => result,
-            Err((error, message)) => result
-                .with_error_code(error.code())
-                .with_error_message(Some(str_bytes(&message))),
+            Err((error, message)) => result.with_error_code(error.code()).with_error_message(Some(str_bytes(&message))),
         });
     }
     DeleteTopicsResponse::default().with_responses(results)

@@ -44,19 +44,12 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
             ResponseError::UnknownTopicOrPartition
         };
         let name = found.map_or_else(|| topic.topic.0.to_string(), |t| t.name.clone());
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(super::topic_name(&name))
-                .with_topic_id(topic.topic_id),
-        );
+        topics
+            .push(FetchableTopicResponse::default().with_topic(super::topic_name(&name)).with_topic_id(topic.topic_id));
         for p in &topic.partitions {
             let owner = found.and_then(|_| image.owner(&name, p.partition));
             if owner.is_none() {
-                topics
-                    .last_mut()
-                    .expect("pushed above")
-                    .partitions
-                    .push(error_partition(p.partition, missing_error));
+                topics.last_mut().expect("pushed above").partitions.push(error_partition(p.partition, missing_error));
                 continue;
             }
             wanted.push(Wanted {
@@ -73,9 +66,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     let mut results = read_all(shard, &names, &wanted).await;
     let total: usize = results.iter().map(|r| r.records.len()).sum();
     let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
-    let max_wait_ms = u64::try_from(request.max_wait_ms.max(0))
-        .unwrap_or(0)
-        .min(shard.config.fetch_max_wait_ms_limit);
+    let max_wait_ms = u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0).min(shard.config.fetch_max_wait_ms_limit);
     if total < min_bytes.max(1) && max_wait_ms > 0 && !wanted.is_empty() {
         wait_for_data(shard, &names, &wanted, Duration::from_millis(max_wait_ms)).await;
         results = read_all(shard, &names, &wanted).await;
@@ -120,17 +111,10 @@ fn error_partition(partition: i32, error: ResponseError) -> PartitionData {
 }
 
 /// Reads every wanted partition from its owner; results come back in `wanted` order.
-async fn read_all(
-    shard: &Rc<Shard>,
-    names: &[String],
-    wanted: &[Wanted],
-) -> Vec<PartitionReadResult> {
+async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec<PartitionReadResult> {
     let mut per_shard: HashMap<ShardId, Vec<usize>> = HashMap::new();
     for (i, w) in wanted.iter().enumerate() {
-        per_shard
-            .entry(w.owner.expect("only owned partitions are wanted"))
-            .or_default()
-            .push(i);
+        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push(i);
     }
     let calls = per_shard.into_iter().map(|(owner, indexes)| {
         let reads = indexes
@@ -158,36 +142,19 @@ async fn read_all(
             slots[i] = Some(result);
         }
     }
-    slots
-        .into_iter()
-        .map(|s| s.expect("every wanted partition was read"))
-        .collect()
+    slots.into_iter().map(|s| s.expect("every wanted partition was read")).collect()
 }
 
 /// Parks on every owner at once and returns when the first reports data, or at the deadline.
 async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], timeout: Duration) {
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
     for w in wanted {
-        let tp = TopicPartition {
-            topic: names[w.topic_index].clone(),
-            partition: w.partition,
-        };
-        per_shard
-            .entry(w.owner.expect("only owned partitions are wanted"))
-            .or_default()
-            .push((tp, w.offset));
+        let tp = TopicPartition { topic: names[w.topic_index].clone(), partition: w.partition };
+        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push((tp, w.offset));
     }
     let waits: Vec<_> = per_shard
         .into_iter()
-        .map(|(owner, partitions)| {
-            shard.invoke_on(
-                owner,
-                ShardRequest::WaitForData {
-                    partitions,
-                    timeout,
-                },
-            )
-        })
+        .map(|(owner, partitions)| shard.invoke_on(owner, ShardRequest::WaitForData { partitions, timeout }))
         .collect();
     futures::select! {
         _ = futures::future::select_all(waits).fuse() => {},

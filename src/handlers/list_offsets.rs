@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
@@ -15,20 +13,13 @@ use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 /// ListOffsets v4 added the leader epoch to the answer.
 const LEADER_EPOCH_VERSION: i16 = 4;
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    request: ListOffsetsRequest,
-    version: i16,
-) -> ListOffsetsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = shard.metadata();
     let mut outcomes: HashMap<TopicPartition, Result<(i64, i64), ResponseError>> = HashMap::new();
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            let tp = TopicPartition {
-                topic: topic.name.0.to_string(),
-                partition: p.partition_index,
-            };
+            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
             match image.owner(&tp.topic, tp.partition) {
                 Some(owner) => per_shard.entry(owner).or_default().push((tp, p.timestamp)),
                 None => {
@@ -59,16 +50,9 @@ pub async fn handle(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let tp = TopicPartition {
-                        topic: topic.name.0.to_string(),
-                        partition: p.partition_index,
-                    };
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index);
-                    match outcomes
-                        .remove(&tp)
-                        .expect("every partition has an outcome")
-                    {
+                    let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+                    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    match outcomes.remove(&tp).expect("every partition has an outcome") {
                         Ok((offset, timestamp)) => response
                             .with_offset(offset)
                             .with_timestamp(timestamp)
@@ -78,16 +62,11 @@ pub async fn handle(
                                 }
                                 _ => -1,
                             }),
-                        Err(error) => response
-                            .with_error_code(error.code())
-                            .with_offset(-1)
-                            .with_timestamp(-1),
+                        Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions)
+            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -28,14 +28,10 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     };
 
     let topics = match wanted {
-        None => image
-            .topics
-            .values()
-            .map(|t| describe(t, node_id))
-            .collect(),
+        None => image.topics.values().map(|t| describe(t, node_id)).collect(),
         Some(requested) => {
-            let auto_create = shard.config.auto_create_topics_enable
-                && (version < 4 || request.allow_auto_topic_creation);
+            let auto_create =
+                shard.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
             let missing: Vec<String> = requested
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
@@ -44,16 +40,9 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             if auto_create && !missing.is_empty() {
                 let new_topics = missing
                     .into_iter()
-                    .map(|name| NewTopic {
-                        name,
-                        partitions: shard.config.num_partitions,
-                        configs: Default::default(),
-                    })
+                    .map(|name| NewTopic { name, partitions: shard.config.num_partitions, configs: Default::default() })
                     .collect();
-                let create = ShardRequest::CreateTopics {
-                    topics: new_topics,
-                    validate_only: false,
-                };
+                let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: false };
                 // Results are read back from the new image below; an illegal name stays unknown.
                 shard.invoke_on(CONTROLLER_SHARD, create).await;
                 image = shard.metadata();

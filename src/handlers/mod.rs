@@ -26,37 +26,26 @@ use crate::shard::Shard;
 /// Decodes the body, runs the API's handler and encodes its response frame (`None` when the
 /// API sends none, as for acks=0 produce). An error means the body did not decode, or (a bug)
 /// the response does not fit the version asked for; either way the connection closes.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: RequestHeader,
-    mut body: Bytes,
-) -> anyhow::Result<Option<Bytes>> {
+pub async fn handle(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes) -> anyhow::Result<Option<Bytes>> {
     let version = header.request_api_version;
-    let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| {
-        anyhow::anyhow!("connection let through API key {}", header.request_api_key)
-    })?;
+    let api_key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| anyhow::anyhow!("connection let through API key {}", header.request_api_key))?;
     let body = &mut body;
     match api_key {
-        ApiKey::Produce => {
-            match produce::handle(shard, ProduceRequest::decode(body, version)?).await {
-                Some(response) => respond(&header, &response),
-                None => Ok(None),
-            }
-        }
+        ApiKey::Produce => match produce::handle(shard, ProduceRequest::decode(body, version)?).await {
+            Some(response) => respond(&header, &response),
+            None => Ok(None),
+        },
         ApiKey::Fetch => {
-            let response =
-                fetch::handle(shard, FetchRequest::decode(body, version)?, version).await;
+            let response = fetch::handle(shard, FetchRequest::decode(body, version)?, version).await;
             respond(&header, &response)
         }
         ApiKey::ListOffsets => {
-            let response =
-                list_offsets::handle(shard, ListOffsetsRequest::decode(body, version)?, version)
-                    .await;
+            let response = list_offsets::handle(shard, ListOffsetsRequest::decode(body, version)?, version).await;
             respond(&header, &response)
         }
         ApiKey::Metadata => {
-            let response =
-                metadata::handle(shard, MetadataRequest::decode(body, version)?, version).await;
+            let response = metadata::handle(shard, MetadataRequest::decode(body, version)?, version).await;
             respond(&header, &response)
         }
         ApiKey::ApiVersions => {
@@ -64,43 +53,30 @@ pub async fn handle(
             respond(&header, &api_versions::handle())
         }
         ApiKey::CreateTopics => {
-            let response =
-                create_topics::handle(shard, CreateTopicsRequest::decode(body, version)?).await;
+            let response = create_topics::handle(shard, CreateTopicsRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::DeleteTopics => {
-            let response =
-                delete_topics::handle(shard, DeleteTopicsRequest::decode(body, version)?).await;
+            let response = delete_topics::handle(shard, DeleteTopicsRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::FindCoordinator => {
-            let response =
-                find_coordinator::handle(FindCoordinatorRequest::decode(body, version)?, version);
+            let response = find_coordinator::handle(FindCoordinatorRequest::decode(body, version)?, version);
             respond(&header, &response)
         }
         ApiKey::InitProducerId => {
-            let response =
-                init_producer_id::handle(shard, InitProducerIdRequest::decode(body, version)?)
-                    .await;
+            let response = init_producer_id::handle(shard, InitProducerIdRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         other => anyhow::bail!("connection let through unserved API {other:?}"),
     }
 }
 
-fn respond<M: Encodable + HeaderVersion>(
-    header: &RequestHeader,
-    body: &M,
-) -> anyhow::Result<Option<Bytes>> {
+fn respond<M: Encodable + HeaderVersion>(header: &RequestHeader, body: &M) -> anyhow::Result<Option<Bytes>> {
     let version = header.request_api_version;
-    encode_response(
-        header.correlation_id,
-        M::header_version(version),
-        body,
-        version,
-    )
-    .map(Some)
-    .map_err(|e| e.context(format!("encoding the v{version} response")))
+    encode_response(header.correlation_id, M::header_version(version), body, version)
+        .map(Some)
+        .map_err(|e| e.context(format!("encoding the v{version} response")))
 }
 
 /// kafka-protocol's string type from a Rust string.

@@ -38,10 +38,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 (Some(_), None) => {
                     outcomes.insert(key, Err(ResponseError::CorruptMessage));
                 }
-                (Some(owner), Some(records)) => per_shard
-                    .entry((owner, name.clone()))
-                    .or_default()
-                    .push((data.index, records.clone())),
+                (Some(owner), Some(records)) => {
+                    per_shard.entry((owner, name.clone())).or_default().push((data.index, records.clone()))
+                }
             }
         }
     }
@@ -49,10 +48,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     let calls = per_shard.into_iter().map(|((owner, topic), partitions)| {
         let shard = shard.clone();
         async move {
-            let request = ShardRequest::Produce {
-                topic: topic.clone(),
-                partitions,
-            };
+            let request = ShardRequest::Produce { topic: topic.clone(), partitions };
             let ShardResponse::Produced(results) = shard.invoke_on(owner, request).await else {
                 unreachable!("Produce answers with Produced");
             };
@@ -70,9 +66,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
 
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
     for (topic, partition) in order {
-        let outcome = outcomes
-            .remove(&(topic.clone(), partition))
-            .expect("every partition has an outcome");
+        let outcome = outcomes.remove(&(topic.clone(), partition)).expect("every partition has an outcome");
         let response = match outcome {
             Ok((info, log_start_offset)) => PartitionProduceResponse::default()
                 .with_index(partition)

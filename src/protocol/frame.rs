@@ -19,10 +19,7 @@ pub enum FrameError {
 }
 
 /// Reads one frame body. `max` bounds the allocation before it is made.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<Bytes, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Bytes, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}

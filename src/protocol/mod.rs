@@ -4,4 +4,5 @@
 
 pub mod errors;
 pub mod frame;
+pub mod records;
 pub mod versions;

@@ -18,10 +18,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
 
 /// The range served for `key`, if any.
 pub fn served(key: ApiKey) -> Option<(i16, i16)> {
-    SERVED
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|&(_, min, max)| (min, max))
+    SERVED.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
 }
 
 #[cfg(test)]
@@ -33,10 +30,7 @@ mod tests {
         for &(key, min, max) in SERVED {
             let known = key.valid_versions();
             assert!(min <= max, "{key:?}");
-            assert!(
-                known.min <= min && max <= known.max,
-                "{key:?} {min}..{max} vs {known}"
-            );
+            assert!(known.min <= min && max <= known.max, "{key:?} {min}..{max} vs {known}");
         }
     }
 }

@@ -41,11 +41,7 @@ unsafe impl GlobalAlloc for BrokerAllocator {
                 0,
             )
         };
-        if pointer == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            pointer.cast()
-        }
+        if pointer == libc::MAP_FAILED { std::ptr::null_mut() } else { pointer.cast() }
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {

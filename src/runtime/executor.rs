@@ -45,9 +45,7 @@ where
 fn allowed_cpus() -> Vec<usize> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0));
     let cpus: Vec<usize> = match set {
-        Ok(set) => (0..nix::sched::CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .collect(),
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect(),
         Err(_) => Vec::new(),
     };
     if cpus.is_empty() { vec![0] } else { cpus }

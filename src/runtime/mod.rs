@@ -16,9 +16,8 @@ pub use glommio::{Task, spawn_local};
 
 /// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
 pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("system clock before 1970");
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("system clock before 1970");
     i64::try_from(since_epoch.as_millis()).expect("timestamp fits i64")
 }
 
@@ -31,24 +30,15 @@ pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 
 /// Reserves a concrete port for `addr` when it asks for port 0, so that all shards bind the
 /// same one. The returned guard keeps the port reserved until the shards have bound.
-pub fn reserve_port(
-    addr: std::net::SocketAddr,
-) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
+pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
     if addr.port() != 0 {
         return Ok((addr, None));
     }
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    let bound = socket
-        .local_addr()?
-        .as_socket()
-        .expect("an IP socket has an IP address");
+    let bound = socket.local_addr()?.as_socket().expect("an IP socket has an IP address");
     // Never listen on the guard: connections must only queue on the shards' sockets.
     Ok((bound, Some(socket)))
 }

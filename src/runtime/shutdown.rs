@@ -53,31 +53,25 @@ pub fn install(shards: usize) -> anyhow::Result<Vec<ShardShutdown>> {
         let (close_tx, close_rx) = oneshot::channel();
         stops.push(stop_tx);
         closes.push(close_tx);
-        ends.push(ShardShutdown {
-            stop: Some(stop_rx),
-            drained: drained_tx.clone(),
-            close: close_rx,
-        });
+        ends.push(ShardShutdown { stop: Some(stop_rx), drained: drained_tx.clone(), close: close_rx });
     }
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let signal = signals.wait();
-            tracing::info!(?signal, "shutting down");
-            for stop in stops {
-                let _ = stop.send(());
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let signal = signals.wait();
+        tracing::info!(?signal, "shutting down");
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        let deadline = std::time::Instant::now() + DRAIN_DEADLINE;
+        for _ in 0..shards {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if drained_rx.recv_timeout(left).is_err() {
+                tracing::warn!("shards did not drain in time; closing anyway");
+                break;
             }
-            let deadline = std::time::Instant::now() + DRAIN_DEADLINE;
-            for _ in 0..shards {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if drained_rx.recv_timeout(left).is_err() {
-                    tracing::warn!("shards did not drain in time; closing anyway");
-                    break;
-                }
-            }
-            for close in closes {
-                let _ = close.send(());
-            }
-        })?;
+        }
+        for close in closes {
+            let _ = close.send(());
+        }
+    })?;
     Ok(ends)
 }

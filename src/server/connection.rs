@@ -26,8 +26,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.split();
-    let (mut queue, mut responses) =
-        mpsc::channel::<Task<Outcome>>(shard.config.queued_max_requests_per_connection);
+    let (mut queue, mut responses) = mpsc::channel::<Task<Outcome>>(shard.config.queued_max_requests_per_connection);
 
     let write_shard = shard.clone();
     let writer_task = spawn_local(async move {
@@ -85,12 +84,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     // A body that does not decode (or, a bug, a response that does not encode):
                     // the protocol has no way to answer, so the writer closes the socket once
                     // earlier responses are out.
-                    tracing::info!(
-                        ?peer,
-                        api_key,
-                        error = format!("{e:#}"),
-                        "cannot answer request"
-                    );
+                    tracing::info!(?peer, api_key, error = format!("{e:#}"), "cannot answer request");
                     Outcome::Close
                 }
             }
@@ -122,10 +116,7 @@ enum Refusal {
 /// Checks the API key and version, then decodes the header.
 fn parse_request(mut frame: Bytes) -> Result<(RequestHeader, Bytes), Refusal> {
     if frame.len() < 8 {
-        return Err(Refusal::Close(format!(
-            "request of {} bytes has no header",
-            frame.len()
-        )));
+        return Err(Refusal::Close(format!("request of {} bytes has no header", frame.len())));
     }
     let api_key_code = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -133,21 +124,15 @@ fn parse_request(mut frame: Bytes) -> Result<(RequestHeader, Bytes), Refusal> {
         return Err(Refusal::Close(format!("unknown API key {api_key_code}")));
     };
     let Some((min, max)) = versions::served(api_key) else {
-        return Err(Refusal::Close(format!(
-            "API {api_key:?} is not supported yet"
-        )));
+        return Err(Refusal::Close(format!("API {api_key:?} is not supported yet")));
     };
     if version < min || version > max {
         if api_key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 form so that the client can retry with a version we serve.
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            return Err(Refusal::Answer(
-                handlers::api_versions::unsupported_version(correlation_id),
-            ));
+            return Err(Refusal::Answer(handlers::api_versions::unsupported_version(correlation_id)));
         }
-        return Err(Refusal::Close(format!(
-            "{api_key:?} v{version} is not served (we serve v{min}..v{max})"
-        )));
+        return Err(Refusal::Close(format!("{api_key:?} v{version} is not served (we serve v{min}..v{max})")));
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)

@@ -22,11 +22,7 @@ const TOPIC_NAME_MAX_LEN: usize = 249;
 /// More partitions than this in one topic is surely a typo, and would exhaust file handles.
 const PARTITIONS_MAX: i32 = 100_000;
 
-pub async fn create_topics(
-    shard: &Rc<Shard>,
-    topics: Vec<NewTopic>,
-    validate_only: bool,
-) -> Vec<TopicResult> {
+pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
     let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(topics.len());
     let mut changed = false;
@@ -59,51 +55,22 @@ pub async fn create_topics(
     results
 }
 
-fn validate_new_topic(
-    shard: &Shard,
-    image: &MetadataImage,
-    topic: &NewTopic,
-) -> Result<(), (ResponseError, String)> {
+fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> Result<(), (ResponseError, String)> {
     let name = &topic.name;
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.len() > TOPIC_NAME_MAX_LEN
-        || !name.chars().all(legal)
-    {
-        return Err((
-            ResponseError::InvalidTopicException,
-            format!("illegal topic name {name:?}"),
-        ));
+    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_MAX_LEN || !name.chars().all(legal) {
+        return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
     }
     if image.topics.contains_key(name) {
-        return Err((
-            ResponseError::TopicAlreadyExists,
-            format!("topic {name:?} already exists"),
-        ));
+        return Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
     }
     if topic.partitions < 1 || topic.partitions > PARTITIONS_MAX {
-        return Err((
-            ResponseError::InvalidPartitions,
-            format!("partitions must be between 1 and {PARTITIONS_MAX}"),
-        ));
+        return Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {PARTITIONS_MAX}")));
     }
-    if let Some(key) = topic
-        .configs
-        .keys()
-        .find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str()))
-    {
-        return Err((
-            ResponseError::InvalidConfig,
-            format!("unknown topic config {key:?}"),
-        ));
+    if let Some(key) = topic.configs.keys().find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str())) {
+        return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
     }
-    shard
-        .config
-        .log_config(&topic.configs)
-        .map(|_| ())
-        .map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
+    shard.config.log_config(&topic.configs).map(|_| ()).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
 }
 
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {
@@ -112,10 +79,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
     for name in names {
         let result = match image.topics.remove(&name) {
             Some(_) => Ok(()),
-            None => Err((
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic {name:?} does not exist"),
-            )),
+            None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
         };
         results.push((name, result));
     }
@@ -142,33 +106,21 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> i64 {
 /// and a copy of the current image to change.
 async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
     assert_eq!(shard.id, CONTROLLER_SHARD);
-    let permit = shard
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .expect("the controller lock is never closed");
+    let permit = shard.controller_lock.acquire_permit(1).await.expect("the controller lock is never closed");
     (permit, (*shard.metadata()).clone())
 }
 
 /// A metadata write that fails leaves the broker unable to keep its promises: crash loudly
 /// rather than answer clients with state that would vanish on restart.
 fn persist(shard: &Shard, image: &MetadataImage) {
-    image
-        .persist(&shard.config.data_dir)
-        .unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+    image.persist(&shard.config.data_dir).unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
 }
 
 /// Persists `image`, then installs it on every shard and waits until all have.
 async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
     persist(shard, &image);
-    let installs = (0..shard.shard_count).map(|target| {
-        shard.invoke_on(
-            target,
-            ShardRequest::ApplyMetadata {
-                image: image.clone(),
-            },
-        )
-    });
+    let installs = (0..shard.shard_count)
+        .map(|target| shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() }));
     for response in futures::future::join_all(installs).await {
         assert!(matches!(response, ShardResponse::MetadataApplied));
     }

@@ -18,23 +18,16 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
     match request {
         ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions),
         ShardRequest::Read { reads } => ShardResponse::Read(read(shard, reads)),
-        ShardRequest::WaitForData {
-            partitions,
-            timeout,
-        } => {
+        ShardRequest::WaitForData { partitions, timeout } => {
             let waiters: Vec<_> = {
                 let mut table = shard.partitions.borrow_mut();
                 // Data may have arrived since the caller's read: then there is nothing to wait for.
-                let arrived = partitions.iter().any(|(tp, offset)| {
-                    table.get(tp).is_some_and(|p| p.high_watermark() > *offset)
-                });
+                let arrived =
+                    partitions.iter().any(|(tp, offset)| table.get(tp).is_some_and(|p| p.high_watermark() > *offset));
                 if arrived {
                     Vec::new()
                 } else {
-                    partitions
-                        .iter()
-                        .filter_map(|(tp, _)| table.get_mut(tp).map(Partition::wait_for_data))
-                        .collect()
+                    partitions.iter().filter_map(|(tp, _)| table.get_mut(tp).map(Partition::wait_for_data)).collect()
                 }
             };
             if !waiters.is_empty() {
@@ -45,16 +38,11 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
             }
             ShardResponse::DataReady
         }
-        ShardRequest::ListOffsets { queries } => {
-            ShardResponse::Offsets(list_offsets(shard, queries))
+        ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
+        ShardRequest::CreateTopics { topics, validate_only } => {
+            ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
         }
-        ShardRequest::CreateTopics {
-            topics,
-            validate_only,
-        } => ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await),
-        ShardRequest::DeleteTopics { topics } => {
-            ShardResponse::Topics(controller::delete_topics(shard, topics).await)
-        }
+        ShardRequest::DeleteTopics { topics } => ShardResponse::Topics(controller::delete_topics(shard, topics).await),
         ShardRequest::AllocateProducerIds { count } => {
             ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
         }
@@ -71,15 +59,10 @@ fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> S
     let results = batches
         .into_iter()
         .map(|(partition, records)| {
-            let key = TopicPartition {
-                topic: topic.clone(),
-                partition,
-            };
+            let key = TopicPartition { topic: topic.clone(), partition };
             let result = match table.get_mut(&key) {
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(p) => p
-                    .append(records, now)
-                    .map(|info| (info, p.log_start_offset())),
+                Some(p) => p.append(records, now).map(|info| (info, p.log_start_offset())),
             };
             (partition, result)
         })
@@ -118,17 +101,12 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 
-fn list_offsets(
-    shard: &Shard,
-    queries: Vec<(TopicPartition, i64)>,
-) -> Vec<Result<(i64, i64), ResponseError>> {
+fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Result<(i64, i64), ResponseError>> {
     let table = shard.partitions.borrow();
     queries
         .into_iter()
         .map(|(tp, timestamp)| {
-            let p = table
-                .get(&tp)
-                .ok_or(ResponseError::UnknownTopicOrPartition)?;
+            let p = table.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
             match timestamp {
                 LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
                 EARLIEST_TIMESTAMP => Ok((p.log_start_offset(), -1)),
@@ -151,18 +129,11 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
     let mut owned = HashSet::new();
     for topic in image.topics.values() {
         for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
-            owned.insert(TopicPartition {
-                topic: topic.name.clone(),
-                partition: p.partition,
-            });
+            owned.insert(TopicPartition { topic: topic.name.clone(), partition: p.partition });
         }
     }
     let mut table = shard.partitions.borrow_mut();
-    let gone: Vec<_> = table
-        .keys()
-        .filter(|tp| !owned.contains(tp))
-        .cloned()
-        .collect();
+    let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
     for tp in gone {
         let partition = table.remove(&tp).expect("key listed from the table");
         if let Err(e) = partition.delete() {
@@ -175,14 +146,10 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
         let topic = &image.topics[&tp.topic];
         let dir = partition_dir(&shard.config.data_dir, &tp);
-        let opened = shard
-            .config
-            .log_config(&topic.configs)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                let epoch = topic.partitions[tp.partition as usize].leader_epoch;
-                Partition::open(&dir, config, epoch, clean_shutdown).map_err(|e| e.to_string())
-            });
+        let opened = shard.config.log_config(&topic.configs).map_err(|e| e.to_string()).and_then(|config| {
+            let epoch = topic.partitions[tp.partition as usize].leader_epoch;
+            Partition::open(&dir, config, epoch, clean_shutdown).map_err(|e| e.to_string())
+        });
         match opened {
             Ok(partition) => {
                 table.insert(tp, partition);

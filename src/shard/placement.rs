@@ -23,24 +23,25 @@ pub fn shard_for_partition(topic: &str, partition: i32, shard_count: usize) -> S
     ((start + partition as u64) % shard_count as u64) as ShardId
 }
 
+/// The `__consumer_offsets` partition (and so the coordinator) of a consumer group.
+pub fn offsets_partition(group_id: &str, partitions: i32) -> i32 {
+    assert!(partitions > 0);
+    (fnv1a(group_id.as_bytes()) % partitions as u64) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn spreads_consecutive_partitions_over_all_shards() {
-        let shards: std::collections::BTreeSet<_> = (0..4)
-            .map(|p| shard_for_partition("orders", p, 4))
-            .collect();
+        let shards: std::collections::BTreeSet<_> = (0..4).map(|p| shard_for_partition("orders", p, 4)).collect();
         assert_eq!(shards.len(), 4);
     }
 
     #[test]
     fn is_deterministic() {
-        assert_eq!(
-            shard_for_partition("a", 7, 3),
-            shard_for_partition("a", 7, 3)
-        );
+        assert_eq!(shard_for_partition("a", 7, 3), shard_for_partition("a", 7, 3));
         assert_eq!(shard_for_partition("a", 7, 1), 0);
     }
 }

@@ -20,24 +20,15 @@ use crate::storage::AppendInfo;
 /// What one shard asks another to do.
 pub enum ShardRequest {
     /// Append each (partition, batches) of one topic.
-    Produce {
-        topic: String,
-        partitions: Vec<(i32, Bytes)>,
-    },
+    Produce { topic: String, partitions: Vec<(i32, Bytes)> },
     /// Read from each partition without waiting.
     Read { reads: Vec<PartitionRead> },
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
-    WaitForData {
-        partitions: Vec<(TopicPartition, i64)>,
-        timeout: Duration,
-    },
+    WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
     /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest.
     ListOffsets { queries: Vec<(TopicPartition, i64)> },
     /// Controller only: create topics.
-    CreateTopics {
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-    },
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// Controller only: delete topics.
     DeleteTopics { topics: Vec<String> },
     /// Controller only: reserve `count` producer ids; answered with the first.
@@ -101,17 +92,10 @@ impl Shard {
                 return ops::execute(&shard, request).await;
             }
             let (reply, answer) = oneshot::channel();
-            if shard
-                .senders
-                .send_to(target, Envelope { request, reply })
-                .await
-                .is_err()
-            {
+            if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
                 panic!("shard {target} left the mesh while shard {} runs", shard.id);
             }
-            answer
-                .await
-                .unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
+            answer.await.unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
         })
     }
 

@@ -58,20 +58,14 @@ impl BatchHeader {
     /// fields are sane. Does not look at the records or the CRC.
     pub fn parse(bytes: &[u8]) -> Result<BatchHeader, StorageError> {
         if bytes.len() <= MAGIC_AT {
-            return Err(StorageError::CorruptBatch(format!(
-                "{} bytes is too short for a batch",
-                bytes.len()
-            )));
+            return Err(StorageError::CorruptBatch(format!("{} bytes is too short for a batch", bytes.len())));
         }
         let magic = bytes[MAGIC_AT] as i8;
         if magic != 2 {
             return Err(StorageError::UnsupportedMagic(magic));
         }
         if bytes.len() < HEADER_LEN {
-            return Err(StorageError::CorruptBatch(format!(
-                "{} bytes is too short for a v2 header",
-                bytes.len()
-            )));
+            return Err(StorageError::CorruptBatch(format!("{} bytes is too short for a v2 header", bytes.len())));
         }
         let header = BatchHeader {
             base_offset: i64_at(bytes, 0),
@@ -94,9 +88,7 @@ impl BatchHeader {
             )));
         }
         if header.records_count < 0 || header.last_offset_delta < 0 {
-            return Err(StorageError::CorruptBatch(
-                "negative record count or offset delta".into(),
-            ));
+            return Err(StorageError::CorruptBatch("negative record count or offset delta".into()));
         }
         if header.records_count > 0 && header.last_offset_delta < header.records_count - 1 {
             return Err(StorageError::CorruptBatch(format!(
@@ -157,20 +149,14 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, StorageError> {
 
 /// Splits a producer's records blob into batches and validates each; returns each batch's
 /// position in `records` with its header. Nothing is accepted unless everything is valid.
-pub fn validate_all(
-    records: &[u8],
-    max_batch_bytes: usize,
-) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+pub fn validate_all(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
     let mut batches = Vec::new();
     let mut position = 0;
     while position < records.len() {
         let rest = &records[position..];
         let header = BatchHeader::parse(rest)?;
         if header.size() > max_batch_bytes {
-            return Err(StorageError::BatchTooLarge {
-                size: header.size(),
-                max: max_batch_bytes,
-            });
+            return Err(StorageError::BatchTooLarge { size: header.size(), max: max_batch_bytes });
         }
         if header.size() > rest.len() {
             return Err(StorageError::CorruptBatch(format!(
@@ -184,9 +170,7 @@ pub fn validate_all(
         position += header.size();
     }
     if batches.is_empty() {
-        return Err(StorageError::CorruptBatch(
-            "no record batch in the request".into(),
-        ));
+        return Err(StorageError::CorruptBatch("no record batch in the request".into()));
     }
     Ok(batches)
 }
@@ -219,9 +203,7 @@ pub fn stamped_header(batch: &[u8], stamp: &Stamp) -> [u8; HEADER_LEN] {
 #[cfg(test)]
 pub mod tests {
     use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     use super::*;
 
@@ -231,13 +213,7 @@ pub mod tests {
     }
 
     /// Like [`batch`], from an idempotent producer with sequences from `base_sequence`.
-    pub fn producer_batch(
-        count: usize,
-        timestamp: i64,
-        producer_id: i64,
-        epoch: i16,
-        base_sequence: i32,
-    ) -> Bytes {
+    pub fn producer_batch(count: usize, timestamp: i64, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
         let records: Vec<Record> = (0..count)
             .map(|i| Record {
                 transactional: false,
@@ -257,10 +233,7 @@ pub mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
         RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encodes");
         buf.freeze()
     }
@@ -287,40 +260,21 @@ pub mod tests {
     fn old_magic_is_refused() {
         let mut b = BytesMut::from(&batch(1, 0)[..]);
         b[MAGIC_AT] = 1;
-        assert!(matches!(
-            validate_all(&b, usize::MAX),
-            Err(StorageError::UnsupportedMagic(1))
-        ));
+        assert!(matches!(validate_all(&b, usize::MAX), Err(StorageError::UnsupportedMagic(1))));
     }
 
     #[test]
     fn truncated_and_oversized_batches_are_refused() {
         let b = batch(5, 0);
-        assert!(matches!(
-            validate_all(&b[..b.len() - 1], usize::MAX),
-            Err(StorageError::CorruptBatch(_))
-        ));
-        assert!(matches!(
-            validate_all(&b, 10),
-            Err(StorageError::BatchTooLarge { .. })
-        ));
-        assert!(matches!(
-            validate_all(&[], usize::MAX),
-            Err(StorageError::CorruptBatch(_))
-        ));
+        assert!(matches!(validate_all(&b[..b.len() - 1], usize::MAX), Err(StorageError::CorruptBatch(_))));
+        assert!(matches!(validate_all(&b, 10), Err(StorageError::BatchTooLarge { .. })));
+        assert!(matches!(validate_all(&[], usize::MAX), Err(StorageError::CorruptBatch(_))));
     }
 
     #[test]
     fn stamping_log_append_time_keeps_the_crc_valid() {
         let b = batch(2, 5);
-        let header = stamped_header(
-            &b,
-            &Stamp {
-                base_offset: 42,
-                leader_epoch: 3,
-                log_append_time_ms: Some(777),
-            },
-        );
+        let header = stamped_header(&b, &Stamp { base_offset: 42, leader_epoch: 3, log_append_time_ms: Some(777) });
         let mut stamped = BytesMut::from(&header[..]);
         stamped.extend_from_slice(&b[HEADER_LEN..]);
         let parsed = validate(&stamped).unwrap();

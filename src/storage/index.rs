@@ -78,11 +78,7 @@ impl<E: Entry> IndexFile<E> {
     /// Opens the index, returning `None` when its content cannot be trusted (a size that is
     /// not a whole number of entries, or keys going backwards): the caller rebuilds it.
     pub fn open(path: &Path) -> std::io::Result<Option<IndexFile<E>>> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         if bytes.len() % E::SIZE != 0 {
@@ -97,18 +93,10 @@ impl<E: Entry> IndexFile<E> {
 
     /// Creates an empty index, replacing whatever was at `path`.
     pub fn create(path: &Path) -> std::io::Result<IndexFile<E>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
         drop(file);
         let file = OpenOptions::new().read(true).append(true).open(path)?;
-        Ok(IndexFile {
-            file,
-            entries: Vec::new(),
-        })
+        Ok(IndexFile { file, entries: Vec::new() })
     }
 
     pub fn append(&mut self, entry: E) -> std::io::Result<()> {
@@ -151,12 +139,7 @@ mod tests {
         let path = dir.path().join("0.index");
         let mut index = IndexFile::<OffsetEntry>::create(&path).unwrap();
         for i in 0..10u32 {
-            index
-                .append(OffsetEntry {
-                    relative_offset: i * 10,
-                    position: i * 100,
-                })
-                .unwrap();
+            index.append(OffsetEntry { relative_offset: i * 10, position: i * 100 }).unwrap();
         }
         assert_eq!(index.floor(0).unwrap().position, 0);
         assert_eq!(index.floor(35).unwrap().position, 300);

@@ -41,11 +41,7 @@ impl Log {
         for (i, &base) in bases.iter().enumerate() {
             // The segment holding the recovery point starts at or below it, and the next one above.
             let above_recovery_point = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
-            let check = if clean_shutdown || !above_recovery_point {
-                Check::Tail
-            } else {
-                Check::Full
-            };
+            let check = if clean_shutdown || !above_recovery_point { Check::Tail } else { Check::Full };
             let segment = Segment::open(dir, base, check, index_interval, now)?;
             if let Some(previous) = segments.last()
                 && previous.next_offset != segment.base_offset
@@ -78,19 +74,13 @@ impl Log {
     /// Validates every batch of `batches` (all or nothing), assigns offsets from the log end,
     /// stamps the leader epoch (and LogAppendTime when configured), and writes them after the
     /// last batch. Fsyncs when `flush.messages` / `flush.ms` say so.
-    pub fn append(
-        &mut self,
-        batches: Bytes,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, StorageError> {
+    pub fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let parsed = batch::validate_all(&batches, self.config.max_message_bytes)?;
         let total_bytes = batches.len() as u64;
         let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
         self.roll_if_needed(total_bytes, offsets, now_ms)?;
 
-        let log_append_time =
-            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let base_offset = self.log_end_offset();
         let mut next_offset = base_offset;
         let mut headers = Vec::with_capacity(parsed.len());
@@ -98,11 +88,7 @@ impl Log {
         let mut records = 0u64;
         for (position, header) in &parsed {
             let bytes = &batches[*position..*position + header.size()];
-            let stamp = Stamp {
-                base_offset: next_offset,
-                leader_epoch,
-                log_append_time_ms: log_append_time,
-            };
+            let stamp = Stamp { base_offset: next_offset, leader_epoch, log_append_time_ms: log_append_time };
             headers.push(batch::stamped_header(bytes, &stamp));
             let mut header = *header;
             header.base_offset = next_offset;
@@ -114,20 +100,14 @@ impl Log {
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parsed.len() * 2);
         for ((position, header), stamped_header) in parsed.iter().zip(&headers) {
             slices.push(IoSlice::new(stamped_header));
-            slices.push(IoSlice::new(
-                &batches[position + HEADER_LEN..position + header.size()],
-            ));
+            slices.push(IoSlice::new(&batches[position + HEADER_LEN..position + header.size()]));
         }
         let index_interval = u64::from(self.config.index_interval_bytes);
-        self.active_mut()
-            .append(&mut slices, &stamped, index_interval)?;
+        self.active_mut().append(&mut slices, &stamped, index_interval)?;
         debug_assert_eq!(self.log_end_offset(), next_offset);
 
         self.messages_since_flush += records;
-        let flush_by_count = self
-            .config
-            .flush_messages
-            .is_some_and(|n| self.messages_since_flush >= n);
+        let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
         if flush_by_count {
             self.flush_at(now_ms)?;
         } else {
@@ -143,12 +123,7 @@ impl Log {
 
     /// Starts a new segment when the active one is non-empty and would outgrow `segment.bytes`,
     /// is older than `segment.ms`, or would overflow its relative offsets.
-    fn roll_if_needed(
-        &mut self,
-        incoming_bytes: u64,
-        incoming_offsets: i64,
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
+    fn roll_if_needed(&mut self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> Result<(), StorageError> {
         let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT);
         let active = self.segments.last().expect("a log has a segment");
         if active.is_empty() {
@@ -156,8 +131,7 @@ impl Log {
         }
         let too_big = active.size() + incoming_bytes > segment_bytes;
         let too_old = now_ms - active.created_ms >= self.config.segment_ms;
-        let offsets_overflow =
-            active.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX);
+        let offsets_overflow = active.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX);
         if too_big || too_old || offsets_overflow {
             // The closed segment is flushed now, so recovery never needs to look at it again.
             active.sync()?;
@@ -171,12 +145,7 @@ impl Log {
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
     /// none starting at or past `max_offset`.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-    ) -> Result<Bytes, StorageError> {
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset() || offset > log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -199,10 +168,7 @@ impl Log {
     }
 
     /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).
-    pub fn offset_for_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
         for segment in &self.segments {
             if let Some(found) = segment.find_timestamp(timestamp_ms)? {
                 return Ok(Some(found));
@@ -219,11 +185,8 @@ impl Log {
     /// since. Appends call it, and the owning shard calls it periodically so that a partition
     /// that went quiet is flushed too.
     pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
-        let due = self.messages_since_flush > 0
-            && self
-                .config
-                .flush_ms
-                .is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
+        let due =
+            self.messages_since_flush > 0 && self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
         if due {
             self.flush_at(now_ms)?;
         }
@@ -296,10 +259,7 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
 
 /// A missing or unreadable file means "nothing known flushed": recovery then scans it all.
 fn read_recovery_point(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Written through a temporary file and a rename, so a crash leaves the old or the new value.
@@ -353,10 +313,7 @@ mod tests {
             let bytes = log.read(offset, 1000, i64::MAX).unwrap();
             let batches = batches_in(&bytes);
             assert!(!batches.is_empty(), "no progress at offset {offset}");
-            offset = batches
-                .last()
-                .map(|&(base, count)| base + i64::from(count))
-                .unwrap();
+            offset = batches.last().map(|&(base, count)| base + i64::from(count)).unwrap();
             all.extend(batches);
         }
         all
@@ -374,21 +331,11 @@ mod tests {
         assert_eq!(log.log_end_offset(), 150);
         let all = read_all(&log, 0);
         assert_eq!(all.len(), 50);
-        assert!(
-            all.iter()
-                .enumerate()
-                .all(|(i, &(base, n))| base == 3 * i as i64 && n == 3)
-        );
+        assert!(all.iter().enumerate().all(|(i, &(base, n))| base == 3 * i as i64 && n == 3));
         // An offset in the middle of a batch returns that whole batch first.
-        assert_eq!(
-            batches_in(&log.read(31, 1, i64::MAX).unwrap()),
-            vec![(30, 3)]
-        );
+        assert_eq!(batches_in(&log.read(31, 1, i64::MAX).unwrap()), vec![(30, 3)]);
         assert!(log.read(150, 1000, i64::MAX).unwrap().is_empty());
-        assert!(matches!(
-            log.read(151, 1000, i64::MAX),
-            Err(StorageError::OffsetOutOfRange { .. })
-        ));
+        assert!(matches!(log.read(151, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
     }
 
     #[test]
@@ -398,25 +345,14 @@ mod tests {
         let mut two = BytesMut::from(&batch(2, 0)[..]);
         two.extend_from_slice(&batch(4, 0));
         let info = log.append(two.freeze(), 0, 0).unwrap();
-        assert_eq!(
-            (info.base_offset, info.last_offset, info.records),
-            (0, 5, 6)
-        );
+        assert_eq!((info.base_offset, info.last_offset, info.records), (0, 5, 6));
         assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 4)]);
     }
 
     #[test]
     fn rolls_segments_and_finds_offsets_in_any_of_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                segment_bytes: 2000,
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
         for _ in 0..100 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -429,10 +365,7 @@ mod tests {
         assert!(logs.contains("00000000000000000000.log"));
         for offset in [0, 1, 57, 99, 100, 133, 199] {
             let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
-            assert!(
-                first.0 <= offset && offset < first.0 + 2,
-                "offset {offset} gave {first:?}"
-            );
+            assert!(first.0 <= offset && offset < first.0 + 2, "offset {offset} gave {first:?}");
         }
         assert_eq!(read_all(&log, 0).len(), 100);
     }
@@ -445,10 +378,7 @@ mod tests {
             log.append(batch(1, 0), 0, 0).unwrap();
         }
         let one = batch(1, 0).len();
-        assert_eq!(
-            batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(),
-            3
-        );
+        assert_eq!(batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(), 3);
         // KIP-74: a limit below one batch still returns that batch.
         assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
         assert_eq!(batches_in(&log.read(0, 1 << 20, 4).unwrap()).len(), 4);
@@ -458,29 +388,15 @@ mod tests {
     #[test]
     fn invalid_appends_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                max_message_bytes: 200,
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { max_message_bytes: 200, ..config() }, false).unwrap();
         log.append(batch(1, 0), 0, 0).unwrap();
         let mut corrupt = BytesMut::from(&batch(1, 0)[..]);
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         let mut good_then_bad = BytesMut::from(&batch(1, 0)[..]);
         good_then_bad.extend_from_slice(&corrupt);
-        assert!(matches!(
-            log.append(good_then_bad.freeze(), 0, 0),
-            Err(StorageError::CorruptBatch(_))
-        ));
-        assert!(matches!(
-            log.append(batch(20, 0), 0, 0),
-            Err(StorageError::BatchTooLarge { .. })
-        ));
+        assert!(matches!(log.append(good_then_bad.freeze(), 0, 0), Err(StorageError::CorruptBatch(_))));
+        assert!(matches!(log.append(batch(20, 0), 0, 0), Err(StorageError::BatchTooLarge { .. })));
         assert_eq!(log.log_end_offset(), 1);
         assert_eq!(read_all(&log, 0), vec![(0, 1)]);
     }
@@ -488,10 +404,7 @@ mod tests {
     #[test]
     fn log_append_time_is_stamped() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            timestamp_type: TimestampType::LogAppendTime,
-            ..config()
-        };
+        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..config() };
         let mut log = Log::open(dir.path(), config, false).unwrap();
         let info = log.append(batch(2, 5), 0, 123_456).unwrap();
         assert_eq!(info.log_append_time_ms, 123_456);
@@ -502,15 +415,7 @@ mod tests {
     #[test]
     fn finds_offsets_by_timestamp() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                segment_bytes: 2000,
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
         for i in 0..40 {
             log.append(batch(2, 1000 + 10 * i), 0, 0).unwrap();
         }
@@ -524,15 +429,7 @@ mod tests {
     #[test]
     fn clean_reopen_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                segment_bytes: 3000,
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 3000, ..config() }, false).unwrap();
         for _ in 0..60 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -557,24 +454,14 @@ mod tests {
         let length = std::fs::metadata(&segment).unwrap().len();
         // Half of the last batch made it to disk, then the process died.
         let cut = length - (batch(2, 0).len() as u64) / 2;
-        OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
         let mut log = Log::open(dir.path(), config(), false).unwrap();
         assert_eq!(log.log_end_offset(), 18);
         assert_eq!(read_all(&log, 0).len(), 9);
         assert_eq!(log.append(batch(2, 0), 0, 0).unwrap().base_offset, 18);
         drop(log);
         // Garbage after the last batch goes as well.
-        OpenOptions::new()
-            .append(true)
-            .open(&segment)
-            .unwrap()
-            .write_all(&[0xAB; 100])
-            .unwrap();
+        OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0xAB; 100]).unwrap();
         let log = Log::open(dir.path(), config(), false).unwrap();
         assert_eq!(log.log_end_offset(), 20);
         assert_eq!(read_all(&log, 0).len(), 10);
@@ -602,15 +489,7 @@ mod tests {
     #[test]
     fn flush_ms_flushes_a_quiet_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                flush_ms: Some(1000),
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { flush_ms: Some(1000), ..config() }, false).unwrap();
         let start = log.last_flush_ms;
         log.append(batch(2, 0), 0, start + 10).unwrap();
         assert_eq!(log.recovery_point(), 0, "not due yet");
@@ -623,15 +502,7 @@ mod tests {
     #[test]
     fn flush_messages_advances_the_recovery_point() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(
-            dir.path(),
-            LogConfig {
-                flush_messages: Some(1),
-                ..config()
-            },
-            false,
-        )
-        .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
         log.append(batch(3, 0), 0, 0).unwrap();
         assert_eq!(log.recovery_point(), 3);
     }

@@ -28,11 +28,7 @@ pub enum StorageError {
     BatchTooLarge { size: usize, max: usize },
     /// Reading an offset outside [log_start_offset, log_end_offset].
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start_offset: i64,
-        log_end_offset: i64,
-    },
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

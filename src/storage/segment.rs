@@ -50,12 +50,7 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)?;
+        let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&log_path)?;
         Ok(Segment {
             base_offset,
             log,
@@ -85,11 +80,9 @@ impl Segment {
             Check::Tail => {
                 let offsets = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
                 let times = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
-                offsets.zip(times).filter(
-                    |(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| {
-                        o.last().is_none_or(|e| u64::from(e.position) < size)
-                    },
-                )
+                offsets.zip(times).filter(|(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| {
+                    o.last().is_none_or(|e| u64::from(e.position) < size)
+                })
             }
         };
         let rebuild = indexes.is_none();
@@ -139,12 +132,7 @@ impl Segment {
                 Ok(h) if h.base_offset >= self.next_offset => h,
                 _ => break,
             };
-            self.index_batch(
-                &header,
-                position,
-                header.max_timestamp,
-                index_interval_bytes,
-            )?;
+            self.index_batch(&header, position, header.max_timestamp, index_interval_bytes)?;
             position += header.size() as u64;
             self.size = position;
         }
@@ -174,15 +162,10 @@ impl Segment {
         }
         self.bytes_since_index_entry = 0;
         while position < self.size {
-            let header = self
-                .read_header(position, self.size)?
-                .filter(|h| position + h.size() as u64 <= self.size)
-                .ok_or_else(|| {
-                    StorageError::CorruptBatch(format!(
-                        "bad batch at {position} in {}",
-                        self.log_path.display()
-                    ))
-                })?;
+            let header =
+                self.read_header(position, self.size)?.filter(|h| position + h.size() as u64 <= self.size).ok_or_else(
+                    || StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display())),
+                )?;
             self.next_offset = header.last_offset() + 1;
             self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
             position += header.size() as u64;
@@ -211,30 +194,17 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         debug_assert!(header.base_offset >= self.next_offset);
-        let relative_offset = u32::try_from(header.base_offset - self.base_offset)
-            .expect("log rolls before overflow");
+        let relative_offset = u32::try_from(header.base_offset - self.base_offset).expect("log rolls before overflow");
         let position_u32 = u32::try_from(position).expect("segments stay below 4 GiB");
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
         if self.bytes_since_index_entry >= index_interval_bytes {
-            self.offset_index.append(OffsetEntry {
-                relative_offset,
-                position: position_u32,
-            })?;
-            if self
-                .time_index
-                .last()
-                .is_none_or(|e| self.max_timestamp > e.timestamp)
-            {
-                self.time_index.append(TimeEntry {
-                    timestamp: self.max_timestamp,
-                    relative_offset,
-                })?;
+            self.offset_index.append(OffsetEntry { relative_offset, position: position_u32 })?;
+            if self.time_index.last().is_none_or(|e| self.max_timestamp > e.timestamp) {
+                self.time_index.append(TimeEntry { timestamp: self.max_timestamp, relative_offset })?;
             }
             self.bytes_since_index_entry = 0;
         }
-        self.bytes_since_index_entry = self
-            .bytes_since_index_entry
-            .saturating_add(header.size() as u64);
+        self.bytes_since_index_entry = self.bytes_since_index_entry.saturating_add(header.size() as u64);
         self.next_offset = header.last_offset() + 1;
         Ok(())
     }
@@ -248,10 +218,7 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
         let total: u64 = batches.iter().map(|(h, _)| h.size() as u64).sum();
-        assert!(
-            self.size + total <= SEGMENT_BYTES_LIMIT,
-            "the log rolls before a segment overflows"
-        );
+        assert!(self.size + total <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
         write_all_vectored_at(&self.log, slices, self.size)?;
         let mut position = self.size;
         for (header, max_timestamp) in batches {
@@ -268,10 +235,7 @@ impl Segment {
             return Ok(None);
         }
         let relative = u32::try_from(offset - self.base_offset).expect("offset within segment");
-        let mut position = self
-            .offset_index
-            .floor(relative)
-            .map_or(0, |e| u64::from(e.position));
+        let mut position = self.offset_index.floor(relative).map_or(0, |e| u64::from(e.position));
         while let Some(header) = self.read_header(position, self.size)? {
             if header.last_offset() >= offset {
                 return Ok(Some(position));
@@ -283,12 +247,7 @@ impl Segment {
 
     /// Whole batches from `position`: at least the first, then as many as fit in `max_bytes`,
     /// none with a base offset at or past `max_offset`. One read, no copy after it.
-    pub fn read(
-        &self,
-        position: u64,
-        max_bytes: usize,
-        max_offset: i64,
-    ) -> Result<Bytes, StorageError> {
+    pub fn read(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
         let Some(first) = self.read_header(position, self.size)? else {
             return Ok(Bytes::new());
         };
@@ -316,16 +275,11 @@ impl Segment {
             return Ok(None);
         }
         // Batches up to the last time entry below the target all have smaller timestamps.
-        let below = self
-            .time_index
-            .entries()
-            .partition_point(|e| e.timestamp < timestamp);
+        let below = self.time_index.entries().partition_point(|e| e.timestamp < timestamp);
         let mut position = match below.checked_sub(1) {
             Some(i) => {
                 let relative = self.time_index.entries()[i].relative_offset;
-                self.offset_index
-                    .floor(relative)
-                    .map_or(0, |e| u64::from(e.position))
+                self.offset_index.floor(relative).map_or(0, |e| u64::from(e.position))
             }
             None => 0,
         };
@@ -333,11 +287,7 @@ impl Segment {
             if header.max_timestamp >= timestamp {
                 let mut bytes = vec![0u8; header.size()];
                 self.log.read_exact_at(&mut bytes, position)?;
-                return Ok(Some(first_record_at_or_after(
-                    &header,
-                    Bytes::from(bytes),
-                    timestamp,
-                )));
+                return Ok(Some(first_record_at_or_after(&header, Bytes::from(bytes), timestamp)));
             }
             position += header.size() as u64;
         }
@@ -369,11 +319,7 @@ fn first_record_at_or_after(header: &BatchHeader, mut batch: Bytes, timestamp: i
             .records
             .iter()
             .find_map(|r| {
-                let t = if r.timestamp_type == TimestampType::LogAppend {
-                    header.max_timestamp
-                } else {
-                    r.timestamp
-                };
+                let t = if r.timestamp_type == TimestampType::LogAppend { header.max_timestamp } else { r.timestamp };
                 (t >= timestamp).then_some((r.offset, t))
             })
             .unwrap_or((header.base_offset, header.max_timestamp)),
@@ -383,15 +329,10 @@ fn first_record_at_or_after(header: &BatchHeader, mut batch: Bytes, timestamp: i
 }
 
 /// pwritev until every byte of `slices` is written at `position`.
-fn write_all_vectored_at(
-    file: &File,
-    mut slices: &mut [IoSlice<'_>],
-    mut position: u64,
-) -> std::io::Result<()> {
+fn write_all_vectored_at(file: &File, mut slices: &mut [IoSlice<'_>], mut position: u64) -> std::io::Result<()> {
     use std::os::fd::AsFd;
     while !slices.is_empty() {
-        let written = nix::sys::uio::pwritev(file.as_fd(), slices, position as i64)
-            .map_err(std::io::Error::from)?;
+        let written = nix::sys::uio::pwritev(file.as_fd(), slices, position as i64).map_err(std::io::Error::from)?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

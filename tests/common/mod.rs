@@ -65,11 +65,7 @@ impl Broker {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut line = Vec::new();
-            while reader
-                .read_until(b'\n', &mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
+            while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
                 log.lock().unwrap().extend_from_slice(&line);
                 line.clear();
             }
@@ -85,10 +81,7 @@ impl Broker {
         self.child = Some(child);
         match ready_rx.recv_timeout(READY_DEADLINE) {
             Ok(addr) => self.addr = addr,
-            Err(_) => panic!(
-                "broker did not become ready; stderr:\n{}",
-                self.stderr_text()
-            ),
+            Err(_) => panic!("broker did not become ready; stderr:\n{}", self.stderr_text()),
         }
     }
 
@@ -111,11 +104,7 @@ impl Broker {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let status = wait_with_deadline(&mut child, STOP_DEADLINE)
             .unwrap_or_else(|| panic!("broker ignored SIGTERM; stderr:\n{}", self.stderr_text()));
-        assert!(
-            status.success(),
-            "broker exited with {status}; stderr:\n{}",
-            self.stderr_text()
-        );
+        assert!(status.success(), "broker exited with {status}; stderr:\n{}", self.stderr_text());
     }
 
     /// SIGKILL: no chance to flush or mark anything.
@@ -133,9 +122,7 @@ impl Broker {
 
     /// Whether the process is still running (it must survive bad input).
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+        self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 }
 
@@ -164,17 +151,9 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::proc
 }
 
 /// Runs a command with a deadline, feeding `stdin`; returns (success, stdout, stderr).
-pub fn run_with_deadline(
-    mut command: Command,
-    stdin: &[u8],
-    deadline: Duration,
-) -> (bool, String, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning command");
+pub fn run_with_deadline(mut command: Command, stdin: &[u8], deadline: Duration) -> (bool, String, String) {
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning command");
     let mut input = child.stdin.take().expect("piped stdin");
     let stdin = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -218,20 +197,11 @@ fn python(clients: Clients) -> PathBuf {
     };
     std::env::var_os(variable)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(venv)
-                .join("bin/python")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(venv).join("bin/python"))
 }
 
 /// Runs `tests/driver/<script>.py --bootstrap ADDR args...` with the current clients.
-pub fn driver(
-    broker: &Broker,
-    script: &str,
-    args: &[&str],
-    deadline: Duration,
-) -> serde_json::Value {
+pub fn driver(broker: &Broker, script: &str, args: &[&str], deadline: Duration) -> serde_json::Value {
     driver_with(Clients::Current, broker, script, args, deadline)
 }
 
@@ -243,24 +213,13 @@ pub fn driver_with(
     args: &[&str],
     deadline: Duration,
 ) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/driver")
-        .join(format!("{script}.py"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver").join(format!("{script}.py"));
     let mut command = Command::new(python(clients));
-    command
-        .arg(path)
-        .args(["--bootstrap", broker.addr()])
-        .args(args)
-        .env("PYTHONUNBUFFERED", "1");
+    command.arg(path).args(["--bootstrap", broker.addr()]).args(args).env("PYTHONUNBUFFERED", "1");
     let (ok, out, err) = run_with_deadline(command, b"", deadline);
-    assert!(
-        ok,
-        "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}",
-        broker.stderr_text()
-    );
+    assert!(ok, "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}", broker.stderr_text());
     let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
 }
 
 /// Runs the `sluice` CLI with `args`, feeding `stdin`; returns (success, stdout, stderr).
@@ -279,14 +238,9 @@ pub struct Raw {
 impl Raw {
     pub fn connect(addr: &str) -> Raw {
         let stream = TcpStream::connect(addr).expect("connecting");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Raw {
-            stream,
-            correlation_id: 0,
-        }
+        Raw { stream, correlation_id: 0 }
     }
 
     /// Sends `request` at `version` and decodes the response.
@@ -298,14 +252,11 @@ impl Raw {
             .with_correlation_id(self.correlation_id)
             .with_client_id(Some(StrBytes::from_static_str("sluice-tests")));
         let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
+        header.encode(&mut body, R::header_version(version)).unwrap();
         request.encode(&mut body, version).unwrap();
         self.send_frame(&body);
         let mut response = self.read_frame().expect("a response frame");
-        let header =
-            ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
+        let header = ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation_id);
         let decoded = R::Response::decode(&mut response, version).unwrap();
         assert_eq!(response.remaining(), 0, "bytes left after the response");
@@ -346,11 +297,9 @@ pub fn batch(values: &[&[u8]]) -> Bytes {
 
 /// Like [`batch`], every record stamped `timestamp`.
 pub fn batch_at(values: &[&[u8]], timestamp: i64) -> Bytes {
-    let records: Vec<(Option<Bytes>, Bytes)> = values
-        .iter()
-        .map(|v| (None, Bytes::copy_from_slice(v)))
-        .collect();
-    sluice::client::encode_batch(&records, timestamp).expect("encodes")
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> =
+        values.iter().map(|v| (None, Some(Bytes::copy_from_slice(v)))).collect();
+    sluice::protocol::records::encode_batch(&records, timestamp)
 }
 
 /// Decodes every batch in `bytes`, checking each CRC; returns (offset, value) per record.
@@ -359,20 +308,12 @@ pub fn decode(bytes: &Bytes) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     while rest.has_remaining() {
         let size = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
-        assert!(
-            size <= rest.len(),
-            "partial batch returned: {size} > {}",
-            rest.len()
-        );
+        assert!(size <= rest.len(), "partial batch returned: {size} > {}", rest.len());
         let batch = rest.split_to(size);
         let crc = u32::from_be_bytes(batch[17..21].try_into().unwrap());
         assert_eq!(crc32c::crc32c(&batch[21..]), crc, "batch CRC");
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch.clone()).unwrap();
-        out.extend(
-            set.records
-                .into_iter()
-                .map(|r| (r.offset, r.value.unwrap_or_default().to_vec())),
-        );
+        out.extend(set.records.into_iter().map(|r| (r.offset, r.value.unwrap_or_default().to_vec())));
     }
     out
 }
@@ -384,9 +325,7 @@ fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
 impl Raw {
     /// CreateTopics v7; returns the error code.
     pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
-        use kafka_protocol::messages::create_topics_request::{
-            CreatableTopic, CreatableTopicConfig,
-        };
+        use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
         let topic = CreatableTopic::default()
             .with_name(topic_name(name))
             .with_num_partitions(partitions)
@@ -401,46 +340,27 @@ impl Raw {
                     })
                     .collect(),
             );
-        let request = kafka_protocol::messages::CreateTopicsRequest::default()
-            .with_topics(vec![topic])
-            .with_timeout_ms(10_000);
+        let request =
+            kafka_protocol::messages::CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000);
         self.send(&request, 7).topics[0].error_code
     }
 
     /// Produce v9 of one records blob to one partition: (error code, base offset).
-    pub fn produce(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        records: Bytes,
-        acks: i16,
-    ) -> (i16, i64) {
+    pub fn produce(&mut self, topic: &str, partition: i32, records: Bytes, acks: i16) -> (i16, i64) {
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         let request = kafka_protocol::messages::ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(topic_name(topic))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(records)),
-                    ]),
-            ]);
+            .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+            ])]);
         let response = self.send(&request, 9);
         let p = &response.responses[0].partition_responses[0];
         (p.error_code, p.base_offset)
     }
 
     /// Fetch v11 of one partition from `offset`: (error code, high watermark, records blob).
-    pub fn fetch(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        max_wait_ms: i32,
-    ) -> (i16, i64, Bytes) {
+    pub fn fetch(&mut self, topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> (i16, i64, Bytes) {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
         let request = kafka_protocol::messages::FetchRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
@@ -448,23 +368,15 @@ impl Raw {
             .with_min_bytes(1)
             .with_max_bytes(4 << 20)
             .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(topic_name(topic))
-                    .with_partitions(vec![
+            .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
                         FetchPartition::default()
                             .with_partition(partition)
                             .with_fetch_offset(offset)
                             .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
+                    ])]);
         let response = self.send(&request, 11);
         let p = &response.responses[0].partitions[0];
-        (
-            p.error_code,
-            p.high_watermark,
-            p.records.clone().unwrap_or_default(),
-        )
+        (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
     }
 
     /// Every record of a partition, from offset 0 to the high watermark, CRC-checked.
@@ -478,10 +390,7 @@ impl Raw {
                 return records;
             }
             let batch = decode(&bytes);
-            assert!(
-                !batch.is_empty(),
-                "no progress at offset {offset} below high watermark {high_watermark}"
-            );
+            assert!(!batch.is_empty(), "no progress at offset {offset} below high watermark {high_watermark}");
             records.extend(batch.into_iter().filter(|r| r.0 >= offset));
         }
     }
