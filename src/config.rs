@@ -38,6 +38,19 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: TimestampType,
     /// Longest a Fetch may wait, whatever the client asks.
     pub fetch_max_wait_ms_limit: u64,
+    pub group_min_session_timeout_ms: i64,
+    pub group_max_session_timeout_ms: i64,
+    /// How long the first rebalance of an empty group waits for more members.
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_max_size: usize,
+    /// Partitions of `__consumer_offsets`, fixed when the topic is first created.
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
+    /// Offsets of a group that stays empty this long are deleted.
+    pub offsets_retention_minutes: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    /// Longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +73,15 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
             fetch_max_wait_ms_limit: 30_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: i32::MAX as usize,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 << 20,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -104,6 +126,25 @@ impl BrokerConfig {
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
             "fetch.max.wait.ms.limit" => self.fetch_max_wait_ms_limit = value.parse().with_context(context)?,
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = value.parse().with_context(context)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = value.parse().with_context(context)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = value.parse().with_context(context)?
+            }
+            "group.max.size" => self.group_max_size = value.parse().with_context(context)?,
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = value.parse().with_context(context)?
+            }
+            "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = value.parse().with_context(context)?,
+            "offsets.retention.minutes" => self.offsets_retention_minutes = value.parse().with_context(context)?,
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms = value.parse().with_context(context)?
+            }
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = value.parse().with_context(context)?,
             _ => bail!("unknown setting {key:?}"),
         }
         Ok(())
@@ -128,6 +169,12 @@ impl BrokerConfig {
         }
         if self.message_max_bytes > self.socket_request_max_bytes {
             bail!("message.max.bytes cannot exceed socket.request.max.bytes");
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            bail!("offsets.topic.num.partitions must be at least 1");
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            bail!("group.min.session.timeout.ms exceeds group.max.session.timeout.ms");
         }
         if self.queued_max_requests_per_connection == 0 {
             bail!("queued.max.requests.per.connection must be at least 1");

@@ -8,6 +8,7 @@
 //! - [`server`]: per-shard listener and per-connection framing, pipelining and ordering.
 //! - [`protocol`]: frames, the versions we serve, and the one error-code mapping.
 //! - [`handlers`]: one file per Kafka API.
+//! - [`group`]: consumer groups: the membership state machine and committed offsets.
 //! - [`partition`]: one partition on its owning shard: log, offsets, high watermark, epoch.
 //! - [`storage`]: segmented logs of Kafka v2 record batches, indexes and recovery.
 //! - [`cluster`]: the metadata image (topics, placement, configs) and its persistence.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod partition;
 pub mod protocol;

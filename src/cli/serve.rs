@@ -6,11 +6,13 @@ use std::rc::Rc;
 
 use anyhow::Context;
 
-use crate::cluster::MetadataImage;
+use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
 use crate::config::BrokerConfig;
+use crate::group;
 use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
 use crate::shard::placement::shard_for_partition;
 use crate::shard::{Envelope, Shard, ops};
+use std::collections::BTreeMap;
 
 /// Left in the data directory by a clean shutdown; its absence at start means recovery.
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -87,6 +89,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
 
     let mut image = MetadataImage::load_or_create(&config.data_dir)?;
     place_orphans(&mut image, config.cores);
+    ensure_offsets_topic(&mut image, &config);
     image.persist(&config.data_dir)?;
 
     let (listen, port_guard) = runtime::reserve_port(config.listen)?;
@@ -110,8 +113,11 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
                 ops::apply_metadata(&shard, image, clean_shutdown);
+                // Before this shard accepts clients, it knows its groups' committed offsets.
+                group::load(&shard);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
                 let flush_task = spawn_local(ops::flush_periodically(shard.clone()));
+                let group_task = spawn_local(group::maintain(shard.clone()));
                 let listener = match bind_reuseport(config.listen) {
                     Ok(listener) => listener,
                     Err(e) => {
@@ -122,7 +128,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop(bound_tx);
                 run_shard(shard, listener, shutdown).await;
-                drop((mesh_task, flush_task));
+                drop((mesh_task, flush_task, group_task));
                 Ok(())
             }
         })
@@ -164,6 +170,29 @@ async fn run_shard(shard: Rc<Shard>, listener: runtime::TcpListener, mut shutdow
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition");
         }
     }
+}
+
+/// Creates `__consumer_offsets` on first start; its partition count is then fixed, since it
+/// decides which partition (and shard) holds each group.
+fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
+    if image.topic(group::OFFSETS_TOPIC).is_some() {
+        return;
+    }
+    let partitions = (0..config.offsets_topic_num_partitions)
+        .map(|partition| PartitionMetadata {
+            partition,
+            shard: shard_for_partition(group::OFFSETS_TOPIC, partition, config.cores),
+            leader_epoch: 0,
+        })
+        .collect();
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), config.offsets_topic_segment_bytes.to_string()),
+    ]);
+    image.topics.insert(
+        group::OFFSETS_TOPIC.to_string(),
+        TopicMetadata { name: group::OFFSETS_TOPIC.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs },
+    );
 }
 
 /// Gives a shard to partitions whose recorded shard no longer exists (fewer cores than last

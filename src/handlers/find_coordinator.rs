@@ -1,36 +1,62 @@
-//! FindCoordinator: consumer groups and transactions are not there yet, so every key gets
-//! COORDINATOR_NOT_AVAILABLE, which clients treat as "try again later".
+//! FindCoordinator: this broker coordinates every group (one at a time from v0, a batch of
+//! keys from v4). Transactions are not supported yet, so a transactional key gets
+//! COORDINATOR_NOT_AVAILABLE.
+
+use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
+use crate::shard::Shard;
 
-const NOT_YET: &str = "consumer groups and transactions are not supported yet";
+/// From v4 a request names a batch of keys.
+const BATCH_VERSION: i16 = 4;
+const GROUP_KEY_TYPE: i8 = 0;
 
-pub fn handle(request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let error = ResponseError::CoordinatorNotAvailable.code();
-    if version >= 4 {
+pub fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let answer = |key: &StrBytes| -> Result<(), (ResponseError, &'static str)> {
+        match request.key_type {
+            GROUP_KEY_TYPE if key.is_empty() => Err((ResponseError::InvalidGroupId, "empty group id")),
+            GROUP_KEY_TYPE => Ok(()),
+            _ => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet")),
+        }
+    };
+    let node_id = BrokerId(shard.config.node_id);
+    if version >= BATCH_VERSION {
         let coordinators = request
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(-1))
-                    .with_host(str_bytes(""))
-                    .with_port(-1)
-                    .with_error_code(error)
-                    .with_error_message(Some(str_bytes(NOT_YET)))
+                let coordinator = Coordinator::default().with_key(key.clone());
+                match answer(key) {
+                    Ok(()) => coordinator
+                        .with_node_id(node_id)
+                        .with_host(str_bytes(&shard.advertised_host))
+                        .with_port(shard.advertised_port),
+                    Err((error, message)) => coordinator
+                        .with_node_id(BrokerId(-1))
+                        .with_host(str_bytes(""))
+                        .with_port(-1)
+                        .with_error_code(error.code())
+                        .with_error_message(Some(str_bytes(message))),
+                }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default()
-        .with_error_code(error)
-        .with_error_message(Some(str_bytes(NOT_YET)))
-        .with_node_id(BrokerId(-1))
-        .with_host(str_bytes(""))
-        .with_port(-1)
+    match answer(&request.key) {
+        Ok(()) => FindCoordinatorResponse::default()
+            .with_node_id(node_id)
+            .with_host(str_bytes(&shard.advertised_host))
+            .with_port(shard.advertised_port),
+        Err((error, message)) => FindCoordinatorResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(str_bytes(message)))
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1),
+    }
 }

@@ -6,13 +6,24 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::rc::Rc;
 
@@ -22,11 +33,17 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use crate::protocol::frame::encode_response;
 use crate::shard::Shard;
+use crate::shard::router::ClientInfo;
 
 /// Decodes the body, runs the API's handler and encodes its response frame (`None` when the
 /// API sends none, as for acks=0 produce). An error means the body did not decode, or (a bug)
 /// the response does not fit the version asked for; either way the connection closes.
-pub async fn handle(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes) -> anyhow::Result<Option<Bytes>> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    mut body: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<Bytes>> {
     let version = header.request_api_version;
     let api_key = ApiKey::try_from(header.request_api_key)
         .map_err(|_| anyhow::anyhow!("connection let through API key {}", header.request_api_key))?;
@@ -61,7 +78,52 @@ pub async fn handle(shard: &Rc<Shard>, header: RequestHeader, mut body: Bytes) -
             respond(&header, &response)
         }
         ApiKey::FindCoordinator => {
-            let response = find_coordinator::handle(FindCoordinatorRequest::decode(body, version)?, version);
+            let response = find_coordinator::handle(shard, FindCoordinatorRequest::decode(body, version)?, version);
+            respond(&header, &response)
+        }
+        ApiKey::JoinGroup => {
+            let client = ClientInfo {
+                client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                // Kafka's tools print hosts with a leading slash.
+                client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+            };
+            let response = join_group::handle(shard, JoinGroupRequest::decode(body, version)?, version, client).await;
+            respond(&header, &response)
+        }
+        ApiKey::SyncGroup => {
+            let response = sync_group::handle(shard, SyncGroupRequest::decode(body, version)?, version).await;
+            respond(&header, &response)
+        }
+        ApiKey::Heartbeat => {
+            let response = heartbeat::handle(shard, HeartbeatRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::LeaveGroup => {
+            let response = leave_group::handle(shard, LeaveGroupRequest::decode(body, version)?, version).await;
+            respond(&header, &response)
+        }
+        ApiKey::OffsetCommit => {
+            let response = offset_commit::handle(shard, OffsetCommitRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::OffsetFetch => {
+            let response = offset_fetch::handle(shard, OffsetFetchRequest::decode(body, version)?, version).await;
+            respond(&header, &response)
+        }
+        ApiKey::ListGroups => {
+            let response = list_groups::handle(shard, ListGroupsRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::DescribeGroups => {
+            let response = describe_groups::handle(shard, DescribeGroupsRequest::decode(body, version)?, version).await;
+            respond(&header, &response)
+        }
+        ApiKey::DeleteGroups => {
+            let response = delete_groups::handle(shard, DeleteGroupsRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::OffsetDelete => {
+            let response = offset_delete::handle(shard, OffsetDeleteRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::InitProducerId => {

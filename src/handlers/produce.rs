@@ -31,6 +31,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 outcomes.insert(key, Err(ResponseError::InvalidRequiredAcks));
                 continue;
             }
+            if name == crate::group::OFFSETS_TOPIC {
+                // Only the group coordinator writes there.
+                outcomes.insert(key, Err(ResponseError::InvalidTopicException));
+                continue;
+            }
             match (image.owner(&name, data.index), &data.records) {
                 (None, _) => {
                     outcomes.insert(key, Err(ResponseError::UnknownTopicOrPartition));

@@ -77,7 +77,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let handler_shard = shard.clone();
         let task = spawn_local(async move {
             let api_key = header.request_api_key;
-            match handlers::handle(&handler_shard, header, body).await {
+            match handlers::handle(&handler_shard, header, body, peer).await {
                 Ok(Some(response)) => Outcome::Respond(response),
                 Ok(None) => Outcome::Silent,
                 Err(e) => {

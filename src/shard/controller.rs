@@ -77,9 +77,13 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
     let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(names.len());
     for name in names {
-        let result = match image.topics.remove(&name) {
-            Some(_) => Ok(()),
-            None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
+        let result = if name == crate::group::OFFSETS_TOPIC {
+            Err((ResponseError::InvalidTopicException, format!("{name} is internal")))
+        } else {
+            match image.topics.remove(&name) {
+                Some(_) => Ok(()),
+                None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
+            }
         };
         results.push((name, result));
     }

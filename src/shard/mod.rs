@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
+use crate::group::GroupEntry;
 use crate::partition::Partition;
 use crate::runtime::{Semaphore, Senders};
 
@@ -46,6 +47,8 @@ pub struct Shard {
     pub advertised_port: i32,
     metadata: RefCell<Rc<MetadataImage>>,
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// The consumer groups this shard coordinates.
+    pub groups: RefCell<HashMap<String, GroupEntry>>,
     senders: Senders<Envelope>,
     /// Serialises metadata changes on the controller shard (they await other shards).
     controller_lock: Semaphore,
@@ -73,6 +76,7 @@ impl Shard {
             advertised_port: advertised.1,
             metadata: RefCell::new(Rc::new(metadata)),
             partitions: RefCell::new(HashMap::new()),
+            groups: RefCell::new(HashMap::new()),
             senders,
             controller_lock: Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),

@@ -46,6 +46,7 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::AllocateProducerIds { count } => {
             ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
         }
+        ShardRequest::Group(call) => ShardResponse::Group(crate::handlers::groups::on_coordinator(shard, call).await),
         ShardRequest::ApplyMetadata { image } => {
             apply_metadata(shard, image, false);
             ShardResponse::MetadataApplied

@@ -14,8 +14,16 @@ use kafka_protocol::ResponseError;
 
 use super::{Shard, ShardId, TopicPartition, ops};
 use crate::cluster::MetadataImage;
+use crate::group::CommittedOffset;
+use crate::group::state::GroupState;
 use crate::runtime::{Receivers, spawn_local};
 use crate::storage::AppendInfo;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest,
+    SyncGroupResponse,
+};
 
 /// What one shard asks another to do.
 pub enum ShardRequest {
@@ -35,6 +43,69 @@ pub enum ShardRequest {
     AllocateProducerIds { count: i64 },
     /// Install a new metadata image: open partitions now owned, drop deleted ones.
     ApplyMetadata { image: MetadataImage },
+    /// A consumer-group request, for the shard coordinating the group.
+    Group(Box<GroupCall>),
+}
+
+/// Who sent a request, as DescribeGroups reports members.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// Consumer-group requests, carried whole to the coordinating shard.
+pub enum GroupCall {
+    Join {
+        request: JoinGroupRequest,
+        version: i16,
+        client: ClientInfo,
+    },
+    Sync {
+        request: SyncGroupRequest,
+        version: i16,
+    },
+    Heartbeat {
+        request: HeartbeatRequest,
+    },
+    Leave {
+        request: LeaveGroupRequest,
+        version: i16,
+    },
+    Commit {
+        request: OffsetCommitRequest,
+    },
+    /// Committed offsets of one group; `None` asks for all of them.
+    FetchOffsets {
+        group_id: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    List,
+    Describe {
+        group_id: String,
+    },
+    Delete {
+        group_id: String,
+    },
+    DeleteOffsets {
+        request: OffsetDeleteRequest,
+    },
+}
+
+/// The coordinator's answer to a [`GroupCall`], variant for variant.
+pub enum GroupAnswer {
+    Join(JoinGroupResponse),
+    Sync(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    Leave(LeaveGroupResponse),
+    Commit(OffsetCommitResponse),
+    /// (topic, partition, committed offset if any), or the group-level error.
+    Offsets(Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError>),
+    /// (group id, protocol type, state) of every group on the shard.
+    List(Vec<(String, String, GroupState)>),
+    Describe(DescribedGroup),
+    Delete(Option<ResponseError>),
+    DeleteOffsets(OffsetDeleteResponse),
 }
 
 pub struct PartitionRead {
@@ -70,6 +141,7 @@ pub enum ShardResponse {
     Topics(Vec<(String, TopicOutcome)>),
     MetadataApplied,
     ProducerIds(i64),
+    Group(GroupAnswer),
 }
 
 /// A request travelling to its owner, with the way back.

@@ -1,0 +1,192 @@
+//! Consumer groups: membership (the classic group protocol) and committed offsets.
+//!
+//! Each group is owned by one shard, the one that owns its partition of the internal topic
+//! `__consumer_offsets` (`placement::offsets_partition`). Group requests arriving on any
+//! shard are forwarded there (`ShardRequest::Group`); the owner runs the state machine
+//! ([`state`]) and appends commits to its local offsets partition through the normal
+//! storage path ([`offsets`]), so a commit never crosses a core twice.
+//!
+//! At startup each shard replays its offsets partitions before it accepts clients, so a
+//! coordinator never answers before it knows its groups' offsets. Offsets of a group that
+//! stays empty expire after `offsets.retention.minutes`.
+
+pub mod offsets;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+
+use crate::cluster::MetadataImage;
+use crate::protocol::records::{decode_records, encode_batch};
+use crate::runtime::{now_ms, sleep};
+use crate::shard::placement::offsets_partition;
+use crate::shard::{Shard, ShardId, TopicPartition};
+use state::{Group, GroupLimits, GroupState};
+
+/// The internal topic holding committed offsets, as in Kafka.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A committed offset with what the consumer stored beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+/// A group's committed offsets by (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), CommittedOffset>;
+
+/// What the coordinating shard keeps per group.
+pub struct GroupEntry {
+    pub group: Group,
+    pub offsets: Offsets,
+}
+
+/// The shard coordinating `group_id`.
+pub fn coordinator_shard(image: &MetadataImage, group_id: &str) -> ShardId {
+    let partitions = image.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as i32);
+    image.owner(OFFSETS_TOPIC, offsets_partition(group_id, partitions)).unwrap_or(0)
+}
+
+/// The `__consumer_offsets` partition holding `group_id`'s commits.
+pub fn offsets_topic_partition(image: &MetadataImage, group_id: &str) -> TopicPartition {
+    let partitions = image.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as i32);
+    TopicPartition { topic: OFFSETS_TOPIC.to_string(), partition: offsets_partition(group_id, partitions) }
+}
+
+pub fn limits(shard: &Shard) -> GroupLimits {
+    GroupLimits {
+        min_session_timeout_ms: shard.config.group_min_session_timeout_ms,
+        max_session_timeout_ms: shard.config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: shard.config.group_initial_rebalance_delay_ms,
+        max_size: shard.config.group_max_size,
+    }
+}
+
+/// Appends offset records (key, value; `None` deletes) to the group's offsets partition, which
+/// this shard owns.
+pub fn append_offset_records(
+    shard: &Shard,
+    group_id: &str,
+    records: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), ResponseError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let tp = offsets_topic_partition(&shard.metadata(), group_id);
+    let now = now_ms();
+    let records: Vec<_> = records.into_iter().map(|(key, value)| (Some(key), value)).collect();
+    let batch = encode_batch(&records, now);
+    let mut table = shard.partitions.borrow_mut();
+    let partition = table.get_mut(&tp).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    partition.append(batch, now).map(|_| ())
+}
+
+/// Replays this shard's `__consumer_offsets` partitions into its group table. Runs at startup,
+/// before the shard accepts clients.
+pub fn load(shard: &Shard) {
+    let image = shard.metadata();
+    let Some(topic) = image.topic(OFFSETS_TOPIC) else { return };
+    let now = now_ms();
+    let mut groups = shard.groups.borrow_mut();
+    let table = shard.partitions.borrow();
+    let mut loaded = 0usize;
+    for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
+        let tp = TopicPartition { topic: OFFSETS_TOPIC.to_string(), partition: p.partition };
+        let Some(partition) = table.get(&tp) else { continue };
+        let mut offset = partition.log_start_offset();
+        while offset < partition.high_watermark() {
+            let bytes = match partition.read(offset, 1 << 20) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(partition = p.partition, offset, error = %e, "reading committed offsets");
+                    break;
+                }
+            };
+            let records = match decode_records(bytes, offset) {
+                Ok(records) if !records.is_empty() => records,
+                _ => break,
+            };
+            offset = records.last().map_or(offset, |r| r.offset + 1);
+            for record in records {
+                let Some((group_id, topic, partition, value)) = offsets::decode(record.key, record.value) else {
+                    continue;
+                };
+                let entry = groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| GroupEntry { group: Group::new(&group_id, now), offsets: Offsets::new() });
+                match value {
+                    Some(committed) => entry.offsets.insert((topic, partition), committed),
+                    None => entry.offsets.remove(&(topic, partition)),
+                };
+                loaded += 1;
+            }
+        }
+    }
+    groups.retain(|_, e| !e.offsets.is_empty());
+    if loaded > 0 {
+        tracing::info!(shard = shard.id, groups = groups.len(), records = loaded, "loaded committed offsets");
+    }
+}
+
+/// How often a coordinator checks sessions, rebalance deadlines and offset expiry.
+const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs for the shard's lifetime: expels members whose session lapsed, completes rebalances
+/// whose deadline came, expires offsets of groups that stayed empty, forgets empty groups.
+pub async fn maintain(shard: Rc<Shard>) {
+    let mut last_expiry_check = now_ms();
+    loop {
+        sleep(GROUP_TICK).await;
+        let now = now_ms();
+        let limits = limits(&shard);
+        for entry in shard.groups.borrow_mut().values_mut() {
+            entry.group.tick(now, &limits);
+        }
+        if now - last_expiry_check >= shard.config.offsets_retention_check_interval_ms {
+            last_expiry_check = now;
+            expire_offsets(&shard, now);
+        }
+        shard.groups.borrow_mut().retain(|_, e| !e.group.is_idle() || !e.offsets.is_empty());
+    }
+}
+
+/// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`
+/// (counted from the later of the commit and the moment the group became empty).
+fn expire_offsets(shard: &Shard, now: i64) {
+    let retention_ms = shard.config.offsets_retention_minutes * 60_000;
+    let mut expired: Vec<(String, Vec<(String, i32)>)> = Vec::new();
+    for (id, entry) in shard.groups.borrow().iter() {
+        let Some(empty_since) = entry.group.empty_since_ms.filter(|_| entry.group.state == GroupState::Empty) else {
+            continue;
+        };
+        let keys: Vec<(String, i32)> = entry
+            .offsets
+            .iter()
+            .filter(|(_, c)| now - c.commit_timestamp_ms.max(empty_since) >= retention_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !keys.is_empty() {
+            expired.push((id.clone(), keys));
+        }
+    }
+    for (group_id, keys) in expired {
+        let tombstones = keys.iter().map(|(t, p)| (offsets::key(&group_id, t, *p), None)).collect();
+        match append_offset_records(shard, &group_id, tombstones) {
+            Ok(()) => {
+                if let Some(entry) = shard.groups.borrow_mut().get_mut(&group_id) {
+                    for key in &keys {
+                        entry.offsets.remove(key);
+                    }
+                }
+                tracing::info!(group = %group_id, partitions = keys.len(), "expired committed offsets");
+            }
+            Err(e) => tracing::error!(group = %group_id, error = %e, "expiring offsets"),
+        }
+    }
+}

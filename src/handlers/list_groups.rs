@@ -1,0 +1,50 @@
+//! ListGroups: every shard lists the groups it coordinates; the answers are merged.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::str_bytes;
+use crate::group::state::GroupState;
+use crate::shard::router::{GroupAnswer, GroupCall};
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+
+/// Sluice's groups all speak the classic protocol (KIP-848 groups are "consumer").
+const GROUP_TYPE: &str = "classic";
+
+pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroupsResponse {
+    let calls = (0..shard.shard_count).map(|s| shard.invoke_on(s, ShardRequest::Group(Box::new(GroupCall::List))));
+    let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let mut groups = Vec::new();
+    for answer in futures::future::join_all(calls).await {
+        let ShardResponse::Group(GroupAnswer::List(listed)) = answer else {
+            unreachable!("List answers with List");
+        };
+        for (group_id, protocol_type, state) in listed {
+            let wanted = (states.is_empty() || states.contains(&state.name().to_lowercase()))
+                && (types.is_empty() || types.iter().any(|t| t == GROUP_TYPE));
+            if wanted {
+                groups.push(
+                    ListedGroup::default()
+                        .with_group_id(GroupId(str_bytes(&group_id)))
+                        .with_protocol_type(str_bytes(&protocol_type))
+                        .with_group_state(str_bytes(state.name()))
+                        .with_group_type(str_bytes(GROUP_TYPE)),
+                );
+            }
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn on_coordinator(shard: &Shard) -> Vec<(String, String, GroupState)> {
+    shard
+        .groups
+        .borrow()
+        .values()
+        .map(|e| (e.group.id.clone(), e.group.protocol_type.clone().unwrap_or_default(), e.group.state))
+        .collect()
+}
