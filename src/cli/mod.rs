@@ -2,6 +2,7 @@
 //! speak the Kafka protocol (through [`crate::client`]) to any broker.
 
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -29,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Produce one record per stdin line.
     Produce(produce::ProduceArgs),
     /// Consume records and print one per line.
@@ -38,9 +44,13 @@ enum Command {
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::runtime::restore_default_sigpipe();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic { command } => topic::run(command),
+        Command::Group { command } => group::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
     };

@@ -337,4 +337,98 @@ impl Client {
         check(result.error_code, &format!("listing offsets of {topic}-{partition}"))?;
         Ok(result.offset)
     }
+
+    /// A connection to the coordinator of `group_id` (this one when it is the coordinator).
+    pub fn group_coordinator(address: &str, group_id: &str) -> anyhow::Result<Client> {
+        let mut client = Client::connect(address)?;
+        let request = FindCoordinatorRequest::default().with_key(str_bytes(group_id)).with_key_type(0);
+        let version =
+            *client.versions.get(&FindCoordinatorRequest::KEY).context("the broker does not serve FindCoordinator")?;
+        // v4 moved the key into a batch; ask in the single-key form every broker serves.
+        let response = client.send_at(request, version.min(3))?;
+        check(response.error_code, &format!("finding the coordinator of group {group_id}"))?;
+        let coordinator = format!("{}:{}", response.host, response.port);
+        match coordinator.to_socket_addrs()?.next() == address.to_socket_addrs()?.next() {
+            true => Ok(client),
+            false => Client::connect(&coordinator),
+        }
+    }
+
+    /// (group id, state) of every group the broker coordinates.
+    pub fn list_groups(&mut self) -> anyhow::Result<Vec<(String, String)>> {
+        let response = self.send(ListGroupsRequest::default())?;
+        check(response.error_code, "listing groups")?;
+        let mut groups: Vec<(String, String)> =
+            response.groups.into_iter().map(|g| (g.group_id.0.to_string(), g.group_state.to_string())).collect();
+        groups.sort();
+        Ok(groups)
+    }
+
+    pub fn describe_group(&mut self, group_id: &str) -> anyhow::Result<describe_groups_response::DescribedGroup> {
+        let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group_id))]);
+        let response = self.send(request)?;
+        let group = response.groups.into_iter().next().context("describe groups names no group")?;
+        check(group.error_code, &format!("describing group {group_id}"))?;
+        Ok(group)
+    }
+
+    /// Every committed offset of `group_id`: (topic, partition, offset, metadata).
+    pub fn committed_offsets(&mut self, group_id: &str) -> anyhow::Result<Vec<(String, i32, i64, String)>> {
+        let version = *self.versions.get(&OffsetFetchRequest::KEY).context("the broker does not serve OffsetFetch")?;
+        // v8 moved the group into a batch; ask in the single-group form every broker serves.
+        let request = OffsetFetchRequest::default().with_group_id(GroupId(str_bytes(group_id))).with_topics(None);
+        let response = self.send_at(request, version.min(7))?;
+        check(response.error_code, &format!("fetching offsets of group {group_id}"))?;
+        let mut out = Vec::new();
+        for topic in response.topics {
+            for p in topic.partitions {
+                check(p.error_code, &format!("offset of {}-{}", topic.name.0, p.partition_index))?;
+                if p.committed_offset >= 0 {
+                    let metadata = p.metadata.map(|m| m.to_string()).unwrap_or_default();
+                    out.push((topic.name.0.to_string(), p.partition_index, p.committed_offset, metadata));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Commits offsets outside any generation, as a consumer that assigns itself partitions
+    /// does; the coordinator accepts that only while the group has no members.
+    pub fn commit_offsets(&mut self, group_id: &str, topic: &str, offsets: &[(i32, i64)]) -> anyhow::Result<()> {
+        use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+        let partitions = offsets
+            .iter()
+            .map(|&(partition, offset)| {
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(-1)
+                    .with_committed_metadata(Some(str_bytes("")))
+            })
+            .collect();
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str_bytes(group_id)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_retention_time_ms(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(topic))).with_partitions(partitions),
+            ]);
+        let response = self.send(request)?;
+        for t in response.topics {
+            for p in t.partitions {
+                check(p.error_code, &format!("committing {}-{} for group {group_id}", t.name.0, p.partition_index))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete_group(&mut self, group_id: &str) -> anyhow::Result<()> {
+        let response =
+            self.send(DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str_bytes(group_id))]))?;
+        for result in response.results {
+            check(result.error_code, &format!("deleting group {group_id}"))?;
+        }
+        Ok(())
+    }
 }

@@ -21,6 +21,16 @@ pub fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).expect("timestamp fits i64")
 }
 
+/// Lets a client command die quietly of SIGPIPE, like other Unix tools, when its output is
+/// cut short (`sluice consume ... | head`). The broker keeps Rust's default (ignored), so that
+/// a vanished peer is an error on that socket alone.
+pub fn restore_default_sigpipe() {
+    // SAFETY: installs the default disposition; no handler code runs in this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Binds a listening socket with SO_REUSEPORT so that every shard can accept on the same
 /// address; the kernel spreads incoming connections over the shards.
 pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
