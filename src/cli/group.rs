@@ -101,7 +101,15 @@ fn describe(group_id: &str, bootstrap: &str) -> anyhow::Result<()> {
     let mut rows: std::collections::BTreeMap<(String, i32), (Option<i64>, String)> = Default::default();
     for member in &group.members {
         let owner = format!("{}\t{}\t{}", member.member_id, member.client_host, member.client_id);
-        for tp in assigned_partitions(member.member_assignment.clone()) {
+        let assigned = assigned_partitions(member.member_assignment.clone());
+        println!(
+            "\tMember: {}\tHost: {}\tClient: {}\tPartitions: {}",
+            member.member_id,
+            member.client_host,
+            member.client_id,
+            assigned.len()
+        );
+        for tp in assigned {
             rows.insert(tp, (None, owner.clone()));
         }
     }

@@ -150,10 +150,19 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::proc
     }
 }
 
-/// Runs a command with a deadline, feeding `stdin`; returns (success, stdout, stderr).
+/// Runs a command with a deadline, feeding `stdin`; returns (success, stdout, stderr). The
+/// command runs in its own process group, killed whole at the end, so that a helper process it
+/// left behind can neither outlive the test nor hold its output open.
 pub fn run_with_deadline(mut command: Command, stdin: &[u8], deadline: Duration) -> (bool, String, String) {
-    let mut child =
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning command");
+    use std::os::unix::process::CommandExt;
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning command");
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let mut input = child.stdin.take().expect("piped stdin");
     let stdin = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -172,6 +181,7 @@ pub fn run_with_deadline(mut command: Command, stdin: &[u8], deadline: Duration)
         s
     });
     let status = wait_with_deadline(&mut child, deadline);
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     let _ = writer.join();
     let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
     let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();

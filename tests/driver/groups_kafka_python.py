@@ -1,0 +1,259 @@
+"""Consumer groups with kafka-python: rebalances, a crashed member, broadcast and unicast,
+committed offsets that survive broker restarts.
+
+Each consumer runs in its own process, so that one can be killed with SIGKILL as a crashed
+client would be. Prints one JSON summary line; exits non-zero (via assert) on any failure.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+
+DEADLINE_S = 60
+SESSION_TIMEOUT_MS = 4000
+
+
+def consumer_process(bootstrap, topic, group, name, events, stop):
+    """Consumes `topic` in `group`, reporting assignments, records and commits to `events`."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        client_id=name,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=500,
+        max_poll_records=20,
+    )
+    assignment = None
+    parent = os.getppid()
+    # Stop when told to, or when the driver is gone (it failed, or was killed on a deadline).
+    while not stop.is_set() and os.getppid() == parent:
+        batches = consumer.poll(timeout_ms=100)
+        current = sorted(tp.partition for tp in consumer.assignment())
+        if current != assignment:
+            assignment = current
+            events.put(("assignment", name, current))
+        records = [(r.partition, r.offset) for batch in batches.values() for r in batch]
+        if not records:
+            continue
+        events.put(("records", name, records))
+        try:
+            consumer.commit()
+            events.put(("committed", name, records))
+        except CommitFailedError:
+            # A rebalance took the partitions: their new owner starts from the last commit.
+            events.put(("commit_failed", name, records))
+    consumer.close()
+
+
+class Group:
+    """Consumer processes of one group and what they reported."""
+
+    def __init__(self, bootstrap, topic, group, events):
+        self.bootstrap, self.topic, self.group, self.events = bootstrap, topic, group, events
+        self.processes, self.stops, self.assignments = {}, {}, {}
+
+    def start(self, name):
+        stop = mp.Event()
+        process = mp.Process(
+            target=consumer_process, args=(self.bootstrap, self.topic, self.group, name, self.events, stop), daemon=True
+        )
+        process.start()
+        self.processes[name], self.stops[name] = process, stop
+        self.assignments[name] = []
+
+    def kill(self, name):
+        self.processes[name].kill()
+        self.processes[name].join()
+        del self.processes[name]
+        del self.assignments[name]
+
+    def stop_all(self):
+        for stop in self.stops.values():
+            stop.set()
+        for process in self.processes.values():
+            process.join(timeout=20)
+            assert process.exitcode == 0, f"consumer exited with {process.exitcode}"
+
+
+class Run:
+    """Collects events from every consumer process."""
+
+    def __init__(self):
+        self.events = mp.Queue()
+        self.groups = []
+        self.consumed = {}  # name -> list of (partition, offset)
+        self.committed = {}  # name -> {partition: next offset}
+        self.failed_commits = set()  # (partition, offset) whose commit failed
+
+    def pump(self, timeout=0.1):
+        try:
+            kind, name, data = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if kind == "assignment":
+            for group in self.groups:
+                if name in group.assignments:
+                    group.assignments[name] = data
+        elif kind == "records":
+            self.consumed.setdefault(name, []).extend(data)
+        elif kind == "committed":
+            for partition, offset in data:
+                last = self.committed.setdefault(name, {})
+                last[partition] = max(last.get(partition, 0), offset + 1)
+        elif kind == "commit_failed":
+            self.failed_commits.update(data)
+
+    def wait(self, condition, what):
+        deadline = time.time() + DEADLINE_S
+        while not condition():
+            assert time.time() < deadline, f"timed out waiting for {what}"
+            self.pump()
+
+    def records_of(self, names):
+        return [r for n in names for r in self.consumed.get(n, [])]
+
+
+def balanced(group, partitions, sizes):
+    """Every partition owned by exactly one member, with the given sizes."""
+    owned = [p for a in group.assignments.values() for p in a]
+    return sorted(owned) == list(range(partitions)) and sorted(len(a) for a in group.assignments.values()) == sizes
+
+
+def produce(bootstrap, topic, start, count):
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    futures = [producer.send(topic, key=b"key-%d" % i, value=b"value-%d" % i) for i in range(start, start + count)]
+    producer.flush()
+    placed = [f.get(timeout=30) for f in futures]
+    producer.close()
+    return {(m.partition, m.offset) for m in placed}
+
+
+def rebalance(bootstrap):
+    topic = "rebalance"
+    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 6, 1)])
+    run = Run()
+    group = Group(bootstrap, topic, "workers", run.events)
+    run.groups.append(group)
+    produced = set()
+
+    for name in ("c0", "c1", "c2"):
+        group.start(name)
+    run.wait(lambda: balanced(group, 6, [2, 2, 2]), "three members with two partitions each")
+    produced |= produce(bootstrap, topic, 0, 300)
+    run.wait(lambda: set(run.records_of(group.assignments)) >= produced, "the first 300 records")
+
+    group.start("c3")
+    run.wait(lambda: balanced(group, 6, [1, 1, 2, 2]), "the fourth member to get partitions")
+    produced |= produce(bootstrap, topic, 300, 300)
+    run.wait(lambda: set(run.records_of(group.assignments)) >= produced, "records after the fourth joined")
+
+    # Crash a member that owns partitions while records are flowing to it.
+    victim = max(group.assignments, key=lambda n: len(group.assignments[n]))
+    victim_partitions = set(group.assignments[victim])
+    produced |= produce(bootstrap, topic, 600, 300)
+    before = len(run.consumed.get(victim, []))
+    run.wait(lambda: len(run.consumed.get(victim, [])) > before, "the victim to consume")
+    group.kill(victim)
+    killed_at = time.time()
+    run.wait(lambda: balanced(group, 6, [2, 2, 2]), "the crashed member's partitions to move")
+    moved_after = time.time() - killed_at
+    run.wait(lambda: set(run.records_of(list(group.assignments) + [victim])) >= produced, "every record")
+    group.stop_all()
+    while not run.events.empty():
+        run.pump()
+
+    consumed = run.records_of(run.consumed)
+    seen, duplicates = set(), []
+    for record in consumed:
+        if record in seen:
+            duplicates.append(record)
+        seen.add(record)
+    assert seen >= produced, f"{len(produced - seen)} records never consumed"
+    victim_committed = run.committed.get(victim, {})
+    for partition, offset in duplicates:
+        after_victims_commit = partition in victim_partitions and offset >= victim_committed.get(partition, 0)
+        assert after_victims_commit or (partition, offset) in run.failed_commits, (
+            f"duplicate {partition}:{offset} is neither after the crashed member's last commit nor from a failed commit"
+        )
+    return {
+        "produced": len(produced),
+        "consumed": len(consumed),
+        "duplicates": len(duplicates),
+        "moved_after_s": round(moved_after, 2),
+    }
+
+
+def broadcast(bootstrap):
+    topic = "broadcast"
+    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 4, 1)])
+    run = Run()
+    unicast = Group(bootstrap, topic, "shared", run.events)
+    other = Group(bootstrap, topic, "solo", run.events)
+    run.groups += [unicast, other]
+    unicast.start("a0")
+    unicast.start("a1")
+    other.start("b0")
+    run.wait(lambda: balanced(unicast, 4, [2, 2]) and balanced(other, 4, [4]), "both groups to settle")
+    assignments = {name: list(a) for name, a in unicast.assignments.items()}
+    produced = produce(bootstrap, topic, 0, 400)
+    run.wait(
+        lambda: set(run.records_of(["a0", "a1"])) >= produced and set(run.records_of(["b0"])) >= produced,
+        "both groups to read everything",
+    )
+    unicast.stop_all()
+    other.stop_all()
+    assert unicast.assignments == assignments, "a rebalance happened while records flowed"
+    a0, a1 = set(run.records_of(["a0"])), set(run.records_of(["a1"]))
+    assert not (a0 & a1), f"{len(a0 & a1)} records went to both members of one group"
+    assert len(run.records_of(["a0", "a1"])) == len(produced), "a record was delivered twice within the group"
+    return {"group_shared": len(a0 | a1), "group_solo": len(set(run.records_of(["b0"])))}
+
+
+def commit(bootstrap, topic, group, upto):
+    """Consumes from the group's position until `upto`, commits exactly `upto`, leaves."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    tp = TopicPartition(topic, 0)
+    first, deadline = None, time.time() + DEADLINE_S
+    position = None
+    while (position is None or position < upto) and time.time() < deadline:
+        for r in [r for batch in consumer.poll(timeout_ms=200).values() for r in batch]:
+            first = r.offset if first is None else first
+            position = r.offset + 1
+    assert position is not None and position >= upto, f"consumed only up to {position}"
+    consumer.commit({tp: OffsetAndMetadata(upto, "checkpoint", -1)})
+    committed = consumer.committed(tp)
+    consumer.close()
+    return {"first": first, "committed": committed}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("scenario", choices=["rebalance", "broadcast", "commit"])
+    parser.add_argument("--topic")
+    parser.add_argument("--group")
+    parser.add_argument("--upto", type=int)
+    args = parser.parse_args()
+    if args.scenario == "rebalance":
+        summary = rebalance(args.bootstrap)
+    elif args.scenario == "broadcast":
+        summary = broadcast(args.bootstrap)
+    else:
+        summary = commit(args.bootstrap, args.topic, args.group, args.upto)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
