@@ -23,6 +23,7 @@ fn config() -> LogConfig {
         timestamp_type: TimestampType::CreateTime,
         flush_messages: None,
         flush_ms: None,
+        compact: false,
     }
 }
 

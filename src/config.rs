@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<i64>,
     pub log_message_timestamp_type: TimestampType,
+    /// `log.cleanup.policy` includes "compact".
+    pub log_cleanup_policy_compact: bool,
     /// Longest a Fetch may wait, whatever the client asks.
     pub fetch_max_wait_ms_limit: u64,
     pub group_min_session_timeout_ms: i64,
@@ -72,6 +74,7 @@ impl Default for BrokerConfig {
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
+            log_cleanup_policy_compact: false,
             fetch_max_wait_ms_limit: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -124,6 +127,7 @@ impl BrokerConfig {
                 self.log_flush_interval_messages = Some(value.parse().with_context(context)?)
             }
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
+            "log.cleanup.policy" => self.log_cleanup_policy_compact = parse_cleanup_policy(value)?,
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
             "fetch.max.wait.ms.limit" => self.fetch_max_wait_ms_limit = value.parse().with_context(context)?,
             "group.min.session.timeout.ms" => {
@@ -192,6 +196,7 @@ impl BrokerConfig {
             timestamp_type: self.log_message_timestamp_type,
             flush_messages: self.log_flush_interval_messages,
             flush_ms: self.log_flush_interval_ms,
+            compact: self.log_cleanup_policy_compact,
         };
         for (key, value) in topic_configs {
             let context = || format!("topic config {key} = {value}");
@@ -203,13 +208,27 @@ impl BrokerConfig {
                 "message.timestamp.type" => config.timestamp_type = parse_timestamp_type(value)?,
                 "flush.messages" => config.flush_messages = Some(value.parse().with_context(context)?),
                 "flush.ms" => config.flush_ms = Some(value.parse().with_context(context)?),
-                // Accepted and kept for later issues (retention, compaction).
-                "retention.ms" | "retention.bytes" | "cleanup.policy" => {}
+                "cleanup.policy" => config.compact = parse_cleanup_policy(value)?,
+                // Accepted and kept for a later issue (time and size retention).
+                "retention.ms" | "retention.bytes" => {}
                 _ => bail!("unknown topic config {key:?}"),
             }
         }
         Ok(config)
     }
+}
+
+/// Whether `cleanup.policy` asks for compaction ("compact", or "compact,delete").
+fn parse_cleanup_policy(value: &str) -> anyhow::Result<bool> {
+    let mut compact = false;
+    for policy in value.split(',').map(str::trim) {
+        match policy {
+            "compact" => compact = true,
+            "delete" => {}
+            _ => bail!("cleanup.policy must be compact and/or delete, not {value:?}"),
+        }
+    }
+    Ok(compact)
 }
 
 fn parse_timestamp_type(value: &str) -> anyhow::Result<TimestampType> {

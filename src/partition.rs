@@ -169,9 +169,10 @@ impl Partition {
         self.leader_epoch
     }
 
-    /// Applies the time-based flush policy (`flush.ms`).
-    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
-        self.log.flush_if_due(now_ms)
+    /// Background upkeep: the time-based flush policy (`flush.ms`) and compaction.
+    pub fn maintain(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        self.log.flush_if_due(now_ms)?;
+        self.log.compact_if_due(now_ms)
     }
 
     /// Flushes and checkpoints the log; used on clean shutdown.
@@ -214,6 +215,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: None,
             flush_ms: None,
+            compact: false,
         };
         Partition::open(dir, config, 0, false).unwrap()
     }

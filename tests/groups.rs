@@ -163,6 +163,20 @@ fn commit(
     partition: i32,
     metadata: &str,
 ) -> i16 {
+    commit_at(raw, group, member, generation, topic, partition, metadata, 5)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit_at(
+    raw: &mut Raw,
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    partition: i32,
+    metadata: &str,
+    offset: i64,
+) -> i16 {
     let request = OffsetCommitRequest::default()
         .with_group_id(GroupId(string(group)))
         .with_generation_id_or_member_epoch(generation)
@@ -171,7 +185,7 @@ fn commit(
             vec![
             OffsetCommitRequestPartition::default()
                 .with_partition_index(partition)
-                .with_committed_offset(5)
+                .with_committed_offset(offset)
                 .with_committed_metadata(Some(string(metadata))),
         ],
         )]);
@@ -244,4 +258,39 @@ fn offsets_of_a_group_that_stays_empty_expire() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(committed(&mut raw, "lasting", "t"), 5);
+}
+
+#[test]
+fn the_offsets_topic_is_compacted() {
+    let mut settings = GROUP_SETTINGS.to_vec();
+    settings.extend(["--set", "offsets.topic.num.partitions=1", "--set", "offsets.topic.segment.bytes=2048"]);
+    let mut broker = Broker::start(1, &settings);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("t", 2, &[]), 0);
+    for i in 0..400 {
+        for partition in 0..2 {
+            assert_eq!(commit_at(&mut raw, "compacted", "", -1, "t", partition, "", i), 0);
+        }
+    }
+    let offsets_dir = broker.data_dir().join("__consumer_offsets-0");
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(&offsets_dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    // 800 commits of about 100 bytes each; compacted, only the open segment's worth remains.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log_bytes() > 3 * 2048 {
+        assert!(Instant::now() < deadline, "the offsets topic holds {} bytes", log_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(committed(&mut raw, "compacted", "t"), 399);
+    drop(raw);
+    broker.kill9();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(committed(&mut raw, "compacted", "t"), 399, "the compacted log still knows the latest commit");
 }

@@ -116,7 +116,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 // Before this shard accepts clients, it knows its groups' committed offsets.
                 group::load(&shard);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
-                let flush_task = spawn_local(ops::flush_periodically(shard.clone()));
+                let upkeep_task = spawn_local(ops::maintain_partitions(shard.clone()));
                 let group_task = spawn_local(group::maintain(shard.clone()));
                 let listener = match bind_reuseport(config.listen) {
                     Ok(listener) => listener,
@@ -128,7 +128,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop(bound_tx);
                 run_shard(shard, listener, shutdown).await;
-                drop((mesh_task, flush_task, group_task));
+                drop((mesh_task, upkeep_task, group_task));
                 Ok(())
             }
         })

@@ -168,18 +168,19 @@ pub fn partition_dir(data_dir: &std::path::Path, tp: &TopicPartition) -> std::pa
     data_dir.join(format!("{}-{}", tp.topic, tp.partition))
 }
 
-/// How often a shard looks for partitions whose `flush.ms` has passed.
-const FLUSH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a shard looks for partitions due a flush (`flush.ms`) or a compaction.
+const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs for the shard's lifetime: applies `flush.ms` to partitions that stopped receiving
-/// appends (appends apply it themselves).
-pub async fn flush_periodically(shard: Rc<Shard>) {
+/// appends (appends apply it themselves) and compacts `cleanup.policy=compact` partitions
+/// once a segment has closed.
+pub async fn maintain_partitions(shard: Rc<Shard>) {
     loop {
-        sleep(FLUSH_CHECK_INTERVAL).await;
+        sleep(MAINTENANCE_INTERVAL).await;
         let now = now_ms();
         for (tp, partition) in shard.partitions.borrow_mut().iter_mut() {
-            if let Err(e) = partition.flush_if_due(now) {
-                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "flushing");
+            if let Err(e) = partition.maintain(now) {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "partition upkeep");
             }
         }
     }

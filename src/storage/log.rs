@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::batch::{self, HEADER_LEN, Stamp};
+use super::compaction;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
 
@@ -24,6 +25,8 @@ pub struct Log {
     recovery_point: i64,
     messages_since_flush: u64,
     last_flush_ms: i64,
+    /// Closed segments at the last compaction; a pass runs only once another has closed.
+    compacted_segments: usize,
 }
 
 impl Log {
@@ -43,12 +46,11 @@ impl Log {
             let above_recovery_point = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
             let check = if clean_shutdown || !above_recovery_point { Check::Tail } else { Check::Full };
             let segment = Segment::open(dir, base, check, index_interval, now)?;
+            // Compaction leaves gaps between segments; overlapping ones cannot be trusted.
             if let Some(previous) = segments.last()
-                && previous.next_offset != segment.base_offset
+                && previous.next_offset > segment.base_offset
             {
-                // A crash left a gap (a torn segment before a later one): nothing after
-                // the gap can be trusted to be contiguous.
-                tracing::warn!(dir = %dir.display(), base, "dropping segments after a gap");
+                tracing::warn!(dir = %dir.display(), base, "dropping segments that overlap the one before");
                 for &later in &bases[i..] {
                     delete_segment_files(dir, later)?;
                 }
@@ -66,6 +68,7 @@ impl Log {
             recovery_point: 0,
             messages_since_flush: 0,
             last_flush_ms: now,
+            compacted_segments: 0,
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         Ok(log)
@@ -158,9 +161,14 @@ impl Log {
             return Ok(Bytes::new());
         }
         let index = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
-        // An empty active segment holds nothing; the offset then sits in the previous one.
+        // The offset may fall in a gap that compaction left (or in an empty segment): the
+        // answer then starts with the first batch after it, in a later segment.
         for segment in &self.segments[index..] {
-            if let Some(position) = segment.locate(offset)? {
+            let position = match segment.base_offset <= offset {
+                true => segment.locate(offset)?,
+                false => (!segment.is_empty()).then_some(0),
+            };
+            if let Some(position) = position {
                 return segment.read(position, max_bytes, max_offset);
             }
         }
@@ -175,6 +183,27 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// Under `cleanup.policy=compact`, once a segment has closed since the last pass: drops
+    /// from closed segments every record that a later record of the same key supersedes.
+    pub fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let closed = self.segments.len() - 1;
+        if !self.config.compact || closed == 0 || closed == self.compacted_segments {
+            return Ok(());
+        }
+        let mut latest = std::collections::HashMap::new();
+        for segment in &self.segments {
+            compaction::note_latest(segment, &mut latest)?;
+        }
+        let index_interval = u64::from(self.config.index_interval_bytes);
+        for i in 0..closed {
+            if let Some(cleaned) = compaction::compact(&self.dir, &self.segments[i], &latest, index_interval, now_ms)? {
+                self.segments[i] = cleaned;
+            }
+        }
+        self.compacted_segments = closed;
+        Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), StorageError> {
@@ -291,6 +320,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: None,
             flush_ms: None,
+            compact: false,
         }
     }
 
@@ -497,6 +527,82 @@ mod tests {
         assert_eq!(log.recovery_point(), 0, "not due yet");
         log.flush_if_due(start + 1010).unwrap();
         assert_eq!(log.recovery_point(), 2);
+    }
+
+    /// A batch of one keyed record (`None` value: a deletion).
+    fn keyed(key: &str, value: Option<&str>) -> Bytes {
+        let record = (Some(Bytes::from(key.to_string())), value.map(|v| Bytes::from(v.to_string())));
+        crate::protocol::records::encode_batch(&[record], 0)
+    }
+
+    /// (offset, key, value) of every record, read as a consumer would.
+    fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
+            if bytes.is_empty() {
+                break;
+            }
+            let decoded = crate::protocol::records::decode_records(bytes, offset).unwrap();
+            offset = decoded.last().unwrap().offset + 1;
+            out.extend(decoded.into_iter().map(|r| {
+                let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+                (r.offset, r.key.map(text).unwrap(), r.value.map(text))
+            }));
+        }
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_record_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { compact: true, segment_bytes: 300, ..config() };
+        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        for round in 0..10 {
+            for key in ["a", "b", "c"] {
+                log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
+            }
+        }
+        log.append(keyed("b", None), 0, 0).unwrap();
+        log.append(keyed("d", Some("d0")), 0, 0).unwrap();
+        let before = log.segments.len();
+        assert!(before > 3);
+        log.compact_if_due(0).unwrap();
+        let after = records(&log);
+        // Closed segments keep only each key's latest record ("b" was last deleted, at 30);
+        // the open segment is left alone. Offsets do not change.
+        let latest = |key: &str| match key {
+            "a" => 27,
+            "b" => 30,
+            "c" => 29,
+            _ => 31,
+        };
+        let open_from = log.segments.last().unwrap().base_offset;
+        for (offset, key, _) in &after {
+            assert!(*offset >= open_from || *offset == latest(key), "{offset} {key} survived: {after:?}");
+        }
+        assert!(after.contains(&(27, "a".to_string(), Some("a9".to_string()))));
+        assert!(after.contains(&(29, "c".to_string(), Some("c9".to_string()))));
+        assert!(after.len() < 10, "{after:?}");
+        assert_eq!(after.last().unwrap(), &(31, "d".to_string(), Some("d0".to_string())));
+        assert_eq!(log.log_end_offset(), 32);
+        // Reads from an offset that was compacted away continue at the next record.
+        assert_eq!(
+            crate::protocol::records::decode_records(log.read(3, 1 << 20, i64::MAX).unwrap(), 3).unwrap()[0].offset,
+            27
+        );
+
+        // The compacted log reopens, cleanly or not, and takes appends after the same end.
+        log.close().unwrap();
+        drop(log);
+        for clean in [true, false] {
+            let log = Log::open(dir.path(), config.clone(), clean).unwrap();
+            assert_eq!(records(&log), after);
+            assert_eq!(log.log_end_offset(), 32);
+        }
+        let mut log = Log::open(dir.path(), config, true).unwrap();
+        assert_eq!(log.append(keyed("a", Some("a10")), 0, 0).unwrap().base_offset, 32);
     }
 
     #[test]

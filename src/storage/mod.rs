@@ -8,8 +8,10 @@
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`index`]: the sparse index files.
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
+//! - [`compaction`]: keeping only the latest record per key in closed segments.
 
 pub mod batch;
+mod compaction;
 mod index;
 mod log;
 mod segment;
@@ -52,6 +54,8 @@ pub struct LogConfig {
     pub flush_messages: Option<u64>,
     /// fsync when this long has passed since the last flush; None = leave it to the OS.
     pub flush_ms: Option<i64>,
+    /// `cleanup.policy=compact`: closed segments keep only the latest record of each key.
+    pub compact: bool,
 }
 
 /// What an append did.

@@ -80,8 +80,11 @@ impl Segment {
             Check::Tail => {
                 let offsets = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
                 let times = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
-                offsets.zip(times).filter(|(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| {
-                    o.last().is_none_or(|e| u64::from(e.position) < size)
+                // The first batch of a segment is always indexed: an empty index over a non-empty
+                // log (its index files were lost) cannot be trusted either.
+                offsets.zip(times).filter(|(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| match o.last() {
+                    None => size == 0,
+                    Some(e) => u64::from(e.position) < size,
                 })
             }
         };
