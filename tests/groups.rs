@@ -133,6 +133,19 @@ fn cli_shows_lag_and_resets_a_stopped_group() {
     assert!(!out.contains("slow"), "{out}");
 }
 
+/// Consumer-protocol metadata subscribing to `topics` (version prefix, then the v0 body).
+fn subscription(topics: &[&str]) -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i16(0);
+    ConsumerProtocolSubscription::default()
+        .with_topics(topics.iter().map(|t| string(t)).collect())
+        .encode(&mut buf, 0)
+        .unwrap();
+    buf.freeze()
+}
+
 /// Joins `group` as a single raw member and syncs; returns (member id, generation).
 fn join(raw: &mut Raw, group: &str) -> (String, i32) {
     let mut request = JoinGroupRequest::default()
@@ -140,7 +153,11 @@ fn join(raw: &mut Raw, group: &str) -> (String, i32) {
         .with_session_timeout_ms(30_000)
         .with_rebalance_timeout_ms(30_000)
         .with_protocol_type(string("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(string("range"))]);
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(string("range"))
+                .with_metadata(subscription(&["t"])),
+        ]);
     let first = raw.send(&request, 9);
     assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
     request = request.with_member_id(first.member_id.clone());
@@ -293,4 +310,82 @@ fn the_offsets_topic_is_compacted() {
     broker.restart();
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(committed(&mut raw, "compacted", "t"), 399, "the compacted log still knows the latest commit");
+}
+
+#[test]
+fn group_administration_requests() {
+    let broker = Broker::start(2, GROUP_SETTINGS);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("t", 1, &[]), 0);
+
+    // FindCoordinator names this broker, one key at a time and in batches.
+    let single = raw.send(&FindCoordinatorRequest::default().with_key(string("g")), 3);
+    assert_eq!((single.error_code, single.port), (0, broker.addr().rsplit(':').next().unwrap().parse().unwrap()));
+    let batched = raw.send(&FindCoordinatorRequest::default().with_coordinator_keys(vec![string("g"), string("h")]), 4);
+    assert!(batched.coordinators.iter().all(|c| c.error_code == 0 && c.node_id.0 == 0));
+    let transactional = raw.send(&FindCoordinatorRequest::default().with_key(string("tx")).with_key_type(1), 3);
+    assert_eq!(transactional.error_code, 15, "COORDINATOR_NOT_AVAILABLE until transactions exist");
+
+    let (member, generation) = join(&mut raw, "active");
+    assert_eq!(commit(&mut raw, "active", &member, generation, "t", 0, ""), 0);
+    assert_eq!(commit(&mut raw, "idle", "", -1, "t", 0, ""), 0);
+
+    let listed = raw.send(&ListGroupsRequest::default(), 4);
+    let mut groups: Vec<(String, String)> =
+        listed.groups.iter().map(|g| (g.group_id.0.to_string(), g.group_state.to_string())).collect();
+    groups.sort();
+    assert_eq!(groups, [("active".into(), "Stable".into()), ("idle".into(), "Empty".into())]);
+    let stable_only = raw.send(&ListGroupsRequest::default().with_states_filter(vec![string("Stable")]), 4);
+    assert_eq!(stable_only.groups.len(), 1);
+
+    let described = raw.send(
+        &DescribeGroupsRequest::default().with_groups(vec![
+            GroupId(string("active")),
+            GroupId(string("idle")),
+            GroupId(string("nobody")),
+        ]),
+        5,
+    );
+    let states: Vec<&str> = described.groups.iter().map(|g| g.group_state.as_str()).collect();
+    assert_eq!(states, ["Stable", "Empty", "Dead"]);
+    assert_eq!(described.groups[0].members.len(), 1);
+    assert_eq!(described.groups[0].members[0].member_id.as_str(), member);
+    assert_eq!(described.groups[0].protocol_data.as_str(), "range");
+
+    // An active group's offsets for a topic it subscribes to cannot be deleted; an idle one's can.
+    let offset_delete = |raw: &mut Raw, group: &str| {
+        use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+        let request = OffsetDeleteRequest::default().with_group_id(GroupId(string(group))).with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(string("t")))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+        ]);
+        raw.send(&request, 0)
+    };
+    let subscribed = offset_delete(&mut raw, "active");
+    assert_eq!(subscribed.topics[0].partitions[0].error_code, 86, "GROUP_SUBSCRIBED_TO_TOPIC");
+    assert_eq!(committed(&mut raw, "active", "t"), 5);
+    assert_eq!(commit(&mut raw, "spare", "", -1, "t", 0, ""), 0);
+    let unsubscribed = offset_delete(&mut raw, "spare");
+    assert_eq!((unsubscribed.error_code, unsubscribed.topics[0].partitions[0].error_code), (0, 0));
+    assert_eq!(committed(&mut raw, "spare", "t"), -1);
+    assert_eq!(offset_delete(&mut raw, "nobody").error_code, 69, "GROUP_ID_NOT_FOUND");
+
+    let delete = |raw: &mut Raw, group: &str| {
+        raw.send(&DeleteGroupsRequest::default().with_groups_names(vec![GroupId(string(group))]), 2).results[0]
+            .error_code
+    };
+    assert_eq!(delete(&mut raw, "active"), 68, "NON_EMPTY_GROUP");
+    assert_eq!(delete(&mut raw, "nobody"), 69, "GROUP_ID_NOT_FOUND");
+    assert_eq!(delete(&mut raw, "idle"), 0);
+    let described = raw.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(string("idle"))]), 5);
+    assert_eq!(described.groups[0].group_state.as_str(), "Dead", "deleted");
+
+    // The member leaves; the group is then empty and can be deleted.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(string("active")))
+        .with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(string(&member))]);
+    let left = raw.send(&leave, 5);
+    assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+    assert_eq!(delete(&mut raw, "active"), 0);
 }
