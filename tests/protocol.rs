@@ -81,3 +81,43 @@ fn list_offsets_by_position_and_time() {
     assert_eq!(lookup(2500), (4, 3000));
     assert_eq!(lookup(3001), (-1, -1), "nothing that late");
 }
+
+#[test]
+fn acks_0_gets_no_answer_and_fetch_respects_max_bytes() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("fire", 2, &[]), 0);
+    // acks=0: the broker writes but answers nothing; the next request's answer comes next.
+    for partition in 0..2 {
+        let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(1000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name("fire")).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(batch_at(&[&[b'x'; 600]], 0))),
+            ]),
+        ]);
+        raw.send_frame(&encode(&produce, 9, 200 + partition));
+    }
+    raw.send_frame(&encode(&ApiVersionsRequest::default(), 2, 300));
+    assert_eq!(raw.read_frame().expect("a response").get_i32(), 300);
+
+    // Two partitions of ~700 bytes each: a 1000-byte response holds only the first (and
+    // always at least one batch, even when the limit is smaller still).
+    let fetch = |raw: &mut Raw, max_bytes: i32| {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(name("fire")).with_partitions(
+                (0..2).map(|p| FetchPartition::default().with_partition(p).with_partition_max_bytes(1 << 20)).collect(),
+            )]);
+        let response = raw.send(&request, 11);
+        response.responses[0].partitions.iter().map(|p| p.records.as_ref().map_or(0, |r| r.len())).collect::<Vec<_>>()
+    };
+    let both = fetch(&mut raw, 1 << 20);
+    assert!(both.iter().all(|&n| n > 600), "{both:?}");
+    let limited = fetch(&mut raw, 1000);
+    assert_eq!((limited[0] > 600, limited[1]), (true, 0), "{limited:?}");
+    let tiny = fetch(&mut raw, 10);
+    assert_eq!((tiny[0] > 600, tiny[1]), (true, 0), "{tiny:?}");
+}
