@@ -18,6 +18,8 @@ use crate::storage::{LogConfig, TimestampType};
 pub struct BrokerConfig {
     pub node_id: i32,
     pub listen: SocketAddr,
+    /// The admin HTTP listener (Prometheus `/metrics`); `None` turns it off.
+    pub admin: Option<SocketAddr>,
     /// Address handed to clients in Metadata; defaults to the listen address.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
@@ -60,6 +62,7 @@ impl Default for BrokerConfig {
         Self {
             node_id: 0,
             listen: "127.0.0.1:9092".parse().expect("valid literal address"),
+            admin: Some("127.0.0.1:9644".parse().expect("valid literal address")),
             advertise: None,
             data_dir: PathBuf::from("sluice-data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -110,6 +113,9 @@ impl BrokerConfig {
         match key {
             "node.id" | "broker.id" => self.node_id = value.parse().with_context(context)?,
             "listeners" | "listen" => self.listen = value.parse().with_context(context)?,
+            "admin.listen" | "admin" => {
+                self.admin = if value == "off" { None } else { Some(value.parse().with_context(context)?) }
+            }
             "advertised.listeners" | "advertise" => self.advertise = Some(value.to_string()),
             "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value),
             "cores" => self.cores = value.parse().with_context(context)?,

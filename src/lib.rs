@@ -11,6 +11,7 @@
 //! - [`group`]: consumer groups: the membership state machine and committed offsets.
 //! - [`partition`]: one partition on its owning shard: log, offsets, high watermark, epoch.
 //! - [`storage`]: segmented logs of Kafka v2 record batches, indexes and recovery.
+//! - [`metrics`]: per-shard counters and the Prometheus exposition.
 //! - [`cluster`]: the metadata image (topics, placement, configs) and its persistence.
 //! - [`client`]: a small blocking Kafka client used by the CLI and tests.
 
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod metrics;
 pub mod partition;
 pub mod protocol;
 pub mod runtime;

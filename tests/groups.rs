@@ -22,15 +22,17 @@ fn string(s: &str) -> StrBytes {
 
 #[test]
 fn members_joining_and_crashing_share_the_partitions() {
+    let _one_at_a_time = common::serial();
     let broker = Broker::start(2, GROUP_SETTINGS);
     let summary = driver(&broker, "groups_kafka_python", &["rebalance"], Duration::from_secs(240));
     assert_eq!(summary["produced"], 900, "{summary}");
-    // The crashed member's partitions moved within its session timeout (4 s) plus a margin.
-    assert!(summary["moved_after_s"].as_f64().unwrap() < 10.0, "{summary}");
+    // The crashed member's partitions moved within its session timeout (6 s) plus a margin.
+    assert!(summary["moved_after_s"].as_f64().unwrap() < 16.0, "{summary}");
 }
 
 #[test]
 fn groups_broadcast_and_members_unicast() {
+    let _one_at_a_time = common::serial();
     let broker = Broker::start(2, GROUP_SETTINGS);
     let summary = driver(&broker, "groups_kafka_python", &["broadcast"], Duration::from_secs(120));
     assert_eq!(summary["group_shared"], 400);
@@ -39,6 +41,7 @@ fn groups_broadcast_and_members_unicast() {
 
 #[test]
 fn committed_offsets_survive_restart_and_kill_9() {
+    let _one_at_a_time = common::serial();
     let mut broker = Broker::start(2, GROUP_SETTINGS);
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(raw.create_topic("resume", 1, &[]), 0);
@@ -70,6 +73,7 @@ fn committed_offsets_survive_restart_and_kill_9() {
 
 #[test]
 fn librdkafka_cooperative_sticky_and_auto_commit() {
+    let _one_at_a_time = common::serial();
     let broker = Broker::start(2, GROUP_SETTINGS);
     let summary = driver(&broker, "groups_confluent", &[], Duration::from_secs(240));
     assert_eq!(summary["cooperative"]["records"], 2000, "{summary}");
@@ -78,6 +82,7 @@ fn librdkafka_cooperative_sticky_and_auto_commit() {
 
 #[test]
 fn cli_shows_lag_and_resets_a_stopped_group() {
+    let _one_at_a_time = common::serial();
     let broker = Broker::start(1, GROUP_SETTINGS);
     let bootstrap = broker.addr();
     let mut raw = Raw::connect(bootstrap);

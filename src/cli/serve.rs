@@ -32,6 +32,9 @@ pub struct ServeArgs {
     advertise: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Admin HTTP address serving Prometheus `/metrics` (default 127.0.0.1:9644; "off": none).
+    #[arg(long)]
+    admin: Option<String>,
     /// Number of shards (one pinned executor each); default: one per available core.
     #[arg(long)]
     cores: Option<usize>,
@@ -61,6 +64,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(admin) = &args.admin {
+        config.set("admin.listen", admin)?;
     }
     if let Some(advertise) = args.advertise {
         config.advertise = Some(advertise);
@@ -94,6 +100,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
 
     let (listen, port_guard) = runtime::reserve_port(config.listen)?;
     config.listen = listen;
+    let admin = config.admin.map(runtime::reserve_port).transpose().context("the admin listener")?;
+    config.admin = admin.as_ref().map(|(address, _)| *address);
     let advertised = advertised_address(&config)?;
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
@@ -125,10 +133,20 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                         return Ok(());
                     }
                 };
+                // Shard 0 also serves the admin listener.
+                let admin_task = match config.admin.filter(|_| shard_id == 0).map(bind_reuseport).transpose() {
+                    Ok(admin) => {
+                        admin.map(|listener| spawn_local(crate::server::admin::serve(shard.clone(), listener)))
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(anyhow::Error::from(e).context("the admin listener")));
+                        return Ok(());
+                    }
+                };
                 let _ = bound_tx.send(Ok(()));
                 drop(bound_tx);
                 run_shard(shard, listener, shutdown).await;
-                drop((mesh_task, upkeep_task, group_task));
+                drop((mesh_task, upkeep_task, group_task, admin_task));
                 Ok(())
             }
         })
@@ -137,8 +155,11 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     for _ in 0..cores {
         bound_rx.recv().context("a shard stopped before binding")?.context("binding the listener")?;
     }
-    drop(port_guard);
-    println!("sluice ready: listening on {listen}");
+    drop((port_guard, admin));
+    match config.admin {
+        Some(admin) => println!("sluice ready: listening on {listen}, admin on {admin}"),
+        None => println!("sluice ready: listening on {listen}"),
+    }
     use std::io::Write;
     std::io::stdout().flush()?;
 

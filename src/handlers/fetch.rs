@@ -82,6 +82,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
                 records = bytes::Bytes::new();
             }
             budget = budget.saturating_sub(records.len());
+            // Until the zero-copy path lands, record bytes are copied through user space.
+            shard.metrics.borrow_mut().fetch_bytes_copied += records.len() as u64;
             first = false;
         }
         topics[w.topic_index].partitions.push(

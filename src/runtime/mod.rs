@@ -42,6 +42,9 @@ pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 /// same one. The returned guard keeps the port reserved until the shards have bound.
 pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
     if addr.port() != 0 {
+        // Shards bind with SO_REUSEPORT, which would silently share the port with another
+        // process of this user: a plain bind first tells whether it is really free.
+        drop(std::net::TcpListener::bind(addr)?);
         return Ok((addr, None));
     }
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;

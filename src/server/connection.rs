@@ -32,7 +32,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer_task = spawn_local(async move {
         while let Some(task) = responses.next().await {
             let written = match task.await {
-                Outcome::Respond(frame) => writer.write_all(&frame).await,
+                Outcome::Respond(frame) => {
+                    write_shard.metrics.borrow_mut().bytes_out += frame.len() as u64;
+                    writer.write_all(&frame).await
+                }
                 Outcome::Silent => Ok(()),
                 Outcome::Close => Err(std::io::ErrorKind::InvalidData.into()),
             };
@@ -48,7 +51,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
     loop {
         let frame = match read_frame(&mut reader, shard.config.socket_request_max_bytes).await {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                shard.metrics.borrow_mut().bytes_in += 4 + frame.len() as u64;
+                frame
+            }
             Err(e) => {
                 tracing::debug!(?peer, reason = %e, "closing connection");
                 break;
@@ -75,9 +81,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let (header, body) = request;
         shard.in_flight.set(shard.in_flight.get() + 1);
         let handler_shard = shard.clone();
+        let received = std::time::Instant::now();
         let task = spawn_local(async move {
             let api_key = header.request_api_key;
-            match handlers::handle(&handler_shard, header, body, peer).await {
+            let outcome = handlers::handle(&handler_shard, header, body, peer).await;
+            let latency_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+            handler_shard.metrics.borrow_mut().record_request(api_key, latency_us);
+            match outcome {
                 Ok(Some(response)) => Outcome::Respond(response),
                 Ok(None) => Outcome::Silent,
                 Err(e) => {

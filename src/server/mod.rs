@@ -3,6 +3,7 @@
 //! Every shard binds the same address with SO_REUSEPORT and serves the connections the kernel
 //! hands it; a connection lives and dies on the shard that accepted it.
 
+pub mod admin;
 pub mod connection;
 
 use std::rc::Rc;

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
 use crate::group::GroupEntry;
+use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::runtime::{Semaphore, Senders};
 
@@ -54,6 +55,8 @@ pub struct Shard {
     controller_lock: Semaphore,
     /// Producer ids reserved for this shard: [next, end).
     pub producer_ids: Cell<(i64, i64)>,
+    /// This shard's counters; read by scrapes through the mesh.
+    pub metrics: RefCell<ShardMetrics>,
     /// Set when shutdown begins: connections stop reading new requests.
     pub stopping: Cell<bool>,
     /// Requests accepted and not yet answered on this shard.
@@ -80,6 +83,7 @@ impl Shard {
             senders,
             controller_lock: Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
+            metrics: RefCell::new(ShardMetrics::default()),
             stopping: Cell::new(false),
             in_flight: Cell::new(0),
         }

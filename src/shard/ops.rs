@@ -46,6 +46,7 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::AllocateProducerIds { count } => {
             ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
         }
+        ShardRequest::Metrics => ShardResponse::Metrics(Box::new(snapshot(shard))),
         ShardRequest::Group(call) => ShardResponse::Group(crate::handlers::groups::on_coordinator(shard, call).await),
         ShardRequest::ApplyMetadata { image } => {
             apply_metadata(shard, image, false);
@@ -183,5 +184,27 @@ pub async fn maintain_partitions(shard: Rc<Shard>) {
                 tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "partition upkeep");
             }
         }
+    }
+}
+
+/// This shard's counters and partition offsets; runs on the shard, so the CPU time is its own.
+fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
+    let partitions = shard
+        .partitions
+        .borrow()
+        .iter()
+        .map(|(tp, p)| crate::metrics::PartitionGauge {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            log_start_offset: p.log_start_offset(),
+            log_end_offset: p.log_end_offset(),
+            high_watermark: p.high_watermark(),
+        })
+        .collect();
+    crate::metrics::Snapshot {
+        shard: shard.id,
+        metrics: shard.metrics.borrow().clone(),
+        partitions,
+        cpu_seconds: crate::metrics::thread_cpu_seconds(),
     }
 }

@@ -43,6 +43,8 @@ pub enum ShardRequest {
     AllocateProducerIds { count: i64 },
     /// Install a new metadata image: open partitions now owned, drop deleted ones.
     ApplyMetadata { image: MetadataImage },
+    /// This shard's counters and partition offsets, for a metrics scrape.
+    Metrics,
     /// A consumer-group request, for the shard coordinating the group.
     Group(Box<GroupCall>),
 }
@@ -142,6 +144,7 @@ pub enum ShardResponse {
     MetadataApplied,
     ProducerIds(i64),
     Group(GroupAnswer),
+    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 /// A request travelling to its owner, with the way back.
@@ -163,6 +166,7 @@ impl Shard {
             if target == shard.id {
                 return ops::execute(&shard, request).await;
             }
+            shard.metrics.borrow_mut().mesh_sent += 1;
             let (reply, answer) = oneshot::channel();
             if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
                 panic!("shard {target} left the mesh while shard {} runs", shard.id);
@@ -179,6 +183,7 @@ impl Shard {
             let shard = self.clone();
             streams.push(spawn_local(async move {
                 while let Some(Envelope { request, reply }) = stream.recv().await {
+                    shard.metrics.borrow_mut().mesh_received += 1;
                     let shard = shard.clone();
                     spawn_local(async move {
                         let _ = reply.send(ops::execute(&shard, request).await);

@@ -17,10 +17,18 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Serialises the tests of one file that run several client processes each: on a 2-core CI
+/// machine, many at once starve them of CPU until sessions time out.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A running broker process. Dropping it kills the process.
 pub struct Broker {
     child: Option<Child>,
     addr: String,
+    admin_addr: Option<String>,
     data_dir: PathBuf,
     args: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -37,6 +45,7 @@ impl Broker {
         let mut broker = Broker {
             child: None,
             addr: String::new(),
+            admin_addr: None,
             data_dir,
             args,
             stderr: Arc::new(Mutex::new(Vec::new())),
@@ -49,7 +58,7 @@ impl Broker {
     fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -73,20 +82,30 @@ impl Broker {
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("sluice ready: listening on ") {
-                    let _ = ready_tx.send(addr.trim().to_string());
+                if let Some(rest) = line.strip_prefix("sluice ready: listening on ") {
+                    let kafka = rest.split(',').next().unwrap_or_default().trim().to_string();
+                    let admin = rest.split_once(", admin on ").map(|(_, a)| a.trim().to_string());
+                    let _ = ready_tx.send((kafka, admin));
                 }
             }
         });
         self.child = Some(child);
         match ready_rx.recv_timeout(READY_DEADLINE) {
-            Ok(addr) => self.addr = addr,
+            Ok((addr, admin)) => {
+                self.addr = addr;
+                self.admin_addr = admin;
+            }
             Err(_) => panic!("broker did not become ready; stderr:\n{}", self.stderr_text()),
         }
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The admin HTTP address (Prometheus `/metrics`).
+    pub fn admin_addr(&self) -> &str {
+        self.admin_addr.as_deref().expect("the broker serves an admin listener")
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -17,7 +17,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 DEADLINE_S = 60
-SESSION_TIMEOUT_MS = 4000
+SESSION_TIMEOUT_MS = 6000
 
 
 def consumer_process(bootstrap, topic, group, name, events, stop):

@@ -1,0 +1,249 @@
+//! Per-shard counters and histograms, and their Prometheus text exposition.
+//!
+//! Each shard counts into its own [`ShardMetrics`] (no sharing, no atomics); a scrape asks
+//! every shard for a [`Snapshot`] through the mesh and renders them together, one series per
+//! shard where it helps tuning, merged where it does not.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::ApiKey;
+
+/// Latencies are recorded in microseconds, up to a minute, with 2 significant digits.
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// Upper bounds of the exported latency buckets, in seconds.
+const LATENCY_BUCKETS_S: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds")
+}
+
+/// One API's requests on one shard.
+#[derive(Clone)]
+pub struct ApiStats {
+    pub requests: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+/// What a shard counts. Lives in the shard (`RefCell`), never shared.
+#[derive(Clone, Default)]
+pub struct ShardMetrics {
+    pub apis: BTreeMap<i16, ApiStats>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Record bytes of fetch responses copied through user space.
+    pub fetch_bytes_copied: u64,
+    /// Record bytes of fetch responses sent from the page cache without a copy.
+    pub fetch_bytes_zero_copy: u64,
+    pub mesh_sent: u64,
+    pub mesh_received: u64,
+}
+
+impl ShardMetrics {
+    pub fn record_request(&mut self, api_key: i16, latency_us: u64) {
+        let stats =
+            self.apis.entry(api_key).or_insert_with(|| ApiStats { requests: 0, latency_us: latency_histogram() });
+        stats.requests += 1;
+        stats.latency_us.saturating_record(latency_us.clamp(1, LATENCY_MAX_US));
+    }
+}
+
+/// A partition's offsets at scrape time.
+pub struct PartitionGauge {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// Everything one shard reports to a scrape.
+pub struct Snapshot {
+    pub shard: usize,
+    pub metrics: ShardMetrics,
+    pub partitions: Vec<PartitionGauge>,
+    /// CPU time this shard's thread has used.
+    pub cpu_seconds: f64,
+}
+
+/// CPU time of the calling thread, from `getrusage(RUSAGE_THREAD)`.
+pub fn thread_cpu_seconds() -> f64 {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD) {
+        Ok(usage) => {
+            let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            seconds(usage.user_time()) + seconds(usage.system_time())
+        }
+        Err(_) => 0.0,
+    }
+}
+
+fn api_name(key: i16) -> String {
+    ApiKey::try_from(key).map_or_else(|_| key.to_string(), |k| format!("{k:?}"))
+}
+
+/// Label values may hold any topic name; Prometheus wants `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the snapshots of all shards in the Prometheus text exposition format (0.0.4).
+pub fn render(snapshots: &[Snapshot]) -> String {
+    let mut out = String::new();
+
+    family(&mut out, "sluice_requests_total", "counter", "Requests answered, by API and shard.");
+    for s in snapshots {
+        for (key, stats) in &s.metrics.apis {
+            let _ = writeln!(
+                out,
+                "sluice_requests_total{{api=\"{}\",shard=\"{}\"}} {}",
+                api_name(*key),
+                s.shard,
+                stats.requests
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "sluice_request_latency_seconds",
+        "histogram",
+        "Time from a request's arrival to its response, by API.",
+    );
+    let mut merged: BTreeMap<i16, Histogram<u64>> = BTreeMap::new();
+    for s in snapshots {
+        for (key, stats) in &s.metrics.apis {
+            merged.entry(*key).or_insert_with(latency_histogram).add(&stats.latency_us).expect("same bounds");
+        }
+    }
+    for (key, histogram) in &merged {
+        let api = api_name(*key);
+        for bound in LATENCY_BUCKETS_S {
+            let count = histogram.count_between(0, (bound * 1e6) as u64);
+            let _ = writeln!(out, "sluice_request_latency_seconds_bucket{{api=\"{api}\",le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "sluice_request_latency_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {}", histogram.len());
+        // The sum is estimated from the histogram's buckets, which is what it keeps.
+        let sum: f64 =
+            histogram.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+        let _ = writeln!(out, "sluice_request_latency_seconds_sum{{api=\"{api}\"}} {}", sum / 1e6);
+        let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {}", histogram.len());
+    }
+
+    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 2] = [
+        ("sluice_bytes_in_total", "Request bytes read from clients.", |m| m.bytes_in),
+        ("sluice_bytes_out_total", "Response bytes written to clients.", |m| m.bytes_out),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(&s.metrics));
+        }
+    }
+
+    family(
+        &mut out,
+        "sluice_fetch_record_bytes_total",
+        "counter",
+        "Record bytes served by Fetch, by how they reached the socket.",
+    );
+    for s in snapshots {
+        let _ = writeln!(
+            out,
+            "sluice_fetch_record_bytes_total{{path=\"copied\",shard=\"{}\"}} {}",
+            s.shard, s.metrics.fetch_bytes_copied
+        );
+        let _ = writeln!(
+            out,
+            "sluice_fetch_record_bytes_total{{path=\"zero_copy\",shard=\"{}\"}} {}",
+            s.shard, s.metrics.fetch_bytes_zero_copy
+        );
+    }
+
+    family(&mut out, "sluice_mesh_messages_total", "counter", "Envelopes sent to and received from other shards.");
+    for s in snapshots {
+        let _ = writeln!(
+            out,
+            "sluice_mesh_messages_total{{direction=\"sent\",shard=\"{}\"}} {}",
+            s.shard, s.metrics.mesh_sent
+        );
+        let _ = writeln!(
+            out,
+            "sluice_mesh_messages_total{{direction=\"received\",shard=\"{}\"}} {}",
+            s.shard, s.metrics.mesh_received
+        );
+    }
+
+    family(
+        &mut out,
+        "sluice_shard_cpu_seconds_total",
+        "counter",
+        "CPU time used by each shard's thread (its reactor's busy time).",
+    );
+    for s in snapshots {
+        let _ = writeln!(out, "sluice_shard_cpu_seconds_total{{shard=\"{}\"}} {}", s.shard, s.cpu_seconds);
+    }
+
+    let gauges: [(&str, &str, fn(&PartitionGauge) -> i64); 3] = [
+        ("sluice_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset),
+        ("sluice_partition_log_end_offset", "Next offset to be written.", |p| p.log_end_offset),
+        ("sluice_partition_high_watermark", "Offset below which records are committed and readable.", |p| {
+            p.high_watermark
+        }),
+    ];
+    for (name, help, value) in gauges {
+        family(&mut out, name, "gauge", help);
+        for s in snapshots {
+            for p in &s.partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\",shard=\"{}\"}} {}",
+                    escape(&p.topic),
+                    p.partition,
+                    s.shard,
+                    value(p)
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_valid_exposition_lines() {
+        let mut metrics = ShardMetrics::default();
+        metrics.record_request(0, 150);
+        metrics.record_request(0, 3000);
+        metrics.bytes_in = 10;
+        let snapshot = Snapshot {
+            shard: 0,
+            metrics,
+            partitions: vec![PartitionGauge {
+                topic: "a\"b".into(),
+                partition: 1,
+                log_start_offset: 0,
+                log_end_offset: 7,
+                high_watermark: 7,
+            }],
+            cpu_seconds: 0.5,
+        };
+        let text = render(&[snapshot]);
+        assert!(text.contains("sluice_requests_total{api=\"Produce\",shard=\"0\"} 2"));
+        assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 1"));
+        assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 2"));
+        assert!(text.contains("sluice_partition_log_end_offset{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 7"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

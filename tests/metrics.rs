@@ -1,0 +1,94 @@
+//! The admin listener's `/metrics`: valid Prometheus text exposition whose counters move with
+//! traffic.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use common::{Broker, Raw, batch};
+
+/// GET `path` from the admin listener: (status line, body).
+fn get(broker: &Broker, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(broker.admin_addr()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Checks the exposition format line by line; returns every sample as "name{labels}" → value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(typed.insert(name.to_string()), "family typed twice: {line}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name: {line}"
+        );
+        let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        assert!(typed.contains(name) || typed.contains(family), "sample before its # TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (key, value) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line}"));
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                    assert!(!value.trim_end_matches('"').contains('"') || value.contains("\\\""), "{line}");
+                }
+            }
+        }
+        samples.insert(series.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
+    }
+    samples
+}
+
+fn total(samples: &HashMap<String, f64>, prefix: &str) -> f64 {
+    samples.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("watched", 2, &[]), 0);
+    let (status, body) = get(&broker, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let before = parse(&body);
+
+    for i in 0..10 {
+        assert_eq!(raw.produce("watched", i % 2, batch(&[b"payload"]), 1).0, 0);
+    }
+    let (error, _, records) = raw.fetch("watched", 0, 0, 0);
+    assert_eq!(error, 0);
+    assert!(!records.is_empty());
+
+    let after = parse(&get(&broker, "/metrics").1);
+    let produced = |s: &HashMap<String, f64>| total(s, "sluice_requests_total{api=\"Produce\"");
+    assert_eq!(produced(&after) - produced(&before), 10.0);
+    assert_eq!(total(&after, "sluice_request_latency_seconds_count{api=\"Produce\"}"), produced(&after));
+    assert!(total(&after, "sluice_bytes_in_total") > total(&before, "sluice_bytes_in_total"));
+    assert!(total(&after, "sluice_bytes_out_total") > total(&before, "sluice_bytes_out_total"));
+    assert!(total(&after, "sluice_fetch_record_bytes_total{path=\"copied\"") >= records.len() as f64);
+    assert_eq!(total(&after, "sluice_partition_log_end_offset{topic=\"watched\",partition=\"0\""), 5.0);
+    assert_eq!(total(&after, "sluice_partition_high_watermark{topic=\"watched\",partition=\"1\""), 5.0);
+    assert!(total(&after, "sluice_shard_cpu_seconds_total") > 0.0);
+    // Two shards: something crossed the mesh (topic creation at least).
+    assert!(total(&after, "sluice_mesh_messages_total{direction=\"received\"") > 0.0);
+
+    assert!(get(&broker, "/elsewhere").0.contains("404"));
+}
