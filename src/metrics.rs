@@ -87,6 +87,9 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A metric family drawn from one field: (name, help, how to read it).
+type Family<S, V> = (&'static str, &'static str, fn(&S) -> V);
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -135,7 +138,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {}", histogram.len());
     }
 
-    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 2] = [
+    let counters: [Family<ShardMetrics, u64>; 2] = [
         ("sluice_bytes_in_total", "Request bytes read from clients.", |m| m.bytes_in),
         ("sluice_bytes_out_total", "Response bytes written to clients.", |m| m.bytes_out),
     ];
@@ -189,7 +192,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_shard_cpu_seconds_total{{shard=\"{}\"}} {}", s.shard, s.cpu_seconds);
     }
 
-    let gauges: [(&str, &str, fn(&PartitionGauge) -> i64); 3] = [
+    let gauges: [Family<PartitionGauge, i64>; 3] = [
         ("sluice_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset),
         ("sluice_partition_log_end_offset", "Next offset to be written.", |p| p.log_end_offset),
         ("sluice_partition_high_watermark", "Offset below which records are committed and readable.", |p| {
