@@ -6,6 +6,7 @@ mod group;
 mod produce;
 mod serve;
 mod topic;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: group::GroupCommand,
     },
+    /// Inspect this host's settings for running a broker.
+    Tune {
+        #[command(subcommand)]
+        command: tune::TuneCommand,
+    },
     /// Produce one record per stdin line.
     Produce(produce::ProduceArgs),
     /// Consume records and print one per line.
@@ -52,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Topic { command } => topic::run(command),
         Command::Group { command } => group::run(command),
         Command::Produce(args) => produce::run(args),
+        Command::Tune { command } => tune::run(command),
         Command::Consume(args) => consume::run(args),
     };
     match result {

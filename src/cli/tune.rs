@@ -1,0 +1,221 @@
+//! `sluice tune check`: inspects the host a broker runs on and prints, for each setting that
+//! matters to it, the value found, what `tuning/README.md` recommends and why. It only reads;
+//! what it cannot read it reports as unknown, and it always exits 0.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum TuneCommand {
+    /// Report this host's settings against the recommendations.
+    Check {
+        /// The broker's data directory, to find the disk it lives on.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// Shards the broker will run (for the locked-memory estimate).
+        #[arg(long)]
+        cores: Option<usize>,
+    },
+}
+
+/// What a check concluded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Advice,
+    Unknown,
+}
+
+struct Finding {
+    setting: String,
+    value: String,
+    recommended: String,
+    verdict: Verdict,
+    why: &'static str,
+}
+
+fn read(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn sysctl(name: &str) -> Option<String> {
+    read(Path::new("/proc/sys").join(name.replace('.', "/")))
+}
+
+/// A numeric setting that should be at least / at most `target`.
+fn numeric(setting: &str, value: Option<String>, target: u64, at_least: bool, why: &'static str) -> Finding {
+    let parsed = value.as_deref().and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    let verdict = match parsed {
+        None => Verdict::Unknown,
+        Some(v) if (at_least && v >= target) || (!at_least && v <= target) => Verdict::Ok,
+        Some(_) => Verdict::Advice,
+    };
+    Finding {
+        setting: setting.to_string(),
+        value: value.unwrap_or_else(|| "unreadable".into()),
+        recommended: format!("{} {target}", if at_least { ">=" } else { "<=" }),
+        verdict,
+        why,
+    }
+}
+
+/// A setting whose value should be one of `good`.
+fn choice(setting: &str, value: Option<String>, good: &[&str], why: &'static str) -> Finding {
+    let verdict = match &value {
+        None => Verdict::Unknown,
+        Some(v) if good.contains(&v.as_str()) => Verdict::Ok,
+        Some(_) => Verdict::Advice,
+    };
+    Finding {
+        setting: setting.to_string(),
+        value: value.unwrap_or_else(|| "unreadable".into()),
+        recommended: good.join(" or "),
+        verdict,
+        why,
+    }
+}
+
+/// The active entry of a sysfs list such as "always [madvise] never".
+fn bracketed(text: Option<String>) -> Option<String> {
+    let text = text?;
+    let start = text.find('[')? + 1;
+    let end = text[start..].find(']')? + start;
+    Some(text[start..end].to_string())
+}
+
+/// The scheduler of the block device holding `dir` (the whole disk for a partition).
+fn io_scheduler(dir: &Path) -> Option<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let dev = std::fs::metadata(existing).ok()?.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let device = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let queue =
+        [device.join("queue/scheduler"), device.parent()?.join("queue/scheduler")].into_iter().find(|p| p.exists())?;
+    let name = queue.parent()?.parent()?.file_name()?.to_string_lossy().to_string();
+    Some((name, bracketed(read(queue))?))
+}
+
+fn rlimit(resource: nix::sys::resource::Resource) -> Option<String> {
+    let (soft, _) = nix::sys::resource::getrlimit(resource).ok()?;
+    Some(if soft == nix::sys::resource::RLIM_INFINITY { u64::MAX.to_string() } else { soft.to_string() })
+}
+
+fn findings(data_dir: &Path, cores: usize) -> Vec<Finding> {
+    let governor = read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
+    let mut out = vec![
+        choice("cpu frequency governor", governor, &["performance"], "frequency ramps show up as latency spikes"),
+        choice(
+            "transparent huge pages",
+            bracketed(read("/sys/kernel/mm/transparent_hugepage/enabled")),
+            &["madvise", "never"],
+            "`always` brings compaction stalls",
+        ),
+        numeric(
+            "vm.swappiness",
+            sysctl("vm.swappiness"),
+            10,
+            false,
+            "swapping the broker hurts more than dropping page cache",
+        ),
+        numeric(
+            "vm.dirty_background_ratio",
+            sysctl("vm.dirty_background_ratio"),
+            10,
+            false,
+            "start writeback early and smoothly",
+        ),
+        numeric("vm.dirty_ratio", sysctl("vm.dirty_ratio"), 20, true, "room for bursts before writers are throttled"),
+        numeric("net.core.somaxconn", sysctl("net.core.somaxconn"), 4096, true, "connection storms from many clients"),
+        numeric(
+            "net.ipv4.tcp_max_syn_backlog",
+            sysctl("net.ipv4.tcp_max_syn_backlog"),
+            4096,
+            true,
+            "connection storms",
+        ),
+        numeric(
+            "net.core.rmem_max",
+            sysctl("net.core.rmem_max"),
+            16 << 20,
+            true,
+            "large produce batches per connection",
+        ),
+        numeric(
+            "net.core.wmem_max",
+            sysctl("net.core.wmem_max"),
+            16 << 20,
+            true,
+            "large fetch responses per connection",
+        ),
+        numeric(
+            "kernel.io_uring_disabled",
+            sysctl("kernel.io_uring_disabled"),
+            0,
+            false,
+            "each shard runs on io_uring",
+        ),
+        numeric(
+            "RLIMIT_MEMLOCK (bytes)",
+            rlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK),
+            (cores as u64) * (1 << 20),
+            true,
+            "io_uring buffers are locked memory, per shard",
+        ),
+        numeric(
+            "RLIMIT_NOFILE",
+            rlimit(nix::sys::resource::Resource::RLIMIT_NOFILE),
+            100_000,
+            true,
+            "three files per segment, plus connections",
+        ),
+    ];
+    match io_scheduler(data_dir) {
+        Some((device, scheduler)) => out.push(choice(
+            &format!("I/O scheduler ({device})"),
+            Some(scheduler),
+            &["none", "mq-deadline"],
+            "sequential log writes gain nothing from fair queuing",
+        )),
+        None => out.push(choice(
+            "I/O scheduler",
+            None,
+            &["none", "mq-deadline"],
+            "could not find the data directory's disk",
+        )),
+    }
+    out
+}
+
+pub fn run(command: TuneCommand) -> anyhow::Result<()> {
+    let TuneCommand::Check { data_dir, cores } = command;
+    let cores = cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("SETTING\tVALUE\tRECOMMENDED\tSTATUS\tWHY");
+    let findings = findings(&data_dir, cores);
+    for f in &findings {
+        let status = match f.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Advice => "CHANGE",
+            Verdict::Unknown => "unknown",
+        };
+        println!("{}\t{}\t{}\t{status}\t{}", f.setting, f.value, f.recommended, f.why);
+    }
+    let advice = findings.iter().filter(|f| f.verdict == Verdict::Advice).count();
+    println!("{advice} of {} settings differ from the recommendations; see tuning/README.md.", findings.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert!(numeric("x", Some("1".into()), 10, false, "").verdict == Verdict::Ok);
+        assert!(numeric("x", Some("60".into()), 10, false, "").verdict == Verdict::Advice);
+        assert!(numeric("x", None, 10, false, "").verdict == Verdict::Unknown);
+        assert_eq!(bracketed(Some("always [madvise] never".into())).as_deref(), Some("madvise"));
+        assert!(choice("x", Some("never".into()), &["madvise", "never"], "").verdict == Verdict::Ok);
+    }
+}
