@@ -384,6 +384,13 @@ impl Group {
         self.protocol_name = Some(self.select_protocol());
         self.state = GroupState::CompletingRebalance;
         let leader = self.leader_id.clone().expect("set above");
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation_id,
+            members = self.members.len(),
+            protocol = self.protocol_name.as_deref().unwrap_or(""),
+            "rebalance: join phase complete"
+        );
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id, id == leader);
@@ -528,6 +535,7 @@ impl Group {
                         }
                     }
                     self.state = GroupState::Stable;
+                    tracing::info!(group = %self.id, generation = self.generation_id, "rebalance: stable");
                     for member in self.members.values_mut() {
                         if let Some(waiter) = member.sync_waiter.take() {
                             let _ = waiter.send(Ok(member.assignment.clone()));
@@ -797,6 +805,25 @@ mod tests {
         assert_eq!(g.state, GroupState::Stable);
         assert_eq!(g.heartbeat(&first.member_id, Some("instance-1"), 1, 101), Err(ResponseError::FencedInstanceId));
         assert_eq!(g.heartbeat(&second.member_id, Some("instance-1"), 1, 101), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_that_never_syncs_expires_and_can_join_again() {
+        let mut g = Group::new("g", 0);
+        let (a, mut a_join) = join_new(&mut g, &["range"], 0);
+        assert_eq!(a_join.try_recv().unwrap().unwrap().generation_id, 1);
+        // No SyncGroup and no heartbeat within the session: the member is gone, the group empty.
+        g.tick(1001, &LIMITS);
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(now(g.sync(&a, None, 1, vec![], 1002)), Err(ResponseError::UnknownMemberId));
+        assert_eq!(g.heartbeat(&a, None, 1, 1002), Err(ResponseError::UnknownMemberId));
+        let (b, mut b_join) = join_new(&mut g, &["range"], 1003);
+        let result = b_join.try_recv().unwrap().unwrap();
+        assert_eq!((result.generation_id, result.leader_id.as_str()), (3, b.as_str()));
+        assert_eq!(
+            now(g.sync(&b, None, 3, vec![(b.clone(), Bytes::from_static(b"x"))], 1004)),
+            Ok(Bytes::from_static(b"x"))
+        );
     }
 
     #[test]

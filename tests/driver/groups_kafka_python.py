@@ -16,7 +16,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
-DEADLINE_S = 60
+DEADLINE_S = 90
 SESSION_TIMEOUT_MS = 6000
 
 
