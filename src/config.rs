@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: TimestampType,
     /// `log.cleanup.policy` includes "compact".
     pub log_cleanup_policy_compact: bool,
+    /// Send fetched records from the page cache with sendfile rather than copying them.
+    pub fetch_zero_copy: bool,
     /// Longest a Fetch may wait, whatever the client asks.
     pub fetch_max_wait_ms_limit: u64,
     pub group_min_session_timeout_ms: i64,
@@ -78,6 +80,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
             log_cleanup_policy_compact: false,
+            fetch_zero_copy: true,
             fetch_max_wait_ms_limit: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -135,6 +138,7 @@ impl BrokerConfig {
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
             "log.cleanup.policy" => self.log_cleanup_policy_compact = parse_cleanup_policy(value)?,
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
+            "fetch.zero.copy.enable" => self.fetch_zero_copy = value.parse().with_context(context)?,
             "fetch.max.wait.ms.limit" => self.fetch_max_wait_ms_limit = value.parse().with_context(context)?,
             "group.min.session.timeout.ms" => {
                 self.group_min_session_timeout_ms = value.parse().with_context(context)?

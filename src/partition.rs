@@ -17,6 +17,7 @@ use futures::channel::oneshot;
 use kafka_protocol::ResponseError;
 
 use crate::protocol::errors::storage_error_code;
+use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
 use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
 
@@ -138,6 +139,11 @@ impl Partition {
     /// watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
         self.log.read(offset, max_bytes, self.high_watermark)
+    }
+
+    /// The batches [`Partition::read`] would return, as a file range to send without a copy.
+    pub fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Option<FileSlice>, StorageError> {
+        self.log.read_slice(offset, max_bytes, self.high_watermark)
     }
 
     /// A receiver that fires on the next append.

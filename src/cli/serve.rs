@@ -152,8 +152,21 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         })
     });
 
-    for _ in 0..cores {
-        bound_rx.recv().context("a shard stopped before binding")?.context("binding the listener")?;
+    // Recovery may take long, so there is no deadline; but a shard that failed to start must
+    // not leave the process waiting forever for the others.
+    let mut bound = 0;
+    while bound < cores {
+        match bound_rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(result) => {
+                result.context("binding the listener")?;
+                bound += 1;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !shards.is_finished() => {}
+            Err(_) => {
+                let outcome = shards.join().map_err(|_| anyhow::anyhow!("shard thread panicked"))?;
+                return Err(outcome.err().unwrap_or_else(|| anyhow::anyhow!("a shard stopped before binding")));
+            }
+        }
     }
     drop((port_guard, admin));
     match config.admin {

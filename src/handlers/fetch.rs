@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -14,7 +15,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use crate::protocol::errors::code;
 use crate::runtime::sleep;
-use crate::shard::router::{PartitionRead, PartitionReadResult};
+use crate::runtime::zero_copy::FileSlice;
+use crate::shard::router::{PartitionRead, PartitionReadResult, RecordData};
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 
 /// Fetch v13+ names topics by id.
@@ -28,7 +30,12 @@ struct Wanted {
     owner: Option<ShardId>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+/// The response, and the file ranges whose placeholders stand for records in it.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Vec<(Bytes, FileSlice)>) {
     let image = shard.metadata();
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -72,6 +79,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         results = read_all(shard, &names, &wanted).await;
     }
 
+    let mut file_parts = Vec::new();
     let mut budget = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
     let mut first = true;
     for (w, result) in wanted.iter().zip(results) {
@@ -79,13 +87,24 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         if !records.is_empty() {
             if !first && records.len() > budget {
                 // Over the response-wide limit: the client asks again from the same offset.
-                records = bytes::Bytes::new();
+                records = RecordData::Memory(bytes::Bytes::new());
             }
             budget = budget.saturating_sub(records.len());
-            // Until the zero-copy path lands, record bytes are copied through user space.
-            shard.metrics.borrow_mut().fetch_bytes_copied += records.len() as u64;
             first = false;
         }
+        let records = match records {
+            RecordData::Memory(bytes) => {
+                shard.metrics.borrow_mut().fetch_bytes_copied += bytes.len() as u64;
+                bytes
+            }
+            // The encoder meets this placeholder where the records go, and leaves the file
+            // range in its place (runtime::zero_copy); the placeholder itself is never sent.
+            RecordData::File(slice) => {
+                let placeholder = bytes::Bytes::from(vec![0u8; slice.len]);
+                file_parts.push((placeholder.clone(), slice));
+                placeholder
+            }
+        };
         topics[w.topic_index].partitions.push(
             PartitionData::default()
                 .with_partition_index(w.partition)
@@ -98,7 +117,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
                 .with_records(Some(records)),
         );
     }
-    FetchResponse::default().with_responses(topics)
+    (FetchResponse::default().with_responses(topics), file_parts)
 }
 
 fn error_partition(partition: i32, error: ResponseError) -> PartitionData {
@@ -128,6 +147,7 @@ async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec
                 },
                 offset: wanted[i].offset,
                 max_bytes: wanted[i].max_bytes,
+                zero_copy: shard.config.fetch_zero_copy,
             })
             .collect();
         let call = shard.invoke_on(owner, ShardRequest::Read { reads });

@@ -31,7 +31,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use crate::protocol::frame::encode_response;
+use crate::protocol::frame::{encode_response, encode_response_into};
+use crate::runtime::zero_copy::{Part, PartsBuf};
+
+/// Response bytes that fetch encodes in memory beside its file parts: headers and metadata only.
+const FRAME_IN_MEMORY_HINT_BYTES: usize = 64 * 1024;
 use crate::shard::Shard;
 use crate::shard::router::ClientInfo;
 
@@ -43,7 +47,7 @@ pub async fn handle(
     header: RequestHeader,
     mut body: Bytes,
     peer: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<Bytes>> {
+) -> anyhow::Result<Option<Vec<Part>>> {
     let version = header.request_api_version;
     let api_key = ApiKey::try_from(header.request_api_key)
         .map_err(|_| anyhow::anyhow!("connection let through API key {}", header.request_api_key))?;
@@ -54,8 +58,16 @@ pub async fn handle(
             None => Ok(None),
         },
         ApiKey::Fetch => {
-            let response = fetch::handle(shard, FetchRequest::decode(body, version)?, version).await;
-            respond(&header, &response)
+            let (response, file_parts) = fetch::handle(shard, FetchRequest::decode(body, version)?, version).await;
+            if file_parts.is_empty() {
+                return respond(&header, &response);
+            }
+            let size = response.compute_size(version)?;
+            let mut buf = PartsBuf::new(size.min(FRAME_IN_MEMORY_HINT_BYTES), file_parts);
+            let header_version = FetchResponse::header_version(version);
+            encode_response_into(&mut buf, header.correlation_id, header_version, &response, version)
+                .map_err(|e| e.context(format!("encoding the v{version} response")))?;
+            Ok(Some(buf.into_parts()))
         }
         ApiKey::ListOffsets => {
             let response = list_offsets::handle(shard, ListOffsetsRequest::decode(body, version)?, version).await;
@@ -134,10 +146,10 @@ pub async fn handle(
     }
 }
 
-fn respond<M: Encodable + HeaderVersion>(header: &RequestHeader, body: &M) -> anyhow::Result<Option<Bytes>> {
+fn respond<M: Encodable + HeaderVersion>(header: &RequestHeader, body: &M) -> anyhow::Result<Option<Vec<Part>>> {
     let version = header.request_api_version;
     encode_response(header.correlation_id, M::header_version(version), body, version)
-        .map(Some)
+        .map(|frame| Some(vec![Part::Memory(frame)]))
         .map_err(|e| e.context(format!("encoding the v{version} response")))
 }
 

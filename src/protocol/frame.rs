@@ -1,9 +1,10 @@
 //! Size-prefixed frames: `i32` big-endian length, then that many bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::{AsyncRead, AsyncReadExt};
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::buf::ByteBufMut;
 
 /// Why a connection's frame could not be read; each closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +47,28 @@ pub fn encode_response<M: Encodable>(
     body: &M,
     version: i16,
 ) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::new();
+    encode_response_into(&mut buf, correlation_id, header_version, body, version)?;
+    Ok(buf.freeze())
+}
+
+/// Encodes a whole response frame into `buf` (which may keep parts of it out of memory).
+pub fn encode_response_into<B: ByteBufMut, M>(
+    buf: &mut B,
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> anyhow::Result<()>
+where
+    M: Encodable,
+{
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version)? + body.compute_size(version)?;
-    let mut buf = BytesMut::with_capacity(4 + size);
+    let start = buf.offset();
     buf.put_i32(i32::try_from(size)?);
-    header.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, version)?;
-    debug_assert_eq!(buf.len(), 4 + size);
-    Ok(buf.freeze())
+    header.encode(buf, header_version)?;
+    body.encode(buf, version)?;
+    debug_assert_eq!(buf.offset() - start, 4 + size);
+    Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod executor;
 pub mod shutdown;
+pub mod zero_copy;
 
 pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub use glommio::net::{TcpListener, TcpStream};

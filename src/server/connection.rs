@@ -18,6 +18,7 @@ use kafka_protocol::protocol::Decodable;
 use crate::handlers;
 use crate::protocol::frame::read_frame;
 use crate::protocol::versions;
+use crate::runtime::zero_copy::{Part, write_parts};
 use crate::runtime::{Task, TcpStream, spawn_local};
 use crate::shard::Shard;
 
@@ -25,6 +26,7 @@ use crate::shard::Shard;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, mut writer) = stream.split();
     let (mut queue, mut responses) = mpsc::channel::<Task<Outcome>>(shard.config.queued_max_requests_per_connection);
 
@@ -32,9 +34,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer_task = spawn_local(async move {
         while let Some(task) = responses.next().await {
             let written = match task.await {
-                Outcome::Respond(frame) => {
-                    write_shard.metrics.borrow_mut().bytes_out += frame.len() as u64;
-                    writer.write_all(&frame).await
+                Outcome::Respond(parts) => {
+                    let length: usize = parts.iter().map(Part::len).sum();
+                    tracing::trace!(?peer, length, "response");
+                    let result = write_parts(&mut writer, socket, parts).await;
+                    let mut metrics = write_shard.metrics.borrow_mut();
+                    metrics.bytes_out += length as u64;
+                    if let Ok(sent) = &result {
+                        metrics.fetch_bytes_zero_copy += sent.zero_copy;
+                        metrics.fetch_bytes_copied += sent.copied;
+                    }
+                    result.map(|_| ())
                 }
                 Outcome::Silent => Ok(()),
                 Outcome::Close => Err(std::io::ErrorKind::InvalidData.into()),
@@ -71,7 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(Refusal::Answer(response)) => {
                 shard.in_flight.set(shard.in_flight.get() + 1);
-                let answer = spawn_local(async move { Outcome::Respond(response) });
+                let answer = spawn_local(async move { Outcome::Respond(vec![Part::Memory(response)]) });
                 if queue.send(answer).await.is_err() {
                     break;
                 }
@@ -79,6 +89,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let (header, body) = request;
+        tracing::trace!(
+            ?peer,
+            api_key = header.request_api_key,
+            version = header.request_api_version,
+            correlation_id = header.correlation_id,
+            "request"
+        );
         shard.in_flight.set(shard.in_flight.get() + 1);
         let handler_shard = shard.clone();
         let received = std::time::Instant::now();
@@ -86,6 +103,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             let api_key = header.request_api_key;
             let outcome = handlers::handle(&handler_shard, header, body, peer).await;
             let latency_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if latency_us > SLOW_REQUEST_US {
+                tracing::warn!(?peer, api_key, latency_ms = latency_us / 1000, "slow request");
+            }
             handler_shard.metrics.borrow_mut().record_request(api_key, latency_us);
             match outcome {
                 Ok(Some(response)) => Outcome::Respond(response),
@@ -108,9 +128,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     writer_task.await;
 }
 
+/// Requests slower than this are logged: long polls and rebalances aside, they mean trouble.
+const SLOW_REQUEST_US: u64 = 2_000_000;
+
 /// What the writer does for one request, in its turn.
 enum Outcome {
-    Respond(Bytes),
+    /// The frame in pieces: memory, and file ranges sent without a copy.
+    Respond(Vec<Part>),
     /// acks=0 produce: Kafka sends no response.
     Silent,
     Close,

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 
-use super::router::{PartitionRead, PartitionReadResult};
+use super::router::{PartitionRead, PartitionReadResult, RecordData};
 use super::{Shard, ShardRequest, ShardResponse, TopicPartition, controller};
 use crate::cluster::MetadataImage;
 use crate::partition::Partition;
@@ -81,12 +81,19 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
                 error: Some(ResponseError::UnknownTopicOrPartition),
                 high_watermark: -1,
                 log_start_offset: -1,
-                records: bytes::Bytes::new(),
+                records: RecordData::Memory(bytes::Bytes::new()),
             },
             Some(p) => {
-                let (error, records) = match p.read(r.offset, r.max_bytes) {
+                let records = match r.zero_copy {
+                    true => p.read_slice(r.offset, r.max_bytes).map(|slice| match slice {
+                        Some(slice) => RecordData::File(slice),
+                        None => RecordData::Memory(bytes::Bytes::new()),
+                    }),
+                    false => p.read(r.offset, r.max_bytes).map(RecordData::Memory),
+                };
+                let (error, records) = match records {
                     Ok(records) => (None, records),
-                    Err(e) => (Some(storage_error_code(&e)), bytes::Bytes::new()),
+                    Err(e) => (Some(storage_error_code(&e)), RecordData::Memory(bytes::Bytes::new())),
                 };
                 PartitionReadResult {
                     error,

@@ -16,6 +16,7 @@ use super::{Shard, ShardId, TopicPartition, ops};
 use crate::cluster::MetadataImage;
 use crate::group::CommittedOffset;
 use crate::group::state::GroupState;
+use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, spawn_local};
 use crate::storage::AppendInfo;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -114,13 +115,35 @@ pub struct PartitionRead {
     pub partition: TopicPartition,
     pub offset: i64,
     pub max_bytes: usize,
+    /// Answer with a file range to send as is, rather than bytes read into memory.
+    pub zero_copy: bool,
+}
+
+/// A partition's records in a read answer.
+pub enum RecordData {
+    Memory(Bytes),
+    /// A range of a segment file, sent to the socket without a copy.
+    File(FileSlice),
+}
+
+impl RecordData {
+    pub fn len(&self) -> usize {
+        match self {
+            RecordData::Memory(bytes) => bytes.len(),
+            RecordData::File(slice) => slice.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct PartitionReadResult {
     pub error: Option<ResponseError>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub records: Bytes,
+    pub records: RecordData,
 }
 
 pub struct NewTopic {

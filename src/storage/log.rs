@@ -14,6 +14,7 @@ use super::batch::{self, HEADER_LEN, Stamp};
 use super::compaction;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
+use crate::runtime::zero_copy::FileSlice;
 
 /// File holding the offset below which everything is known to be on disk.
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -147,8 +148,29 @@ impl Log {
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
-    /// none starting at or past `max_offset`.
+    /// none starting at or past `max_offset`, read into memory.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
+        match self.locate(offset, max_offset)? {
+            Some((segment, position)) => segment.read(position, max_bytes, max_offset),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// The same batches as [`Log::read`], as a file range to send without a copy.
+    pub fn read_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<FileSlice>, StorageError> {
+        match self.locate(offset, max_offset)? {
+            Some((segment, position)) => segment.slice(position, max_bytes, max_offset),
+            None => Ok(None),
+        }
+    }
+
+    /// The segment and position of the first batch to return for a read from `offset`.
+    fn locate(&self, offset: i64, max_offset: i64) -> Result<Option<(&Segment, u64)>, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset() || offset > log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -158,7 +180,7 @@ impl Log {
             });
         }
         if offset >= max_offset.min(log_end_offset) {
-            return Ok(Bytes::new());
+            return Ok(None);
         }
         let index = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
         // The offset may fall in a gap that compaction left (or in an empty segment): the
@@ -169,10 +191,10 @@ impl Log {
                 false => (!segment.is_empty()).then_some(0),
             };
             if let Some(position) = position {
-                return segment.read(position, max_bytes, max_offset);
+                return Ok(Some((segment, position)));
             }
         }
-        Ok(Bytes::new())
+        Ok(None)
     }
 
     /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).

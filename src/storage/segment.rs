@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use super::StorageError;
 use super::batch::{BatchHeader, HEADER_LEN, validate};
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
+use crate::runtime::zero_copy::FileSlice;
 
 /// Largest segment we write; keeps every position within the `u32` of an index entry.
 pub const SEGMENT_BYTES_LIMIT: u64 = i32::MAX as u64;
@@ -248,28 +249,37 @@ impl Segment {
         Ok(None)
     }
 
-    /// Whole batches from `position`: at least the first, then as many as fit in `max_bytes`,
-    /// none with a base offset at or past `max_offset`. One read, no copy after it.
-    pub fn read(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
-        let Some(first) = self.read_header(position, self.size)? else {
-            return Ok(Bytes::new());
-        };
-        if first.base_offset >= max_offset {
-            return Ok(Bytes::new());
-        }
-        let length = (max_bytes.max(first.size()) as u64).min(self.size - position) as usize;
-        let mut buffer = BytesMut::zeroed(length);
-        self.log.read_exact_at(&mut buffer, position)?;
-        let mut end = 0;
-        while end + HEADER_LEN <= length {
-            let header = BatchHeader::parse(&buffer[end..])?;
-            if header.base_offset >= max_offset || end + header.size() > length {
+    /// How many bytes from `position` make whole batches: at least the first, then as many
+    /// as fit in `max_bytes`, none with a base offset at or past `max_offset`. Reads headers
+    /// only.
+    fn extent(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<usize, StorageError> {
+        let mut end = position;
+        while let Some(header) = self.read_header(end, self.size)? {
+            let next = end + header.size() as u64;
+            let over_limit = end > position && (next - position) as usize > max_bytes;
+            if header.base_offset >= max_offset || next > self.size || over_limit {
                 break;
             }
-            end += header.size();
+            end = next;
         }
-        buffer.truncate(end);
+        Ok((end - position) as usize)
+    }
+
+    /// The bytes of [`Segment::extent`], read into memory.
+    pub fn read(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
+        let length = self.extent(position, max_bytes, max_offset)?;
+        let mut buffer = BytesMut::zeroed(length);
+        self.log.read_exact_at(&mut buffer, position)?;
         Ok(buffer.freeze())
+    }
+
+    /// The range of [`Segment::extent`], to be sent from the file without a copy.
+    pub fn slice(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Option<FileSlice>, StorageError> {
+        let len = self.extent(position, max_bytes, max_offset)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        Ok(Some(FileSlice { file: self.log.try_clone()?, position, len }))
     }
 
     /// The first record with a timestamp at or after `timestamp`: (offset, its timestamp).

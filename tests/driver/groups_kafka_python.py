@@ -5,6 +5,7 @@ Each consumer runs in its own process, so that one can be killed with SIGKILL as
 client would be. Prints one JSON summary line; exits non-zero (via assert) on any failure.
 """
 import argparse
+import faulthandler
 import json
 import multiprocessing as mp
 import os
@@ -17,11 +18,16 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 DEADLINE_S = 90
+# Fresh interpreters, not forks: a fork copies locks that the parent's client threads may hold
+# at that instant, and the child then hangs on them.
+mp = mp.get_context("spawn")
 SESSION_TIMEOUT_MS = 6000
 
 
 def consumer_process(bootstrap, topic, group, name, events, stop):
     """Consumes `topic` in `group`, reporting assignments, records and commits to `events`."""
+    # A consumer still running after this long is stuck: show where, for the test's output.
+    faulthandler.dump_traceback_later(45, exit=False)
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -129,6 +135,12 @@ def balanced(group, partitions, sizes):
     return sorted(owned) == list(range(partitions)) and sorted(len(a) for a in group.assignments.values()) == sizes
 
 
+def create_topic(bootstrap, topic, partitions):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+
+
 def produce(bootstrap, topic, start, count):
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     futures = [producer.send(topic, key=b"key-%d" % i, value=b"value-%d" % i) for i in range(start, start + count)]
@@ -140,7 +152,7 @@ def produce(bootstrap, topic, start, count):
 
 def rebalance(bootstrap):
     topic = "rebalance"
-    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 6, 1)])
+    create_topic(bootstrap, topic, 6)
     run = Run()
     group = Group(bootstrap, topic, "workers", run.events)
     run.groups.append(group)
@@ -195,7 +207,7 @@ def rebalance(bootstrap):
 
 def broadcast(bootstrap):
     topic = "broadcast"
-    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics([NewTopic(topic, 4, 1)])
+    create_topic(bootstrap, topic, 4)
     run = Run()
     unicast = Group(bootstrap, topic, "shared", run.events)
     other = Group(bootstrap, topic, "solo", run.events)
