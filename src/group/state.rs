@@ -631,11 +631,6 @@ impl Group {
         self.try_complete_join(now_ms);
     }
 
-    /// Whether any member is in the group (for operations refused on active groups).
-    pub fn has_members(&self) -> bool {
-        !self.members.is_empty()
-    }
-
     /// Empty, with no member on its way in: nothing would be lost by forgetting it.
     pub fn is_idle(&self) -> bool {
         self.state == GroupState::Empty && self.members.is_empty() && self.pending_members.is_empty()

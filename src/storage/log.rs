@@ -271,10 +271,6 @@ impl Log {
         self.recovery_point
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn active(&self) -> &Segment {
         self.segments.last().expect("a log has a segment")
     }
