@@ -64,14 +64,18 @@ def consumer_process(bootstrap, topic, group, name, events, stop):
 class Group:
     """Consumer processes of one group and what they reported."""
 
-    def __init__(self, bootstrap, topic, group, events):
-        self.bootstrap, self.topic, self.group, self.events = bootstrap, topic, group, events
+    def __init__(self, bootstrap, topic, group, run):
+        self.bootstrap, self.topic, self.group, self.run = bootstrap, topic, group, run
         self.processes, self.stops, self.assignments = {}, {}, {}
 
     def start(self, name):
         stop = mp.Event()
+        # A queue per process: a consumer killed in the middle of a put would otherwise leave
+        # a shared queue's lock held, and silence every other consumer.
+        events = mp.Queue()
+        self.run.queues.append(events)
         process = mp.Process(
-            target=consumer_process, args=(self.bootstrap, self.topic, self.group, name, self.events, stop), daemon=True
+            target=consumer_process, args=(self.bootstrap, self.topic, self.group, name, events, stop), daemon=True
         )
         process.start()
         self.processes[name], self.stops[name] = process, stop
@@ -95,17 +99,28 @@ class Run:
     """Collects events from every consumer process."""
 
     def __init__(self):
-        self.events = mp.Queue()
+        self.queues = []
         self.groups = []
         self.consumed = {}  # name -> list of (partition, offset)
         self.committed = {}  # name -> {partition: next offset}
         self.failed_commits = set()  # (partition, offset) whose commit failed
 
-    def pump(self, timeout=0.1):
-        try:
-            kind, name, data = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
+    def pump(self):
+        """Handles every event waiting in the consumers' queues, or pauses briefly if none."""
+        events = []
+        for q in self.queues:
+            try:
+                while True:
+                    events.append(q.get_nowait())
+            except queue.Empty:
+                pass
+        if not events:
+            time.sleep(0.05)
+        for event in events:
+            self.handle(event)
+
+    def handle(self, event):
+        kind, name, data = event
         if kind == "assignment":
             for group in self.groups:
                 if name in group.assignments:
@@ -154,7 +169,7 @@ def rebalance(bootstrap):
     topic = "rebalance"
     create_topic(bootstrap, topic, 6)
     run = Run()
-    group = Group(bootstrap, topic, "workers", run.events)
+    group = Group(bootstrap, topic, "workers", run)
     run.groups.append(group)
     produced = set()
 
@@ -181,8 +196,7 @@ def rebalance(bootstrap):
     moved_after = time.time() - killed_at
     run.wait(lambda: set(run.records_of(list(group.assignments) + [victim])) >= produced, "every record")
     group.stop_all()
-    while not run.events.empty():
-        run.pump()
+    run.pump()
 
     consumed = run.records_of(run.consumed)
     seen, duplicates = set(), []
@@ -209,8 +223,8 @@ def broadcast(bootstrap):
     topic = "broadcast"
     create_topic(bootstrap, topic, 4)
     run = Run()
-    unicast = Group(bootstrap, topic, "shared", run.events)
-    other = Group(bootstrap, topic, "solo", run.events)
+    unicast = Group(bootstrap, topic, "shared", run)
+    other = Group(bootstrap, topic, "solo", run)
     run.groups += [unicast, other]
     unicast.start("a0")
     unicast.start("a1")
