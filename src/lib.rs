@@ -14,11 +14,13 @@
 //! - [`metrics`]: per-shard counters and the Prometheus exposition.
 //! - [`cluster`]: the metadata image (topics, placement, configs) and its persistence.
 //! - [`client`]: a small blocking Kafka client used by the CLI and tests.
+//! - [`bench`]: `sluice bench`, a load generator on the same runtime, with its reports.
 
 /// See [`runtime::alloc`]: untrusted element counts must not abort the process.
 #[global_allocator]
 static ALLOCATOR: runtime::alloc::BrokerAllocator = runtime::alloc::BrokerAllocator;
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -1,6 +1,8 @@
 //! The `sluice` command line: `serve` runs a broker; `topic`, `produce` and `consume`
-//! speak the Kafka protocol (through [`crate::client`]) to any broker.
+//! speak the Kafka protocol (through [`crate::client`]) to any broker; `bench` generates load
+//! (through [`crate::bench`]).
 
+mod bench;
 mod consume;
 mod group;
 mod produce;
@@ -41,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: tune::TuneCommand,
     },
+    /// Generate load against any Kafka-compatible broker and measure it.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Produce one record per stdin line.
     Produce(produce::ProduceArgs),
     /// Consume records and print one per line.
@@ -60,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Tune { command } => tune::run(command),
         Command::Consume(args) => consume::run(args),
+        Command::Bench { command } => bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

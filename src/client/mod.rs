@@ -49,6 +49,7 @@ pub struct PartitionInfo {
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
     pub name: String,
+    pub topic_id: uuid::Uuid,
     pub partitions: Vec<PartitionInfo>,
 }
 
@@ -140,6 +141,17 @@ impl Client {
 
     /// Topics and their partitions; all topics when `topics` is `None`.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<Vec<TopicInfo>> {
+        Ok(self.cluster_metadata(topics)?.1)
+    }
+
+    /// The brokers (node id → host:port) and one topic's partitions.
+    pub fn cluster(&mut self, topic: &str) -> anyhow::Result<(HashMap<i32, String>, TopicInfo)> {
+        let (brokers, topics) = self.cluster_metadata(Some(&[topic]))?;
+        let info = topics.into_iter().next().with_context(|| format!("no metadata for topic {topic}"))?;
+        Ok((brokers, info))
+    }
+
+    fn cluster_metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<(HashMap<i32, String>, Vec<TopicInfo>)> {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|names| {
                 names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(n))))).collect()
@@ -161,10 +173,11 @@ impl Client {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);
-            out.push(TopicInfo { name, partitions });
+            out.push(TopicInfo { name, topic_id: topic.topic_id, partitions });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        let brokers = response.brokers.into_iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+        Ok((brokers, out))
     }
 
     /// The number of partitions of `topic`.

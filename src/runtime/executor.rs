@@ -42,6 +42,11 @@ where
     first_error.map_or(Ok(()), Err)
 }
 
+/// How many CPUs this process may run on (its affinity mask, e.g. from `taskset`).
+pub fn allowed_cpu_count() -> usize {
+    allowed_cpus().len()
+}
+
 fn allowed_cpus() -> Vec<usize> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0));
     let cpus: Vec<usize> = match set {

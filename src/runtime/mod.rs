@@ -11,7 +11,7 @@ pub mod zero_copy;
 
 pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::sync::{Permit, Semaphore};
+pub use glommio::sync::{Permit, Semaphore, StaticPermit};
 pub use glommio::timer::sleep;
 pub use glommio::{Task, spawn_local};
 

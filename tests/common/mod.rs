@@ -108,6 +108,10 @@ impl Broker {
         self.admin_addr.as_deref().expect("the broker serves an admin listener")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker is running").id()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

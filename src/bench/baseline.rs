@@ -1,0 +1,114 @@
+//! The machine's physical limits, measured in the same run as the broker figures so that
+//! those can be given as ratios: raw loopback TCP throughput (one sender thread, one
+//! receiver thread, large buffers) and raw sequential write throughput through the page
+//! cache.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// Bytes per write and read call; large, as a broker's batches are.
+const CHUNK_BYTES: usize = 1 << 20;
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub loopback_mb_per_s: f64,
+    pub loopback_seconds: f64,
+    /// (receiver, sender) CPUs.
+    pub loopback_cpus: (usize, usize),
+    pub page_cache_write_mb_per_s: f64,
+    pub page_cache_write_bytes: u64,
+}
+
+pub struct BaselinePlan<'a> {
+    pub duration: Duration,
+    pub cpus: (usize, usize),
+    pub write_bytes: u64,
+    pub dir: &'a Path,
+}
+
+pub fn measure(plan: &BaselinePlan) -> anyhow::Result<Baseline> {
+    let loopback = loopback_mb_per_s(plan.duration, plan.cpus)?;
+    let write = page_cache_write_mb_per_s(plan.dir, plan.write_bytes)?;
+    Ok(Baseline {
+        loopback_mb_per_s: loopback,
+        loopback_seconds: plan.duration.as_secs_f64(),
+        loopback_cpus: plan.cpus,
+        page_cache_write_mb_per_s: write,
+        page_cache_write_bytes: plan.write_bytes,
+    })
+}
+
+/// The two CPUs the broker and the bench would use: the first two online.
+pub fn default_cpus() -> (usize, usize) {
+    let online = std::thread::available_parallelism().map_or(1, usize::from);
+    (0, online.min(2) - 1)
+}
+
+fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
+fn large_buffers(stream: &TcpStream) -> anyhow::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    Ok(())
+}
+
+fn loopback_mb_per_s(duration: Duration, (receiver_cpu, sender_cpu): (usize, usize)) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
+    let address = listener.local_addr()?;
+    let receiver = std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
+        pin_current_thread(receiver_cpu)?;
+        let (mut stream, _) = listener.accept()?;
+        large_buffers(&stream)?;
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut received = 0u64;
+        let mut started = None;
+        loop {
+            let n = stream.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            started.get_or_insert_with(Instant::now);
+            received += n as u64;
+        }
+        Ok((received, started.map_or(Duration::ZERO, |s| s.elapsed())))
+    });
+    let sender = std::thread::spawn(move || -> anyhow::Result<()> {
+        pin_current_thread(sender_cpu)?;
+        let mut stream = TcpStream::connect(address)?;
+        large_buffers(&stream)?;
+        let buffer = vec![b'x'; CHUNK_BYTES];
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            stream.write_all(&buffer)?;
+        }
+        Ok(())
+    });
+    sender.join().map_err(|_| anyhow::anyhow!("loopback sender panicked"))??;
+    let (received, elapsed) = receiver.join().map_err(|_| anyhow::anyhow!("loopback receiver panicked"))??;
+    Ok(received as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9))
+}
+
+fn page_cache_write_mb_per_s(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
+    let file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut out = file.as_file();
+    let buffer = vec![b'x'; CHUNK_BYTES];
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < bytes {
+        let n = CHUNK_BYTES.min((bytes - written) as usize);
+        out.write_all(&buffer[..n])?;
+        written += n as u64;
+    }
+    Ok(written as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-9))
+}

@@ -1,0 +1,373 @@
+//! The load itself: producer loops (open-loop schedule, pipelined Produce requests) and
+//! consumer loops (Fetch from given offsets), one connection each, run as tasks on the
+//! bench's shards.
+//!
+//! Coordinated omission: with `--rate`, record `i` of a loop is due at `start + i / rate`
+//! whatever happens to earlier requests, and its latency is measured from that due time. A
+//! stalled broker therefore shows up as the queueing it causes, not as a pause in sampling.
+//! Without a rate the loop sends as fast as `max_in_flight` allows and a record is due when
+//! its batch is built.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::channel::mpsc;
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::stats::{Stats, new_histogram, now_ns};
+use super::wire::{self, ResponseReader, Sent};
+use crate::client::check;
+use crate::runtime::{Semaphore, StaticPermit, sleep, spawn_local};
+
+/// How long a consumer may see no new record before the run is declared stuck.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Bytes of each record value that carry its due time, for end-to-end latency.
+pub const STAMP_BYTES: usize = 8;
+
+/// One producer connection's share of the load.
+#[derive(Debug, Clone)]
+pub struct ProducerPlan {
+    pub address: SocketAddr,
+    pub topic: String,
+    /// Batches go to these in turn (Kafka's sticky partitioning, one batch at a time).
+    pub partitions: Vec<i32>,
+    /// Records to send; `None` sends until `deadline`.
+    pub records: Option<u64>,
+    pub deadline: Option<Instant>,
+    /// Records per second; `None` is as fast as the broker acknowledges.
+    pub rate: Option<f64>,
+    pub record_size: usize,
+    pub batch_records: usize,
+    pub linger: Duration,
+    pub acks: i16,
+    pub compression: Compression,
+    pub max_in_flight: usize,
+}
+
+/// One consumer connection's share: partitions and where to start reading each.
+#[derive(Debug, Clone)]
+pub struct ConsumerPlan {
+    pub address: SocketAddr,
+    pub topic: String,
+    pub topic_id: uuid::Uuid,
+    pub partitions: Vec<(i32, i64)>,
+    pub stop: Stop,
+    pub partition_max_bytes: i32,
+    /// Decode records and measure end-to-end latency from their stamps.
+    pub end_to_end: bool,
+}
+
+/// When consumers are done.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// All consumers together have read this many records.
+    Records(u64),
+    /// Producers have finished and everything they settled has been read.
+    Drain,
+    At(Instant),
+}
+
+/// How many records of `record_size` fill a batch of at most `batch_bytes` (as Kafka's
+/// `batch.size` counts them, overheads included, so that a batch fits `max.message.bytes`).
+pub fn records_per_batch(batch_bytes: usize, record_size: usize) -> usize {
+    const BATCH_HEADER: usize = 61;
+    // Per record: length, attributes, timestamp and offset deltas, key length, value length
+    // and header count, as varints; 5 bytes bound each varint here.
+    let per_record = record_size + 5 * 6 + 1;
+    (batch_bytes.saturating_sub(BATCH_HEADER) / per_record).max(1)
+}
+
+/// Random letters, as Kafka's own perf tool sends: compressible about as much as text.
+struct Payload {
+    pool: Vec<u8>,
+    next: usize,
+}
+
+const POOL_BYTES: usize = 1 << 16;
+
+impl Payload {
+    fn new(record_size: usize) -> Payload {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let pool = (0..POOL_BYTES + record_size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'A' + (state % 26) as u8
+            })
+            .collect();
+        Payload { pool, next: 0 }
+    }
+
+    /// A record value: its due time, then `size - STAMP_BYTES` letters.
+    fn fill(&mut self, out: &mut BytesMut, due_ns: u64, size: usize) {
+        out.extend_from_slice(&due_ns.to_be_bytes());
+        out.extend_from_slice(&self.pool[self.next..self.next + size - STAMP_BYTES]);
+        self.next = (self.next + 4099) % POOL_BYTES;
+    }
+}
+
+/// A Produce request written and waiting for its acknowledgement.
+struct InFlight {
+    sent: Sent,
+    /// Due time of the batch's first record, and the spacing of the others.
+    first_due_ns: u64,
+    step_ns: u64,
+    records: u64,
+    bytes: u64,
+    _permit: StaticPermit,
+}
+
+pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()> {
+    assert!(plan.record_size >= STAMP_BYTES && plan.batch_records > 0 && !plan.partitions.is_empty());
+    let (mut writer, reader) = wire::connect(plan.address).await?;
+    let in_flight = Rc::new(Semaphore::new(plan.max_in_flight as u64));
+    let (acks_queue, unacked) = mpsc::unbounded::<InFlight>();
+    let acker = (plan.acks != 0).then(|| spawn_local(read_acks(reader, unacked, stats.clone())));
+
+    let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
+    let options = RecordEncodeOptions { version: 2, compression: plan.compression };
+    let mut payload = Payload::new(plan.record_size);
+    let step_ns = plan.rate.map_or(0, |rate| (1e9 / rate) as u64);
+    let linger_ns = plan.linger.as_nanos() as u64;
+    let start_ns = now_ns();
+    let mut next_record = 0u64;
+    for batch_number in 0usize.. {
+        let mut count = plan.batch_records as u64;
+        if let Some(total) = plan.records {
+            count = count.min(total - next_record);
+        }
+        if count == 0 {
+            break;
+        }
+        let permit;
+        let first_due_ns = match plan.rate {
+            None => {
+                permit = acquire(&in_flight).await?;
+                now_ns()
+            }
+            Some(_) => {
+                let first_due_ns = start_ns + next_record * step_ns;
+                // The batch closes when full or when its first record has lingered long
+                // enough; if the connection is then still busy, it keeps filling meanwhile.
+                let close_ns = (first_due_ns + (count - 1) * step_ns).min(first_due_ns + linger_ns);
+                let now = now_ns();
+                if close_ns > now {
+                    sleep(Duration::from_nanos(close_ns - now)).await;
+                }
+                permit = acquire(&in_flight).await?;
+                count = count.min((now_ns().max(close_ns) - first_due_ns) / step_ns.max(1) + 1);
+                first_due_ns
+            }
+        };
+        if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+
+        let mut values = BytesMut::with_capacity(count as usize * plan.record_size);
+        for i in 0..count {
+            payload.fill(&mut values, first_due_ns + i * step_ns, plan.record_size);
+        }
+        let values = values.freeze();
+        let timestamp = crate::runtime::now_ms();
+        let records: Vec<Record> = (0..count as usize)
+            .map(|i| record(i, timestamp, values.slice(i * plan.record_size..(i + 1) * plan.record_size)))
+            .collect();
+        let mut batch = BytesMut::with_capacity(values.len() + 64 + 16 * records.len());
+        RecordBatchEncoder::encode(&mut batch, &records, &options).context("encoding a batch")?;
+        let batch = batch.freeze();
+        let bytes = batch.len() as u64;
+        let partition = plan.partitions[batch_number % plan.partitions.len()];
+        let request = ProduceRequest::default().with_acks(plan.acks).with_timeout_ms(30_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(topic.clone()).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+            ]),
+        ]);
+
+        let sent = writer.write(&request).await?;
+        next_record += count;
+        if plan.acks == 0 {
+            stats.produced.add(count, bytes);
+            stats.produced_settled.fetch_add(count, Ordering::Relaxed);
+            continue;
+        }
+        let pending = InFlight { sent, first_due_ns, step_ns, records: count, bytes, _permit: permit };
+        if acks_queue.unbounded_send(pending).is_err() {
+            break; // the acker stopped on an error, which it returns below
+        }
+    }
+    drop(acks_queue);
+    match acker {
+        Some(acker) => acker.await,
+        None => Ok(()),
+    }
+}
+
+async fn acquire(in_flight: &Rc<Semaphore>) -> anyhow::Result<StaticPermit> {
+    in_flight.acquire_static_permit(1).await.map_err(|e| anyhow::anyhow!("in-flight limit: {e}"))
+}
+
+fn record(index: usize, timestamp: i64, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: index as i64,
+        // kafka-protocol starts a new batch whenever offset - sequence changes.
+        sequence: index as i32,
+        timestamp,
+        key: None,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+/// Reads acknowledgements in request order and records each record's publish latency.
+async fn read_acks(
+    mut reader: ResponseReader,
+    mut unacked: mpsc::UnboundedReceiver<InFlight>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    while let Some(pending) = unacked.next().await {
+        let response = reader.read::<ProduceRequest>(pending.sent).await?;
+        let acked_ns = now_ns();
+        for topic in &response.responses {
+            for partition in &topic.partition_responses {
+                check(partition.error_code, &format!("producing to partition {}", partition.index))?;
+            }
+        }
+        stats.publish.record_batch(acked_ns.saturating_sub(pending.first_due_ns), pending.step_ns, pending.records);
+        stats.produced.add(pending.records, pending.bytes);
+        stats.produced_settled.fetch_add(pending.records, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+pub async fn consume(plan: ConsumerPlan, stats: Arc<Stats>) -> anyhow::Result<()> {
+    let (mut writer, mut reader) = wire::connect(plan.address).await?;
+    let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
+    let uses_topic_ids = writer.version::<FetchRequest>()? >= 13;
+    let mut offsets = plan.partitions.clone();
+    let mut last_progress = Instant::now();
+    loop {
+        let done = match plan.stop {
+            Stop::Records(total) => stats.consumed.read().0 >= total,
+            Stop::Drain => {
+                stats.producers_running.load(Ordering::Acquire) == 0
+                    && stats.consumed.read().0 >= stats.produced_settled.load(Ordering::Acquire)
+            }
+            Stop::At(deadline) => Instant::now() >= deadline,
+        };
+        if done {
+            return Ok(());
+        }
+        if last_progress.elapsed() > STALL_LIMIT {
+            bail!("no new record for {} s", STALL_LIMIT.as_secs());
+        }
+
+        let partitions = offsets
+            .iter()
+            .map(|&(partition, offset)| {
+                FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(plan.partition_max_bytes)
+                    .with_current_leader_epoch(-1)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)
+            })
+            .collect();
+        let fetch_topic = match uses_topic_ids {
+            true => FetchTopic::default().with_topic_id(plan.topic_id),
+            false => FetchTopic::default().with_topic(topic.clone()),
+        };
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(i32::MAX)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_topic.with_partitions(partitions)]);
+        let sent_ns = now_ns();
+        let sent = writer.write(&request).await?;
+        let response = reader.read::<FetchRequest>(sent).await?;
+        check(response.error_code, "fetch")?;
+        if !plan.end_to_end {
+            stats.consume.record(now_ns() - sent_ns);
+        }
+        let mut latencies = plan.end_to_end.then(new_histogram);
+        for data in response.responses.into_iter().flat_map(|t| t.partitions) {
+            check(data.error_code, &format!("fetching partition {}", data.partition_index))?;
+            let Some(entry) = offsets.iter_mut().find(|(p, _)| *p == data.partition_index) else {
+                bail!("fetch response names partition {}, not asked for", data.partition_index);
+            };
+            let (records, bytes) = walk_batches(data.records.unwrap_or_default(), &mut entry.1, latencies.as_mut())?;
+            if records > 0 {
+                stats.consumed.add(records, bytes);
+                last_progress = Instant::now();
+            }
+        }
+        if let Some(latencies) = latencies {
+            stats.consume.add(&latencies);
+        }
+    }
+}
+
+/// Counts the whole batches of a fetched partition, moving `next_offset` past them; with
+/// `latencies`, decodes them and records each record's end-to-end latency.
+fn walk_batches(
+    mut bytes: Bytes,
+    next_offset: &mut i64,
+    mut latencies: Option<&mut Histogram<u64>>,
+) -> anyhow::Result<(u64, u64)> {
+    /// Batch header fields, by byte position (Kafka's v2 record batch layout).
+    const LENGTH: usize = 8;
+    const LAST_OFFSET_DELTA: usize = 23;
+    const RECORDS_COUNT: usize = 57;
+    const HEADER: usize = 61;
+    let be_i32 = |b: &[u8], at: usize| i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let (mut records, mut total) = (0u64, 0u64);
+    while bytes.len() >= HEADER {
+        let size = 12 + usize::try_from(be_i32(&bytes, LENGTH)).context("negative batch length")?;
+        if size > bytes.len() {
+            break; // cut by the size limit (KIP-74): fetched again next time
+        }
+        let batch = bytes.split_to(size);
+        let base = i64::from_be_bytes(batch[..8].try_into().expect("8 bytes"));
+        let last = base + i64::from(be_i32(&batch, LAST_OFFSET_DELTA));
+        if last < *next_offset {
+            continue;
+        }
+        if let Some(histogram) = latencies.as_mut() {
+            let consumed_ns = now_ns();
+            let set = RecordBatchDecoder::decode(&mut batch.clone()).context("decoding a fetched batch")?;
+            for record in set.records.iter().filter(|r| r.offset >= *next_offset) {
+                let value = record.value.as_deref().unwrap_or_default();
+                let stamp = value.get(..STAMP_BYTES).context("a record too short to carry its due time")?;
+                let due_ns = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
+                histogram.saturating_record((consumed_ns.saturating_sub(due_ns) / 1000).max(1));
+            }
+        }
+        records += u64::try_from(be_i32(&batch, RECORDS_COUNT)).unwrap_or(0);
+        total += size as u64;
+        *next_offset = last + 1;
+    }
+    Ok((records, total))
+}

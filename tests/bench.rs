@@ -1,0 +1,156 @@
+//! `sluice bench` against a live broker: produce and consume complete, agree with each other,
+//! and write a valid `results.json` and a self-contained `report.html`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Broker, cli};
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> String {
+    let (ok, out, err) = cli(&[&["bench"], args].concat(), "");
+    assert!(ok, "sluice bench {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn results(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json written");
+    serde_json::from_str(&text).expect("results.json is JSON")
+}
+
+/// The report is one page that needs nothing else: no scripts, nothing loaded from elsewhere.
+fn check_report(dir: &Path, charts: usize) {
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html written");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), charts, "{html}");
+    assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    for external in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(!html.contains(external), "report.html refers to something outside it: {external}");
+    }
+}
+
+/// A flow's numbers hang together: latency counts every record and percentiles are ordered.
+fn check_flow(flow: &Value, records: u64, latency_kind: &str) {
+    assert_eq!(flow["records"], records, "{flow}");
+    assert_eq!(flow["latency_kind"], latency_kind);
+    assert!(flow["bytes"].as_u64().unwrap() > 0 && flow["mb_per_s"].as_f64().unwrap() > 0.0, "{flow}");
+    let latency = &flow["latency_us"];
+    let ordered: Vec<u64> =
+        ["p50", "p90", "p99", "p99_9", "p99_99", "max"].map(|p| latency[p].as_u64().unwrap()).into();
+    assert!(ordered.windows(2).all(|w| w[0] <= w[1]) && ordered[0] > 0, "{latency}");
+    let distribution = latency["distribution"].as_array().unwrap();
+    assert!(distribution.len() > 2, "{latency}");
+    assert_eq!(distribution.last().unwrap()[1].as_u64().unwrap(), latency["max"].as_u64().unwrap());
+}
+
+#[test]
+fn produce_then_consume_reports_the_same_data() {
+    let broker = Broker::start(2, &[]);
+    let reports = tempfile::tempdir().unwrap();
+    let produced_dir = reports.path().join("produce");
+    let common = ["--bootstrap", broker.addr(), "--topic", "bench", "--partitions", "3"];
+    let out = bench(
+        &[
+            &["produce"][..],
+            &common,
+            &["--records", "20000", "--record-size", "200", "--batch-bytes", "65536", "--report"],
+            &[produced_dir.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("produce: 20000 records"), "{out}");
+    let produced = results(&produced_dir);
+    assert_eq!(produced["workload"]["mode"], "produce");
+    check_flow(&produced["produce"], 20000, "publish");
+    assert!(produced["consume"].is_null());
+    assert!(!produced["timeline"].as_array().unwrap().is_empty());
+    // The broker is local: the bench finds it by its port and reads its CPU time.
+    assert_eq!(produced["broker"]["pid"], broker.pid());
+    assert!(produced["broker"]["cpu_seconds"].as_f64().unwrap() >= 0.0);
+    check_report(&produced_dir, 3);
+
+    let consumed_dir = reports.path().join("consume");
+    bench(
+        &[
+            &["consume"][..],
+            &common,
+            &["--records", "20000", "--consumers", "2", "--report"],
+            &[consumed_dir.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let consumed = results(&consumed_dir);
+    check_flow(&consumed["consume"], 20000, "fetch");
+    // The consumers read exactly the batches the producer wrote.
+    assert_eq!(consumed["consume"]["bytes"], produced["produce"]["bytes"]);
+    check_report(&consumed_dir, 3);
+}
+
+#[test]
+fn end_to_end_at_a_rate_consumes_everything_it_produces() {
+    let broker = Broker::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["e2e", "--bootstrap", broker.addr(), "--topic", "e2e", "--partitions", "2", "--record-size", "100"];
+    bench(
+        &[
+            &args[..],
+            &["--rate", "5000", "--duration", "1", "--linger-ms", "1", "--report"],
+            &[dir.path().to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let run = results(dir.path());
+    let produced = run["produce"]["records"].as_u64().unwrap();
+    // Open loop: records are due at the rate, never faster.
+    assert!(produced > 0 && produced <= 5000 + 1, "{produced}");
+    check_flow(&run["produce"], produced, "publish");
+    check_flow(&run["consume"], produced, "end_to_end");
+    check_report(dir.path(), 3);
+}
+
+#[test]
+fn baseline_measures_loopback_and_page_cache_writes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "baseline",
+        "--baseline-seconds",
+        "0.3",
+        "--baseline-write-bytes",
+        "8388608",
+        "--baseline-dir",
+        scratch.path().to_str().unwrap(),
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("baseline: loopback TCP"), "{out}");
+    let baseline = &results(dir.path())["baseline"];
+    assert!(baseline["loopback_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert!(baseline["page_cache_write_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert_eq!(baseline["page_cache_write_bytes"], 8388608);
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "the write test leaves no file behind");
+    check_report(dir.path(), 0);
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let broker = Broker::start(1, &[]);
+    let (ok, _, err) =
+        cli(&["bench", "consume", "--bootstrap", broker.addr(), "--topic", "absent", "--records", "1"], "");
+    assert!(!ok && err.contains("topic absent does not exist"), "{err}");
+    bench(&["produce", "--bootstrap", broker.addr(), "--topic", "two", "--partitions", "2", "--records", "10"]);
+    let (ok, _, err) = cli(
+        &["bench", "produce", "--bootstrap", broker.addr(), "--topic", "two", "--partitions", "3", "--records", "10"],
+        "",
+    );
+    assert!(!ok && err.contains("exists with 2 partitions, not 3"), "{err}");
+    let (ok, _, err) = cli(
+        &["bench", "consume", "--bootstrap", broker.addr(), "--topic", "two", "--partitions", "2", "--records", "11"],
+        "",
+    );
+    assert!(!ok && err.contains("holds 10 records, fewer than --records 11"), "{err}");
+    let (ok, _, err) =
+        cli(&["bench", "produce", "--bootstrap", broker.addr(), "--records", "1", "--record-size", "4"], "");
+    assert!(!ok && err.contains("--record-size must be at least 8"), "{err}");
+}
