@@ -407,9 +407,13 @@ fn drive(
             publish_p99_us: p99(&publish),
             consume_p99_us: p99(&consume),
         };
+        last = (now, produced, consumed);
+        // The last, partial second is kept only if something happened in it.
+        if finished && p_rec == 0.0 && c_rec == 0.0 && !timeline.is_empty() {
+            break;
+        }
         println!("{}", report::progress_line(&tick));
         timeline.push(tick);
-        last = (now, produced, consumed);
         if finished {
             break;
         }

@@ -64,14 +64,14 @@ pub fn summary(results: &Results) -> String {
 }
 
 struct Series<'a> {
-    name: &'a str,
+    name: String,
     color: &'a str,
     points: Vec<(f64, f64)>,
 }
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 320.0;
-const MARGIN: (f64, f64, f64, f64) = (64.0, 20.0, 36.0, 48.0); // left, right, top, bottom
+const MARGIN: (f64, f64, f64, f64) = (64.0, 44.0, 36.0, 48.0); // left, right, top, bottom
 
 /// A rounded-up axis maximum and its tick step.
 fn nice_axis(max: f64) -> (f64, f64) {
@@ -143,18 +143,19 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], x_ticks: 
         top + plot_h / 2.0,
         escape(y_label)
     );
-    for (i, s) in series.iter().enumerate() {
+    // The legend sits above the plot, right-aligned, so that it never hides a line.
+    let mut legend_x = left + plot_w;
+    for s in series.iter().rev() {
         let points: Vec<String> = s.points.iter().map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py))).collect();
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/><text x="{}" y="{}" fill="{}">{}</text>"#,
+            r#"<polyline fill="none" stroke="{0}" stroke-width="2" points="{1}"/><text x="{2}" y="18" text-anchor="end" fill="{0}">■ {3}</text>"#,
             s.color,
             points.join(" "),
-            left + plot_w - 150.0,
-            top + 16.0 + 14.0 * i as f64,
-            s.color,
-            escape(s.name)
+            legend_x,
+            escape(&s.name)
         );
+        legend_x -= 24.0 + 7.0 * s.name.chars().count() as f64;
     }
     svg.push_str("</svg>");
     svg
@@ -185,18 +186,18 @@ pub fn html(results: &Results) -> String {
         let line = |f: fn(&Tick) -> f64| results.timeline.iter().map(|t| (t.t_s, f(t))).collect::<Vec<_>>();
         let mut series = Vec::new();
         if results.produce.is_some() {
-            series.push(Series { name: "produced", color: "#1f77b4", points: line(|t| t.produced_mb_per_s) });
+            series.push(Series { name: "produced".into(), color: "#1f77b4", points: line(|t| t.produced_mb_per_s) });
         }
         if results.consume.is_some() {
-            series.push(Series { name: "consumed", color: "#ff7f0e", points: line(|t| t.consumed_mb_per_s) });
+            series.push(Series { name: "consumed".into(), color: "#ff7f0e", points: line(|t| t.consumed_mb_per_s) });
         }
         body.push_str(&chart("Throughput over time", "seconds", "MB/s", &series, None));
         let p99 = |f: fn(&Tick) -> Option<u64>| {
             results.timeline.iter().filter_map(|t| Some((t.t_s, f(t)? as f64 / 1000.0))).collect::<Vec<_>>()
         };
         let series = [
-            Series { name: "publish p99", color: "#1f77b4", points: p99(|t| t.publish_p99_us) },
-            Series { name: "consume p99", color: "#ff7f0e", points: p99(|t| t.consume_p99_us) },
+            Series { name: "publish p99".into(), color: "#1f77b4", points: p99(|t| t.publish_p99_us) },
+            Series { name: "consume p99".into(), color: "#ff7f0e", points: p99(|t| t.consume_p99_us) },
         ];
         body.push_str(&chart("p99 latency per second", "seconds", "ms", &series, None));
     }
@@ -207,7 +208,7 @@ pub fn html(results: &Results) -> String {
             let flow = flow.as_ref()?;
             let points =
                 flow.latency_us.distribution.iter().map(|&(p, us)| (percentile_x(p), us as f64 / 1000.0)).collect();
-            Some(Series { name: flow.latency_kind, color, points })
+            Some(Series { name: format!("{} latency", flow.latency_kind.replace('_', "-")), color, points })
         })
         .collect();
     if !series.is_empty() {
