@@ -80,6 +80,7 @@ pub async fn handle(
     }
 
     let mut file_parts = Vec::new();
+    let mut placeholders = crate::runtime::zero_copy::Placeholders::default();
     let mut budget = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
     let mut first = true;
     for (w, result) in wanted.iter().zip(results) {
@@ -100,7 +101,7 @@ pub async fn handle(
             // The encoder meets this placeholder where the records go, and leaves the file
             // range in its place (runtime::zero_copy); the placeholder itself is never sent.
             RecordData::File(slice) => {
-                let placeholder = bytes::Bytes::from(vec![0u8; slice.len]);
+                let placeholder = placeholders.make(slice.len);
                 file_parts.push((placeholder.clone(), slice));
                 placeholder
             }

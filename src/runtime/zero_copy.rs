@@ -4,7 +4,8 @@
 //!
 //! A Fetch response is encoded by kafka-protocol into a [`PartsBuf`]: where the encoder
 //! copies the placeholder that stands for a partition's records, the buffer records a file
-//! part instead. [`write_parts`] then writes memory parts with the socket's ordinary async
+//! part instead. Placeholders ([`Placeholders`]) are slices of one reserved, never-touched
+//! mapping, so standing in for a range costs neither an allocation nor a page. [`write_parts`] then writes memory parts with the socket's ordinary async
 //! write and file parts with sendfile. glommio's sockets are non-blocking; when sendfile finds
 //! the socket full (EAGAIN) one chunk goes through the async write, which waits for room, so
 //! the reactor never blocks on a slow reader.
@@ -43,6 +44,55 @@ pub struct Sent {
 
 /// Bytes a copying fallback moves at a time when the socket is full.
 const FALLBACK_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Virtual size of the placeholder mapping; a response whose ranges add up to more (beyond
+/// any fetch size a client may ask for) falls back to allocated placeholders.
+const PLACEHOLDER_ARENA_BYTES: usize = 16 << 30;
+
+/// The placeholder mapping: read-only, unreserved anonymous memory that nothing reads (the
+/// encoder's copies of it are intercepted), so it never occupies a page.
+fn placeholder_arena() -> &'static [u8] {
+    static ARENA: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let address = *ARENA.get_or_init(|| {
+        // SAFETY: a fresh private anonymous mapping that aliases nothing; it is never unmapped.
+        let pointer = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PLACEHOLDER_ARENA_BYTES,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if pointer == libc::MAP_FAILED { 0 } else { pointer as usize }
+    });
+    if address == 0 {
+        return &[];
+    }
+    // SAFETY: the mapping above is PLACEHOLDER_ARENA_BYTES long, readable, and lives forever.
+    unsafe { std::slice::from_raw_parts(address as *const u8, PLACEHOLDER_ARENA_BYTES) }
+}
+
+/// Hands out placeholders for one response: each a distinct stretch of the arena, so that a
+/// [`PartsBuf`] knows every one by its address.
+#[derive(Default)]
+pub struct Placeholders {
+    used: usize,
+}
+
+impl Placeholders {
+    pub fn make(&mut self, len: usize) -> Bytes {
+        let arena = placeholder_arena();
+        match arena.get(self.used..self.used + len) {
+            Some(stretch) => {
+                self.used += len;
+                Bytes::from_static(stretch)
+            }
+            None => Bytes::from(vec![0u8; len]),
+        }
+    }
+}
 
 /// A `BufMut` that turns registered placeholders into file parts instead of copying them.
 pub struct PartsBuf {
