@@ -433,6 +433,39 @@ mod tests {
         assert!(log.read(4, 1 << 20, 4).unwrap().is_empty());
     }
 
+    /// Reads skip through the index to the end of their range; every bound must still land
+    /// exactly where a batch-by-batch walk would.
+    #[test]
+    fn indexed_reads_end_where_a_batch_walk_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut batches = Vec::new(); // (base offset, size)
+        for i in 0..60 {
+            let batch = batch(1 + i % 4, 0);
+            let info = log.append(batch.clone(), 0, 0).unwrap();
+            batches.push((info.base_offset, batch.len()));
+        }
+        let end = log.log_end_offset();
+        for start in 0..batches.len() {
+            for max_bytes in [1, 150, 700, 2000, 1 << 20] {
+                for max_offset in [batches[start].0 + 1, end / 2, end] {
+                    let mut expected = Vec::new();
+                    let mut total = 0;
+                    for &(base, size) in &batches[start..] {
+                        if base >= max_offset || (!expected.is_empty() && total + size > max_bytes) {
+                            break;
+                        }
+                        expected.push(base);
+                        total += size;
+                    }
+                    let read = log.read(batches[start].0, max_bytes, max_offset).unwrap();
+                    let got: Vec<i64> = batches_in(&read).iter().map(|b| b.0).collect();
+                    assert_eq!(got, expected, "from {start} max_bytes {max_bytes} max_offset {max_offset}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_appends_write_nothing() {
         let dir = tempfile::tempdir().unwrap();

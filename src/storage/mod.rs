@@ -12,7 +12,7 @@
 
 pub mod batch;
 mod compaction;
-mod index;
+pub mod index;
 mod log;
 mod segment;
 

@@ -253,7 +253,15 @@ impl Segment {
     /// as fit in `max_bytes`, none with a base offset at or past `max_offset`. Reads headers
     /// only.
     fn extent(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<usize, StorageError> {
-        let mut end = position;
+        // The index marks batch starts: jump to the furthest one within both limits, so that
+        // only the batches after it (one index interval at most) have their headers read.
+        let entries = self.offset_index.entries();
+        let within_bytes = entries.partition_point(|e| u64::from(e.position) <= position + max_bytes as u64);
+        let below_offset = entries.partition_point(|e| self.base_offset + i64::from(e.relative_offset) < max_offset);
+        let mut end = match within_bytes.min(below_offset).checked_sub(1).map(|i| u64::from(entries[i].position)) {
+            Some(jump) if jump > position => jump,
+            _ => position,
+        };
         while let Some(header) = self.read_header(end, self.size)? {
             let next = end + header.size() as u64;
             let over_limit = end > position && (next - position) as usize > max_bytes;

@@ -1,0 +1,50 @@
+//! A cross-core round trip: shard 0 asks shard 1 (another pinned executor) for a cheap
+//! answer through the real router (`Shard::invoke_on` over the channel mesh) and awaits it.
+//! This is the fixed cost every request pays when its partition lives on another core.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice::cluster::MetadataImage;
+use sluice::config::BrokerConfig;
+use sluice::runtime::MeshBuilder;
+use sluice::runtime::executor::run_pinned;
+use sluice::shard::{Envelope, Shard, ShardRequest, ShardResponse};
+
+/// Runs `iterations` round trips from shard 0 to shard 1; returns the time they took.
+fn round_trips(iterations: u64) -> Duration {
+    let mesh = MeshBuilder::<Envelope, _>::full(2, 1024);
+    let (elapsed_tx, elapsed_rx) = std::sync::mpsc::channel();
+    run_pinned(vec![Some(elapsed_tx), None], move |id, elapsed_tx| {
+        let mesh = mesh.clone();
+        async move {
+            let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
+            let config = BrokerConfig { cores: 2, ..BrokerConfig::default() };
+            let shard = Rc::new(Shard::new(id, config, ("127.0.0.1".into(), 9092), MetadataImage::default(), senders));
+            match elapsed_tx {
+                // Shard 1 answers until shard 0 drops its end of the mesh.
+                None => shard.serve_mesh(receivers).await,
+                Some(elapsed_tx) => {
+                    drop(receivers);
+                    let start = Instant::now();
+                    for _ in 0..iterations {
+                        let answer = shard.invoke_on(1, ShardRequest::Metrics).await;
+                        assert!(matches!(answer, ShardResponse::Metrics(_)));
+                    }
+                    elapsed_tx.send(start.elapsed()).unwrap();
+                }
+            }
+            Ok(())
+        }
+    })
+    .unwrap();
+    elapsed_rx.recv().unwrap()
+}
+
+fn mesh(c: &mut Criterion) {
+    c.bench_function("cross-core round trip (invoke_on over the mesh)", |b| b.iter_custom(round_trips));
+}
+
+criterion_group!(benches, mesh);
+criterion_main!(benches);
