@@ -56,7 +56,7 @@ fn offset_lookup(c: &mut Criterion) {
     let mut index = IndexFile::<OffsetEntry>::create(&dir.path().join("0.index")).unwrap();
     const ENTRIES: u32 = 100_000;
     for i in 0..ENTRIES {
-        index.append(OffsetEntry { relative_offset: i * 16, position: i * 4096 }).unwrap();
+        index.append(OffsetEntry { relative_offset: i * 16, position: i * 4096 });
     }
     let mut key = 0u32;
     group.bench_function("index floor, 100k entries", |b| {

@@ -32,6 +32,17 @@ pub fn restore_default_sigpipe() {
     }
 }
 
+/// Raises this process's open-file limit to its hard limit, as brokers do: each partition
+/// keeps its segments' logs open, and every client takes a socket. Returns the new limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 /// Binds a listening socket with SO_REUSEPORT so that every shard can accept on the same
 /// address; the kernel spreads incoming connections over the shards.
 pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {

@@ -95,5 +95,8 @@ pub fn compact(
     std::fs::rename(&cleaned_path, dir.join(file_name(base, "log")))?;
     std::fs::File::open(dir)?.sync_all()?;
     tracing::debug!(dir = %dir.display(), base, removed, "compacted a segment");
-    Segment::open(dir, base, super::segment::Check::Full, index_interval_bytes, now_ms).map(Some)
+    let segment = Segment::open(dir, base, super::segment::Check::Full, index_interval_bytes, now_ms)?;
+    // Its indexes were rebuilt in memory; write them, so that a restart can trust them.
+    segment.sync()?;
+    Ok(Some(segment))
 }

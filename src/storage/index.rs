@@ -1,12 +1,17 @@
 //! Sparse, append-only index files of fixed-size entries: the `.index` (relative offset →
 //! file position) and the `.timeindex` (max timestamp so far → relative offset) of a segment.
 //!
-//! Entries are kept in memory too (they are sparse: one per `index.interval.bytes`), so
-//! lookups are a binary search without I/O. Invariant: keys never decrease.
+//! Entries live in memory (they are sparse: one per `index.interval.bytes`), so lookups are a
+//! binary search without I/O. New entries reach the file when the segment is synced (flush,
+//! roll, clean shutdown): an index is trusted at startup only below the recovery point, which
+//! moves only after such a sync, so entries not yet written are never missed. Keeping no file
+//! open also spares two descriptors per partition, which a broker with many partitions needs.
+//! Invariant: keys never decrease.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::Path;
+use std::cell::Cell;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// One entry type of an index file.
 pub trait Entry: Copy {
@@ -70,17 +75,21 @@ impl Entry for TimeEntry {
 }
 
 pub struct IndexFile<E: Entry> {
-    file: File,
+    path: PathBuf,
     entries: Vec<E>,
+    /// How many of `entries` the file holds, durably.
+    synced: Cell<usize>,
 }
 
 impl<E: Entry> IndexFile<E> {
     /// Opens the index, returning `None` when its content cannot be trusted (a size that is
     /// not a whole number of entries, or keys going backwards): the caller rebuilds it.
     pub fn open(path: &Path) -> std::io::Result<Option<IndexFile<E>>> {
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
         if bytes.len() % E::SIZE != 0 {
             return Ok(None);
         }
@@ -88,26 +97,21 @@ impl<E: Entry> IndexFile<E> {
         if entries.windows(2).any(|w| w[0].key() > w[1].key()) {
             return Ok(None);
         }
-        Ok(Some(IndexFile { file, entries }))
+        let synced = Cell::new(entries.len());
+        Ok(Some(IndexFile { path: path.to_path_buf(), entries, synced }))
     }
 
     /// Creates an empty index, replacing whatever was at `path`.
     pub fn create(path: &Path) -> std::io::Result<IndexFile<E>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        drop(file);
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
-        Ok(IndexFile { file, entries: Vec::new() })
+        OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        Ok(IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) })
     }
 
-    pub fn append(&mut self, entry: E) -> std::io::Result<()> {
+    pub fn append(&mut self, entry: E) {
         if let Some(last) = self.entries.last() {
             assert!(last.key() <= entry.key(), "index keys must not decrease");
         }
-        let mut bytes = Vec::with_capacity(E::SIZE);
-        entry.encode(&mut bytes);
-        self.file.write_all(&bytes)?;
         self.entries.push(entry);
-        Ok(())
     }
 
     /// The last entry whose key is at most `key`.
@@ -124,8 +128,21 @@ impl<E: Entry> IndexFile<E> {
         self.entries.last().copied()
     }
 
+    /// Writes the entries the file lacks and makes them durable.
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        let pending = &self.entries[self.synced.get()..];
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(pending.len() * E::SIZE);
+        for entry in pending {
+            entry.encode(&mut bytes);
+        }
+        let mut file = OpenOptions::new().append(true).open(&self.path)?;
+        file.write_all(&bytes)?;
+        file.sync_data()?;
+        self.synced.set(self.entries.len());
+        Ok(())
     }
 }
 
@@ -139,8 +156,9 @@ mod tests {
         let path = dir.path().join("0.index");
         let mut index = IndexFile::<OffsetEntry>::create(&path).unwrap();
         for i in 0..10u32 {
-            index.append(OffsetEntry { relative_offset: i * 10, position: i * 100 }).unwrap();
+            index.append(OffsetEntry { relative_offset: i * 10, position: i * 100 });
         }
+        index.sync().unwrap();
         assert_eq!(index.floor(0).unwrap().position, 0);
         assert_eq!(index.floor(35).unwrap().position, 300);
         assert_eq!(index.floor(1000).unwrap().position, 900);

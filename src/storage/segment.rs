@@ -202,9 +202,9 @@ impl Segment {
         let position_u32 = u32::try_from(position).expect("segments stay below 4 GiB");
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
         if self.bytes_since_index_entry >= index_interval_bytes {
-            self.offset_index.append(OffsetEntry { relative_offset, position: position_u32 })?;
+            self.offset_index.append(OffsetEntry { relative_offset, position: position_u32 });
             if self.time_index.last().is_none_or(|e| self.max_timestamp > e.timestamp) {
-                self.time_index.append(TimeEntry { timestamp: self.max_timestamp, relative_offset })?;
+                self.time_index.append(TimeEntry { timestamp: self.max_timestamp, relative_offset });
             }
             self.bytes_since_index_entry = 0;
         }
