@@ -110,7 +110,7 @@ fn end_to_end_at_a_rate_consumes_everything_it_produces() {
 }
 
 #[test]
-fn baseline_measures_loopback_and_page_cache_writes() {
+fn baseline_measures_loopback_and_page_cache_writes_and_runs_compare_with_it() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = bench(&[
@@ -126,11 +126,34 @@ fn baseline_measures_loopback_and_page_cache_writes() {
     ]);
     assert!(out.contains("baseline: loopback TCP"), "{out}");
     let baseline = &results(dir.path())["baseline"];
-    assert!(baseline["loopback_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    let loopback = baseline["loopback_mb_per_s"].as_f64().unwrap();
+    assert!(loopback > 0.0, "{baseline}");
     assert!(baseline["page_cache_write_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
     assert_eq!(baseline["page_cache_write_bytes"], 8388608);
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "the write test leaves no file behind");
     check_report(dir.path(), 0);
+
+    // A later run reports its figures as fractions of that baseline.
+    let broker = Broker::start(1, &[]);
+    let run = tempfile::tempdir().unwrap();
+    let baseline_file = dir.path().join("results.json");
+    let out = bench(&[
+        "produce",
+        "--bootstrap",
+        broker.addr(),
+        "--records",
+        "1000",
+        "--baseline-from",
+        baseline_file.to_str().unwrap(),
+        "--report",
+        run.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("% of loopback"), "{out}");
+    let results = results(run.path());
+    let ratio = results["ratios"]["produce_of_loopback"].as_f64().unwrap();
+    let expected = results["produce"]["mb_per_s"].as_f64().unwrap() / loopback;
+    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0), "{ratio} vs {expected}");
+    assert_eq!(results["baseline"]["loopback_mb_per_s"].as_f64().unwrap(), loopback);
 }
 
 #[test]

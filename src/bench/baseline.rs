@@ -9,13 +9,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes per write and read call; large, as a broker's batches are.
 const CHUNK_BYTES: usize = 1 << 20;
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Baseline {
     pub loopback_mb_per_s: f64,
     pub loopback_seconds: f64,
@@ -23,6 +23,15 @@ pub struct Baseline {
     pub loopback_cpus: (usize, usize),
     pub page_cache_write_mb_per_s: f64,
     pub page_cache_write_bytes: u64,
+}
+
+/// The baseline of an earlier `results.json` (from `bench baseline --report` in the same
+/// session), so that several runs compare against one measurement.
+pub fn load(path: &Path) -> anyhow::Result<Baseline> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let results: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    serde_json::from_value(results["baseline"].clone()).with_context(|| format!("no baseline in {}", path.display()))
 }
 
 pub struct BaselinePlan<'a> {

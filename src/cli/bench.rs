@@ -81,8 +81,11 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Measure the machine's limits first and report every figure as a ratio of them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "baseline_from")]
     baseline: bool,
+    /// Compare with the baseline in this results.json instead (from `bench baseline --report`).
+    #[arg(long, value_name = "RESULTS_JSON")]
+    baseline_from: Option<PathBuf>,
     #[command(flatten)]
     baseline_args: BaselineArgs,
 }
@@ -136,7 +139,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             return finish(&results, dir.as_ref());
         }
     };
-    let baseline = args.baseline.then(|| args.baseline_args.measure()).transpose()?;
+    let baseline = match (&args.baseline_from, args.baseline) {
+        (Some(path), _) => Some(baseline::load(path)?),
+        (None, true) => Some(args.baseline_args.measure()?),
+        (None, false) => None,
+    };
     let workload = Workload {
         mode,
         bootstrap: args.bootstrap,
