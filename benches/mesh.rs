@@ -13,10 +13,10 @@ use sluice::runtime::executor::run_pinned;
 use sluice::shard::{Envelope, Shard, ShardRequest, ShardResponse};
 
 /// Runs `iterations` round trips from shard 0 to shard 1; returns the time they took.
-fn round_trips(iterations: u64) -> Duration {
+fn round_trips(iterations: u64, spin_before_park: Duration) -> Duration {
     let mesh = MeshBuilder::<Envelope, _>::full(2, 1024);
     let (elapsed_tx, elapsed_rx) = std::sync::mpsc::channel();
-    run_pinned(vec![Some(elapsed_tx), None], move |id, elapsed_tx| {
+    run_pinned(vec![Some(elapsed_tx), None], spin_before_park, move |id, elapsed_tx| {
         let mesh = mesh.clone();
         async move {
             let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
@@ -43,7 +43,13 @@ fn round_trips(iterations: u64) -> Duration {
 }
 
 fn mesh(c: &mut Criterion) {
-    c.bench_function("cross-core round trip (invoke_on over the mesh)", |b| b.iter_custom(round_trips));
+    c.bench_function("cross-core round trip (invoke_on over the mesh)", |b| {
+        b.iter_custom(|n| round_trips(n, Duration::ZERO))
+    });
+    // What `reactor.spin.before.park.us=100` buys: the answering shard is awake when asked.
+    c.bench_function("cross-core round trip, shards spinning 100 µs before parking", |b| {
+        b.iter_custom(|n| round_trips(n, Duration::from_micros(100)))
+    });
 }
 
 criterion_group!(benches, mesh);

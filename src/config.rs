@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub log_cleanup_policy_compact: bool,
     /// Send fetched records from the page cache with sendfile rather than copying them.
     pub fetch_zero_copy: bool,
+    /// How long an idle shard spins before it sleeps in io_uring (`reactor.spin.before.park.us`):
+    /// CPU time traded for wake-up latency; 0 sleeps at once.
+    pub spin_before_park: std::time::Duration,
     /// Longest a Fetch may wait, whatever the client asks.
     pub fetch_max_wait_ms_limit: u64,
     pub group_min_session_timeout_ms: i64,
@@ -81,6 +84,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_type: TimestampType::CreateTime,
             log_cleanup_policy_compact: false,
             fetch_zero_copy: true,
+            spin_before_park: std::time::Duration::ZERO,
             fetch_max_wait_ms_limit: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -139,6 +143,9 @@ impl BrokerConfig {
             "log.cleanup.policy" => self.log_cleanup_policy_compact = parse_cleanup_policy(value)?,
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
             "fetch.zero.copy.enable" => self.fetch_zero_copy = value.parse().with_context(context)?,
+            "reactor.spin.before.park.us" => {
+                self.spin_before_park = std::time::Duration::from_micros(value.parse().with_context(context)?)
+            }
             "fetch.max.wait.ms.limit" => self.fetch_max_wait_ms_limit = value.parse().with_context(context)?,
             "group.min.session.timeout.ms" => {
                 self.group_min_session_timeout_ms = value.parse().with_context(context)?
@@ -280,6 +287,15 @@ mod tests {
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.log_segment_bytes, 1024);
         assert!(!config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn reactor_spin_is_set_in_microseconds() {
+        let mut config = BrokerConfig::default();
+        assert!(config.spin_before_park.is_zero());
+        config.set("reactor.spin.before.park.us", "250").unwrap();
+        assert_eq!(config.spin_before_park, std::time::Duration::from_micros(250));
+        assert!(config.set("reactor.spin.before.park.us", "-1").is_err());
     }
 
     #[test]

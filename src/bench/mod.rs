@@ -58,6 +58,8 @@ pub struct Workload {
     pub fetch_bytes: i32,
     /// Shards the load runs on; `None` is one per CPU this process may use.
     pub cores: Option<usize>,
+    /// How long an idle bench shard spins before it sleeps (µs).
+    pub spin_us: u64,
 }
 
 /// One direction's totals.
@@ -248,7 +250,8 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
 
     let mut results = Results::new(Some(workload.clone()));
     let started = Instant::now();
-    let finished = drive(loops, workload.cores, stats.clone(), &mut results.timeline)?;
+    let spin = Duration::from_micros(workload.spin_us);
+    let finished = drive(loops, workload.cores, spin, stats.clone(), &mut results.timeline)?;
     let seconds = finished.as_secs_f64();
 
     let flow = |flow: &stats::Flow, latencies: &stats::Latencies, kind| {
@@ -365,6 +368,7 @@ fn plan_loops(
 fn drive(
     loops: Vec<Loop>,
     cores: Option<usize>,
+    spin: Duration,
     stats: Arc<Stats>,
     timeline: &mut Vec<Tick>,
 ) -> anyhow::Result<Duration> {
@@ -377,7 +381,7 @@ fn drive(
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let load_stats = stats.clone();
     let runner = std::thread::spawn(move || {
-        let result = crate::runtime::executor::run_pinned(payloads, move |_, loops: Vec<Loop>| {
+        let result = crate::runtime::executor::run_pinned(payloads, spin, move |_, loops: Vec<Loop>| {
             let stats = load_stats.clone();
             async move { run_loops(loops, stats).await }
         });

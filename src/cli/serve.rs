@@ -115,7 +115,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let shard_config = config.clone();
 
     let shards = std::thread::spawn(move || {
-        runtime::executor::run_pinned(shutdowns, move |shard_id, shutdown| {
+        runtime::executor::run_pinned(shutdowns, config.spin_before_park, move |shard_id, shutdown| {
             let config = shard_config.clone();
             let mesh = mesh.clone();
             let image = image.clone();

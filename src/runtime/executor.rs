@@ -1,6 +1,7 @@
 //! Starts one pinned glommio executor (one io_uring) per shard.
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -11,7 +12,8 @@ const IO_MEMORY_BYTES: usize = 512 * 1024;
 
 /// Runs `shard_main(shard_id, payload)` on one executor per payload, each pinned to a CPU
 /// (round-robin over the CPUs this process may use), and waits for all of them to return.
-pub fn run_pinned<T, F, Fut>(payloads: Vec<T>, shard_main: F) -> anyhow::Result<()>
+/// An idle executor spins for `spin_before_park` before it sleeps.
+pub fn run_pinned<T, F, Fut>(payloads: Vec<T>, spin_before_park: Duration, shard_main: F) -> anyhow::Result<()>
 where
     T: Send + 'static,
     F: Fn(usize, T) -> Fut + Send + Clone + 'static,
@@ -22,9 +24,13 @@ where
     for (shard_id, payload) in payloads.into_iter().enumerate() {
         let shard_main = shard_main.clone();
         let cpu = cpus[shard_id % cpus.len()];
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{shard_id}"))
-            .io_memory(IO_MEMORY_BYTES)
+            .io_memory(IO_MEMORY_BYTES);
+        if !spin_before_park.is_zero() {
+            builder = builder.spin_before_park(spin_before_park);
+        }
+        let handle = builder
             .spawn(move || async move { shard_main(shard_id, payload).await })
             .map_err(|e| anyhow::anyhow!("starting shard {shard_id} on CPU {cpu}: {e}"))?;
         handles.push(handle);
