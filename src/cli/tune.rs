@@ -97,9 +97,11 @@ fn io_scheduler(dir: &Path) -> Option<(String, String)> {
     Some((name, bracketed(read(queue))?))
 }
 
-fn rlimit(resource: nix::sys::resource::Resource) -> Option<String> {
-    let (soft, _) = nix::sys::resource::getrlimit(resource).ok()?;
-    Some(if soft == nix::sys::resource::RLIM_INFINITY { u64::MAX.to_string() } else { soft.to_string() })
+/// The soft limit of `resource`, or its hard limit with `hard`.
+fn rlimit(resource: nix::sys::resource::Resource, hard: bool) -> Option<String> {
+    let (soft, hard_limit) = nix::sys::resource::getrlimit(resource).ok()?;
+    let limit = if hard { hard_limit } else { soft };
+    Some(if limit == nix::sys::resource::RLIM_INFINITY { u64::MAX.to_string() } else { limit.to_string() })
 }
 
 fn findings(data_dir: &Path, cores: usize) -> Vec<Finding> {
@@ -158,17 +160,17 @@ fn findings(data_dir: &Path, cores: usize) -> Vec<Finding> {
         ),
         numeric(
             "RLIMIT_MEMLOCK (bytes)",
-            rlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK),
+            rlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK, false),
             (cores as u64) * (1 << 20),
             true,
             "io_uring buffers are locked memory, per shard",
         ),
         numeric(
-            "RLIMIT_NOFILE",
-            rlimit(nix::sys::resource::Resource::RLIMIT_NOFILE),
+            "RLIMIT_NOFILE (hard)",
+            rlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, true),
             100_000,
             true,
-            "three files per segment, plus connections",
+            "one open file per segment, plus connections; serve raises its soft limit to this",
         ),
     ];
     match io_scheduler(data_dir) {
