@@ -23,13 +23,12 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::stats::{Stats, new_histogram, now_ns};
 use super::wire::{self, ResponseReader, Sent};
 use crate::client::check;
+use crate::protocol::records::plain_record;
 use crate::runtime::{Semaphore, StaticPermit, sleep, spawn_local};
 
 /// How long a consumer may see no new record before the run is declared stuck.
@@ -184,7 +183,9 @@ pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()
         let values = values.freeze();
         let timestamp = crate::runtime::now_ms();
         let records: Vec<Record> = (0..count as usize)
-            .map(|i| record(i, timestamp, values.slice(i * plan.record_size..(i + 1) * plan.record_size)))
+            .map(|i| {
+                plain_record(i, timestamp, None, Some(values.slice(i * plan.record_size..(i + 1) * plan.record_size)))
+            })
             .collect();
         let mut batch = BytesMut::with_capacity(values.len() + 64 + 16 * records.len());
         RecordBatchEncoder::encode(&mut batch, &records, &options).context("encoding a batch")?;
@@ -218,25 +219,6 @@ pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()
 
 async fn acquire(in_flight: &Rc<Semaphore>) -> anyhow::Result<StaticPermit> {
     in_flight.acquire_static_permit(1).await.map_err(|e| anyhow::anyhow!("in-flight limit: {e}"))
-}
-
-fn record(index: usize, timestamp: i64, value: Bytes) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: index as i64,
-        // kafka-protocol starts a new batch whenever offset - sequence changes.
-        sequence: index as i32,
-        timestamp,
-        key: None,
-        value: Some(value),
-        headers: Default::default(),
-    }
 }
 
 /// Reads acknowledgements in request order and records each record's publish latency.

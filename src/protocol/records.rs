@@ -15,27 +15,32 @@ pub struct ConsumedRecord {
     pub value: Option<Bytes>,
 }
 
+/// Record `index` of a batch from a plain producer (no idempotence, no transaction).
+pub fn plain_record(index: usize, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: index as i64,
+        // kafka-protocol starts a new batch whenever offset - sequence changes.
+        sequence: index as i32,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
 /// One uncompressed v2 batch of `records`, all stamped `timestamp`.
 pub fn encode_batch(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence changes.
-            sequence: i as i32,
-            timestamp,
-            key: key.clone(),
-            value: value.clone(),
-            headers: Default::default(),
-        })
+        .map(|(i, (key, value))| plain_record(i, timestamp, key.clone(), value.clone()))
         .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
