@@ -53,10 +53,10 @@ pub fn measure(plan: &BaselinePlan) -> anyhow::Result<Baseline> {
     })
 }
 
-/// The two CPUs the broker and the bench would use: the first two online.
+/// The two CPUs the broker and the bench would use: the first two this process may use.
 pub fn default_cpus() -> (usize, usize) {
-    let online = std::thread::available_parallelism().map_or(1, usize::from);
-    (0, online.min(2) - 1)
+    let cpus = crate::runtime::executor::allowed_cpus();
+    (cpus[0], cpus[1.min(cpus.len() - 1)])
 }
 
 fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {

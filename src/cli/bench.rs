@@ -105,7 +105,8 @@ pub struct BaselineArgs {
     /// Where the page-cache write goes (put it on the broker's filesystem).
     #[arg(long, default_value = ".")]
     baseline_dir: PathBuf,
-    /// Receiver and sender CPUs of the loopback transfer, e.g. 0,1 (default: the first two).
+    /// Receiver and sender CPUs of the loopback transfer, e.g. 0,1 (default: the first two
+    /// this process may use).
     #[arg(long, value_name = "RECEIVER,SENDER")]
     baseline_cpus: Option<String>,
 }

@@ -53,7 +53,8 @@ pub fn allowed_cpu_count() -> usize {
     allowed_cpus().len()
 }
 
-fn allowed_cpus() -> Vec<usize> {
+/// The CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0));
     let cpus: Vec<usize> = match set {
         Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect(),
