@@ -30,6 +30,7 @@ use super::wire::{self, ResponseReader, Sent};
 use crate::client::check;
 use crate::protocol::records::plain_record;
 use crate::runtime::{Semaphore, StaticPermit, sleep, spawn_local};
+use crate::storage::batch::{BatchHeader, HEADER_LEN};
 
 /// How long a consumer may see no new record before the run is declared stuck.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -319,22 +320,14 @@ fn walk_batches(
     next_offset: &mut i64,
     mut latencies: Option<&mut Histogram<u64>>,
 ) -> anyhow::Result<(u64, u64)> {
-    /// Batch header fields, by byte position (Kafka's v2 record batch layout).
-    const LENGTH: usize = 8;
-    const LAST_OFFSET_DELTA: usize = 23;
-    const RECORDS_COUNT: usize = 57;
-    const HEADER: usize = 61;
-    let be_i32 = |b: &[u8], at: usize| i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
     let (mut records, mut total) = (0u64, 0u64);
-    while bytes.len() >= HEADER {
-        let size = 12 + usize::try_from(be_i32(&bytes, LENGTH)).context("negative batch length")?;
-        if size > bytes.len() {
+    while bytes.len() >= HEADER_LEN {
+        let header = BatchHeader::parse(&bytes).context("a fetched batch")?;
+        if header.size() > bytes.len() {
             break; // cut by the size limit (KIP-74): fetched again next time
         }
-        let batch = bytes.split_to(size);
-        let base = i64::from_be_bytes(batch[..8].try_into().expect("8 bytes"));
-        let last = base + i64::from(be_i32(&batch, LAST_OFFSET_DELTA));
-        if last < *next_offset {
+        let batch = bytes.split_to(header.size());
+        if header.last_offset() < *next_offset {
             continue;
         }
         if let Some(histogram) = latencies.as_mut() {
@@ -347,9 +340,9 @@ fn walk_batches(
                 histogram.saturating_record((consumed_ns.saturating_sub(due_ns) / 1000).max(1));
             }
         }
-        records += u64::try_from(be_i32(&batch, RECORDS_COUNT)).unwrap_or(0);
-        total += size as u64;
-        *next_offset = last + 1;
+        records += u64::try_from(header.records_count).expect("parse refuses negative counts");
+        total += header.size() as u64;
+        *next_offset = header.last_offset() + 1;
     }
     Ok((records, total))
 }

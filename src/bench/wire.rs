@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use anyhow::{Context, bail};
-use bytes::{Buf, BufMut, BytesMut};
+use anyhow::Context;
+use bytes::BytesMut;
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Request, StrBytes};
 
-use crate::protocol::frame::read_frame;
+use crate::protocol::frame::{decode_response, encode_request_into, read_frame};
 use crate::runtime::TcpStream;
 
 const CLIENT_ID: &str = "sluice-bench";
@@ -63,15 +63,7 @@ pub async fn connect(address: SocketAddr) -> anyhow::Result<(RequestWriter, Resp
         response = reader.read::<ApiVersionsRequest>(sent).await?;
     }
     crate::client::check(response.error_code, "ApiVersions")?;
-    let mut versions = HashMap::new();
-    for api in response.api_keys {
-        let Ok(key) = ApiKey::try_from(api.api_key) else { continue };
-        let ours = key.valid_versions();
-        let max = api.max_version.min(ours.max);
-        if max >= api.min_version.max(ours.min) {
-            versions.insert(api.api_key, max);
-        }
-    }
+    let versions = crate::client::common_versions(response);
     writer.versions = Rc::new(versions);
     Ok((writer, reader))
 }
@@ -89,18 +81,7 @@ impl RequestWriter {
 
     async fn write_at<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<Sent> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let header_version = R::header_version(version);
-        let size = header.compute_size(header_version)? + request.compute_size(version)?;
-        self.frame.clear();
-        self.frame.reserve(4 + size);
-        self.frame.put_i32(i32::try_from(size)?);
-        header.encode(&mut self.frame, header_version)?;
-        request.encode(&mut self.frame, version)?;
+        encode_request_into(&mut self.frame, request, version, self.correlation_id, CLIENT_ID)?;
         self.writer.write_all(&self.frame).await.context("sending a request")?;
         Ok(Sent { correlation_id: self.correlation_id, version })
     }
@@ -109,15 +90,7 @@ impl RequestWriter {
 impl ResponseReader {
     /// Reads the response to `sent`, which must be the oldest request still unanswered.
     pub async fn read<R: Request>(&mut self, sent: Sent) -> anyhow::Result<R::Response> {
-        let mut body = read_frame(&mut self.reader, MAX_RESPONSE_BYTES).await.context("reading a response")?;
-        let header = ResponseHeader::decode(&mut body, R::Response::header_version(sent.version))?;
-        if header.correlation_id != sent.correlation_id {
-            bail!("response correlation id {} does not match request {}", header.correlation_id, sent.correlation_id);
-        }
-        let response = R::Response::decode(&mut body, sent.version)?;
-        if body.has_remaining() {
-            bail!("{} bytes left after the response", body.remaining());
-        }
-        Ok(response)
+        let body = read_frame(&mut self.reader, MAX_RESPONSE_BYTES).await.context("reading a response")?;
+        decode_response::<R>(body, sent.version, sent.correlation_id)
     }
 }

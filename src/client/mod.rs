@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -18,8 +18,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
 
+use crate::protocol::frame::{decode_response, encode_request_into};
 use crate::protocol::records::encode_batch;
 pub use crate::protocol::records::{ConsumedRecord, decode_records};
 
@@ -61,6 +62,23 @@ pub fn check(code: i16, context: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The highest version of each API that both the broker (per its ApiVersions answer) and
+/// kafka-protocol serve.
+pub fn common_versions(response: ApiVersionsResponse) -> HashMap<i16, i16> {
+    let mut versions = HashMap::new();
+    for api in response.api_keys {
+        let Ok(key) = ApiKey::try_from(api.api_key) else {
+            continue;
+        };
+        let ours = key.valid_versions();
+        let max = api.max_version.min(ours.max);
+        if max >= api.min_version.max(ours.min) {
+            versions.insert(api.api_key, max);
+        }
+    }
+    versions
+}
+
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -91,16 +109,7 @@ impl Client {
             response = self.send_at(request, 0)?;
         }
         check(response.error_code, "ApiVersions")?;
-        for api in response.api_keys {
-            let Ok(key) = ApiKey::try_from(api.api_key) else {
-                continue;
-            };
-            let ours = key.valid_versions();
-            let max = api.max_version.min(ours.max);
-            if max >= api.min_version.max(ours.min) {
-                self.versions.insert(api.api_key, max);
-            }
-        }
+        self.versions = common_versions(response);
         Ok(())
     }
 
@@ -123,20 +132,7 @@ impl Client {
         }
         let mut body = vec![0u8; size as usize];
         self.stream.read_exact(&mut body).context("reading response")?;
-        let mut body = Bytes::from(body);
-        let response_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        if response_header.correlation_id != self.correlation_id {
-            bail!(
-                "response correlation id {} does not match request {}",
-                response_header.correlation_id,
-                self.correlation_id
-            );
-        }
-        let response = R::Response::decode(&mut body, version)?;
-        if body.has_remaining() {
-            bail!("{} bytes left after the response", body.remaining());
-        }
-        Ok(response)
+        decode_response::<R>(Bytes::from(body), version, self.correlation_id)
     }
 
     /// Topics and their partitions; all topics when `topics` is `None`.
@@ -261,17 +257,8 @@ impl Client {
     /// Frames and writes one request; the response, if any, is the caller's to read.
     fn write_request<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<()> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(str_bytes(CLIENT_ID)));
-        let header_version = R::header_version(version);
-        let size = header.compute_size(header_version)? + request.compute_size(version)?;
-        let mut frame = BytesMut::with_capacity(4 + size);
-        frame.put_i32(i32::try_from(size)?);
-        header.encode(&mut frame, header_version)?;
-        request.encode(&mut frame, version)?;
+        let mut frame = BytesMut::new();
+        encode_request_into(&mut frame, &request, version, self.correlation_id, CLIENT_ID)?;
         self.stream.write_all(&frame).context("sending request")
     }
 

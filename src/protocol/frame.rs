@@ -1,10 +1,11 @@
 //! Size-prefixed frames: `i32` big-endian length, then that many bytes.
 
-use bytes::{Bytes, BytesMut};
+use anyhow::bail;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncReadExt};
-use kafka_protocol::messages::ResponseHeader;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::buf::ByteBufMut;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 /// Why a connection's frame could not be read; each closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -71,4 +72,41 @@ where
     body.encode(buf, version)?;
     debug_assert_eq!(buf.offset() - start, 4 + size);
     Ok(())
+}
+
+/// Encodes a whole request frame into `buf` (which it clears first): size, header, body.
+pub fn encode_request_into<R: Request>(
+    buf: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> anyhow::Result<()> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let header_version = R::header_version(version);
+    let size = header.compute_size(header_version)? + request.compute_size(version)?;
+    buf.clear();
+    buf.reserve(4 + size);
+    buf.put_i32(i32::try_from(size)?);
+    header.encode(buf, header_version)?;
+    request.encode(buf, version)?;
+    Ok(())
+}
+
+/// Decodes the body of a response frame to `request`'s answer, checking that it answers
+/// `correlation_id` and that nothing is left over.
+pub fn decode_response<R: Request>(mut body: Bytes, version: i16, correlation_id: i32) -> anyhow::Result<R::Response> {
+    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
+    if header.correlation_id != correlation_id {
+        bail!("response correlation id {} does not match request {correlation_id}", header.correlation_id);
+    }
+    let response = R::Response::decode(&mut body, version)?;
+    if body.has_remaining() {
+        bail!("{} bytes left after the response", body.remaining());
+    }
+    Ok(response)
 }
