@@ -309,12 +309,10 @@ fn plan_loops(
             let groups = groups_for(target, index, producers);
             let mine = groups.iter().map(|(_, ps)| ps.len() as u64).sum::<u64>();
             for (group, (address, partitions)) in groups.iter().enumerate() {
-                // A producer's records and rate are split over its connections by partition count.
+                // A producer's records are split evenly over its connections (one per leader), its
+                // rate by their partition counts.
                 let weight = partitions.len() as f64 / mine as f64;
-                let records = records.as_ref().map(|r| {
-                    let split = shares(r[index], groups.len());
-                    if groups.len() == 1 { r[index] } else { split[group] }
-                });
+                let records = records.as_ref().map(|r| shares(r[index], groups.len())[group]);
                 loops.push(Loop::Producer(ProducerPlan {
                     address: *address,
                     topic: workload.topic.clone(),
