@@ -200,6 +200,9 @@ impl BrokerConfig {
         if self.queued_max_requests_per_connection == 0 {
             bail!("queued.max.requests.per.connection must be at least 1");
         }
+        if self.offset_metadata_max_bytes > crate::group::offsets::STRING_MAX_BYTES {
+            bail!("offset.metadata.max.bytes cannot exceed {}", crate::group::offsets::STRING_MAX_BYTES);
+        }
         Ok(())
     }
 
@@ -296,6 +299,15 @@ mod tests {
         config.set("reactor.spin.before.park.us", "250").unwrap();
         assert_eq!(config.spin_before_park, std::time::Duration::from_micros(250));
         assert!(config.set("reactor.spin.before.park.us", "-1").is_err());
+    }
+
+    #[test]
+    fn offset_metadata_limit_fits_an_offset_record() {
+        let mut config = BrokerConfig::default();
+        config.set("offset.metadata.max.bytes", "32767").unwrap();
+        config.validate().unwrap();
+        config.set("offset.metadata.max.bytes", "32768").unwrap();
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+const INVALID_GROUP_ID: i16 = 24;
+const INVALID_REQUEST: i16 = 42;
 
 /// A broker with small limits, no auto-creation, a topic "good" and a healthy client that
 /// has written a first record.
@@ -154,4 +156,49 @@ fn unknown_topics_and_partitions() {
     // A fetch past the end is out of range; the log is untouched.
     assert_eq!(client.fetch("good", 0, 1000, 0).0, 1, "OFFSET_OUT_OF_RANGE");
     still_healthy(&mut broker, &mut healthy, &mut accepted);
+}
+
+#[test]
+fn duplicated_partitions_and_oversized_ids_get_error_codes() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{BrokerId, GroupId, ListOffsetsRequest, OffsetCommitRequest, ProduceRequest};
+
+    let (mut broker, mut healthy, mut accepted) = setup();
+    let mut client = Raw::connect(broker.addr());
+    let good = || TopicName(StrBytes::from_static_str("good"));
+
+    // Partition 0 twice (once in a second entry for the same topic): both entries refused,
+    // partition 1 written.
+    let data = |p: i32| PartitionProduceData::default().with_index(p).with_records(Some(batch(&[b"dup"])));
+    let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(good()).with_partition_data(vec![data(0), data(1)]),
+        TopicProduceData::default().with_name(good()).with_partition_data(vec![data(0)]),
+    ]);
+    let response = client.send(&produce, 9);
+    let errors: Vec<(i32, i16)> =
+        response.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| (p.index, p.error_code))).collect();
+    assert_eq!(errors, [(0, INVALID_REQUEST), (1, 0), (0, INVALID_REQUEST)]);
+
+    let query = |p: i32| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1);
+    let list = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        ListOffsetsTopic::default().with_name(good()).with_partitions(vec![query(1), query(1), query(0)]),
+    ]);
+    let response = client.send(&list, 7);
+    let answers: Vec<(i16, i64)> = response.topics[0].partitions.iter().map(|p| (p.error_code, p.offset)).collect();
+    assert_eq!(answers, [(INVALID_REQUEST, -1), (INVALID_REQUEST, -1), (0, 1)]);
+
+    // v8 carries the group id as a compact string: longer than any record key can hold.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string("g".repeat(40_000))))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(good()).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(1),
+        ])]);
+    assert_eq!(client.send(&commit, 8).topics[0].partitions[0].error_code, INVALID_GROUP_ID);
+
+    // Nothing of the duplicated partition reached the log.
+    still_healthy(&mut broker, &mut healthy, &mut accepted);
+    assert_eq!(accepted, [(0, b"before".to_vec()), (1, b"after-1".to_vec())]);
 }

@@ -12,6 +12,10 @@ use super::CommittedOffset;
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 
+/// The longest string a record can hold (i16 length): group ids and metadata above it are
+/// refused before they get here.
+pub const STRING_MAX_BYTES: usize = i16::MAX as usize;
+
 fn put_string(buf: &mut BytesMut, s: &str) {
     let length = i16::try_from(s.len()).expect("strings are bounded before they get here");
     buf.put_i16(length);

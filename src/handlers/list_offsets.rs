@@ -17,9 +17,16 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
     let image = shard.metadata();
     let mut outcomes: HashMap<TopicPartition, Result<(i64, i64), ResponseError>> = HashMap::new();
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
+    let duplicated = super::duplicated(
+        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
+    );
     for topic in &request.topics {
         for p in &topic.partitions {
             let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            if duplicated.contains(&(tp.topic.as_str(), tp.partition)) {
+                outcomes.insert(tp, Err(ResponseError::InvalidRequest));
+                continue;
+            }
             match image.owner(&tp.topic, tp.partition) {
                 Some(owner) => per_shard.entry(owner).or_default().push((tp, p.timestamp)),
                 None => {
@@ -52,13 +59,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
                 .map(|p| {
                     let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
                     let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    match outcomes.remove(&tp).expect("every partition has an outcome") {
+                    // Each entry of a duplicated partition gets the same answer, so look up, don't take.
+                    match *outcomes.get(&tp).expect("every partition has an outcome") {
                         Ok((offset, timestamp)) => response
                             .with_offset(offset)
                             .with_timestamp(timestamp)
                             .with_leader_epoch(match image.topic(&tp.topic) {
                                 Some(t) if version >= LEADER_EPOCH_VERSION => {
-                                    t.partitions[tp.partition as usize].leader_epoch
+                                    t.partitions.get(tp.partition as usize).map_or(-1, |p| p.leader_epoch)
                                 }
                                 _ => -1,
                             }),

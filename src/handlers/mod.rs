@@ -25,6 +25,7 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -160,4 +161,11 @@ fn str_bytes(s: &str) -> StrBytes {
 
 fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
+}
+
+/// The (topic, partition) pairs that `requested` names more than once. Kafka refuses every
+/// entry of such a pair with INVALID_REQUEST, since it cannot tell which one the client meant.
+fn duplicated<'a>(requested: impl IntoIterator<Item = (&'a str, i32)>) -> HashSet<(&'a str, i32)> {
+    let mut seen = HashSet::new();
+    requested.into_iter().filter(|&key| !seen.insert(key)).collect()
 }

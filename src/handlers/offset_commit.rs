@@ -15,7 +15,8 @@ use crate::shard::Shard;
 use crate::shard::router::{GroupAnswer, GroupCall};
 
 pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCommitResponse {
-    if request.group_id.0.is_empty() {
+    // From v8 the id is a compact string, which may be longer than the record key can hold.
+    if request.group_id.0.is_empty() || request.group_id.0.len() > offsets::STRING_MAX_BYTES {
         return every_partition(&request, |_, _| Some(ResponseError::InvalidGroupId));
     }
     let group_id = request.group_id.0.to_string();

@@ -22,11 +22,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     let mut outcomes: HashMap<(String, i32), ProduceOutcome> = HashMap::new();
     let mut per_shard: HashMap<(ShardId, String), Vec<(i32, Bytes)>> = HashMap::new();
     let mut order = Vec::new();
+    let duplicated = super::duplicated(
+        request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(|p| (t.name.0.as_str(), p.index))),
+    );
     for topic in &request.topic_data {
         let name = topic.name.0.to_string();
         for data in &topic.partition_data {
             order.push((name.clone(), data.index));
             let key = (name.clone(), data.index);
+            if duplicated.contains(&(name.as_str(), data.index)) {
+                outcomes.insert(key, Err(ResponseError::InvalidRequest));
+                continue;
+            }
             if !matches!(acks, -1..=1) {
                 outcomes.insert(key, Err(ResponseError::InvalidRequiredAcks));
                 continue;
@@ -71,7 +78,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
 
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
     for (topic, partition) in order {
-        let outcome = outcomes.remove(&(topic.clone(), partition)).expect("every partition has an outcome");
+        // Each entry of a duplicated partition gets the same answer, so look up, don't take.
+        let outcome = *outcomes.get(&(topic.clone(), partition)).expect("every partition has an outcome");
         let response = match outcome {
             Ok((info, log_start_offset)) => PartitionProduceResponse::default()
                 .with_index(partition)
