@@ -56,6 +56,29 @@ fn header(api_key: i16, version: i16) -> BytesMut {
     frame
 }
 
+/// The harness itself: a peer that stays silent is a hang, not a close, so that a broker that
+/// hangs fails every close assertion below instead of passing it.
+#[test]
+fn a_silent_peer_is_not_a_closed_one() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+
+    let mut silent = Raw::connect(&addr);
+    let _held = listener.accept().unwrap();
+    silent.stream.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| silent.is_closed_by_broker()));
+    assert!(verdict.is_err(), "a silent peer was taken for a closed connection");
+
+    let mut closed = Raw::connect(&addr);
+    drop(listener.accept().unwrap());
+    assert!(closed.is_closed_by_broker());
+
+    let mut answering = Raw::connect(&addr);
+    listener.accept().unwrap().0.write_all(b"x").unwrap();
+    assert!(!answering.is_closed_by_broker());
+}
+
 #[test]
 fn framing_errors_close_only_that_connection() {
     let (mut broker, mut healthy, mut accepted) = setup();

@@ -39,9 +39,28 @@ mod tests {
         assert_eq!(shards.len(), 4);
     }
 
+    /// Placements are persisted in `metadata.json` and `__consumer_offsets`: a change to the
+    /// hash or the arithmetic would move partitions and groups of existing data. These values
+    /// were computed outside this code, from FNV-1a's published definition.
     #[test]
-    fn is_deterministic() {
-        assert_eq!(shard_for_partition("a", 7, 3), shard_for_partition("a", 7, 3));
-        assert_eq!(shard_for_partition("a", 7, 1), 0);
+    fn placements_are_pinned() {
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a's published test vector");
+        let first_five = |topic: &str, shards: usize| -> Vec<ShardId> {
+            (0..5).map(|p| shard_for_partition(topic, p, shards)).collect()
+        };
+        let pinned: [(&str, usize, Vec<ShardId>); 6] = [
+            ("orders", 3, vec![1, 2, 0, 1, 2]),
+            ("orders", 16, vec![12, 13, 14, 15, 0]),
+            ("__consumer_offsets", 3, vec![2, 0, 1, 2, 0]),
+            ("__consumer_offsets", 16, vec![4, 5, 6, 7, 8]),
+            ("x.y_z-1", 4, vec![1, 2, 3, 0, 1]),
+            ("x.y_z-1", 1, vec![0, 0, 0, 0, 0]),
+        ];
+        for (topic, shards, expected) in pinned {
+            assert_eq!(first_five(topic, shards), expected, "{topic} over {shards} shards");
+        }
+        let groups: Vec<i32> =
+            ["g", "my-group", "console-consumer-1"].iter().map(|g| offsets_partition(g, 50)).collect();
+        assert_eq!(groups, [24, 15, 5]);
     }
 }

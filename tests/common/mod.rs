@@ -316,10 +316,19 @@ impl Raw {
         Some(Bytes::from(body))
     }
 
-    /// True when the broker closed the connection (EOF or reset) rather than answering.
+    /// True when the broker closed the connection (EOF or reset), false when it answered.
+    /// Panics when it did neither within the read timeout: a broker that hangs is not one
+    /// that closed.
     pub fn is_closed_by_broker(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("the broker neither answered nor closed the connection: it hangs")
+            }
+            Err(_) => true,
+        }
     }
 }
 
