@@ -159,6 +159,10 @@ impl Partition {
         self.log.offset_for_timestamp(timestamp_ms)
     }
 
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        self.log.max_timestamp_offset()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log.log_start_offset()
     }

@@ -14,6 +14,7 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_GROUP_ID: i16 = 24;
 const INVALID_REQUEST: i16 = 42;
 
@@ -224,4 +225,35 @@ fn duplicated_partitions_and_oversized_ids_get_error_codes() {
     // Nothing of the duplicated partition reached the log.
     still_healthy(&mut broker, &mut healthy, &mut accepted);
     assert_eq!(accepted, [(0, b"before".to_vec()), (1, b"after-1".to_vec())]);
+}
+
+#[test]
+fn illegal_topic_names_are_invalid_topics() {
+    let (mut broker, mut healthy, mut accepted) = setup();
+    let mut client = Raw::connect(broker.addr());
+    let too_long = "t".repeat(250);
+    let illegal = ["bad name", "..", "a/b", "ümlaut", too_long.as_str()];
+    for name in illegal {
+        assert_eq!(client.create_topic(name, 1, &[]), INVALID_TOPIC_EXCEPTION, "CreateTopics {name:?}");
+    }
+    assert_eq!(client.create_topic(&"t".repeat(249), 1, &[]), 0, "249 characters are allowed");
+
+    let metadata = |client: &mut Raw, names: &[&str]| {
+        let topics = names
+            .iter()
+            .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(n.to_string())))))
+            .collect();
+        let request = MetadataRequest::default().with_topics(Some(topics)).with_allow_auto_topic_creation(true);
+        client.send(&request, 12).topics.iter().map(|t| t.error_code).collect::<Vec<_>>()
+    };
+    let mut expected = vec![INVALID_TOPIC_EXCEPTION; illegal.len()];
+    expected.push(UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(metadata(&mut client, &[&illegal[..], &["missing"]].concat()), expected, "auto-creation off");
+    still_healthy(&mut broker, &mut healthy, &mut accepted);
+
+    // With auto-creation on, legal names are created and illegal ones still refused.
+    let auto = Broker::start(1, &[]);
+    let mut client = Raw::connect(auto.addr());
+    expected[illegal.len()] = 0;
+    assert_eq!(metadata(&mut client, &[&illegal[..], &["fresh"]].concat()), expected, "auto-creation on");
 }

@@ -1,5 +1,5 @@
 //! Protocol behaviour not tied to one client: pipelined requests answered in order, and
-//! ListOffsets by earliest, latest and timestamp.
+//! ListOffsets by earliest, latest, max timestamp and timestamp.
 
 mod common;
 
@@ -58,8 +58,8 @@ fn list_offsets_by_position_and_time() {
     let broker = Broker::start(1, &[]);
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(raw.create_topic("timed", 1, &[]), 0);
-    // Offsets 0-1 at t=1000, 2-3 at t=2000, 4-5 at t=3000.
-    for (i, timestamp) in [1000, 2000, 3000].into_iter().enumerate() {
+    // Offsets 0-1 at t=1000, 2-3 at t=2000, 4-5 at t=3000, 6-7 at t=1500.
+    for (i, timestamp) in [1000, 2000, 3000, 1500].into_iter().enumerate() {
         assert_eq!(raw.produce("timed", 0, batch_at(&[b"a", b"b"], timestamp), 1), (0, 2 * i as i64));
     }
     let mut lookup = |timestamp: i64| {
@@ -74,7 +74,9 @@ fn list_offsets_by_position_and_time() {
         (p.offset, p.timestamp)
     };
     assert_eq!(lookup(-2).0, 0, "earliest");
-    assert_eq!(lookup(-1).0, 6, "latest");
+    assert_eq!(lookup(-1).0, 8, "latest");
+    assert_eq!(lookup(-3), (4, 3000), "the first record with the largest timestamp");
+    assert_eq!(lookup(-4).0, 0, "earliest local");
     assert_eq!(lookup(0), (0, 1000));
     assert_eq!(lookup(1000), (0, 1000));
     assert_eq!(lookup(1001), (2, 2000));

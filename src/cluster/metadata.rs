@@ -11,6 +11,16 @@ use crate::shard::ShardId;
 
 const FILE_NAME: &str = "metadata.json";
 
+/// Kafka's limit on topic names (a partition directory adds "-<partition>" to them).
+const TOPIC_NAME_MAX_LEN: usize = 249;
+
+/// Whether `name` may name a topic, by Kafka's rules: 1 to 249 of `[a-zA-Z0-9._-]`, and
+/// neither "." nor "..". Names also become directory names, so this guards the file system.
+pub fn is_legal_topic_name(name: &str) -> bool {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !name.is_empty() && name != "." && name != ".." && name.len() <= TOPIC_NAME_MAX_LEN && name.chars().all(legal)
+}
+
 /// Everything a shard needs to know about the cluster's topics. Immutable once published:
 /// the controller builds a new image for each change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -6,4 +6,4 @@
 
 mod metadata;
 
-pub use metadata::{MetadataImage, PartitionMetadata, TopicMetadata};
+pub use metadata::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};

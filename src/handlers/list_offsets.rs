@@ -1,5 +1,6 @@
-//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp (found
-//! through the time index), each answered by the partition's owner.
+//! ListOffsets: earliest (-2, and -4 earliest local), latest (-1), the first record with the
+//! largest timestamp (-3) or the first offset at or after a timestamp (found through the time
+//! index), each answered by the partition's owner.
 
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
-use crate::cluster::TopicMetadata;
+use crate::cluster::{TopicMetadata, is_legal_topic_name};
 use crate::shard::router::NewTopic;
 use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest};
 
@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             let missing: Vec<String> = requested
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-                .filter(|n| image.topic(n).is_none())
+                .filter(|n| image.topic(n).is_none() && is_legal_topic_name(n))
                 .collect();
             if auto_create && !missing.is_empty() {
                 let new_topics = missing
@@ -43,7 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                     .map(|name| NewTopic { name, partitions: shard.config.num_partitions, configs: Default::default() })
                     .collect();
                 let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: false };
-                // Results are read back from the new image below; an illegal name stays unknown.
+                // Results are read back from the new image below.
                 shard.invoke_on(CONTROLLER_SHARD, create).await;
                 image = shard.metadata();
             }
@@ -54,10 +54,16 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                         Some(name) => image.topic(name.0.as_str()),
                         None => image.topic_by_id(t.topic_id),
                     };
+                    // As Kafka: a name that can never exist is an invalid topic, not an unknown one.
+                    let error = match &t.name {
+                        Some(name) if !is_legal_topic_name(name.0.as_str()) => ResponseError::InvalidTopicException,
+                        Some(_) => ResponseError::UnknownTopicOrPartition,
+                        None => ResponseError::UnknownTopicId,
+                    };
                     match found {
                         Some(topic) => describe(topic, node_id),
                         None => MetadataResponseTopic::default()
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_code(error.code())
                             .with_name(t.name.clone())
                             .with_topic_id(t.topic_id)
                             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),

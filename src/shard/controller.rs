@@ -11,14 +11,12 @@ use kafka_protocol::ResponseError;
 use super::placement::shard_for_partition;
 use super::router::{NewTopic, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
-use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
+use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::config::TOPIC_CONFIG_NAMES;
 use crate::runtime::Permit;
 
 type TopicResult = (String, TopicOutcome);
 
-/// Kafka's limits on topic names (a partition directory adds "-<partition>" to them).
-const TOPIC_NAME_MAX_LEN: usize = 249;
 /// More partitions than this in one topic is surely a typo, and would exhaust file handles.
 const PARTITIONS_MAX: i32 = 100_000;
 
@@ -57,8 +55,7 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
 
 fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> Result<(), (ResponseError, String)> {
     let name = &topic.name;
-    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_MAX_LEN || !name.chars().all(legal) {
+    if !is_legal_topic_name(name) {
         return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
     }
     if image.topics.contains_key(name) {

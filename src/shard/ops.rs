@@ -106,9 +106,12 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
         .collect()
 }
 
-/// Kafka's special timestamps for ListOffsets.
+/// Kafka's special timestamps for ListOffsets. Without tiered storage the earliest local
+/// offset is the log start offset.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Result<(i64, i64), ResponseError>> {
     let table = shard.partitions.borrow();
@@ -118,14 +121,16 @@ fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Resul
             let p = table.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
             match timestamp {
                 LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
-                EARLIEST_TIMESTAMP => Ok((p.log_start_offset(), -1)),
-                t if t < 0 => Err(ResponseError::UnsupportedVersion),
-                t => match p.offset_for_timestamp(t) {
-                    Ok(Some((offset, found))) => Ok((offset, found)),
+                EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((p.log_start_offset(), -1)),
+                t if t < 0 && t != MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion),
+                t => {
+                    let found = match t {
+                        MAX_TIMESTAMP => p.max_timestamp_offset(),
+                        t => p.offset_for_timestamp(t),
+                    };
                     // Kafka answers "no such record" with offset -1 and timestamp -1.
-                    Ok(None) => Ok((-1, -1)),
-                    Err(e) => Err(storage_error_code(&e)),
-                },
+                    found.map(|found| found.unwrap_or((-1, -1))).map_err(|e| storage_error_code(&e))
+                }
             }
         })
         .collect()

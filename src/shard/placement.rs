@@ -39,9 +39,10 @@ mod tests {
         assert_eq!(shards.len(), 4);
     }
 
-    /// Placements are persisted in `metadata.json` and `__consumer_offsets`: a change to the
-    /// hash or the arithmetic would move partitions and groups of existing data. These values
-    /// were computed outside this code, from FNV-1a's published definition.
+    /// A group's placement is computed again at every start: a change to the hash or the
+    /// arithmetic would lose every group's committed offsets (and would move partitions of
+    /// topics created after an upgrade). These values were computed outside this code, from
+    /// FNV-1a's published definition.
     #[test]
     fn placements_are_pinned() {
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a's published test vector");

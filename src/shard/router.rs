@@ -34,7 +34,8 @@ pub enum ShardRequest {
     Read { reads: Vec<PartitionRead> },
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
     WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
-    /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest.
+    /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest, -3 max timestamp,
+    /// -4 earliest local.
     ListOffsets { queries: Vec<(TopicPartition, i64)> },
     /// Controller only: create topics.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },

@@ -207,6 +207,21 @@ impl Log {
         Ok(None)
     }
 
+    /// The first record holding the largest timestamp in the log: (offset, timestamp), as
+    /// ListOffsets answers the max-timestamp query (KIP-734). Of segments with equal maximum
+    /// timestamps the earliest is searched, as in Kafka.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let latest = self
+            .segments
+            .iter()
+            .filter(|s| !s.is_empty())
+            .reduce(|best, s| if s.max_timestamp > best.max_timestamp { s } else { best });
+        match latest {
+            Some(segment) => segment.find_timestamp(segment.max_timestamp),
+            None => Ok(None),
+        }
+    }
+
     /// Under `cleanup.policy=compact`, once a segment has closed since the last pass: drops
     /// from closed segments every record that a later record of the same key supersedes.
     pub fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
