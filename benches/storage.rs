@@ -26,6 +26,9 @@ fn config() -> LogConfig {
         flush_messages: None,
         flush_ms: None,
         compact: false,
+        delete: true,
+        retention_ms: None,
+        retention_bytes: None,
     }
 }
 

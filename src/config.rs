@@ -38,8 +38,16 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<i64>,
     pub log_message_timestamp_type: TimestampType,
-    /// `log.cleanup.policy` includes "compact".
-    pub log_cleanup_policy_compact: bool,
+    pub log_cleanup_policy: CleanupPolicy,
+    /// `log.retention.hours`, overridden by `log.retention.minutes`, overridden by
+    /// `log.retention.ms` (Kafka's precedence); -1 keeps segments forever.
+    pub log_retention_hours: i64,
+    pub log_retention_minutes: Option<i64>,
+    pub log_retention_ms: Option<i64>,
+    /// Largest a partition's log may grow before its oldest segments go; -1: no limit.
+    pub log_retention_bytes: i64,
+    /// How often each shard applies retention to its partitions.
+    pub log_retention_check_interval_ms: i64,
     /// Send fetched records from the page cache with sendfile rather than copying them.
     pub fetch_zero_copy: bool,
     /// How long an idle shard spins before it sleeps in io_uring (`reactor.spin.before.park.us`):
@@ -82,7 +90,12 @@ impl Default for BrokerConfig {
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
-            log_cleanup_policy_compact: false,
+            log_cleanup_policy: CleanupPolicy { compact: false, delete: true },
+            log_retention_hours: 168,
+            log_retention_minutes: None,
+            log_retention_ms: None,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
             fetch_zero_copy: true,
             spin_before_park: std::time::Duration::ZERO,
             fetch_max_wait_ms_limit: 30_000,
@@ -140,7 +153,17 @@ impl BrokerConfig {
                 self.log_flush_interval_messages = Some(value.parse().with_context(context)?)
             }
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
-            "log.cleanup.policy" => self.log_cleanup_policy_compact = parse_cleanup_policy(value)?,
+            "log.cleanup.policy" => self.log_cleanup_policy = parse_cleanup_policy(value)?,
+            "log.retention.hours" => self.log_retention_hours = parse_retention(key, value)?,
+            "log.retention.minutes" => self.log_retention_minutes = Some(parse_retention(key, value)?),
+            "log.retention.ms" => self.log_retention_ms = Some(parse_retention(key, value)?),
+            "log.retention.bytes" => self.log_retention_bytes = parse_retention(key, value)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = value.parse().with_context(context)?;
+                if self.log_retention_check_interval_ms < 1 {
+                    bail!("log.retention.check.interval.ms must be at least 1");
+                }
+            }
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
             "fetch.zero.copy.enable" => self.fetch_zero_copy = value.parse().with_context(context)?,
             "reactor.spin.before.park.us" => {
@@ -206,6 +229,14 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// The broker-wide retention time: `log.retention.ms`, else `.minutes`, else `.hours`;
+    /// -1 for none.
+    pub fn retention_ms(&self) -> i64 {
+        let from_hours = || if self.log_retention_hours < 0 { -1 } else { self.log_retention_hours * 3_600_000 };
+        let from_minutes = || self.log_retention_minutes.map(|m| if m < 0 { -1 } else { m * 60_000 });
+        self.log_retention_ms.or_else(from_minutes).unwrap_or_else(from_hours)
+    }
+
     /// The log settings of one topic: its own configs over the broker-wide defaults.
     pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
         let mut config = LogConfig {
@@ -216,7 +247,10 @@ impl BrokerConfig {
             timestamp_type: self.log_message_timestamp_type,
             flush_messages: self.log_flush_interval_messages,
             flush_ms: self.log_flush_interval_ms,
-            compact: self.log_cleanup_policy_compact,
+            compact: self.log_cleanup_policy.compact,
+            delete: self.log_cleanup_policy.delete,
+            retention_ms: unlimited_if_negative(self.retention_ms()),
+            retention_bytes: unlimited_if_negative(self.log_retention_bytes).map(|b| b as u64),
         };
         for (key, value) in topic_configs {
             let context = || format!("topic config {key} = {value}");
@@ -228,9 +262,14 @@ impl BrokerConfig {
                 "message.timestamp.type" => config.timestamp_type = parse_timestamp_type(value)?,
                 "flush.messages" => config.flush_messages = Some(value.parse().with_context(context)?),
                 "flush.ms" => config.flush_ms = Some(value.parse().with_context(context)?),
-                "cleanup.policy" => config.compact = parse_cleanup_policy(value)?,
-                // Accepted and kept for a later issue (time and size retention).
-                "retention.ms" | "retention.bytes" => {}
+                "cleanup.policy" => {
+                    let policy = parse_cleanup_policy(value)?;
+                    (config.compact, config.delete) = (policy.compact, policy.delete);
+                }
+                "retention.ms" => config.retention_ms = unlimited_if_negative(parse_retention(key, value)?),
+                "retention.bytes" => {
+                    config.retention_bytes = unlimited_if_negative(parse_retention(key, value)?).map(|b| b as u64)
+                }
                 _ => bail!("unknown topic config {key:?}"),
             }
         }
@@ -238,17 +277,38 @@ impl BrokerConfig {
     }
 }
 
-/// Whether `cleanup.policy` asks for compaction ("compact", or "compact,delete").
-fn parse_cleanup_policy(value: &str) -> anyhow::Result<bool> {
-    let mut compact = false;
-    for policy in value.split(',').map(str::trim) {
-        match policy {
-            "compact" => compact = true,
-            "delete" => {}
+/// `cleanup.policy`: what happens to closed segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Keep only the latest record of each key.
+    pub compact: bool,
+    /// Delete whole segments by `retention.ms` / `retention.bytes`.
+    pub delete: bool,
+}
+
+/// "delete", "compact", or both separated by a comma.
+fn parse_cleanup_policy(value: &str) -> anyhow::Result<CleanupPolicy> {
+    let mut policy = CleanupPolicy { compact: false, delete: false };
+    for part in value.split(',').map(str::trim) {
+        match part {
+            "compact" => policy.compact = true,
+            "delete" => policy.delete = true,
             _ => bail!("cleanup.policy must be compact and/or delete, not {value:?}"),
         }
     }
-    Ok(compact)
+    Ok(policy)
+}
+
+/// A retention limit: a number, -1 meaning none.
+fn parse_retention(key: &str, value: &str) -> anyhow::Result<i64> {
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => bail!("{key} must be -1 (no limit) or a non-negative number, not {value:?}"),
+    }
+}
+
+fn unlimited_if_negative(value: i64) -> Option<i64> {
+    (value >= 0).then_some(value)
 }
 
 fn parse_timestamp_type(value: &str) -> anyhow::Result<TimestampType> {
@@ -315,6 +375,32 @@ mod tests {
         let mut config = BrokerConfig::default();
         assert!(config.set("no.such.thing", "1").is_err());
         assert!(config.log_config(&BTreeMap::from([("bogus".into(), "1".into())])).is_err());
+    }
+
+    #[test]
+    fn retention_settings_follow_kafkas_precedence() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.log_config(&BTreeMap::new()).unwrap().retention_ms, Some(7 * 24 * 3_600_000));
+        config.set("log.retention.hours", "2").unwrap();
+        assert_eq!(config.retention_ms(), 2 * 3_600_000);
+        config.set("log.retention.minutes", "3").unwrap();
+        assert_eq!(config.retention_ms(), 3 * 60_000);
+        config.set("log.retention.ms", "-1").unwrap();
+        assert_eq!(config.log_config(&BTreeMap::new()).unwrap().retention_ms, None);
+        assert!(config.set("log.retention.bytes", "-2").is_err());
+        let topic = BTreeMap::from([
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("retention.bytes".to_string(), "4096".to_string()),
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+        ]);
+        let log = config.log_config(&topic).unwrap();
+        assert_eq!(
+            (log.retention_ms, log.retention_bytes, log.compact, log.delete),
+            (Some(1000), Some(4096), true, true)
+        );
+        let compact_only = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        assert!(!config.log_config(&compact_only).unwrap().delete);
+        assert!(config.log_config(&BTreeMap::from([("retention.ms".into(), "soon".into())])).is_err());
     }
 
     #[test]

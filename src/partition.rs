@@ -21,6 +21,9 @@ use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
 use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
 
+/// DeleteRecords' offset meaning "up to the high watermark".
+const HIGH_WATERMARK: i64 = -1;
+
 /// Batches per producer remembered for answering retries, as Kafka does.
 const RECENT_BATCHES_PER_PRODUCER: usize = 5;
 
@@ -179,10 +182,32 @@ impl Partition {
         self.leader_epoch
     }
 
-    /// Background upkeep: the time-based flush policy (`flush.ms`) and compaction.
-    pub fn maintain(&mut self, now_ms: i64) -> Result<(), StorageError> {
+    /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
+    /// and returns the new log start offset. Offsets past the high watermark are refused.
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, ResponseError> {
+        let offset = if offset == HIGH_WATERMARK { self.high_watermark } else { offset };
+        if !(0..=self.high_watermark).contains(&offset) {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        self.log.delete_records(offset).map_err(|e| storage_error_code(&e))
+    }
+
+    /// Background upkeep: the time-based flush policy (`flush.ms`), compaction, and when
+    /// `check_retention` says so, retention.
+    pub fn maintain(&mut self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
         self.log.flush_if_due(now_ms)?;
+        if check_retention {
+            let deleted = self.log.apply_retention(now_ms)?;
+            if deleted > 0 {
+                tracing::info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset(), "retention deleted segments");
+            }
+        }
         self.log.compact_if_due(now_ms)
+    }
+
+    /// Bytes of the partition's segments.
+    pub fn size(&self) -> u64 {
+        self.log.size()
     }
 
     /// Flushes and checkpoints the log; used on clean shutdown.
@@ -226,6 +251,9 @@ mod tests {
             flush_messages: None,
             flush_ms: None,
             compact: false,
+            delete: true,
+            retention_ms: None,
+            retention_bytes: None,
         };
         Partition::open(dir, config, 0, false).unwrap()
     }

@@ -7,6 +7,7 @@
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod fetch;
@@ -137,6 +138,10 @@ pub async fn handle(
         }
         ApiKey::OffsetDelete => {
             let response = offset_delete::handle(shard, OffsetDeleteRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::DeleteRecords => {
+            let response = delete_records::handle(shard, DeleteRecordsRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::InitProducerId => {

@@ -39,6 +39,17 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
             ShardResponse::DataReady
         }
         ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
+        ShardRequest::DeleteRecords { partitions } => {
+            let mut table = shard.partitions.borrow_mut();
+            let results = partitions
+                .into_iter()
+                .map(|(tp, offset)| match table.get_mut(&tp) {
+                    Some(p) => p.delete_records(offset),
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                })
+                .collect();
+            ShardResponse::RecordsDeleted(results)
+        }
         ShardRequest::CreateTopics { topics, validate_only } => {
             ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
         }
@@ -185,14 +196,19 @@ pub fn partition_dir(data_dir: &std::path::Path, tp: &TopicPartition) -> std::pa
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs for the shard's lifetime: applies `flush.ms` to partitions that stopped receiving
-/// appends (appends apply it themselves) and compacts `cleanup.policy=compact` partitions
-/// once a segment has closed.
+/// appends (appends apply it themselves), compacts `cleanup.policy=compact` partitions once a
+/// segment has closed, and every `log.retention.check.interval.ms` applies retention.
 pub async fn maintain_partitions(shard: Rc<Shard>) {
+    let mut next_retention_check = now_ms();
     loop {
         sleep(MAINTENANCE_INTERVAL).await;
         let now = now_ms();
+        let check_retention = now >= next_retention_check;
+        if check_retention {
+            next_retention_check = now + shard.config.log_retention_check_interval_ms;
+        }
         for (tp, partition) in shard.partitions.borrow_mut().iter_mut() {
-            if let Err(e) = partition.maintain(now) {
+            if let Err(e) = partition.maintain(now, check_retention) {
                 tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "partition upkeep");
             }
         }

@@ -37,6 +37,8 @@ pub enum ShardRequest {
     /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest, -3 max timestamp,
     /// -4 earliest local.
     ListOffsets { queries: Vec<(TopicPartition, i64)> },
+    /// DeleteRecords: move each partition's log start offset to the offset (-1: high watermark).
+    DeleteRecords { partitions: Vec<(TopicPartition, i64)> },
     /// Controller only: create topics.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// Controller only: delete topics.
@@ -164,6 +166,8 @@ pub enum ShardResponse {
     Read(Vec<PartitionReadResult>),
     DataReady,
     Offsets(Vec<Result<(i64, i64), ResponseError>>),
+    /// The new log start offset of each partition, in request order.
+    RecordsDeleted(Vec<Result<i64, ResponseError>>),
     Topics(Vec<(String, TopicOutcome)>),
     MetadataApplied,
     ProducerIds(i64),

@@ -3,7 +3,16 @@
 //!
 //! Invariants: segments are sorted by base offset and contiguous (each starts where the last
 //! ended); only the last one is written to; `log_end_offset` is the last segment's
-//! `next_offset`; `recovery_point <= log_end_offset`, and everything below it was fsynced.
+//! `next_offset`; `recovery_point <= log_end_offset`, and everything below it was fsynced;
+//! `first segment's base_offset <= log_start_offset <= log_end_offset`.
+//!
+//! A segment's life: created empty as the active segment (at open, or when the active one
+//! rolls at `segment.bytes` / `segment.ms`); written until it rolls, then fsynced and closed
+//! (read-only, compacted in place under `cleanup.policy=compact`); deleted whole from the head
+//! of the log by retention (`retention.ms` / `retention.bytes` under `cleanup.policy=delete`)
+//! or once DeleteRecords moved the log start offset past it. The active segment is never
+//! deleted. Deletion renames the files to `.deleted` and leaves the unlinking to
+//! [`super::deleter`].
 
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
@@ -11,18 +20,23 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::batch::{self, HEADER_LEN, Stamp};
-use super::compaction;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
+use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
 
 /// File holding the offset below which everything is known to be on disk.
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// File holding the log start offset, written when DeleteRecords moves it; retention moves it
+/// only to a segment's base, which the segment files themselves record.
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
+    /// The first offset readable; everything below was deleted by retention or DeleteRecords.
+    log_start_offset: i64,
     recovery_point: i64,
     messages_since_flush: u64,
     last_flush_ms: i64,
@@ -37,7 +51,7 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log, StorageError> {
         std::fs::create_dir_all(dir)?;
         let now = crate::runtime::now_ms();
-        let recovery_point = read_recovery_point(dir);
+        let recovery_point = read_offset_file(dir, RECOVERY_POINT_FILE);
         let mut bases = segment_bases(dir)?;
         bases.sort_unstable();
         let index_interval = u64::from(config.index_interval_bytes);
@@ -66,12 +80,15 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             segments,
+            log_start_offset: 0,
             recovery_point: 0,
             messages_since_flush: 0,
             last_flush_ms: now,
             compacted_segments: 0,
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
+        let first_base = log.segments[0].base_offset;
+        log.log_start_offset = read_offset_file(dir, LOG_START_OFFSET_FILE).max(first_base).min(log.log_end_offset());
         Ok(log)
     }
 
@@ -140,7 +157,7 @@ impl Log {
             // The closed segment is flushed now, so recovery never needs to look at it again.
             active.sync()?;
             self.recovery_point = active.next_offset;
-            write_recovery_point(&self.dir, self.recovery_point)?;
+            write_offset_file(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
             let next = Segment::create(&self.dir, active.next_offset, now_ms)?;
             self.segments.push(next);
         }
@@ -198,10 +215,11 @@ impl Log {
     }
 
     /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).
+    /// Records below the log start offset are not considered.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        for segment in &self.segments {
-            if let Some(found) = segment.find_timestamp(timestamp_ms)? {
-                return Ok(Some(found));
+        for segment in self.segments.iter().filter(|s| s.next_offset > self.log_start_offset) {
+            if let Some((offset, timestamp)) = segment.find_timestamp(timestamp_ms)? {
+                return Ok(Some((offset.max(self.log_start_offset), timestamp)));
             }
         }
         Ok(None)
@@ -270,12 +288,72 @@ impl Log {
     /// Flushes and records the recovery point; called on clean shutdown.
     pub fn close(&mut self) -> Result<(), StorageError> {
         self.flush()?;
-        write_recovery_point(&self.dir, self.recovery_point)?;
+        write_offset_file(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
+        Ok(())
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords): reads below it fail from now
+    /// on, and the segments wholly below it are deleted. Returns the log start offset.
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, StorageError> {
+        assert!(offset <= self.log_end_offset(), "DeleteRecords stops at the high watermark");
+        if offset > self.log_start_offset {
+            write_offset_file(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+            self.log_start_offset = offset;
+            // A segment can go once the next one starts at or below the new start.
+            let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
+            self.delete_head_segments(below)?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Under `cleanup.policy=delete`, deletes closed segments from the head while the oldest
+    /// one's newest record is older than `retention.ms` or the log without it would still
+    /// exceed `retention.bytes`. Returns how many were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        if !self.config.delete {
+            return Ok(0);
+        }
+        let mut excess = self.config.retention_bytes.map(|limit| self.size().saturating_sub(limit));
+        let mut count = 0;
+        for segment in &self.segments[..self.segments.len() - 1] {
+            let expired = match self.config.retention_ms {
+                Some(ms) => now_ms - segment.largest_timestamp()? > ms,
+                None => false,
+            };
+            let oversized = excess.is_some_and(|excess| excess > 0 && excess >= segment.size());
+            if !expired && !oversized {
+                break;
+            }
+            excess = excess.map(|excess| excess.saturating_sub(segment.size()));
+            count += 1;
+        }
+        self.delete_head_segments(count)?;
+        Ok(count)
+    }
+
+    /// Deletes the first `count` segments (never the active one) and moves the log start
+    /// offset to the base of the first one kept.
+    fn delete_head_segments(&mut self, count: usize) -> Result<(), StorageError> {
+        if count == 0 {
+            return Ok(());
+        }
+        assert!(count < self.segments.len(), "the active segment is never deleted");
+        self.log_start_offset = self.log_start_offset.max(self.segments[count].base_offset);
+        self.compacted_segments = self.compacted_segments.saturating_sub(count);
+        for segment in self.segments.drain(..count) {
+            tracing::debug!(dir = %self.dir.display(), base_offset = segment.base_offset, "deleting segment");
+            segment.delete()?;
+        }
         Ok(())
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset
+        self.log_start_offset
+    }
+
+    /// Bytes of all segments.
+    pub fn size(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -305,11 +383,18 @@ fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), StorageError
     Ok(())
 }
 
+/// The base offsets of the segments in `dir`. Files a crash left `.deleted` are queued for
+/// unlinking on the way.
 fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
+        let entry = entry?;
+        let name = entry.file_name();
         let name = name.to_string_lossy();
+        if name.ends_with(deleter::DELETED_SUFFIX) {
+            deleter::unlink_later(entry.path());
+            continue;
+        }
         if let Some(stem) = name.strip_suffix(".log")
             && let Ok(base) = stem.parse::<i64>()
         {
@@ -319,16 +404,17 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
     Ok(bases)
 }
 
-/// A missing or unreadable file means "nothing known flushed": recovery then scans it all.
-fn read_recovery_point(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+/// The offset kept in file `name` of `dir`. A missing or unreadable file reads as 0: for the
+/// recovery point, "nothing known flushed", so recovery scans it all.
+fn read_offset_file(dir: &Path, name: &str) -> i64 {
+    std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Written through a temporary file and a rename, so a crash leaves the old or the new value.
-fn write_recovery_point(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
+fn write_offset_file(dir: &Path, name: &str, offset: i64) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, format!("{offset}\n"))?;
-    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     Ok(())
 }
 
@@ -354,6 +440,9 @@ mod tests {
             flush_messages: None,
             flush_ms: None,
             compact: false,
+            delete: true,
+            retention_ms: None,
+            retention_bytes: None,
         }
     }
 
@@ -669,6 +758,128 @@ mod tests {
         }
         let mut log = Log::open(dir.path(), config, true).unwrap();
         assert_eq!(log.append(keyed("a", Some("a10")), 0, 0).unwrap().base_offset, 32);
+    }
+
+    /// The `.log` files in `dir`, by base offset, once the deleter has unlinked the rest.
+    fn segment_files(dir: &Path) -> Vec<i64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if !names.iter().any(|n| n.ends_with(deleter::DELETED_SUFFIX)) {
+                let mut bases: Vec<i64> =
+                    names.iter().filter_map(|n| n.strip_suffix(".log")).map(|b| b.parse().unwrap()).collect();
+                bases.sort_unstable();
+                return bases;
+            }
+            assert!(std::time::Instant::now() < deadline, "deleted files linger: {names:?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn time_retention_deletes_expired_closed_segments_from_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = LogConfig { segment_bytes: 1000, retention_ms: Some(500), ..config() };
+        let mut log = Log::open(dir.path(), retention, false).unwrap();
+        for i in 0..80 {
+            log.append(batch(2, 1000 + i), 0, 0).unwrap();
+        }
+        let segments = log.segments.len();
+        assert!(segments > 4);
+        // The newest record of the first segment is not yet 500 ms old.
+        assert_eq!(log.apply_retention(1000 + 505).unwrap(), 0);
+        assert_eq!(log.log_start_offset(), 0);
+        // Later, every closed segment has expired; the active one stays, however old.
+        assert_eq!(log.apply_retention(10_000).unwrap(), segments - 1);
+        let active_base = log.segments[0].base_offset;
+        assert_eq!(log.segments.len(), 1);
+        assert_eq!(log.log_start_offset(), active_base);
+        assert_eq!(segment_files(dir.path()), vec![active_base]);
+        assert!(matches!(log.read(active_base - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
+        assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0, active_base);
+        // The start survives a reopen: the segment files say where the log begins.
+        log.close().unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), config(), true).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (active_base, 160));
+    }
+
+    #[test]
+    fn size_retention_keeps_the_log_just_above_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1000, retention_bytes: Some(2500), ..config() };
+        let mut log = Log::open(dir.path(), config, false).unwrap();
+        for _ in 0..60 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        assert!(log.size() > 5000);
+        assert!(log.apply_retention(0).unwrap() > 0);
+        // Deleting the next segment would take the log below the limit.
+        assert!(log.size() >= 2500 && log.size() - log.segments[0].size() < 2500, "{}", log.size());
+        assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+    }
+
+    #[test]
+    fn retention_needs_the_delete_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1000,
+            retention_bytes: Some(0),
+            retention_ms: Some(0),
+            delete: false,
+            ..config()
+        };
+        let mut log = Log::open(dir.path(), config, false).unwrap();
+        for _ in 0..40 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        assert_eq!(log.apply_retention(i64::MAX / 2).unwrap(), 0);
+        assert_eq!(log.log_start_offset(), 0);
+    }
+
+    #[test]
+    fn delete_records_moves_the_start_and_drops_segments_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 1000, ..config() }, false).unwrap();
+        for _ in 0..40 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        let second_base = log.segments[1].base_offset;
+        let start = second_base + 3;
+        assert_eq!(log.delete_records(start).unwrap(), start);
+        assert_eq!(log.segments[0].base_offset, second_base);
+        assert_eq!(segment_files(dir.path())[0], second_base);
+        assert!(matches!(log.read(start - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+        // The batch holding the start comes back whole, as in Kafka.
+        let first = batches_in(&log.read(start, 1, i64::MAX).unwrap())[0];
+        assert!(first.0 <= start && start < first.0 + 2);
+        // The start never moves back.
+        assert_eq!(log.delete_records(1).unwrap(), start);
+        drop(log);
+        for clean in [true, false] {
+            let log = Log::open(dir.path(), config(), clean).unwrap();
+            assert_eq!(log.log_start_offset(), start);
+            assert_eq!(log.log_end_offset(), 80);
+        }
+        let mut log = Log::open(dir.path(), config(), true).unwrap();
+        assert_eq!(log.delete_records(80).unwrap(), 80);
+        assert!(log.read(80, 1000, i64::MAX).unwrap().is_empty());
+        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 80);
+    }
+
+    #[test]
+    fn files_left_deleted_by_a_crash_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        Log::open(dir.path(), config(), false).unwrap().append(batch(1, 0), 0, 0).unwrap();
+        std::fs::write(dir.path().join("00000000000000000007.log.deleted"), b"old").unwrap();
+        let log = Log::open(dir.path(), config(), false).unwrap();
+        assert_eq!(segment_files(dir.path()), vec![0]);
+        assert_eq!(log.log_end_offset(), 1);
     }
 
     #[test]

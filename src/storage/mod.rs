@@ -9,9 +9,11 @@
 //! - [`index`]: the sparse index files.
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
 //! - [`compaction`]: keeping only the latest record per key in closed segments.
+//! - [`deleter`]: unlinks the files of deleted segments off the shard threads.
 
 pub mod batch;
 mod compaction;
+mod deleter;
 pub mod index;
 mod log;
 mod segment;
@@ -56,6 +58,13 @@ pub struct LogConfig {
     pub flush_ms: Option<i64>,
     /// `cleanup.policy=compact`: closed segments keep only the latest record of each key.
     pub compact: bool,
+    /// `cleanup.policy=delete`: closed segments past `retention_ms` or beyond
+    /// `retention_bytes` are deleted from the head of the log.
+    pub delete: bool,
+    /// Delete a closed segment once its newest record is older than this; None = never.
+    pub retention_ms: Option<i64>,
+    /// Delete closed segments from the head while the log would still exceed this; None = never.
+    pub retention_bytes: Option<u64>,
 }
 
 /// What an append did.

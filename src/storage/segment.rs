@@ -319,6 +319,26 @@ impl Segment {
         self.size
     }
 
+    /// The newest record's timestamp, or the file's modification time when no record carries
+    /// one: the clock of time-based retention, as in Kafka.
+    pub fn largest_timestamp(&self) -> Result<i64, StorageError> {
+        if self.max_timestamp >= 0 {
+            return Ok(self.max_timestamp);
+        }
+        let modified = self.log.metadata()?.modified()?;
+        Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    }
+
+    /// Removes the segment: its files are renamed at once and unlinked off this thread.
+    pub fn delete(self) -> Result<(), StorageError> {
+        let Segment { log, log_path, .. } = self;
+        drop(log);
+        for extension in ["log", "index", "timeindex"] {
+            super::deleter::delete_later(&log_path.with_extension(extension))?;
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }

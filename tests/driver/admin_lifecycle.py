@@ -1,0 +1,159 @@
+"""Log lifecycle and admin APIs through the clients' admin interfaces: confluent-kafka
+(librdkafka) and kafka-python.
+
+Usage: admin_lifecycle.py --bootstrap ADDR SCENARIO [--topic T]
+Prints one JSON summary line; exits non-zero (via assert) on any mismatch. Waits are polls of
+a condition with a deadline.
+"""
+import argparse
+import json
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import OffsetOutOfRangeError
+
+TIMEOUT_S = 60
+
+
+def confluent_admin(bootstrap):
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create(admin, topic, partitions=1, config=None):
+    futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})], operation_timeout=30)
+    futures[topic].result(TIMEOUT_S)
+
+
+def produce(bootstrap, topic, count, partition=0, value=b"x" * 100):
+    # Small batches, so that segments of a few hundred bytes hold several of them.
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0, "batch.num.messages": 5})
+    errors = []
+    for i in range(count):
+        producer.produce(topic, value=value + b"-%d" % i, partition=partition,
+                         on_delivery=lambda err, _m: err and errors.append(str(err)))
+        producer.poll(0)
+    assert producer.flush(TIMEOUT_S) == 0
+    assert not errors, errors[:5]
+
+
+def earliest(bootstrap, topic, partition=0):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
+    consumer.close()
+    return low, high
+
+
+def wait_for_start_above(bootstrap, topic, offset, keep_producing=False):
+    """Polls the log start offset until it passes `offset`; producing one record per poll
+    rolls the active segment once `segment.ms` has passed."""
+    deadline = time.time() + TIMEOUT_S
+    while True:
+        low, high = earliest(bootstrap, topic)
+        if low > offset:
+            return low, high
+        assert time.time() < deadline, f"log start offset stayed at {low}"
+        if keep_producing:
+            produce(bootstrap, topic, 1)
+        time.sleep(0.1)
+
+
+def read_from_zero_is_out_of_range(bootstrap, topic):
+    """A confluent consumer that must not reset its offset sees OFFSET_OUT_OF_RANGE at 0."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "auto.offset.reset": "error",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    deadline = time.time() + TIMEOUT_S
+    try:
+        while time.time() < deadline:
+            m = consumer.poll(0.5)
+            if m is None:
+                continue
+            assert m.error() is not None, f"read offset {m.offset()} below the log start"
+            assert m.error().code() == KafkaError._AUTO_OFFSET_RESET, m.error()
+            return True
+    finally:
+        consumer.close()
+    raise AssertionError("no out-of-range error")
+
+
+def retention_time(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    create(admin, topic, config={"retention.ms": "1000", "segment.ms": "100"})
+    produce(bootstrap, topic, 20)
+    low, high = wait_for_start_above(bootstrap, topic, 19, keep_producing=True)
+    return {"low": low, "high": high, "out_of_range": read_from_zero_is_out_of_range(bootstrap, topic)}
+
+
+def retention_size(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    create(admin, topic, config={"retention.bytes": "3000", "segment.bytes": "1000"})
+    produce(bootstrap, topic, 200)
+    low, high = wait_for_start_above(bootstrap, topic, 0)
+    return {"low": low, "high": high, "out_of_range": read_from_zero_is_out_of_range(bootstrap, topic)}
+
+
+def delete_records(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    create(admin, topic, partitions=2)
+    produce(bootstrap, topic, 50, partition=0)
+    produce(bootstrap, topic, 50, partition=1)
+    # confluent-kafka's DeleteRecords on partition 0.
+    result = admin.delete_records([TopicPartition(topic, 0, 30)])
+    deleted = list(result.values())[0].result(TIMEOUT_S)
+    assert deleted.low_watermark == 30, deleted
+    # kafka-python's on partition 1, up to the high watermark (-1); beyond it is refused.
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    answer = kadmin.delete_records({KTopicPartition(topic, 1): -1})
+    assert answer[KTopicPartition(topic, 1)]["low_watermark"] == 50, answer
+    try:
+        kadmin.delete_records({KTopicPartition(topic, 0): 51})
+        raise AssertionError("deleting past the high watermark succeeded")
+    except OffsetOutOfRangeError:
+        pass
+    kadmin.close()
+    assert earliest(bootstrap, topic, 0) == (30, 50)
+    assert earliest(bootstrap, topic, 1) == (50, 50)
+    # A kafka-python consumer that may not reset hits the new start.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="none", enable_auto_commit=False,
+                             consumer_timeout_ms=5000)
+    tp = KTopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 10)
+    try:
+        consumer.poll(timeout_ms=5000)
+        raise AssertionError("fetch below the log start succeeded")
+    except OffsetOutOfRangeError:
+        pass
+    consumer.seek(tp, 30)
+    offsets = []
+    deadline = time.time() + TIMEOUT_S
+    while len(offsets) < 20 and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            offsets.extend(r.offset for r in records)
+    consumer.close()
+    assert offsets == list(range(30, 50)), offsets
+    return {"low": [30, 50]}
+
+
+SCENARIOS = {
+    "retention-time": retention_time,
+    "retention-size": retention_size,
+    "delete-records": delete_records,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--topic", default="lifecycle")
+    args = parser.parse_args()
+    print(json.dumps(SCENARIOS[args.scenario](args.bootstrap, args.topic)))
+
+
+if __name__ == "__main__":
+    main()
