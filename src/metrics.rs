@@ -38,6 +38,8 @@ pub struct ShardMetrics {
     pub fetch_bytes_zero_copy: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
+    /// Partitions of acks=0 produce requests that failed; their clients are never told.
+    pub unacknowledged_produce_errors: u64,
 }
 
 impl ShardMetrics {
@@ -138,9 +140,14 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {}", histogram.len());
     }
 
-    let counters: [Family<ShardMetrics, u64>; 2] = [
+    let counters: [Family<ShardMetrics, u64>; 3] = [
         ("sluice_bytes_in_total", "Request bytes read from clients.", |m| m.bytes_in),
         ("sluice_bytes_out_total", "Response bytes written to clients.", |m| m.bytes_out),
+        (
+            "sluice_unacknowledged_produce_errors_total",
+            "Partitions of acks=0 produce requests that failed (the client gets no answer).",
+            |m| m.unacknowledged_produce_errors,
+        ),
     ];
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);

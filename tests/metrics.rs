@@ -4,20 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 
 use common::{Broker, Raw, batch};
-
-/// GET `path` from the admin listener: (status line, body).
-fn get(broker: &Broker, path: &str) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(broker.admin_addr()).unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
 
 /// Checks the exposition format line by line; returns every sample as "name{labels}" → value.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -64,7 +52,7 @@ fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
     let broker = Broker::start(2, &[]);
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(raw.create_topic("watched", 2, &[]), 0);
-    let (status, body) = get(&broker, "/metrics");
+    let (status, body) = broker.http_get("/metrics");
     assert!(status.contains("200"), "{status}");
     let before = parse(&body);
 
@@ -75,7 +63,7 @@ fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
     assert_eq!(error, 0);
     assert!(!records.is_empty());
 
-    let after = parse(&get(&broker, "/metrics").1);
+    let after = parse(&broker.http_get("/metrics").1);
     let produced = |s: &HashMap<String, f64>| total(s, "sluice_requests_total{api=\"Produce\"");
     assert_eq!(produced(&after) - produced(&before), 10.0);
     assert_eq!(total(&after, "sluice_request_latency_seconds_count{api=\"Produce\"}"), produced(&after));
@@ -89,7 +77,7 @@ fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
     // Two shards: something crossed the mesh (topic creation at least).
     assert!(total(&after, "sluice_mesh_messages_total{direction=\"received\"") > 0.0);
 
-    assert!(get(&broker, "/elsewhere").0.contains("404"));
+    assert!(broker.http_get("/elsewhere").0.contains("404"));
 }
 
 /// Zero-copy and copying fetches return byte-identical batches (as stamped at append), and
@@ -109,7 +97,7 @@ fn zero_copy_and_copied_fetches_send_the_same_bytes() {
         let records = raw.fetch_all("same", 0);
         assert_eq!(records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), values);
         let (_, _, bytes) = raw.fetch("same", 0, 0, 0);
-        let samples = parse(&get(&broker, "/metrics").1);
+        let samples = parse(&broker.http_get("/metrics").1);
         assert!(total(&samples, &format!("sluice_fetch_record_bytes_total{{path=\"{path}\"")) >= bytes.len() as f64);
         fetched.push(bytes);
     }

@@ -98,9 +98,13 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     }
 
     let mut image = MetadataImage::load_or_create(&config.data_dir)?;
-    place_orphans(&mut image, config.cores);
-    ensure_offsets_topic(&mut image, &config);
-    image.persist(&config.data_dir)?;
+    let moved = place_orphans(&mut image, config.cores);
+    let created = ensure_offsets_topic(&mut image, &config);
+    // Written only when it changed, so that a broker restarted on a full disk serves what is
+    // there.
+    if moved || created {
+        image.persist(&config.data_dir)?;
+    }
 
     let (listen, port_guard) = runtime::reserve_port(config.listen)?;
     config.listen = listen;
@@ -149,9 +153,9 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 };
                 let _ = bound_tx.send(Ok(()));
                 drop(bound_tx);
-                run_shard(shard, listener, shutdown).await;
+                let closed = run_shard(shard, listener, shutdown).await;
                 drop((mesh_task, upkeep_task, group_task, admin_task));
-                Ok(())
+                closed
             }
         })
     });
@@ -180,6 +184,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
+    // A shard whose partitions did not all close and sync returns an error here, and then no
+    // marker is written: the next start recovers.
     shards.join().map_err(|_| anyhow::anyhow!("shard thread panicked"))??;
     std::fs::File::create(&marker)?.sync_all()?;
     std::fs::File::open(&config.data_dir)?.sync_all()?;
@@ -187,8 +193,13 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves until shutdown, then drains in-flight requests and closes this shard's partitions.
-async fn run_shard(shard: Rc<Shard>, listener: runtime::TcpListener, mut shutdown: runtime::shutdown::ShardShutdown) {
+/// Serves until shutdown, then drains in-flight requests and closes this shard's partitions;
+/// fails when any of them could not be closed and synced.
+async fn run_shard(
+    shard: Rc<Shard>,
+    listener: runtime::TcpListener,
+    mut shutdown: runtime::shutdown::ShardShutdown,
+) -> anyhow::Result<()> {
     use futures::FutureExt;
     let accept = crate::server::accept_loop(shard.clone(), listener).fuse();
     futures::pin_mut!(accept);
@@ -203,18 +214,24 @@ async fn run_shard(shard: Rc<Shard>, listener: runtime::TcpListener, mut shutdow
     }
     shutdown.drained(shard.id).await;
     let partitions: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    let mut failed = 0;
     for (tp, partition) in partitions {
         if let Err(e) = partition.close() {
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition");
+            failed += 1;
         }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(anyhow::anyhow!("{n} partitions could not be closed; the next start recovers them")),
     }
 }
 
 /// Creates `__consumer_offsets` on first start; its partition count is then fixed, since it
-/// decides which partition (and shard) holds each group.
-fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
+/// decides which partition (and shard) holds each group. Returns whether it did.
+fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) -> bool {
     if image.topic(group::OFFSETS_TOPIC).is_some() {
-        return;
+        return false;
     }
     let partitions = (0..config.offsets_topic_num_partitions)
         .map(|partition| PartitionMetadata {
@@ -231,18 +248,22 @@ fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
         group::OFFSETS_TOPIC.to_string(),
         TopicMetadata { name: group::OFFSETS_TOPIC.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs },
     );
+    true
 }
 
 /// Gives a shard to partitions whose recorded shard no longer exists (fewer cores than last
-/// time), so that every partition has exactly one owner.
-fn place_orphans(image: &mut MetadataImage, cores: usize) {
+/// time), so that every partition has exactly one owner. Returns whether any moved.
+fn place_orphans(image: &mut MetadataImage, cores: usize) -> bool {
+    let mut moved = false;
     for topic in image.topics.values_mut() {
         for p in &mut topic.partitions {
             if p.shard >= cores {
                 p.shard = shard_for_partition(&topic.name, p.partition, cores);
+                moved = true;
             }
         }
     }
+    moved
 }
 
 fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {

@@ -81,13 +81,21 @@ impl MetadataImage {
     }
 
     /// Writes the image durably: a temporary file, fsync, rename over the old one, fsync the
-    /// directory. A crash leaves either the old or the new image, never a mix.
+    /// directory. A crash leaves either the old or the new image, never a mix. A write that
+    /// fails (a full disk) removes the temporary file, giving its space back.
     pub fn persist(&self, data_dir: &Path) -> anyhow::Result<()> {
         let path = data_dir.join(FILE_NAME);
         let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self)?)?;
-        file.sync_all()?;
+        let write = || -> anyhow::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(self)?)?;
+            file.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(data_dir)?.sync_all()?;
         Ok(())

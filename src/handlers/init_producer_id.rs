@@ -29,8 +29,12 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     let (mut next, mut end) = shard.producer_ids.get();
     if next == end {
         let allocate = ShardRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK };
-        let ShardResponse::ProducerIds(first) = shard.invoke_on(CONTROLLER_SHARD, allocate).await else {
+        let ShardResponse::ProducerIds(allocated) = shard.invoke_on(CONTROLLER_SHARD, allocate).await else {
             unreachable!("AllocateProducerIds answers with ProducerIds");
+        };
+        let first = match allocated {
+            Ok(first) => first,
+            Err(error) => return response.with_error_code(error.code()),
         };
         // Another request on this shard may have refilled the block while this one waited.
         (next, end) = shard.producer_ids.get();

@@ -73,6 +73,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
         }
     }
     if acks == 0 {
+        // The client hears nothing, so the failures are counted and logged here.
+        let failed: Vec<_> = outcomes.iter().filter_map(|(tp, o)| o.as_ref().err().map(|e| (tp, *e))).collect();
+        if let Some(((topic, partition), error)) = failed.first() {
+            shard.metrics.borrow_mut().unacknowledged_produce_errors += failed.len() as u64;
+            tracing::warn!(%topic, partition, %error, partitions = failed.len(), "acks=0 produce failed");
+        }
         return None;
     }
 

@@ -47,8 +47,11 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
         }
         results.push((topic.name, result));
     }
-    if changed {
-        publish(shard, image).await;
+    if changed && let Err(error) = publish(shard, image).await {
+        // Nothing was created: every topic that would have been gets the storage error.
+        for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+            *result = Err(error.clone());
+        }
     }
     results
 }
@@ -84,23 +87,28 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
         };
         results.push((name, result));
     }
-    if results.iter().any(|(_, r)| r.is_ok()) {
-        publish(shard, image).await;
+    if results.iter().any(|(_, r)| r.is_ok())
+        && let Err(error) = publish(shard, image).await
+    {
+        for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+            *result = Err(error.clone());
+        }
     }
     results
 }
 
 /// Reserves `count` producer ids for one shard to hand out, durably, so that no id is ever
-/// given twice, restarts included.
-pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> i64 {
+/// given twice, restarts included. Fails with KAFKA_STORAGE_ERROR when the reservation cannot
+/// be persisted.
+pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64, ResponseError> {
     assert!(count > 0);
     let (_permit, mut image) = begin_change(shard).await;
     let first = image.next_producer_id;
     image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
-    persist(shard, &image);
+    persist(shard, &image).map_err(|(error, _)| error)?;
     // Only the controller reads this counter; other shards see it with the next change.
     shard.set_metadata(image);
-    first
+    Ok(first)
 }
 
 /// Waits for any other change to finish; returns the permit that keeps the next one waiting
@@ -111,18 +119,23 @@ async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
     (permit, (*shard.metadata()).clone())
 }
 
-/// A metadata write that fails leaves the broker unable to keep its promises: crash loudly
-/// rather than answer clients with state that would vanish on restart.
-fn persist(shard: &Shard, image: &MetadataImage) {
-    image.persist(&shard.config.data_dir).unwrap_or_else(|e| panic!("persisting metadata: {e:#}"));
+/// Writes `metadata.json`. When that fails (a full disk), the change is refused with
+/// KAFKA_STORAGE_ERROR and the image in force stays as it was: no client hears of a change
+/// that would vanish on restart, and the broker keeps serving what it has.
+fn persist(shard: &Shard, image: &MetadataImage) -> Result<(), (ResponseError, String)> {
+    image.persist(&shard.config.data_dir).map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "persisting metadata; the change is refused");
+        (ResponseError::KafkaStorageError, format!("persisting metadata: {e:#}"))
+    })
 }
 
 /// Persists `image`, then installs it on every shard and waits until all have.
-async fn publish(shard: &Rc<Shard>, image: MetadataImage) {
-    persist(shard, &image);
+async fn publish(shard: &Rc<Shard>, image: MetadataImage) -> Result<(), (ResponseError, String)> {
+    persist(shard, &image)?;
     let installs = (0..shard.shard_count)
         .map(|target| shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() }));
     for response in futures::future::join_all(installs).await {
         assert!(matches!(response, ShardResponse::MetadataApplied));
     }
+    Ok(())
 }

@@ -170,7 +170,7 @@ pub enum ShardResponse {
     RecordsDeleted(Vec<Result<i64, ResponseError>>),
     Topics(Vec<(String, TopicOutcome)>),
     MetadataApplied,
-    ProducerIds(i64),
+    ProducerIds(Result<i64, ResponseError>),
     Group(GroupAnswer),
     Metrics(Box<crate::metrics::Snapshot>),
 }

@@ -223,7 +223,14 @@ impl Segment {
     ) -> Result<(), StorageError> {
         let total: u64 = batches.iter().map(|(h, _)| h.size() as u64).sum();
         assert!(self.size + total <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
-        write_all_vectored_at(&self.log, slices, self.size)?;
+        if let Err(e) = write_all_vectored_at(&self.log, slices, self.size) {
+            // Part of the data may be in the file (a disk that filled up mid-write): cut it off,
+            // giving the space back and keeping the file exactly its whole batches.
+            if let Err(truncating) = self.log.set_len(self.size) {
+                tracing::error!(segment = %self.log_path.display(), error = %truncating, "cutting off a failed write");
+            }
+            return Err(e.into());
+        }
         let mut position = self.size;
         for (header, max_timestamp) in batches {
             self.index_batch(header, position, *max_timestamp, index_interval_bytes)?;

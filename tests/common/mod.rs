@@ -39,7 +39,14 @@ impl Broker {
     /// Starts a broker with `--cores cores` and `extra` flags on a fresh data directory.
     pub fn start(cores: usize, extra: &[&str]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
-        let data_dir = temp.path().to_path_buf();
+        let mut broker = Broker::start_in(temp.path(), cores, extra);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// Starts a broker on the data directory `data_dir`, which the caller owns.
+    pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        let data_dir = data_dir.to_path_buf();
         let mut args = vec!["--cores".to_string(), cores.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut broker = Broker {
@@ -49,7 +56,7 @@ impl Broker {
             data_dir,
             args,
             stderr: Arc::new(Mutex::new(Vec::new())),
-            _temp: Some(temp),
+            _temp: None,
         };
         broker.spawn();
         broker
@@ -122,12 +129,28 @@ impl Broker {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(&mut self) {
+        let status = self.stop();
+        assert!(status.success(), "broker exited with {status}; stderr:\n{}", self.stderr_text());
+    }
+
+    /// SIGTERM, then waits for the process to exit, however it does.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("broker running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let status = wait_with_deadline(&mut child, STOP_DEADLINE)
-            .unwrap_or_else(|| panic!("broker ignored SIGTERM; stderr:\n{}", self.stderr_text()));
-        assert!(status.success(), "broker exited with {status}; stderr:\n{}", self.stderr_text());
+        wait_with_deadline(&mut child, STOP_DEADLINE)
+            .unwrap_or_else(|| panic!("broker ignored SIGTERM; stderr:\n{}", self.stderr_text()))
+    }
+
+    /// GET `path` from the admin listener: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut stream = TcpStream::connect(self.admin_addr()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        (head.lines().next().unwrap().to_string(), body.to_string())
     }
 
     /// SIGKILL: no chance to flush or mark anything.
@@ -276,8 +299,8 @@ impl Raw {
         Raw { stream, correlation_id: 0 }
     }
 
-    /// Sends `request` at `version` and decodes the response.
-    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+    /// Sends `request` at `version` without reading an answer (acks=0 produces get none).
+    pub fn send_only<R: Request>(&mut self, request: &R, version: i16) {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -288,6 +311,11 @@ impl Raw {
         header.encode(&mut body, R::header_version(version)).unwrap();
         request.encode(&mut body, version).unwrap();
         self.send_frame(&body);
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        self.send_only(request, version);
         let mut response = self.read_frame().expect("a response frame");
         let header = ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation_id);
@@ -360,6 +388,15 @@ pub fn decode(bytes: &Bytes) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    kafka_protocol::messages::ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ])
+}
+
 fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
 }
@@ -389,16 +426,15 @@ impl Raw {
 
     /// Produce v9 of one records blob to one partition: (error code, base offset).
     pub fn produce(&mut self, topic: &str, partition: i32, records: Bytes, acks: i16) -> (i16, i64) {
-        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        let request = kafka_protocol::messages::ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-            ])]);
-        let response = self.send(&request, 9);
+        assert_ne!(acks, 0, "acks=0 gets no answer: use produce_acks0");
+        let response = self.send(&produce_request(topic, partition, records, acks), 9);
         let p = &response.responses[0].partition_responses[0];
         (p.error_code, p.base_offset)
+    }
+
+    /// Produce v9 with acks=0: the broker answers nothing.
+    pub fn produce_acks0(&mut self, topic: &str, partition: i32, records: Bytes) {
+        self.send_only(&produce_request(topic, partition, records, 0), 9);
     }
 
     /// Fetch v11 of one partition from `offset`: (error code, high watermark, records blob).
