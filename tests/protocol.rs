@@ -123,3 +123,75 @@ fn acks_0_gets_no_answer_and_fetch_respects_max_bytes() {
     let tiny = fetch(&mut raw, 10);
     assert_eq!((tiny[0] > 600, tiny[1]), (true, 0), "{tiny:?}");
 }
+
+/// A fetch of partition 0 of `topic` from `offset` with the given limits (v11).
+fn fetch_request(topic: &str, offset: i64, min_bytes: i32, max_wait_ms: i32, max_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20),
+        ])])
+}
+
+#[test]
+fn fetch_waits_exactly_as_long_as_it_must() {
+    use std::time::{Duration, Instant};
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("waits", 1, &[]), 0);
+
+    // min_bytes 0: answered at once, even with nothing to return.
+    let started = Instant::now();
+    let response = raw.send(&fetch_request("waits", 0, 0, 20_000, 1 << 20), 11);
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    assert!(started.elapsed() < Duration::from_secs(10), "min_bytes=0 waited {:?}", started.elapsed());
+
+    // An offset out of range is answered at once, not after max_wait_ms.
+    let started = Instant::now();
+    let response = raw.send(&fetch_request("waits", 5, 1, 20_000, 1 << 20), 11);
+    assert_eq!(response.responses[0].partitions[0].error_code, 1, "OFFSET_OUT_OF_RANGE");
+    assert!(started.elapsed() < Duration::from_secs(10), "out of range waited {:?}", started.elapsed());
+
+    // Woken by a batch smaller than min_bytes, the fetch keeps waiting until max_wait_ms.
+    let mut producer = Raw::connect(broker.addr());
+    let started = Instant::now();
+    raw.send_frame(&encode(&fetch_request("waits", 0, 100_000, 1500, 1 << 20), 11, 500));
+    assert_eq!(producer.produce("waits", 0, batch_at(&[b"small"], 0), 1), (0, 0));
+    let mut frame = raw.read_frame().expect("a response");
+    assert_eq!(frame.get_i32(), 500);
+    assert!(started.elapsed() >= Duration::from_millis(1400), "answered after {:?}", started.elapsed());
+
+    // ... and answers once min_bytes has arrived, long before max_wait_ms.
+    let started = Instant::now();
+    raw.send_frame(&encode(&fetch_request("waits", 1, 1500, 20_000, 1 << 20), 11, 501));
+    for i in 1..=2 {
+        assert_eq!(producer.produce("waits", 0, batch_at(&[&[b'x'; 1000]], 0), 1), (0, i));
+    }
+    let mut frame = raw.read_frame().expect("a response");
+    assert_eq!(frame.get_i32(), 501);
+    assert!(started.elapsed() < Duration::from_secs(10), "min_bytes reached, yet waited {:?}", started.elapsed());
+}
+
+#[test]
+fn fetch_responses_respect_max_bytes() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("sized", 1, &[]), 0);
+    for i in 0..20 {
+        assert_eq!(raw.produce("sized", 0, batch_at(&[&[b'x'; 1000]], 0), 1), (0, i));
+    }
+    let records = |raw: &mut Raw, max_bytes: i32| {
+        let response = raw.send(&fetch_request("sized", 0, 1, 0, max_bytes), 11);
+        common::decode(response.responses[0].partitions[0].records.as_ref().unwrap()).len()
+    };
+    // The partition allows 1 MiB, the response 5 KB: whole batches of about 1 KB within it.
+    let within = records(&mut raw, 5000);
+    assert!((1..5).contains(&within), "{within} batches in a 5000-byte response");
+    // Only a first batch larger than the limit goes over it.
+    assert_eq!(records(&mut raw, 10), 1);
+    assert_eq!(records(&mut raw, 1 << 20), 20);
+}

@@ -1,11 +1,15 @@
-//! Fetch: read every requested partition on its owning shard; if less than `min_bytes` came
-//! back, park on the owners until one of them gets data or `max_wait_ms` passes, then read
-//! once more. The response-wide `max_bytes` is applied in request order, always letting the
-//! first non-empty partition through whole (KIP-74), as Kafka does.
+//! Fetch: read every requested partition on its owning shard; while less than `min_bytes`
+//! came back and `max_wait_ms` has not passed, park on the owners until one of them gets
+//! more data, then read again. A partition error (unknown partition, offset out of range) or
+//! `min_bytes` of 0 answers at once, as in Kafka.
+//!
+//! The response-wide `max_bytes` bounds the response: no partition reads more than it, and
+//! it is applied in request order, letting only the first non-empty partition exceed it, and
+//! only by its first batch (KIP-74).
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -37,6 +41,8 @@ pub async fn handle(
     version: i16,
 ) -> (FetchResponse, Vec<(Bytes, FileSlice)>) {
     let image = shard.metadata();
+    let response_max_bytes = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
+    let mut refused_any = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for topic in &request.topics {
@@ -57,31 +63,42 @@ pub async fn handle(
             let owner = found.and_then(|_| image.owner(&name, p.partition));
             if owner.is_none() {
                 topics.last_mut().expect("pushed above").partitions.push(error_partition(p.partition, missing_error));
+                refused_any = true;
                 continue;
             }
+            let partition_max_bytes = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
             wanted.push(Wanted {
                 topic_index: topics.len() - 1,
                 partition: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
+                max_bytes: partition_max_bytes.min(response_max_bytes),
                 owner,
             });
         }
     }
 
     let names: Vec<String> = topics.iter().map(|t| t.topic.0.to_string()).collect();
-    let mut results = read_all(shard, &names, &wanted).await;
-    let total: usize = results.iter().map(|r| r.records.len()).sum();
     let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
     let max_wait_ms = u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0).min(shard.config.fetch_max_wait_ms_limit);
-    if total < min_bytes.max(1) && max_wait_ms > 0 && !wanted.is_empty() {
-        wait_for_data(shard, &names, &wanted, Duration::from_millis(max_wait_ms)).await;
+    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
+    let mut results = read_all(shard, &names, &wanted).await;
+    loop {
+        let total: usize = results.iter().map(|r| r.records.len()).sum();
+        let errors = refused_any || results.iter().any(|r| r.error.is_some());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if total >= min_bytes || errors || wanted.is_empty() || left.is_zero() {
+            break;
+        }
+        // Woken by data that still falls short of `min_bytes`, the next wait is for data
+        // past what this read saw.
+        let seen: Vec<i64> = results.iter().map(|r| r.high_watermark).collect();
+        wait_for_data(shard, &names, &wanted, &seen, left).await;
         results = read_all(shard, &names, &wanted).await;
     }
 
     let mut file_parts = Vec::new();
     let mut placeholders = crate::runtime::zero_copy::Placeholders::default();
-    let mut budget = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
+    let mut budget = response_max_bytes;
     let mut first = true;
     for (w, result) in wanted.iter().zip(results) {
         let mut records = result.records;
@@ -168,12 +185,13 @@ async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec
     slots.into_iter().map(|s| s.expect("every wanted partition was read")).collect()
 }
 
-/// Parks on every owner at once and returns when the first reports data, or at the deadline.
-async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], timeout: Duration) {
+/// Parks on every owner at once and returns when the first reports data past the high
+/// watermark `seen` for its partition (in `wanted` order), or at the deadline.
+async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], seen: &[i64], timeout: Duration) {
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
-    for w in wanted {
+    for (w, &high_watermark) in wanted.iter().zip(seen) {
         let tp = TopicPartition { topic: names[w.topic_index].clone(), partition: w.partition };
-        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push((tp, w.offset));
+        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push((tp, high_watermark));
     }
     let waits: Vec<_> = per_shard
         .into_iter()
