@@ -1,5 +1,6 @@
 //! Log lifecycle and the admin APIs, driven by confluent-kafka's and kafka-python's admin
-//! clients against the real binary: retention by time and size, DeleteRecords.
+//! clients against the real binary: retention by time and size, DeleteRecords,
+//! CreatePartitions.
 
 mod common;
 
@@ -52,4 +53,57 @@ fn delete_records_moves_the_start_across_a_restart() {
     let (error, high_watermark, records) = raw.fetch("trimmed", 0, 30, 0);
     assert_eq!((error, high_watermark), (0, 50));
     assert!(common::decode(&records).iter().any(|(offset, _)| *offset == 30));
+}
+
+#[test]
+fn created_partitions_take_records_across_a_restart() {
+    let mut broker = Broker::start(2, &[]);
+    driver(&broker, "admin_lifecycle", &["create-partitions", "--topic", "grown"], DEADLINE);
+    broker.terminate();
+    broker.restart();
+    driver(&broker, "admin_lifecycle", &["partitions-after-restart", "--topic", "grown"], DEADLINE);
+    // Placed like the first partitions: spread over both shards.
+    let metadata = std::fs::read_to_string(broker.data_dir().join("metadata.json")).unwrap();
+    let image: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    let topic = image["topics"].as_array().unwrap().iter().find(|t| t["name"] == "grown").unwrap();
+    let shards: std::collections::BTreeSet<u64> =
+        topic["partitions"].as_array().unwrap().iter().map(|p| p["shard"].as_u64().unwrap()).collect();
+    assert_eq!(shards.len(), 2, "{topic}");
+}
+
+#[test]
+fn create_partitions_refuses_what_it_cannot_do() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
+    use kafka_protocol::messages::{BrokerId, CreatePartitionsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("t", 1, &[]), 0);
+    let grow = |name: &str, count: i32, replicas: Option<Vec<i32>>| {
+        CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_count(count)
+            .with_assignments(replicas.map(|r| {
+                vec![CreatePartitionsAssignment::default().with_broker_ids(r.into_iter().map(BrokerId).collect())]
+            }))
+    };
+    let request = CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        grow("t", 2, Some(vec![7])),
+        grow("__consumer_offsets", 100, None),
+        grow("missing", 2, None),
+    ]);
+    let codes: Vec<i16> = raw.send(&request, 3).results.iter().map(|r| r.error_code).collect();
+    let expected = [
+        ResponseError::InvalidReplicaAssignment,
+        ResponseError::InvalidRequest,
+        ResponseError::UnknownTopicOrPartition,
+    ];
+    assert_eq!(codes, expected.map(|e| e.code()));
+    // The one broker (node 0) as the replica is fine.
+    let request =
+        CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(vec![grow("t", 2, Some(vec![0]))]);
+    assert_eq!(raw.send(&request, 3).results[0].error_code, 0);
+    assert_eq!(raw.produce("t", 1, common::batch(&[b"new"]), -1).0, 0);
 }

@@ -15,9 +15,16 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
     let image = shard.metadata();
     let mut outcomes: HashMap<TopicPartition, Result<i64, ResponseError>> = HashMap::new();
     let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
+    let duplicated = super::duplicated(
+        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
+    );
     for topic in &request.topics {
         for p in &topic.partitions {
             let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
+            if duplicated.contains(&(tp.topic.as_str(), tp.partition)) {
+                outcomes.insert(tp, Err(ResponseError::InvalidRequest));
+                continue;
+            }
             if tp.topic == crate::group::OFFSETS_TOPIC {
                 // Kafka refuses it too: committed offsets live there.
                 outcomes.insert(tp, Err(ResponseError::InvalidTopicException));
@@ -55,7 +62,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
                 .map(|p| {
                     let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    // A partition named twice was answered once; its second entry repeats that.
+                    // Each entry of a duplicated partition gets the same answer, so look up, don't take.
                     match outcomes.get(&tp).cloned().expect("every partition has an outcome") {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),

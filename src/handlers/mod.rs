@@ -5,6 +5,7 @@
 //! other shards only through `Shard::invoke_on`.
 
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
@@ -138,6 +139,10 @@ pub async fn handle(
         }
         ApiKey::OffsetDelete => {
             let response = offset_delete::handle(shard, OffsetDeleteRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::CreatePartitions => {
+            let response = create_partitions::handle(shard, CreatePartitionsRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::DeleteRecords => {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 
 use super::placement::shard_for_partition;
-use super::router::{NewTopic, TopicOutcome};
+use super::router::{NewTopic, PartitionGrowth, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::config::TOPIC_CONFIG_NAMES;
@@ -71,6 +71,75 @@ fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) ->
         return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
     }
     shard.config.log_config(&topic.configs).map(|_| ()).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
+}
+
+/// Grows topics to the partition counts asked; new partitions are placed on shards as the
+/// first ones were, persisted, and opened by their owners before the answer.
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    topics: Vec<PartitionGrowth>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    let (_permit, mut image) = begin_change(shard).await;
+    let mut results = Vec::with_capacity(topics.len());
+    let mut changed = false;
+    for growth in topics {
+        let result = validate_growth(shard, &image, &growth);
+        if result.is_ok() && !validate_only {
+            let topic = image.topics.get_mut(&growth.name).expect("validated: the topic exists");
+            for partition in topic.partitions.len() as i32..growth.count {
+                topic.partitions.push(PartitionMetadata {
+                    partition,
+                    shard: shard_for_partition(&growth.name, partition, shard.shard_count),
+                    leader_epoch: 0,
+                });
+            }
+            changed = true;
+        }
+        results.push((growth.name, result));
+    }
+    if changed {
+        publish(shard, image).await;
+    }
+    results
+}
+
+fn validate_growth(shard: &Shard, image: &MetadataImage, growth: &PartitionGrowth) -> TopicOutcome {
+    let name = &growth.name;
+    let Some(topic) = image.topic(name) else {
+        return Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist")));
+    };
+    if name == crate::group::OFFSETS_TOPIC {
+        // Groups are placed by hashing over its partition count, fixed at its creation.
+        return Err((ResponseError::InvalidRequest, format!("the partition count of {name} is fixed")));
+    }
+    let current = topic.partitions.len() as i32;
+    if growth.count <= current {
+        let message = match growth.count == current {
+            true => format!("topic already has {current} partitions"),
+            false => format!("topic has {current} partitions, more than the {} asked for", growth.count),
+        };
+        return Err((ResponseError::InvalidPartitions, message));
+    }
+    if growth.count > PARTITIONS_MAX {
+        return Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {PARTITIONS_MAX}")));
+    }
+    if let Some(assignments) = &growth.assignments {
+        if assignments.len() != (growth.count - current) as usize {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("{} assignments for {} new partitions", assignments.len(), growth.count - current),
+            ));
+        }
+        // One broker: each new partition's only replica can only be this one.
+        if let Some(bad) = assignments.iter().find(|replicas| replicas.as_slice() != [shard.config.node_id]) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("replicas {bad:?}: this cluster has the one broker {}", shard.config.node_id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {

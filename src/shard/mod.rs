@@ -4,7 +4,8 @@
 //! - [`router`]: the envelopes that cross cores, and `Shard::invoke_on`, the one way to reach
 //!   state owned by another shard (a call on the own shard skips the mesh).
 //! - [`ops`]: what the owning shard does with an envelope.
-//! - [`controller`]: topic creation and deletion, run by shard 0, the metadata's single writer.
+//! - [`controller`]: topic creation, growth (CreatePartitions) and deletion, run by shard 0,
+//!   the metadata's single writer.
 
 pub mod controller;
 pub mod ops;

@@ -53,6 +53,9 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::CreateTopics { topics, validate_only } => {
             ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
         }
+        ShardRequest::CreatePartitions { topics, validate_only } => {
+            ShardResponse::Topics(controller::create_partitions(shard, topics, validate_only).await)
+        }
         ShardRequest::DeleteTopics { topics } => ShardResponse::Topics(controller::delete_topics(shard, topics).await),
         ShardRequest::AllocateProducerIds { count } => {
             ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)

@@ -41,6 +41,8 @@ pub enum ShardRequest {
     DeleteRecords { partitions: Vec<(TopicPartition, i64)> },
     /// Controller only: create topics.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    /// Controller only: add partitions to topics.
+    CreatePartitions { topics: Vec<PartitionGrowth>, validate_only: bool },
     /// Controller only: delete topics.
     DeleteTopics { topics: Vec<String> },
     /// Controller only: reserve `count` producer ids; answered with the first.
@@ -153,6 +155,14 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// CreatePartitions for one topic: the partition count wanted, and the replicas of each new
+/// partition if the client chose them.
+pub struct PartitionGrowth {
+    pub name: String,
+    pub count: i32,
+    pub assignments: Option<Vec<Vec<i32>>>,
 }
 
 /// One partition's produce result: what was appended and the log start offset, or why not.

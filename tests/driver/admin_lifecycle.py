@@ -10,11 +10,12 @@ import json
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import OffsetOutOfRangeError
+from kafka.admin import NewPartitions as KNewPartitions
+from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError
 
 TIMEOUT_S = 60
 
@@ -139,7 +140,65 @@ def delete_records(bootstrap, topic):
     return {"low": [30, 50]}
 
 
+def partition_count(admin, topic):
+    return len(admin.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions)
+
+
+def consume_all(bootstrap, topic, partitions):
+    """Every record of the given partitions, from the start: {partition: [values]}."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    ends = {p: earliest(bootstrap, topic, p)[1] for p in partitions}
+    got = {p: [] for p in partitions}
+    deadline = time.time() + TIMEOUT_S
+    while any(len(got[p]) < ends[p] for p in partitions):
+        assert time.time() < deadline, f"consumed {got}, expected up to {ends}"
+        for m in consumer.consume(1000, 0.5):
+            assert m.error() is None, m.error()
+            got[m.partition()].append(m.value().decode())
+    consumer.close()
+    return got
+
+
+def create_partitions(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    create(admin, topic, partitions=2)
+    # validate_only changes nothing.
+    futures = admin.create_partitions([NewPartitions(topic, 4)], validate_only=True)
+    futures[topic].result(TIMEOUT_S)
+    assert partition_count(admin, topic) == 2
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(TIMEOUT_S)
+    assert partition_count(admin, topic) == 4
+    # kafka-python grows it again; shrinking is refused.
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    kadmin.create_partitions({topic: KNewPartitions(total_count=6)})
+    try:
+        kadmin.create_partitions({topic: KNewPartitions(total_count=3)})
+        raise AssertionError("shrinking a topic succeeded")
+    except InvalidPartitionsError:
+        pass
+    kadmin.close()
+    assert partition_count(admin, topic) == 6
+    for p in range(6):
+        produce(bootstrap, topic, 3, partition=p, value=b"p%d" % p)
+    got = consume_all(bootstrap, topic, range(6))
+    assert all(got[p] == [f"p{p}-{i}" for i in range(3)] for p in range(6)), got
+    return {"partitions": 6}
+
+
+def partitions_after_restart(bootstrap, topic):
+    """After a restart: the grown topic keeps its partitions and their records, and takes more."""
+    admin = confluent_admin(bootstrap)
+    assert partition_count(admin, topic) == 6
+    produce(bootstrap, topic, 1, partition=5, value=b"after")
+    got = consume_all(bootstrap, topic, range(6))
+    assert got[5] == ["p5-0", "p5-1", "p5-2", "after-0"], got
+    return {"partitions": 6}
+
+
 SCENARIOS = {
+    "create-partitions": create_partitions,
+    "partitions-after-restart": partitions_after_restart,
     "retention-time": retention_time,
     "retention-size": retention_size,
     "delete-records": delete_records,
