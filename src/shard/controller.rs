@@ -47,11 +47,8 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
         }
         results.push((topic.name, result));
     }
-    if changed && let Err(error) = publish(shard, image).await {
-        // Nothing was created: every topic that would have been gets the storage error.
-        for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
-            *result = Err(error.clone());
-        }
+    if changed {
+        publish_for(shard, image, &mut results).await;
     }
     results
 }
@@ -99,7 +96,7 @@ pub async fn create_partitions(
         results.push((growth.name, result));
     }
     if changed {
-        publish(shard, image).await;
+        publish_for(shard, image, &mut results).await;
     }
     results
 }
@@ -156,12 +153,8 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
         };
         results.push((name, result));
     }
-    if results.iter().any(|(_, r)| r.is_ok())
-        && let Err(error) = publish(shard, image).await
-    {
-        for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
-            *result = Err(error.clone());
-        }
+    if results.iter().any(|(_, r)| r.is_ok()) {
+        publish_for(shard, image, &mut results).await;
     }
     results
 }
@@ -196,6 +189,16 @@ fn persist(shard: &Shard, image: &MetadataImage) -> Result<(), (ResponseError, S
         tracing::error!(error = %format!("{e:#}"), "persisting metadata; the change is refused");
         (ResponseError::KafkaStorageError, format!("persisting metadata: {e:#}"))
     })
+}
+
+/// Publishes the image that the successful `results` built; if that fails, nothing changed,
+/// and each of them gets the storage error instead.
+async fn publish_for(shard: &Rc<Shard>, image: MetadataImage, results: &mut [TopicResult]) {
+    if let Err(error) = publish(shard, image).await {
+        for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+            *result = Err(error.clone());
+        }
+    }
 }
 
 /// Persists `image`, then installs it on every shard and waits until all have.
