@@ -52,6 +52,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    exit_on_panic();
     match crate::runtime::raise_open_file_limit() {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
@@ -89,12 +90,22 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     config.data_dir = config.data_dir.canonicalize()?;
+    // The ports first: a start refused for a busy port must leave the marker where it is.
+    let (listen, port_guard) =
+        runtime::reserve_port(config.listen).with_context(|| format!("the listen address {}", config.listen))?;
+    config.listen = listen;
+    let admin = config.admin.map(runtime::reserve_port).transpose().context("the admin listener")?;
+    config.admin = admin.as_ref().map(|(address, _)| *address);
+    let advertised = advertised_address(&config)?;
+
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_shutdown = marker.exists();
     if clean_shutdown {
         // From here until the next clean stop, a crash must lead to recovery.
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&config.data_dir)?.sync_all()?;
+    } else {
+        tracing::info!("the last stop was not clean (or this is the first start): recovering the logs");
     }
 
     let mut image = MetadataImage::load_or_create(&config.data_dir)?;
@@ -105,12 +116,6 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     if moved || created {
         image.persist(&config.data_dir)?;
     }
-
-    let (listen, port_guard) = runtime::reserve_port(config.listen)?;
-    config.listen = listen;
-    let admin = config.admin.map(runtime::reserve_port).transpose().context("the admin listener")?;
-    config.admin = admin.as_ref().map(|(address, _)| *address);
-    let advertised = advertised_address(&config)?;
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -193,6 +198,22 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit status of a broker that panicked (the one Rust gives a panicking main thread).
+const PANIC_EXIT_STATUS: i32 = 101;
+
+/// Makes any panic end the process at once with [`PANIC_EXIT_STATUS`]. A panic is a broken
+/// invariant; left alone it would kill only its shard, and the others would serve on beside a
+/// dead one whose partitions never answer and whose connections hang. Exiting leaves no
+/// `.clean-shutdown` marker, so the supervisor's restart recovers the logs.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(%info, "panic: exiting");
+        std::process::exit(PANIC_EXIT_STATUS);
+    }));
+}
+
 /// Serves until shutdown, then drains in-flight requests and closes this shard's partitions;
 /// fails when any of them could not be closed and synced.
 async fn run_shard(
@@ -208,11 +229,9 @@ async fn run_shard(
         _ = shutdown.stop_requested().fuse() => {},
     }
     shard.stopping.set(true);
-    // Polling is bounded by the signal thread's drain deadline.
-    while shard.in_flight.get() > 0 {
-        runtime::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    shutdown.drained(shard.id).await;
+    // Connections still open when this returns (a client that never reads its response, say)
+    // are dropped with the executor.
+    shutdown.drain(shard.id, || shard.in_flight.get() == 0).await;
     let partitions: Vec<_> = shard.partitions.borrow_mut().drain().collect();
     let mut failed = 0;
     for (tp, partition) in partitions {

@@ -43,19 +43,35 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(hard)
 }
 
-/// Binds a listening socket with SO_REUSEPORT so that every shard can accept on the same
-/// address; the kernel spreads incoming connections over the shards.
+/// Binds a listening socket with SO_REUSEPORT, so that every shard can accept on the same
+/// address (the kernel spreads incoming connections over the shards), and SO_REUSEADDR, so
+/// that a broker restarted at once is not refused while the sockets it accepted before the
+/// stop sit in TIME-WAIT or FIN-WAIT (those inherit the option from this listener, and the
+/// kernel lets a new bind past them only when both sides set it).
 pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    // glommio's own bind sets SO_REUSEPORT.
-    TcpListener::bind(addr).map_err(std::io::Error::from)
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves to the
+    // listener; nothing else closes it.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
+
+/// Connections the kernel queues per shard before the shard accepts them (glommio's own
+/// bind uses the same).
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// Reserves a concrete port for `addr` when it asks for port 0, so that all shards bind the
 /// same one. The returned guard keeps the port reserved until the shards have bound.
 pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
     if addr.port() != 0 {
         // Shards bind with SO_REUSEPORT, which would silently share the port with another
-        // process of this user: a plain bind first tells whether it is really free.
+        // process of this user: a plain bind first tells whether it is really free. (It sets
+        // SO_REUSEADDR, which passes sockets of an earlier run in TIME-WAIT but never a
+        // listener.)
         drop(std::net::TcpListener::bind(addr)?);
         return Ok((addr, None));
     }

@@ -1,7 +1,9 @@
 //! Clean shutdown on SIGINT/SIGTERM, in two phases across all shards:
 //! 1. every shard stops accepting and lets its in-flight requests finish (they may still need
 //!    other shards, so every shard keeps serving the mesh meanwhile);
-//! 2. once all shards have drained, every shard flushes and closes its partitions.
+//! 2. once all shards have drained, or at the drain deadline whatever clients do (a client
+//!    that never reads its response keeps a request in flight), every shard flushes and
+//!    closes its partitions; connections still open are dropped with the shard.
 //!
 //! A dedicated signal thread (not a shard) coordinates the phases, so no shard ever blocks.
 
@@ -29,12 +31,24 @@ impl ShardShutdown {
         }
     }
 
-    /// Reports this shard drained and waits until every shard has.
-    pub async fn drained(self, shard_id: usize) {
+    /// Waits until `is_drained()` holds, reports this shard drained, and waits until every
+    /// shard has; returns early, drained or not, once the drain deadline has passed, so that
+    /// no client can hold the shutdown up.
+    pub async fn drain(mut self, shard_id: usize, is_drained: impl Fn() -> bool) {
+        while !is_drained() {
+            // `Ok(None)`: no word from the coordinator yet; anything else means close now.
+            if !matches!(self.close.try_recv(), Ok(None)) {
+                return;
+            }
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
         let _ = self.drained.send(shard_id);
         let _ = self.close.await;
     }
 }
+
+/// How often a draining shard looks at its in-flight count.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after) and starts
 /// the thread that waits for them. Call before starting the shards.

@@ -6,9 +6,11 @@
 //! copies the placeholder that stands for a partition's records, the buffer records a file
 //! part instead. Placeholders ([`Placeholders`]) are slices of one reserved, never-touched
 //! mapping, so standing in for a range costs neither an allocation nor a page. [`write_parts`] then writes memory parts with the socket's ordinary async
-//! write and file parts with sendfile. glommio's sockets are non-blocking; when sendfile finds
-//! the socket full (EAGAIN) one chunk goes through the async write, which waits for room, so
-//! the reactor never blocks on a slow reader.
+//! write and file parts with sendfile. glommio leaves its sockets in blocking mode (it sends
+//! and receives with MSG_DONTWAIT and waits for readiness through io_uring polls), where
+//! sendfile would block the whole shard once a slow reader's socket is full; so a connection
+//! first makes its socket non-blocking ([`make_nonblocking`]). When sendfile then finds the
+//! socket full (EAGAIN), one chunk goes through the async write, which waits for room.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
@@ -182,6 +184,16 @@ impl Part {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Puts `stream`'s socket in non-blocking mode, which [`write_parts`] needs. glommio's own
+/// reads, writes and readiness polls behave the same either way.
+pub fn make_nonblocking(stream: &crate::runtime::TcpStream) -> std::io::Result<()> {
+    use nix::fcntl::{F_GETFL, F_SETFL, OFlag, fcntl};
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+    let flags = OFlag::from_bits_truncate(fcntl(fd, F_GETFL)?);
+    fcntl(fd, F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Writes `parts` in order to `writer`, whose socket descriptor is `socket`; the connection

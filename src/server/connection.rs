@@ -18,7 +18,7 @@ use kafka_protocol::protocol::Decodable;
 use crate::handlers;
 use crate::protocol::frame::read_frame;
 use crate::protocol::versions;
-use crate::runtime::zero_copy::{Part, write_parts};
+use crate::runtime::zero_copy::{Part, make_nonblocking, write_parts};
 use crate::runtime::{Task, TcpStream, spawn_local};
 use crate::shard::Shard;
 
@@ -26,14 +26,20 @@ use crate::shard::Shard;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    if let Err(e) = make_nonblocking(&stream) {
+        tracing::warn!(?peer, error = %e, "closing connection: cannot make its socket non-blocking");
+        return;
+    }
     let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, mut writer) = stream.split();
-    let (mut queue, mut responses) = mpsc::channel::<Task<Outcome>>(shard.config.queued_max_requests_per_connection);
+    let (mut queue, mut responses) =
+        mpsc::channel::<Task<(Outcome, InFlight)>>(shard.config.queued_max_requests_per_connection);
 
     let write_shard = shard.clone();
     let writer_task = spawn_local(async move {
         while let Some(task) = responses.next().await {
-            let written = match task.await {
+            let (outcome, in_flight) = task.await;
+            let written = match outcome {
                 Outcome::Respond(parts) => {
                     let length: usize = parts.iter().map(Part::len).sum();
                     tracing::trace!(?peer, length, "response");
@@ -49,7 +55,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Outcome::Silent => Ok(()),
                 Outcome::Close => Err(std::io::ErrorKind::InvalidData.into()),
             };
-            write_shard.in_flight.set(write_shard.in_flight.get() - 1);
+            drop(in_flight);
             if let Err(e) = written {
                 tracing::debug!(?peer, error = %e, "closing after response stream ended");
                 let _ = writer.close().await;
@@ -80,8 +86,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
             Err(Refusal::Answer(response)) => {
-                shard.in_flight.set(shard.in_flight.get() + 1);
-                let answer = spawn_local(async move { Outcome::Respond(vec![Part::Memory(response)]) });
+                let in_flight = InFlight::new(&shard);
+                let answer = spawn_local(async move { (Outcome::Respond(vec![Part::Memory(response)]), in_flight) });
                 if queue.send(answer).await.is_err() {
                     break;
                 }
@@ -96,10 +102,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             correlation_id = header.correlation_id,
             "request"
         );
-        shard.in_flight.set(shard.in_flight.get() + 1);
+        let in_flight = InFlight::new(&shard);
         let handler_shard = shard.clone();
         let received = std::time::Instant::now();
         let task = spawn_local(async move {
+            #[cfg(debug_assertions)]
+            panic_if_asked(&header);
             let api_key = header.request_api_key;
             let outcome = handlers::handle(&handler_shard, header, body, peer).await;
             let latency_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -107,7 +115,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 tracing::warn!(?peer, api_key, latency_ms = latency_us / 1000, "slow request");
             }
             handler_shard.metrics.borrow_mut().record_request(api_key, latency_us);
-            match outcome {
+            let outcome = match outcome {
                 Ok(Some(response)) => Outcome::Respond(response),
                 Ok(None) => Outcome::Silent,
                 Err(e) => {
@@ -117,7 +125,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     tracing::info!(?peer, api_key, error = format!("{e:#}"), "cannot answer request");
                     Outcome::Close
                 }
-            }
+            };
+            (outcome, in_flight)
         });
         if queue.send(task).await.is_err() {
             break;
@@ -126,6 +135,35 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // Let the writer finish the responses already owed, then drop the socket.
     drop(queue);
     writer_task.await;
+}
+
+/// One request counted in its shard's `in_flight` from the moment it is read until its
+/// response is written, or until it is dropped unanswered (the peer went away with requests
+/// still queued): shutdown waits for the count to reach zero, so it must never leak.
+struct InFlight(Rc<Shard>);
+
+impl InFlight {
+    fn new(shard: &Rc<Shard>) -> InFlight {
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        InFlight(shard.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// Test hook, compiled into debug builds only: a request whose client id is the value of
+/// `SLUICE_TEST_PANIC_CLIENT_ID` panics in its handler task, as a bug would there.
+#[cfg(debug_assertions)]
+fn panic_if_asked(header: &RequestHeader) {
+    static CLIENT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let asked = CLIENT_ID.get_or_init(|| std::env::var("SLUICE_TEST_PANIC_CLIENT_ID").ok());
+    if asked.is_some() && header.client_id.as_deref() == asked.as_deref() {
+        panic!("test hook: panicking on request from client {asked:?}");
+    }
 }
 
 /// Requests slower than this are logged: long polls and rebalances aside, they mean trouble.

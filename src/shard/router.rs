@@ -207,10 +207,22 @@ impl Shard {
             shard.metrics.borrow_mut().mesh_sent += 1;
             let (reply, answer) = oneshot::channel();
             if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
-                panic!("shard {target} left the mesh while shard {} runs", shard.id);
+                return shard.peer_gone(target, "left the mesh").await;
             }
-            answer.await.unwrap_or_else(|_| panic!("shard {target} dropped an envelope"))
+            match answer.await {
+                Ok(response) => response,
+                Err(_) => shard.peer_gone(target, "dropped an envelope").await,
+            }
         })
+    }
+
+    /// Shard `target` is gone. After the drain deadline of a shutdown that is expected (shards
+    /// close one by one, some connections still open): the request never completes and goes
+    /// away with its connection when this shard ends. Otherwise a shard died, a broken
+    /// invariant.
+    async fn peer_gone(&self, target: ShardId, what: &str) -> ShardResponse {
+        assert!(self.stopping.get(), "shard {target} {what} while shard {} runs", self.id);
+        futures::future::pending().await
     }
 
     /// Serves envelopes from every other shard until the mesh closes. Each envelope runs in its

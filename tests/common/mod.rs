@@ -31,6 +31,7 @@ pub struct Broker {
     admin_addr: Option<String>,
     data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     stderr: Arc<Mutex<Vec<u8>>>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -38,6 +39,11 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `--cores cores` and `extra` flags on a fresh data directory.
     pub fn start(cores: usize, extra: &[&str]) -> Broker {
+        Broker::start_with_env(cores, extra, &[])
+    }
+
+    /// Like [`Broker::start`], with environment variables for the broker process.
+    pub fn start_with_env(cores: usize, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut broker = Broker::start_in(temp.path(), cores, extra);
         broker._temp = Some(temp);
@@ -55,6 +61,7 @@ impl Broker {
             admin_addr: None,
             data_dir,
             args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             stderr: Arc::new(Mutex::new(Vec::new())),
             _temp: None,
         };
@@ -63,12 +70,16 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // A restart binds the ports of the first start, as a supervisor's restart would.
+        let listen = if self.addr.is_empty() { "127.0.0.1:0" } else { &self.addr };
+        let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--admin", admin, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -151,6 +162,13 @@ impl Broker {
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
         (head.lines().next().unwrap().to_string(), body.to_string())
+    }
+
+    /// Waits up to `deadline` for the broker to exit on its own; `None` if it is still running
+    /// (it is then killed).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("broker running");
+        wait_with_deadline(&mut child, deadline)
     }
 
     /// SIGKILL: no chance to flush or mark anything.
@@ -283,6 +301,24 @@ pub fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command.args(args);
     run_with_deadline(command, stdin.as_bytes(), Duration::from_secs(60))
+}
+
+/// The sum of every sample of the broker's `/metrics` whose series starts with `prefix`.
+pub fn metric_total(broker: &Broker, prefix: &str) -> f64 {
+    let (_, body) = broker.http_get("/metrics");
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `deadline`.
+pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A raw Kafka protocol connection for tests that need exact requests or bad bytes.

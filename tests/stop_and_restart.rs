@@ -1,0 +1,177 @@
+//! The broker's life whatever clients do: a panic ends the process at once (a supervisor
+//! restarts it), SIGTERM finishes in bounded time, and a restart right after a stop binds
+//! its port even while a client that was connected at the stop still holds its end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::{Broker, Raw, batch, metric_total, wait_until};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiVersionsRequest, BrokerId, FetchRequest, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
+
+/// How long the broker may take to exit once it should.
+const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// One request frame body (without its size) from client `client_id`.
+fn request_body<R: Request>(request: &R, version: i16, correlation_id: i32, client_id: &str) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, R::header_version(version)).unwrap();
+    request.encode(&mut body, version).unwrap();
+    body.freeze()
+}
+
+/// Fetch v11 of partition 0 of `topic` from offset 0, up to `max_bytes`, waiting up to
+/// `max_wait_ms` for data.
+fn fetch_request(topic: &str, max_bytes: i32, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default().with_partition(0).with_partition_max_bytes(max_bytes)]),
+        ])
+}
+
+#[test]
+fn a_panic_ends_the_process_at_once() {
+    for cores in [1, 2] {
+        let mut broker = Broker::start_with_env(cores, &[], &[("SLUICE_TEST_PANIC_CLIENT_ID", "panic-please")]);
+        // A connection on every shard, so that one of them is served by a shard that lives on.
+        let mut bystanders: Vec<Raw> = (0..4 * cores).map(|_| Raw::connect(broker.addr())).collect();
+        for raw in &mut bystanders {
+            raw.send(&ApiVersionsRequest::default(), 3);
+        }
+        let mut culprit = Raw::connect(broker.addr());
+        culprit.send_frame(&request_body(&ApiVersionsRequest::default(), 3, 1, "panic-please"));
+        let status = broker.wait_exit(EXIT_DEADLINE).unwrap_or_else(|| {
+            panic!("--cores {cores}: the broker stayed up after a panic; stderr:\n{}", broker.stderr_text())
+        });
+        assert_eq!(status.code(), Some(101), "--cores {cores}: exit status; stderr:\n{}", broker.stderr_text());
+        assert!(broker.stderr_text().contains("test hook: panicking"), "{}", broker.stderr_text());
+        assert!(!broker.data_dir().join(".clean-shutdown").exists(), "a panic is not a clean shutdown");
+        // Every connection ends with the process: none hangs.
+        for raw in &mut bystanders {
+            assert!(raw.is_closed_by_broker());
+        }
+    }
+}
+
+#[test]
+fn sigterm_finishes_when_a_client_vanishes_with_pipelined_requests() {
+    let mut broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("quiet", 1, &[]), 0);
+
+    // Long polls on an empty partition, pipelined; then the client resets the connection, so
+    // that writing the first answer fails while the others are still queued.
+    let vanishing = std::net::TcpStream::connect(broker.addr()).unwrap();
+    let mut frames = BytesMut::new();
+    let requests = 10;
+    for correlation_id in 0..requests {
+        let body = request_body(&fetch_request("quiet", 1 << 20, 1_000), 11, correlation_id, "vanishing");
+        frames.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&body);
+    }
+    let bytes_in = metric_total(&broker, "sluice_bytes_in_total");
+    std::io::Write::write_all(&mut &vanishing, &frames).unwrap();
+    wait_until(Duration::from_secs(10), "the broker read the pipelined requests", || {
+        metric_total(&broker, "sluice_bytes_in_total") >= bytes_in + frames.len() as f64
+    });
+    socket2::SockRef::from(&vanishing).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(vanishing);
+    // The long polls end and their answers fail to go out.
+    wait_until(Duration::from_secs(10), "the long polls ended", || {
+        metric_total(&broker, "sluice_requests_total{api=\"Fetch\"") >= f64::from(requests)
+    });
+
+    let start = Instant::now();
+    broker.terminate();
+    assert!(
+        !broker.stderr_text().contains("did not drain in time"),
+        "requests of the vanished client stayed counted in flight; stderr:\n{}",
+        broker.stderr_text()
+    );
+    assert!(start.elapsed() < EXIT_DEADLINE);
+    assert!(broker.data_dir().join(".clean-shutdown").exists());
+}
+
+#[test]
+fn sigterm_finishes_when_a_client_never_reads_its_response() {
+    let mut broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("big", 1, &[]), 0);
+    let value = vec![7u8; 100_000];
+    let values: Vec<&[u8]> = (0..9).map(|_| value.as_slice()).collect();
+    for _ in 0..23 {
+        assert_eq!(raw.produce("big", 0, batch(&values), 1).0, 0);
+    }
+    // About 20 MB in one response, which this client never reads.
+    let stalled = std::net::TcpStream::connect(broker.addr()).unwrap();
+    let body = request_body(&fetch_request("big", 64 << 20, 0), 11, 1, "stalled");
+    std::io::Write::write_all(&mut &stalled, &(body.len() as i32).to_be_bytes()).unwrap();
+    std::io::Write::write_all(&mut &stalled, &body).unwrap();
+    wait_until(Duration::from_secs(10), "the broker answered the fetch", || {
+        metric_total(&broker, "sluice_requests_total{api=\"Fetch\"") >= 1.0
+    });
+
+    let start = Instant::now();
+    broker.terminate();
+    assert!(start.elapsed() < EXIT_DEADLINE, "shutdown took {:?}", start.elapsed());
+    assert!(broker.data_dir().join(".clean-shutdown").exists());
+    drop(stalled);
+}
+
+#[test]
+fn a_restart_right_after_a_stop_binds_its_port_with_an_idle_client_connected() {
+    let mut broker = Broker::start(2, &[]);
+    let mut idle = Raw::connect(broker.addr());
+    idle.send(&ApiVersionsRequest::default(), 3);
+    broker.kill9();
+    // The client neither reads nor closes: the broker's end of its connection lingers.
+    broker.restart();
+
+    let mut idle_again = Raw::connect(broker.addr());
+    idle_again.send(&ApiVersionsRequest::default(), 3);
+    broker.terminate();
+    broker.restart();
+
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("after", 1, &[]), 0);
+    assert_eq!(raw.produce("after", 0, batch(&[b"works"]), 1), (0, 0));
+    drop((idle, idle_again));
+}
+
+#[test]
+fn a_start_refused_for_a_busy_port_keeps_the_clean_shutdown_marker() {
+    let mut broker = Broker::start(1, &[]);
+    let addr = broker.addr().to_string();
+    broker.terminate();
+    let marker = broker.data_dir().join(".clean-shutdown");
+    assert!(marker.exists());
+
+    // Another process's listener on the port: the broker must not share it.
+    let squatter = std::net::TcpListener::bind(&addr).unwrap();
+    let data_dir = broker.data_dir().to_str().unwrap().to_string();
+    let (ok, _, stderr) =
+        common::cli(&["serve", "--listen", &addr, "--admin", "off", "--cores", "1", "--data-dir", &data_dir], "");
+    assert!(!ok, "the broker started on a port another process listens on");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(marker.exists(), "a refused start removed the clean-shutdown marker");
+    drop(squatter);
+
+    // The next start is a clean one: no recovery.
+    broker.restart();
+    assert!(!broker.stderr_text().contains("recovering"), "{}", broker.stderr_text());
+}
