@@ -91,9 +91,10 @@ fn sigterm_finishes_when_a_client_vanishes_with_pipelined_requests() {
     });
     socket2::SockRef::from(&vanishing).set_linger(Some(Duration::ZERO)).unwrap();
     drop(vanishing);
-    // The long polls end and their answers fail to go out.
-    wait_until(Duration::from_secs(10), "the long polls ended", || {
-        metric_total(&broker, "sluice_requests_total{api=\"Fetch\"") >= f64::from(requests)
+    // The long polls end; the first answer fails to go out, and the connection ends with the
+    // others queued (or still running).
+    wait_until(Duration::from_secs(10), "a long poll ended", || {
+        metric_total(&broker, "sluice_requests_total{api=\"Fetch\"") >= 1.0
     });
 
     let start = Instant::now();

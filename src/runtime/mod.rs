@@ -64,6 +64,9 @@ pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 /// bind uses the same).
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// How long a start waits for a busy listen port to be released.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reserves a concrete port for `addr` when it asks for port 0, so that all shards bind the
 /// same one. The returned guard keeps the port reserved until the shards have bound.
 pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::SocketAddr, Option<socket2::Socket>)> {
@@ -71,9 +74,19 @@ pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::So
         // Shards bind with SO_REUSEPORT, which would silently share the port with another
         // process of this user: a plain bind first tells whether it is really free. (It sets
         // SO_REUSEADDR, which passes sockets of an earlier run in TIME-WAIT but never a
-        // listener.)
-        drop(std::net::TcpListener::bind(addr)?);
-        return Ok((addr, None));
+        // listener.) The listeners of a process that has just exited can outlive it briefly
+        // (io_uring releases the files its requests hold after the exit), so a busy port is
+        // tried again for a moment before the start is refused.
+        let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+        loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => return Ok((addr, None)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_port(true)?;
