@@ -45,13 +45,17 @@ impl Broker {
     /// Like [`Broker::start`], with environment variables for the broker process.
     pub fn start_with_env(cores: usize, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut broker = Broker::start_in(temp.path(), cores, extra);
+        let mut broker = Broker::launch(temp.path(), cores, extra, env);
         broker._temp = Some(temp);
         broker
     }
 
     /// Starts a broker on the data directory `data_dir`, which the caller owns.
     pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        Broker::launch(data_dir, cores, extra, &[])
+    }
+
+    fn launch(data_dir: &Path, cores: usize, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let data_dir = data_dir.to_path_buf();
         let mut args = vec!["--cores".to_string(), cores.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
