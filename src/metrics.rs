@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub shard: usize,
     pub metrics: ShardMetrics,
     pub partitions: Vec<PartitionGauge>,
+    /// (topic, partition) of the partitions that failed to open.
+    pub offline: Vec<(String, i32)>,
     /// CPU time this shard's thread has used.
     pub cpu_seconds: f64,
 }
@@ -221,6 +223,18 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             }
         }
     }
+    family(&mut out, "sluice_partition_offline", "gauge", "1 for a partition that failed to open and serves nothing.");
+    for s in snapshots {
+        let partitions = s.partitions.iter().map(|p| (&p.topic, p.partition, 0));
+        for (topic, partition, offline) in partitions.chain(s.offline.iter().map(|(t, p)| (t, *p, 1))) {
+            let _ = writeln!(
+                out,
+                "sluice_partition_offline{{topic=\"{}\",partition=\"{partition}\",shard=\"{}\"}} {offline}",
+                escape(topic),
+                s.shard
+            );
+        }
+    }
     out
 }
 
@@ -244,6 +258,7 @@ mod tests {
                 log_end_offset: 7,
                 high_watermark: 7,
             }],
+            offline: vec![("broken".into(), 3)],
             cpu_seconds: 0.5,
         };
         let text = render(&[snapshot]);
@@ -251,6 +266,8 @@ mod tests {
         assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 1"));
         assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 2"));
         assert!(text.contains("sluice_partition_log_end_offset{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 7"));
+        assert!(text.contains("sluice_partition_offline{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 0"));
+        assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -1,6 +1,8 @@
 //! Durability: a clean restart keeps topics and records; a `kill -9` in the middle of a stream
 //! of acks=-1 produces to a topic that fsyncs before answering loses no acknowledged record,
-//! leaves offsets contiguous and never serves a partial batch.
+//! leaves offsets contiguous and never serves a partial batch; files damaged while the broker
+//! was down are recovered where a crash could have caused the damage, and otherwise leave
+//! their partition offline while the rest serves.
 
 mod common;
 
@@ -101,4 +103,93 @@ fn kill_9_loses_no_acknowledged_record() {
     }
     // The log takes appends again right after what survived.
     assert_eq!(raw.produce("durable", 0, batch(&[b"after"]), -1), (0, records.len() as i64));
+}
+
+/// The `.log` files of a partition directory, in offset order.
+fn segment_files(partition_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(partition_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn cut(path: &std::path::Path, bytes: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(file.metadata().unwrap().len() - bytes).unwrap();
+}
+
+#[test]
+fn damaged_partitions_go_offline_and_the_rest_serves() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("healthy", 1, &[]), 0);
+    assert_eq!(raw.create_topic("cut", 1, &[("segment.bytes", "4096")]), 0);
+    assert_eq!(raw.create_topic("broken", 2, &[("segment.bytes", "4096")]), 0);
+    let values: Vec<Vec<u8>> = (0..100).map(|i| format!("record-{i:03}-{}", "v".repeat(100)).into_bytes()).collect();
+    let expected: Vec<(i64, Vec<u8>)> = values.iter().cloned().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    for (topic, partition) in [("healthy", 0), ("cut", 0), ("broken", 0), ("broken", 1)] {
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(raw.produce(topic, partition, batch(&[value]), 1), (0, i as i64));
+        }
+    }
+    drop(raw);
+    broker.terminate();
+
+    let dir = broker.data_dir().to_path_buf();
+    // After the clean shutdown, cut-0's last segment loses 7 bytes: recovered, not offline.
+    cut(segment_files(&dir.join("cut-0")).last().unwrap(), 7);
+    // broken-0: a closed segment loses 7 bytes, a hole that recovery must not paper over.
+    let broken = segment_files(&dir.join("broken-0"));
+    assert!(broken.len() > 2);
+    cut(&broken[0], 7);
+    // broken-1: a segment file that cannot be opened at all.
+    let first = segment_files(&dir.join("broken-1")).remove(0);
+    std::fs::remove_file(&first).unwrap();
+    std::fs::create_dir(&first).unwrap();
+    broker.restart();
+
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.fetch_all("healthy", 0), expected);
+    assert_eq!(raw.fetch_all("cut", 0), expected[..99], "only the torn batch goes");
+    assert_eq!(raw.produce("cut", 0, batch(&[b"after"]), -1), (0, 99));
+    assert!(broker.stderr_text().contains("the tail does not parse"), "{}", broker.stderr_text());
+
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("broken")))),
+    ]));
+    let metadata = raw.send(&request, 12);
+    let node = metadata.brokers[0].node_id;
+    let topic = &metadata.topics[0];
+    assert_eq!(topic.error_code, 0);
+    for partition in &topic.partitions {
+        assert_eq!(partition.error_code, 5, "LEADER_NOT_AVAILABLE for partition {}", partition.partition_index);
+        assert_eq!(partition.leader_id.0, -1);
+        assert_eq!(partition.offline_replicas, vec![node]);
+    }
+    for partition in [0, 1] {
+        assert_eq!(raw.produce("broken", partition, batch(&[b"lost"]), -1).0, 56, "KAFKA_STORAGE_ERROR");
+        assert_eq!(raw.fetch("broken", partition, 0, 0).0, 56, "KAFKA_STORAGE_ERROR");
+    }
+    // The damage is left as it was, for an operator to look at.
+    assert!(first.is_dir());
+
+    let (ok, out, err) = common::cli(&["topic", "describe", "broken", "--bootstrap", broker.addr()], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("Leader: none").count(), 2, "{out}");
+    assert_eq!(out.matches(&format!("Offline: {}", node.0)).count(), 2, "{out}");
+
+    let metrics = broker.http_get("/metrics").1;
+    for (topic, partition, offline) in [("broken", 0, 1), ("broken", 1, 1), ("cut", 0, 0), ("healthy", 0, 0)] {
+        let series = format!("sluice_partition_offline{{topic=\"{topic}\",partition=\"{partition}\"");
+        let line =
+            metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series}:\n{metrics}"));
+        assert!(line.ends_with(&format!(" {offline}")), "{line}");
+    }
 }

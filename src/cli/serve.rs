@@ -11,7 +11,7 @@ use crate::config::BrokerConfig;
 use crate::group;
 use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
 use crate::shard::placement::shard_for_partition;
-use crate::shard::{Envelope, Shard, ops};
+use crate::shard::{CONTROLLER_SHARD, Envelope, Shard, ShardRequest, ops};
 use std::collections::BTreeMap;
 
 /// Left in the data directory by a clean shutdown; its absence at start means recovery.
@@ -133,10 +133,16 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             async move {
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
-                ops::apply_metadata(&shard, image, clean_shutdown);
+                let offline = ops::apply_metadata(&shard, image, clean_shutdown);
                 // Before this shard accepts clients, it knows its groups' committed offsets.
                 group::load(&shard);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
+                // ...and every shard's Metadata knows which of its partitions are offline (the
+                // controller reaches this shard through the mesh, so that serves first).
+                if !offline.is_empty() {
+                    let report = ShardRequest::PartitionsOffline { partitions: offline };
+                    shard.invoke_on(CONTROLLER_SHARD, report).await;
+                }
                 let upkeep_task = spawn_local(ops::maintain_partitions(shard.clone()));
                 let group_task = spawn_local(group::maintain(shard.clone()));
                 let listener = match bind_reuseport(config.listen) {
@@ -257,6 +263,7 @@ fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) -> boo
             partition,
             shard: shard_for_partition(group::OFFSETS_TOPIC, partition, config.cores),
             leader_epoch: 0,
+            offline: false,
         })
         .collect();
     let configs = BTreeMap::from([

@@ -63,10 +63,16 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             println!("Topic: {}\tPartitions: {}", topic.name, topic.partitions.len());
             let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             for p in &topic.partitions {
+                // Kafka's tool prints "none" for a partition without a leader, and its offline
+                // replicas last.
+                let leader = if p.leader < 0 { "none".to_string() } else { p.leader.to_string() };
+                let offline = match p.offline_replicas.is_empty() {
+                    true => String::new(),
+                    false => format!("\tOffline: {}", list(&p.offline_replicas)),
+                };
                 println!(
-                    "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                    "\tPartition: {}\tLeader: {leader}\tReplicas: {}\tIsr: {}{offline}",
                     p.partition,
-                    p.leader,
                     list(&p.replicas),
                     list(&p.isr)
                 );

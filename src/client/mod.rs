@@ -42,9 +42,11 @@ pub struct Client {
 #[derive(Debug, Clone)]
 pub struct PartitionInfo {
     pub partition: i32,
+    /// -1 when the partition has no leader (it is offline).
     pub leader: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    pub offline_replicas: Vec<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +168,7 @@ impl Client {
                     leader: p.leader_id.0,
                     replicas: p.replica_nodes.into_iter().map(|b| b.0).collect(),
                     isr: p.isr_nodes.into_iter().map(|b| b.0).collect(),
+                    offline_replicas: p.offline_replicas.into_iter().map(|b| b.0).collect(),
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);

@@ -48,6 +48,10 @@ pub struct PartitionMetadata {
     /// The shard that owns this partition's log on this broker.
     pub shard: ShardId,
     pub leader_epoch: i32,
+    /// Its owner failed to open it in this run (damaged files, I/O errors): Metadata reports
+    /// no leader, reads and writes get KAFKA_STORAGE_ERROR. Never persisted.
+    #[serde(skip)]
+    pub offline: bool,
 }
 
 impl MetadataImage {
@@ -138,7 +142,7 @@ mod tests {
             TopicMetadata {
                 name: "t".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![PartitionMetadata { partition: 0, shard: 1, leader_epoch: 0 }],
+                partitions: vec![PartitionMetadata { partition: 0, shard: 1, leader_epoch: 0, offline: false }],
                 configs: BTreeMap::from([("flush.messages".into(), "1".into())]),
             },
         );

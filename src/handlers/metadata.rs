@@ -91,12 +91,18 @@ fn describe(topic: &TopicMetadata, node_id: BrokerId) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            MetadataResponsePartition::default()
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(p.partition)
-                .with_leader_id(node_id)
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_replica_nodes(vec![node_id]);
+            match p.offline {
+                false => partition.with_leader_id(node_id).with_isr_nodes(vec![node_id]),
+                // As Kafka answers when the only replica sits on a failed log directory.
+                true => partition
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_offline_replicas(vec![node_id]),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

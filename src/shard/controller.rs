@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 
 use super::placement::shard_for_partition;
 use super::router::{NewTopic, PartitionGrowth, TopicOutcome};
-use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse, TopicPartition};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::config::TOPIC_CONFIG_NAMES;
 use crate::runtime::Permit;
@@ -32,6 +32,7 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
                     partition,
                     shard: shard_for_partition(&topic.name, partition, shard.shard_count),
                     leader_epoch: 0,
+                    offline: false,
                 })
                 .collect();
             image.topics.insert(
@@ -89,6 +90,7 @@ pub async fn create_partitions(
                     partition,
                     shard: shard_for_partition(&growth.name, partition, shard.shard_count),
                     leader_epoch: 0,
+                    offline: false,
                 });
             }
             changed = true;
@@ -201,13 +203,46 @@ async fn publish_for(shard: &Rc<Shard>, image: MetadataImage, results: &mut [Top
     }
 }
 
-/// Persists `image`, then installs it on every shard and waits until all have.
-async fn publish(shard: &Rc<Shard>, image: MetadataImage) -> Result<(), (ResponseError, String)> {
+/// Persists `image`, then installs it on every shard and waits until all have. Partitions that
+/// failed to open are then marked offline in a further image.
+async fn publish(shard: &Rc<Shard>, mut image: MetadataImage) -> Result<(), (ResponseError, String)> {
     persist(shard, &image)?;
-    let installs = (0..shard.shard_count)
-        .map(|target| shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() }));
-    for response in futures::future::join_all(installs).await {
-        assert!(matches!(response, ShardResponse::MetadataApplied));
+    let offline = install(shard, &image).await;
+    if !offline.is_empty() {
+        set_offline(&mut image, &offline);
+        install(shard, &image).await;
     }
     Ok(())
+}
+
+/// Owners report partitions that failed to open (at startup): the image marks them offline,
+/// so that Metadata on every shard answers for them as Kafka does for an offline replica.
+pub async fn mark_offline(shard: &Rc<Shard>, partitions: Vec<TopicPartition>) {
+    let (_permit, mut image) = begin_change(shard).await;
+    set_offline(&mut image, &partitions);
+    // Offline is a state of this run, not of the cluster: nothing to persist.
+    let again = install(shard, &image).await;
+    debug_assert!(again.is_empty(), "an offline partition is never opened again");
+}
+
+fn set_offline(image: &mut MetadataImage, partitions: &[TopicPartition]) {
+    for tp in partitions {
+        if let Some(p) = image.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
+            p.offline = true;
+        }
+    }
+}
+
+/// Installs `image` on every shard; returns the partitions that failed to open.
+async fn install(shard: &Rc<Shard>, image: &MetadataImage) -> Vec<TopicPartition> {
+    let installs = (0..shard.shard_count)
+        .map(|target| shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() }));
+    let mut offline = Vec::new();
+    for response in futures::future::join_all(installs).await {
+        let ShardResponse::MetadataApplied { offline: failed } = response else {
+            unreachable!("ApplyMetadata answers with MetadataApplied");
+        };
+        offline.extend(failed);
+    }
+    offline
 }

@@ -13,8 +13,10 @@ pub mod placement;
 pub mod router;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
@@ -49,6 +51,9 @@ pub struct Shard {
     pub advertised_port: i32,
     metadata: RefCell<Rc<MetadataImage>>,
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// Partitions this shard owns that failed to open, with the reason; they stay offline
+    /// until a restart.
+    pub offline: RefCell<BTreeMap<TopicPartition, String>>,
     /// The consumer groups this shard coordinates.
     pub groups: RefCell<HashMap<String, GroupEntry>>,
     senders: Senders<Envelope>,
@@ -80,6 +85,7 @@ impl Shard {
             advertised_port: advertised.1,
             metadata: RefCell::new(Rc::new(metadata)),
             partitions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(BTreeMap::new()),
             groups: RefCell::new(HashMap::new()),
             senders,
             controller_lock: Semaphore::new(1),
@@ -93,6 +99,15 @@ impl Shard {
     /// This shard's current copy of the metadata image.
     pub fn metadata(&self) -> Rc<MetadataImage> {
         self.metadata.borrow().clone()
+    }
+
+    /// The error for a partition of the image that this shard's table lacks: offline ones
+    /// answer KAFKA_STORAGE_ERROR, as Kafka answers for a replica on a failed log directory.
+    pub fn missing_partition_error(&self, tp: &TopicPartition) -> ResponseError {
+        match self.offline.borrow().contains_key(tp) {
+            true => ResponseError::KafkaStorageError,
+            false => ResponseError::UnknownTopicOrPartition,
+        }
     }
 
     fn set_metadata(&self, image: MetadataImage) {

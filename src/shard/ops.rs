@@ -45,7 +45,7 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
                 .into_iter()
                 .map(|(tp, offset)| match table.get_mut(&tp) {
                     Some(p) => p.delete_records(offset),
-                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    None => Err(shard.missing_partition_error(&tp)),
                 })
                 .collect();
             ShardResponse::RecordsDeleted(results)
@@ -63,8 +63,11 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::Metrics => ShardResponse::Metrics(Box::new(snapshot(shard))),
         ShardRequest::Group(call) => ShardResponse::Group(crate::handlers::groups::on_coordinator(shard, call).await),
         ShardRequest::ApplyMetadata { image } => {
-            apply_metadata(shard, image, false);
-            ShardResponse::MetadataApplied
+            ShardResponse::MetadataApplied { offline: apply_metadata(shard, image, false) }
+        }
+        ShardRequest::PartitionsOffline { partitions } => {
+            controller::mark_offline(shard, partitions).await;
+            ShardResponse::MetadataApplied { offline: Vec::new() }
         }
     }
 }
@@ -77,7 +80,7 @@ fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> S
         .map(|(partition, records)| {
             let key = TopicPartition { topic: topic.clone(), partition };
             let result = match table.get_mut(&key) {
-                None => Err(ResponseError::UnknownTopicOrPartition),
+                None => Err(shard.missing_partition_error(&key)),
                 Some(p) => p.append(records, now).map(|info| (info, p.log_start_offset())),
             };
             (partition, result)
@@ -92,7 +95,7 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
         .into_iter()
         .map(|r| match table.get(&r.partition) {
             None => PartitionReadResult {
-                error: Some(ResponseError::UnknownTopicOrPartition),
+                error: Some(shard.missing_partition_error(&r.partition)),
                 high_watermark: -1,
                 log_start_offset: -1,
                 records: RecordData::Memory(bytes::Bytes::new()),
@@ -132,7 +135,7 @@ fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Resul
     queries
         .into_iter()
         .map(|(tp, timestamp)| {
-            let p = table.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            let p = table.get(&tp).ok_or_else(|| shard.missing_partition_error(&tp))?;
             match timestamp {
                 LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
                 EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((p.log_start_offset(), -1)),
@@ -152,8 +155,9 @@ fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Resul
 
 /// Makes this shard's partition table match `image`: opens the partitions it now owns and
 /// deletes those whose topic is gone. `clean_shutdown` says whether recovery may be skipped
-/// (only meaningful at startup).
-pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) {
+/// (only meaningful at startup). Returns the partitions that failed to open: they are offline
+/// on this shard from now on, and the controller must mark them so in the image.
+pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
     let mut owned = HashSet::new();
     for topic in image.topics.values() {
         for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
@@ -161,6 +165,15 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
     }
     let mut table = shard.partitions.borrow_mut();
+    let mut offline = shard.offline.borrow_mut();
+    offline.retain(|tp, _| {
+        let keep = owned.contains(tp);
+        if !keep && let Err(e) = std::fs::remove_dir_all(partition_dir(&shard.config.data_dir, tp)) {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting an offline partition");
+        }
+        keep
+    });
+    let mut failed = Vec::new();
     let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
     for tp in gone {
         let partition = table.remove(&tp).expect("key listed from the table");
@@ -169,7 +182,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
     }
     for tp in owned {
-        if table.contains_key(&tp) {
+        if table.contains_key(&tp) || offline.contains_key(&tp) {
             continue;
         }
         let topic = &image.topics[&tp.topic];
@@ -182,12 +195,17 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
             Ok(partition) => {
                 table.insert(tp, partition);
             }
-            // The partition stays absent: clients get UNKNOWN_TOPIC_OR_PARTITION for it.
-            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "opening partition"),
+            // Reads and writes get KAFKA_STORAGE_ERROR for it; the rest keeps serving.
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "opening partition failed; it is offline");
+                offline.insert(tp.clone(), e);
+                failed.push(tp);
+            }
         }
     }
-    drop(table);
+    drop((table, offline));
     shard.set_metadata(image);
+    failed
 }
 
 /// `<data-dir>/<topic>-<partition>`, Kafka's layout.
@@ -232,8 +250,10 @@ fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
             high_watermark: p.high_watermark(),
         })
         .collect();
+    let offline = shard.offline.borrow().keys().map(|tp| (tp.topic.clone(), tp.partition)).collect();
     crate::metrics::Snapshot {
         shard: shard.id,
+        offline,
         metrics: shard.metrics.borrow().clone(),
         partitions,
         cpu_seconds: crate::metrics::thread_cpu_seconds(),

@@ -49,6 +49,8 @@ pub enum ShardRequest {
     AllocateProducerIds { count: i64 },
     /// Install a new metadata image: open partitions now owned, drop deleted ones.
     ApplyMetadata { image: MetadataImage },
+    /// Controller only: these partitions failed to open on their owner; mark them offline.
+    PartitionsOffline { partitions: Vec<TopicPartition> },
     /// This shard's counters and partition offsets, for a metrics scrape.
     Metrics,
     /// A consumer-group request, for the shard coordinating the group.
@@ -179,7 +181,10 @@ pub enum ShardResponse {
     /// The new log start offset of each partition, in request order.
     RecordsDeleted(Vec<Result<i64, ResponseError>>),
     Topics(Vec<(String, TopicOutcome)>),
-    MetadataApplied,
+    /// The image is installed; `offline` lists the partitions that failed to open.
+    MetadataApplied {
+        offline: Vec<TopicPartition>,
+    },
     ProducerIds(Result<i64, ResponseError>),
     Group(GroupAnswer),
     Metrics(Box<crate::metrics::Snapshot>),

@@ -16,7 +16,7 @@ use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBat
 
 use super::StorageError;
 use super::batch::BatchHeader;
-use super::segment::{Segment, file_name};
+use super::segment::{Check, Segment, Tail, file_name};
 
 /// The records of every batch in `bytes`, batch by batch.
 fn batches(mut bytes: Bytes) -> Result<Vec<Vec<Record>>, StorageError> {
@@ -95,7 +95,7 @@ pub fn compact(
     std::fs::rename(&cleaned_path, dir.join(file_name(base, "log")))?;
     std::fs::File::open(dir)?.sync_all()?;
     tracing::debug!(dir = %dir.display(), base, removed, "compacted a segment");
-    let segment = Segment::open(dir, base, super::segment::Check::Full, index_interval_bytes, now_ms)?;
+    let segment = Segment::open(dir, base, Check::Full, Tail::MustBeWhole, index_interval_bytes, now_ms)?;
     // Its indexes were rebuilt in memory; write them, so that a restart can trust them.
     segment.sync()?;
     Ok(Some(segment))

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::batch::{self, HEADER_LEN, Stamp};
-use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment};
+use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
 use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
@@ -60,7 +60,8 @@ impl Log {
             // The segment holding the recovery point starts at or below it, and the next one above.
             let above_recovery_point = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
             let check = if clean_shutdown || !above_recovery_point { Check::Tail } else { Check::Full };
-            let segment = Segment::open(dir, base, check, index_interval, now)?;
+            let tail = if i + 1 == bases.len() { Tail::MayTruncate } else { Tail::MustBeWhole };
+            let segment = Segment::open(dir, base, check, tail, index_interval, now)?;
             // Compaction leaves gaps between segments; overlapping ones cannot be trusted.
             if let Some(previous) = segments.last()
                 && previous.next_offset > segment.base_offset
@@ -650,6 +651,53 @@ mod tests {
         let log = Log::open(dir.path(), config(), false).unwrap();
         assert_eq!(log.log_end_offset(), 20);
         assert_eq!(read_all(&log, 0).len(), 10);
+    }
+
+    /// Cuts `bytes` off the end of segment file `name`.
+    fn cut(dir: &Path, name: &str, bytes: u64) {
+        let path = dir.join(name);
+        let length = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(length - bytes).unwrap();
+    }
+
+    #[test]
+    fn a_tail_cut_after_a_clean_shutdown_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 3000, ..config() };
+        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        for _ in 0..60 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        let last = log.active().base_offset;
+        log.close().unwrap();
+        drop(log);
+        cut(dir.path(), &crate::storage::segment::file_name(last, "log"), 7);
+        // The marker says clean, but the last batch is torn: it goes, the rest stays.
+        let mut log = Log::open(dir.path(), config, true).unwrap();
+        assert_eq!(log.log_end_offset(), 118);
+        assert_eq!(read_all(&log, 0).len(), 59);
+        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 118);
+    }
+
+    #[test]
+    fn a_damaged_closed_segment_is_refused_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 3000, ..config() };
+        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        for _ in 0..60 {
+            log.append(batch(2, 0), 0, 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let first = crate::storage::segment::file_name(0, "log");
+        let length = std::fs::metadata(dir.path().join(&first)).unwrap().len();
+        cut(dir.path(), &first, 7);
+        for clean in [true, false] {
+            let error = Log::open(dir.path(), config.clone(), clean).err().expect("a hole in the log is refused");
+            assert!(matches!(error, StorageError::CorruptBatch(_)), "{error}");
+        }
+        // The evidence stays on disk for an operator.
+        assert_eq!(std::fs::metadata(dir.path().join(&first)).unwrap().len(), length - 7);
     }
 
     #[test]

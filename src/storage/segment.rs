@@ -38,10 +38,20 @@ pub struct Segment {
 /// How much to trust a segment's files when opening it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// Clean shutdown: trust the indexes, read only the few batches after the last entry.
+    /// Clean shutdown: trust the indexes, read only the few batches after the last entry. A
+    /// tail that does not parse falls back to `Full`.
     Tail,
     /// After a crash: CRC-check every batch, truncate at the first bad one, rebuild indexes.
     Full,
+}
+
+/// Whether recovery may cut a bad tail off the segment. Only the last segment of a log can
+/// have been torn by a crash: a closed one was fsynced before the next was created, so a bad
+/// batch in it is damage, and cutting it would silently drop acknowledged records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    MayTruncate,
+    MustBeWhole,
 }
 
 pub fn file_name(base_offset: i64, extension: &str) -> String {
@@ -70,6 +80,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         check: Check,
+        tail: Tail,
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
@@ -110,16 +121,24 @@ impl Segment {
             created_ms: now_ms,
         };
         if rebuild {
-            segment.recover(index_interval_bytes)?;
-        } else {
-            segment.scan_tail()?;
+            segment.recover(index_interval_bytes, tail)?;
+        } else if let Err(e) = segment.scan_tail() {
+            // The marker said clean, yet the tail does not parse (a file cut or damaged after the
+            // shutdown): trust nothing and recover as after a crash.
+            tracing::warn!(segment = %segment.log_path.display(), error = %e, "the tail does not parse; recovering the segment");
+            segment.offset_index = IndexFile::create(&dir.join(file_name(base_offset, "index")))?;
+            segment.time_index = IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?;
+            segment.bytes_since_index_entry = u64::MAX;
+            segment.next_offset = base_offset;
+            segment.max_timestamp = -1;
+            segment.recover(index_interval_bytes, tail)?;
         }
         Ok(segment)
     }
 
     /// Walks every batch with its CRC, re-indexing as it goes; truncates the file at the first
-    /// batch that is torn or corrupt.
-    fn recover(&mut self, index_interval_bytes: u64) -> Result<(), StorageError> {
+    /// batch that is torn or corrupt, or fails if `tail` forbids that.
+    fn recover(&mut self, index_interval_bytes: u64, tail: Tail) -> Result<(), StorageError> {
         let file_size = self.size;
         let mut position = 0u64;
         self.size = 0;
@@ -139,6 +158,13 @@ impl Segment {
             self.index_batch(&header, position, header.max_timestamp, index_interval_bytes)?;
             position += header.size() as u64;
             self.size = position;
+        }
+        if self.size < file_size && tail == Tail::MustBeWhole {
+            return Err(StorageError::CorruptBatch(format!(
+                "{} is damaged at position {} of {file_size} and is not the last segment",
+                self.log_path.display(),
+                self.size
+            )));
         }
         if self.size < file_size {
             tracing::warn!(
