@@ -124,6 +124,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "retention.ms",
     "retention.bytes",
     "cleanup.policy",
+    "sluice.validate.compressed.records",
 ];
 
 impl BrokerConfig {
@@ -251,6 +252,7 @@ impl BrokerConfig {
             delete: self.log_cleanup_policy.delete,
             retention_ms: unlimited_if_negative(self.retention_ms()),
             retention_bytes: unlimited_if_negative(self.log_retention_bytes).map(|b| b as u64),
+            validate_compressed_records: true,
         };
         for (key, value) in topic_configs {
             let context = || format!("topic config {key} = {value}");
@@ -270,6 +272,7 @@ impl BrokerConfig {
                 "retention.bytes" => {
                     config.retention_bytes = unlimited_if_negative(parse_retention(key, value)?).map(|b| b as u64)
                 }
+                "sluice.validate.compressed.records" => config.validate_compressed_records = parse_bool(key, value)?,
                 _ => bail!("unknown topic config {key:?}"),
             }
         }
@@ -309,6 +312,15 @@ fn parse_retention(key: &str, value: &str) -> anyhow::Result<i64> {
 
 fn unlimited_if_negative(value: i64) -> Option<i64> {
     (value >= 0).then_some(value)
+}
+
+/// Exactly "true" or "false", as Kafka's boolean configs.
+fn parse_bool(key: &str, value: &str) -> anyhow::Result<bool> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => bail!("{key} must be true or false, not {value:?}"),
+    }
 }
 
 fn parse_timestamp_type(value: &str) -> anyhow::Result<TimestampType> {
@@ -401,6 +413,16 @@ mod tests {
         let compact_only = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         assert!(!config.log_config(&compact_only).unwrap().delete);
         assert!(config.log_config(&BTreeMap::from([("retention.ms".into(), "soon".into())])).is_err());
+    }
+
+    #[test]
+    fn compressed_record_validation_can_be_turned_off_per_topic() {
+        let config = BrokerConfig::default();
+        assert!(config.log_config(&BTreeMap::new()).unwrap().validate_compressed_records);
+        let key = "sluice.validate.compressed.records".to_string();
+        let off = config.log_config(&BTreeMap::from([(key.clone(), "false".into())])).unwrap();
+        assert!(!off.validate_compressed_records);
+        assert!(config.log_config(&BTreeMap::from([(key, "no".into())])).is_err());
     }
 
     #[test]

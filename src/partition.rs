@@ -254,6 +254,7 @@ mod tests {
             delete: true,
             retention_ms: None,
             retention_bytes: None,
+            validate_compressed_records: true,
         };
         Partition::open(dir, config, 0, false).unwrap()
     }

@@ -4,10 +4,11 @@
 mod common;
 
 use bytes::{BufMut, BytesMut};
-use common::{Broker, Raw, batch};
+use common::{Broker, Raw, batch, craft_batch, record_payload};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiVersionsResponse, MetadataRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice::storage::codec::Codec;
 
 const CORRUPT_MESSAGE: i16 = 2;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -17,6 +18,8 @@ const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_GROUP_ID: i16 = 24;
 const INVALID_REQUEST: i16 = 42;
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const INVALID_RECORD: i16 = 87;
 
 /// A broker with small limits, no auto-creation, a topic "good" and a healthy client that
 /// has written a first record.
@@ -159,6 +162,52 @@ fn bad_batches_get_error_codes_and_write_nothing() {
     // Nothing of the refused batches reached the log.
     still_healthy(&mut broker, &mut healthy, &mut accepted);
     assert_eq!(accepted.len(), 2);
+}
+
+/// Batches whose CRC is right but whose header lies about the records inside, or whose
+/// compression is unknown, corrupt or a bomb: each is refused with Kafka's error, nothing is
+/// stored, and the partition's consumers read on past them.
+#[test]
+fn batches_that_lie_about_their_records_are_refused() {
+    let (mut broker, mut healthy, mut accepted) = setup();
+    let mut client = Raw::connect(broker.addr());
+    let mut produce = |batch: bytes::Bytes| client.produce("good", 0, batch, -1).0;
+
+    assert_eq!(produce(craft_batch(0, 1_000_000, 1, &record_payload(&[0]))), INVALID_RECORD, "delta of 1,000,000");
+    assert_eq!(produce(craft_batch(0, 0, 1, &record_payload(&[0, 1, 2]))), INVALID_RECORD, "one claimed, three held");
+    assert_eq!(produce(craft_batch(0, 2, 3, &record_payload(&[0, 1]))), INVALID_RECORD, "three claimed, two held");
+    assert_eq!(produce(craft_batch(0, 1, 2, &record_payload(&[0, 5]))), INVALID_RECORD, "offset deltas 0, 5");
+    let mut lying_length = record_payload(&[0]);
+    lying_length[0] += 2;
+    assert_eq!(produce(craft_batch(0, 0, 1, &lying_length)), INVALID_RECORD, "record length past the batch");
+    for codec in 5..=7 {
+        let error = produce(craft_batch(codec, 0, 1, &record_payload(&[0])));
+        assert_eq!(error, UNSUPPORTED_COMPRESSION_TYPE, "codec {codec}");
+    }
+    for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        let id = codec as i16;
+        let three = codec.compress(&record_payload(&[0, 1, 2])).unwrap();
+        assert_eq!(produce(craft_batch(id, 0, 1, &three)), INVALID_RECORD, "{codec:?}: one claimed, three held");
+        assert_eq!(produce(craft_batch(id, 2, 3, &[0x5A; 64])), CORRUPT_MESSAGE, "{codec:?}: garbage payload");
+    }
+    // Damage that decodes to garbage records first is still the codec's to report (gzip's CRC).
+    let mut damaged = Codec::Gzip.compress(&record_payload(&[0, 1, 2])).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle..].fill(0xA5);
+    assert_eq!(produce(craft_batch(Codec::Gzip as i16, 2, 3, &damaged)), CORRUPT_MESSAGE, "damaged gzip");
+    // 1 MiB of zeros in one record: a few hundred bytes of zstd, past 32 x message.max.bytes.
+    let mut zeros = Vec::new();
+    sluice::storage::records::write_record(&mut zeros, 0, 0, None, Some(&vec![0; 1 << 20]), &[0]);
+    let bomb = craft_batch(Codec::Zstd as i16, 0, 1, &Codec::Zstd.compress(&zeros).unwrap());
+    assert!(bomb.len() < 10_000);
+    assert_eq!(produce(bomb), MESSAGE_TOO_LARGE, "decompression bomb");
+
+    // A well-formed compressed batch still goes through, and reads back.
+    let good = craft_batch(Codec::Lz4 as i16, 2, 3, &Codec::Lz4.compress(&record_payload(&[0, 1, 2])).unwrap());
+    let (error, base) = healthy.produce("good", 0, good, -1);
+    assert_eq!(error, 0);
+    accepted.extend((0..3).map(|i| (base + i, format!("v{i}").into_bytes())));
+    still_healthy(&mut broker, &mut healthy, &mut accepted);
 }
 
 #[test]

@@ -7,6 +7,9 @@ use crate::storage::StorageError;
 pub fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

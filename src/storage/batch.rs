@@ -1,5 +1,11 @@
-//! Kafka v2 record batch headers: parsing and validation. The broker never decodes records on
-//! the write path; it checks the header and the CRC-32C and stamps the fields it owns.
+//! Kafka v2 record batch headers: parsing and validation, and the fields the broker stamps.
+//!
+//! A producer's batch is checked as Kafka's LogValidator does before anything is written:
+//! header, length, CRC-32C, then the records inside (through [`super::records`]): exactly
+//! `recordsCount` of them, with offset deltas 0..n-1 matching `lastOffsetDelta`, every length
+//! consistent, a key in each record of a compacted topic. A compressed batch is decompressed
+//! as a bounded stream for this (see [`DECOMPRESSION_RATIO_LIMIT`]) unless the topic sets
+//! `sluice.validate.compressed.records=false`; the stored bytes stay the producer's.
 //!
 //! Layout (big-endian): baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 |
 //! crc u32 | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
@@ -7,6 +13,13 @@
 //! The CRC covers everything from `attributes` to the end of the batch.
 
 use super::StorageError;
+use super::codec::Codec;
+use super::records::for_each_record;
+
+/// A compressed batch may inflate to at most this many times `max.message.bytes`; beyond,
+/// it is refused as too large (a decompression bomb costs bounded work). Kafka's clients
+/// bound uncompressed batches by roughly `max.message.bytes` themselves.
+pub const DECOMPRESSION_RATIO_LIMIT: usize = 32;
 
 /// Bytes before `batchLength`'s count starts (baseOffset + batchLength).
 pub const LOG_OVERHEAD: usize = 12;
@@ -147,9 +160,21 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, StorageError> {
     Ok(header)
 }
 
+/// What an append checks beyond each batch's header and CRC.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation {
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_batch_bytes: usize,
+    /// Walk the records of compressed batches too (`sluice.validate.compressed.records`).
+    pub compressed_records: bool,
+    /// Every record needs a key (compacted topics).
+    pub keys_required: bool,
+}
+
 /// Splits a producer's records blob into batches and validates each; returns each batch's
 /// position in `records` with its header. Nothing is accepted unless everything is valid.
-pub fn validate_all(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+pub fn validate_all(records: &[u8], rules: &Validation) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+    let max_batch_bytes = rules.max_batch_bytes;
     let mut batches = Vec::new();
     let mut position = 0;
     while position < records.len() {
@@ -165,7 +190,9 @@ pub fn validate_all(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(usize
                 rest.len()
             )));
         }
-        let header = validate(&rest[..header.size()])?;
+        let batch = &rest[..header.size()];
+        let header = validate(batch)?;
+        validate_records(&header, batch, rules)?;
         batches.push((position, header));
         position += header.size();
     }
@@ -173,6 +200,61 @@ pub fn validate_all(records: &[u8], max_batch_bytes: usize) -> Result<Vec<(usize
         return Err(StorageError::CorruptBatch("no record batch in the request".into()));
     }
     Ok(batches)
+}
+
+/// A producer's batch must hold what its header says: Kafka refuses a count that is not
+/// positive or disagrees with the offset range, and records whose offsets or sizes lie.
+fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> Result<(), StorageError> {
+    let codec = Codec::from_attributes(header.attributes)?;
+    if header.records_count <= 0 || i64::from(header.records_count) != header.offset_count() {
+        return Err(StorageError::InvalidRecord(format!(
+            "the batch says {} records over offset deltas 0..={}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    if codec != Codec::None && !rules.compressed_records {
+        return Ok(());
+    }
+    let limit = rules.max_batch_bytes.saturating_mul(DECOMPRESSION_RATIO_LIMIT);
+    for_each_record(header, batch, limit, |record| {
+        if record.offset_delta as usize != record.index {
+            return Err(StorageError::InvalidRecord(format!(
+                "record {} has offset delta {}",
+                record.index, record.offset_delta
+            )));
+        }
+        if rules.keys_required && record.key.is_none() {
+            return Err(StorageError::InvalidRecord(format!(
+                "record {} has no key, which a compacted topic requires",
+                record.index
+            )));
+        }
+        Ok(())
+    })
+}
+
+/// A whole batch of `header`'s fields around `payload` (the records, compressed or not),
+/// with its length and CRC-32C computed; `header.batch_length` and `header.crc` are ignored.
+pub fn assemble(header: &BatchHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
+    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + payload.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.records_count.to_be_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[CRC_FROM..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// The broker-owned fields written into a batch header as it is appended.
@@ -238,6 +320,100 @@ pub mod tests {
         buf.freeze()
     }
 
+    fn rules(max_batch_bytes: usize) -> Validation {
+        Validation { max_batch_bytes, compressed_records: true, keys_required: false }
+    }
+
+    /// `count` records with offset deltas `deltas`, values `v<i>`, no keys, as a payload.
+    fn payload(deltas: &[i32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &delta) in deltas.iter().enumerate() {
+            crate::storage::records::write_record(&mut out, 0, delta, None, Some(format!("v{i}").as_bytes()), &[0]);
+        }
+        out
+    }
+
+    /// A CRC-valid batch with the given header fields around `payload`.
+    fn craft(attributes: i16, last_offset_delta: i32, records_count: i32, payload: &[u8]) -> Vec<u8> {
+        let mut header = BatchHeader::parse(&batch(1, 0)).unwrap();
+        header.attributes = attributes;
+        header.last_offset_delta = last_offset_delta;
+        header.records_count = records_count;
+        assemble(&header, payload)
+    }
+
+    fn refusal(batch: &[u8]) -> StorageError {
+        validate_all(batch, &rules(1 << 20)).expect_err("refused")
+    }
+
+    #[test]
+    fn assembling_a_batch_reproduces_the_encoder() {
+        let b = batch(3, 1000);
+        let header = BatchHeader::parse(&b).unwrap();
+        assert_eq!(assemble(&header, &b[HEADER_LEN..]), &b[..]);
+        assert_eq!(validate_all(&craft(0, 2, 3, &payload(&[0, 1, 2])), &rules(1 << 20)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn headers_that_disagree_with_their_records_are_invalid() {
+        let invalid = |b: &[u8]| matches!(refusal(b), StorageError::InvalidRecord(_));
+        assert!(invalid(&craft(0, 1_000_000, 1, &payload(&[0]))), "one record claiming a delta of 1,000,000");
+        assert!(invalid(&craft(0, 0, 1, &payload(&[0, 1, 2]))), "one record claimed, three held");
+        assert!(invalid(&craft(0, 2, 3, &payload(&[0]))), "three claimed, one held");
+        assert!(invalid(&craft(0, 2, 3, &payload(&[0, 2, 1]))), "offset deltas out of order");
+        assert!(invalid(&craft(0, 0, 0, &[])), "no records");
+        let mut lying_length = payload(&[0]);
+        lying_length[0] += 2; // the record claims one more byte than it has
+        assert!(invalid(&craft(0, 0, 1, &lying_length)));
+        let mut lying_value = payload(&[0]);
+        let value_length_at = lying_value.len() - 4; // ... valueLength varint, "v0", no headers
+        lying_value[value_length_at] = 100;
+        assert!(invalid(&craft(0, 0, 1, &lying_value)));
+        let keyless = Validation { keys_required: true, ..rules(1 << 20) };
+        assert!(matches!(validate_all(&craft(0, 0, 1, &payload(&[0])), &keyless), Err(StorageError::InvalidRecord(_))));
+    }
+
+    #[test]
+    fn unknown_codecs_are_unsupported() {
+        for codec in 5..=7 {
+            assert!(
+                matches!(refusal(&craft(codec, 0, 1, &payload(&[0]))), StorageError::UnsupportedCompression(c) if c == codec)
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_batches_are_walked_within_bounds() {
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let id = codec as i16;
+            let good = craft(id, 2, 3, &codec.compress(&payload(&[0, 1, 2])).unwrap());
+            assert!(validate_all(&good, &rules(1 << 20)).is_ok(), "{codec:?}");
+            let three_as_one = craft(id, 0, 1, &codec.compress(&payload(&[0, 1, 2])).unwrap());
+            assert!(matches!(refusal(&three_as_one), StorageError::InvalidRecord(_)), "{codec:?}");
+            let garbage = craft(id, 0, 1, &[0x5a; 64]);
+            assert!(matches!(refusal(&garbage), StorageError::CorruptBatch(_)), "{codec:?}");
+            // 4 MiB of zeros in one value compresses to a few KiB but inflates past 32 x 64 KiB.
+            // Snappy cannot expand 32-fold: a block claiming more is corrupt before any work.
+            let mut bomb = Vec::new();
+            crate::storage::records::write_record(&mut bomb, 0, 0, None, Some(&vec![0; 4 << 20]), &[0]);
+            let bomb = match codec {
+                Codec::Snappy => craft(id, 0, 1, b"\x80\x80\x80\x80\x04\x00zero"),
+                _ => craft(id, 0, 1, &codec.compress(&bomb).unwrap()),
+            };
+            assert!(bomb.len() < 1 << 16, "{codec:?}: {}", bomb.len());
+            let refused = validate_all(&bomb, &rules(1 << 16));
+            match codec {
+                Codec::Snappy => assert!(matches!(refused, Err(StorageError::CorruptBatch(_))), "{refused:?}"),
+                _ => assert!(matches!(refused, Err(StorageError::DecompressedTooLarge { .. })), "{codec:?}"),
+            }
+            // A topic that trusts its producers only checks the header of compressed batches.
+            let trusting = Validation { compressed_records: false, ..rules(1 << 20) };
+            assert!(validate_all(&craft(id, 5, 1, &[0x5a; 64]), &trusting).is_err(), "the header disagrees");
+            assert!(validate_all(&three_as_one, &trusting).is_ok());
+            assert!(validate_all(&garbage, &trusting).is_ok());
+        }
+    }
+
     #[test]
     fn a_valid_batch_passes() {
         let b = batch(3, 1000);
@@ -260,15 +436,15 @@ pub mod tests {
     fn old_magic_is_refused() {
         let mut b = BytesMut::from(&batch(1, 0)[..]);
         b[MAGIC_AT] = 1;
-        assert!(matches!(validate_all(&b, usize::MAX), Err(StorageError::UnsupportedMagic(1))));
+        assert!(matches!(validate_all(&b, &rules(usize::MAX)), Err(StorageError::UnsupportedMagic(1))));
     }
 
     #[test]
     fn truncated_and_oversized_batches_are_refused() {
         let b = batch(5, 0);
-        assert!(matches!(validate_all(&b[..b.len() - 1], usize::MAX), Err(StorageError::CorruptBatch(_))));
-        assert!(matches!(validate_all(&b, 10), Err(StorageError::BatchTooLarge { .. })));
-        assert!(matches!(validate_all(&[], usize::MAX), Err(StorageError::CorruptBatch(_))));
+        assert!(matches!(validate_all(&b[..b.len() - 1], &rules(usize::MAX)), Err(StorageError::CorruptBatch(_))));
+        assert!(matches!(validate_all(&b, &rules(10)), Err(StorageError::BatchTooLarge { .. })));
+        assert!(matches!(validate_all(&[], &rules(usize::MAX)), Err(StorageError::CorruptBatch(_))));
     }
 
     #[test]

@@ -97,7 +97,12 @@ impl Log {
     /// stamps the leader epoch (and LogAppendTime when configured), and writes them after the
     /// last batch. Fsyncs when `flush.messages` / `flush.ms` say so.
     pub fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let parsed = batch::validate_all(&batches, self.config.max_message_bytes)?;
+        let rules = batch::Validation {
+            max_batch_bytes: self.config.max_message_bytes,
+            compressed_records: self.config.validate_compressed_records,
+            keys_required: self.config.compact,
+        };
+        let parsed = batch::validate_all(&batches, &rules)?;
         let total_bytes = batches.len() as u64;
         let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
         self.roll_if_needed(total_bytes, offsets, now_ms)?;
@@ -444,6 +449,7 @@ mod tests {
             delete: true,
             retention_ms: None,
             retention_bytes: None,
+            validate_compressed_records: true,
         }
     }
 

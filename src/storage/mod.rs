@@ -4,7 +4,9 @@
 //! Runs on the shard that owns the partition; nothing here is shared between threads.
 //! All I/O is plain positional reads and writes through the page cache.
 //!
-//! - [`batch`]: v2 batch headers, validation (CRC-32C) and the fields the broker stamps.
+//! - [`batch`]: v2 batch headers, validation (CRC-32C, the records inside) and the fields the
+//!   broker stamps.
+//! - [`records`]: walking the records inside a batch; [`codec`]: bounded decompression.
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`index`]: the sparse index files.
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
@@ -12,10 +14,12 @@
 //! - [`deleter`]: unlinks the files of deleted segments off the shard threads.
 
 pub mod batch;
+pub mod codec;
 mod compaction;
 mod deleter;
 pub mod index;
 mod log;
+pub mod records;
 mod segment;
 
 /// Errors that storage reports; mapped to Kafka error codes in `protocol::errors`.
@@ -24,6 +28,17 @@ pub enum StorageError {
     /// A batch failed validation: bad CRC, bad length, truncated header.
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),
+    /// A record inside a batch is malformed, or disagrees with the batch header (count, offset
+    /// deltas, lengths); Kafka's InvalidRecordException.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// Compression codec id 5-7 in a batch's attributes.
+    #[error("unsupported compression codec {0}")]
+    UnsupportedCompression(i16),
+    /// A compressed batch inflates past the limit (`max.message.bytes` times
+    /// [`batch::DECOMPRESSION_RATIO_LIMIT`]).
+    #[error("compressed batch decompresses to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
     /// magic byte other than 2.
     #[error("unsupported record batch magic {0}")]
     UnsupportedMagic(i8),
@@ -65,6 +80,9 @@ pub struct LogConfig {
     pub retention_ms: Option<i64>,
     /// Delete closed segments from the head while the log would still exceed this; None = never.
     pub retention_bytes: Option<u64>,
+    /// `sluice.validate.compressed.records`: walk the records of compressed batches on append
+    /// (decompressing them); false trusts the producer for what is inside the compression.
+    pub validate_compressed_records: bool,
 }
 
 /// What an append did.

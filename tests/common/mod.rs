@@ -412,6 +412,25 @@ pub fn batch_at(values: &[&[u8]], timestamp: i64) -> Bytes {
     sluice::protocol::records::encode_batch(&records, timestamp)
 }
 
+/// Records with the given offset deltas and values `v<i>`, as a batch payload (uncompressed).
+pub fn record_payload(deltas: &[i32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &delta) in deltas.iter().enumerate() {
+        sluice::storage::records::write_record(&mut out, 0, delta, None, Some(format!("v{i}").as_bytes()), &[0]);
+    }
+    out
+}
+
+/// A CRC-valid batch with these header fields around `payload`, for bad-input tests: the
+/// CRC passes, so whatever is refused is refused for what the header or records say.
+pub fn craft_batch(attributes: i16, last_offset_delta: i32, records_count: i32, payload: &[u8]) -> Bytes {
+    let mut header = sluice::storage::batch::BatchHeader::parse(&batch(&[b"x"])).expect("a valid batch");
+    header.attributes = attributes;
+    header.last_offset_delta = last_offset_delta;
+    header.records_count = records_count;
+    Bytes::from(sluice::storage::batch::assemble(&header, payload))
+}
+
 /// Decodes every batch in `bytes`, checking each CRC; returns (offset, value) per record.
 pub fn decode(bytes: &Bytes) -> Vec<(i64, Vec<u8>)> {
     let mut rest = bytes.clone();
