@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use crate::storage::producer_state::ProducerExpiry;
 use crate::storage::{LogConfig, TimestampType};
 
 /// Everything a broker process needs to run; immutable once the shards start.
@@ -68,6 +69,10 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// Longest metadata string a commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// An idempotent producer that appended nothing for this long is forgotten by each
+    /// partition (its next batch is then accepted at any sequence).
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -108,6 +113,8 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
         }
     }
 }
@@ -190,6 +197,10 @@ impl BrokerConfig {
                 self.offsets_retention_check_interval_ms = value.parse().with_context(context)?
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = value.parse().with_context(context)?,
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = value.parse().with_context(context)?,
+            "producer.id.expiration.check.interval.ms" => {
+                self.producer_id_expiration_check_interval_ms = value.parse().with_context(context)?
+            }
             _ => bail!("unknown setting {key:?}"),
         }
         Ok(())
@@ -221,6 +232,9 @@ impl BrokerConfig {
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group.min.session.timeout.ms exceeds group.max.session.timeout.ms");
         }
+        if self.producer_id_expiration_ms < 1 || self.producer_id_expiration_check_interval_ms < 1 {
+            bail!("producer.id.expiration.ms and producer.id.expiration.check.interval.ms must be at least 1");
+        }
         if self.queued_max_requests_per_connection == 0 {
             bail!("queued.max.requests.per.connection must be at least 1");
         }
@@ -236,6 +250,14 @@ impl BrokerConfig {
         let from_hours = || if self.log_retention_hours < 0 { -1 } else { self.log_retention_hours * 3_600_000 };
         let from_minutes = || self.log_retention_minutes.map(|m| if m < 0 { -1 } else { m * 60_000 });
         self.log_retention_ms.or_else(from_minutes).unwrap_or_else(from_hours)
+    }
+
+    /// How long partitions remember idle idempotent producers.
+    pub fn producer_expiry(&self) -> ProducerExpiry {
+        ProducerExpiry {
+            expiration_ms: self.producer_id_expiration_ms,
+            check_interval_ms: self.producer_id_expiration_check_interval_ms,
+        }
     }
 
     /// The log settings of one topic: its own configs over the broker-wide defaults.

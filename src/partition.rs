@@ -6,10 +6,9 @@
 //!
 //! Idempotent producers: each batch carrying a producer id must continue that producer's
 //! sequence; a retry of one of its last few batches is answered with the original offsets
-//! instead of being written twice. This state lives in memory only for now, so after a
-//! restart a producer's next batch is accepted whatever its sequence.
+//! instead of being written twice. That state ([`ProducerStates`]) is snapshotted when the log
+//! rolls and at close, and rebuilt from the log after a crash, so it survives restarts.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -19,21 +18,11 @@ use kafka_protocol::ResponseError;
 use crate::protocol::errors::storage_error_code;
 use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
+use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates};
 use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
 
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
-
-/// Batches per producer remembered for answering retries, as Kafka does.
-const RECENT_BATCHES_PER_PRODUCER: usize = 5;
-
-/// What a partition knows of one idempotent producer.
-struct ProducerState {
-    epoch: i16,
-    last_sequence: i32,
-    /// (first sequence, last sequence, what the append returned), oldest first.
-    recent: VecDeque<(i32, i32, AppendInfo)>,
-}
 
 pub struct Partition {
     log: Log,
@@ -42,49 +31,45 @@ pub struct Partition {
     leader_epoch: i32,
     /// Fetches parked until this partition gets new data (woken on every append).
     data_waiters: Vec<oneshot::Sender<()>>,
-    producers: HashMap<i64, ProducerState>,
+    producers: ProducerStates,
 }
 
 impl Partition {
-    /// Opens (and on an unclean start, recovers) the partition's log in `dir`.
+    /// Opens (and on an unclean start, recovers) the partition's log in `dir`, and its
+    /// producers' state.
     pub fn open(
         dir: &Path,
         config: LogConfig,
+        expiry: ProducerExpiry,
         leader_epoch: i32,
         clean_shutdown: bool,
     ) -> Result<Partition, StorageError> {
         let log = Log::open(dir, config, clean_shutdown)?;
+        let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
         let high_watermark = log.log_end_offset();
-        Ok(Partition {
-            log,
-            dir: dir.to_path_buf(),
-            high_watermark,
-            leader_epoch,
-            data_waiters: Vec::new(),
-            producers: HashMap::new(),
-        })
+        Ok(Partition { log, dir: dir.to_path_buf(), high_watermark, leader_epoch, data_waiters: Vec::new(), producers })
     }
 
     /// Validates and appends the batches of one produce request, then wakes parked fetches.
     /// A retried idempotent batch is answered with its original offsets and not written.
     pub fn append(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, ResponseError> {
-        let producer = match producer_batch(&batches) {
-            Some(Ok(header)) => Some(header),
-            Some(Err(error)) => return Err(error),
-            None => None,
-        };
-        if let Some(header) = &producer
-            && let Some(original) = self.check_sequence(header)?
-        {
+        let headers = batch_headers(&batches)?;
+        if let Checked::Duplicate(original) = self.producers.check(&headers)? {
             return Ok(original);
         }
+        let active_segment = self.log.active_base_offset();
         let info = self.log.append(batches, self.leader_epoch, now_ms).map_err(|e| {
             tracing::debug!(dir = %self.dir.display(), error = %e, "append refused");
             storage_error_code(&e)
         })?;
-        if let Some(header) = producer {
-            self.record_sequence(&header, info);
+        if self.log.active_base_offset() != active_segment {
+            // The log rolled before writing these batches: the state so far is the state at the
+            // new segment's base.
+            if let Err(e) = self.producers.write_snapshot(self.log.active_base_offset()) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "writing a producer snapshot");
+            }
         }
+        self.producers.record(&headers, &info, now_ms);
         // One replica: everything appended is committed.
         self.high_watermark = self.log.log_end_offset();
         debug_assert!(self.high_watermark > info.last_offset);
@@ -92,50 +77,6 @@ impl Partition {
             let _ = waiter.send(());
         }
         Ok(info)
-    }
-
-    /// `Ok(Some(info))` for a retry of a recent batch, `Ok(None)` for the next batch in order.
-    fn check_sequence(&self, header: &BatchHeader) -> Result<Option<AppendInfo>, ResponseError> {
-        let Some(state) = self.producers.get(&header.producer_id) else {
-            return Ok(None);
-        };
-        let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-        if header.producer_epoch < state.epoch {
-            return Err(ResponseError::InvalidProducerEpoch);
-        }
-        if header.producer_epoch > state.epoch {
-            // A new epoch starts its sequence again.
-            return if header.base_sequence == 0 { Ok(None) } else { Err(ResponseError::OutOfOrderSequenceNumber) };
-        }
-        if let Some(&(_, _, info)) =
-            state.recent.iter().find(|(first, last, _)| *first == header.base_sequence && *last == last_sequence)
-        {
-            return Ok(Some(info));
-        }
-        // Sequences wrap from i32::MAX to 0.
-        let expected = if state.last_sequence == i32::MAX { 0 } else { state.last_sequence + 1 };
-        if header.base_sequence != expected {
-            return Err(ResponseError::OutOfOrderSequenceNumber);
-        }
-        Ok(None)
-    }
-
-    fn record_sequence(&mut self, header: &BatchHeader, info: AppendInfo) {
-        let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-        let state = self.producers.entry(header.producer_id).or_insert(ProducerState {
-            epoch: header.producer_epoch,
-            last_sequence,
-            recent: VecDeque::new(),
-        });
-        if header.producer_epoch != state.epoch {
-            state.epoch = header.producer_epoch;
-            state.recent.clear();
-        }
-        state.last_sequence = last_sequence;
-        if state.recent.len() == RECENT_BATCHES_PER_PRODUCER {
-            state.recent.pop_front();
-        }
-        state.recent.push_back((header.base_sequence, last_sequence, info));
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high
@@ -192,9 +133,10 @@ impl Partition {
         self.log.delete_records(offset).map_err(|e| storage_error_code(&e))
     }
 
-    /// Background upkeep: the time-based flush policy (`flush.ms`), compaction, and when
-    /// `check_retention` says so, retention.
+    /// Background upkeep: the time-based flush policy (`flush.ms`), compaction,
+    /// `producer.id.expiration.ms`, and when `check_retention` says so, retention.
     pub fn maintain(&mut self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
+        self.producers.expire_if_due(now_ms);
         self.log.flush_if_due(now_ms)?;
         if check_retention {
             let deleted = self.log.apply_retention(now_ms)?;
@@ -210,9 +152,10 @@ impl Partition {
         self.log.size()
     }
 
-    /// Flushes and checkpoints the log; used on clean shutdown.
+    /// Flushes and checkpoints the log and snapshots its producers; used on clean shutdown.
     pub fn close(mut self) -> Result<(), StorageError> {
-        self.log.close()
+        self.log.close()?;
+        self.producers.write_snapshot(self.log.log_end_offset())
     }
 
     /// Closes the log and removes its directory; used when the topic is deleted.
@@ -224,15 +167,22 @@ impl Partition {
     }
 }
 
-/// The header of an idempotent producer's batch, if `batches` is one. Transactional and
-/// control batches are refused until transactions are supported. A request of several
-/// batches is checked as a whole only by the log (producers send one batch per partition).
-fn producer_batch(batches: &[u8]) -> Option<Result<BatchHeader, ResponseError>> {
-    let header = BatchHeader::parse(batches).ok()?;
-    if header.is_transactional() || header.is_control() {
-        return Some(Err(ResponseError::InvalidRecord));
+/// The headers of every batch of a request, for the producer checks. Transactional and
+/// control batches are refused until transactions are supported. A request whose batches do
+/// not even parse gives no headers: the log refuses it with the precise error.
+fn batch_headers(mut batches: &[u8]) -> Result<Vec<BatchHeader>, ResponseError> {
+    let mut headers = Vec::with_capacity(1);
+    while !batches.is_empty() {
+        let Some(header) = BatchHeader::parse(batches).ok().filter(|h| h.size() <= batches.len()) else {
+            return Ok(Vec::new());
+        };
+        if header.is_transactional() || header.is_control() {
+            return Err(ResponseError::InvalidRecord);
+        }
+        headers.push(header);
+        batches = &batches[header.size()..];
     }
-    (header.has_producer_id() && header.size() == batches.len()).then_some(Ok(header))
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -256,7 +206,8 @@ mod tests {
             retention_bytes: None,
             validate_compressed_records: true,
         };
-        Partition::open(dir, config, 0, false).unwrap()
+        let expiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
+        Partition::open(dir, config, expiry, 0, false).unwrap()
     }
 
     #[test]

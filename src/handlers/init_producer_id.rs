@@ -1,6 +1,11 @@
 //! InitProducerId: hands idempotent producers a producer id and epoch. Transactions are not
 //! supported yet, so a transactional id gets an error.
 //!
+//! As in Kafka, an idempotent producer gets a new id with epoch 0 every time, also when it
+//! names its current id and epoch to have the epoch bumped (KIP-360, after a sequence error):
+//! a fresh id starts its sequences afresh just the same, and no client can bump, and so
+//! fence, an id that is not its own.
+//!
 //! Ids come from a block the controller reserved for this shard, so the common case crosses
 //! no core and no disk.
 
@@ -19,12 +24,9 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     if request.transactional_id.is_some() {
         return response.with_error_code(ResponseError::UnsupportedVersion.code());
     }
-    // KIP-360: a known producer asking again gets its epoch bumped, fencing its old epoch.
-    if request.producer_id.0 >= 0 {
-        return match request.producer_epoch.checked_add(1) {
-            Some(epoch) if epoch >= 0 => response.with_producer_id(request.producer_id).with_producer_epoch(epoch),
-            _ => response.with_error_code(ResponseError::InvalidProducerEpoch.code()),
-        };
+    // An id and epoch come together or not at all (-1 for none), as Kafka checks.
+    if (request.producer_id.0 == -1) != (request.producer_epoch == -1) {
+        return response.with_error_code(ResponseError::InvalidRequest.code());
     }
     let (mut next, mut end) = shard.producer_ids.get();
     if next == end {

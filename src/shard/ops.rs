@@ -189,7 +189,8 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         let dir = partition_dir(&shard.config.data_dir, &tp);
         let opened = shard.config.log_config(&topic.configs).map_err(|e| e.to_string()).and_then(|config| {
             let epoch = topic.partitions[tp.partition as usize].leader_epoch;
-            Partition::open(&dir, config, epoch, clean_shutdown).map_err(|e| e.to_string())
+            Partition::open(&dir, config, shard.config.producer_expiry(), epoch, clean_shutdown)
+                .map_err(|e| e.to_string())
         });
         match opened {
             Ok(partition) => {

@@ -134,6 +134,11 @@ impl BatchHeader {
         self.attributes & CONTROL_FLAG != 0
     }
 
+    /// The LogAppendTime stamped into the batch, if its timestamps are of that type.
+    pub fn log_append_time(&self) -> Option<i64> {
+        (self.attributes & LOG_APPEND_TIME_FLAG != 0).then_some(self.max_timestamp)
+    }
+
     /// Whether the batch carries an idempotent producer's id and sequence.
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0

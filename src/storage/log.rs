@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::batch::{self, HEADER_LEN, Stamp};
+use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
 use super::{compaction, deleter};
@@ -220,6 +220,23 @@ impl Log {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch from the one holding `offset` (or the first
+    /// after it) to the log end, in offset order. Reads headers only.
+    pub fn scan_headers(&self, offset: i64, mut f: impl FnMut(&BatchHeader)) -> Result<(), StorageError> {
+        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        for segment in &self.segments[first..] {
+            let position = match segment.base_offset < offset {
+                true => match segment.locate(offset)? {
+                    Some(position) => position,
+                    None => continue,
+                },
+                false => 0,
+            };
+            segment.for_each_header(position, &mut f)?;
+        }
+        Ok(())
+    }
+
     /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).
     /// Records below the log start offset are not considered.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -366,6 +383,11 @@ impl Log {
         self.active().next_offset
     }
 
+    /// The base offset of the segment appends go to; it changes when the log rolls.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point
     }
@@ -425,7 +447,7 @@ fn write_offset_file(dir: &Path, name: &str, offset: i64) -> Result<(), StorageE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::fs::OpenOptions;
     use std::io::Write;
@@ -436,7 +458,8 @@ mod tests {
     use crate::storage::batch::tests::batch;
     use crate::storage::batch::validate;
 
-    fn config() -> LogConfig {
+    /// Settings for tests: 1 MiB segments, an index entry every 256 bytes, no flush policy.
+    pub(crate) fn config() -> LogConfig {
         LogConfig {
             segment_bytes: 1 << 20,
             segment_ms: i64::MAX,

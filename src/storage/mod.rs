@@ -12,6 +12,7 @@
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
 //! - [`compaction`]: keeping only the latest record per key in closed segments.
 //! - [`deleter`]: unlinks the files of deleted segments off the shard threads.
+//! - [`producer_state`]: idempotent producers' sequences, with their snapshots.
 
 pub mod batch;
 pub mod codec;
@@ -19,6 +20,7 @@ mod compaction;
 mod deleter;
 pub mod index;
 mod log;
+pub mod producer_state;
 pub mod records;
 mod segment;
 

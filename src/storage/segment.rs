@@ -266,6 +266,15 @@ impl Segment {
         Ok(())
     }
 
+    /// Calls `f` with the header of every batch from `position` to the end.
+    pub fn for_each_header(&self, mut position: u64, f: &mut impl FnMut(&BatchHeader)) -> Result<(), StorageError> {
+        while let Some(header) = self.read_header(position, self.size)? {
+            f(&header);
+            position += header.size() as u64;
+        }
+        Ok(())
+    }
+
     /// Position of the batch holding `offset`, if this segment has it.
     pub fn locate(&self, offset: i64) -> Result<Option<u64>, StorageError> {
         if offset < self.base_offset || offset >= self.next_offset {

@@ -221,42 +221,62 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::proc
 /// Runs a command with a deadline, feeding `stdin`; returns (success, stdout, stderr). The
 /// command runs in its own process group, killed whole at the end, so that a helper process it
 /// left behind can neither outlive the test nor hold its output open.
-pub fn run_with_deadline(mut command: Command, stdin: &[u8], deadline: Duration) -> (bool, String, String) {
-    use std::os::unix::process::CommandExt;
-    let mut child = command
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning command");
-    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
-    let mut input = child.stdin.take().expect("piped stdin");
+pub fn run_with_deadline(command: Command, stdin: &[u8], deadline: Duration) -> (bool, String, String) {
+    let mut running = Running::spawn(command);
+    let mut input = running.child.stdin.take().expect("piped stdin");
     let stdin = stdin.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&stdin);
     });
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let status = wait_with_deadline(&mut child, deadline);
-    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    let result = running.finish(deadline);
     let _ = writer.join();
-    let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let Some(status) = status else {
-        panic!("command timed out after {deadline:?}\nstdout:\n{out}\nstderr:\n{err}");
-    };
-    (status.success(), out, err)
+    result
+}
+
+/// A command running in its own process group while the test does other things, its output
+/// collected; [`Running::finish`] closes its stdin and waits for it.
+pub struct Running {
+    child: Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Running {
+    pub fn spawn(mut command: Command) -> Running {
+        use std::os::unix::process::CommandExt;
+        let mut child = command
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning command");
+        let collect = |mut stream: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = Vec::new();
+                let _ = stream.read_to_end(&mut s);
+                s
+            })
+        };
+        let out = collect(Box::new(child.stdout.take().expect("piped stdout")));
+        let err = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        Running { child, out, err }
+    }
+
+    /// Closes stdin (if still open), waits until `deadline` for an exit, then kills the whole
+    /// process group; returns (success, stdout, stderr) and panics on a timeout.
+    pub fn finish(mut self, deadline: Duration) -> (bool, String, String) {
+        drop(self.child.stdin.take());
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let status = wait_with_deadline(&mut self.child, deadline);
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let out = String::from_utf8_lossy(&self.out.join().unwrap()).into_owned();
+        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        let Some(status) = status else {
+            panic!("command timed out after {deadline:?}\nstdout:\n{out}\nstderr:\n{err}");
+        };
+        (status.success(), out, err)
+    }
 }
 
 /// Which Python venv (set up by `scripts/test`) a driver runs in.
@@ -291,10 +311,30 @@ pub fn driver_with(
     args: &[&str],
     deadline: Duration,
 ) -> serde_json::Value {
+    let (ok, out, err) = run_with_deadline(driver_command(clients, broker, script, args), b"", deadline);
+    driver_summary(broker, script, ok, &out, &err)
+}
+
+/// Starts a driver script that runs alongside the test until [`finish_driver`].
+pub fn spawn_driver(broker: &Broker, script: &str, args: &[&str]) -> Running {
+    Running::spawn(driver_command(Clients::Current, broker, script, args))
+}
+
+/// Closes the stdin of a driver started with [`spawn_driver`] (its cue to stop) and returns
+/// its JSON summary; panics unless it succeeds within `deadline`.
+pub fn finish_driver(running: Running, broker: &Broker, script: &str, deadline: Duration) -> serde_json::Value {
+    let (ok, out, err) = running.finish(deadline);
+    driver_summary(broker, script, ok, &out, &err)
+}
+
+fn driver_command(clients: Clients, broker: &Broker, script: &str, args: &[&str]) -> Command {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver").join(format!("{script}.py"));
     let mut command = Command::new(python(clients));
     command.arg(path).args(["--bootstrap", broker.addr()]).args(args).env("PYTHONUNBUFFERED", "1");
-    let (ok, out, err) = run_with_deadline(command, b"", deadline);
+    command
+}
+
+fn driver_summary(broker: &Broker, script: &str, ok: bool, out: &str, err: &str) -> serde_json::Value {
     assert!(ok, "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}", broker.stderr_text());
     let last = out.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
