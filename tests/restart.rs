@@ -193,3 +193,41 @@ fn damaged_partitions_go_offline_and_the_rest_serves() {
         assert!(line.ends_with(&format!(" {offline}")), "{line}");
     }
 }
+
+/// Damage to the fields of a batch header that the CRC does not cover (the base offset, the
+/// length) in the tail a crash left: the restart cuts the log at that batch, never serves it
+/// or anything after it, and appends continue from there.
+#[test]
+fn damaged_batch_headers_in_a_crashed_tail_are_cut() {
+    let mut broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let values: Vec<Vec<u8>> = (0..10).map(|i| format!("record-{i}").into_bytes()).collect();
+    let damage: [(&str, usize, Vec<u8>); 3] = [
+        ("huge-offset", 0, (i64::MAX - 1).to_be_bytes().to_vec()),
+        ("earlier-offset", 0, 2i64.to_be_bytes().to_vec()),
+        ("absurd-length", 8, i32::MAX.to_be_bytes().to_vec()),
+    ];
+    for (topic, _, _) in &damage {
+        assert_eq!(raw.create_topic(topic, 1, &[]), 0);
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(raw.produce(topic, 0, batch(&[value]), 1), (0, i as i64));
+        }
+    }
+    drop(raw);
+    broker.kill9();
+
+    let size = batch(&[&values[0]]).len() as u64;
+    for (topic, field, bytes) in &damage {
+        let segment = segment_files(&broker.data_dir().join(format!("{topic}-0"))).pop().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(segment).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, bytes, 5 * size + *field as u64).unwrap();
+    }
+    broker.restart();
+
+    let mut raw = Raw::connect(broker.addr());
+    let kept: Vec<(i64, Vec<u8>)> = values[..5].iter().cloned().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    for (topic, _, _) in &damage {
+        assert_eq!(raw.fetch_all(topic, 0), kept, "{topic}");
+        assert_eq!(raw.produce(topic, 0, batch(&[b"after"]), -1), (0, 5), "{topic}");
+    }
+}

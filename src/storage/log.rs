@@ -657,6 +657,71 @@ pub(crate) mod tests {
         assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 120);
     }
 
+    /// Overwrites bytes `at` of segment file `name`: fields outside the CRC's reach.
+    fn patch(dir: &Path, name: &str, at: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        OpenOptions::new().write(true).open(dir.join(name)).unwrap().write_all_at(bytes, at).unwrap();
+    }
+
+    /// A batch whose base offset (not covered by the CRC) was damaged: huge, negative, or below
+    /// the batch before it. Recovery cuts the log there instead of panicking or believing it.
+    #[test]
+    fn a_crc_valid_batch_with_a_corrupt_base_offset_is_cut() {
+        let size = batch(2, 0).len() as u64;
+        let name = crate::storage::segment::file_name(0, "log");
+        for bad in [i64::MAX - 1, 1 << 40, -1, 4] {
+            for (clean, damaged) in [(false, 5), (true, 9)] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut log = Log::open(dir.path(), config(), false).unwrap();
+                for i in 0..10 {
+                    log.append(batch(2, 100 * i), 0, 0).unwrap();
+                }
+                log.close().unwrap();
+                drop(log);
+                patch(dir.path(), &name, damaged * size, &bad.to_be_bytes());
+                let log = Log::open(dir.path(), config(), clean).unwrap();
+                assert_eq!(log.log_end_offset(), 2 * damaged as i64, "base offset {bad}, clean {clean}");
+                assert_eq!(read_all(&log, 0).len(), damaged as usize);
+                assert_eq!(log.offset_for_timestamp(100 * damaged as i64).unwrap(), None);
+            }
+        }
+    }
+
+    /// A batch length that runs past the file (here, 2 GiB) is never read, served or kept.
+    #[test]
+    fn an_absurd_batch_length_is_cut_not_served() {
+        let size = batch(2, 0).len() as u64;
+        let name = crate::storage::segment::file_name(0, "log");
+        for clean in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), config(), false).unwrap();
+            for i in 0..10 {
+                log.append(batch(2, 100 * i), 0, 0).unwrap();
+            }
+            log.close().unwrap();
+            drop(log);
+            patch(dir.path(), &name, 9 * size + 8, &i32::MAX.to_be_bytes());
+            let log = Log::open(dir.path(), config(), clean).unwrap();
+            assert_eq!(log.log_end_offset(), 18);
+            assert_eq!(read_all(&log, 0).len(), 9);
+            assert_eq!(std::fs::metadata(dir.path().join(&name)).unwrap().len(), 9 * size);
+        }
+        // Left in place behind a trusted index (a clean shutdown), a lying length in the middle
+        // of a segment still sizes no read and no allocation: reads that reach it stop there.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        for i in 0..10 {
+            log.append(batch(2, 100 * i), 0, 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
+        let log = Log::open(dir.path(), config(), true).unwrap();
+        assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 2)]);
+        assert!(log.read(4, 1 << 30, i64::MAX).unwrap().is_empty());
+        assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
+    }
+
     #[test]
     fn unclean_reopen_truncates_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,9 @@
 //! `.index` and `.timeindex`.
 //!
 //! Invariants: batches are contiguous from position 0 to `size`; offsets increase; an index
-//! entry never points past `size`. Positions fit in `u32` (segments are capped below 4 GiB)
+//! entry never points past `size`. A header read from the file is used only if its batch ends
+//! within the file and its offsets fit the segment ([`Segment::read_header`]), so a damaged
+//! length or base offset (neither is covered by the CRC) never sizes a read or an allocation. Positions fit in `u32` (segments are capped below 4 GiB)
 //! and relative offsets in `u32` (the log rolls before they would not).
 
 use std::fs::{File, OpenOptions};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use super::StorageError;
-use super::batch::{BatchHeader, HEADER_LEN, validate};
+use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use crate::runtime::zero_copy::FileSlice;
 
@@ -146,15 +148,9 @@ impl Segment {
             let Some(header) = self.read_header(position, file_size)? else {
                 break;
             };
-            if position + header.size() as u64 > file_size {
+            if header.base_offset < self.next_offset || !self.crc_matches(position, &header)? {
                 break;
             }
-            let mut bytes = vec![0u8; header.size()];
-            self.log.read_exact_at(&mut bytes, position)?;
-            let header = match validate(&bytes) {
-                Ok(h) if h.base_offset >= self.next_offset => h,
-                _ => break,
-            };
             self.index_batch(&header, position, header.max_timestamp, index_interval_bytes)?;
             position += header.size() as u64;
             self.size = position;
@@ -193,7 +189,7 @@ impl Segment {
         self.bytes_since_index_entry = 0;
         while position < self.size {
             let header =
-                self.read_header(position, self.size)?.filter(|h| position + h.size() as u64 <= self.size).ok_or_else(
+                self.read_header(position, self.size)?.filter(|h| h.base_offset >= self.next_offset).ok_or_else(
                     || StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display())),
                 )?;
             self.next_offset = header.last_offset() + 1;
@@ -204,14 +200,41 @@ impl Segment {
         Ok(())
     }
 
-    /// The header of the batch at `position`, or `None` when no whole header is there.
+    /// The header of the batch at `position`, or `None` when no sane batch is there: a header
+    /// that does not parse, a length running past `end`, or offsets outside what this segment
+    /// can hold (the CRC does not cover the base offset, so a damaged one must be caught here).
+    /// Every reader of the file goes through this, so no length read from disk is trusted.
     fn read_header(&self, position: u64, end: u64) -> Result<Option<BatchHeader>, StorageError> {
         if position + HEADER_LEN as u64 > end {
             return Ok(None);
         }
         let mut bytes = [0u8; HEADER_LEN];
         self.log.read_exact_at(&mut bytes, position)?;
-        Ok(BatchHeader::parse(&bytes).ok())
+        let Ok(header) = BatchHeader::parse(&bytes) else {
+            return Ok(None);
+        };
+        let fits_file = position + header.size() as u64 <= end;
+        let relative_last =
+            header.base_offset.checked_sub(self.base_offset).map(|r| r + i64::from(header.last_offset_delta));
+        let fits_offsets =
+            header.base_offset >= self.base_offset && relative_last.is_some_and(|r| r <= i64::from(u32::MAX));
+        Ok((fits_file && fits_offsets).then_some(header))
+    }
+
+    /// Whether the batch `header` at `position` (which fits the file) has a right CRC-32C, read
+    /// through a fixed buffer whatever the batch's size.
+    fn crc_matches(&self, position: u64, header: &BatchHeader) -> Result<bool, StorageError> {
+        let mut buffer = vec![0u8; header.size().min(64 * 1024)];
+        let mut at = position + CRC_FROM as u64;
+        let end = position + header.size() as u64;
+        let mut crc = 0;
+        while at < end {
+            let chunk = &mut buffer[..(end - at).min(64 * 1024) as usize];
+            self.log.read_exact_at(chunk, at)?;
+            crc = crc32c::crc32c_append(crc, chunk);
+            at += chunk.len() as u64;
+        }
+        Ok(crc == header.crc)
     }
 
     /// Records that the batch `header` now sits at `position`: index entries, end offset, max
