@@ -1,6 +1,7 @@
-//! Consumer groups with real clients: rebalances as members come and crash, broadcast and
-//! unicast, committed offsets across restarts and `kill -9`, librdkafka's cooperative-sticky
-//! assignor and auto-commit, the group CLI, and bad group requests.
+//! Consumer groups with real clients: rebalances as members come and crash (also during a
+//! rebalance), broadcast and unicast, committed offsets across restarts and `kill -9`,
+//! librdkafka's cooperative-sticky assignor and auto-commit, the group CLI, and bad group
+//! requests.
 
 mod common;
 
@@ -82,6 +83,18 @@ fn librdkafka_cooperative_sticky_and_auto_commit() {
     let summary = driver(&broker, "groups_confluent", &[], Duration::from_secs(240));
     assert_eq!(summary["cooperative"]["records"], 2000, "{summary}");
     assert_eq!(summary["auto_commit"]["records"], 2000, "{summary}");
+}
+
+/// A member killed while the group rebalances is removed at its session timeout (6 s), so the
+/// others' JoinGroup completes then, not at the rebalance timeout (300 s by librdkafka's
+/// defaults); the driver gives up after 60 s.
+#[test]
+fn a_member_dead_during_a_rebalance_holds_it_only_for_its_session() {
+    let _one_at_a_time = common::serial();
+    let broker = Broker::start(2, GROUP_SETTINGS);
+    let summary = driver(&broker, "groups_confluent", &["dead_member"], Duration::from_secs(120));
+    let after = summary["dead_member"]["rebalanced_after_s"].as_f64().unwrap();
+    assert!(after < 15.0, "{summary}");
 }
 
 #[test]

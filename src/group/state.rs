@@ -537,6 +537,8 @@ impl Group {
                     self.state = GroupState::Stable;
                     tracing::info!(group = %self.id, generation = self.generation_id, "rebalance: stable");
                     for member in self.members.values_mut() {
+                        // A session restarts when the wait in SyncGroup ends, as after a join.
+                        member.last_heartbeat_ms = now_ms;
                         if let Some(waiter) = member.sync_waiter.take() {
                             let _ = waiter.send(Ok(member.assignment.clone()));
                         }
@@ -611,22 +613,26 @@ impl Group {
 
     /// Expires members whose session timed out and unused pending ids; completes a join whose
     /// time has come. Called periodically by the coordinator.
+    ///
+    /// As in Kafka, a member blocked in JoinGroup or SyncGroup counts as alive; any other must
+    /// heartbeat within its session in every state. So a member that died without leaving while
+    /// the group rebalances is removed at its session timeout, and the others' join completes
+    /// then rather than at the rebalance deadline (which may be minutes away).
     pub fn tick(&mut self, now_ms: i64, limits: &GroupLimits) {
         self.pending_members.retain(|_, deadline| *deadline > now_ms);
-        if self.state != GroupState::PreparingRebalance {
-            let expired: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| now_ms - m.last_heartbeat_ms > m.session_timeout_ms)
-                .map(|m| m.member_id.clone())
-                .collect();
-            if !expired.is_empty() {
-                for id in &expired {
-                    tracing::info!(group = %self.id, member = %id, "session expired");
-                    self.remove_member(id);
-                }
-                self.after_member_removed(now_ms, limits);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none())
+            .filter(|m| now_ms - m.last_heartbeat_ms > m.session_timeout_ms)
+            .map(|m| m.member_id.clone())
+            .collect();
+        if !expired.is_empty() {
+            for id in &expired {
+                tracing::info!(group = %self.id, member = %id, state = self.state.name(), "session expired");
+                self.remove_member(id);
             }
+            self.after_member_removed(now_ms, limits);
         }
         self.try_complete_join(now_ms);
     }
@@ -753,12 +759,52 @@ mod tests {
         let (a, _) = join_new(&mut g, &["range"], 0);
         let _ = g.sync(&a, None, 1, vec![], 0);
         let (_b, mut b_join) = join_new(&mut g, &["range"], 10);
-        g.tick(4000, &LIMITS);
+        // a is alive (it heartbeats) but never rejoins.
+        for t in (900..=4500).step_by(900) {
+            assert_eq!(g.heartbeat(&a, None, 1, t), Err(ResponseError::RebalanceInProgress));
+            g.tick(t, &LIMITS);
+        }
         assert!(b_join.try_recv().unwrap().is_none());
         g.tick(5011, &LIMITS);
         let result = b_join.try_recv().unwrap().unwrap();
         assert_eq!(result.generation_id, 2);
         assert_eq!(g.members.len(), 1);
+    }
+
+    #[test]
+    fn a_member_that_dies_during_a_rebalance_is_removed_at_its_session_timeout() {
+        let mut g = Group::new("g", 0);
+        let (a, _) = join_new(&mut g, &["range"], 0);
+        let (b, mut b_join) = join_new(&mut g, &["range"], 0);
+        let _a_join = later(g.join(args(&a, &["range"]), &LIMITS, 0));
+        assert_eq!(b_join.try_recv().unwrap().unwrap().generation_id, 2);
+        let _ = g.sync(&a, None, 2, vec![], 10);
+        let _ = g.sync(&b, None, 2, vec![], 10);
+        assert_eq!(g.state, GroupState::Stable);
+        // c arrives; b rejoins and waits; a died without leaving. b waiting longer than its
+        // own session does not expire it: its client is blocked on us.
+        let (c, mut c_join) = join_new(&mut g, &["range"], 100);
+        let mut b_join = later(g.join(args(&b, &["range"]), &LIMITS, 100));
+        g.tick(1010, &LIMITS);
+        assert!(c_join.try_recv().unwrap().is_none(), "a's session (1000 ms from 10) has not lapsed yet");
+        g.tick(1200, &LIMITS);
+        assert!(!g.members.contains_key(&a));
+        let c_result = c_join.try_recv().unwrap().unwrap();
+        let b_result = b_join.try_recv().unwrap().unwrap();
+        assert_eq!((b_result.generation_id, c_result.generation_id), (3, 3));
+        assert_eq!(g.members.len(), 2);
+        // A follower waiting in SyncGroup for a slow leader is not expired either, and its
+        // session restarts when the assignment arrives.
+        let leader = b_result.leader_id.clone();
+        let follower = if leader == b { c.clone() } else { b.clone() };
+        let mut follower_sync = later(g.sync(&follower, None, 3, vec![], 1300));
+        g.heartbeat(&leader, None, 3, 2000).unwrap();
+        g.tick(2400, &LIMITS);
+        assert!(g.members.contains_key(&follower));
+        let _ = g.sync(&leader, None, 3, vec![], 2500);
+        assert!(follower_sync.try_recv().unwrap().unwrap().is_ok());
+        g.tick(3400, &LIMITS);
+        assert_eq!(g.state, GroupState::Stable);
     }
 
     #[test]

@@ -1,8 +1,12 @@
-"""Consumer groups with confluent-kafka (librdkafka): the cooperative-sticky assignor, and
-auto-commit. Prints one JSON summary line; exits non-zero (via assert) on any failure.
+"""Consumer groups with confluent-kafka (librdkafka): the cooperative-sticky assignor,
+auto-commit, and a member that dies while the group rebalances. Prints one JSON summary line;
+exits non-zero (via assert) on any failure.
 """
 import argparse
 import json
+import multiprocessing
+import os
+import signal
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -37,7 +41,7 @@ def consume_until(consumers, done, seen=None):
     seen = set() if seen is None else seen
     deadline = time.time() + DEADLINE_S
     while not done(seen):
-        assert time.time() < deadline, f"consumed {len(seen)} of {RECORDS}"
+        assert time.time() < deadline, f"not done after {DEADLINE_S} s; consumed {len(seen)} of {RECORDS}"
         for c in consumers:
             for m in c.consume(500, 0.1):
                 assert m.error() is None, m.error()
@@ -88,14 +92,60 @@ def auto_commit(bootstrap):
     return {"records": len(seen), "committed": {tp.partition: tp.offset for tp in committed}}
 
 
+def member_process(bootstrap, topic, group, assigned):
+    """A member in its own process, to be killed with SIGKILL: it never leaves the group."""
+    c = consumer(bootstrap, group, {})
+    c.subscribe([topic])
+    parent = os.getppid()
+    while os.getppid() == parent:
+        c.poll(0.1)
+        if c.assignment():
+            assigned.set()
+
+
+def dead_member(bootstrap):
+    """A member is killed, then a new one joins before the dead one's session has lapsed. The
+    join must complete once that session lapses (6 s), not at the rebalance timeout
+    (librdkafka's max.poll.interval.ms, 300 s)."""
+    topic = "dead-member"
+    # A fresh interpreter, not a fork of this one and its client threads.
+    assigned = multiprocessing.get_context("spawn").Event()
+    victim = multiprocessing.get_context("spawn").Process(
+        target=member_process, args=(bootstrap, topic, "dead", assigned), daemon=True
+    )
+    victim.start()
+    assert assigned.wait(DEADLINE_S), "the first member never got partitions"
+    survivor = consumer(bootstrap, "dead", {})
+    survivor.subscribe([topic])
+    consume_until([survivor], lambda _: len(survivor.assignment()) == PARTITIONS // 2)
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    newcomer = consumer(bootstrap, "dead", {})
+    newcomer.subscribe([topic])
+    consume_until(
+        [survivor, newcomer],
+        lambda _: len(survivor.assignment()) + len(newcomer.assignment()) == PARTITIONS
+        and len(newcomer.assignment()) > 0,
+    )
+    rebalanced_after = time.time() - killed_at
+    survivor.close()
+    newcomer.close()
+    return {"rebalanced_after_s": round(rebalanced_after, 2)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("scenario", nargs="?", choices=["assignors", "dead_member"], default="assignors")
     args = parser.parse_args()
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    for f in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in ("cooperative", "autocommit")]).values():
+    topics = ("cooperative", "autocommit") if args.scenario == "assignors" else ("dead-member",)
+    for f in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics]).values():
         f.result(30)
-    print(json.dumps({"cooperative": cooperative(args.bootstrap), "auto_commit": auto_commit(args.bootstrap)}))
+    if args.scenario == "assignors":
+        print(json.dumps({"cooperative": cooperative(args.bootstrap), "auto_commit": auto_commit(args.bootstrap)}))
+    else:
+        print(json.dumps({"dead_member": dead_member(args.bootstrap)}))
 
 
 if __name__ == "__main__":
