@@ -33,6 +33,14 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Requests read ahead on one connection before its reader waits for responses to drain.
     pub queued_max_requests_per_connection: usize,
+    /// Bytes of requests read and not yet handled, over all connections
+    /// (`queued.max.request.bytes`); each shard reads within an equal share. `None` (-1, Kafka's
+    /// default) bounds nothing.
+    pub queued_max_request_bytes: Option<usize>,
+    /// A connection that completes no request and gets no response written for this long, with
+    /// no request being handled, is closed (`connections.max.idle.ms`; -1: never). A peer that
+    /// trickles a frame too slowly is idle.
+    pub connections_max_idle: Option<std::time::Duration>,
     pub log_segment_bytes: u64,
     pub log_roll_ms: i64,
     pub log_index_interval_bytes: u32,
@@ -89,6 +97,10 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             queued_max_requests_per_connection: 64,
+            // Kafka's default is unbounded; 512 MiB holds several largest requests
+            // (socket.request.max.bytes) at once and bounds what slow or hostile peers can pin.
+            queued_max_request_bytes: Some(512 << 20),
+            connections_max_idle: Some(std::time::Duration::from_millis(600_000)),
             log_segment_bytes: 1 << 30,
             log_roll_ms: 7 * 24 * 3600 * 1000,
             log_index_interval_bytes: 4096,
@@ -153,6 +165,13 @@ impl BrokerConfig {
             "socket.request.max.bytes" => self.socket_request_max_bytes = value.parse().with_context(context)?,
             "queued.max.requests.per.connection" => {
                 self.queued_max_requests_per_connection = value.parse().with_context(context)?
+            }
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = unlimited_if_negative(parse_retention(key, value)?).map(|n| n as usize)
+            }
+            "connections.max.idle.ms" => {
+                self.connections_max_idle = unlimited_if_negative(parse_retention(key, value)?)
+                    .map(|n| std::time::Duration::from_millis(n as u64))
             }
             "log.segment.bytes" => self.log_segment_bytes = value.parse().with_context(context)?,
             "log.roll.ms" => self.log_roll_ms = value.parse().with_context(context)?,
@@ -234,6 +253,12 @@ impl BrokerConfig {
         }
         if self.producer_id_expiration_ms < 1 || self.producer_id_expiration_check_interval_ms < 1 {
             bail!("producer.id.expiration.ms and producer.id.expiration.check.interval.ms must be at least 1");
+        }
+        if self.queued_max_request_bytes == Some(0) {
+            bail!("queued.max.request.bytes must be positive or -1 (no limit)");
+        }
+        if self.connections_max_idle.is_some_and(|idle| idle.is_zero()) {
+            bail!("connections.max.idle.ms must be positive or -1 (never)");
         }
         if self.queued_max_requests_per_connection == 0 {
             bail!("queued.max.requests.per.connection must be at least 1");
@@ -324,7 +349,7 @@ fn parse_cleanup_policy(value: &str) -> anyhow::Result<CleanupPolicy> {
     Ok(policy)
 }
 
-/// A retention limit: a number, -1 meaning none.
+/// A limit (a retention, a budget): a number, -1 meaning none.
 fn parse_retention(key: &str, value: &str) -> anyhow::Result<i64> {
     match value.trim().parse::<i64>() {
         Ok(n) if n >= -1 => Ok(n),
@@ -401,6 +426,28 @@ mod tests {
         config.set("offset.metadata.max.bytes", "32767").unwrap();
         config.validate().unwrap();
         config.set("offset.metadata.max.bytes", "32768").unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn request_memory_and_idle_limits_take_minus_one_for_none_and_refuse_zero() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.queued_max_request_bytes, Some(512 << 20));
+        assert_eq!(config.connections_max_idle, Some(std::time::Duration::from_secs(600)));
+        config.set("queued.max.request.bytes", "-1").unwrap();
+        config.set("connections.max.idle.ms", "-1").unwrap();
+        assert_eq!((config.queued_max_request_bytes, config.connections_max_idle), (None, None));
+        config.set("queued.max.request.bytes", "1048576").unwrap();
+        config.set("connections.max.idle.ms", "2500").unwrap();
+        assert_eq!(config.queued_max_request_bytes, Some(1 << 20));
+        assert_eq!(config.connections_max_idle, Some(std::time::Duration::from_millis(2500)));
+        assert!(config.set("queued.max.request.bytes", "-2").is_err());
+        assert!(config.set("connections.max.idle.ms", "soon").is_err());
+        config.validate().unwrap();
+        config.set("queued.max.request.bytes", "0").unwrap();
+        assert!(config.validate().is_err());
+        config.set("queued.max.request.bytes", "-1").unwrap();
+        config.set("connections.max.idle.ms", "0").unwrap();
         assert!(config.validate().is_err());
     }
 

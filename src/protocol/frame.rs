@@ -20,8 +20,17 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one frame body. `max` bounds the allocation before it is made.
+/// Reads one frame body whole, allocated at once: for a client reading the answers to its own
+/// requests. (The broker reads requests as their bytes arrive: `server::connection`.)
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Bytes, FrameError> {
+    let size = read_frame_size(reader, max).await?;
+    let mut body = BytesMut::zeroed(size);
+    reader.read_exact(&mut body).await?;
+    Ok(body.freeze())
+}
+
+/// Reads a frame's size prefix and checks it: positive, at most `max`.
+pub async fn read_frame_size<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<usize, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
@@ -36,9 +45,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Res
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut body = BytesMut::zeroed(size);
-    reader.read_exact(&mut body).await?;
-    Ok(body.freeze())
+    Ok(size)
 }
 
 /// Encodes a whole response frame: size, header, body.

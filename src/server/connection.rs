@@ -6,24 +6,35 @@
 //! written, after which the reader waits (backpressure). A frame that cannot be answered
 //! within the protocol (garbage, oversize, unknown API, malformed body) closes the connection
 //! with a logged reason; other connections are unaffected.
+//!
+//! Memory is bounded whatever peers send: a request's bytes are allocated as they arrive,
+//! within the shard's request budget ([`super::budget`]), and a connection that makes no
+//! progress for `connections.max.idle.ms` (idle, trickling a frame, or not reading its
+//! responses) is closed.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::mpsc;
-use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+use futures::future::Either;
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
 use crate::handlers;
-use crate::protocol::frame::read_frame;
+use crate::protocol::frame::{FrameError, read_frame_size};
 use crate::protocol::versions;
 use crate::runtime::zero_copy::{Part, make_nonblocking, write_parts};
-use crate::runtime::{Task, TcpStream, spawn_local};
+use crate::runtime::{Task, TcpStream, sleep, spawn_local};
+use crate::server::budget::{Grant, MemoryBudget};
 use crate::shard::Shard;
 
-/// Serves `stream` until the peer closes it, it misbehaves, or shutdown begins.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves `stream` until the peer closes it, it misbehaves, it stays idle for
+/// `connections.max.idle.ms`, or shutdown begins. Request bytes are taken from `budget`, the
+/// shard's share of `queued.max.request.bytes`.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<MemoryBudget>) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     if let Err(e) = make_nonblocking(&stream) {
@@ -34,8 +45,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (mut reader, mut writer) = stream.split();
     let (mut queue, mut responses) =
         mpsc::channel::<Task<(Outcome, InFlight)>>(shard.config.queued_max_requests_per_connection);
+    let activity = Rc::new(Activity { last_progress: Cell::new(Instant::now()), handling: Cell::new(0) });
 
     let write_shard = shard.clone();
+    let write_activity = activity.clone();
     let writer_task = spawn_local(async move {
         while let Some(task) = responses.next().await {
             let (outcome, in_flight) = task.await;
@@ -56,6 +69,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Outcome::Close => Err(std::io::ErrorKind::InvalidData.into()),
             };
             drop(in_flight);
+            write_activity.last_progress.set(Instant::now());
             if let Err(e) = written {
                 tracing::debug!(?peer, error = %e, "closing after response stream ended");
                 let _ = writer.close().await;
@@ -65,76 +79,153 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = writer.flush().await;
     });
 
-    loop {
-        let frame = match read_frame(&mut reader, shard.config.socket_request_max_bytes).await {
-            Ok(frame) => {
-                shard.metrics.borrow_mut().bytes_in += 4 + frame.len() as u64;
-                frame
-            }
-            Err(e) => {
-                tracing::debug!(?peer, reason = %e, "closing connection");
-                break;
-            }
-        };
-        if shard.stopping.get() {
-            break;
-        }
-        let request = match parse_request(frame) {
-            Ok(request) => request,
-            Err(Refusal::Close(reason)) => {
-                tracing::info!(?peer, %reason, "closing connection");
-                break;
-            }
-            Err(Refusal::Answer(response)) => {
-                let in_flight = InFlight::new(&shard);
-                let answer = spawn_local(async move { (Outcome::Respond(vec![Part::Memory(response)]), in_flight) });
-                if queue.send(answer).await.is_err() {
+    let reading = async {
+        loop {
+            let (frame, grant) = match read_request(&mut reader, shard.config.socket_request_max_bytes, &budget).await {
+                Ok(read) => {
+                    shard.metrics.borrow_mut().bytes_in += 4 + read.0.len() as u64;
+                    activity.last_progress.set(Instant::now());
+                    read
+                }
+                Err(e) => {
+                    tracing::debug!(?peer, reason = %e, "closing connection");
                     break;
                 }
-                continue;
+            };
+            if shard.stopping.get() {
+                break;
             }
-        };
-        let (header, body) = request;
-        tracing::trace!(
-            ?peer,
-            api_key = header.request_api_key,
-            version = header.request_api_version,
-            correlation_id = header.correlation_id,
-            "request"
-        );
-        let in_flight = InFlight::new(&shard);
-        let handler_shard = shard.clone();
-        let received = std::time::Instant::now();
-        let task = spawn_local(async move {
-            #[cfg(debug_assertions)]
-            panic_if_asked(&header);
-            let api_key = header.request_api_key;
-            let outcome = handlers::handle(&handler_shard, header, body, peer).await;
-            let latency_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if latency_us > SLOW_REQUEST_US {
-                tracing::warn!(?peer, api_key, latency_ms = latency_us / 1000, "slow request");
-            }
-            handler_shard.metrics.borrow_mut().record_request(api_key, latency_us);
-            let outcome = match outcome {
-                Ok(Some(response)) => Outcome::Respond(response),
-                Ok(None) => Outcome::Silent,
-                Err(e) => {
-                    // A body that does not decode (or, a bug, a response that does not encode):
-                    // the protocol has no way to answer, so the writer closes the socket once
-                    // earlier responses are out.
-                    tracing::info!(?peer, api_key, error = format!("{e:#}"), "cannot answer request");
-                    Outcome::Close
+            let request = match parse_request(frame) {
+                Ok(request) => request,
+                Err(Refusal::Close(reason)) => {
+                    tracing::info!(?peer, %reason, "closing connection");
+                    break;
+                }
+                Err(Refusal::Answer(response)) => {
+                    drop(grant);
+                    let in_flight = InFlight::new(&shard);
+                    let answer =
+                        spawn_local(async move { (Outcome::Respond(vec![Part::Memory(response)]), in_flight) });
+                    if queue.send(answer).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
             };
-            (outcome, in_flight)
-        });
-        if queue.send(task).await.is_err() {
-            break;
+            let (header, body) = request;
+            tracing::trace!(
+                ?peer,
+                api_key = header.request_api_key,
+                version = header.request_api_version,
+                correlation_id = header.correlation_id,
+                "request"
+            );
+            let in_flight = InFlight::new(&shard);
+            let handler_shard = shard.clone();
+            let handler_activity = activity.clone();
+            handler_activity.handling.set(handler_activity.handling.get() + 1);
+            let received = Instant::now();
+            let task = spawn_local(async move {
+                #[cfg(debug_assertions)]
+                panic_if_asked(&header);
+                let api_key = header.request_api_key;
+                let outcome = handlers::handle(&handler_shard, header, body, peer).await;
+                // The request's bytes are gone (decoded, appended, or dropped with the frame).
+                drop(grant);
+                handler_activity.handling.set(handler_activity.handling.get() - 1);
+                handler_activity.last_progress.set(Instant::now());
+                let latency_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if latency_us > SLOW_REQUEST_US {
+                    tracing::warn!(?peer, api_key, latency_ms = latency_us / 1000, "slow request");
+                }
+                handler_shard.metrics.borrow_mut().record_request(api_key, latency_us);
+                let outcome = match outcome {
+                    Ok(Some(response)) => Outcome::Respond(response),
+                    Ok(None) => Outcome::Silent,
+                    Err(e) => {
+                        // A body that does not decode (or, a bug, a response that does not encode):
+                        // the protocol has no way to answer, so the writer closes the socket once
+                        // earlier responses are out.
+                        tracing::info!(?peer, api_key, error = format!("{e:#}"), "cannot answer request");
+                        Outcome::Close
+                    }
+                };
+                (outcome, in_flight)
+            });
+            if queue.send(task).await.is_err() {
+                break;
+            }
         }
+    };
+    let idle = async {
+        match shard.config.connections_max_idle {
+            Some(idle) => until_idle(&activity, idle).await,
+            None => futures::future::pending().await,
+        }
+    };
+    let went_idle = {
+        futures::pin_mut!(reading, idle);
+        matches!(futures::future::select(reading, idle).await, Either::Right(_))
+    };
+    if went_idle {
+        // Reading stops where it is (a partial frame gives its budget back) and responses not
+        // yet written are dropped with the socket.
+        tracing::info!(?peer, "closing idle connection");
+        return;
     }
     // Let the writer finish the responses already owed, then drop the socket.
     drop(queue);
     writer_task.await;
+}
+
+/// Bytes of a request read before more are granted: small, so that a peer announcing a large
+/// frame and sending slowly holds little of the budget.
+const FIRST_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads one request frame as its bytes arrive: the body grows by chunks, each granted by
+/// `budget` before it is allocated and at most as large as what already arrived, so what a
+/// peer holds is at most twice what it sent plus one first chunk; a frame that arrives fast
+/// is still read in few large reads. Returns the frame with its grant.
+async fn read_request<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    budget: &Rc<MemoryBudget>,
+) -> Result<(Bytes, Grant), FrameError> {
+    let size = read_frame_size(reader, max).await?;
+    let mut grant = budget.grant();
+    let mut body = BytesMut::new();
+    while body.len() < size {
+        let chunk = (size - body.len()).min(body.len().max(FIRST_CHUNK_BYTES));
+        grant.grow(chunk).await;
+        let start = body.len();
+        body.resize(start + chunk, 0);
+        reader.read_exact(&mut body[start..]).await?;
+    }
+    Ok((body.freeze(), grant))
+}
+
+/// What the idle watchdog of a connection looks at.
+struct Activity {
+    /// When a request was last read whole, handled, or its response written.
+    last_progress: Cell<Instant>,
+    /// Requests whose handler has not finished (a long poll is not idleness).
+    handling: Cell<usize>,
+}
+
+/// Resolves once the connection has made no progress for `idle` with no request being
+/// handled: an idle client, one that trickles a frame or cannot get budget for it, or one
+/// that does not read its responses.
+async fn until_idle(activity: &Activity, idle: Duration) {
+    loop {
+        let quiet = activity.last_progress.get().elapsed();
+        if quiet < idle {
+            sleep(idle - quiet).await;
+        } else if activity.handling.get() > 0 {
+            sleep(idle).await;
+        } else {
+            return;
+        }
+    }
 }
 
 /// One request counted in its shard's `in_flight` from the moment it is read until its
