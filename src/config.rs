@@ -3,9 +3,14 @@
 //! Settings come from defaults, then an optional TOML file (`--config`), then `--set key=value`
 //! flags, then the dedicated serve flags. Every limit the broker enforces is named here.
 //! Per-topic configs (`segment.bytes`, `flush.messages`...) override the broker-wide `log.*`
-//! defaults; [`BrokerConfig::log_config`] merges them.
+//! defaults; [`BrokerConfig::log_config`] merges them. The settings in [`DYNAMIC_BROKER_CONFIG_NAMES`]
+//! may also be changed at run time (AlterConfigs); those dynamic values live in the metadata
+//! image and [`BrokerConfig::with_dynamic`] lays them over the static ones.
+//!
+//! No setting is accepted and ignored: a topic config is either in [`TOPIC_CONFIGS`] and
+//! honoured, or refused (INVALID_CONFIG); an unknown broker setting stops startup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -81,6 +86,14 @@ pub struct BrokerConfig {
     /// partition (its next batch is then accepted at any sequence).
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: i64,
+    /// acks=all produces need this many in-sync replicas; with one, anything above 1 refuses
+    /// them with NOT_ENOUGH_REPLICAS, as Kafka does.
+    pub min_insync_replicas: i32,
+    /// Whether an out-of-sync replica may become leader; with one replica there is no other.
+    pub unclean_leader_election_enable: bool,
+    /// The keys set explicitly (file, `--set`, flags): DescribeConfigs reports them as static
+    /// broker configs rather than defaults.
+    pub explicit: BTreeSet<String>,
 }
 
 impl Default for BrokerConfig {
@@ -127,28 +140,184 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
+            explicit: BTreeSet::new(),
         }
     }
 }
 
-/// The topic-level config names we accept in CreateTopics and their broker-wide fallbacks.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "segment.bytes",
-    "segment.ms",
-    "index.interval.bytes",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "flush.messages",
-    "flush.ms",
-    "retention.ms",
-    "retention.bytes",
-    "cleanup.policy",
-    "sluice.validate.compressed.records",
+/// The topic configs Sluice honours, each with the broker settings it falls back to, in
+/// Kafka's order of precedence. Every other topic config Kafka defines is refused with
+/// INVALID_CONFIG rather than accepted and ignored.
+pub const TOPIC_CONFIGS: &[(&str, &[&str])] = &[
+    ("cleanup.policy", &["log.cleanup.policy"]),
+    ("compression.type", &["compression.type"]),
+    ("flush.messages", &["log.flush.interval.messages"]),
+    ("flush.ms", &["log.flush.interval.ms"]),
+    ("index.interval.bytes", &["log.index.interval.bytes"]),
+    ("max.message.bytes", &["message.max.bytes"]),
+    ("message.timestamp.type", &["log.message.timestamp.type"]),
+    ("min.insync.replicas", &["min.insync.replicas"]),
+    ("retention.bytes", &["log.retention.bytes"]),
+    ("retention.ms", &["log.retention.ms", "log.retention.minutes", "log.retention.hours"]),
+    ("segment.bytes", &["log.segment.bytes"]),
+    ("segment.ms", &["log.roll.ms"]),
+    ("unclean.leader.election.enable", &["unclean.leader.election.enable"]),
+    // Sluice's own: no broker-wide fallback.
+    ("sluice.validate.compressed.records", &[]),
+];
+
+/// Whether `name` is a topic config Sluice honours.
+pub fn is_topic_config(name: &str) -> bool {
+    TOPIC_CONFIGS.iter().any(|(n, _)| *n == name)
+}
+
+/// Every broker setting, by its Kafka name (aliases accepted by [`BrokerConfig::set`] aside).
+pub const BROKER_CONFIG_NAMES: &[&str] = &[
+    "node.id",
+    "listeners",
+    "admin.listen",
+    "advertised.listeners",
+    "log.dirs",
+    "cores",
+    "num.partitions",
+    "auto.create.topics.enable",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "queued.max.requests.per.connection",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.cleanup.policy",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.message.timestamp.type",
+    "compression.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "fetch.zero.copy.enable",
+    "reactor.spin.before.park.us",
+    "fetch.max.wait.ms.limit",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.max.size",
+    "offsets.topic.num.partitions",
+    "offsets.topic.segment.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "producer.id.expiration.ms",
+    "producer.id.expiration.check.interval.ms",
+];
+
+/// The broker settings that AlterConfigs may change while the broker runs: the defaults of
+/// topic configs, which take effect on every partition at once. The others are read-only.
+pub const DYNAMIC_BROKER_CONFIG_NAMES: &[&str] = &[
+    "message.max.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.cleanup.policy",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.message.timestamp.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 impl BrokerConfig {
-    /// Applies one `key = value` setting with Kafka's name.
+    /// Applies one `key = value` setting with Kafka's name, and remembers it was set.
     pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.apply(key, value)?;
+        self.explicit.insert(key.to_string());
+        Ok(())
+    }
+
+    /// This config with dynamic broker configs over it: the cluster-wide defaults, then this
+    /// broker's own (Kafka's precedence). Dynamic values are not "explicit" (static) ones.
+    pub fn with_dynamic(
+        &self,
+        cluster_default: &BTreeMap<String, String>,
+        per_broker: &BTreeMap<String, String>,
+    ) -> anyhow::Result<BrokerConfig> {
+        let mut config = self.clone();
+        for (key, value) in cluster_default.iter().chain(per_broker) {
+            config.apply(key, value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The current value of a setting in Kafka's text form; `None` for one that is unset and
+    /// has no default (`log.retention.ms` when the hours decide) or that does not exist.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let text = |v: &dyn ToString| Some(v.to_string());
+        match key {
+            "node.id" => text(&self.node_id),
+            "listeners" => text(&self.listen),
+            "admin.listen" => Some(self.admin.map_or("off".to_string(), |a| a.to_string())),
+            "advertised.listeners" => self.advertise.clone(),
+            "log.dirs" => Some(self.data_dir.display().to_string()),
+            "cores" => text(&self.cores),
+            "num.partitions" => text(&self.num_partitions),
+            "auto.create.topics.enable" => text(&self.auto_create_topics_enable),
+            "message.max.bytes" => text(&self.message_max_bytes),
+            "socket.request.max.bytes" => text(&self.socket_request_max_bytes),
+            "queued.max.requests.per.connection" => text(&self.queued_max_requests_per_connection),
+            "log.segment.bytes" => text(&self.log_segment_bytes),
+            "log.roll.ms" => text(&self.log_roll_ms),
+            "log.index.interval.bytes" => text(&self.log_index_interval_bytes),
+            // Kafka's "never" for the flush policy.
+            "log.flush.interval.messages" => text(&self.log_flush_interval_messages.unwrap_or(i64::MAX as u64)),
+            "log.flush.interval.ms" => self.log_flush_interval_ms.map(|ms| ms.to_string()),
+            "log.cleanup.policy" => Some(cleanup_policy_text(self.log_cleanup_policy)),
+            "log.retention.hours" => text(&self.log_retention_hours),
+            "log.retention.minutes" => self.log_retention_minutes.map(|m| m.to_string()),
+            "log.retention.ms" => self.log_retention_ms.map(|ms| ms.to_string()),
+            "log.retention.bytes" => text(&self.log_retention_bytes),
+            "log.retention.check.interval.ms" => text(&self.log_retention_check_interval_ms),
+            "log.message.timestamp.type" => Some(timestamp_type_text(self.log_message_timestamp_type).to_string()),
+            "compression.type" => Some("producer".to_string()),
+            "min.insync.replicas" => text(&self.min_insync_replicas),
+            "unclean.leader.election.enable" => text(&self.unclean_leader_election_enable),
+            "fetch.zero.copy.enable" => text(&self.fetch_zero_copy),
+            "reactor.spin.before.park.us" => text(&self.spin_before_park.as_micros()),
+            "fetch.max.wait.ms.limit" => text(&self.fetch_max_wait_ms_limit),
+            "group.min.session.timeout.ms" => text(&self.group_min_session_timeout_ms),
+            "group.max.session.timeout.ms" => text(&self.group_max_session_timeout_ms),
+            "group.initial.rebalance.delay.ms" => text(&self.group_initial_rebalance_delay_ms),
+            "group.max.size" => text(&self.group_max_size),
+            "offsets.topic.num.partitions" => text(&self.offsets_topic_num_partitions),
+            "offsets.topic.segment.bytes" => text(&self.offsets_topic_segment_bytes),
+            "offsets.retention.minutes" => text(&self.offsets_retention_minutes),
+            "offsets.retention.check.interval.ms" => text(&self.offsets_retention_check_interval_ms),
+            "offset.metadata.max.bytes" => text(&self.offset_metadata_max_bytes),
+            "producer.id.expiration.ms" => text(&self.producer_id_expiration_ms),
+            "producer.id.expiration.check.interval.ms" => text(&self.producer_id_expiration_check_interval_ms),
+            _ => None,
+        }
+    }
+
+    /// The value a topic config takes on a topic that does not set it: its broker default.
+    pub fn topic_default(&self, name: &str) -> Option<String> {
+        match name {
+            "retention.ms" => Some(self.retention_ms().to_string()),
+            "flush.ms" => Some(self.log_flush_interval_ms.unwrap_or(i64::MAX).to_string()),
+            "sluice.validate.compressed.records" => Some("true".to_string()),
+            _ => TOPIC_CONFIGS.iter().find(|(n, _)| *n == name).and_then(|(_, broker)| self.get(broker.first()?)),
+        }
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         let context = || format!("setting {key} = {value}");
         match key {
             "node.id" | "broker.id" => self.node_id = value.parse().with_context(context)?,
@@ -219,6 +388,11 @@ impl BrokerConfig {
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = value.parse().with_context(context)?,
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = value.parse().with_context(context)?
+            }
+            "compression.type" => parse_compression_type(value)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse_min_insync_replicas(value)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = value.parse().with_context(context)?
             }
             _ => bail!("unknown setting {key:?}"),
         }
@@ -315,6 +489,16 @@ impl BrokerConfig {
                     let policy = parse_cleanup_policy(value)?;
                     (config.compact, config.delete) = (policy.compact, policy.delete);
                 }
+                // Checked here, applied by the produce path (acks=all) and, being about leader
+                // election among replicas, meaningless with the single replica there is.
+                "min.insync.replicas" => {
+                    parse_min_insync_replicas(value)?;
+                }
+                "unclean.leader.election.enable" => {
+                    parse_bool(key, value)?;
+                }
+                // Batches are stored as the producer compressed them.
+                "compression.type" => parse_compression_type(value)?,
                 "retention.ms" => config.retention_ms = unlimited_if_negative(parse_retention(key, value)?),
                 "retention.bytes" => {
                     config.retention_bytes = unlimited_if_negative(parse_retention(key, value)?).map(|b| b as u64)
@@ -367,6 +551,33 @@ fn parse_bool(key: &str, value: &str) -> anyhow::Result<bool> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => bail!("{key} must be true or false, not {value:?}"),
+    }
+}
+
+fn cleanup_policy_text(policy: CleanupPolicy) -> String {
+    let parts = [("compact", policy.compact), ("delete", policy.delete)];
+    parts.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect::<Vec<_>>().join(",")
+}
+
+/// Only "producer" (batches kept as the producer compressed them): Sluice does not recompress.
+fn parse_compression_type(value: &str) -> anyhow::Result<()> {
+    match value {
+        "producer" => Ok(()),
+        _ => bail!("compression.type {value:?} would need recompression, which Sluice does not do; use producer"),
+    }
+}
+
+fn parse_min_insync_replicas(value: &str) -> anyhow::Result<i32> {
+    match value.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => bail!("min.insync.replicas must be at least 1, not {value:?}"),
+    }
+}
+
+pub fn timestamp_type_text(timestamp_type: TimestampType) -> &'static str {
+    match timestamp_type {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
     }
 }
 
@@ -456,6 +667,37 @@ mod tests {
         let mut config = BrokerConfig::default();
         assert!(config.set("no.such.thing", "1").is_err());
         assert!(config.log_config(&BTreeMap::from([("bogus".into(), "1".into())])).is_err());
+    }
+
+    #[test]
+    fn every_broker_setting_reads_back_as_it_is_set() {
+        let mut config = BrokerConfig::default();
+        for name in BROKER_CONFIG_NAMES {
+            if let Some(value) = config.get(name) {
+                config.set(name, &value).unwrap_or_else(|e| panic!("{name} = {value}: {e:#}"));
+                assert_eq!(config.get(name), Some(value), "{name}");
+            }
+        }
+        let known = |name: &&str| BROKER_CONFIG_NAMES.contains(name);
+        assert!(DYNAMIC_BROKER_CONFIG_NAMES.iter().all(known));
+        assert!(TOPIC_CONFIGS.iter().flat_map(|(_, synonyms)| synonyms.iter()).all(known));
+        // Every topic config has a default, so DescribeConfigs always has a value for it.
+        assert!(TOPIC_CONFIGS.iter().all(|(name, _)| config.topic_default(name).is_some()));
+    }
+
+    #[test]
+    fn configs_kafka_defines_but_sluice_cannot_honour_are_refused() {
+        let config = BrokerConfig::default();
+        for (key, value) in [("segment.jitter.ms", "1"), ("preallocate", "true"), ("compression.type", "gzip")] {
+            assert!(config.log_config(&BTreeMap::from([(key.into(), value.into())])).is_err(), "{key}");
+        }
+        let honoured = BTreeMap::from([
+            ("compression.type".to_string(), "producer".to_string()),
+            ("min.insync.replicas".to_string(), "2".to_string()),
+            ("unclean.leader.election.enable".to_string(), "true".to_string()),
+        ]);
+        config.log_config(&honoured).unwrap();
+        assert!(config.log_config(&BTreeMap::from([("min.insync.replicas".into(), "0".into())])).is_err());
     }
 
     #[test]

@@ -147,6 +147,11 @@ impl Partition {
         self.log.compact_if_due(now_ms)
     }
 
+    /// New topic configs, in force from the next append, read or upkeep pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.log.set_config(config);
+    }
+
     /// Bytes of the partition's segments.
     pub fn size(&self) -> u64 {
         self.log.size()

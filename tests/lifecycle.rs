@@ -1,6 +1,6 @@
 //! Log lifecycle and the admin APIs, driven by confluent-kafka's and kafka-python's admin
 //! clients against the real binary: retention by time and size, DeleteRecords,
-//! CreatePartitions.
+//! CreatePartitions, DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 
 mod common;
 
@@ -106,4 +106,14 @@ fn create_partitions_refuses_what_it_cannot_do() {
         CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(vec![grow("t", 2, Some(vec![0]))]);
     assert_eq!(raw.send(&request, 3).results[0].error_code, 0);
     assert_eq!(raw.produce("t", 1, common::batch(&[b"new"]), -1).0, 0);
+}
+
+#[test]
+fn configs_change_live_and_survive_a_restart() {
+    let mut broker = broker();
+    let summary = driver(&broker, "admin_lifecycle", &["configs", "--topic", "tuned"], DEADLINE);
+    assert!(summary["low"].as_i64().unwrap() > 2, "{summary}");
+    broker.terminate();
+    broker.restart();
+    driver(&broker, "admin_lifecycle", &["configs-after-restart", "--topic", "tuned"], DEADLINE);
 }

@@ -31,6 +31,13 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     #[serde(with = "topics_as_list")]
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// Dynamic broker configs set through AlterConfigs for the cluster-wide default (resource
+    /// name "")...
+    #[serde(default)]
+    pub cluster_configs: BTreeMap<String, String>,
+    /// ... and for this broker (resource name: its node id), which win over those.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +86,8 @@ impl MetadataImage {
                 cluster_id: uuid::Uuid::new_v4().simple().to_string(),
                 next_producer_id: 0,
                 topics: BTreeMap::new(),
+                cluster_configs: BTreeMap::new(),
+                broker_configs: BTreeMap::new(),
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

@@ -4,17 +4,20 @@
 //! Handlers run on the shard that accepted the connection and reach partitions owned by
 //! other shards only through `Shard::invoke_on`.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -144,6 +147,17 @@ pub async fn handle(
         ApiKey::CreatePartitions => {
             let response = create_partitions::handle(shard, CreatePartitionsRequest::decode(body, version)?).await;
             respond(&header, &response)
+        }
+        ApiKey::DescribeConfigs => {
+            respond(&header, &describe_configs::handle(shard, DescribeConfigsRequest::decode(body, version)?))
+        }
+        ApiKey::AlterConfigs => {
+            let response = alter_configs::handle(shard, AlterConfigsRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request = IncrementalAlterConfigsRequest::decode(body, version)?;
+            respond(&header, &incremental_alter_configs::handle(shard, request).await)
         }
         ApiKey::DeleteRecords => {
             let response = delete_records::handle(shard, DeleteRecordsRequest::decode(body, version)?).await;

@@ -15,6 +15,12 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use crate::shard::router::ProduceOutcome;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse};
 
+/// `min.insync.replicas` of a topic: its own, else the broker's.
+fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, topic: &str) -> i32 {
+    let own = image.topic(topic).and_then(|t| t.configs.get("min.insync.replicas")).and_then(|v| v.parse().ok());
+    own.unwrap_or_else(|| shard.effective_config().min_insync_replicas)
+}
+
 /// Returns `None` for acks=0: Kafka sends no response then.
 pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -49,6 +55,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
                 }
                 (Some(_), None) => {
                     outcomes.insert(key, Err(ResponseError::CorruptMessage));
+                }
+                (Some(_), Some(_)) if acks == -1 && min_insync_replicas(shard, &image, &name) > 1 => {
+                    // The one replica there is cannot make up a larger in-sync set.
+                    outcomes.insert(key, Err(ResponseError::NotEnoughReplicas));
                 }
                 (Some(owner), Some(records)) => {
                     per_shard.entry((owner, name.clone())).or_default().push((data.index, records.clone()))

@@ -11,8 +11,8 @@ use kafka_protocol::ResponseError;
 use super::placement::shard_for_partition;
 use super::router::{NewTopic, PartitionGrowth, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse, TopicPartition};
+use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
-use crate::config::TOPIC_CONFIG_NAMES;
 use crate::runtime::Permit;
 
 type TopicResult = (String, TopicOutcome);
@@ -65,10 +65,11 @@ fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) ->
     if topic.partitions < 1 || topic.partitions > PARTITIONS_MAX {
         return Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {PARTITIONS_MAX}")));
     }
-    if let Some(key) = topic.configs.keys().find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str())) {
+    if let Some(key) = topic.configs.keys().find(|k| !crate::config::is_topic_config(k)) {
         return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
     }
-    shard.config.log_config(&topic.configs).map(|_| ()).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
+    let effective = shard.effective_config();
+    effective.log_config(&topic.configs).map(|_| ()).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
 }
 
 /// Grows topics to the partition counts asked; new partitions are placed on shards as the
@@ -141,6 +142,29 @@ fn validate_growth(shard: &Shard, image: &MetadataImage, growth: &PartitionGrowt
     Ok(())
 }
 
+/// Applies config changes to the next image, each validated on its own; the valid ones are
+/// published together, and every partition's log runs with them before the answer. Answers
+/// are labelled with the resource name, in order.
+pub async fn alter_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(ConfigResource, Alteration)>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    let (_permit, mut image) = begin_change(shard).await;
+    let mut results: Vec<TopicResult> = changes
+        .into_iter()
+        .map(|(resource, alteration)| {
+            let outcome = configs::alter(&shard.config, &mut image, &resource, alteration);
+            let (ConfigResource::Topic(name) | ConfigResource::Broker(name)) = resource;
+            (name, outcome)
+        })
+        .collect();
+    if !validate_only && results.iter().any(|(_, r)| r.is_ok()) {
+        publish_for(shard, image, &mut results).await;
+    }
+    results
+}
+
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicResult> {
     let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(names.len());
@@ -171,7 +195,7 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64,
     image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
     persist(shard, &image).map_err(|(error, _)| error)?;
     // Only the controller reads this counter; other shards see it with the next change.
-    shard.set_metadata(image);
+    shard.set_metadata(image, shard.effective_config());
     Ok(first)
 }
 

@@ -50,6 +50,8 @@ pub struct Shard {
     pub advertised_host: String,
     pub advertised_port: i32,
     metadata: RefCell<Rc<MetadataImage>>,
+    /// `config` with the dynamic broker configs of `metadata` over it.
+    effective_config: RefCell<Rc<BrokerConfig>>,
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
     /// Partitions this shard owns that failed to open, with the reason; they stay offline
     /// until a restart.
@@ -80,6 +82,8 @@ impl Shard {
         Shard {
             id,
             shard_count: config.cores,
+            // Until the first image is applied at startup.
+            effective_config: RefCell::new(Rc::new(config.clone())),
             config,
             advertised_host: advertised.0,
             advertised_port: advertised.1,
@@ -110,7 +114,25 @@ impl Shard {
         }
     }
 
-    fn set_metadata(&self, image: MetadataImage) {
+    /// The broker settings in force: the static ones with dynamic broker configs over them.
+    pub fn effective_config(&self) -> Rc<BrokerConfig> {
+        self.effective_config.borrow().clone()
+    }
+
+    /// The settings in force under `image`. The controller validated its dynamic configs; if
+    /// they no longer fit the static ones (changed since), the static ones rule, loudly.
+    fn effective_config_for(&self, image: &MetadataImage) -> Rc<BrokerConfig> {
+        match self.config.with_dynamic(&image.cluster_configs, &image.broker_configs) {
+            Ok(config) => Rc::new(config),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "dynamic broker configs ignored");
+                Rc::new(self.config.clone())
+            }
+        }
+    }
+
+    fn set_metadata(&self, image: MetadataImage, effective: Rc<BrokerConfig>) {
         *self.metadata.borrow_mut() = Rc::new(image);
+        *self.effective_config.borrow_mut() = effective;
     }
 }

@@ -56,6 +56,9 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
         ShardRequest::CreatePartitions { topics, validate_only } => {
             ShardResponse::Topics(controller::create_partitions(shard, topics, validate_only).await)
         }
+        ShardRequest::AlterConfigs { changes, validate_only } => {
+            ShardResponse::Topics(controller::alter_configs(shard, changes, validate_only).await)
+        }
         ShardRequest::DeleteTopics { topics } => ShardResponse::Topics(controller::delete_topics(shard, topics).await),
         ShardRequest::AllocateProducerIds { count } => {
             ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
@@ -164,6 +167,16 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
             owned.insert(TopicPartition { topic: topic.name.clone(), partition: p.partition });
         }
     }
+    let effective = shard.effective_config_for(&image);
+    // Each topic's log settings, computed once: new partitions open with them, and existing
+    // ones take them at once (a config change through AlterConfigs).
+    let mut log_configs = std::collections::HashMap::new();
+    let mut log_config_of = |topic: &str| {
+        log_configs
+            .entry(topic.to_string())
+            .or_insert_with(|| effective.log_config(&image.topics[topic].configs).map_err(|e| format!("{e:#}")))
+            .clone()
+    };
     let mut table = shard.partitions.borrow_mut();
     let mut offline = shard.offline.borrow_mut();
     offline.retain(|tp, _| {
@@ -182,12 +195,19 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
     }
     for tp in owned {
-        if table.contains_key(&tp) || offline.contains_key(&tp) {
+        if offline.contains_key(&tp) {
+            continue;
+        }
+        if let Some(partition) = table.get_mut(&tp) {
+            match log_config_of(&tp.topic) {
+                Ok(config) => partition.set_config(config),
+                Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
+            }
             continue;
         }
         let topic = &image.topics[&tp.topic];
         let dir = partition_dir(&shard.config.data_dir, &tp);
-        let opened = shard.config.log_config(&topic.configs).map_err(|e| e.to_string()).and_then(|config| {
+        let opened = log_config_of(&tp.topic).and_then(|config| {
             let epoch = topic.partitions[tp.partition as usize].leader_epoch;
             Partition::open(&dir, config, shard.config.producer_expiry(), epoch, clean_shutdown)
                 .map_err(|e| e.to_string())
@@ -205,7 +225,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
     }
     drop((table, offline));
-    shard.set_metadata(image);
+    shard.set_metadata(image, effective);
     failed
 }
 

@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::{Shard, ShardId, TopicPartition, ops};
 use crate::cluster::MetadataImage;
+use crate::cluster::configs::{Alteration, ConfigResource};
 use crate::group::CommittedOffset;
 use crate::group::state::GroupState;
 use crate::runtime::zero_copy::FileSlice;
@@ -43,6 +44,8 @@ pub enum ShardRequest {
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// Controller only: add partitions to topics.
     CreatePartitions { topics: Vec<PartitionGrowth>, validate_only: bool },
+    /// Controller only: change topic or broker configs; answered per change, in order.
+    AlterConfigs { changes: Vec<(ConfigResource, Alteration)>, validate_only: bool },
     /// Controller only: delete topics.
     DeleteTopics { topics: Vec<String> },
     /// Controller only: reserve `count` producer ids; answered with the first.

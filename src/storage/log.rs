@@ -370,6 +370,11 @@ impl Log {
         Ok(())
     }
 
+    /// New settings (AlterConfigs), in force from the next append or upkeep pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }

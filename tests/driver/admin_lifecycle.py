@@ -10,10 +10,13 @@ import json
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
+                                   NewPartitions, NewTopic, ResourceType)
+from confluent_kafka.error import KafkaException
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource as KConfigResource
+from kafka.admin import ConfigResourceType, KafkaAdminClient
 from kafka.admin import NewPartitions as KNewPartitions
 from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError
 
@@ -196,7 +199,118 @@ def partitions_after_restart(bootstrap, topic):
     return {"partitions": 6}
 
 
+def describe_topic(admin, topic):
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    return list(admin.describe_configs([resource]).values())[0].result(TIMEOUT_S)
+
+
+def alter_topic(admin, topic, **ops):
+    """IncrementalAlterConfigs through confluent-kafka: key=value sets, key=None deletes."""
+    entries = [
+        ConfigEntry(k.replace("_", "."), v,
+                    incremental_operation=AlterConfigOpType.DELETE if v is None else AlterConfigOpType.SET)
+        for k, v in ops.items()
+    ]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    list(admin.incremental_alter_configs([resource]).values())[0].result(TIMEOUT_S)
+
+
+def refused(call, code):
+    try:
+        call()
+    except KafkaException as e:
+        assert e.args[0].code() == code, e
+        return True
+    raise AssertionError("accepted")
+
+
+def configs(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    # Unknown or unsupported configs are refused, at creation and later.
+    assert refused(lambda: create(admin, "bad", config={"segment.jitter.ms": "5"}), KafkaError.INVALID_CONFIG)
+    assert refused(lambda: create(admin, "bad", config={"compression.type": "gzip"}), KafkaError.INVALID_CONFIG)
+    create(admin, topic, config={"retention.bytes": "100000"})
+    assert refused(lambda: alter_topic(admin, topic, preallocate="true"), KafkaError.INVALID_CONFIG)
+    assert refused(lambda: alter_topic(admin, topic, retention_ms="soon"), KafkaError.INVALID_CONFIG)
+
+    described = describe_topic(admin, topic)
+    assert described["retention.bytes"].value == "100000"
+    assert described["retention.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert described["retention.ms"].value == "604800000"
+    assert described["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert described["cleanup.policy"].value == "delete"
+
+    # max.message.bytes takes effect at once.
+    produce(bootstrap, topic, 3)
+    alter_topic(admin, topic, max_message_bytes="200")
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0, "retries": 0})
+    errors = []
+    producer.produce(topic, value=b"y" * 1000, partition=0, on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(TIMEOUT_S)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, errors
+    alter_topic(admin, topic, max_message_bytes=None)
+
+    # Retention made short takes effect on data already there.
+    alter_topic(admin, topic, retention_ms="200", segment_ms="50")
+    low, _ = wait_for_start_above(bootstrap, topic, 2, keep_producing=True)
+
+    # min.insync.replicas=2 cannot be met by one replica: acks=all produces are refused.
+    alter_topic(admin, topic, retention_ms=None, segment_ms=None, min_insync_replicas="2")
+    errors = []
+    producer.produce(topic, value=b"z", partition=0, on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(TIMEOUT_S)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+
+    alter_topic(admin, topic, min_insync_replicas=None)
+    # kafka-python's AlterConfigs (it resends the other modified keys, since AlterConfigs
+    # replaces the whole set); its describe lists what differs from the defaults.
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    kadmin.alter_configs([KConfigResource(ConfigResourceType.TOPIC, topic,
+                                          configs={"segment.bytes": "50000", "cleanup.policy": "compact,delete"})],
+                         incremental=False)
+    modified = kadmin.describe_configs([KConfigResource(ConfigResourceType.TOPIC, topic)])
+    kadmin.close()
+    modified = modified["topic"][topic]
+    assert set(modified) >= {"segment.bytes", "cleanup.policy"} and "segment.ms" not in modified, modified
+    described = describe_topic(admin, topic)
+    assert described["segment.bytes"].value == "50000"
+    assert described["cleanup.policy"].value == "compact,delete"
+    assert described["min.insync.replicas"].value == "1"
+
+    # Broker defaults change live too, for topics that do not set their own.
+    alter_topic(admin, topic, retention_bytes=None)
+    assert describe_topic(admin, topic)["retention.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    broker = ConfigResource(ResourceType.BROKER, "0",
+                            incremental_configs=[ConfigEntry("log.retention.bytes", "123456",
+                                                             incremental_operation=AlterConfigOpType.SET)])
+    list(admin.incremental_alter_configs([broker]).values())[0].result(TIMEOUT_S)
+    described = describe_topic(admin, topic)
+    assert described["retention.bytes"].value == "123456"
+    assert described["retention.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    read_only = ConfigResource(ResourceType.BROKER, "0",
+                               incremental_configs=[ConfigEntry("log.dirs", "/tmp",
+                                                                incremental_operation=AlterConfigOpType.SET)])
+    assert refused(lambda: list(admin.incremental_alter_configs([read_only]).values())[0].result(TIMEOUT_S),
+                   KafkaError.INVALID_CONFIG)
+    return {"low": low, "modified": sorted(modified)}
+
+
+def configs_after_restart(bootstrap, topic):
+    admin = confluent_admin(bootstrap)
+    described = describe_topic(admin, topic)
+    assert described["segment.bytes"].value == "50000"
+    assert described["cleanup.policy"].value == "compact,delete"
+    assert described["retention.bytes"].value == "123456"
+    broker = list(admin.describe_configs([ConfigResource(ResourceType.BROKER, "0")]).values())[0].result(TIMEOUT_S)
+    assert broker["log.retention.bytes"].value == "123456"
+    assert broker["log.retention.check.interval.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert broker["log.dirs"].is_read_only
+    return {"ok": True}
+
+
 SCENARIOS = {
+    "configs": configs,
+    "configs-after-restart": configs_after_restart,
     "create-partitions": create_partitions,
     "partitions-after-restart": partitions_after_restart,
     "retention-time": retention_time,
