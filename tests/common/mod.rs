@@ -440,9 +440,11 @@ impl Raw {
     }
 }
 
-/// One v2 batch of uncompressed records with the given values.
+/// One v2 batch of uncompressed records with the given values, stamped now (records stamped
+/// long ago are past the default 7-day retention, and may be deleted once their segment closes).
 pub fn batch(values: &[&[u8]]) -> Bytes {
-    batch_at(values, 1_700_000_000_000)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    batch_at(values, now.as_millis() as i64)
 }
 
 /// Like [`batch`], every record stamped `timestamp`.
