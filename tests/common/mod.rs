@@ -1,6 +1,7 @@
 //! Shared test harness: start, stop and kill -9 the real `sluice` binary on an ephemeral
-//! loopback port with a temporary data directory, run the Python client driver, and speak the
-//! Kafka protocol raw from Rust.
+//! loopback port with a temporary data directory, run the Python client driver and the Java
+//! one (`tests/java`, with Kafka's tools and broker on its classpath), and speak the Kafka
+//! protocol raw from Rust.
 #![allow(dead_code)] // Each test file uses its own subset.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -338,6 +339,42 @@ fn driver_summary(broker: &Broker, script: &str, ok: bool, out: &str, err: &str)
     assert!(ok, "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}", broker.stderr_text());
     let last = out.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
+}
+
+/// The classpath of the Java test driver: its classes, then Kafka's jars (client, Streams,
+/// tools, broker) as `scripts/test` resolved them with Maven.
+pub fn java_classpath() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/target");
+    let jars = std::fs::read_to_string(root.join("classpath.txt"))
+        .unwrap_or_else(|e| panic!("{}/classpath.txt: {e}; run scripts/test to build the Java driver", root.display()));
+    format!("{}:{}", root.join("classes").display(), jars.trim())
+}
+
+/// A `java` command running `main_class` on the driver's classpath. The JVM is sized for short
+/// test runs on a small machine: serial GC, the quick compiler only.
+pub fn java_command(main_class: &str) -> Command {
+    let mut command = Command::new(std::env::var_os("SLUICE_JAVA").unwrap_or_else(|| "java".into()));
+    command
+        .args(["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx512m", "-cp"])
+        .arg(java_classpath())
+        .arg(main_class);
+    command
+}
+
+/// Runs a scenario of the Java driver (`tests/java`, `sluice.Driver SCENARIO --bootstrap ADDR
+/// args...`); panics unless it succeeds. Returns the JSON summary it prints last.
+pub fn java_driver(broker: &Broker, scenario: &str, args: &[&str], deadline: Duration) -> serde_json::Value {
+    let mut command = java_command("sluice.Driver");
+    command.arg(scenario).args(["--bootstrap", broker.addr()]).args(args);
+    let (ok, out, err) = run_with_deadline(command, b"", deadline);
+    assert!(
+        ok,
+        "java driver {scenario} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}",
+        broker.stderr_text()
+    );
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("java driver {scenario} printed no JSON summary ({e}):\n{out}"))
 }
 
 /// Runs the `sluice` CLI with `args`, feeding `stdin`; returns (success, stdout, stderr).
