@@ -152,6 +152,11 @@ impl Partition {
         self.log.set_config(config);
     }
 
+    /// The idempotent producers this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::storage::producer_state::ActiveProducer> {
+        self.producers.active()
+    }
+
     /// Bytes of the partition's segments.
     pub fn size(&self) -> u64 {
         self.log.size()

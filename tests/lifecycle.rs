@@ -1,6 +1,7 @@
 //! Log lifecycle and the admin APIs, driven by confluent-kafka's and kafka-python's admin
 //! clients against the real binary: retention by time and size, DeleteRecords,
-//! CreatePartitions, DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+//! CreatePartitions, DescribeConfigs, AlterConfigs and IncrementalAlterConfigs,
+//! DescribeCluster, DescribeLogDirs and DescribeProducers.
 
 mod common;
 
@@ -116,4 +117,31 @@ fn configs_change_live_and_survive_a_restart() {
     broker.terminate();
     broker.restart();
     driver(&broker, "admin_lifecycle", &["configs-after-restart", "--topic", "tuned"], DEADLINE);
+}
+
+#[test]
+fn describe_apis_report_the_broker_its_sizes_and_producers() {
+    let broker = Broker::start(2, &[]);
+    let summary = driver(&broker, "admin_lifecycle", &["describe", "--topic", "seen"], DEADLINE);
+    let image: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(broker.data_dir().join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(summary["cluster_id"], image["cluster_id"], "{summary}");
+    // The size reported for each partition is the bytes of its segments on disk.
+    let dir = &summary["log_dirs"][0]["log_dirs"][0];
+    assert_eq!(dir["error_code"], 0, "{dir}");
+    let topic = dir["topics"].as_array().unwrap().iter().find(|t| t["name"] == "seen").unwrap();
+    let on_disk = |partition: i64| -> u64 {
+        std::fs::read_dir(broker.data_dir().join(format!("seen-{partition}")))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    assert!(on_disk(0) > 0);
+    for p in topic["partitions"].as_array().unwrap() {
+        let partition = p["partition_index"].as_i64().unwrap();
+        assert_eq!(p["partition_size"].as_u64().unwrap(), on_disk(partition), "{p}");
+    }
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 2);
 }

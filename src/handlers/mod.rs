@@ -11,8 +11,11 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -158,6 +161,17 @@ pub async fn handle(
         ApiKey::IncrementalAlterConfigs => {
             let request = IncrementalAlterConfigsRequest::decode(body, version)?;
             respond(&header, &incremental_alter_configs::handle(shard, request).await)
+        }
+        ApiKey::DescribeCluster => {
+            respond(&header, &describe_cluster::handle(shard, DescribeClusterRequest::decode(body, version)?))
+        }
+        ApiKey::DescribeLogDirs => {
+            let response = describe_log_dirs::handle(shard, DescribeLogDirsRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::DescribeProducers => {
+            let response = describe_producers::handle(shard, DescribeProducersRequest::decode(body, version)?).await;
+            respond(&header, &response)
         }
         ApiKey::DeleteRecords => {
             let response = delete_records::handle(shard, DeleteRecordsRequest::decode(body, version)?).await;

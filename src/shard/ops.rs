@@ -39,6 +39,20 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
             ShardResponse::DataReady
         }
         ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
+        ShardRequest::PartitionSizes => {
+            let table = shard.partitions.borrow();
+            ShardResponse::Sizes(table.iter().map(|(tp, p)| (tp.clone(), p.size())).collect())
+        }
+        ShardRequest::DescribeProducers { partitions } => {
+            let table = shard.partitions.borrow();
+            let results = partitions
+                .iter()
+                .map(|tp| {
+                    table.get(tp).map(Partition::active_producers).ok_or_else(|| shard.missing_partition_error(tp))
+                })
+                .collect();
+            ShardResponse::Producers(results)
+        }
         ShardRequest::DeleteRecords { partitions } => {
             let mut table = shard.partitions.borrow_mut();
             let results = partitions

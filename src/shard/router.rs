@@ -20,6 +20,7 @@ use crate::group::state::GroupState;
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, spawn_local};
 use crate::storage::AppendInfo;
+use crate::storage::producer_state::ActiveProducer;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
@@ -40,6 +41,10 @@ pub enum ShardRequest {
     ListOffsets { queries: Vec<(TopicPartition, i64)> },
     /// DeleteRecords: move each partition's log start offset to the offset (-1: high watermark).
     DeleteRecords { partitions: Vec<(TopicPartition, i64)> },
+    /// The size in bytes of every partition this shard owns (DescribeLogDirs).
+    PartitionSizes,
+    /// The idempotent producers each partition remembers (DescribeProducers).
+    DescribeProducers { partitions: Vec<TopicPartition> },
     /// Controller only: create topics.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     /// Controller only: add partitions to topics.
@@ -181,6 +186,8 @@ pub enum ShardResponse {
     Read(Vec<PartitionReadResult>),
     DataReady,
     Offsets(Vec<Result<(i64, i64), ResponseError>>),
+    Sizes(Vec<(TopicPartition, u64)>),
+    Producers(Vec<Result<Vec<ActiveProducer>, ResponseError>>),
     /// The new log start offset of each partition, in request order.
     RecordsDeleted(Vec<Result<i64, ResponseError>>),
     Topics(Vec<(String, TopicOutcome)>),

@@ -96,6 +96,16 @@ pub enum Checked {
     Duplicate(AppendInfo),
 }
 
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// The broker's clock at its last append.
+    pub last_append_ms: i64,
+}
+
 pub struct ProducerStates {
     dir: PathBuf,
     expiry: ProducerExpiry,
@@ -216,6 +226,22 @@ impl ProducerStates {
 
     /// Forgets producers idle for `producer.id.expiration.ms`, every
     /// `producer.id.expiration.check.interval.ms`.
+    /// The producers this partition remembers, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ActiveProducer {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.last_sequence(),
+                last_append_ms: entry.last_append_ms,
+            })
+            .collect();
+        active.sort_unstable_by_key(|p| p.producer_id);
+        active
+    }
+
     pub fn expire_if_due(&mut self, now_ms: i64) {
         if now_ms - self.last_expiry_check_ms < self.expiry.check_interval_ms {
             return;

@@ -308,7 +308,29 @@ def configs_after_restart(bootstrap, topic):
     return {"ok": True}
 
 
+def describe(bootstrap, topic):
+    """DescribeCluster, DescribeLogDirs and DescribeProducers after an idempotent producer wrote."""
+    admin = confluent_admin(bootstrap)
+    create(admin, topic, partitions=2)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0})
+    for i in range(10):
+        producer.produce(topic, value=b"v%d" % i, partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+    cluster = admin.describe_cluster().result(TIMEOUT_S)
+    assert [n.id for n in cluster.nodes] == [0] and cluster.controller.id == 0, cluster
+    kadmin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    kcluster = kadmin.describe_cluster()
+    log_dirs = kadmin.describe_log_dirs()
+    producers = kadmin.describe_producers([KTopicPartition(topic, 0), KTopicPartition(topic, 1)])
+    kadmin.close()
+    p0 = producers[KTopicPartition(topic, 0)].active_producers
+    assert len(p0) == 1 and p0[0].last_sequence == 9, p0
+    assert producers[KTopicPartition(topic, 1)].active_producers == []
+    return {"cluster_id": cluster.cluster_id, "kafka_python_cluster": str(kcluster), "log_dirs": log_dirs}
+
+
 SCENARIOS = {
+    "describe": describe,
     "configs": configs,
     "configs-after-restart": configs_after_restart,
     "create-partitions": create_partitions,
