@@ -47,6 +47,7 @@ fn config() -> LogConfig {
         flush_messages: None,
         flush_ms: None,
         compact: false,
+        delete_retention_ms: 86_400_000,
         delete: true,
         retention_ms: None,
         retention_bytes: None,

@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub log_retention_ms: Option<i64>,
     /// Largest a partition's log may grow before its oldest segments go; -1: no limit.
     pub log_retention_bytes: i64,
+    /// How long compaction keeps tombstones (`log.cleaner.delete.retention.ms`); topics may
+    /// override it with `delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
     /// How often each shard applies retention to its partitions.
     pub log_retention_check_interval_ms: i64,
     /// Send fetched records from the page cache with sendfile rather than copying them.
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             log_retention_minutes: None,
             log_retention_ms: None,
             log_retention_bytes: -1,
+            log_cleaner_delete_retention_ms: 86_400_000,
             log_retention_check_interval_ms: 300_000,
             fetch_zero_copy: true,
             spin_before_park: std::time::Duration::ZERO,
@@ -153,6 +157,7 @@ impl Default for BrokerConfig {
 pub const TOPIC_CONFIGS: &[(&str, &[&str])] = &[
     ("cleanup.policy", &["log.cleanup.policy"]),
     ("compression.type", &["compression.type"]),
+    ("delete.retention.ms", &["log.cleaner.delete.retention.ms"]),
     ("flush.messages", &["log.flush.interval.messages"]),
     ("flush.ms", &["log.flush.interval.ms"]),
     ("index.interval.bytes", &["log.index.interval.bytes"]),
@@ -194,6 +199,7 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
     "log.retention.hours",
     "log.retention.minutes",
     "log.retention.ms",
@@ -229,6 +235,7 @@ pub const DYNAMIC_BROKER_CONFIG_NAMES: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
     "log.retention.ms",
     "log.retention.bytes",
     "log.message.timestamp.type",
@@ -284,6 +291,7 @@ impl BrokerConfig {
             "log.flush.interval.messages" => text(&self.log_flush_interval_messages.unwrap_or(i64::MAX as u64)),
             "log.flush.interval.ms" => self.log_flush_interval_ms.map(|ms| ms.to_string()),
             "log.cleanup.policy" => Some(cleanup_policy_text(self.log_cleanup_policy)),
+            "log.cleaner.delete.retention.ms" => text(&self.log_cleaner_delete_retention_ms),
             "log.retention.hours" => text(&self.log_retention_hours),
             "log.retention.minutes" => self.log_retention_minutes.map(|m| m.to_string()),
             "log.retention.ms" => self.log_retention_ms.map(|ms| ms.to_string()),
@@ -358,6 +366,7 @@ impl BrokerConfig {
             "log.retention.minutes" => self.log_retention_minutes = Some(parse_retention(key, value)?),
             "log.retention.ms" => self.log_retention_ms = Some(parse_retention(key, value)?),
             "log.retention.bytes" => self.log_retention_bytes = parse_retention(key, value)?,
+            "log.cleaner.delete.retention.ms" => self.log_cleaner_delete_retention_ms = parse_non_negative(key, value)?,
             "log.retention.check.interval.ms" => {
                 self.log_retention_check_interval_ms = value.parse().with_context(context)?;
                 if self.log_retention_check_interval_ms < 1 {
@@ -475,6 +484,7 @@ impl BrokerConfig {
             flush_ms: self.log_flush_interval_ms,
             compact: self.log_cleanup_policy.compact,
             delete: self.log_cleanup_policy.delete,
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
             retention_ms: unlimited_if_negative(self.retention_ms()),
             retention_bytes: unlimited_if_negative(self.log_retention_bytes).map(|b| b as u64),
             validate_compressed_records: true,
@@ -507,6 +517,7 @@ impl BrokerConfig {
                 "retention.bytes" => {
                     config.retention_bytes = unlimited_if_negative(parse_retention(key, value)?).map(|b| b as u64)
                 }
+                "delete.retention.ms" => config.delete_retention_ms = parse_non_negative(key, value)?,
                 "sluice.validate.compressed.records" => config.validate_compressed_records = parse_bool(key, value)?,
                 _ => bail!("unknown topic config {key:?}"),
             }
@@ -547,6 +558,14 @@ fn parse_retention(key: &str, value: &str) -> anyhow::Result<i64> {
 
 fn unlimited_if_negative(value: i64) -> Option<i64> {
     (value >= 0).then_some(value)
+}
+
+/// A duration or size that Kafka bounds below by 0.
+fn parse_non_negative(key: &str, value: &str) -> anyhow::Result<i64> {
+    match value.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => bail!("{key} must be a whole number of at least 0, not {value:?}"),
+    }
 }
 
 /// Exactly "true" or "false", as Kafka's boolean configs.
@@ -728,6 +747,18 @@ mod tests {
         let compact_only = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         assert!(!config.log_config(&compact_only).unwrap().delete);
         assert!(config.log_config(&BTreeMap::from([("retention.ms".into(), "soon".into())])).is_err());
+    }
+
+    #[test]
+    fn tombstones_are_kept_a_day_unless_the_topic_says_otherwise() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.log_config(&BTreeMap::new()).unwrap().delete_retention_ms, 86_400_000);
+        config.set("log.cleaner.delete.retention.ms", "5000").unwrap();
+        assert_eq!(config.log_config(&BTreeMap::new()).unwrap().delete_retention_ms, 5000);
+        let topic = |v: &str| BTreeMap::from([("delete.retention.ms".to_string(), v.to_string())]);
+        assert_eq!(config.log_config(&topic("100")).unwrap().delete_retention_ms, 100);
+        assert!(config.log_config(&topic("-1")).is_err());
+        assert!(config.set("log.cleaner.delete.retention.ms", "soon").is_err());
     }
 
     #[test]

@@ -211,6 +211,7 @@ mod tests {
             flush_messages: None,
             flush_ms: None,
             compact: false,
+            delete_retention_ms: 86_400_000,
             delete: true,
             retention_ms: None,
             retention_bytes: None,

@@ -37,6 +37,9 @@ const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
 const TRANSACTIONAL_FLAG: i16 = 1 << 4;
 /// Attribute bit 5: a control batch (transaction marker).
 const CONTROL_FLAG: i16 = 1 << 5;
+/// Attribute bit 6 (KIP-534): `baseTimestamp` is the batch's delete horizon, set by compaction
+/// on a batch holding tombstones; they may go once it has passed.
+pub const DELETE_HORIZON_FLAG: i16 = 1 << 6;
 
 /// The parsed v2 header of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +140,11 @@ impl BatchHeader {
     /// The LogAppendTime stamped into the batch, if its timestamps are of that type.
     pub fn log_append_time(&self) -> Option<i64> {
         (self.attributes & LOG_APPEND_TIME_FLAG != 0).then_some(self.max_timestamp)
+    }
+
+    /// When compaction may drop this batch's tombstones, if it has set that already.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
     }
 
     /// Whether the batch carries an idempotent producer's id and sequence.

@@ -2,101 +2,184 @@
 //! each key, so a topic like `__consumer_offsets` stays proportional to its keys, not to its
 //! history. Offsets never change: compaction leaves gaps, which reads step over.
 //!
-//! A segment is rewritten beside itself (`.log.cleaned`), made durable, and renamed over the
-//! original after its index files are removed; a crash at any point leaves either the old or
-//! the new segment, and missing indexes are rebuilt on open. Records without a key are kept;
-//! a deletion (a key without value) is dropped once it is the latest record of its key, since
-//! no older record of that key remains to be hidden.
+//! A segment is rewritten beside itself (`.log.cleaned`), batch by batch, made durable, and
+//! renamed over the original after its index files are removed; a crash at any point leaves
+//! either the old or the new segment, and missing indexes are rebuilt on open. Memory holds
+//! one batch at a time (plus the map of latest offsets per key), never a whole segment.
+//!
+//! A batch keeps its base offset, offset range, producer fields and codec: a batch that loses
+//! nothing is copied byte for byte, one that loses records is re-encoded with the producer's
+//! compression. Records without a key are kept. A deletion (a key without value) that is the
+//! latest record of its key is kept for `delete.retention.ms`, so that a consumer lagging
+//! behind still sees it: as Kafka does (KIP-534), the first pass that keeps a tombstone stamps
+//! its batch with a delete horizon (attribute bit 6, the horizon in `baseTimestamp`, record
+//! timestamps unchanged), and a pass after the horizon drops it. A batch whose records cannot
+//! be read within the decompression limit is kept as it is.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use bytes::Bytes;
 
 use super::StorageError;
-use super::batch::BatchHeader;
+use super::batch::{self, BatchHeader, DELETE_HORIZON_FLAG};
+use super::codec::Codec;
+use super::records::{for_each_record, write_record};
 use super::segment::{Check, Segment, Tail, file_name};
 
-/// The records of every batch in `bytes`, batch by batch.
-fn batches(mut bytes: Bytes) -> Result<Vec<Vec<Record>>, StorageError> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let header = BatchHeader::parse(&bytes)?;
-        let mut batch = bytes.split_to(header.size().min(bytes.len()));
-        let set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|e| StorageError::CorruptBatch(format!("undecodable batch while compacting: {e}")))?;
-        out.push(set.records);
-    }
-    Ok(out)
+/// What one compaction pass needs to know.
+pub struct Pass<'a> {
+    /// The offset of the latest record of every key in the log.
+    pub latest: &'a HashMap<Bytes, i64>,
+    /// How far a batch's records may inflate (as on append).
+    pub decompressed_limit: usize,
+    pub delete_retention_ms: i64,
+    pub index_interval_bytes: u64,
+    pub now_ms: i64,
 }
 
-/// All bytes of a segment.
-fn contents(segment: &Segment) -> Result<Bytes, StorageError> {
-    segment.read(0, segment.size() as usize, i64::MAX)
+/// What compacting one segment did.
+pub struct Compacted {
+    /// The rewritten segment, or `None` when nothing changed.
+    pub segment: Option<Segment>,
+    /// The earliest delete horizon of the tombstones it still holds: the time a pass is due.
+    pub tombstones_due_ms: Option<i64>,
 }
 
 /// Records the offset of every key in `segment`; later calls overwrite earlier ones.
-pub fn note_latest(segment: &Segment, latest: &mut HashMap<Bytes, i64>) -> Result<(), StorageError> {
-    for records in batches(contents(segment)?)? {
-        for record in records {
+pub fn note_latest(
+    segment: &Segment,
+    decompressed_limit: usize,
+    latest: &mut HashMap<Bytes, i64>,
+) -> Result<(), StorageError> {
+    segment.for_each_batch(|header, batch| {
+        let walked = for_each_record(header, batch, decompressed_limit, |record| {
             if let Some(key) = record.key {
-                latest.insert(key, record.offset);
+                let offset = header.base_offset + i64::from(record.offset_delta);
+                match latest.get_mut(key) {
+                    Some(latest) => *latest = offset,
+                    None => drop(latest.insert(Bytes::copy_from_slice(key), offset)),
+                }
             }
+            Ok(())
+        });
+        // An unreadable batch keeps its records (see `rewrite`); its keys supersede nothing.
+        if let Err(e) = walked {
+            tracing::warn!(base_offset = header.base_offset, error = %e, "compaction skips an unreadable batch");
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Rewrites `segment` without superseded records; returns the reopened segment, or `None`
-/// when nothing could be removed.
-pub fn compact(
-    dir: &Path,
-    segment: &Segment,
-    latest: &HashMap<Bytes, i64>,
-    index_interval_bytes: u64,
-    now_ms: i64,
-) -> Result<Option<Segment>, StorageError> {
-    let mut cleaned = BytesMut::new();
-    let mut removed = 0usize;
-    for records in batches(contents(segment)?)? {
-        let total = records.len();
-        let kept: Vec<Record> = records
-            .into_iter()
-            .filter(|r| match &r.key {
-                None => true,
-                Some(key) => latest.get(key) == Some(&r.offset) && r.value.is_some(),
-            })
-            .map(|mut r| {
-                // The encoder keeps records together while offset - sequence is constant.
-                if r.producer_id < 0 {
-                    r.sequence = r.offset as i32;
-                }
-                r
-            })
-            .collect();
-        removed += total - kept.len();
-        if !kept.is_empty() {
-            let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-            RecordBatchEncoder::encode(&mut cleaned, &kept, &options)
-                .map_err(|e| StorageError::CorruptBatch(format!("re-encoding a compacted batch: {e}")))?;
-        }
-    }
-    if removed == 0 {
-        return Ok(None);
-    }
+/// Rewrites `segment` without superseded records and expired tombstones, stamping delete
+/// horizons on batches whose tombstones are kept for the first time.
+pub fn compact(dir: &Path, segment: &Segment, pass: &Pass<'_>) -> Result<Compacted, StorageError> {
     let base = segment.base_offset;
     let cleaned_path = dir.join(format!("{}.cleaned", file_name(base, "log")));
-    std::fs::write(&cleaned_path, &cleaned)?;
-    std::fs::File::open(&cleaned_path)?.sync_all()?;
+    let mut cleaned = std::io::BufWriter::new(std::fs::File::create(&cleaned_path)?);
+    let mut changed = false;
+    let mut tombstones_due_ms: Option<i64> = None;
+    let written = segment.for_each_batch(|header, batch| {
+        let (outcome, due) = rewrite(header, batch, pass)?;
+        tombstones_due_ms = earliest(tombstones_due_ms, due);
+        match outcome {
+            Rewritten::Unchanged => cleaned.write_all(batch)?,
+            Rewritten::Into(bytes) => {
+                changed = true;
+                cleaned.write_all(&bytes)?
+            }
+            Rewritten::Dropped => changed = true,
+        }
+        Ok(())
+    });
+    let finished = written.and_then(|()| Ok(cleaned.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    if finished.is_err() || !changed {
+        std::fs::remove_file(&cleaned_path)?;
+        finished?;
+        return Ok(Compacted { segment: None, tombstones_due_ms });
+    }
     for extension in ["index", "timeindex"] {
         std::fs::remove_file(dir.join(file_name(base, extension)))?;
     }
     std::fs::rename(&cleaned_path, dir.join(file_name(base, "log")))?;
     std::fs::File::open(dir)?.sync_all()?;
-    tracing::debug!(dir = %dir.display(), base, removed, "compacted a segment");
-    let segment = Segment::open(dir, base, Check::Full, Tail::MustBeWhole, index_interval_bytes, now_ms)?;
+    tracing::debug!(dir = %dir.display(), base, "compacted a segment");
+    let segment = Segment::open(dir, base, Check::Full, Tail::MustBeWhole, pass.index_interval_bytes, pass.now_ms)?;
     // Its indexes were rebuilt in memory; write them, so that a restart can trust them.
     segment.sync()?;
-    Ok(Some(segment))
+    Ok(Compacted { segment: Some(segment), tombstones_due_ms })
+}
+
+enum Rewritten {
+    Unchanged,
+    Dropped,
+    Into(Vec<u8>),
+}
+
+/// The earlier of two optional times.
+pub fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether a record survives: it has no key, or it is its key's latest and either has a value
+/// or is a tombstone whose batch's horizon has not passed (`None`: not stamped yet).
+fn keeps(key: Option<&[u8]>, offset: i64, has_value: bool, horizon_ms: Option<i64>, pass: &Pass<'_>) -> bool {
+    match key {
+        None => true,
+        Some(key) => pass.latest.get(key) == Some(&offset) && (has_value || horizon_ms.is_none_or(|h| pass.now_ms < h)),
+    }
+}
+
+/// A kept record, copied out of the batch: (timestamp, offset delta, key, value, headers).
+type Kept = (i64, i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>);
+
+/// One batch after compaction, and the delete horizon of the tombstones it still holds.
+fn rewrite(header: &BatchHeader, batch: &[u8], pass: &Pass<'_>) -> Result<(Rewritten, Option<i64>), StorageError> {
+    let Ok(codec) = Codec::from_attributes(header.attributes) else {
+        return Ok((Rewritten::Unchanged, None));
+    };
+    let horizon = header.delete_horizon_ms();
+    let mut kept: Vec<Kept> = Vec::new();
+    let (mut total, mut tombstones) = (0, 0);
+    let walked = for_each_record(header, batch, pass.decompressed_limit, |record| {
+        total += 1;
+        let offset = header.base_offset + i64::from(record.offset_delta);
+        if keeps(record.key, offset, record.value.is_some(), horizon, pass) {
+            tombstones += usize::from(record.key.is_some() && record.value.is_none());
+            let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+            let copy = |field: Option<&[u8]>| field.map(<[u8]>::to_vec);
+            kept.push((timestamp, record.offset_delta, copy(record.key), copy(record.value), record.headers.to_vec()));
+        }
+        Ok(())
+    });
+    if let Err(e) = walked {
+        tracing::warn!(base_offset = header.base_offset, error = %e, "compaction keeps an unreadable batch as it is");
+        return Ok((Rewritten::Unchanged, None));
+    }
+    // A batch keeping tombstones for the first time gets its horizon.
+    let stamp_horizon = horizon.is_none() && tombstones > 0;
+    let mut out = *header;
+    if stamp_horizon {
+        out.attributes |= DELETE_HORIZON_FLAG;
+        out.base_timestamp = pass.now_ms.saturating_add(pass.delete_retention_ms);
+    }
+    let due = out.delete_horizon_ms().filter(|_| tombstones > 0);
+    if kept.len() == total && !stamp_horizon {
+        return Ok((Rewritten::Unchanged, due));
+    }
+    if kept.is_empty() {
+        return Ok((Rewritten::Dropped, None));
+    }
+    // Record timestamps stay what they were, counted from the (possibly new) base timestamp.
+    let mut payload = Vec::new();
+    for (timestamp, offset_delta, key, value, headers) in &kept {
+        let delta = timestamp.wrapping_sub(out.base_timestamp);
+        write_record(&mut payload, delta, *offset_delta, key.as_deref(), value.as_deref(), headers);
+    }
+    out.records_count = kept.len() as i32;
+    Ok((Rewritten::Into(batch::assemble(&out, &codec.compress(&payload)?)), due))
 }

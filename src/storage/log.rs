@@ -40,8 +40,10 @@ pub struct Log {
     recovery_point: i64,
     messages_since_flush: u64,
     last_flush_ms: i64,
-    /// Closed segments at the last compaction; a pass runs only once another has closed.
+    /// Closed segments at the last compaction; a pass runs only once another has closed...
     compacted_segments: usize,
+    /// ...or once the earliest delete horizon of the tombstones compaction kept has passed.
+    tombstones_due_ms: Option<i64>,
 }
 
 impl Log {
@@ -86,6 +88,7 @@ impl Log {
             messages_since_flush: 0,
             last_flush_ms: now,
             compacted_segments: 0,
+            tombstones_due_ms: None,
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         let first_base = log.segments[0].base_offset;
@@ -263,22 +266,34 @@ impl Log {
         }
     }
 
-    /// Under `cleanup.policy=compact`, once a segment has closed since the last pass: drops
-    /// from closed segments every record that a later record of the same key supersedes.
+    /// Under `cleanup.policy=compact`, once a segment has closed since the last pass or a kept
+    /// tombstone's `delete.retention.ms` has run out: drops from closed segments every record
+    /// that a later record of the same key supersedes, and expired tombstones.
     pub fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let closed = self.segments.len() - 1;
-        if !self.config.compact || closed == 0 || closed == self.compacted_segments {
+        let tombstones_due = self.tombstones_due_ms.is_some_and(|due| now_ms >= due);
+        if !self.config.compact || closed == 0 || (closed == self.compacted_segments && !tombstones_due) {
             return Ok(());
         }
+        let decompressed_limit = self.config.max_message_bytes.saturating_mul(batch::DECOMPRESSION_RATIO_LIMIT);
         let mut latest = std::collections::HashMap::new();
         for segment in &self.segments {
-            compaction::note_latest(segment, &mut latest)?;
+            compaction::note_latest(segment, decompressed_limit, &mut latest)?;
         }
-        let index_interval = u64::from(self.config.index_interval_bytes);
+        let pass = compaction::Pass {
+            latest: &latest,
+            decompressed_limit,
+            delete_retention_ms: self.config.delete_retention_ms,
+            index_interval_bytes: u64::from(self.config.index_interval_bytes),
+            now_ms,
+        };
+        self.tombstones_due_ms = None;
         for i in 0..closed {
-            if let Some(cleaned) = compaction::compact(&self.dir, &self.segments[i], &latest, index_interval, now_ms)? {
+            let compacted = compaction::compact(&self.dir, &self.segments[i], &pass)?;
+            if let Some(cleaned) = compacted.segment {
                 self.segments[i] = cleaned;
             }
+            self.tombstones_due_ms = compaction::earliest(self.tombstones_due_ms, compacted.tombstones_due_ms);
         }
         self.compacted_segments = closed;
         Ok(())
@@ -460,6 +475,7 @@ pub(crate) mod tests {
     use bytes::BytesMut;
 
     use super::*;
+    use crate::storage::batch::BatchHeader;
     use crate::storage::batch::tests::batch;
     use crate::storage::batch::validate;
 
@@ -474,6 +490,7 @@ pub(crate) mod tests {
             flush_messages: None,
             flush_ms: None,
             compact: false,
+            delete_retention_ms: 86_400_000,
             delete: true,
             retention_ms: None,
             retention_bytes: None,
@@ -1027,6 +1044,91 @@ pub(crate) mod tests {
         let log = Log::open(dir.path(), config(), false).unwrap();
         assert_eq!(segment_files(dir.path()), vec![0]);
         assert_eq!(log.log_end_offset(), 1);
+    }
+
+    /// A deletion stays visible for `delete.retention.ms` after the pass that first kept it
+    /// (its batch stamped with the horizon, its timestamp unchanged), then goes; the horizon
+    /// survives a restart.
+    #[test]
+    fn tombstones_are_kept_for_delete_retention_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { compact: true, segment_bytes: 300, delete_retention_ms: 1000, ..config() };
+        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        for key in ["a", "b", "a"] {
+            log.append(keyed(key, Some(key)), 0, 0).unwrap();
+        }
+        log.append(keyed("b", None), 0, 0).unwrap();
+        while log.segments.len() < 4 {
+            log.append(keyed("filler", Some("f")), 0, 0).unwrap();
+        }
+        let start = 10_000;
+        log.compact_if_due(start).unwrap();
+        let tombstone = (3, "b".to_string(), None);
+        let after = records(&log);
+        assert!(after.contains(&tombstone), "{after:?}");
+        assert!(!after.iter().any(|r| r.0 == 1 || r.0 == 0), "superseded records go at once: {after:?}");
+        let bytes = log.read(3, 1, i64::MAX).unwrap();
+        let header = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!(header.delete_horizon_ms(), Some(start + 1000));
+        assert_eq!(crate::protocol::records::decode_records(bytes, 3).unwrap()[0].timestamp, 0);
+
+        // Not due yet: no segment closed, the horizon has not passed.
+        log.compact_if_due(start + 999).unwrap();
+        assert!(records(&log).contains(&tombstone));
+        log.close().unwrap();
+        drop(log);
+        let mut log = Log::open(dir.path(), config, true).unwrap();
+        log.compact_if_due(start + 500).unwrap();
+        assert!(records(&log).contains(&tombstone), "a restart does not restart the clock");
+        log.compact_if_due(start + 1000).unwrap();
+        let gone = records(&log);
+        assert!(!gone.iter().any(|r| r.1 == "b"), "{gone:?}");
+        assert!(gone.contains(&(2, "a".to_string(), Some("a".to_string()))));
+    }
+
+    /// Compaction re-encodes a batch that lost records with the producer's codec, copies a
+    /// batch that lost nothing byte for byte, and keeps base offsets and offset ranges.
+    #[test]
+    fn compaction_keeps_the_producers_compression() {
+        use crate::storage::codec::Codec;
+        use crate::storage::records::write_record;
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { compact: true, segment_bytes: 400, ..config() };
+            let mut log = Log::open(dir.path(), config, false).unwrap();
+            // Batches of three keyed records k0, k1, k<2 + i>: k0 and k1 are superseded by later
+            // batches, the third key never is.
+            let mut originals = Vec::new();
+            for i in 0..12 {
+                let mut payload = Vec::new();
+                for (delta, key) in ["k0".to_string(), "k1".to_string(), format!("k{}", 2 + i)].iter().enumerate() {
+                    write_record(&mut payload, delta as i64, delta as i32, Some(key.as_bytes()), Some(b"value"), &[0]);
+                }
+                let mut header = BatchHeader::parse(&batch(1, 0)).unwrap();
+                (header.attributes, header.last_offset_delta, header.records_count) = (codec as i16, 2, 3);
+                header.base_timestamp = 1000 * i;
+                let bytes = Bytes::from(batch::assemble(&header, &codec.compress(&payload).unwrap()));
+                originals.push(log.append(bytes, 0, 0).unwrap().base_offset);
+            }
+            assert!(log.segments.len() > 2, "{codec:?}");
+            log.compact_if_due(0).unwrap();
+            let closed_end = log.segments.last().unwrap().base_offset;
+            for &base in originals.iter().filter(|&&b| b < closed_end) {
+                let bytes = log.read(base, 1, i64::MAX).unwrap();
+                let header = BatchHeader::parse(&bytes).unwrap();
+                assert_eq!((header.base_offset, header.last_offset_delta), (base, 2), "{codec:?}");
+                assert_eq!(header.attributes & 7, codec as i16, "{codec:?}");
+                let decoded = crate::protocol::records::decode_records(bytes.slice(..header.size()), base).unwrap();
+                let keys: Vec<_> =
+                    decoded.iter().map(|r| (r.offset - base, r.key.clone().unwrap(), r.timestamp)).collect();
+                let i = base / 3;
+                let third = Bytes::from(format!("k{}", 2 + i));
+                assert_eq!(keys, vec![(2, third, 1000 * i + 2)], "{codec:?}");
+            }
+            // The open segment is untouched, and still holds the latest k0 and k1.
+            let all = records(&log);
+            assert!(all.iter().any(|r| r.1 == "k0"), "{codec:?}");
+        }
     }
 
     #[test]

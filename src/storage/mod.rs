@@ -75,6 +75,9 @@ pub struct LogConfig {
     pub flush_ms: Option<i64>,
     /// `cleanup.policy=compact`: closed segments keep only the latest record of each key.
     pub compact: bool,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone that is its key's latest
+    /// record, so that consumers lagging behind still see the deletion.
+    pub delete_retention_ms: i64,
     /// `cleanup.policy=delete`: closed segments past `retention_ms` or beyond
     /// `retention_bytes` are deleted from the head of the log.
     pub delete: bool,

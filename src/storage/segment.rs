@@ -346,6 +346,26 @@ impl Segment {
         Ok(buffer.freeze())
     }
 
+    /// Calls `visit` with every batch in order, each read whole into one reused buffer, so
+    /// that a pass over the segment holds one batch at a time (compaction).
+    pub fn for_each_batch(
+        &self,
+        mut visit: impl FnMut(&BatchHeader, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut buffer = Vec::new();
+        let mut position = 0;
+        while position < self.size {
+            let header = self.read_header(position, self.size)?.ok_or_else(|| {
+                StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display()))
+            })?;
+            buffer.resize(header.size(), 0);
+            self.log.read_exact_at(&mut buffer, position)?;
+            visit(&header, &buffer)?;
+            position += header.size() as u64;
+        }
+        Ok(())
+    }
+
     /// The range of [`Segment::extent`], to be sent from the file without a copy.
     pub fn slice(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Option<FileSlice>, StorageError> {
         let len = self.extent(position, max_bytes, max_offset)?;
