@@ -102,3 +102,46 @@ fn topic_produce_consume_round_trip() {
     let (ok, _, err) = cli(&["topic", "delete", "orders", "--bootstrap", bootstrap], "");
     assert!(!ok && err.contains("UnknownTopicOrPartition"), "{err}");
 }
+
+#[test]
+fn topic_admin_commands_grow_configure_trim_and_describe() {
+    let broker = Broker::start(2, &[]);
+    let bootstrap = broker.addr();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", bootstrap]);
+        cli(&all, "")
+    };
+    assert!(run(&["topic", "create", "logs"]).0);
+    let (ok, out, err) = run(&["topic", "alter", "logs", "--partitions", "3"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(&["topic", "alter", "logs", "--partitions", "2"]);
+    assert!(!ok && err.contains("InvalidPartitions"), "{err}");
+
+    let (ok, out, err) = run(&["topic", "config", "set", "logs", "retention.ms=3600000", "segment.bytes=100000"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(&["topic", "config", "set", "logs", "segment.jitter.ms=5"]);
+    assert!(!ok && err.contains("InvalidConfig"), "{err}");
+    let (ok, out, _) = run(&["topic", "describe", "logs"]);
+    assert!(ok);
+    assert!(out.contains("Partitions: 3\tConfigs: retention.ms=3600000,segment.bytes=100000\n"), "{out}");
+    let (_, out, _) = run(&["topic", "config", "get", "logs", "retention.ms"]);
+    assert_eq!(out, "retention.ms=3600000\t(DYNAMIC_TOPIC_CONFIG)\n");
+    assert!(run(&["topic", "config", "delete", "logs", "retention.ms"]).0);
+    let (_, out, _) = run(&["topic", "config", "get", "logs", "retention.ms", "cleanup.policy"]);
+    assert_eq!(out, "cleanup.policy=delete\t(DEFAULT_CONFIG)\nretention.ms=604800000\t(DEFAULT_CONFIG)\n");
+
+    let lines: String = (0..10).map(|i| format!("record-{i}\n")).collect();
+    let (ok, out, err) = cli(&["produce", "logs", "--partition", "2", "--bootstrap", bootstrap], &lines);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["topic", "delete-records", "logs", "--partition", "2", "--before-offset", "4"]);
+    assert!(ok && out.contains("now starts at offset 4"), "{out}{err}");
+    assert_eq!(common::Raw::connect(bootstrap).fetch("logs", 2, 3, 0).0, 1, "OFFSET_OUT_OF_RANGE below the start");
+
+    let (ok, out, err) = run(&["cluster", "describe"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Broker: 0\t127.0.0.1:") && out.contains("Controller: 0"), "{out}");
+    let size: u64 = std::fs::metadata(broker.data_dir().join("logs-2/00000000000000000000.log")).unwrap().len();
+    assert!(size > 0 && out.contains(&format!("\tlogs-2\t{size}\n")), "{out}");
+    assert!(out.contains("Log dir: "), "{out}");
+}

@@ -3,6 +3,7 @@
 //! (through [`crate::bench`]).
 
 mod bench;
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -28,10 +29,15 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./sluice-data, one shard per core).
     Serve(serve::ServeArgs),
-    /// Create, list, describe and delete topics.
+    /// Create, list, describe, grow, configure, trim and delete topics.
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
+    },
+    /// Describe the cluster: brokers, controller, log directories and their sizes.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
     /// List, describe, reset and delete consumer groups.
     Group {
@@ -64,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Topic { command } => topic::run(command),
         Command::Group { command } => group::run(command),
+        Command::Cluster { command } => cluster::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Tune { command } => tune::run(command),
         Command::Consume(args) => consume::run(args),

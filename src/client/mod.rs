@@ -20,6 +20,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 
+mod admin;
+
+pub use admin::{BrokerInfo, ConfigChange, ConfigEntry, LogDirInfo, SOURCE_DEFAULT};
+
 use crate::protocol::frame::{decode_response, encode_request_into};
 use crate::protocol::records::encode_batch;
 pub use crate::protocol::records::{ConsumedRecord, decode_records};
