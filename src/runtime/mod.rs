@@ -96,3 +96,72 @@ pub fn reserve_port(addr: std::net::SocketAddr) -> std::io::Result<(std::net::So
     // Never listen on the guard: connections must only queue on the shards' sockets.
     Ok((bound, Some(socket)))
 }
+
+/// Serves every item `next` yields with `serve`, each in its own task, at most `limit` at a
+/// time: the next item is taken only when one of them has finished, so that whatever feeds
+/// `next` (a bounded channel) fills up and its sender waits. Returns when `next` yields
+/// `None`.
+pub async fn serve_bounded<T, N, S>(limit: usize, mut next: impl FnMut() -> N, serve: impl Fn(T) -> S)
+where
+    N: std::future::Future<Output = Option<T>>,
+    S: std::future::Future<Output = ()> + 'static,
+{
+    let serving = std::rc::Rc::new(Semaphore::new(limit as u64));
+    loop {
+        let Ok(permit) = serving.acquire_static_permit(1).await else { return };
+        let Some(item) = next().await else { return };
+        let served = serve(item);
+        spawn_local(async move {
+            served.await;
+            drop(permit);
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use futures::channel::oneshot;
+
+    #[test]
+    fn serve_bounded_takes_no_more_than_its_limit() {
+        glommio::LocalExecutor::default().run(async {
+            let (items, queue) = glommio::channels::local_channel::new_bounded::<oneshot::Receiver<()>>(10);
+            let mut finish = Vec::new();
+            for _ in 0..10 {
+                let (done, wait) = oneshot::channel();
+                items.try_send(wait).unwrap();
+                finish.push(done);
+            }
+            drop(items);
+            let taken = Rc::new(Cell::new(0));
+            let counted = taken.clone();
+            let queue = &queue;
+            let serving = super::serve_bounded(
+                3,
+                move || {
+                    counted.set(counted.get() + 1);
+                    queue.recv()
+                },
+                |wait| async move {
+                    let _ = wait.await;
+                },
+            );
+            let driving = async {
+                super::sleep(std::time::Duration::from_millis(1)).await;
+                assert_eq!(taken.get(), 3, "three served at once, the rest left queued");
+                finish.remove(0).send(()).unwrap();
+                super::sleep(std::time::Duration::from_millis(1)).await;
+                assert_eq!(taken.get(), 4, "one more once one has finished");
+                for done in finish {
+                    let _ = done.send(());
+                }
+            };
+            futures::join!(serving, driving);
+            assert_eq!(taken.get(), 11, "all ten served, then the end of the queue");
+        });
+    }
+}

@@ -18,7 +18,7 @@ use crate::cluster::configs::{Alteration, ConfigResource};
 use crate::group::CommittedOffset;
 use crate::group::state::GroupState;
 use crate::runtime::zero_copy::FileSlice;
-use crate::runtime::{Receivers, spawn_local};
+use crate::runtime::{Receivers, serve_bounded, spawn_local};
 use crate::storage::AppendInfo;
 use crate::storage::producer_state::ActiveProducer;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -27,6 +27,11 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
+
+/// Envelopes from one peer served at once. Parked ones (long polls, group joins) count, so it
+/// is well above what the peers' connections normally keep waiting; beyond it, the peer's
+/// channel fills and its senders wait.
+pub const MESH_SERVING_PER_PEER: usize = 4096;
 
 /// What one shard asks another to do.
 pub enum ShardRequest {
@@ -241,20 +246,27 @@ impl Shard {
     }
 
     /// Serves envelopes from every other shard until the mesh closes. Each envelope runs in its
-    /// own task so that a parked fetch does not hold up the ones behind it.
+    /// own task so that a parked fetch does not hold up the ones behind it, but at most
+    /// [`MESH_SERVING_PER_PEER`] from one peer at a time: then that peer's channel fills and
+    /// its senders wait (backpressure), and envelopes never pile up as tasks.
     pub async fn serve_mesh(self: Rc<Self>, mut receivers: Receivers<Envelope>) {
         let mut streams = Vec::new();
         for (_peer, stream) in receivers.streams() {
             let shard = self.clone();
             streams.push(spawn_local(async move {
-                while let Some(Envelope { request, reply }) = stream.recv().await {
-                    shard.metrics.borrow_mut().mesh_received += 1;
-                    let shard = shard.clone();
-                    spawn_local(async move {
-                        let _ = reply.send(ops::execute(&shard, request).await);
-                    })
-                    .detach();
-                }
+                let stream = &stream;
+                serve_bounded(
+                    MESH_SERVING_PER_PEER,
+                    || stream.recv(),
+                    |Envelope { request, reply }| {
+                        shard.metrics.borrow_mut().mesh_received += 1;
+                        let shard = shard.clone();
+                        async move {
+                            let _ = reply.send(ops::execute(&shard, request).await);
+                        }
+                    },
+                )
+                .await;
             }));
         }
         futures::future::join_all(streams).await;
