@@ -52,6 +52,8 @@ fn config() -> LogConfig {
         retention_ms: None,
         retention_bytes: None,
         validate_compressed_records: true,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
     }
 }
 
@@ -59,7 +61,8 @@ fn storage(c: &mut Criterion) {
     let batch = big_batch();
     let mut group = c.benchmark_group("storage");
     group.throughput(Throughput::Bytes(batch.len() as u64));
-    let rules = Validation { max_batch_bytes: usize::MAX, compressed_records: true, keys_required: false };
+    let rules =
+        Validation { max_batch_bytes: usize::MAX, compressed_records: true, keys_required: false, timestamps: None };
     group.bench_function("validate 1 MiB batch", |b| b.iter(|| validate_all(&batch, &rules).unwrap()));
     for (name, compression) in [
         ("gzip", Compression::Gzip),

@@ -52,6 +52,11 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<i64>,
     pub log_message_timestamp_type: TimestampType,
+    /// CreateTime records stamped further before the broker's clock are refused
+    /// (INVALID_TIMESTAMP); Kafka's default accepts any age.
+    pub log_message_timestamp_before_max_ms: i64,
+    /// ... and further after it; Kafka 4's default is an hour.
+    pub log_message_timestamp_after_max_ms: i64,
     pub log_cleanup_policy: CleanupPolicy,
     /// `log.retention.hours`, overridden by `log.retention.minutes`, overridden by
     /// `log.retention.ms` (Kafka's precedence); -1 keeps segments forever.
@@ -123,6 +128,8 @@ impl Default for BrokerConfig {
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: 3_600_000,
             log_cleanup_policy: CleanupPolicy { compact: false, delete: true },
             log_retention_hours: 168,
             log_retention_minutes: None,
@@ -162,6 +169,8 @@ pub const TOPIC_CONFIGS: &[(&str, &[&str])] = &[
     ("flush.ms", &["log.flush.interval.ms"]),
     ("index.interval.bytes", &["log.index.interval.bytes"]),
     ("max.message.bytes", &["message.max.bytes"]),
+    ("message.timestamp.after.max.ms", &["log.message.timestamp.after.max.ms"]),
+    ("message.timestamp.before.max.ms", &["log.message.timestamp.before.max.ms"]),
     ("message.timestamp.type", &["log.message.timestamp.type"]),
     ("min.insync.replicas", &["min.insync.replicas"]),
     ("retention.bytes", &["log.retention.bytes"]),
@@ -206,6 +215,8 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "log.retention.bytes",
     "log.retention.check.interval.ms",
     "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "compression.type",
     "min.insync.replicas",
     "unclean.leader.election.enable",
@@ -239,6 +250,8 @@ pub const DYNAMIC_BROKER_CONFIG_NAMES: &[&str] = &[
     "log.retention.ms",
     "log.retention.bytes",
     "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
 ];
@@ -298,6 +311,8 @@ impl BrokerConfig {
             "log.retention.bytes" => text(&self.log_retention_bytes),
             "log.retention.check.interval.ms" => text(&self.log_retention_check_interval_ms),
             "log.message.timestamp.type" => Some(timestamp_type_text(self.log_message_timestamp_type).to_string()),
+            "log.message.timestamp.before.max.ms" => text(&self.log_message_timestamp_before_max_ms),
+            "log.message.timestamp.after.max.ms" => text(&self.log_message_timestamp_after_max_ms),
             "compression.type" => Some("producer".to_string()),
             "min.insync.replicas" => text(&self.min_insync_replicas),
             "unclean.leader.election.enable" => text(&self.unclean_leader_election_enable),
@@ -374,6 +389,12 @@ impl BrokerConfig {
                 }
             }
             "log.message.timestamp.type" => self.log_message_timestamp_type = parse_timestamp_type(value)?,
+            "log.message.timestamp.before.max.ms" => {
+                self.log_message_timestamp_before_max_ms = parse_non_negative(key, value)?
+            }
+            "log.message.timestamp.after.max.ms" => {
+                self.log_message_timestamp_after_max_ms = parse_non_negative(key, value)?
+            }
             "fetch.zero.copy.enable" => self.fetch_zero_copy = value.parse().with_context(context)?,
             "reactor.spin.before.park.us" => {
                 self.spin_before_park = std::time::Duration::from_micros(value.parse().with_context(context)?)
@@ -488,6 +509,8 @@ impl BrokerConfig {
             retention_ms: unlimited_if_negative(self.retention_ms()),
             retention_bytes: unlimited_if_negative(self.log_retention_bytes).map(|b| b as u64),
             validate_compressed_records: true,
+            timestamp_before_max_ms: self.log_message_timestamp_before_max_ms,
+            timestamp_after_max_ms: self.log_message_timestamp_after_max_ms,
         };
         for (key, value) in topic_configs {
             let context = || format!("topic config {key} = {value}");
@@ -519,6 +542,8 @@ impl BrokerConfig {
                 }
                 "delete.retention.ms" => config.delete_retention_ms = parse_non_negative(key, value)?,
                 "sluice.validate.compressed.records" => config.validate_compressed_records = parse_bool(key, value)?,
+                "message.timestamp.before.max.ms" => config.timestamp_before_max_ms = parse_non_negative(key, value)?,
+                "message.timestamp.after.max.ms" => config.timestamp_after_max_ms = parse_non_negative(key, value)?,
                 _ => bail!("unknown topic config {key:?}"),
             }
         }

@@ -216,6 +216,8 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             validate_compressed_records: true,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
         };
         let expiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
         Partition::open(dir, config, expiry, 0, false).unwrap()

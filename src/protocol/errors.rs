@@ -8,6 +8,7 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         StorageError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
         StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,

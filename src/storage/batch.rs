@@ -182,6 +182,8 @@ pub struct Validation {
     pub compressed_records: bool,
     /// Every record needs a key (compacted topics).
     pub keys_required: bool,
+    /// Under CreateTime, the timestamps accepted, inclusive; -1 (none) is always accepted.
+    pub timestamps: Option<(i64, i64)>,
 }
 
 /// Splits a producer's records blob into batches and validates each; returns each batch's
@@ -225,6 +227,12 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
             header.records_count, header.last_offset_delta
         )));
     }
+    // The header bounds every timestamp, so it settles most batches, and those whose
+    // records are not walked.
+    if let Some(range) = rules.timestamps {
+        check_timestamp(header.max_timestamp, range, "the batch's newest record")?;
+        check_timestamp(header.base_timestamp, range, "the batch's first record")?;
+    }
     if codec != Codec::None && !rules.compressed_records {
         return Ok(());
     }
@@ -236,6 +244,10 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
                 record.index, record.offset_delta
             )));
         }
+        if let Some(range) = rules.timestamps {
+            let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
+            check_timestamp(timestamp, range, &format!("record {}", record.index))?;
+        }
         if rules.keys_required && record.key.is_none() {
             return Err(StorageError::InvalidRecord(format!(
                 "record {} has no key, which a compacted topic requires",
@@ -244,6 +256,15 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
         }
         Ok(())
     })
+}
+
+fn check_timestamp(timestamp: i64, (earliest, latest): (i64, i64), what: &str) -> Result<(), StorageError> {
+    if timestamp != -1 && !(earliest..=latest).contains(&timestamp) {
+        return Err(StorageError::InvalidTimestamp(format!(
+            "{what} is stamped {timestamp}, outside [{earliest}, {latest}]"
+        )));
+    }
+    Ok(())
 }
 
 /// A whole batch of `header`'s fields around `payload` (the records, compressed or not),
@@ -334,7 +355,7 @@ pub mod tests {
     }
 
     fn rules(max_batch_bytes: usize) -> Validation {
-        Validation { max_batch_bytes, compressed_records: true, keys_required: false }
+        Validation { max_batch_bytes, compressed_records: true, keys_required: false, timestamps: None }
     }
 
     /// `count` records with offset deltas `deltas`, values `v<i>`, no keys, as a payload.

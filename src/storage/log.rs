@@ -104,6 +104,10 @@ impl Log {
             max_batch_bytes: self.config.max_message_bytes,
             compressed_records: self.config.validate_compressed_records,
             keys_required: self.config.compact,
+            timestamps: (self.config.timestamp_type == TimestampType::CreateTime).then(|| {
+                let earliest = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
+                (earliest, now_ms.saturating_add(self.config.timestamp_after_max_ms))
+            }),
         };
         let parsed = batch::validate_all(&batches, &rules)?;
         let total_bytes = batches.len() as u64;
@@ -495,6 +499,8 @@ pub(crate) mod tests {
             retention_ms: None,
             retention_bytes: None,
             validate_compressed_records: true,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
         }
     }
 
@@ -1129,6 +1135,26 @@ pub(crate) mod tests {
             let all = records(&log);
             assert!(all.iter().any(|r| r.1 == "k0"), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn create_time_outside_the_allowed_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounded = LogConfig { timestamp_before_max_ms: 1000, timestamp_after_max_ms: 100, ..config() };
+        let mut log = Log::open(dir.path(), bounded.clone(), false).unwrap();
+        let now = 50_000;
+        log.append(batch(2, now - 1000), 0, now).unwrap();
+        log.append(batch(2, now + 99), 0, now).unwrap();
+        // Records without a timestamp are not judged.
+        log.append(batch(1, -1), 0, now).unwrap();
+        for stamped in [now - 1001, now + 101] {
+            assert!(matches!(log.append(batch(2, stamped), 0, now), Err(StorageError::InvalidTimestamp(_))));
+        }
+        assert_eq!(log.log_end_offset(), 5);
+        // Under LogAppendTime the broker's clock is what counts.
+        let appended = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..bounded };
+        let mut log = Log::open(tempfile::tempdir().unwrap().path(), appended, false).unwrap();
+        log.append(batch(1, 0), 0, now).unwrap();
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum StorageError {
     /// deltas, lengths); Kafka's InvalidRecordException.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A CreateTime timestamp outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock.
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     /// Compression codec id 5-7 in a batch's attributes.
     #[error("unsupported compression codec {0}")]
     UnsupportedCompression(i16),
@@ -88,6 +92,11 @@ pub struct LogConfig {
     /// `sluice.validate.compressed.records`: walk the records of compressed batches on append
     /// (decompressing them); false trusts the producer for what is inside the compression.
     pub validate_compressed_records: bool,
+    /// Under CreateTime, refuse records stamped more than this before the broker's clock
+    /// (`message.timestamp.before.max.ms`; i64::MAX: any).
+    pub timestamp_before_max_ms: i64,
+    /// ... or more than this after it (`message.timestamp.after.max.ms`).
+    pub timestamp_after_max_ms: i64,
 }
 
 /// What an append did.

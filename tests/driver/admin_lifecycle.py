@@ -262,6 +262,15 @@ def configs(bootstrap, topic):
     assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
 
     alter_topic(admin, topic, min_insync_replicas=None)
+
+    # Records stamped an hour ahead of the broker's clock are refused once the topic allows 1 s.
+    alter_topic(admin, topic, message_timestamp_after_max_ms="1000")
+    errors = []
+    producer.produce(topic, value=b"future", partition=0, timestamp=int(time.time() * 1000) + 3_600_000,
+                     on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(TIMEOUT_S)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.INVALID_TIMESTAMP, errors
+    alter_topic(admin, topic, message_timestamp_after_max_ms=None)
     # kafka-python's AlterConfigs (it resends the other modified keys, since AlterConfigs
     # replaces the whole set); its describe lists what differs from the defaults.
     kadmin = KafkaAdminClient(bootstrap_servers=bootstrap)
