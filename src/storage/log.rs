@@ -1012,6 +1012,28 @@ pub(crate) mod tests {
         assert_eq!(log.log_start_offset(), 0);
     }
 
+    /// `cleanup.policy=compact,delete`: closed segments are compacted, and deleted once expired.
+    #[test]
+    fn compact_and_delete_policies_work_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = LogConfig { compact: true, delete: true, segment_bytes: 300, retention_ms: Some(1000), ..config() };
+        let mut log = Log::open(dir.path(), both, false).unwrap();
+        for round in 0..10 {
+            for key in ["a", "b"] {
+                log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
+            }
+        }
+        let closed = log.segments.len() - 1;
+        assert!(closed > 2);
+        log.compact_if_due(0).unwrap();
+        assert!(records(&log).len() < 20, "compacted");
+        // Every closed segment has expired 2 s from now (a segment that compaction emptied
+        // has no timestamp left and ages by its file's modification time).
+        assert_eq!(log.apply_retention(crate::runtime::now_ms() + 2000).unwrap(), closed);
+        assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+        assert_eq!(records(&log).last().unwrap().0, 19);
+    }
+
     #[test]
     fn delete_records_moves_the_start_and_drops_segments_below_it() {
         let dir = tempfile::tempdir().unwrap();
