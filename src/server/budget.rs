@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 pub struct MemoryBudget {
+    total: i64,
     /// Bytes left; negative after a grant larger than what was left. `None`: unbounded.
     available: Option<Cell<i64>>,
     /// The grant allowed to overdraw while nothing is left.
@@ -27,8 +28,10 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn new(bytes: Option<usize>) -> Rc<MemoryBudget> {
+        let total = bytes.map_or(i64::MAX, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
         Rc::new(MemoryBudget {
-            available: bytes.map(|bytes| Cell::new(i64::try_from(bytes).unwrap_or(i64::MAX))),
+            total,
+            available: bytes.map(|_| Cell::new(total)),
             overdrawing: Cell::new(None),
             next_grant_id: Cell::new(0),
             waiting: RefCell::new(Vec::new()),
@@ -40,6 +43,11 @@ impl MemoryBudget {
         let id = self.next_grant_id.get();
         self.next_grant_id.set(id + 1);
         Grant { budget: self.clone(), id, bytes: 0 }
+    }
+
+    /// Whether at least half the budget would be left after granting `bytes` now.
+    pub fn leaves_half(&self, bytes: usize) -> bool {
+        self.available().is_none_or(|available| available - bytes as i64 >= self.total / 2)
     }
 
     /// Bytes left (negative when overdrawn); `None` when unbounded.
@@ -144,6 +152,16 @@ mod tests {
         drop(second);
         assert!(first.grow(60).now_or_never().is_some(), "the overdraft passes on");
         assert_eq!(budget.available(), Some(-20));
+    }
+
+    #[test]
+    fn half_the_budget_is_kept_for_chunked_reads() {
+        let budget = MemoryBudget::new(Some(100));
+        assert!(budget.leaves_half(50) && !budget.leaves_half(51));
+        let mut grant = budget.grant();
+        assert!(grant.grow(30).now_or_never().is_some());
+        assert!(budget.leaves_half(20) && !budget.leaves_half(21));
+        assert!(MemoryBudget::new(None).leaves_half(usize::MAX / 2));
     }
 
     #[test]

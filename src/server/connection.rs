@@ -182,10 +182,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<MemoryBudget>
 /// frame and sending slowly holds little of the budget.
 const FIRST_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Reads one request frame as its bytes arrive: the body grows by chunks, each granted by
-/// `budget` before it is allocated and at most as large as what already arrived, so what a
-/// peer holds is at most twice what it sent plus one first chunk; a frame that arrives fast
-/// is still read in few large reads. Returns the frame with its grant.
+/// Frames up to this size are read whole, in one allocation and one read, while granting it
+/// leaves at least half the budget: the common case, as fast as it can be. What slow peers can
+/// pin this way stays below half the budget; the rest is read as bytes arrive.
+const WHOLE_FRAME_MAX_BYTES: usize = 8 << 20;
+
+/// Reads one request frame. A small frame when the budget is plentiful is granted and read
+/// whole. Otherwise the body grows as its bytes arrive, by chunks, each granted by `budget`
+/// before it is allocated and at most as large as what already arrived, so what a peer holds
+/// is at most twice what it sent plus one first chunk, and a frame that arrives fast is still
+/// read in few large reads. Returns the frame with its grant.
 async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
@@ -193,6 +199,12 @@ async fn read_request<R: AsyncRead + Unpin>(
 ) -> Result<(Bytes, Grant), FrameError> {
     let size = read_frame_size(reader, max).await?;
     let mut grant = budget.grant();
+    if size <= WHOLE_FRAME_MAX_BYTES && budget.leaves_half(size) {
+        grant.grow(size).await;
+        let mut body = BytesMut::zeroed(size);
+        reader.read_exact(&mut body).await?;
+        return Ok((body.freeze(), grant));
+    }
     let mut body = BytesMut::new();
     while body.len() < size {
         let chunk = (size - body.len()).min(body.len().max(FIRST_CHUNK_BYTES));
