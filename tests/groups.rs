@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, Clients, Raw, batch, cli, driver, driver_with};
+use common::{Broker, Raw, batch, cli, driver};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
@@ -21,15 +21,11 @@ fn string(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-// The multi-process scenarios run with kafka-python 2.0.2: with 3.0.12 about one run in eight
-// leaves a consumer waiting on its client's network thread while the broker has nothing
-// outstanding for it (see the note on the consumer-groups issue); the other group tests use
-// the current release.
 #[test]
 fn members_joining_and_crashing_share_the_partitions() {
     let _one_at_a_time = common::serial();
     let broker = Broker::start(2, GROUP_SETTINGS);
-    let summary = driver_with(Clients::Old, &broker, "groups_kafka_python", &["rebalance"], Duration::from_secs(240));
+    let summary = driver(&broker, "groups_kafka_python", &["rebalance"], Duration::from_secs(240));
     assert_eq!(summary["produced"], 900, "{summary}");
     // The crashed member's partitions moved within its session timeout (6 s) plus a margin.
     assert!(summary["moved_after_s"].as_f64().unwrap() < 16.0, "{summary}");
@@ -39,7 +35,7 @@ fn members_joining_and_crashing_share_the_partitions() {
 fn groups_broadcast_and_members_unicast() {
     let _one_at_a_time = common::serial();
     let broker = Broker::start(2, GROUP_SETTINGS);
-    let summary = driver_with(Clients::Old, &broker, "groups_kafka_python", &["broadcast"], Duration::from_secs(120));
+    let summary = driver(&broker, "groups_kafka_python", &["broadcast"], Duration::from_secs(120));
     assert_eq!(summary["group_shared"], 400);
     assert_eq!(summary["group_solo"], 400);
 }

@@ -9,7 +9,6 @@ import faulthandler
 import json
 import multiprocessing as mp
 import os
-import queue
 import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -71,8 +70,11 @@ class Group:
     def start(self, name):
         stop = mp.Event()
         # A queue per process: a consumer killed in the middle of a put would otherwise leave
-        # a shared queue's lock held, and silence every other consumer.
-        events = mp.Queue()
+        # a shared queue's lock held, and silence every other consumer. A SimpleQueue, whose
+        # put has written the event to the pipe when it returns: a Queue's put only hands it to
+        # a feeder thread, so a consumer killed right after committing could take the report
+        # of records it consumed and committed with it, and nobody would report them.
+        events = mp.SimpleQueue()
         self.run.queues.append(events)
         process = mp.Process(
             target=consumer_process, args=(self.bootstrap, self.topic, self.group, name, events, stop), daemon=True
@@ -109,11 +111,8 @@ class Run:
         """Handles every event waiting in the consumers' queues, or pauses briefly if none."""
         events = []
         for q in self.queues:
-            try:
-                while True:
-                    events.append(q.get_nowait())
-            except queue.Empty:
-                pass
+            while not q.empty():
+                events.append(q.get())
         if not events:
             time.sleep(0.05)
         for event in events:
