@@ -19,14 +19,21 @@ fn round_trips(iterations: u64, spin_before_park: Duration) -> Duration {
     run_pinned(vec![Some(elapsed_tx), None], spin_before_park, move |id, elapsed_tx| {
         let mesh = mesh.clone();
         async move {
+            let ticks = sluice::runtime::tick_while_connecting();
             let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
             let config = BrokerConfig { cores: 2, ..BrokerConfig::default() };
             let shard = Rc::new(Shard::new(id, config, ("127.0.0.1".into(), 9092), MetadataImage::default(), senders));
             match elapsed_tx {
                 // Shard 1 answers until shard 0 drops its end of the mesh.
-                None => shard.serve_mesh(receivers).await,
+                None => {
+                    drop(ticks);
+                    shard.serve_mesh(receivers).await
+                }
                 Some(elapsed_tx) => {
                     drop(receivers);
+                    // The first round trip finishes connecting the channels; then no ticks.
+                    shard.invoke_on(1, ShardRequest::Metrics).await;
+                    drop(ticks);
                     let start = Instant::now();
                     for _ in 0..iterations {
                         let answer = shard.invoke_on(1, ShardRequest::Metrics).await;

@@ -131,6 +131,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             let advertised = advertised.clone();
             let bound_tx = bound_tx.clone();
             async move {
+                let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
                 let offline = ops::apply_metadata(&shard, image, clean_shutdown);
@@ -163,7 +164,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                     }
                 };
                 let _ = bound_tx.send(Ok(()));
-                drop(bound_tx);
+                drop((bound_tx, ticks));
                 let closed = run_shard(shard, listener, shutdown).await;
                 drop((mesh_task, upkeep_task, group_task, admin_task));
                 closed

@@ -15,6 +15,25 @@ pub use glommio::sync::{Permit, Semaphore, StaticPermit};
 pub use glommio::timer::sleep;
 pub use glommio::{Task, spawn_local};
 
+/// How often a starting shard's reactor wakes while its mesh channels connect.
+const CONNECT_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Wakes this shard's reactor every millisecond until the returned task is dropped.
+///
+/// glommio 0.9 loses a wake-up when the two ends of a shared channel connect at about the same
+/// time: the end that connected first waits for the other to wake it, which it never does, and
+/// an executor with nothing else to do then sleeps for ever (seen as a start that hung in the
+/// mesh join, about once in a hundred starts on a loaded machine). Any wake-up of the reactor
+/// polls pending connections again, so shards tick while they join the mesh and start; after
+/// that their periodic upkeep tasks wake them often enough.
+pub fn tick_while_connecting() -> Task<()> {
+    spawn_local(async {
+        loop {
+            sleep(CONNECT_TICK).await;
+        }
+    })
+}
+
 /// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
 pub fn now_ms() -> i64 {
     let since_epoch =
