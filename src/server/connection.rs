@@ -281,15 +281,17 @@ enum Outcome {
     Close,
 }
 
-enum Refusal {
+/// Why a frame gets no handler.
+pub enum Refusal {
     /// Close the connection, logging why.
     Close(String),
     /// Send this frame instead of running a handler.
     Answer(Bytes),
 }
 
-/// Checks the API key and version, then decodes the header.
-fn parse_request(mut frame: Bytes) -> Result<(RequestHeader, Bytes), Refusal> {
+/// Checks the API key and version, then decodes the header; returns it with the body. Public
+/// for the fuzz targets (`fuzz/`), which feed it arbitrary frames.
+pub fn parse_request(mut frame: Bytes) -> Result<(RequestHeader, Bytes), Refusal> {
     if frame.len() < 8 {
         return Err(Refusal::Close(format!("request of {} bytes has no header", frame.len())));
     }

@@ -611,3 +611,63 @@ impl Raw {
         }
     }
 }
+
+/// A TCP proxy that forwards connections to a broker and keeps every request frame the
+/// clients send (the bytes after the size prefix): the fuzzers' seed corpora are captured
+/// this way from the real clients. Start it before the broker, and start the broker with
+/// `--advertise` set to [`Recorder::addr`], so that clients come back through it after
+/// their bootstrap.
+pub struct Recorder {
+    listener: std::net::TcpListener,
+    frames: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl Recorder {
+    pub fn bind() -> Recorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the recorder");
+        Recorder { listener, frames: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    pub fn addr(&self) -> String {
+        self.listener.local_addr().expect("recorder address").to_string()
+    }
+
+    /// Forwards every connection to `upstream` from now on, on background threads.
+    pub fn forward_to(&self, upstream: &str) {
+        let listener = self.listener.try_clone().expect("cloning the listener");
+        let frames = self.frames.clone();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(broker) = TcpStream::connect(&upstream) else { continue };
+                let (mut client_in, mut broker_in) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
+                let (mut client_out, mut broker_out) = (client, broker);
+                let frames = frames.clone();
+                std::thread::spawn(move || {
+                    let mut size = [0u8; 4];
+                    while client_in.read_exact(&mut size).is_ok() {
+                        let mut body = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+                        if client_in.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        let forwarded = broker_out.write_all(&size).and_then(|()| broker_out.write_all(&body));
+                        frames.lock().unwrap().push(Bytes::from(body));
+                        if forwarded.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = broker_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut broker_in, &mut client_out);
+                    let _ = client_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+    }
+
+    /// The request frames recorded so far, in arrival order per connection.
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.frames.lock().unwrap().clone()
+    }
+}
