@@ -1,9 +1,12 @@
 //! What the targets share: small logs in memory-backed temporary directories.
+#![allow(dead_code)] // Each target uses its own subset.
 
 use std::collections::BTreeMap;
 
 use sluice::config::BrokerConfig;
 use sluice::storage::LogConfig;
+use sluice::storage::batch::Validation;
+use sluice::storage::producer_state::ProducerExpiry;
 
 /// Broker defaults, with segments small enough that a fuzzing run rolls them often.
 pub fn log_config() -> LogConfig {
@@ -12,6 +15,15 @@ pub fn log_config() -> LogConfig {
         ("index.interval.bytes".to_string(), "256".to_string()),
     ]);
     BrokerConfig::default().log_config(&topic).expect("valid topic configs")
+}
+
+pub fn producer_expiry() -> ProducerExpiry {
+    BrokerConfig::default().producer_expiry()
+}
+
+/// What every batch in a log must pass, whatever the topic's rules: framing and CRC.
+pub fn stored_batch() -> Validation {
+    Validation { max_batch_bytes: usize::MAX, compressed_records: false, keys_required: false }
 }
 
 /// A fresh directory, in tmpfs when there is one: each execution writes files.

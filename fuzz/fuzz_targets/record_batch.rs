@@ -30,7 +30,8 @@ thread_local! {
 
 fn fresh() -> Current {
     let dir = common::temp_dir();
-    let partition = Partition::open(dir.path(), common::log_config(), 0, false).expect("opening a new partition");
+    let partition = Partition::open(dir.path(), common::log_config(), common::producer_expiry(), 0, false)
+        .expect("opening a new partition");
     Current { partition, appends: 0, _dir: dir }
 }
 
@@ -66,6 +67,6 @@ fuzz_target!(|data: &[u8]| {
         let Ok(info) = current.partition.append(Bytes::from(records), 1_700_000_000_000) else { return };
         // The most a fetch can ask for.
         let read = current.partition.read(info.base_offset, i32::MAX as usize).expect("reading what was appended");
-        validate_all(&read, usize::MAX).expect("what was appended reads back as valid batches");
+        validate_all(&read, &common::stored_batch()).expect("what was appended reads back as valid batches");
     });
 });
