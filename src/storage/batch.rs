@@ -5,7 +5,9 @@
 //! `recordsCount` of them, with offset deltas 0..n-1 matching `lastOffsetDelta`, every length
 //! consistent, a key in each record of a compacted topic. A compressed batch is decompressed
 //! as a bounded stream for this (see [`DECOMPRESSION_RATIO_LIMIT`]) unless the topic sets
-//! `sluice.validate.compressed.records=false`; the stored bytes stay the producer's.
+//! `sluice.validate.compressed.records=false`; the stored records stay the producer's bytes.
+//! As in Kafka, a walked batch is stored with its largest record timestamp as `maxTimestamp`
+//! (and CreateTime), whatever the producer's header claimed.
 //!
 //! Layout (big-endian): baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 |
 //! crc u32 | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
@@ -206,8 +208,12 @@ pub fn validate_all(records: &[u8], rules: &Validation) -> Result<Vec<(usize, Ba
             )));
         }
         let batch = &rest[..header.size()];
-        let header = validate(batch)?;
-        validate_records(&header, batch, rules)?;
+        let mut header = validate(batch)?;
+        // Kafka sets a CreateTime batch's maxTimestamp from its records: the header's is a claim.
+        if let Some(max_timestamp) = validate_records(&header, batch, rules)? {
+            header.max_timestamp = max_timestamp;
+            header.attributes &= !LOG_APPEND_TIME_FLAG;
+        }
         batches.push((position, header));
         position += header.size();
     }
@@ -219,7 +225,9 @@ pub fn validate_all(records: &[u8], rules: &Validation) -> Result<Vec<(usize, Ba
 
 /// A producer's batch must hold what its header says: Kafka refuses a count that is not
 /// positive or disagrees with the offset range, and records whose offsets or sizes lie.
-fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> Result<(), StorageError> {
+/// Returns the largest record timestamp, unless the records were not walked (a compressed
+/// batch on a topic that trusts its producers).
+fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> Result<Option<i64>, StorageError> {
     let codec = Codec::from_attributes(header.attributes)?;
     if header.records_count <= 0 || i64::from(header.records_count) != header.offset_count() {
         return Err(StorageError::InvalidRecord(format!(
@@ -234,10 +242,12 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
         check_timestamp(header.base_timestamp, range, "the batch's first record")?;
     }
     if codec != Codec::None && !rules.compressed_records {
-        return Ok(());
+        return Ok(None);
     }
     let limit = rules.max_batch_bytes.saturating_mul(DECOMPRESSION_RATIO_LIMIT);
+    let mut max_timestamp = i64::MIN;
     for_each_record(header, batch, limit, |record| {
+        max_timestamp = max_timestamp.max(header.base_timestamp.wrapping_add(record.timestamp_delta));
         if record.offset_delta as usize != record.index {
             return Err(StorageError::InvalidRecord(format!(
                 "record {} has offset delta {}",
@@ -255,7 +265,8 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
             )));
         }
         Ok(())
-    })
+    })?;
+    Ok(Some(max_timestamp))
 }
 
 fn check_timestamp(timestamp: i64, (earliest, latest): (i64, i64), what: &str) -> Result<(), StorageError> {
@@ -297,19 +308,26 @@ pub struct Stamp {
     pub leader_epoch: i32,
     /// Set under LogAppendTime: the timestamp that replaces maxTimestamp.
     pub log_append_time_ms: Option<i64>,
+    /// Otherwise, the attributes and maxTimestamp that validation found the batch must have.
+    pub attributes: i16,
+    pub max_timestamp: i64,
 }
 
-/// Returns a copy of the batch's header with the broker-owned fields stamped. Under
-/// LogAppendTime the attributes and maxTimestamp change, so the CRC is recomputed over the new
+/// Returns a copy of the batch's header with the broker-owned fields stamped. When the
+/// attributes or maxTimestamp change (always under LogAppendTime; under CreateTime when the
+/// producer's maxTimestamp was not its records' largest), the CRC is recomputed over the new
 /// header bytes followed by the unchanged records (`batch` is the whole original batch).
 pub fn stamped_header(batch: &[u8], stamp: &Stamp) -> [u8; HEADER_LEN] {
     let mut header: [u8; HEADER_LEN] = batch[..HEADER_LEN].try_into().expect("validated batch");
     header[0..8].copy_from_slice(&stamp.base_offset.to_be_bytes());
     header[12..16].copy_from_slice(&stamp.leader_epoch.to_be_bytes());
-    if let Some(time) = stamp.log_append_time_ms {
-        let attributes = i16_at(&header, ATTRIBUTES_AT) | LOG_APPEND_TIME_FLAG;
+    let (attributes, max_timestamp) = match stamp.log_append_time_ms {
+        Some(time) => (i16_at(&header, ATTRIBUTES_AT) | LOG_APPEND_TIME_FLAG, time),
+        None => (stamp.attributes, stamp.max_timestamp),
+    };
+    if attributes != i16_at(&header, ATTRIBUTES_AT) || max_timestamp != i64_at(&header, MAX_TIMESTAMP_AT) {
         header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
+        header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_FROM..]), &batch[HEADER_LEN..]);
         header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
@@ -408,6 +426,32 @@ pub mod tests {
     }
 
     #[test]
+    fn a_lying_max_timestamp_is_replaced_by_the_records_largest() {
+        let mut header = BatchHeader::parse(&batch(1, 0)).unwrap();
+        (header.last_offset_delta, header.records_count) = (2, 3);
+        (header.base_timestamp, header.max_timestamp) = (1000, 1 << 50);
+        header.attributes = LOG_APPEND_TIME_FLAG;
+        let mut records = Vec::new();
+        for (delta, timestamp_delta) in [5, 9, 2].into_iter().enumerate() {
+            crate::storage::records::write_record(&mut records, timestamp_delta, delta as i32, None, Some(b"v"), &[0]);
+        }
+        let lying = assemble(&header, &records);
+        let (_, validated) = validate_all(&lying, &rules(1 << 20)).unwrap()[0];
+        assert_eq!((validated.max_timestamp, validated.attributes), (1009, 0));
+        let stamp = Stamp {
+            base_offset: 7,
+            leader_epoch: 0,
+            log_append_time_ms: None,
+            attributes: validated.attributes,
+            max_timestamp: validated.max_timestamp,
+        };
+        let mut stored = stamped_header(&lying, &stamp).to_vec();
+        stored.extend_from_slice(&lying[HEADER_LEN..]);
+        let stored = validate(&stored).unwrap();
+        assert_eq!((stored.base_offset, stored.max_timestamp, stored.attributes), (7, 1009, 0));
+    }
+
+    #[test]
     fn unknown_codecs_are_unsupported() {
         for codec in 5..=7 {
             assert!(
@@ -484,7 +528,9 @@ pub mod tests {
     #[test]
     fn stamping_log_append_time_keeps_the_crc_valid() {
         let b = batch(2, 5);
-        let header = stamped_header(&b, &Stamp { base_offset: 42, leader_epoch: 3, log_append_time_ms: Some(777) });
+        let stamp =
+            Stamp { base_offset: 42, leader_epoch: 3, log_append_time_ms: Some(777), attributes: 0, max_timestamp: 6 };
+        let header = stamped_header(&b, &stamp);
         let mut stamped = BytesMut::from(&header[..]);
         stamped.extend_from_slice(&b[HEADER_LEN..]);
         let parsed = validate(&stamped).unwrap();

@@ -122,7 +122,13 @@ impl Log {
         let mut records = 0u64;
         for (position, header) in &parsed {
             let bytes = &batches[*position..*position + header.size()];
-            let stamp = Stamp { base_offset: next_offset, leader_epoch, log_append_time_ms: log_append_time };
+            let stamp = Stamp {
+                base_offset: next_offset,
+                leader_epoch,
+                log_append_time_ms: log_append_time,
+                attributes: header.attributes,
+                max_timestamp: header.max_timestamp,
+            };
             headers.push(batch::stamped_header(bytes, &stamp));
             let mut header = *header;
             header.base_offset = next_offset;
