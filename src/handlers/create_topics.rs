@@ -15,9 +15,14 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTo
     let mut new_topics = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        // One broker: a replica count above one can never be met.
+        // One broker: a replica count above one can never be met; -1 asks for the default.
         if topic.replication_factor > 1 {
             results.push(failure(&name, ResponseError::InvalidReplicationFactor, "this cluster has one broker"));
+            continue;
+        }
+        if topic.replication_factor == 0 || topic.replication_factor < -1 {
+            let message = "replication factor must be larger than 0, or -1 to use the default value";
+            results.push(failure(&name, ResponseError::InvalidReplicationFactor, message));
             continue;
         }
         let partitions = match (topic.num_partitions, topic.assignments.len()) {

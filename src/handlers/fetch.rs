@@ -17,7 +17,6 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
-use crate::protocol::errors::code;
 use crate::runtime::sleep;
 use crate::runtime::zero_copy::FileSlice;
 use crate::shard::router::{PartitionRead, PartitionReadResult, RecordData};
@@ -101,6 +100,11 @@ pub async fn handle(
     let mut budget = response_max_bytes;
     let mut first = true;
     for (w, result) in wanted.iter().zip(results) {
+        if let Some(error) = result.error {
+            // As Kafka: a partition that failed reports no offsets, only its error.
+            topics[w.topic_index].partitions.push(error_partition(w.partition, error));
+            continue;
+        }
         let mut records = result.records;
         if !records.is_empty() {
             if !first && records.len() > budget {
@@ -126,7 +130,6 @@ pub async fn handle(
         topics[w.topic_index].partitions.push(
             PartitionData::default()
                 .with_partition_index(w.partition)
-                .with_error_code(code(result.error))
                 .with_high_watermark(result.high_watermark)
                 .with_last_stable_offset(result.high_watermark)
                 .with_log_start_offset(result.log_start_offset)
