@@ -247,7 +247,9 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
     let limit = rules.max_batch_bytes.saturating_mul(DECOMPRESSION_RATIO_LIMIT);
     let mut max_timestamp = i64::MIN;
     for_each_record(header, batch, limit, |record| {
-        max_timestamp = max_timestamp.max(header.base_timestamp.wrapping_add(record.timestamp_delta));
+        // Java's long arithmetic, as a consumer computes it.
+        let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+        max_timestamp = max_timestamp.max(timestamp);
         if record.offset_delta as usize != record.index {
             return Err(StorageError::InvalidRecord(format!(
                 "record {} has offset delta {}",
@@ -255,7 +257,6 @@ fn validate_records(header: &BatchHeader, batch: &[u8], rules: &Validation) -> R
             )));
         }
         if let Some(range) = rules.timestamps {
-            let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
             check_timestamp(timestamp, range, &format!("record {}", record.index))?;
         }
         if rules.keys_required && record.key.is_none() {
