@@ -23,15 +23,16 @@ fn string(s: &str) -> StrBytes {
 
 // kafka-python 3.0.12 (the current release, used by every test here) sometimes stalls a
 // consumer on its own side. Seen in `committed_offsets_survive_restart_and_kill_9` (1 run in 4
-// on a loaded 2-core machine) and once in 16 runs of the `rebalance` scenario: the member
-// completes JoinGroup and SyncGroup twice in a row (it rejoins at once after generation 1),
-// then sends nothing at all, no heartbeat, OffsetFetch or Fetch, until its session expires,
-// while its poll() keeps returning empty. Meanwhile `ss` shows Recv-Q and Send-Q at 0 on both
-// ends of both its connections, idle for 30 s: the broker had read every byte the client sent
-// and answered every request, and the client had read every answer. A broker with nothing
-// outstanding cannot stop a client's own heartbeat timer; the exact defect in kafka-python's
-// IO loop (kafka/net) is not pinned down. The multi-process scenarios passed 47 runs in a row
-// with 3.0.12 once the driver's SimpleQueue fix was in, so they run on it.
+// on a loaded 2-core machine), and once in 16 runs of the `rebalance` scenario against a build
+// with the old blocking sendfile: the member completes JoinGroup and SyncGroup twice in a row
+// (it rejoins at once after generation 1), then sends nothing at all, no heartbeat, OffsetFetch
+// or Fetch, until its session expires, while its poll() keeps returning empty. In the
+// committed-offsets case `ss` showed Recv-Q and Send-Q at 0 on both ends of both its
+// connections, idle for 30 s: the broker had read every byte the client sent and answered every
+// request, and the client had read every answer. A broker with nothing outstanding cannot stop
+// a client's own heartbeat timer; the exact defect in kafka-python's IO loop (kafka/net) is not
+// pinned down. With the driver's SimpleQueue fix, the multi-process scenarios passed every run
+// on 3.0.12 (29 of `rebalance`, 5 of `broadcast`), so they run on it.
 #[test]
 fn members_joining_and_crashing_share_the_partitions() {
     let _one_at_a_time = common::serial();
