@@ -23,7 +23,7 @@ pub fn producer_expiry() -> ProducerExpiry {
 
 /// What every batch in a log must pass, whatever the topic's rules: framing and CRC.
 pub fn stored_batch() -> Validation {
-    Validation { max_batch_bytes: usize::MAX, compressed_records: false, keys_required: false }
+    Validation { max_batch_bytes: usize::MAX, compressed_records: false, keys_required: false, timestamps: None }
 }
 
 /// A fresh directory, in tmpfs when there is one: each execution writes files.

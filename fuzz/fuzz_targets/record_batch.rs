@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let current = current.as_mut().expect("set above");
         current.appends += 1;
-        let Ok(info) = current.partition.append(Bytes::from(records), 1_700_000_000_000) else { return };
+        let Ok(info) = current.partition.append(Bytes::from(records), sluice::runtime::now_ms()) else { return };
         // The most a fetch can ask for.
         let read = current.partition.read(info.base_offset, i32::MAX as usize).expect("reading what was appended");
         validate_all(&read, &common::stored_batch()).expect("what was appended reads back as valid batches");

@@ -57,8 +57,9 @@ fuzz_target!(|data: &[u8]| {
             _ => break,
         }
     }
-    let batch = sluice::protocol::records::encode_batch(&[(None, Some(Bytes::from_static(b"after")))], 0);
-    let appended = log.append(batch, 0, 1_700_000_000_000);
+    let now = sluice::runtime::now_ms();
+    let batch = sluice::protocol::records::encode_batch(&[(None, Some(Bytes::from_static(b"after")))], now);
+    let appended = log.append(batch, 0, now);
     if !clean_shutdown {
         appended.expect("a recovered log takes appends");
     }
