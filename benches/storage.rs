@@ -78,7 +78,7 @@ fn storage(c: &mut Criterion) {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(), false).unwrap();
+    let mut log = Log::open(&sluice::storage::fs::os(), dir.path(), config(), false).unwrap();
     group.bench_function("append 1 MiB batch", |b| b.iter(|| log.append(batch.clone(), 0, 0).unwrap()));
     let end = log.log_end_offset();
     let mut offset = 0;
@@ -95,7 +95,7 @@ fn storage(c: &mut Criterion) {
 fn offset_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("offset lookup");
     let dir = tempfile::tempdir().unwrap();
-    let mut index = IndexFile::<OffsetEntry>::create(&dir.path().join("0.index")).unwrap();
+    let mut index = IndexFile::<OffsetEntry>::create(&sluice::storage::fs::Os, &dir.path().join("0.index")).unwrap();
     const ENTRIES: u32 = 100_000;
     for i in 0..ENTRIES {
         index.append(OffsetEntry { relative_offset: i * 16, position: i * 4096 });
@@ -110,7 +110,7 @@ fn offset_lookup(c: &mut Criterion) {
 
     // A 100 MB segment of 1 KiB batches (16 records each), indexed every 4 KiB.
     let batch = encode_batch(&(0..16).map(|_| (None, Some(Bytes::from(vec![1u8; 48])))).collect::<Vec<_>>(), 0);
-    let mut log = Log::open(dir.path(), config(), false).unwrap();
+    let mut log = Log::open(&sluice::storage::fs::os(), dir.path(), config(), false).unwrap();
     while log.log_end_offset() < 100_000 * 16 {
         log.append(batch.clone(), 0, 0).unwrap();
     }

@@ -10,6 +10,7 @@
 //! rolls and at close, and rebuilt from the log after a crash, so it survives restarts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -18,6 +19,7 @@ use kafka_protocol::ResponseError;
 use crate::protocol::errors::storage_error_code;
 use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
+use crate::storage::fs::FileSystem;
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates};
 use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
 
@@ -38,13 +40,14 @@ impl Partition {
     /// Opens (and on an unclean start, recovers) the partition's log in `dir`, and its
     /// producers' state.
     pub fn open(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         config: LogConfig,
         expiry: ProducerExpiry,
         leader_epoch: i32,
         clean_shutdown: bool,
     ) -> Result<Partition, StorageError> {
-        let log = Log::open(dir, config, clean_shutdown)?;
+        let log = Log::open(fs, dir, config, clean_shutdown)?;
         let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
         let high_watermark = log.log_end_offset();
         Ok(Partition { log, dir: dir.to_path_buf(), high_watermark, leader_epoch, data_waiters: Vec::new(), producers })
@@ -170,9 +173,9 @@ impl Partition {
 
     /// Closes the log and removes its directory; used when the topic is deleted.
     pub fn delete(self) -> Result<(), StorageError> {
-        let dir = self.dir.clone();
+        let (dir, fs) = (self.dir.clone(), self.log.file_system());
         drop(self);
-        std::fs::remove_dir_all(&dir)?;
+        fs.remove_dir_all(&dir)?;
         Ok(())
     }
 }
@@ -220,7 +223,7 @@ mod tests {
             timestamp_after_max_ms: i64::MAX,
         };
         let expiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
-        Partition::open(dir, config, expiry, 0, false).unwrap()
+        Partition::open(&crate::storage::fs::os(), dir, config, expiry, 0, false).unwrap()
     }
 
     #[test]

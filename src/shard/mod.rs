@@ -15,6 +15,7 @@ pub mod router;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
@@ -24,6 +25,7 @@ use crate::group::GroupEntry;
 use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::runtime::{Semaphore, Senders};
+use crate::storage::fs::FileSystem;
 
 pub use router::{Envelope, ShardRequest, ShardResponse};
 
@@ -52,6 +54,8 @@ pub struct Shard {
     metadata: RefCell<Rc<MetadataImage>>,
     /// `config` with the dynamic broker configs of `metadata` over it.
     effective_config: RefCell<Rc<BrokerConfig>>,
+    /// Where this shard's partitions keep their files.
+    pub fs: Arc<dyn FileSystem>,
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
     /// Partitions this shard owns that failed to open, with the reason; they stay offline
     /// until a restart.
@@ -88,6 +92,7 @@ impl Shard {
             advertised_host: advertised.0,
             advertised_port: advertised.1,
             metadata: RefCell::new(Rc::new(metadata)),
+            fs: crate::storage::fs::os(),
             partitions: RefCell::new(HashMap::new()),
             offline: RefCell::new(BTreeMap::new()),
             groups: RefCell::new(HashMap::new()),

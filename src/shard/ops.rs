@@ -195,7 +195,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
     let mut offline = shard.offline.borrow_mut();
     offline.retain(|tp, _| {
         let keep = owned.contains(tp);
-        if !keep && let Err(e) = std::fs::remove_dir_all(partition_dir(&shard.config.data_dir, tp)) {
+        if !keep && let Err(e) = shard.fs.remove_dir_all(&partition_dir(&shard.config.data_dir, tp)) {
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting an offline partition");
         }
         keep
@@ -223,7 +223,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         let dir = partition_dir(&shard.config.data_dir, &tp);
         let opened = log_config_of(&tp.topic).and_then(|config| {
             let epoch = topic.partitions[tp.partition as usize].leader_epoch;
-            Partition::open(&dir, config, shard.config.producer_expiry(), epoch, clean_shutdown)
+            Partition::open(&shard.fs, &dir, config, shard.config.producer_expiry(), epoch, clean_shutdown)
                 .map_err(|e| e.to_string())
         });
         match opened {

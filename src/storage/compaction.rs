@@ -17,14 +17,16 @@
 //! be read within the decompression limit is kept as it is.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::IoSlice;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::StorageError;
 use super::batch::{self, BatchHeader, DELETE_HORIZON_FLAG};
 use super::codec::Codec;
+use super::fs::{FileHandle, FileSystem, Open, write_all_at};
 use super::records::{for_each_record, write_record};
 use super::segment::{Check, Segment, Tail, file_name};
 
@@ -74,41 +76,80 @@ pub fn note_latest(
 
 /// Rewrites `segment` without superseded records and expired tombstones, stamping delete
 /// horizons on batches whose tombstones are kept for the first time.
-pub fn compact(dir: &Path, segment: &Segment, pass: &Pass<'_>) -> Result<Compacted, StorageError> {
+pub fn compact(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    segment: &Segment,
+    pass: &Pass<'_>,
+) -> Result<Compacted, StorageError> {
     let base = segment.base_offset;
     let cleaned_path = dir.join(format!("{}.cleaned", file_name(base, "log")));
-    let mut cleaned = std::io::BufWriter::new(std::fs::File::create(&cleaned_path)?);
+    let mut cleaned = Cleaned { file: fs.open(&cleaned_path, Open::Truncate)?, buffer: Vec::new(), position: 0 };
     let mut changed = false;
     let mut tombstones_due_ms: Option<i64> = None;
     let written = segment.for_each_batch(|header, batch| {
         let (outcome, due) = rewrite(header, batch, pass)?;
         tombstones_due_ms = earliest(tombstones_due_ms, due);
         match outcome {
-            Rewritten::Unchanged => cleaned.write_all(batch)?,
+            Rewritten::Unchanged => cleaned.write(batch)?,
             Rewritten::Into(bytes) => {
                 changed = true;
-                cleaned.write_all(&bytes)?
+                cleaned.write(&bytes)?
             }
             Rewritten::Dropped => changed = true,
         }
         Ok(())
     });
-    let finished = written.and_then(|()| Ok(cleaned.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    let finished = written.and_then(|()| Ok(cleaned.finish()?));
+    drop(cleaned);
     if finished.is_err() || !changed {
-        std::fs::remove_file(&cleaned_path)?;
+        fs.remove_file(&cleaned_path)?;
         finished?;
         return Ok(Compacted { segment: None, tombstones_due_ms });
     }
     for extension in ["index", "timeindex"] {
-        std::fs::remove_file(dir.join(file_name(base, extension)))?;
+        fs.remove_file(&dir.join(file_name(base, extension)))?;
     }
-    std::fs::rename(&cleaned_path, dir.join(file_name(base, "log")))?;
-    std::fs::File::open(dir)?.sync_all()?;
+    fs.rename(&cleaned_path, &dir.join(file_name(base, "log")))?;
+    fs.sync_dir(dir)?;
     tracing::debug!(dir = %dir.display(), base, "compacted a segment");
-    let segment = Segment::open(dir, base, Check::Full, Tail::MustBeWhole, pass.index_interval_bytes, pass.now_ms)?;
+    let segment = Segment::open(fs, dir, base, Check::Full, Tail::MustBeWhole, pass.index_interval_bytes, pass.now_ms)?;
     // Its indexes were rebuilt in memory; write them, so that a restart can trust them.
     segment.sync()?;
     Ok(Compacted { segment: Some(segment), tombstones_due_ms })
+}
+
+/// Bytes gathered before the rewritten segment is written to.
+const WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The rewritten segment being written, in chunks of [`WRITE_CHUNK_BYTES`].
+struct Cleaned {
+    file: Box<dyn FileHandle>,
+    buffer: Vec<u8>,
+    position: u64,
+}
+
+impl Cleaned {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= WRITE_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        write_all_at(&*self.file, &mut [IoSlice::new(&self.buffer)], self.position)?;
+        self.position += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and makes it all durable.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.file.sync_data()
+    }
 }
 
 enum Rewritten {

@@ -9,9 +9,10 @@
 //! Invariant: keys never decrease.
 
 use std::cell::Cell;
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+
+use super::fs::{FileSystem, Open, write_all_at};
 
 /// One entry type of an index file.
 pub trait Entry: Copy {
@@ -84,8 +85,8 @@ pub struct IndexFile<E: Entry> {
 impl<E: Entry> IndexFile<E> {
     /// Opens the index, returning `None` when its content cannot be trusted (a size that is
     /// not a whole number of entries, or keys going backwards): the caller rebuilds it.
-    pub fn open(path: &Path) -> std::io::Result<Option<IndexFile<E>>> {
-        let bytes = match std::fs::read(path) {
+    pub fn open(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Option<IndexFile<E>>> {
+        let bytes = match fs.read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
@@ -102,8 +103,8 @@ impl<E: Entry> IndexFile<E> {
     }
 
     /// Creates an empty index, replacing whatever was at `path`.
-    pub fn create(path: &Path) -> std::io::Result<IndexFile<E>> {
-        OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    pub fn create(fs: &dyn FileSystem, path: &Path) -> std::io::Result<IndexFile<E>> {
+        fs.open(path, Open::Truncate)?;
         Ok(IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) })
     }
 
@@ -129,7 +130,7 @@ impl<E: Entry> IndexFile<E> {
     }
 
     /// Writes the entries the file lacks and makes them durable.
-    pub fn sync(&self) -> std::io::Result<()> {
+    pub fn sync(&self, fs: &dyn FileSystem) -> std::io::Result<()> {
         let pending = &self.entries[self.synced.get()..];
         if pending.is_empty() {
             return Ok(());
@@ -138,8 +139,9 @@ impl<E: Entry> IndexFile<E> {
         for entry in pending {
             entry.encode(&mut bytes);
         }
-        let mut file = OpenOptions::new().append(true).open(&self.path)?;
-        file.write_all(&bytes)?;
+        let file = fs.open(&self.path, Open::Create)?;
+        let position = (self.synced.get() * E::SIZE) as u64;
+        write_all_at(&*file, &mut [IoSlice::new(&bytes)], position)?;
         file.sync_data()?;
         self.synced.set(self.entries.len());
         Ok(())
@@ -154,15 +156,16 @@ mod tests {
     fn floor_lookup_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let mut index = IndexFile::<OffsetEntry>::create(&path).unwrap();
+        let fs = crate::storage::fs::os();
+        let mut index = IndexFile::<OffsetEntry>::create(&*fs, &path).unwrap();
         for i in 0..10u32 {
             index.append(OffsetEntry { relative_offset: i * 10, position: i * 100 });
         }
-        index.sync().unwrap();
+        index.sync(&*fs).unwrap();
         assert_eq!(index.floor(0).unwrap().position, 0);
         assert_eq!(index.floor(35).unwrap().position, 300);
         assert_eq!(index.floor(1000).unwrap().position, 900);
-        let reopened = IndexFile::<OffsetEntry>::open(&path).unwrap().unwrap();
+        let reopened = IndexFile::<OffsetEntry>::open(&*fs, &path).unwrap().unwrap();
         assert_eq!(reopened.entries(), index.entries());
     }
 
@@ -171,6 +174,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.timeindex");
         std::fs::write(&path, [0u8; 13]).unwrap();
-        assert!(IndexFile::<TimeEntry>::open(&path).unwrap().is_none());
+        assert!(IndexFile::<TimeEntry>::open(&*crate::storage::fs::os(), &path).unwrap().is_none());
     }
 }

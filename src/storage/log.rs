@@ -16,10 +16,12 @@
 
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
+use super::fs::FileSystem;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
 use super::{compaction, deleter};
@@ -32,6 +34,7 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
 pub struct Log {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
@@ -50,11 +53,25 @@ impl Log {
     /// Opens the log in `dir` (created if missing). After an unclean shutdown every segment from
     /// the one holding the recovery point is CRC-checked, a torn tail truncated and the
     /// indexes rebuilt; after a clean one only the last batches of each segment are read.
-    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log, StorageError> {
-        std::fs::create_dir_all(dir)?;
+    pub fn open(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        clean_shutdown: bool,
+    ) -> Result<Log, StorageError> {
+        let names = match fs.list_dir(dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs.create_dir_all(dir)?;
+                // The new directory's entry must outlive a crash, or so would not its records.
+                fs.sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let now = crate::runtime::now_ms();
-        let recovery_point = read_offset_file(dir, RECOVERY_POINT_FILE);
-        let mut bases = segment_bases(dir)?;
+        let recovery_point = read_offset_file(&**fs, dir, RECOVERY_POINT_FILE);
+        let mut bases = segment_bases(fs, dir, &names);
         bases.sort_unstable();
         let index_interval = u64::from(config.index_interval_bytes);
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
@@ -63,23 +80,24 @@ impl Log {
             let above_recovery_point = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
             let check = if clean_shutdown || !above_recovery_point { Check::Tail } else { Check::Full };
             let tail = if i + 1 == bases.len() { Tail::MayTruncate } else { Tail::MustBeWhole };
-            let segment = Segment::open(dir, base, check, tail, index_interval, now)?;
+            let segment = Segment::open(fs, dir, base, check, tail, index_interval, now)?;
             // Compaction leaves gaps between segments; overlapping ones cannot be trusted.
             if let Some(previous) = segments.last()
                 && previous.next_offset > segment.base_offset
             {
                 tracing::warn!(dir = %dir.display(), base, "dropping segments that overlap the one before");
                 for &later in &bases[i..] {
-                    delete_segment_files(dir, later)?;
+                    delete_segment_files(&**fs, dir, later)?;
                 }
                 break;
             }
             segments.push(segment);
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, 0, now)?);
+            segments.push(Segment::create(fs, dir, 0, now)?);
         }
         let mut log = Log {
+            fs: fs.clone(),
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -92,7 +110,8 @@ impl Log {
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         let first_base = log.segments[0].base_offset;
-        log.log_start_offset = read_offset_file(dir, LOG_START_OFFSET_FILE).max(first_base).min(log.log_end_offset());
+        log.log_start_offset =
+            read_offset_file(&**fs, dir, LOG_START_OFFSET_FILE).max(first_base).min(log.log_end_offset());
         Ok(log)
     }
 
@@ -176,8 +195,8 @@ impl Log {
             // The closed segment is flushed now, so recovery never needs to look at it again.
             active.sync()?;
             self.recovery_point = active.next_offset;
-            write_offset_file(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
-            let next = Segment::create(&self.dir, active.next_offset, now_ms)?;
+            write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
+            let next = Segment::create(&self.fs, &self.dir, active.next_offset, now_ms)?;
             self.segments.push(next);
         }
         Ok(())
@@ -299,7 +318,7 @@ impl Log {
         };
         self.tombstones_due_ms = None;
         for i in 0..closed {
-            let compacted = compaction::compact(&self.dir, &self.segments[i], &pass)?;
+            let compacted = compaction::compact(&self.fs, &self.dir, &self.segments[i], &pass)?;
             if let Some(cleaned) = compacted.segment {
                 self.segments[i] = cleaned;
             }
@@ -336,7 +355,7 @@ impl Log {
     /// Flushes and records the recovery point; called on clean shutdown.
     pub fn close(&mut self) -> Result<(), StorageError> {
         self.flush()?;
-        write_offset_file(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
+        write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
         Ok(())
     }
 
@@ -345,7 +364,7 @@ impl Log {
     pub fn delete_records(&mut self, offset: i64) -> Result<i64, StorageError> {
         assert!(offset <= self.log_end_offset(), "DeleteRecords stops at the high watermark");
         if offset > self.log_start_offset {
-            write_offset_file(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+            write_offset_file(&*self.fs, &self.dir, LOG_START_OFFSET_FILE, offset)?;
             self.log_start_offset = offset;
             // A segment can go once the next one starts at or below the new start.
             let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
@@ -400,6 +419,11 @@ impl Log {
         self.config = config;
     }
 
+    /// The file system the log lives on.
+    pub fn file_system(&self) -> Arc<dyn FileSystem> {
+        self.fs.clone()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }
@@ -431,9 +455,9 @@ impl Log {
     }
 }
 
-fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+fn delete_segment_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Result<(), StorageError> {
     for extension in ["log", "index", "timeindex"] {
-        match std::fs::remove_file(dir.join(super::segment::file_name(base_offset, extension))) {
+        match fs.remove_file(&dir.join(super::segment::file_name(base_offset, extension))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
@@ -441,16 +465,13 @@ fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), StorageError
     Ok(())
 }
 
-/// The base offsets of the segments in `dir`. Files a crash left `.deleted` are queued for
-/// unlinking on the way.
-fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
+/// The base offsets of the segments among `names`, the entries of `dir`. Files a crash left
+/// `.deleted` are queued for unlinking on the way.
+fn segment_bases(fs: &Arc<dyn FileSystem>, dir: &Path, names: &[String]) -> Vec<i64> {
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for name in names {
         if name.ends_with(deleter::DELETED_SUFFIX) {
-            deleter::unlink_later(entry.path());
+            deleter::unlink_later(fs, dir.join(name));
             continue;
         }
         if let Some(stem) = name.strip_suffix(".log")
@@ -459,20 +480,19 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
             bases.push(base);
         }
     }
-    Ok(bases)
+    bases
 }
 
 /// The offset kept in file `name` of `dir`. A missing or unreadable file reads as 0: for the
 /// recovery point, "nothing known flushed", so recovery scans it all.
-fn read_offset_file(dir: &Path, name: &str) -> i64 {
-    std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+fn read_offset_file(fs: &dyn FileSystem, dir: &Path, name: &str) -> i64 {
+    let text = fs.read(&dir.join(name)).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+    text.and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-/// Written through a temporary file and a rename, so a crash leaves the old or the new value.
-fn write_offset_file(dir: &Path, name: &str, offset: i64) -> Result<(), StorageError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, format!("{offset}\n"))?;
-    std::fs::rename(&tmp, dir.join(name))?;
+/// Replaced atomically and durably, so a crash leaves the old or the new value.
+fn write_offset_file(fs: &dyn FileSystem, dir: &Path, name: &str, offset: i64) -> Result<(), StorageError> {
+    super::fs::replace(fs, &dir.join(name), format!("{offset}\n").as_bytes())?;
     Ok(())
 }
 
@@ -488,6 +508,7 @@ pub(crate) mod tests {
     use crate::storage::batch::BatchHeader;
     use crate::storage::batch::tests::batch;
     use crate::storage::batch::validate;
+    use crate::storage::fs::os;
 
     /// Settings for tests: 1 MiB segments, an index entry every 256 bytes, no flush policy.
     pub(crate) fn config() -> LogConfig {
@@ -538,7 +559,7 @@ pub(crate) mod tests {
     #[test]
     fn appends_get_contiguous_offsets_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         for i in 0..50 {
             let info = log.append(batch(3, 1000 + i), 7, 0).unwrap();
             assert_eq!(info.base_offset, 3 * i);
@@ -557,7 +578,7 @@ pub(crate) mod tests {
     #[test]
     fn several_batches_in_one_append() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         let mut two = BytesMut::from(&batch(2, 0)[..]);
         two.extend_from_slice(&batch(4, 0));
         let info = log.append(two.freeze(), 0, 0).unwrap();
@@ -568,7 +589,7 @@ pub(crate) mod tests {
     #[test]
     fn rolls_segments_and_finds_offsets_in_any_of_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
         for _ in 0..100 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -589,7 +610,7 @@ pub(crate) mod tests {
     #[test]
     fn max_bytes_and_high_watermark_bound_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         for _ in 0..10 {
             log.append(batch(1, 0), 0, 0).unwrap();
         }
@@ -606,7 +627,7 @@ pub(crate) mod tests {
     #[test]
     fn indexed_reads_end_where_a_batch_walk_would() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         let mut batches = Vec::new(); // (base offset, size)
         for i in 0..60 {
             let batch = batch(1 + i % 4, 0);
@@ -637,7 +658,7 @@ pub(crate) mod tests {
     #[test]
     fn invalid_appends_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { max_message_bytes: 200, ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { max_message_bytes: 200, ..config() }, false).unwrap();
         log.append(batch(1, 0), 0, 0).unwrap();
         let mut corrupt = BytesMut::from(&batch(1, 0)[..]);
         let last = corrupt.len() - 1;
@@ -654,7 +675,7 @@ pub(crate) mod tests {
     fn log_append_time_is_stamped() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..config() };
-        let mut log = Log::open(dir.path(), config, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
         let info = log.append(batch(2, 5), 0, 123_456).unwrap();
         assert_eq!(info.log_append_time_ms, 123_456);
         let bytes = log.read(0, 1000, i64::MAX).unwrap();
@@ -664,7 +685,7 @@ pub(crate) mod tests {
     #[test]
     fn finds_offsets_by_timestamp() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
         for i in 0..40 {
             log.append(batch(2, 1000 + 10 * i), 0, 0).unwrap();
         }
@@ -678,13 +699,13 @@ pub(crate) mod tests {
     #[test]
     fn clean_reopen_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 3000, ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 3000, ..config() }, false).unwrap();
         for _ in 0..60 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
         log.close().unwrap();
         drop(log);
-        let mut log = Log::open(dir.path(), config(), true).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
         assert_eq!(log.log_end_offset(), 120);
         assert_eq!(log.recovery_point(), 120);
         assert_eq!(read_all(&log, 0).len(), 60);
@@ -706,14 +727,14 @@ pub(crate) mod tests {
         for bad in [i64::MAX - 1, 1 << 40, -1, 4] {
             for (clean, damaged) in [(false, 5), (true, 9)] {
                 let dir = tempfile::tempdir().unwrap();
-                let mut log = Log::open(dir.path(), config(), false).unwrap();
+                let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
                 for i in 0..10 {
                     log.append(batch(2, 100 * i), 0, 0).unwrap();
                 }
                 log.close().unwrap();
                 drop(log);
                 patch(dir.path(), &name, damaged * size, &bad.to_be_bytes());
-                let log = Log::open(dir.path(), config(), clean).unwrap();
+                let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
                 assert_eq!(log.log_end_offset(), 2 * damaged as i64, "base offset {bad}, clean {clean}");
                 assert_eq!(read_all(&log, 0).len(), damaged as usize);
                 assert_eq!(log.offset_for_timestamp(100 * damaged as i64).unwrap(), None);
@@ -728,14 +749,14 @@ pub(crate) mod tests {
         let name = crate::storage::segment::file_name(0, "log");
         for clean in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let mut log = Log::open(dir.path(), config(), false).unwrap();
+            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
             for i in 0..10 {
                 log.append(batch(2, 100 * i), 0, 0).unwrap();
             }
             log.close().unwrap();
             drop(log);
             patch(dir.path(), &name, 9 * size + 8, &i32::MAX.to_be_bytes());
-            let log = Log::open(dir.path(), config(), clean).unwrap();
+            let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
             assert_eq!(log.log_end_offset(), 18);
             assert_eq!(read_all(&log, 0).len(), 9);
             assert_eq!(std::fs::metadata(dir.path().join(&name)).unwrap().len(), 9 * size);
@@ -743,14 +764,14 @@ pub(crate) mod tests {
         // Left in place behind a trusted index (a clean shutdown), a lying length in the middle
         // of a segment still sizes no read and no allocation: reads that reach it stop there.
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         for i in 0..10 {
             log.append(batch(2, 100 * i), 0, 0).unwrap();
         }
         log.close().unwrap();
         drop(log);
         patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
-        let log = Log::open(dir.path(), config(), true).unwrap();
+        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
         assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 2)]);
         assert!(log.read(4, 1 << 30, i64::MAX).unwrap().is_empty());
         assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
@@ -759,7 +780,7 @@ pub(crate) mod tests {
     #[test]
     fn unclean_reopen_truncates_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         for _ in 0..10 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -769,14 +790,14 @@ pub(crate) mod tests {
         // Half of the last batch made it to disk, then the process died.
         let cut = length - (batch(2, 0).len() as u64) / 2;
         OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         assert_eq!(log.log_end_offset(), 18);
         assert_eq!(read_all(&log, 0).len(), 9);
         assert_eq!(log.append(batch(2, 0), 0, 0).unwrap().base_offset, 18);
         drop(log);
         // Garbage after the last batch goes as well.
         OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0xAB; 100]).unwrap();
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&os(), dir.path(), config(), false).unwrap();
         assert_eq!(log.log_end_offset(), 20);
         assert_eq!(read_all(&log, 0).len(), 10);
     }
@@ -792,7 +813,7 @@ pub(crate) mod tests {
     fn a_tail_cut_after_a_clean_shutdown_is_recovered() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { segment_bytes: 3000, ..config() };
-        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
         for _ in 0..60 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -801,7 +822,7 @@ pub(crate) mod tests {
         drop(log);
         cut(dir.path(), &crate::storage::segment::file_name(last, "log"), 7);
         // The marker says clean, but the last batch is torn: it goes, the rest stays.
-        let mut log = Log::open(dir.path(), config, true).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
         assert_eq!(log.log_end_offset(), 118);
         assert_eq!(read_all(&log, 0).len(), 59);
         assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 118);
@@ -811,7 +832,7 @@ pub(crate) mod tests {
     fn a_damaged_closed_segment_is_refused_not_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { segment_bytes: 3000, ..config() };
-        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
         for _ in 0..60 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -821,7 +842,8 @@ pub(crate) mod tests {
         let length = std::fs::metadata(dir.path().join(&first)).unwrap().len();
         cut(dir.path(), &first, 7);
         for clean in [true, false] {
-            let error = Log::open(dir.path(), config.clone(), clean).err().expect("a hole in the log is refused");
+            let error =
+                Log::open(&os(), dir.path(), config.clone(), clean).err().expect("a hole in the log is refused");
             assert!(matches!(error, StorageError::CorruptBatch(_)), "{error}");
         }
         // The evidence stays on disk for an operator.
@@ -831,7 +853,7 @@ pub(crate) mod tests {
     #[test]
     fn unclean_reopen_rebuilds_a_corrupt_index() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
         for _ in 0..30 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -839,7 +861,7 @@ pub(crate) mod tests {
         drop(log);
         std::fs::write(dir.path().join("00000000000000000000.index"), [1u8; 13]).unwrap();
         // Even a "clean" open refuses an index it cannot trust, and rebuilds it.
-        let log = Log::open(dir.path(), config(), true).unwrap();
+        let log = Log::open(&os(), dir.path(), config(), true).unwrap();
         assert_eq!(log.log_end_offset(), 60);
         for offset in [0, 17, 59] {
             let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
@@ -850,7 +872,7 @@ pub(crate) mod tests {
     #[test]
     fn flush_ms_flushes_a_quiet_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { flush_ms: Some(1000), ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { flush_ms: Some(1000), ..config() }, false).unwrap();
         let start = log.last_flush_ms;
         log.append(batch(2, 0), 0, start + 10).unwrap();
         assert_eq!(log.recovery_point(), 0, "not due yet");
@@ -889,7 +911,7 @@ pub(crate) mod tests {
     fn compaction_keeps_the_latest_record_of_each_key() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { compact: true, segment_bytes: 300, ..config() };
-        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
         for round in 0..10 {
             for key in ["a", "b", "c"] {
                 log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
@@ -928,11 +950,11 @@ pub(crate) mod tests {
         log.close().unwrap();
         drop(log);
         for clean in [true, false] {
-            let log = Log::open(dir.path(), config.clone(), clean).unwrap();
+            let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
             assert_eq!(records(&log), after);
             assert_eq!(log.log_end_offset(), 32);
         }
-        let mut log = Log::open(dir.path(), config, true).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
         assert_eq!(log.append(keyed("a", Some("a10")), 0, 0).unwrap().base_offset, 32);
     }
 
@@ -959,7 +981,7 @@ pub(crate) mod tests {
     fn time_retention_deletes_expired_closed_segments_from_the_head() {
         let dir = tempfile::tempdir().unwrap();
         let retention = LogConfig { segment_bytes: 1000, retention_ms: Some(500), ..config() };
-        let mut log = Log::open(dir.path(), retention, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), retention, false).unwrap();
         for i in 0..80 {
             log.append(batch(2, 1000 + i), 0, 0).unwrap();
         }
@@ -980,7 +1002,7 @@ pub(crate) mod tests {
         // The start survives a reopen: the segment files say where the log begins.
         log.close().unwrap();
         drop(log);
-        let log = Log::open(dir.path(), config(), true).unwrap();
+        let log = Log::open(&os(), dir.path(), config(), true).unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (active_base, 160));
     }
 
@@ -988,7 +1010,7 @@ pub(crate) mod tests {
     fn size_retention_keeps_the_log_just_above_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { segment_bytes: 1000, retention_bytes: Some(2500), ..config() };
-        let mut log = Log::open(dir.path(), config, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
         for _ in 0..60 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -1010,7 +1032,7 @@ pub(crate) mod tests {
             delete: false,
             ..config()
         };
-        let mut log = Log::open(dir.path(), config, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
         for _ in 0..40 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -1043,7 +1065,7 @@ pub(crate) mod tests {
     #[test]
     fn delete_records_moves_the_start_and_drops_segments_below_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { segment_bytes: 1000, ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 1000, ..config() }, false).unwrap();
         for _ in 0..40 {
             log.append(batch(2, 0), 0, 0).unwrap();
         }
@@ -1060,11 +1082,11 @@ pub(crate) mod tests {
         assert_eq!(log.delete_records(1).unwrap(), start);
         drop(log);
         for clean in [true, false] {
-            let log = Log::open(dir.path(), config(), clean).unwrap();
+            let log = Log::open(&os(), dir.path(), config(), clean).unwrap();
             assert_eq!(log.log_start_offset(), start);
             assert_eq!(log.log_end_offset(), 80);
         }
-        let mut log = Log::open(dir.path(), config(), true).unwrap();
+        let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
         assert_eq!(log.delete_records(80).unwrap(), 80);
         assert!(log.read(80, 1000, i64::MAX).unwrap().is_empty());
         assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 80);
@@ -1073,9 +1095,9 @@ pub(crate) mod tests {
     #[test]
     fn files_left_deleted_by_a_crash_are_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        Log::open(dir.path(), config(), false).unwrap().append(batch(1, 0), 0, 0).unwrap();
+        Log::open(&os(), dir.path(), config(), false).unwrap().append(batch(1, 0), 0, 0).unwrap();
         std::fs::write(dir.path().join("00000000000000000007.log.deleted"), b"old").unwrap();
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&os(), dir.path(), config(), false).unwrap();
         assert_eq!(segment_files(dir.path()), vec![0]);
         assert_eq!(log.log_end_offset(), 1);
     }
@@ -1087,7 +1109,7 @@ pub(crate) mod tests {
     fn tombstones_are_kept_for_delete_retention_ms() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { compact: true, segment_bytes: 300, delete_retention_ms: 1000, ..config() };
-        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config.clone(), false).unwrap();
         for key in ["a", "b", "a"] {
             log.append(keyed(key, Some(key)), 0, 0).unwrap();
         }
@@ -1111,7 +1133,7 @@ pub(crate) mod tests {
         assert!(records(&log).contains(&tombstone));
         log.close().unwrap();
         drop(log);
-        let mut log = Log::open(dir.path(), config, true).unwrap();
+        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, true).unwrap();
         log.compact_if_due(start + 500).unwrap();
         assert!(records(&log).contains(&tombstone), "a restart does not restart the clock");
         log.compact_if_due(start + 1000).unwrap();
@@ -1129,7 +1151,7 @@ pub(crate) mod tests {
         for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
             let dir = tempfile::tempdir().unwrap();
             let config = LogConfig { compact: true, segment_bytes: 400, ..config() };
-            let mut log = Log::open(dir.path(), config, false).unwrap();
+            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, false).unwrap();
             // Batches of three keyed records k0, k1, k<2 + i>: k0 and k1 are superseded by later
             // batches, the third key never is.
             let mut originals = Vec::new();
@@ -1188,7 +1210,7 @@ pub(crate) mod tests {
     #[test]
     fn flush_messages_advances_the_recovery_point() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
         log.append(batch(3, 0), 0, 0).unwrap();
         assert_eq!(log.recovery_point(), 3);
     }

@@ -2,7 +2,8 @@
 //! batches exactly as producers sent them (with broker-assigned offsets).
 //!
 //! Runs on the shard that owns the partition; nothing here is shared between threads.
-//! All I/O is plain positional reads and writes through the page cache.
+//! All I/O goes through the [`fs`] seam: on the real file system, plain positional reads and
+//! writes through the page cache.
 //!
 //! - [`batch`]: v2 batch headers, validation (CRC-32C, the records inside) and the fields the
 //!   broker stamps.
@@ -13,13 +14,17 @@
 //! - [`compaction`]: keeping only the latest record per key in closed segments.
 //! - [`deleter`]: unlinks the files of deleted segments off the shard threads.
 //! - [`producer_state`]: idempotent producers' sequences, with their snapshots.
+//! - [`fs`]: the file-system seam, its OS implementation, and a simulated disk for tests.
 
 pub mod batch;
 pub mod codec;
 mod compaction;
 mod deleter;
+pub mod fs;
 pub mod index;
 mod log;
+#[cfg(test)]
+mod power_loss;
 pub mod producer_state;
 pub mod records;
 mod segment;

@@ -16,11 +16,14 @@
 //! Owned by the partition's shard, like the log.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 
 use super::batch::BatchHeader;
+use super::fs::{FileSystem, Open, write_all_at};
 use super::{AppendInfo, Log, StorageError};
 
 /// Batches per producer remembered for answering retries, as Kafka does (and as many as a
@@ -107,6 +110,7 @@ pub struct ActiveProducer {
 }
 
 pub struct ProducerStates {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     expiry: ProducerExpiry,
     producers: HashMap<i64, ProducerEntry>,
@@ -119,27 +123,28 @@ impl ProducerStates {
     /// active now (their batch timestamps are the client's and may be anything).
     pub fn load(dir: &Path, log: &Log, expiry: ProducerExpiry, now_ms: i64) -> Result<ProducerStates, StorageError> {
         let log_end_offset = log.log_end_offset();
-        let mut snapshots = snapshot_offsets(dir)?;
+        let fs = log.file_system();
+        let mut snapshots = snapshot_offsets(&*fs, dir)?;
         snapshots.sort_unstable_by(|a, b| b.cmp(a));
         let mut loaded = None;
         for &offset in &snapshots {
             if offset > log_end_offset || loaded.is_some() {
                 // Above the log end it describes batches that are gone (a truncated tail).
                 if offset > log_end_offset {
-                    remove_snapshot(dir, offset)?;
+                    remove_snapshot(&*fs, dir, offset)?;
                 }
                 continue;
             }
-            match std::fs::read(snapshot_path(dir, offset)).map_err(StorageError::from).and_then(|b| decode(&b)) {
+            match fs.read(&snapshot_path(dir, offset)).map_err(StorageError::from).and_then(|b| decode(&b)) {
                 Ok(producers) => loaded = Some((offset, producers)),
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), offset, error = %e, "ignoring a bad producer snapshot");
-                    remove_snapshot(dir, offset)?;
+                    remove_snapshot(&*fs, dir, offset)?;
                 }
             }
         }
         let (from, producers) = loaded.unwrap_or_else(|| (log.log_start_offset(), HashMap::new()));
-        let mut states = ProducerStates { dir: dir.to_path_buf(), expiry, producers, last_expiry_check_ms: now_ms };
+        let mut states = ProducerStates { fs, dir: dir.to_path_buf(), expiry, producers, last_expiry_check_ms: now_ms };
         let mut replayed = 0u64;
         log.scan_headers(from, |header| {
             states.replay(header, now_ms);
@@ -256,12 +261,14 @@ impl ProducerStates {
     pub fn write_snapshot(&self, offset: i64) -> Result<(), StorageError> {
         let path = snapshot_path(&self.dir, offset);
         let tmp = path.with_extension("snapshot.tmp");
-        std::fs::write(&tmp, encode(&self.producers))?;
-        std::fs::rename(&tmp, &path)?;
-        let mut offsets = snapshot_offsets(&self.dir)?;
+        let file = self.fs.open(&tmp, Open::Truncate)?;
+        write_all_at(&*file, &mut [IoSlice::new(&encode(&self.producers))], 0)?;
+        drop(file);
+        self.fs.rename(&tmp, &path)?;
+        let mut offsets = snapshot_offsets(&*self.fs, &self.dir)?;
         offsets.sort_unstable_by(|a, b| b.cmp(a));
         for &old in offsets.iter().skip(SNAPSHOTS_KEPT) {
-            remove_snapshot(&self.dir, old)?;
+            remove_snapshot(&*self.fs, &self.dir, old)?;
         }
         Ok(())
     }
@@ -300,19 +307,18 @@ fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!("{offset:020}.{SNAPSHOT_EXTENSION}"))
 }
 
-fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>, StorageError> {
+fn snapshot_offsets(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut offsets = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        if let Some(offset) = name.to_str().and_then(|n| n.strip_suffix(".snapshot")).and_then(|s| s.parse().ok()) {
+    for name in fs.list_dir(dir)? {
+        if let Some(offset) = name.strip_suffix(".snapshot").and_then(|s| s.parse().ok()) {
             offsets.push(offset);
         }
     }
     Ok(offsets)
 }
 
-fn remove_snapshot(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    match std::fs::remove_file(snapshot_path(dir, offset)) {
+fn remove_snapshot(fs: &dyn FileSystem, dir: &Path, offset: i64) -> Result<(), StorageError> {
+    match fs.remove_file(&snapshot_path(dir, offset)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
@@ -457,7 +463,7 @@ mod tests {
     #[test]
     fn requests_of_several_batches_are_checked_batch_by_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         let mut states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
         // The second batch continues the first's sequence within the request.
         let in_order = [header(2, 7, 0, 0), header(3, 7, 0, 2)];
@@ -480,7 +486,7 @@ mod tests {
     #[test]
     fn state_is_rebuilt_from_snapshots_and_the_log_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), config(), false).unwrap();
+        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         let mut states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
         for i in 0..4 {
             append(&mut log, &mut states, 2, 1, 0, 2 * i);
@@ -493,7 +499,7 @@ mod tests {
         drop((log, states));
 
         // A crash: the snapshot at 8 plus the batches after it.
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
         let without_times = |p: &HashMap<i64, ProducerEntry>| {
             p.iter().map(|(id, e)| (*id, (e.epoch, e.batches.clone()))).collect::<HashMap<_, _>>()
@@ -511,7 +517,7 @@ mod tests {
         assert!(snapshot_path(dir.path(), 13).exists());
         std::fs::write(snapshot_path(dir.path(), 13), b"torn").unwrap();
         std::fs::write(snapshot_path(dir.path(), 500), encode(&HashMap::new())).unwrap();
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
         assert_eq!(without_times(&states.producers), without_times(&expected));
         assert!(!snapshot_path(dir.path(), 500).exists());
@@ -522,7 +528,7 @@ mod tests {
     #[test]
     fn idle_producers_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), config(), false).unwrap();
+        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
         let mut states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
         let info = |base| AppendInfo { base_offset: base, last_offset: base, log_append_time_ms: -1, records: 1 };
         states.record(&[header(1, 1, 0, 0)], &info(0), 0);

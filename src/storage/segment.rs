@@ -7,15 +7,15 @@
 //! length or base offset (neither is covered by the CRC) never sizes a read or an allocation. Positions fit in `u32` (segments are capped below 4 GiB)
 //! and relative offsets in `u32` (the log rolls before they would not).
 
-use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::StorageError;
 use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
+use super::fs::{FileHandle, FileSystem, Open, write_all_at};
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use crate::runtime::zero_copy::FileSlice;
 
@@ -24,7 +24,8 @@ pub const SEGMENT_BYTES_LIMIT: u64 = i32::MAX as u64;
 
 pub struct Segment {
     pub base_offset: i64,
-    log: File,
+    fs: Arc<dyn FileSystem>,
+    log: Box<dyn FileHandle>,
     log_path: PathBuf,
     size: u64,
     offset_index: IndexFile<OffsetEntry>,
@@ -61,16 +62,27 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
+    /// Creates an empty segment, its directory entries durable before anything is written.
+    pub fn create(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&log_path)?;
+        let log = fs.open(&log_path, Open::Truncate)?;
+        let offset_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "index")))?;
+        let time_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "timeindex")))?;
+        // Without this, a record fsynced into the new file could vanish with its directory entry.
+        fs.sync_dir(dir)?;
         Ok(Segment {
             base_offset,
+            fs: fs.clone(),
             log,
             log_path,
             size: 0,
-            offset_index: IndexFile::create(&dir.join(file_name(base_offset, "index")))?,
-            time_index: IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?,
+            offset_index,
+            time_index,
             bytes_since_index_entry: u64::MAX,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -79,6 +91,7 @@ impl Segment {
     }
 
     pub fn open(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base_offset: i64,
         check: Check,
@@ -87,13 +100,13 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
-        let size = log.metadata()?.len();
+        let log = fs.open(&log_path, Open::Existing)?;
+        let size = log.len()?;
         let indexes = match check {
             Check::Full => None,
             Check::Tail => {
-                let offsets = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
-                let times = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
+                let offsets = IndexFile::open(&**fs, &dir.join(file_name(base_offset, "index")))?;
+                let times = IndexFile::open(&**fs, &dir.join(file_name(base_offset, "timeindex")))?;
                 // The first batch of a segment is always indexed: an empty index over a non-empty
                 // log (its index files were lost) cannot be trusted either.
                 offsets.zip(times).filter(|(o, _): &(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)| match o.last() {
@@ -106,12 +119,13 @@ impl Segment {
         let (offset_index, time_index) = match indexes {
             Some(pair) => pair,
             None => (
-                IndexFile::create(&dir.join(file_name(base_offset, "index")))?,
-                IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?,
+                IndexFile::create(&**fs, &dir.join(file_name(base_offset, "index")))?,
+                IndexFile::create(&**fs, &dir.join(file_name(base_offset, "timeindex")))?,
             ),
         };
         let mut segment = Segment {
             base_offset,
+            fs: fs.clone(),
             log,
             log_path,
             size,
@@ -128,8 +142,8 @@ impl Segment {
             // The marker said clean, yet the tail does not parse (a file cut or damaged after the
             // shutdown): trust nothing and recover as after a crash.
             tracing::warn!(segment = %segment.log_path.display(), error = %e, "the tail does not parse; recovering the segment");
-            segment.offset_index = IndexFile::create(&dir.join(file_name(base_offset, "index")))?;
-            segment.time_index = IndexFile::create(&dir.join(file_name(base_offset, "timeindex")))?;
+            segment.offset_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "index")))?;
+            segment.time_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "timeindex")))?;
             segment.bytes_since_index_entry = u64::MAX;
             segment.next_offset = base_offset;
             segment.max_timestamp = -1;
@@ -170,7 +184,7 @@ impl Segment {
                 "truncating a torn or corrupt tail"
             );
             self.log.set_len(self.size)?;
-            self.log.sync_all()?;
+            self.log.sync_data()?;
         }
         Ok(())
     }
@@ -272,7 +286,7 @@ impl Segment {
     ) -> Result<(), StorageError> {
         let total: u64 = batches.iter().map(|(h, _)| h.size() as u64).sum();
         assert!(self.size + total <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
-        if let Err(e) = write_all_vectored_at(&self.log, slices, self.size) {
+        if let Err(e) = write_all_at(&*self.log, slices, self.size) {
             // Part of the data may be in the file (a disk that filled up mid-write): cut it off,
             // giving the space back and keeping the file exactly its whole batches.
             if let Err(truncating) = self.log.set_len(self.size) {
@@ -372,7 +386,7 @@ impl Segment {
         if len == 0 {
             return Ok(None);
         }
-        Ok(Some(FileSlice { file: self.log.try_clone()?, position, len }))
+        Ok(Some(FileSlice { file: self.log.os_file()?, position, len }))
     }
 
     /// The first record with a timestamp at or after `timestamp`: (offset, its timestamp).
@@ -410,16 +424,16 @@ impl Segment {
         if self.max_timestamp >= 0 {
             return Ok(self.max_timestamp);
         }
-        let modified = self.log.metadata()?.modified()?;
+        let modified = self.log.modified()?;
         Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
     }
 
     /// Removes the segment: its files are renamed at once and unlinked off this thread.
     pub fn delete(self) -> Result<(), StorageError> {
-        let Segment { log, log_path, .. } = self;
+        let Segment { fs, log, log_path, .. } = self;
         drop(log);
         for extension in ["log", "index", "timeindex"] {
-            super::deleter::delete_later(&log_path.with_extension(extension))?;
+            super::deleter::delete_later(&fs, &log_path.with_extension(extension))?;
         }
         Ok(())
     }
@@ -431,8 +445,8 @@ impl Segment {
     /// Makes the log and index bytes durable.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.log.sync_data()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()?;
+        self.offset_index.sync(&*self.fs)?;
+        self.time_index.sync(&*self.fs)?;
         Ok(())
     }
 }
@@ -452,18 +466,4 @@ fn first_record_at_or_after(header: &BatchHeader, mut batch: Bytes, timestamp: i
         // A batch we cannot decode (an unknown codec) still answers at batch granularity.
         Err(_) => (header.base_offset, header.max_timestamp),
     }
-}
-
-/// pwritev until every byte of `slices` is written at `position`.
-fn write_all_vectored_at(file: &File, mut slices: &mut [IoSlice<'_>], mut position: u64) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-    while !slices.is_empty() {
-        let written = nix::sys::uio::pwritev(file.as_fd(), slices, position as i64).map_err(std::io::Error::from)?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        position += written as u64;
-        IoSlice::advance_slices(&mut slices, written);
-    }
-    Ok(())
 }

@@ -1,0 +1,444 @@
+//! A simulated disk for tests: a [`FileSystem`] in memory that keeps, for every file, the
+//! durable image (what survives a power cut) apart from what was written since the last sync,
+//! and for the directory tree the durable entries apart from those not yet synced.
+//!
+//! [`SimDisk::power_cut`] then does what losing power does to a file system that honours
+//! fsync and nothing more: the unsynced part of each file is dropped or torn at 4 KiB page
+//! boundaries (each page independently new or old, the length anywhere between the old and
+//! the new at a page boundary), and directory entries not synced are lost. Everything is
+//! decided by the seed, so a failure replays exactly. [`SimDisk::fail_after`] makes the disk
+//! die in the middle of whatever the code under test is doing: from the chosen operation on,
+//! every call fails with EIO, as when the power goes out mid-call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, IoSlice};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use super::{FileHandle, FileSystem, Open};
+
+/// Unit of tearing: a page either made it to the platter or did not.
+pub const PAGE: usize = 4096;
+
+/// A small deterministic generator (SplitMix64) for seeded tests.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[low, high)`.
+    pub fn below(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low < high);
+        low + self.next() % (high - low)
+    }
+
+    pub fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+type InodeId = u64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Entry {
+    File(InodeId),
+    Dir,
+}
+
+#[derive(Default)]
+struct Inode {
+    /// What reads see.
+    current: Vec<u8>,
+    /// What survives a power cut.
+    durable: Vec<u8>,
+    modified: Option<SystemTime>,
+}
+
+struct State {
+    inodes: HashMap<InodeId, Inode>,
+    next_inode: InodeId,
+    /// The directory tree as the running code sees it.
+    entries: BTreeMap<PathBuf, Entry>,
+    /// The tree as it would be found after a power cut.
+    durable_entries: BTreeMap<PathBuf, Entry>,
+    /// Operations left before the disk dies; `None`: it does not.
+    operations_left: Option<u64>,
+}
+
+/// The simulated disk. Share it as `Arc<SimDisk>` (and as `Arc<dyn FileSystem>`).
+pub struct SimDisk {
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn dead() -> io::Error {
+    io::Error::other("simulated power loss: the disk is gone")
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+impl State {
+    /// Counts one operation against the failure point.
+    fn operate(&mut self) -> io::Result<()> {
+        match &mut self.operations_left {
+            Some(0) => Err(dead()),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn parent_is_dir(&self, path: &Path) -> bool {
+        path.parent().is_some_and(|p| {
+            p.as_os_str().is_empty() || p == Path::new("/") || self.entries.get(p) == Some(&Entry::Dir)
+        })
+    }
+}
+
+impl SimDisk {
+    pub fn new() -> Arc<SimDisk> {
+        let state = State {
+            inodes: HashMap::new(),
+            next_inode: 1,
+            entries: BTreeMap::new(),
+            durable_entries: BTreeMap::new(),
+            operations_left: None,
+        };
+        Arc::new(SimDisk { state: Arc::new(Mutex::new(state)) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// From the `n`th operation on (0: the next one), every call fails.
+    pub fn fail_after(&self, n: u64) {
+        self.state().operations_left = Some(n);
+    }
+
+    /// Loses power: unsynced data is dropped or torn by `seed`, unsynced directory entries are
+    /// lost, and the disk works again (as after a reboot). Handles opened before must not be
+    /// used any more.
+    pub fn power_cut(&self, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let mut state = self.state();
+        state.operations_left = None;
+        // Entries whose parent directory did not survive went with it.
+        let mut entries = state.durable_entries.clone();
+        loop {
+            let orphans: Vec<PathBuf> = entries
+                .keys()
+                .filter(|path| {
+                    path.parent().is_some_and(|p| {
+                        !(p.as_os_str().is_empty() || p == Path::new("/") || entries.get(p) == Some(&Entry::Dir))
+                    })
+                })
+                .cloned()
+                .collect();
+            if orphans.is_empty() {
+                break;
+            }
+            for orphan in orphans {
+                entries.remove(&orphan);
+            }
+        }
+        let reachable: std::collections::HashSet<InodeId> = entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::File(id) => Some(*id),
+                Entry::Dir => None,
+            })
+            .collect();
+        state.inodes.retain(|id, _| reachable.contains(id));
+        let mut ids: Vec<InodeId> = state.inodes.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let inode = state.inodes.get_mut(&id).expect("listed");
+            let torn = tear(&inode.durable, &inode.current, &mut rng);
+            inode.durable = torn.clone();
+            inode.current = torn;
+        }
+        state.entries = entries.clone();
+        state.durable_entries = entries;
+    }
+}
+
+/// What a file holds after a power cut, given what was durable and what was written since.
+fn tear(durable: &[u8], current: &[u8], rng: &mut Rng) -> Vec<u8> {
+    if durable == current {
+        return current.to_vec();
+    }
+    // The length: the old one, the new one, or a page boundary in between.
+    let (low, high) = (durable.len().min(current.len()), durable.len().max(current.len()));
+    let mut lengths = vec![durable.len(), current.len()];
+    lengths.extend((low / PAGE + 1..).map(|page| page * PAGE).take_while(|&at| at < high));
+    let length = lengths[rng.below(0, lengths.len() as u64) as usize];
+    let mut out = vec![0u8; length];
+    for start in (0..length).step_by(PAGE) {
+        let end = (start + PAGE).min(length);
+        let source = if rng.coin() { current } else { durable };
+        if source.len() > start {
+            let available = source.len().min(end);
+            out[start..available].copy_from_slice(&source[start..available]);
+        }
+    }
+    out
+}
+
+impl FileSystem for SimDisk {
+    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+        let mut state = self.state();
+        state.operate()?;
+        let id = match (state.entries.get(path).copied(), mode) {
+            (Some(Entry::Dir), _) => return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory")),
+            (Some(Entry::File(id)), Open::Truncate) => {
+                let inode = state.inodes.get_mut(&id).expect("entries name live inodes");
+                inode.current.clear();
+                inode.modified = Some(SystemTime::now());
+                id
+            }
+            (Some(Entry::File(id)), _) => id,
+            (None, Open::Existing) => return Err(not_found(path)),
+            (None, Open::Create | Open::Truncate) => {
+                if !state.parent_is_dir(path) {
+                    return Err(not_found(path));
+                }
+                let id = state.next_inode;
+                state.next_inode += 1;
+                state.inodes.insert(id, Inode { modified: Some(SystemTime::now()), ..Inode::default() });
+                state.entries.insert(path.to_path_buf(), Entry::File(id));
+                id
+            }
+        };
+        Ok(Box::new(SimFile { state: self.state.clone(), id }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut state = self.state();
+        state.operate()?;
+        match state.entries.get(path) {
+            Some(Entry::File(id)) => Ok(state.inodes[id].current.clone()),
+            Some(Entry::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory")),
+            None => Err(not_found(path)),
+        }
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.operate()?;
+        for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if ancestor.as_os_str().is_empty() || ancestor == Path::new("/") {
+                continue;
+            }
+            match state.entries.get(ancestor) {
+                Some(Entry::Dir) => {}
+                Some(Entry::File(_)) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory")),
+                None => {
+                    state.entries.insert(ancestor.to_path_buf(), Entry::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut state = self.state();
+        state.operate()?;
+        if state.entries.get(path) != Some(&Entry::Dir) {
+            return Err(not_found(path));
+        }
+        Ok(state
+            .entries
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.operate()?;
+        let entry = match state.entries.get(from) {
+            Some(Entry::File(id)) => Entry::File(*id),
+            Some(Entry::Dir) => return Err(io::Error::other("the simulated disk renames files only")),
+            None => return Err(not_found(from)),
+        };
+        if !state.parent_is_dir(to) {
+            return Err(not_found(to));
+        }
+        state.entries.remove(from);
+        state.entries.insert(to.to_path_buf(), entry);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.operate()?;
+        match state.entries.get(path) {
+            Some(Entry::File(_)) => {
+                state.entries.remove(path);
+                Ok(())
+            }
+            Some(Entry::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory")),
+            None => Err(not_found(path)),
+        }
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.operate()?;
+        if state.entries.get(path) != Some(&Entry::Dir) {
+            return Err(not_found(path));
+        }
+        state.entries.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.operate()?;
+        if state.entries.get(path) != Some(&Entry::Dir) && path != Path::new("/") {
+            return Err(not_found(path));
+        }
+        let current: Vec<(PathBuf, Entry)> =
+            state.entries.iter().filter(|(p, _)| p.parent() == Some(path)).map(|(p, e)| (p.clone(), *e)).collect();
+        state.durable_entries.retain(|p, _| p.parent() != Some(path));
+        state.durable_entries.extend(current);
+        Ok(())
+    }
+}
+
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    id: InodeId,
+}
+
+impl SimFile {
+    /// The inode, after counting the operation.
+    fn with<T>(&self, f: impl FnOnce(&mut Inode) -> io::Result<T>) -> io::Result<T> {
+        let mut state = lock(&self.state);
+        state.operate()?;
+        let inode = state.inodes.get_mut(&self.id).ok_or_else(dead)?;
+        f(inode)
+    }
+}
+
+impl FileHandle for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.with(|inode| Ok(inode.current.len() as u64))
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
+        self.with(|inode| {
+            let start = position as usize;
+            let end = start + buf.len();
+            if end > inode.current.len() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.copy_from_slice(&inode.current[start..end]);
+            Ok(())
+        })
+    }
+
+    fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize> {
+        self.with(|inode| {
+            let mut at = position as usize;
+            for slice in slices {
+                if inode.current.len() < at + slice.len() {
+                    inode.current.resize(at + slice.len(), 0);
+                }
+                inode.current[at..at + slice.len()].copy_from_slice(slice);
+                at += slice.len();
+            }
+            inode.modified = Some(SystemTime::now());
+            Ok(at - position as usize)
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|inode| {
+            inode.current.resize(len as usize, 0);
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with(|inode| {
+            inode.durable = inode.current.clone();
+            Ok(())
+        })
+    }
+
+    fn modified(&self) -> io::Result<SystemTime> {
+        self.with(|inode| Ok(inode.modified.unwrap_or(SystemTime::UNIX_EPOCH)))
+    }
+
+    fn os_file(&self) -> io::Result<std::fs::File> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "the simulated disk has no descriptors; read by copy"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(fs: &SimDisk, path: &str, bytes: &[u8], sync: bool) {
+        let file = fs.open(Path::new(path), Open::Create).unwrap();
+        let len = file.len().unwrap();
+        file.write_vectored_at(&[IoSlice::new(bytes)], len).unwrap();
+        if sync {
+            file.sync_data().unwrap();
+        }
+    }
+
+    #[test]
+    fn synced_data_and_entries_survive_and_the_rest_may_not() {
+        for seed in 0..50 {
+            let disk = SimDisk::new();
+            disk.create_dir_all(Path::new("/d")).unwrap();
+            disk.sync_dir(Path::new("/")).unwrap();
+            write(&disk, "/d/a", &[1; 10_000], true);
+            disk.sync_dir(Path::new("/d")).unwrap();
+            write(&disk, "/d/a", &[2; 10_000], false);
+            write(&disk, "/d/b", &[3; 100], true);
+            disk.power_cut(seed);
+            let a = disk.read(Path::new("/d/a")).unwrap();
+            assert!(a.len() >= 10_000 && a.len() <= 20_000, "{}", a.len());
+            assert_eq!(&a[..10_000], &[1; 10_000][..], "synced bytes survive");
+            // Past the synced end: unsynced bytes, or zeros where their page was lost.
+            assert!(a[10_000..].iter().all(|&b| b == 0 || b == 2));
+            assert!(disk.read(Path::new("/d/b")).is_err(), "an entry never synced is lost");
+        }
+    }
+
+    #[test]
+    fn a_dead_disk_fails_every_call() {
+        let disk = SimDisk::new();
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        disk.fail_after(1);
+        let file = disk.open(Path::new("/d/a"), Open::Create).unwrap();
+        assert!(file.write_vectored_at(&[IoSlice::new(b"x")], 0).is_err());
+        assert!(disk.list_dir(Path::new("/d")).is_err());
+        disk.power_cut(0);
+        assert!(disk.list_dir(Path::new("/d")).is_err(), "/d was never synced into its parent");
+        disk.create_dir_all(Path::new("/d")).unwrap();
+    }
+}
