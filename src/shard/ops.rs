@@ -127,7 +127,13 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
                 };
                 let (error, records) = match records {
                     Ok(records) => (None, records),
-                    Err(e) => (Some(storage_error_code(&e)), RecordData::Memory(bytes::Bytes::new())),
+                    Err(e) => {
+                        if matches!(e, crate::storage::StorageError::Io(_)) {
+                            let tp = &r.partition;
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
+                        }
+                        (Some(storage_error_code(&e)), RecordData::Memory(bytes::Bytes::new()))
+                    }
                 };
                 PartitionReadResult {
                     error,

@@ -150,9 +150,12 @@ impl ProducerStates {
             states.replay(header, now_ms);
             replayed += 1;
         })?;
-        if replayed > 0 {
-            // The next start then replays from here, not again from the old snapshot.
-            states.write_snapshot(log_end_offset)?;
+        // The next start then replays from here, not again from the old snapshot. Only a
+        // shortcut: on a full disk the partition opens without it.
+        if replayed > 0
+            && let Err(e) = states.write_snapshot(log_end_offset)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write a producer snapshot");
         }
         Ok(states)
     }
@@ -262,7 +265,11 @@ impl ProducerStates {
         let path = snapshot_path(&self.dir, offset);
         let tmp = path.with_extension("snapshot.tmp");
         let file = self.fs.open(&tmp, Open::Truncate)?;
-        write_all_at(&*file, &mut [IoSlice::new(&encode(&self.producers))], 0)?;
+        if let Err(e) = write_all_at(&*file, &mut [IoSlice::new(&encode(&self.producers))], 0) {
+            // Gives the space back on a full disk.
+            let _ = self.fs.remove_file(&tmp);
+            return Err(e.into());
+        }
         drop(file);
         self.fs.rename(&tmp, &path)?;
         let mut offsets = snapshot_offsets(&*self.fs, &self.dir)?;
