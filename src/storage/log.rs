@@ -1191,7 +1191,7 @@ pub(crate) mod tests {
     fn create_time_outside_the_allowed_window_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let bounded = LogConfig { timestamp_before_max_ms: 1000, timestamp_after_max_ms: 100, ..config() };
-        let mut log = Log::open(dir.path(), bounded.clone(), false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), bounded.clone(), false).unwrap();
         let now = 50_000;
         log.append(batch(2, now - 1000), 0, now).unwrap();
         log.append(batch(2, now + 99), 0, now).unwrap();
@@ -1203,7 +1203,7 @@ pub(crate) mod tests {
         assert_eq!(log.log_end_offset(), 5);
         // Under LogAppendTime the broker's clock is what counts.
         let appended = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..bounded };
-        let mut log = Log::open(tempfile::tempdir().unwrap().path(), appended, false).unwrap();
+        let mut log = Log::open(&os(), tempfile::tempdir().unwrap().path(), appended, false).unwrap();
         log.append(batch(1, 0), 0, now).unwrap();
     }
 

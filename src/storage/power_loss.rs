@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::LogConfig;
 use super::batch::{BatchHeader, HEADER_LEN, validate};
 use super::fs::FileSystem;
 use super::fs::simulated::{Rng, SimDisk};
 use super::producer_state::ProducerExpiry;
-use super::{LogConfig, TimestampType};
 use crate::partition::Partition;
 
 const SEEDS: u64 = 300;
@@ -31,18 +31,10 @@ fn config(rng: &mut Rng) -> LogConfig {
     LogConfig {
         // Small segments and indexes, so that rolls and index entries happen all the time.
         segment_bytes: rng.below(1024, 32 * 1024),
-        segment_ms: i64::MAX,
         index_interval_bytes: rng.below(64, 8192) as u32,
-        max_message_bytes: 1 << 20,
-        timestamp_type: TimestampType::CreateTime,
         flush_messages: Some(1),
-        flush_ms: None,
-        compact: false,
         delete: false,
-        retention_ms: None,
-        retention_bytes: None,
-        validate_compressed_records: true,
-        delete_retention_ms: 0,
+        ..super::log::tests::config()
     }
 }
 
