@@ -1045,7 +1045,7 @@ pub(crate) mod tests {
     fn compact_and_delete_policies_work_together() {
         let dir = tempfile::tempdir().unwrap();
         let both = LogConfig { compact: true, delete: true, segment_bytes: 300, retention_ms: Some(1000), ..config() };
-        let mut log = Log::open(dir.path(), both, false).unwrap();
+        let mut log = Log::open(&os(), dir.path(), both, false).unwrap();
         for round in 0..10 {
             for key in ["a", "b"] {
                 log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
