@@ -30,8 +30,15 @@ thread_local! {
 
 fn fresh() -> Current {
     let dir = common::temp_dir();
-    let partition = Partition::open(dir.path(), common::log_config(), common::producer_expiry(), 0, false)
-        .expect("opening a new partition");
+    let partition = Partition::open(
+        &sluice::storage::fs::os(),
+        dir.path(),
+        common::log_config(),
+        common::producer_expiry(),
+        0,
+        false,
+    )
+    .expect("opening a new partition");
     Current { partition, appends: 0, _dir: dir }
 }
 

@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(base.with_extension("timeindex"), index).unwrap();
     }
 
-    let Ok(mut log) = Log::open(dir.path(), common::log_config(), clean_shutdown) else { return };
+    let Ok(mut log) = Log::open(&sluice::storage::fs::os(), dir.path(), common::log_config(), clean_shutdown) else {
+        return;
+    };
     let _ = log.offset_for_timestamp(0);
     let _ = log.max_timestamp_offset();
     let mut offset = log.log_start_offset();
