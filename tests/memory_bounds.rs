@@ -125,3 +125,23 @@ fn trickling_and_idle_connections_are_closed_while_a_healthy_client_works() {
     assert_eq!((error, records.len()), (0, 0));
     healthy_round(&mut healthy, &mut accepted);
 }
+
+#[test]
+fn a_client_that_stops_reading_its_responses_is_closed_as_idle() {
+    let broker = Broker::start(1, &["--set", "connections.max.idle.ms=1500"]);
+    let mut healthy = Raw::connect(broker.addr());
+    assert_eq!(healthy.create_topic("big", 1, &[]), 0);
+    let value = vec![7u8; 100_000];
+    let values: Vec<&[u8]> = (0..9).map(|_| value.as_slice()).collect();
+    for _ in 0..23 {
+        assert_eq!(healthy.produce("big", 0, batch(&values), 1).0, 0);
+    }
+    drop(healthy);
+    // About 20 MB in one response, which this client never reads: the socket fills up.
+    let mut stalled = Raw::connect(broker.addr());
+    stalled.send_only(&common::fetch_request("big", 64 << 20, 0), 11);
+    wait_until(Duration::from_secs(20), "the stalled connection is closed as idle", || {
+        broker.stderr_text().contains("closing idle connection")
+    });
+    drop(stalled);
+}

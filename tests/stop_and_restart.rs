@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::{Broker, Raw, batch, metric_total, wait_until};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiVersionsRequest, BrokerId, FetchRequest, RequestHeader, TopicName};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader};
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 
 /// How long the broker may take to exit once it should.
@@ -26,22 +25,6 @@ fn request_body<R: Request>(request: &R, version: i16, correlation_id: i32, clie
     header.encode(&mut body, R::header_version(version)).unwrap();
     request.encode(&mut body, version).unwrap();
     body.freeze()
-}
-
-/// Fetch v11 of partition 0 of `topic` from offset 0, up to `max_bytes`, waiting up to
-/// `max_wait_ms` for data.
-fn fetch_request(topic: &str, max_bytes: i32, max_wait_ms: i32) -> FetchRequest {
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(max_bytes)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(vec![FetchPartition::default().with_partition(0).with_partition_max_bytes(max_bytes)]),
-        ])
 }
 
 #[test]
@@ -80,7 +63,7 @@ fn sigterm_finishes_when_a_client_vanishes_with_pipelined_requests() {
     let mut frames = BytesMut::new();
     let requests = 10;
     for correlation_id in 0..requests {
-        let body = request_body(&fetch_request("quiet", 1 << 20, 1_000), 11, correlation_id, "vanishing");
+        let body = request_body(&common::fetch_request("quiet", 1 << 20, 1_000), 11, correlation_id, "vanishing");
         frames.extend_from_slice(&(body.len() as i32).to_be_bytes());
         frames.extend_from_slice(&body);
     }
@@ -120,7 +103,7 @@ fn sigterm_finishes_when_a_client_never_reads_its_response() {
     }
     // About 20 MB in one response, which this client never reads.
     let stalled = std::net::TcpStream::connect(broker.addr()).unwrap();
-    let body = request_body(&fetch_request("big", 64 << 20, 0), 11, 1, "stalled");
+    let body = request_body(&common::fetch_request("big", 64 << 20, 0), 11, 1, "stalled");
     std::io::Write::write_all(&mut &stalled, &(body.len() as i32).to_be_bytes()).unwrap();
     std::io::Write::write_all(&mut &stalled, &body).unwrap();
     wait_until(Duration::from_secs(10), "the broker answered the fetch", || {

@@ -84,7 +84,7 @@ pub fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// How long a start waits for a busy listen port to be released.
-const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reserves a concrete port for `addr` when it asks for port 0, so that all shards bind the
 /// same one. The returned guard keeps the port reserved until the shards have bound.

@@ -112,14 +112,26 @@ impl Broker {
                 }
             }
         });
-        self.child = Some(child);
-        match ready_rx.recv_timeout(READY_DEADLINE) {
-            Ok((addr, admin)) => {
-                self.addr = addr;
-                self.admin_addr = admin;
+        // A broker that exits before it is ready (a busy port, bad settings) fails at once.
+        let start = Instant::now();
+        let (addr, admin) = loop {
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(ready) => break ready,
+                Err(_) if start.elapsed() > READY_DEADLINE => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("broker did not become ready; stderr:\n{}", self.stderr_text())
+                }
+                Err(_) => {
+                    if let Some(status) = child.try_wait().expect("try_wait") {
+                        panic!("broker exited with {status} before it was ready; stderr:\n{}", self.stderr_text())
+                    }
+                }
             }
-            Err(_) => panic!("broker did not become ready; stderr:\n{}", self.stderr_text()),
-        }
+        };
+        self.child = Some(child);
+        self.addr = addr;
+        self.admin_addr = admin;
     }
 
     pub fn addr(&self) -> &str {
@@ -475,6 +487,23 @@ impl Raw {
             Err(_) => true,
         }
     }
+}
+
+/// Fetch v11 of partition 0 of `topic` from offset 0, up to `max_bytes`, waiting up to
+/// `max_wait_ms` for data.
+pub fn fetch_request(topic: &str, max_bytes: i32, max_wait_ms: i32) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![FetchPartition::default().with_partition(0).with_partition_max_bytes(max_bytes)]),
+        ])
 }
 
 /// One v2 batch of uncompressed records with the given values, stamped now (records stamped
