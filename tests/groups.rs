@@ -21,18 +21,19 @@ fn string(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-// kafka-python 3.0.12 (the current release, used by every test here) sometimes stalls a
-// consumer on its own side. Seen in `committed_offsets_survive_restart_and_kill_9` (1 run in 4
-// on a loaded 2-core machine), and once in 16 runs of the `rebalance` scenario against a build
-// with the old blocking sendfile: the member completes JoinGroup and SyncGroup twice in a row
-// (it rejoins at once after generation 1), then sends nothing at all, no heartbeat, OffsetFetch
-// or Fetch, until its session expires, while its poll() keeps returning empty. In the
-// committed-offsets case `ss` showed Recv-Q and Send-Q at 0 on both ends of both its
-// connections, idle for 30 s: the broker had read every byte the client sent and answered every
-// request, and the client had read every answer. A broker with nothing outstanding cannot stop
-// a client's own heartbeat timer; the exact defect in kafka-python's IO loop (kafka/net) is not
-// pinned down. With the driver's SimpleQueue fix, the multi-process scenarios passed every run
-// on 3.0.12 (29 of `rebalance`, 5 of `broadcast`), so they run on it.
+// kafka-python 3.0.12 (the current release, used by every test here) can stall a consumer on
+// its own side: the member completes JoinGroup and SyncGroup (often twice in a row: it rejoins
+// at once when generation 1 was assigned before it had the topic's metadata), then sends
+// nothing more until its session expires, while poll() keeps returning empty. The cause is in
+// its `join_group_async` (kafka/coordinator/base.py): when a poll's timeout expires while the
+// join task is still in flight, the task is left running for the next poll to await, but the
+// next poll only awaits it `while self.need_rejoin()`, which is already False by then, so the
+// assignment the task received is never applied and heartbeats stay disabled. It shows when a
+// poll's timeout ends between SyncGroup's request and its answer (reproduced with the client's
+// DEBUG log: "Received SyncGroup response", then no "Updated partition assignment"). The
+// drivers' first polls are therefore long enough to hold a whole join; consumers that poll in
+// short steps while others rebalance them can still meet it (not seen in 29 `rebalance` and 5
+// `broadcast` runs with the SimpleQueue fix).
 #[test]
 fn members_joining_and_crashing_share_the_partitions() {
     let _one_at_a_time = common::serial();
