@@ -228,8 +228,10 @@ impl Segment {
             return Ok(None);
         };
         let fits_file = position + header.size() as u64 <= end;
-        let relative_last =
-            header.base_offset.checked_sub(self.base_offset).map(|r| r + i64::from(header.last_offset_delta));
+        let relative_last = header
+            .base_offset
+            .checked_sub(self.base_offset)
+            .and_then(|r| r.checked_add(i64::from(header.last_offset_delta)));
         let fits_offsets =
             header.base_offset >= self.base_offset && relative_last.is_some_and(|r| r <= i64::from(u32::MAX));
         Ok((fits_file && fits_offsets).then_some(header))
