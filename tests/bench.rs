@@ -110,7 +110,7 @@ fn end_to_end_at_a_rate_consumes_everything_it_produces() {
 }
 
 #[test]
-fn baseline_measures_loopback_and_page_cache_writes_and_runs_compare_with_it() {
+fn baseline_measures_loopback_page_cache_and_disk_writes_and_runs_compare_with_it() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = bench(&[
@@ -119,6 +119,10 @@ fn baseline_measures_loopback_and_page_cache_writes_and_runs_compare_with_it() {
         "0.3",
         "--baseline-write-bytes",
         "8388608",
+        "--baseline-disk-bytes",
+        "4194304",
+        "--baseline-sync-seconds",
+        "0.2",
         "--baseline-dir",
         scratch.path().to_str().unwrap(),
         "--report",
@@ -130,6 +134,11 @@ fn baseline_measures_loopback_and_page_cache_writes_and_runs_compare_with_it() {
     assert!(loopback > 0.0, "{baseline}");
     assert!(baseline["page_cache_write_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
     assert_eq!(baseline["page_cache_write_bytes"], 8388608);
+    assert!(baseline["disk_sync_write_mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert_eq!(baseline["disk_sync_write_bytes"], 4194304);
+    let sync_4k = baseline["sync_4k_per_s"].as_f64().unwrap();
+    assert!(sync_4k > 0.0 && baseline["sync_1m_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    assert!(out.contains("baseline disk: write + fdatasync"), "{out}");
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "the write test leaves no file behind");
     check_report(dir.path(), 0);
 
@@ -148,11 +157,19 @@ fn baseline_measures_loopback_and_page_cache_writes_and_runs_compare_with_it() {
         "--report",
         run.path().to_str().unwrap(),
     ]);
-    assert!(out.contains("% of loopback"), "{out}");
+    assert!(out.contains("% of loopback") && out.contains("of its write + fdatasync MB/s"), "{out}");
     let results = results(run.path());
-    let ratio = results["ratios"]["produce_of_loopback"].as_f64().unwrap();
-    let expected = results["produce"]["mb_per_s"].as_f64().unwrap() / loopback;
-    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0), "{ratio} vs {expected}");
+    let close = |ratio: &Value, expected: f64| {
+        let ratio = ratio.as_f64().unwrap();
+        assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0), "{ratio} vs {expected}");
+    };
+    let produce = &results["produce"];
+    close(&results["ratios"]["produce_of_loopback"], produce["mb_per_s"].as_f64().unwrap() / loopback);
+    close(
+        &results["ratios"]["produce_of_disk_sync_write"],
+        produce["mb_per_s"].as_f64().unwrap() / baseline["disk_sync_write_mb_per_s"].as_f64().unwrap(),
+    );
+    close(&results["ratios"]["produce_records_per_sync_4k"], produce["records_per_s"].as_f64().unwrap() / sync_4k);
     assert_eq!(results["baseline"]["loopback_mb_per_s"].as_f64().unwrap(), loopback);
 }
 

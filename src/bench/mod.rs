@@ -103,6 +103,11 @@ pub struct Ratios {
     pub produce_of_loopback: Option<f64>,
     pub consume_of_loopback: Option<f64>,
     pub produce_of_page_cache_write: Option<f64>,
+    /// Produced MB/s over the disk's sequential write + fdatasync MB/s.
+    pub produce_of_disk_sync_write: Option<f64>,
+    /// Produced records/s over the disk's 4 KiB append + fdatasync rounds/s: above 1 only
+    /// if fsyncs are shared by many records.
+    pub produce_records_per_sync_4k: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +147,8 @@ impl Results {
             produce_of_loopback: of(&self.produce, baseline.loopback_mb_per_s),
             consume_of_loopback: of(&self.consume, baseline.loopback_mb_per_s),
             produce_of_page_cache_write: of(&self.produce, baseline.page_cache_write_mb_per_s),
+            produce_of_disk_sync_write: of(&self.produce, baseline.disk_sync_write_mb_per_s),
+            produce_records_per_sync_4k: self.produce.as_ref().map(|f| f.records_per_s / baseline.sync_4k_per_s),
         });
         self.baseline = Some(baseline);
     }

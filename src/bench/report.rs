@@ -53,11 +53,28 @@ pub fn summary(results: &Results) -> String {
             cpu.pid, cpu.cpu_seconds, cpu.cpu_s_per_gb, cpu.mb_per_cpu_s
         );
     }
+    if let (Some(produce_of_disk), Some(per_sync)) =
+        (ratios.and_then(|r| r.produce_of_disk_sync_write), ratios.and_then(|r| r.produce_records_per_sync_4k))
+    {
+        let _ = writeln!(
+            out,
+            "produce against the disk: {:.1}% of its write + fdatasync MB/s, {:.1}× its 4 KiB fdatasync rate in records/s",
+            produce_of_disk * 100.0,
+            per_sync
+        );
+    }
     if let Some(b) = &results.baseline {
         let _ = writeln!(
             out,
-            "baseline: loopback TCP {:.1} MB/s (CPUs {} and {}), page-cache write {:.1} MB/s",
-            b.loopback_mb_per_s, b.loopback_cpus.0, b.loopback_cpus.1, b.page_cache_write_mb_per_s
+            "baseline: loopback TCP {:.1} MB/s (CPUs {} and {}), page-cache write {:.1} MB/s\n\
+             baseline disk: write + fdatasync {:.1} MB/s, append + fdatasync {:.0}/s (4 KiB), {:.0}/s (1 MiB)",
+            b.loopback_mb_per_s,
+            b.loopback_cpus.0,
+            b.loopback_cpus.1,
+            b.page_cache_write_mb_per_s,
+            b.disk_sync_write_mb_per_s,
+            b.sync_4k_per_s,
+            b.sync_1m_per_s
         );
     }
     out

@@ -18,7 +18,8 @@ pub enum BenchCommand {
     Consume(LoadArgs),
     /// Produce and consume at once and measure end-to-end latency (send → consume).
     E2e(LoadArgs),
-    /// Measure this machine's limits: loopback TCP and page-cache write throughput.
+    /// Measure this machine's limits: loopback TCP, page-cache write throughput and the
+    /// disk's durable-write limits (write + fdatasync throughput, fdatasync rates).
     Baseline {
         #[command(flatten)]
         baseline: BaselineArgs,
@@ -102,7 +103,13 @@ pub struct BaselineArgs {
     /// Bytes written through the page cache.
     #[arg(long, default_value_t = 1 << 30)]
     baseline_write_bytes: u64,
-    /// Where the page-cache write goes (put it on the broker's filesystem).
+    /// Bytes written through the page cache and then made durable with one fdatasync.
+    #[arg(long, default_value_t = 1 << 30)]
+    baseline_disk_bytes: u64,
+    /// Seconds of 4 KiB appends each followed by fdatasync, and again with 1 MiB appends.
+    #[arg(long, default_value_t = 2.0)]
+    baseline_sync_seconds: f64,
+    /// Where the write tests go (put them on the broker's filesystem).
     #[arg(long, default_value = ".")]
     baseline_dir: PathBuf,
     /// Receiver and sender CPUs of the loopback transfer, e.g. 0,1 (default: the first two
@@ -121,13 +128,16 @@ impl BaselineArgs {
             }
         };
         println!(
-            "measuring the baseline: loopback TCP for {} s, then {} bytes of page-cache writes",
-            self.baseline_seconds, self.baseline_write_bytes
+            "measuring the baseline: loopback TCP for {} s, {} bytes of page-cache writes, {} bytes written \
+             and fdatasynced, then 4 KiB and 1 MiB appends each fdatasynced, {} s each",
+            self.baseline_seconds, self.baseline_write_bytes, self.baseline_disk_bytes, self.baseline_sync_seconds
         );
         baseline::measure(&BaselinePlan {
             duration: Duration::from_secs_f64(self.baseline_seconds),
             cpus,
             write_bytes: self.baseline_write_bytes,
+            disk_bytes: self.baseline_disk_bytes,
+            sync_duration: Duration::from_secs_f64(self.baseline_sync_seconds),
             dir: &self.baseline_dir,
         })
     }
