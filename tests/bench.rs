@@ -194,3 +194,52 @@ fn bad_requests_get_clear_errors() {
         cli(&["bench", "produce", "--bootstrap", broker.addr(), "--records", "1", "--record-size", "4"], "");
     assert!(!ok && err.contains("--record-size must be at least 8"), "{err}");
 }
+
+#[test]
+fn topics_are_created_with_the_configs_asked_for_and_producers_may_share_partitions() {
+    let broker = Broker::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "produce", "--bootstrap", broker.addr(), "--topic", "durable", "--partitions", "2"];
+    let durable = ["--topic-config", "flush.messages=1"];
+    let out = bench(
+        &[
+            &args[1..],
+            &durable,
+            &["--producers", "5", "--records", "5000", "--record-size", "100", "--batch-bytes", "4096", "--report"],
+            &[dir.path().to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("on 5 connection(s)"), "{out}");
+    let run = results(dir.path());
+    check_flow(&run["produce"], 5000, "publish");
+    assert_eq!(run["produce"]["connections"], 5);
+    assert_eq!(run["workload"]["topic_configs"], serde_json::json!([["flush.messages", "1"]]));
+    let (ok, out, err) =
+        cli(&["topic", "config", "get", "durable", "flush.messages", "--bootstrap", broker.addr()], "");
+    assert!(ok && out.starts_with("flush.messages=1\t"), "{out}\n{err}");
+
+    // Measuring an existing topic that lacks the configs asked for is refused.
+    bench(&[&args[1..], &durable, &["--records", "10"]].concat());
+    let (ok, _, err) = cli(&[&args[..], &["--topic-config", "flush.messages=2", "--records", "10"]].concat(), "");
+    assert!(!ok && err.contains("topic durable exists with flush.messages=1, not 2"), "{err}");
+    let (ok, _, err) = cli(&[&args[..], &["--topic-config", "flush.messages", "--records", "10"]].concat(), "");
+    assert!(!ok && err.contains("--topic-config flush.messages: expected KEY=VALUE"), "{err}");
+    // A config the broker refuses fails the creation with the broker's error.
+    let (ok, _, err) = cli(
+        &[
+            "bench",
+            "produce",
+            "--bootstrap",
+            broker.addr(),
+            "--topic",
+            "bad",
+            "--topic-config",
+            "flush.messages=x",
+            "--records",
+            "1",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("creating topic bad"), "{err}");
+}

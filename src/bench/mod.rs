@@ -44,6 +44,9 @@ pub struct Workload {
     pub bootstrap: String,
     pub topic: String,
     pub partitions: i32,
+    /// Configs the topic is created with (e.g. `flush.messages=1`); an existing topic must
+    /// already have them.
+    pub topic_configs: Vec<(String, String)>,
     pub record_size: usize,
     pub records: Option<u64>,
     pub duration_s: Option<f64>,
@@ -68,6 +71,8 @@ pub struct FlowSummary {
     pub records: u64,
     /// Record batch bytes (what crosses the wire and lands in the log).
     pub bytes: u64,
+    /// Connections this direction ran on.
+    pub connections: usize,
     pub seconds: f64,
     pub records_per_s: f64,
     pub mb_per_s: f64,
@@ -180,7 +185,17 @@ fn prepare(client: &mut Client, workload: &Workload) -> anyhow::Result<Target> {
     let exists = client.metadata(None)?.iter().any(|t| t.name == workload.topic);
     if !exists {
         anyhow::ensure!(workload.mode != Mode::Consume, "topic {} does not exist: nothing to consume", workload.topic);
-        client.create_topic(&workload.topic, workload.partitions, -1, &[])?;
+        client.create_topic(&workload.topic, workload.partitions, -1, &workload.topic_configs)?;
+    } else if !workload.topic_configs.is_empty() {
+        // The configs are part of what is measured: a topic that lacks them is refused, not
+        // silently measured without them.
+        let actual = client.topic_configs(&workload.topic)?;
+        for (key, value) in &workload.topic_configs {
+            let found = actual.iter().find(|c| &c.name == key).and_then(|c| c.value.as_deref());
+            if found != Some(value.as_str()) {
+                bail!("topic {} exists with {key}={}, not {value}", workload.topic, found.unwrap_or("(unset)"));
+            }
+        }
     }
     let (brokers, topic) = client.cluster(&workload.topic)?;
     if exists && topic.partitions.len() as i32 != workload.partitions {
@@ -205,10 +220,12 @@ fn shares(total: u64, n: usize) -> Vec<u64> {
 }
 
 /// Member `index` of `count`'s partitions, grouped by leader: one connection per group.
+/// With more members than partitions, each partition is shared by several members.
 fn groups_for(target: &Target, index: usize, count: usize) -> Vec<(SocketAddr, Vec<i32>)> {
+    let members = count.min(target.leaders.len());
     let mut by_leader: BTreeMap<SocketAddr, Vec<i32>> = BTreeMap::new();
-    for (&partition, &leader) in &target.leaders {
-        if partition as usize % count == index {
+    for (position, (&partition, &leader)) in target.leaders.iter().enumerate() {
+        if position % members == index % members {
             by_leader.entry(leader).or_default().push(partition);
         }
     }
@@ -253,6 +270,7 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
     let loops = plan_loops(workload, &target, compression, &start_offsets, available, deadline)?;
     let stats = Arc::new(Stats::default());
     let producer_loops = loops.iter().filter(|l| matches!(l, Loop::Producer(_))).count();
+    let consumer_loops = loops.len() - producer_loops;
     stats.producers_running.store(producer_loops as u64, Ordering::Release);
 
     let mut results = Results::new(Some(workload.clone()));
@@ -261,11 +279,12 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
     let finished = drive(loops, workload.cores, spin, stats.clone(), &mut results.timeline)?;
     let seconds = finished.as_secs_f64();
 
-    let flow = |flow: &stats::Flow, latencies: &stats::Latencies, kind| {
+    let flow = |flow: &stats::Flow, latencies: &stats::Latencies, connections, kind| {
         let (records, bytes) = flow.read();
         FlowSummary {
             records,
             bytes,
+            connections,
             seconds,
             records_per_s: records as f64 / seconds,
             mb_per_s: bytes as f64 / 1e6 / seconds,
@@ -274,12 +293,12 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
         }
     };
     if workload.mode != Mode::Consume {
-        results.produce = Some(flow(&stats.produced, &stats.publish, "publish"));
+        results.produce = Some(flow(&stats.produced, &stats.publish, producer_loops, "publish"));
     }
     match workload.mode {
         Mode::Produce => {}
-        Mode::Consume => results.consume = Some(flow(&stats.consumed, &stats.consume, "fetch")),
-        Mode::EndToEnd => results.consume = Some(flow(&stats.consumed, &stats.consume, "end_to_end")),
+        Mode::Consume => results.consume = Some(flow(&stats.consumed, &stats.consume, consumer_loops, "fetch")),
+        Mode::EndToEnd => results.consume = Some(flow(&stats.consumed, &stats.consume, consumer_loops, "end_to_end")),
     }
     if let (Some(pid), Some(before)) = (broker_pid, cpu_before) {
         let cpu = host::cpu_seconds(pid)? - before;
@@ -306,7 +325,9 @@ fn plan_loops(
     available: u64,
     deadline: Option<Instant>,
 ) -> anyhow::Result<Vec<Loop>> {
-    let producers = workload.producers.min(target.leaders.len());
+    // Producers may outnumber partitions (several connections appending to one partition);
+    // consumers may not, as two would read the same records.
+    let producers = workload.producers;
     let consumers = workload.consumers.min(target.leaders.len());
     let mut loops = Vec::new();
     if workload.mode != Mode::Consume {

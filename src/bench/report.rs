@@ -23,10 +23,11 @@ pub fn progress_line(tick: &Tick) -> String {
 fn flow_lines(out: &mut String, name: &str, flow: &FlowSummary, of_loopback: Option<f64>) {
     let _ = write!(
         out,
-        "{name}: {} records, {:.1} MB in {:.2} s: {:.0} records/s, {:.1} MB/s",
+        "{name}: {} records, {:.1} MB in {:.2} s on {} connection(s): {:.0} records/s, {:.1} MB/s",
         flow.records,
         flow.bytes as f64 / 1e6,
         flow.seconds,
+        flow.connections,
         flow.records_per_s,
         flow.mb_per_s
     );

@@ -38,6 +38,10 @@ pub struct LoadArgs {
     /// Partitions of the topic (created with this many if it does not exist).
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// A config the topic is created with, as KEY=VALUE (e.g. flush.messages=1); repeatable.
+    /// An existing topic must already have it.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_configs: Vec<String>,
     /// Bytes of each record value.
     #[arg(long, default_value_t = 1024)]
     record_size: usize,
@@ -50,8 +54,10 @@ pub struct LoadArgs {
     /// Records per second, in all (open loop); unset is as fast as the broker takes them.
     #[arg(long)]
     rate: Option<f64>,
+    /// Producer connections; with more than partitions, several share each partition.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Consumer connections (at most one per partition).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
     /// 0, 1 or -1 (all).
@@ -164,6 +170,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         bootstrap: args.bootstrap,
         topic: args.topic,
         partitions: args.partitions,
+        topic_configs: super::topic::key_values(&args.topic_configs, "--topic-config ")?,
         record_size: args.record_size,
         records: args.records,
         duration_s: args.duration,

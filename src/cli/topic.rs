@@ -105,7 +105,7 @@ fn source_name(source: i8) -> &'static str {
 }
 
 /// `KEY=VALUE` arguments as pairs.
-fn key_values(pairs: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn key_values(pairs: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|c| {
