@@ -14,14 +14,36 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use kafka_protocol::ResponseError;
 
-use crate::protocol::errors::storage_error_code;
 use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
-use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates};
+use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
 use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
+
+/// Why an operation on a partition failed. Kafka's error codes come from it at the handler edge
+/// (`protocol::errors::partition_error_code`), nowhere else.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// The partition's owner does not have it (its topic was deleted meanwhile).
+    #[error("unknown partition")]
+    Unknown,
+    /// The partition failed to open at startup; it stays offline until a restart.
+    #[error("partition offline")]
+    Offline,
+    /// The log refused the operation (validation) or failed (I/O).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// Transactional and control batches are refused until transactions are supported.
+    #[error("transactional and control batches are not supported")]
+    Transactional,
+    /// DeleteRecords to an offset outside `[0, high_watermark]`.
+    #[error("offset {offset} outside [0, {high_watermark}]")]
+    BeyondHighWatermark { offset: i64, high_watermark: i64 },
+}
 
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
@@ -55,15 +77,14 @@ impl Partition {
 
     /// Validates and appends the batches of one produce request, then wakes parked fetches.
     /// A retried idempotent batch is answered with its original offsets and not written.
-    pub fn append(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, ResponseError> {
+    pub fn append(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, PartitionError> {
         let headers = batch_headers(&batches)?;
         if let Checked::Duplicate(original) = self.producers.check(&headers)? {
             return Ok(original);
         }
         let active_segment = self.log.active_base_offset();
-        let info = self.log.append(batches, self.leader_epoch, now_ms).map_err(|e| {
+        let info = self.log.append(batches, self.leader_epoch, now_ms).inspect_err(|e| {
             tracing::debug!(dir = %self.dir.display(), error = %e, "append refused");
-            storage_error_code(&e)
         })?;
         if self.log.active_base_offset() != active_segment {
             // The log rolled before writing these batches: the state so far is the state at the
@@ -128,12 +149,12 @@ impl Partition {
 
     /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
     /// and returns the new log start offset. Offsets past the high watermark are refused.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, ResponseError> {
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, PartitionError> {
         let offset = if offset == HIGH_WATERMARK { self.high_watermark } else { offset };
         if !(0..=self.high_watermark).contains(&offset) {
-            return Err(ResponseError::OffsetOutOfRange);
+            return Err(PartitionError::BeyondHighWatermark { offset, high_watermark: self.high_watermark });
         }
-        self.log.delete_records(offset).map_err(|e| storage_error_code(&e))
+        Ok(self.log.delete_records(offset)?)
     }
 
     /// Background upkeep: the time-based flush policy (`flush.ms`), compaction,
@@ -183,14 +204,14 @@ impl Partition {
 /// The headers of every batch of a request, for the producer checks. Transactional and
 /// control batches are refused until transactions are supported. A request whose batches do
 /// not even parse gives no headers: the log refuses it with the precise error.
-fn batch_headers(mut batches: &[u8]) -> Result<Vec<BatchHeader>, ResponseError> {
+fn batch_headers(mut batches: &[u8]) -> Result<Vec<BatchHeader>, PartitionError> {
     let mut headers = Vec::with_capacity(1);
     while !batches.is_empty() {
         let Some(header) = BatchHeader::parse(batches).ok().filter(|h| h.size() <= batches.len()) else {
             return Ok(Vec::new());
         };
         if header.is_transactional() || header.is_control() {
-            return Err(ResponseError::InvalidRecord);
+            return Err(PartitionError::Transactional);
         }
         headers.push(header);
         batches = &batches[header.size()..];
@@ -243,8 +264,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = partition(dir.path());
         p.append(producer_batch(3, 0, 7, 1, 0), 0).unwrap();
-        assert_eq!(p.append(producer_batch(1, 0, 7, 1, 5), 0).unwrap_err(), ResponseError::OutOfOrderSequenceNumber);
-        assert_eq!(p.append(producer_batch(1, 0, 7, 0, 3), 0).unwrap_err(), ResponseError::InvalidProducerEpoch);
+        let refused = p.append(producer_batch(1, 0, 7, 1, 5), 0).unwrap_err();
+        assert!(matches!(refused, PartitionError::Sequence(SequenceError::OutOfOrder)), "{refused:?}");
+        let refused = p.append(producer_batch(1, 0, 7, 0, 3), 0).unwrap_err();
+        assert!(matches!(refused, PartitionError::Sequence(SequenceError::StaleEpoch)), "{refused:?}");
         assert_eq!(p.append(producer_batch(1, 0, 7, 2, 0), 0).unwrap().base_offset, 3);
         // Batches without a producer id are never checked.
         assert_eq!(p.append(batch(1, 0), 0).unwrap().base_offset, 4);

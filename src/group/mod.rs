@@ -20,6 +20,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
+use crate::protocol::errors::partition_error_code;
 use crate::protocol::records::{decode_records, encode_batch};
 use crate::runtime::{now_ms, sleep};
 use crate::shard::placement::offsets_partition;
@@ -84,7 +85,7 @@ pub fn append_offset_records(
     let batch = encode_batch(&records, now);
     let mut table = shard.partitions.borrow_mut();
     let partition = table.get_mut(&tp).ok_or(ResponseError::CoordinatorNotAvailable)?;
-    partition.append(batch, now).map(|_| ())
+    partition.append(batch, now).map(|_| ()).map_err(|e| partition_error_code(&e))
 }
 
 /// Replays this shard's `__consumer_offsets` partitions into its group table. Runs at startup,

@@ -9,6 +9,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::protocol::errors::partition_error_code;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
@@ -45,6 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
             let ShardResponse::RecordsDeleted(results) = call.await else {
                 unreachable!("DeleteRecords answers with RecordsDeleted");
             };
+            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             names.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

@@ -7,6 +7,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
+use crate::protocol::errors::partition_error_code;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 use crate::storage::producer_state::ActiveProducer;
 
@@ -31,6 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> Des
             let ShardResponse::Producers(results) = call.await else {
                 unreachable!("DescribeProducers answers with Producers");
             };
+            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             partitions.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

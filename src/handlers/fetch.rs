@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
+use crate::protocol::errors::partition_error_code;
 use crate::runtime::sleep;
 use crate::runtime::zero_copy::FileSlice;
 use crate::shard::router::{PartitionRead, PartitionReadResult, RecordData};
@@ -102,7 +103,7 @@ pub async fn handle(
     for (w, result) in wanted.iter().zip(results) {
         if let Some(error) = result.error {
             // As Kafka: a partition that failed reports no offsets, only its error.
-            topics[w.topic_index].partitions.push(error_partition(w.partition, error));
+            topics[w.topic_index].partitions.push(error_partition(w.partition, partition_error_code(&error)));
             continue;
         }
         let mut records = result.records;

@@ -9,15 +9,29 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::protocol::errors::partition_error_code;
+use crate::shard::router::OffsetQuery;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
 
 /// ListOffsets v4 added the leader epoch to the answer.
 const LEADER_EPOCH_VERSION: i16 = 4;
 
+/// Kafka's special timestamps: what a negative one asks for, if we serve it.
+fn query(timestamp: i64) -> Option<OffsetQuery> {
+    match timestamp {
+        -1 => Some(OffsetQuery::Latest),
+        // Without tiered storage the earliest local offset (-4) is the log start offset.
+        -2 | -4 => Some(OffsetQuery::Earliest),
+        -3 => Some(OffsetQuery::MaxTimestamp),
+        t if t >= 0 => Some(OffsetQuery::AtTime(t)),
+        _ => None,
+    }
+}
+
 pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = shard.metadata();
     let mut outcomes: HashMap<TopicPartition, Result<(i64, i64), ResponseError>> = HashMap::new();
-    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
+    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, OffsetQuery)>> = HashMap::new();
     let duplicated = super::duplicated(
         request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
     );
@@ -28,9 +42,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
                 outcomes.insert(tp, Err(ResponseError::InvalidRequest));
                 continue;
             }
-            match image.owner(&tp.topic, tp.partition) {
-                Some(owner) => per_shard.entry(owner).or_default().push((tp, p.timestamp)),
-                None => {
+            match (image.owner(&tp.topic, tp.partition), query(p.timestamp)) {
+                (Some(owner), Some(query)) => per_shard.entry(owner).or_default().push((tp, query)),
+                (Some(_), None) => {
+                    outcomes.insert(tp, Err(ResponseError::UnsupportedVersion));
+                }
+                (None, _) => {
                     outcomes.insert(tp, Err(ResponseError::UnknownTopicOrPartition));
                 }
             }
@@ -43,6 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
             let ShardResponse::Offsets(results) = call.await else {
                 unreachable!("ListOffsets answers with Offsets");
             };
+            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             partitions.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

@@ -12,8 +12,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use crate::shard::router::ProduceOutcome;
+use crate::protocol::errors::partition_error_code;
 use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse};
+use crate::storage::AppendInfo;
 
 /// `min.insync.replicas` of a topic: its own, else the broker's.
 fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, topic: &str) -> i32 {
@@ -25,7 +26,7 @@ fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, top
 pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.metadata();
-    let mut outcomes: HashMap<(String, i32), ProduceOutcome> = HashMap::new();
+    let mut outcomes: HashMap<(String, i32), Result<(AppendInfo, i64), ResponseError>> = HashMap::new();
     let mut per_shard: HashMap<(ShardId, String), Vec<(i32, Bytes)>> = HashMap::new();
     let mut order = Vec::new();
     let duplicated = super::duplicated(
@@ -79,7 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     });
     for (topic, results) in futures::future::join_all(calls).await {
         for (partition, outcome) in results {
-            outcomes.insert((topic.clone(), partition), outcome);
+            outcomes.insert((topic.clone(), partition), outcome.map_err(|e| partition_error_code(&e)));
         }
     }
     if acks == 0 {

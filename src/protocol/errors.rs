@@ -1,10 +1,27 @@
-//! The one place where internal errors become Kafka error codes.
+//! The one place where internal errors become Kafka error codes. Handlers call these at the
+//! edge, when they build a response; nothing below them knows Kafka's codes.
 
 use kafka_protocol::ResponseError;
 
+use crate::partition::PartitionError;
 use crate::storage::StorageError;
+use crate::storage::producer_state::SequenceError;
 
-pub fn storage_error_code(error: &StorageError) -> ResponseError {
+pub fn partition_error_code(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::Unknown => ResponseError::UnknownTopicOrPartition,
+        // As Kafka answers for a replica on a failed log directory.
+        PartitionError::Offline => ResponseError::KafkaStorageError,
+        PartitionError::Storage(e) => storage_error_code(e),
+        PartitionError::Sequence(SequenceError::NegativeSequence) => ResponseError::InvalidRecord,
+        PartitionError::Sequence(SequenceError::StaleEpoch) => ResponseError::InvalidProducerEpoch,
+        PartitionError::Sequence(SequenceError::OutOfOrder) => ResponseError::OutOfOrderSequenceNumber,
+        PartitionError::Transactional => ResponseError::InvalidRecord,
+        PartitionError::BeyondHighWatermark { .. } => ResponseError::OffsetOutOfRange,
+    }
+}
+
+fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
@@ -21,4 +38,37 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
 /// The wire form of an optional error: 0 means none.
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_errors_get_kafkas_codes() {
+        let io = || StorageError::Io(std::io::Error::other("disk"));
+        let cases = [
+            (PartitionError::Unknown, ResponseError::UnknownTopicOrPartition),
+            (PartitionError::Offline, ResponseError::KafkaStorageError),
+            (PartitionError::Storage(io()), ResponseError::KafkaStorageError),
+            (PartitionError::Storage(StorageError::CorruptBatch("crc".into())), ResponseError::CorruptMessage),
+            (PartitionError::Storage(StorageError::BatchTooLarge { size: 2, max: 1 }), ResponseError::MessageTooLarge),
+            (
+                PartitionError::Storage(StorageError::OffsetOutOfRange {
+                    offset: 9,
+                    log_start_offset: 0,
+                    log_end_offset: 1,
+                }),
+                ResponseError::OffsetOutOfRange,
+            ),
+            (PartitionError::Sequence(SequenceError::NegativeSequence), ResponseError::InvalidRecord),
+            (PartitionError::Sequence(SequenceError::StaleEpoch), ResponseError::InvalidProducerEpoch),
+            (PartitionError::Sequence(SequenceError::OutOfOrder), ResponseError::OutOfOrderSequenceNumber),
+            (PartitionError::Transactional, ResponseError::InvalidRecord),
+            (PartitionError::BeyondHighWatermark { offset: 5, high_watermark: 4 }, ResponseError::OffsetOutOfRange),
+        ];
+        for (error, code) in cases {
+            assert_eq!(partition_error_code(&error), code, "{error:?}");
+        }
+    }
 }

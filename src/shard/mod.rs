@@ -17,13 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
-
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
 use crate::group::GroupEntry;
 use crate::metrics::ShardMetrics;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 use crate::runtime::{Semaphore, Senders};
 use crate::storage::fs::FileSystem;
 
@@ -110,12 +108,11 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
-    /// The error for a partition of the image that this shard's table lacks: offline ones
-    /// answer KAFKA_STORAGE_ERROR, as Kafka answers for a replica on a failed log directory.
-    pub fn missing_partition_error(&self, tp: &TopicPartition) -> ResponseError {
+    /// The error for a partition of the image that this shard's table lacks.
+    pub fn missing_partition_error(&self, tp: &TopicPartition) -> PartitionError {
         match self.offline.borrow().contains_key(tp) {
-            true => ResponseError::KafkaStorageError,
-            false => ResponseError::UnknownTopicOrPartition,
+            true => PartitionError::Offline,
+            false => PartitionError::Unknown,
         }
     }
 

@@ -5,13 +5,11 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 
-use super::router::{PartitionRead, PartitionReadResult, RecordData};
+use super::router::{OffsetQuery, PartitionRead, PartitionReadResult, RecordData};
 use super::{Shard, ShardRequest, ShardResponse, TopicPartition, controller};
 use crate::cluster::MetadataImage;
-use crate::partition::Partition;
-use crate::protocol::errors::storage_error_code;
+use crate::partition::{Partition, PartitionError};
 use crate::runtime::{now_ms, sleep};
 
 pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse {
@@ -132,7 +130,7 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
                             let tp = &r.partition;
                             tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
                         }
-                        (Some(storage_error_code(&e)), RecordData::Memory(bytes::Bytes::new()))
+                        (Some(e.into()), RecordData::Memory(bytes::Bytes::new()))
                     }
                 };
                 PartitionReadResult {
@@ -146,32 +144,20 @@ fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
         .collect()
 }
 
-/// Kafka's special timestamps for ListOffsets. Without tiered storage the earliest local
-/// offset is the log start offset.
-const LATEST_TIMESTAMP: i64 = -1;
-const EARLIEST_TIMESTAMP: i64 = -2;
-const MAX_TIMESTAMP: i64 = -3;
-const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
-
-fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, i64)>) -> Vec<Result<(i64, i64), ResponseError>> {
+fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, OffsetQuery)>) -> Vec<Result<(i64, i64), PartitionError>> {
     let table = shard.partitions.borrow();
     queries
         .into_iter()
-        .map(|(tp, timestamp)| {
+        .map(|(tp, query)| {
             let p = table.get(&tp).ok_or_else(|| shard.missing_partition_error(&tp))?;
-            match timestamp {
-                LATEST_TIMESTAMP => Ok((p.high_watermark(), -1)),
-                EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((p.log_start_offset(), -1)),
-                t if t < 0 && t != MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion),
-                t => {
-                    let found = match t {
-                        MAX_TIMESTAMP => p.max_timestamp_offset(),
-                        t => p.offset_for_timestamp(t),
-                    };
-                    // Kafka answers "no such record" with offset -1 and timestamp -1.
-                    found.map(|found| found.unwrap_or((-1, -1))).map_err(|e| storage_error_code(&e))
-                }
-            }
+            let found = match query {
+                OffsetQuery::Latest => return Ok((p.high_watermark(), -1)),
+                OffsetQuery::Earliest => return Ok((p.log_start_offset(), -1)),
+                OffsetQuery::MaxTimestamp => p.max_timestamp_offset()?,
+                OffsetQuery::AtTime(timestamp) => p.offset_for_timestamp(timestamp)?,
+            };
+            // Kafka answers "no such record" with offset -1 and timestamp -1.
+            Ok(found.unwrap_or((-1, -1)))
         })
         .collect()
 }

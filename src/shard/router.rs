@@ -17,6 +17,7 @@ use crate::cluster::MetadataImage;
 use crate::cluster::configs::{Alteration, ConfigResource};
 use crate::group::CommittedOffset;
 use crate::group::state::GroupState;
+use crate::partition::PartitionError;
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, serve_bounded, spawn_local};
 use crate::storage::AppendInfo;
@@ -41,9 +42,8 @@ pub enum ShardRequest {
     Read { reads: Vec<PartitionRead> },
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
     WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
-    /// Offset lookups: (partition, timestamp), -1 latest, -2 earliest, -3 max timestamp,
-    /// -4 earliest local.
-    ListOffsets { queries: Vec<(TopicPartition, i64)> },
+    /// Offset lookups.
+    ListOffsets { queries: Vec<(TopicPartition, OffsetQuery)> },
     /// DeleteRecords: move each partition's log start offset to the offset (-1: high watermark).
     DeleteRecords { partitions: Vec<(TopicPartition, i64)> },
     /// The size in bytes of every partition this shard owns (DescribeLogDirs).
@@ -131,6 +131,19 @@ pub enum GroupAnswer {
     DeleteOffsets(OffsetDeleteResponse),
 }
 
+/// What a ListOffsets asks of one partition.
+#[derive(Debug, Clone, Copy)]
+pub enum OffsetQuery {
+    /// The high watermark.
+    Latest,
+    /// The log start offset (also the earliest local offset: there is no tiered storage).
+    Earliest,
+    /// The first record with the largest timestamp.
+    MaxTimestamp,
+    /// The first record at or after this timestamp (ms).
+    AtTime(i64),
+}
+
 pub struct PartitionRead {
     pub partition: TopicPartition,
     pub offset: i64,
@@ -160,7 +173,7 @@ impl RecordData {
 }
 
 pub struct PartitionReadResult {
-    pub error: Option<ResponseError>,
+    pub error: Option<PartitionError>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: RecordData,
@@ -181,7 +194,7 @@ pub struct PartitionGrowth {
 }
 
 /// One partition's produce result: what was appended and the log start offset, or why not.
-pub type ProduceOutcome = Result<(AppendInfo, i64), ResponseError>;
+pub type ProduceOutcome = Result<(AppendInfo, i64), PartitionError>;
 /// One topic's create or delete result; the error comes with a message for the client.
 pub type TopicOutcome = Result<(), (ResponseError, String)>;
 
@@ -190,11 +203,11 @@ pub enum ShardResponse {
     Produced(Vec<(i32, ProduceOutcome)>),
     Read(Vec<PartitionReadResult>),
     DataReady,
-    Offsets(Vec<Result<(i64, i64), ResponseError>>),
+    Offsets(Vec<Result<(i64, i64), PartitionError>>),
     Sizes(Vec<(TopicPartition, u64)>),
-    Producers(Vec<Result<Vec<ActiveProducer>, ResponseError>>),
+    Producers(Vec<Result<Vec<ActiveProducer>, PartitionError>>),
     /// The new log start offset of each partition, in request order.
-    RecordsDeleted(Vec<Result<i64, ResponseError>>),
+    RecordsDeleted(Vec<Result<i64, PartitionError>>),
     Topics(Vec<(String, TopicOutcome)>),
     /// The image is installed; `offline` lists the partitions that failed to open.
     MetadataApplied {

@@ -20,11 +20,23 @@ use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
-
 use super::batch::BatchHeader;
 use super::fs::{FileSystem, Open, write_all_at};
 use super::{AppendInfo, Log, StorageError};
+
+/// Why an idempotent producer's batch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// A batch with a producer id has a negative base sequence.
+    #[error("negative base sequence")]
+    NegativeSequence,
+    /// The batch comes from an older epoch than its producer's.
+    #[error("producer epoch older than the producer's current one")]
+    StaleEpoch,
+    /// The batch does not continue its producer's sequence.
+    #[error("sequence does not continue the producer's last batch")]
+    OutOfOrder,
+}
 
 /// Batches per producer remembered for answering retries, as Kafka does (and as many as a
 /// producer may have in flight with idempotence).
@@ -178,12 +190,12 @@ impl ProducerStates {
     /// (counting the request's earlier batches); a new epoch starts at sequence 0; a producer
     /// we do not know may start anywhere. If a batch repeats one of its producer's recent
     /// batches, the request is a retry and is answered with that batch's original offsets.
-    pub fn check(&self, headers: &[BatchHeader]) -> Result<Checked, ResponseError> {
+    pub fn check(&self, headers: &[BatchHeader]) -> Result<Checked, SequenceError> {
         // (producer id, epoch, last sequence) after the request's batches checked so far.
         let mut pending: Vec<(i64, i16, i32)> = Vec::new();
         for header in headers.iter().filter(|h| h.has_producer_id()) {
             if header.base_sequence < 0 {
-                return Err(ResponseError::InvalidRecord);
+                return Err(SequenceError::NegativeSequence);
             }
             let known = self.producers.get(&header.producer_id);
             if let Some(original) = known.and_then(|entry| entry.duplicate_of(header)) {
@@ -200,12 +212,12 @@ impl ProducerStates {
             };
             if let Some((epoch, last)) = position {
                 let in_order = match header.producer_epoch.cmp(&epoch) {
-                    std::cmp::Ordering::Less => return Err(ResponseError::InvalidProducerEpoch),
+                    std::cmp::Ordering::Less => return Err(SequenceError::StaleEpoch),
                     std::cmp::Ordering::Greater => header.base_sequence == 0,
                     std::cmp::Ordering::Equal => header.base_sequence == next_sequence(last, 1),
                 };
                 if !in_order {
-                    return Err(ResponseError::OutOfOrderSequenceNumber);
+                    return Err(SequenceError::OutOfOrder);
                 }
             }
             pending.retain(|p| p.0 != header.producer_id);
@@ -476,7 +488,7 @@ mod tests {
         let in_order = [header(2, 7, 0, 0), header(3, 7, 0, 2)];
         assert!(matches!(states.check(&in_order).unwrap(), Checked::Append));
         let gap = [header(2, 7, 0, 0), header(3, 7, 0, 3)];
-        assert_eq!(states.check(&gap).err(), Some(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(states.check(&gap).err(), Some(SequenceError::OutOfOrder));
         let info = AppendInfo { base_offset: 10, last_offset: 14, log_append_time_ms: -1, records: 5 };
         states.record(&in_order, &info, 0);
         // A later batch in the request that retries an appended one makes the request a retry.
@@ -485,8 +497,8 @@ mod tests {
             Checked::Duplicate(original) => assert_eq!((original.base_offset, original.last_offset), (12, 14)),
             Checked::Append => panic!("a retry was taken for new data"),
         }
-        assert_eq!(states.check(&[header(1, 7, 0, 4)]).err(), Some(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(states.check(&[header(1, 7, 1, 4)]).err(), Some(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(states.check(&[header(1, 7, 0, 4)]).err(), Some(SequenceError::OutOfOrder));
+        assert_eq!(states.check(&[header(1, 7, 1, 4)]).err(), Some(SequenceError::OutOfOrder));
         assert!(matches!(states.check(&[header(1, 7, 1, 0)]).unwrap(), Checked::Append));
     }
 
