@@ -3,7 +3,8 @@
 //! in a temp dir) and one Sluice broker get the same table of edge cases as raw requests; the
 //! error codes and visible results must be equal. A case that differs must be listed in
 //! `KNOWN_DIFFERENCES` with its reason, mirrored in docs/COMPATIBILITY.md; a listed case that
-//! no longer differs fails too, so that the list stays true.
+//! no longer differs fails too, so that the list stays true. Sluice's own clients (`sluice
+//! bench`, `produce`, `consume`) must work against the same Apache Kafka.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Broker, Raw, batch, batch_at, java_command, serial};
+use common::{Broker, Raw, batch, batch_at, cli, java_command, serial};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -503,4 +504,28 @@ fn sluice_answers_edge_cases_as_apache_kafka_does() {
         assert!(doc.contains(&format!("`{name}`")), "docs/COMPATIBILITY.md does not list {name}");
     }
     assert!(unexpected.is_empty(), "{}\n\nfull table:\n{report}", unexpected.join("\n"));
+}
+
+/// `sluice bench`, `sluice produce` and `sluice consume` work against Apache Kafka too, which
+/// names topics by id in Produce and Fetch (v13, KIP-516) where Sluice still serves names:
+/// `scripts/perf --peer kafka` runs the bench against it.
+#[test]
+fn sluice_clients_work_against_apache_kafka() {
+    let _serial = serial();
+    let kafka = ApacheKafka::start();
+    let run = |args: &[&str], stdin: &str| {
+        let (ok, out, err) = cli(&[args, &["--bootstrap", &kafka.addr]].concat(), stdin);
+        assert!(ok, "sluice {args:?} against Apache Kafka failed:\n{out}\n{err}");
+        out
+    };
+    let bench = ["--topic", "bench", "--partitions", "2", "--records", "2000", "--record-size", "100"];
+    let out = run(&[&["bench", "produce"][..], &bench].concat(), "");
+    assert!(out.contains("2000"), "{out}");
+    run(&[&["bench", "consume"][..], &bench].concat(), "");
+
+    // The bench creates a topic and waits until Kafka serves it; one record, then two lines.
+    run(&["bench", "produce", "--topic", "lines", "--partitions", "1", "--records", "1"], "");
+    run(&["produce", "lines"], "one\ntwo\n");
+    let out = run(&["consume", "lines", "--partition", "0", "--offset", "1", "--max-messages", "2"], "");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["one", "two"], "{out}");
 }

@@ -42,6 +42,7 @@ pub const STAMP_BYTES: usize = 8;
 pub struct ProducerPlan {
     pub address: SocketAddr,
     pub topic: String,
+    pub topic_id: uuid::Uuid,
     /// Batches go to these in turn (Kafka's sticky partitioning, one batch at a time).
     pub partitions: Vec<i32>,
     /// Records to send; `None` sends until `deadline`.
@@ -193,12 +194,7 @@ pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()
         let batch = batch.freeze();
         let bytes = batch.len() as u64;
         let partition = plan.partitions[batch_number % plan.partitions.len()];
-        let request = ProduceRequest::default().with_acks(plan.acks).with_timeout_ms(30_000).with_topic_data(vec![
-            TopicProduceData::default().with_name(topic.clone()).with_partition_data(vec![
-                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
-            ]),
-        ]);
-
+        let request = produce_request(&topic, plan.topic_id, partition, batch, plan.acks);
         let sent = writer.write(&request).await?;
         next_record += count;
         if plan.acks == 0 {
@@ -216,6 +212,18 @@ pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()
         Some(acker) => acker.await,
         None => Ok(()),
     }
+}
+
+/// One batch for one partition. The topic goes by name and by id: the codec writes whichever
+/// the negotiated version carries (the id from v13, KIP-516), so one request serves Sluice and
+/// Apache Kafka alike.
+fn produce_request(topic: &TopicName, topic_id: uuid::Uuid, partition: i32, batch: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(topic.clone())
+            .with_topic_id(topic_id)
+            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
+    ])
 }
 
 async fn acquire(in_flight: &Rc<Semaphore>) -> anyhow::Result<StaticPermit> {
@@ -246,7 +254,6 @@ async fn read_acks(
 pub async fn consume(plan: ConsumerPlan, stats: Arc<Stats>) -> anyhow::Result<()> {
     let (mut writer, mut reader) = wire::connect(plan.address).await?;
     let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
-    let uses_topic_ids = writer.version::<FetchRequest>()? >= 13;
     let mut offsets = plan.partitions.clone();
     let mut last_progress = Instant::now();
     loop {
@@ -265,29 +272,7 @@ pub async fn consume(plan: ConsumerPlan, stats: Arc<Stats>) -> anyhow::Result<()
             bail!("no new record for {} s", STALL_LIMIT.as_secs());
         }
 
-        let partitions = offsets
-            .iter()
-            .map(|&(partition, offset)| {
-                FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(plan.partition_max_bytes)
-                    .with_current_leader_epoch(-1)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-            })
-            .collect();
-        let fetch_topic = match uses_topic_ids {
-            true => FetchTopic::default().with_topic_id(plan.topic_id),
-            false => FetchTopic::default().with_topic(topic.clone()),
-        };
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(100)
-            .with_min_bytes(1)
-            .with_max_bytes(i32::MAX)
-            .with_session_epoch(-1)
-            .with_topics(vec![fetch_topic.with_partitions(partitions)]);
+        let request = fetch_request(&topic, plan.topic_id, &offsets, plan.partition_max_bytes);
         let sent_ns = now_ns();
         let sent = writer.write(&request).await?;
         let response = reader.read::<FetchRequest>(sent).await?;
@@ -311,6 +296,37 @@ pub async fn consume(plan: ConsumerPlan, stats: Arc<Stats>) -> anyhow::Result<()
             stats.consume.add(&latencies);
         }
     }
+}
+
+/// Partitions of one topic from their next offsets, waiting up to 100 ms for a first byte. As
+/// in `produce_request`, the topic goes by name and by id (Fetch names it by id from v13).
+fn fetch_request(
+    topic: &TopicName,
+    topic_id: uuid::Uuid,
+    offsets: &[(i32, i64)],
+    partition_max_bytes: i32,
+) -> FetchRequest {
+    let partitions = offsets
+        .iter()
+        .map(|&(partition, offset)| {
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(partition_max_bytes)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(i32::MAX)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default().with_topic(topic.clone()).with_topic_id(topic_id).with_partitions(partitions),
+        ])
 }
 
 /// Counts the whole batches of a fetched partition, moving `next_offset` past them; with
@@ -345,4 +361,36 @@ fn walk_batches(
         *next_offset = header.last_offset() + 1;
     }
     Ok((records, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::protocol::{Decodable, Encodable, Message};
+
+    use super::*;
+
+    /// Each request through the codec at every version it knows, back as the broker reads it.
+    fn round_trip<R: Encodable + Decodable + Message>(request: &R) -> impl Iterator<Item = (i16, R)> + '_ {
+        (R::VERSIONS.min..=R::VERSIONS.max).map(move |version| {
+            let mut buf = BytesMut::new();
+            request.encode(&mut buf, version).unwrap();
+            (version, R::decode(&mut buf.freeze(), version).unwrap())
+        })
+    }
+
+    /// Produce and Fetch name their topic by id from v13 (KIP-516): a request carrying only the
+    /// name reaches Apache Kafka as topic id 0, UNKNOWN_TOPIC_ID.
+    #[test]
+    fn requests_identify_their_topic_at_every_version() {
+        let topic = TopicName(StrBytes::from_static_str("t"));
+        let topic_id = uuid::Uuid::from_u128(7);
+        for (version, request) in round_trip(&produce_request(&topic, topic_id, 0, Bytes::new(), 1)) {
+            let sent = &request.topic_data[0];
+            assert!(sent.name == topic || sent.topic_id == topic_id, "Produce v{version} names no topic");
+        }
+        for (version, request) in round_trip(&fetch_request(&topic, topic_id, &[(0, 0)], 1 << 20)) {
+            let sent = &request.topics[0];
+            assert!(sent.topic == topic || sent.topic_id == topic_id, "Fetch v{version} names no topic");
+        }
+    }
 }

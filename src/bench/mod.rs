@@ -186,6 +186,7 @@ fn prepare(client: &mut Client, workload: &Workload) -> anyhow::Result<Target> {
     if !exists {
         anyhow::ensure!(workload.mode != Mode::Consume, "topic {} does not exist: nothing to consume", workload.topic);
         client.create_topic(&workload.topic, workload.partitions, -1, &workload.topic_configs)?;
+        wait_until_served(client, &workload.topic)?;
     } else if !workload.topic_configs.is_empty() {
         // The configs are part of what is measured: a topic that lacks them is refused, not
         // silently measured without them.
@@ -212,6 +213,37 @@ fn prepare(client: &mut Client, workload: &Workload) -> anyhow::Result<Target> {
         leaders.insert(p.partition, resolve(address)?);
     }
     Ok(Target { topic_id: topic.topic_id, leaders })
+}
+
+/// How long a topic just created may take to be served.
+const TOPIC_READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until every partition of a topic just created has a leader that answers ListOffsets.
+/// Apache Kafka's CreateTopics answers once its controller has committed the topic; the broker
+/// learns of it moments later (Metadata first, then the partitions' logs), and a produce in
+/// between fails. Like `list_offset` elsewhere here, this asks the bootstrap broker.
+fn wait_until_served(client: &mut Client, topic: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let served = client.cluster(topic).and_then(|(_, info)| {
+            anyhow::ensure!(!info.partitions.is_empty(), "no partitions yet");
+            for p in &info.partitions {
+                anyhow::ensure!(p.leader >= 0, "partition {} has no leader yet", p.partition);
+                client.list_offset(topic, p.partition, LATEST)?;
+            }
+            Ok(())
+        });
+        match served {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() > TOPIC_READY_LIMIT => {
+                return Err(e.context(format!(
+                    "topic {topic} not served {} s after its creation",
+                    TOPIC_READY_LIMIT.as_secs()
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// Splits `total` into `n` near-equal shares.
@@ -344,6 +376,7 @@ fn plan_loops(
                 loops.push(Loop::Producer(ProducerPlan {
                     address: *address,
                     topic: workload.topic.clone(),
+                    topic_id: target.topic_id,
                     partitions: partitions.clone(),
                     records,
                     deadline,

@@ -241,10 +241,14 @@ impl Client {
         acks: i16,
     ) -> anyhow::Result<i64> {
         let batch = encode_batch(records, crate::runtime::now_ms());
+        let topic_id = self.topic_id_for::<ProduceRequest>(topic)?;
         let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
-            TopicProduceData::default().with_name(TopicName(str_bytes(topic))).with_partition_data(vec![
-                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
-            ]),
+            TopicProduceData::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_topic_id(topic_id)
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+                ]),
         ]);
         if acks == 0 {
             // No response will come: write the frame and return.
@@ -279,11 +283,7 @@ impl Client {
         max_bytes: i32,
         max_wait_ms: i32,
     ) -> anyhow::Result<(i64, Vec<ConsumedRecord>)> {
-        let topic_id = if self.versions.get(&FetchRequest::KEY).is_some_and(|&v| v >= 13) {
-            self.topic_id(topic)?
-        } else {
-            uuid::Uuid::nil()
-        };
+        let topic_id = self.topic_id_for::<FetchRequest>(topic)?;
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
@@ -314,6 +314,15 @@ impl Client {
         check(data.error_code, &format!("fetching {topic}-{partition} at offset {offset}"))?;
         let records = decode_records(data.records.unwrap_or_default(), offset)?;
         Ok((data.high_watermark, records))
+    }
+
+    /// The topic's id if `R` (Produce or Fetch) goes out at a version that names topics by id
+    /// (v13 and later, KIP-516), else the nil id: a Metadata round trip only when needed.
+    fn topic_id_for<R: Request>(&mut self, topic: &str) -> anyhow::Result<uuid::Uuid> {
+        match self.versions.get(&R::KEY) {
+            Some(&version) if version >= 13 => self.topic_id(topic),
+            _ => Ok(uuid::Uuid::nil()),
+        }
     }
 
     fn topic_id(&mut self, topic: &str) -> anyhow::Result<uuid::Uuid> {
