@@ -1,21 +1,41 @@
 //! One partition on its owning shard: the log plus the replication-facing offsets.
 //!
 //! Invariants: `log_start_offset <= high_watermark <= log_end_offset`. With a single replica
-//! the high watermark follows the log end after every append. Appends are synchronous, so
-//! two mutations of one partition never interleave (single writer).
+//! the high watermark follows the log end once an append's write has completed, so reads never
+//! reach bytes still being written.
+//!
+//! A [`Partition`] is a handle (cloned cheaply) on state that lives on its shard. Appends run
+//! as their own task, so that a request dropped halfway never leaves an append half done:
+//! validate and stamp (no system call), write through the shard's io_uring, then take the
+//! write into the log. They hold the partition's writer lock from the first step to the last,
+//! so two appends to one partition never interleave (single writer); reads and other
+//! partitions go on meanwhile. No `RefCell` borrow of the state is held across an `.await`.
+//!
+//! Group commit: an append that must be durable before its answer (`flush.messages`) waits
+//! for an fsync of its segment submitted after its write completed. One fsync is in flight per
+//! partition at a time; every append that finished before it was submitted is covered by it,
+//! and the waiters it does not cover get the next one, started when it completes. So N
+//! producers waiting together cost about two fsyncs, not N. An fsync that fails fails every
+//! waiter (KAFKA_STORAGE_ERROR) and marks the partition failed: after a failed fsync the
+//! kernel may have dropped the dirty pages while marking them clean, so the unsynced tail
+//! cannot be trusted or retried; appends are refused until a restart recovers the log from
+//! its recovery point. Reads keep working.
 //!
 //! Idempotent producers: each batch carrying a producer id must continue that producer's
 //! sequence; a retry of one of its last few batches is answered with the original offsets
 //! instead of being written twice. That state ([`ProducerStates`]) is snapshotted when the log
 //! rolls and at close, and rebuilt from the log after a crash, so it survives restarts.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::runtime::zero_copy::FileSlice;
+use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
@@ -31,6 +51,10 @@ pub enum PartitionError {
     /// The partition failed to open at startup; it stays offline until a restart.
     #[error("partition offline")]
     Offline,
+    /// An fsync of the partition failed: what it covered may be lost, so appends are refused
+    /// until a restart recovers the log (see the module doc).
+    #[error("an fsync failed; appends are refused until a restart")]
+    SyncFailed,
     /// The log refused the operation (validation) or failed (I/O).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -48,7 +72,28 @@ pub enum PartitionError {
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub struct Partition {
+/// A shard's counters of its partitions' fsyncs, for `/metrics`: group commit shows as far
+/// fewer fsyncs than appends covered.
+#[derive(Default)]
+pub struct SyncCounters {
+    /// fsyncs submitted by group commit and `flush.ms`.
+    pub fsyncs: Cell<u64>,
+    /// Appends acknowledged once an fsync covered them.
+    pub covered_appends: Cell<u64>,
+}
+
+/// A handle on one partition; clones share it.
+#[derive(Clone)]
+pub struct Partition(Rc<Shared>);
+
+struct Shared {
+    state: RefCell<State>,
+    /// Held by one append from validation to the log taking its write in.
+    writer: Semaphore,
+    counters: Rc<SyncCounters>,
+}
+
+struct State {
     log: Log,
     dir: PathBuf,
     high_watermark: i64,
@@ -56,6 +101,12 @@ pub struct Partition {
     /// Fetches parked until this partition gets new data (woken on every append).
     data_waiters: Vec<oneshot::Sender<()>>,
     producers: ProducerStates,
+    /// The offset the fsync in flight makes durable.
+    sync_in_flight: Option<i64>,
+    /// Appends waiting to be durable: the offset after each, and where to say so.
+    durability_waiters: Vec<(i64, oneshot::Sender<Result<(), PartitionError>>)>,
+    /// Why appends are refused: an fsync failed (see the module doc).
+    failed: Option<String>,
 }
 
 impl Partition {
@@ -68,136 +119,300 @@ impl Partition {
         expiry: ProducerExpiry,
         leader_epoch: i32,
         clean_shutdown: bool,
+        counters: Rc<SyncCounters>,
     ) -> Result<Partition, StorageError> {
         let log = Log::open(fs, dir, config, clean_shutdown)?;
         let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
         let high_watermark = log.log_end_offset();
-        Ok(Partition { log, dir: dir.to_path_buf(), high_watermark, leader_epoch, data_waiters: Vec::new(), producers })
+        let state = State {
+            log,
+            dir: dir.to_path_buf(),
+            high_watermark,
+            leader_epoch,
+            data_waiters: Vec::new(),
+            producers,
+            sync_in_flight: None,
+            durability_waiters: Vec::new(),
+            failed: None,
+        };
+        Ok(Partition(Rc::new(Shared { state: RefCell::new(state), writer: Semaphore::new(1), counters })))
     }
 
-    /// Validates and appends the batches of one produce request, then wakes parked fetches.
-    /// A retried idempotent batch is answered with its original offsets and not written.
-    pub fn append(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, PartitionError> {
-        let headers = batch_headers(&batches)?;
-        if let Checked::Duplicate(original) = self.producers.check(&headers)? {
-            return Ok(original);
-        }
-        let active_segment = self.log.active_base_offset();
-        let info = self.log.append(batches, self.leader_epoch, now_ms).inspect_err(|e| {
-            tracing::debug!(dir = %self.dir.display(), error = %e, "append refused");
-        })?;
-        if self.log.active_base_offset() != active_segment {
-            // The log rolled before writing these batches: the state so far is the state at the
-            // new segment's base.
-            if let Err(e) = self.producers.write_snapshot(self.log.active_base_offset()) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "writing a producer snapshot");
+    /// Validates and appends the batches of one produce request, wakes parked fetches, and
+    /// answers once the flush policy is met. A retried idempotent batch is answered with its
+    /// original offsets and not written. Runs as its own task: dropping the returned future
+    /// does not stop the append.
+    pub fn append(
+        &self,
+        batches: Bytes,
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<AppendInfo, PartitionError>> + 'static {
+        let (done, answer) = oneshot::channel();
+        let partition = self.clone();
+        spawn_local(async move {
+            let _ = done.send(partition.append_to_completion(batches, now_ms).await);
+        })
+        .detach();
+        async move { answer.await.unwrap_or(Err(PartitionError::SyncFailed)) }
+    }
+
+    async fn append_to_completion(&self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, PartitionError> {
+        let writer = self.0.writer.acquire_permit(1).await.map_err(|_| PartitionError::SyncFailed)?;
+        let (pending, write, headers) = {
+            let mut state = self.0.state.borrow_mut();
+            if state.failed.is_some() {
+                return Err(PartitionError::SyncFailed);
             }
-        }
-        self.producers.record(&headers, &info, now_ms);
-        // One replica: everything appended is committed.
-        self.high_watermark = self.log.log_end_offset();
-        debug_assert!(self.high_watermark > info.last_offset);
-        for waiter in self.data_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
+            let headers = batch_headers(&batches)?;
+            if let Checked::Duplicate(original) = state.producers.check(&headers)? {
+                drop((state, writer));
+                // The original may still wait for its fsync: so does its retry.
+                self.wait_durable_if_required(original.last_offset + 1, false).await?;
+                return Ok(original);
+            }
+            let active_segment = state.log.active_base_offset();
+            let epoch = state.leader_epoch;
+            let (pending, write) = state.log.begin_append(&batches, epoch, now_ms).map_err(|e| state.refused(e))?;
+            if state.log.active_base_offset() != active_segment {
+                // The log rolled before writing these batches: the state so far is the state at
+                // the new segment's base.
+                if let Err(e) = state.producers.write_snapshot(state.log.active_base_offset()) {
+                    tracing::warn!(dir = %state.dir.display(), error = %e, "writing a producer snapshot");
+                }
+            }
+            (pending, write, headers)
+        };
+        let written = write.await;
+        let (info, flush_by_count) = {
+            let mut state = self.0.state.borrow_mut();
+            let (info, flush_by_count) = state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
+            state.producers.record(&headers, &info, now_ms);
+            // One replica: everything written is committed.
+            state.high_watermark = state.log.log_end_offset();
+            debug_assert!(state.high_watermark > info.last_offset);
+            for waiter in state.data_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            (info, flush_by_count)
+        };
+        drop(writer);
+        self.wait_durable_if_required(info.last_offset + 1, flush_by_count).await?;
         Ok(info)
+    }
+
+    /// Waits until everything below `end` is durable when `flush.messages` asked for it
+    /// (`flush_by_count`); otherwise only starts the fsync `flush.ms` may be due.
+    async fn wait_durable_if_required(&self, end: i64, flush_by_count: bool) -> Result<(), PartitionError> {
+        let waiting = {
+            let mut state = self.0.state.borrow_mut();
+            if !flush_by_count || state.log.recovery_point() >= end {
+                None
+            } else if state.failed.is_some() {
+                return Err(PartitionError::SyncFailed);
+            } else {
+                let (tell, wait) = oneshot::channel();
+                state.durability_waiters.push((end, tell));
+                Some(wait)
+            }
+        };
+        let flush_due = waiting.is_some() || self.0.state.borrow().log.flush_due(crate::runtime::now_ms());
+        if flush_due {
+            self.start_sync();
+        }
+        match waiting {
+            Some(wait) => wait.await.unwrap_or(Err(PartitionError::SyncFailed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts an fsync covering every append finished so far, unless one is in flight (its
+    /// completion starts the next one if waiters are left).
+    fn start_sync(&self) {
+        let started = {
+            let mut state = self.0.state.borrow_mut();
+            if state.sync_in_flight.is_some() || state.failed.is_some() {
+                return;
+            }
+            let now = crate::runtime::now_ms();
+            let started = state.log.begin_sync(now);
+            if let Some((target, _)) = &started {
+                state.sync_in_flight = Some(*target);
+            }
+            started
+        };
+        let Some((target, sync)) = started else {
+            // Everything is durable already (a roll synced it): nobody needs to wait.
+            self.sync_completed(self.0.state.borrow().log.recovery_point(), Ok(()));
+            return;
+        };
+        self.0.counters.fsyncs.set(self.0.counters.fsyncs.get() + 1);
+        let partition = self.clone();
+        spawn_local(async move {
+            let synced = sync.await;
+            partition.sync_completed(target, synced);
+        })
+        .detach();
+    }
+
+    /// Answers the waiters the fsync up to `target` covered, or on failure all of them, and
+    /// starts the next fsync for those it did not cover.
+    fn sync_completed(&self, target: i64, synced: std::io::Result<()>) {
+        let more = {
+            let mut state = self.0.state.borrow_mut();
+            if state.sync_in_flight == Some(target) {
+                state.sync_in_flight = None;
+            }
+            match synced {
+                Ok(()) => {
+                    state.log.finish_sync(target);
+                    let durable = state.log.recovery_point();
+                    let waiters = std::mem::take(&mut state.durability_waiters);
+                    let (covered, left): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(end, _)| *end <= durable);
+                    let counters = &self.0.counters;
+                    counters.covered_appends.set(counters.covered_appends.get() + covered.len() as u64);
+                    for (_, tell) in covered {
+                        let _ = tell.send(Ok(()));
+                    }
+                    state.durability_waiters = left;
+                }
+                Err(e) => {
+                    tracing::error!(dir = %state.dir.display(), error = %e, "fsync failed; the partition refuses appends until a restart recovers it");
+                    state.failed = Some(e.to_string());
+                    for (_, tell) in state.durability_waiters.drain(..) {
+                        let _ = tell.send(Err(PartitionError::SyncFailed));
+                    }
+                }
+            }
+            !state.durability_waiters.is_empty()
+        };
+        if more {
+            self.start_sync();
+        }
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high
     /// watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        self.log.read(offset, max_bytes, self.high_watermark)
+        let state = self.0.state.borrow();
+        state.log.read(offset, max_bytes, state.high_watermark)
     }
 
     /// The batches [`Partition::read`] would return, as a file range to send without a copy.
     pub fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Option<FileSlice>, StorageError> {
-        self.log.read_slice(offset, max_bytes, self.high_watermark)
+        let state = self.0.state.borrow();
+        state.log.read_slice(offset, max_bytes, state.high_watermark)
     }
 
     /// A receiver that fires on the next append.
-    pub fn wait_for_data(&mut self) -> oneshot::Receiver<()> {
+    pub fn wait_for_data(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
+        let mut state = self.0.state.borrow_mut();
         // Drop waiters whose fetch already gave up, so the list stays bounded by live fetches.
-        self.data_waiters.retain(|w| !w.is_canceled());
-        self.data_waiters.push(tx);
+        state.data_waiters.retain(|w| !w.is_canceled());
+        state.data_waiters.push(tx);
         rx
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        self.log.offset_for_timestamp(timestamp_ms)
+        self.0.state.borrow().log.offset_for_timestamp(timestamp_ms)
     }
 
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
-        self.log.max_timestamp_offset()
+        self.0.state.borrow().log.max_timestamp_offset()
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.log.log_start_offset()
+        self.0.state.borrow().log.log_start_offset()
     }
 
     pub fn log_end_offset(&self) -> i64 {
-        self.log.log_end_offset()
+        self.0.state.borrow().log.log_end_offset()
     }
 
     pub fn high_watermark(&self) -> i64 {
-        self.high_watermark
+        self.0.state.borrow().high_watermark
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.0.state.borrow().leader_epoch
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
     /// and returns the new log start offset. Offsets past the high watermark are refused.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, PartitionError> {
-        let offset = if offset == HIGH_WATERMARK { self.high_watermark } else { offset };
-        if !(0..=self.high_watermark).contains(&offset) {
-            return Err(PartitionError::BeyondHighWatermark { offset, high_watermark: self.high_watermark });
+    pub fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        let mut state = self.0.state.borrow_mut();
+        let offset = if offset == HIGH_WATERMARK { state.high_watermark } else { offset };
+        if !(0..=state.high_watermark).contains(&offset) {
+            return Err(PartitionError::BeyondHighWatermark { offset, high_watermark: state.high_watermark });
         }
-        Ok(self.log.delete_records(offset)?)
+        Ok(state.log.delete_records(offset)?)
     }
 
-    /// Background upkeep: the time-based flush policy (`flush.ms`), compaction,
-    /// `producer.id.expiration.ms`, and when `check_retention` says so, retention.
-    pub fn maintain(&mut self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
-        self.producers.expire_if_due(now_ms);
-        self.log.flush_if_due(now_ms)?;
-        if check_retention {
-            let deleted = self.log.apply_retention(now_ms)?;
-            if deleted > 0 {
-                tracing::info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset(), "retention deleted segments");
+    /// Background upkeep: the time-based flush policy (`flush.ms`, an fsync through the ring),
+    /// compaction, `producer.id.expiration.ms`, and when `check_retention` says so, retention.
+    pub fn maintain(&self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
+        let flush_due = {
+            let mut state = self.0.state.borrow_mut();
+            state.producers.expire_if_due(now_ms);
+            if check_retention {
+                let deleted = state.log.apply_retention(now_ms)?;
+                if deleted > 0 {
+                    let log_start_offset = state.log.log_start_offset();
+                    tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
+                }
             }
+            state.log.compact_if_due(now_ms)?;
+            state.log.flush_due(now_ms)
+        };
+        if flush_due {
+            self.start_sync();
         }
-        self.log.compact_if_due(now_ms)
+        Ok(())
     }
 
     /// New topic configs, in force from the next append, read or upkeep pass.
-    pub fn set_config(&mut self, config: LogConfig) {
-        self.log.set_config(config);
+    pub fn set_config(&self, config: LogConfig) {
+        self.0.state.borrow_mut().log.set_config(config);
     }
 
     /// The idempotent producers this partition remembers (DescribeProducers).
     pub fn active_producers(&self) -> Vec<crate::storage::producer_state::ActiveProducer> {
-        self.producers.active()
+        self.0.state.borrow().producers.active()
     }
 
     /// Bytes of the partition's segments.
     pub fn size(&self) -> u64 {
-        self.log.size()
+        self.0.state.borrow().log.size()
     }
 
     /// Flushes and checkpoints the log and snapshots its producers; used on clean shutdown.
-    pub fn close(mut self) -> Result<(), StorageError> {
-        self.log.close()?;
-        self.producers.write_snapshot(self.log.log_end_offset())
+    pub fn close(self) -> Result<(), StorageError> {
+        let mut state = self.0.state.borrow_mut();
+        if let Some(reason) = &state.failed {
+            return Err(StorageError::Io(std::io::Error::other(format!("an fsync failed: {reason}"))));
+        }
+        state.log.close()?;
+        let log_end_offset = state.log.log_end_offset();
+        state.producers.write_snapshot(log_end_offset)
     }
 
     /// Closes the log and removes its directory; used when the topic is deleted.
     pub fn delete(self) -> Result<(), StorageError> {
-        let (dir, fs) = (self.dir.clone(), self.log.file_system());
+        let (dir, fs) = {
+            let state = self.0.state.borrow();
+            (state.dir.clone(), state.log.file_system())
+        };
         drop(self);
         fs.remove_dir_all(&dir)?;
         Ok(())
+    }
+}
+
+impl State {
+    /// An append the log refused.
+    fn refused(&self, error: StorageError) -> PartitionError {
+        tracing::debug!(dir = %self.dir.display(), error = %error, "append refused");
+        error.into()
     }
 }
 
@@ -224,9 +439,10 @@ mod tests {
     use super::*;
     use crate::storage::TimestampType;
     use crate::storage::batch::tests::{batch, producer_batch};
+    use crate::storage::fs::simulated::SimDisk;
 
-    fn partition(dir: &Path) -> Partition {
-        let config = LogConfig {
+    fn config() -> LogConfig {
+        LogConfig {
             segment_bytes: 1 << 20,
             segment_ms: i64::MAX,
             index_interval_bytes: 4096,
@@ -242,34 +458,141 @@ mod tests {
             validate_compressed_records: true,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
-        };
-        let expiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
-        Partition::open(&crate::storage::fs::os(), dir, config, expiry, 0, false).unwrap()
+        }
+    }
+
+    const EXPIRY: ProducerExpiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
+
+    fn partition(dir: &Path) -> Partition {
+        Partition::open(&crate::storage::fs::os(), dir, config(), EXPIRY, 0, false, Rc::default()).unwrap()
+    }
+
+    /// A partition `name` on the simulated disk, counting its fsyncs in `counters`.
+    fn simulated(disk: &Arc<SimDisk>, name: &str, config: LogConfig, counters: &Rc<SyncCounters>) -> Partition {
+        let fs: Arc<dyn FileSystem> = disk.clone();
+        fs.create_dir_all(Path::new("/data")).unwrap();
+        Partition::open(&fs, &Path::new("/data").join(name), config, EXPIRY, 0, false, counters.clone()).unwrap()
+    }
+
+    /// Waits until `condition` holds, for at most a few seconds.
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+            crate::runtime::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts `count` appends of one record each at once; the returned cells fill in as they
+    /// are answered.
+    fn append_concurrently(
+        p: &Partition,
+        count: usize,
+    ) -> Rc<RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>> {
+        let answers = Rc::new(RefCell::new((0..count).map(|_| None).collect::<Vec<_>>()));
+        for i in 0..count {
+            let (answers, append) = (answers.clone(), p.append(batch(1, 0), 0));
+            spawn_local(async move { answers.borrow_mut()[i] = Some(append.await) }).detach();
+        }
+        answers
+    }
+
+    fn answered(answers: &RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>) -> usize {
+        answers.borrow().iter().filter(|a| a.is_some()).count()
+    }
+
+    #[test]
+    fn no_append_is_answered_before_the_fsync_covering_it_and_one_fsync_covers_many() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", LogConfig { flush_messages: Some(1), ..config() }, &counters);
+            disk.hold_syncs();
+            let answers = append_concurrently(&p, 10);
+            // The first append to finish its write starts an fsync; the others finish theirs
+            // meanwhile and wait for the next one.
+            until("all ten are written", || p.log_end_offset() == 10).await;
+            assert_eq!(disk.held_syncs(), 1, "one fsync at a time");
+            assert_eq!(answered(&answers), 0, "nothing answered before its fsync completed");
+
+            assert_eq!(disk.release_syncs(), 1);
+            until("the second fsync is submitted", || disk.held_syncs() == 1).await;
+            let covered_by_first = answered(&answers);
+            assert!(covered_by_first < 10, "the appends written after the first fsync was submitted still wait");
+            assert_eq!(disk.release_syncs(), 1);
+            until("all are answered", || answered(&answers) == 10).await;
+            assert!(answers.borrow().iter().all(|a| matches!(a, Some(Ok(_)))));
+            assert_eq!(disk.syncs_submitted(), 2, "two fsyncs covered ten appends");
+            assert_eq!((counters.fsyncs.get(), counters.covered_appends.get()), (2, 10));
+            assert_eq!(disk.held_syncs(), 0, "no fsync left over");
+        })
+    }
+
+    #[test]
+    fn a_stalled_fsync_does_not_delay_another_partition() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let durable = simulated(&disk, "t-0", LogConfig { flush_messages: Some(1), ..config() }, &counters);
+            let cached = simulated(&disk, "t-1", config(), &counters);
+            disk.hold_syncs();
+            let stalled = append_concurrently(&durable, 1);
+            until("the fsync is submitted", || disk.held_syncs() == 1).await;
+            // The other partition of the same shard appends and answers while that fsync hangs.
+            let info = cached.append(batch(3, 0), 0).await.unwrap();
+            assert_eq!((info.base_offset, cached.high_watermark()), (0, 3));
+            assert_eq!(answered(&stalled), 0);
+            disk.release_syncs();
+            until("the stalled append is answered", || answered(&stalled) == 1).await;
+        })
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_its_waiters_and_the_partition_refuses_appends_but_serves_reads() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", LogConfig { flush_messages: Some(2), ..config() }, &counters);
+            p.append(batch(1, 0), 0).await.unwrap();
+            disk.fail_syncs(true);
+            assert!(matches!(p.append(batch(1, 0), 0).await.unwrap_err(), PartitionError::SyncFailed));
+            disk.fail_syncs(false);
+            // The pages the failed fsync covered may be lost: nothing more is taken until a
+            // restart recovers the log from its recovery point.
+            assert!(matches!(p.append(batch(1, 0), 0).await.unwrap_err(), PartitionError::SyncFailed));
+            assert_eq!(p.high_watermark(), 2);
+            assert!(!p.read(0, 1 << 20).unwrap().is_empty(), "reads go on");
+            assert!(p.close().is_err(), "no clean shutdown over a failed fsync");
+        })
     }
 
     #[test]
     fn a_retried_batch_is_not_written_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = partition(dir.path());
-        let first = p.append(producer_batch(3, 0, 7, 0, 0), 0).unwrap();
-        let retry = p.append(producer_batch(3, 0, 7, 0, 0), 0).unwrap();
-        assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
-        assert_eq!(p.log_end_offset(), 3);
-        assert_eq!(p.append(producer_batch(2, 0, 7, 0, 3), 0).unwrap().base_offset, 3);
-        assert_eq!(p.high_watermark(), 5);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            let first = p.append(producer_batch(3, 0, 7, 0, 0), 0).await.unwrap();
+            let retry = p.append(producer_batch(3, 0, 7, 0, 0), 0).await.unwrap();
+            assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
+            assert_eq!(p.log_end_offset(), 3);
+            assert_eq!(p.append(producer_batch(2, 0, 7, 0, 3), 0).await.unwrap().base_offset, 3);
+            assert_eq!(p.high_watermark(), 5);
+        })
     }
 
     #[test]
     fn sequence_gaps_and_stale_epochs_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = partition(dir.path());
-        p.append(producer_batch(3, 0, 7, 1, 0), 0).unwrap();
-        let refused = p.append(producer_batch(1, 0, 7, 1, 5), 0).unwrap_err();
-        assert!(matches!(refused, PartitionError::Sequence(SequenceError::OutOfOrder)), "{refused:?}");
-        let refused = p.append(producer_batch(1, 0, 7, 0, 3), 0).unwrap_err();
-        assert!(matches!(refused, PartitionError::Sequence(SequenceError::StaleEpoch)), "{refused:?}");
-        assert_eq!(p.append(producer_batch(1, 0, 7, 2, 0), 0).unwrap().base_offset, 3);
-        // Batches without a producer id are never checked.
-        assert_eq!(p.append(batch(1, 0), 0).unwrap().base_offset, 4);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.append(producer_batch(3, 0, 7, 1, 0), 0).await.unwrap();
+            let refused = p.append(producer_batch(1, 0, 7, 1, 5), 0).await.unwrap_err();
+            assert!(matches!(refused, PartitionError::Sequence(SequenceError::OutOfOrder)), "{refused:?}");
+            let refused = p.append(producer_batch(1, 0, 7, 0, 3), 0).await.unwrap_err();
+            assert!(matches!(refused, PartitionError::Sequence(SequenceError::StaleEpoch)), "{refused:?}");
+            assert_eq!(p.append(producer_batch(1, 0, 7, 2, 0), 0).await.unwrap().base_offset, 3);
+            // Batches without a producer id are never checked.
+            assert_eq!(p.append(batch(1, 0), 0).await.unwrap().base_offset, 4);
+        })
     }
 }

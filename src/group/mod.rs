@@ -71,7 +71,7 @@ pub fn limits(shard: &Shard) -> GroupLimits {
 
 /// Appends offset records (key, value; `None` deletes) to the group's offsets partition, which
 /// this shard owns.
-pub fn append_offset_records(
+pub async fn append_offset_records(
     shard: &Shard,
     group_id: &str,
     records: Vec<(Bytes, Option<Bytes>)>,
@@ -83,9 +83,8 @@ pub fn append_offset_records(
     let now = now_ms();
     let records: Vec<_> = records.into_iter().map(|(key, value)| (Some(key), value)).collect();
     let batch = encode_batch(&records, now);
-    let mut table = shard.partitions.borrow_mut();
-    let partition = table.get_mut(&tp).ok_or(ResponseError::CoordinatorNotAvailable)?;
-    partition.append(batch, now).map(|_| ()).map_err(|e| partition_error_code(&e))
+    let partition = shard.partitions.borrow().get(&tp).cloned().ok_or(ResponseError::CoordinatorNotAvailable)?;
+    partition.append(batch, now).await.map(|_| ()).map_err(|e| partition_error_code(&e))
 }
 
 /// Replays this shard's `__consumer_offsets` partitions into its group table. Runs at startup,
@@ -151,7 +150,7 @@ pub async fn maintain(shard: Rc<Shard>) {
         }
         if now - last_expiry_check >= shard.config.offsets_retention_check_interval_ms {
             last_expiry_check = now;
-            expire_offsets(&shard, now);
+            expire_offsets(&shard, now).await;
         }
         shard.groups.borrow_mut().retain(|_, e| !e.group.is_idle() || !e.offsets.is_empty());
     }
@@ -159,7 +158,7 @@ pub async fn maintain(shard: Rc<Shard>) {
 
 /// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`
 /// (counted from the later of the commit and the moment the group became empty).
-fn expire_offsets(shard: &Shard, now: i64) {
+async fn expire_offsets(shard: &Shard, now: i64) {
     let retention_ms = shard.config.offsets_retention_minutes * 60_000;
     let mut expired: Vec<(String, Vec<(String, i32)>)> = Vec::new();
     for (id, entry) in shard.groups.borrow().iter() {
@@ -178,7 +177,7 @@ fn expire_offsets(shard: &Shard, now: i64) {
     }
     for (group_id, keys) in expired {
         let tombstones = keys.iter().map(|(t, p)| (offsets::key(&group_id, t, *p), None)).collect();
-        match append_offset_records(shard, &group_id, tombstones) {
+        match append_offset_records(shard, &group_id, tombstones).await {
             Ok(()) => {
                 if let Some(entry) = shard.groups.borrow_mut().get_mut(&group_id) {
                     for key in &keys {

@@ -28,7 +28,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGr
     DeleteGroupsResponse::default().with_results(futures::future::join_all(deletions).await)
 }
 
-pub fn on_coordinator(shard: &Shard, group_id: &str) -> Option<ResponseError> {
+pub async fn on_coordinator(shard: &Shard, group_id: &str) -> Option<ResponseError> {
     let keys: Vec<(String, i32)> = {
         let groups = shard.groups.borrow();
         let Some(entry) = groups.get(group_id) else { return Some(ResponseError::GroupIdNotFound) };
@@ -38,7 +38,7 @@ pub fn on_coordinator(shard: &Shard, group_id: &str) -> Option<ResponseError> {
         entry.offsets.keys().cloned().collect()
     };
     let tombstones = keys.iter().map(|(t, p)| (offsets::key(group_id, t, *p), None)).collect();
-    if let Err(error) = append_offset_records(shard, group_id, tombstones) {
+    if let Err(error) = append_offset_records(shard, group_id, tombstones).await {
         return Some(error);
     }
     shard.groups.borrow_mut().remove(group_id);

@@ -33,15 +33,15 @@ pub async fn on_coordinator(shard: &Rc<Shard>, call: Box<GroupCall>) -> GroupAns
         GroupCall::Leave { request, version } => {
             GroupAnswer::Leave(leave_group::on_coordinator(shard, request, version))
         }
-        GroupCall::Commit { request } => GroupAnswer::Commit(offset_commit::on_coordinator(shard, request)),
+        GroupCall::Commit { request } => GroupAnswer::Commit(offset_commit::on_coordinator(shard, request).await),
         GroupCall::FetchOffsets { group_id, topics } => {
             GroupAnswer::Offsets(offset_fetch::on_coordinator(shard, &group_id, topics))
         }
         GroupCall::List => GroupAnswer::List(list_groups::on_coordinator(shard)),
         GroupCall::Describe { group_id } => GroupAnswer::Describe(describe_groups::on_coordinator(shard, &group_id)),
-        GroupCall::Delete { group_id } => GroupAnswer::Delete(delete_groups::on_coordinator(shard, &group_id)),
+        GroupCall::Delete { group_id } => GroupAnswer::Delete(delete_groups::on_coordinator(shard, &group_id).await),
         GroupCall::DeleteOffsets { request } => {
-            GroupAnswer::DeleteOffsets(offset_delete::on_coordinator(shard, request))
+            GroupAnswer::DeleteOffsets(offset_delete::on_coordinator(shard, request).await)
         }
     }
 }

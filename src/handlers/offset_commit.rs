@@ -50,7 +50,7 @@ fn every_partition(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-pub fn on_coordinator(shard: &Shard, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn on_coordinator(shard: &Shard, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let now = now_ms();
     let membership = match shard.groups.borrow().get(&group_id) {
@@ -99,7 +99,7 @@ pub fn on_coordinator(shard: &Shard, request: OffsetCommitRequest) -> OffsetComm
     let records =
         accepted.iter().map(|((t, p), c)| (offsets::key(&group_id, t, *p), Some(offsets::value(c)))).collect();
     // Acknowledged only once durable in the log, like any produce.
-    let written = append_offset_records(shard, &group_id, records);
+    let written = append_offset_records(shard, &group_id, records).await;
     if written.is_ok() {
         let mut groups = shard.groups.borrow_mut();
         let entry = groups

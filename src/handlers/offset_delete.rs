@@ -23,7 +23,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDe
     answer
 }
 
-pub fn on_coordinator(shard: &Shard, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn on_coordinator(shard: &Shard, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = request.group_id.0.to_string();
     let (subscribed, known) = {
         let groups = shard.groups.borrow();
@@ -60,7 +60,7 @@ pub fn on_coordinator(shard: &Shard, request: OffsetDeleteRequest) -> OffsetDele
         })
         .collect();
     let tombstones = deleted.iter().map(|(t, p)| (offsets::key(&group_id, t, *p), None)).collect();
-    if let Err(error) = append_offset_records(shard, &group_id, tombstones) {
+    if let Err(error) = append_offset_records(shard, &group_id, tombstones).await {
         return OffsetDeleteResponse::default().with_error_code(error.code());
     }
     if let Some(entry) = shard.groups.borrow_mut().get_mut(&group_id) {

@@ -12,6 +12,7 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Unknown => ResponseError::UnknownTopicOrPartition,
         // As Kafka answers for a replica on a failed log directory.
         PartitionError::Offline => ResponseError::KafkaStorageError,
+        PartitionError::SyncFailed => ResponseError::KafkaStorageError,
         PartitionError::Storage(e) => storage_error_code(e),
         PartitionError::Sequence(SequenceError::NegativeSequence) => ResponseError::InvalidRecord,
         PartitionError::Sequence(SequenceError::StaleEpoch) => ResponseError::InvalidProducerEpoch,

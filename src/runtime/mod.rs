@@ -1,11 +1,12 @@
 //! The runtime seam: the only module that imports glommio.
 //!
 //! Everything the broker needs from the executor (pinned shards, the cross-core channel mesh,
-//! sockets, timers, task spawning) is re-exported or wrapped here, so that filling a gap of
+//! sockets, timers, task spawning, files on the shard's io_uring) is re-exported or wrapped here, so that filling a gap of
 //! glommio 0.9 (it has no public sendfile/splice) or swapping the runtime touches one folder.
 
 pub mod alloc;
 pub mod executor;
+pub mod file;
 pub mod shutdown;
 pub mod zero_copy;
 

@@ -21,7 +21,7 @@ use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
 use crate::group::GroupEntry;
 use crate::metrics::ShardMetrics;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Partition, PartitionError, SyncCounters};
 use crate::runtime::{Semaphore, Senders};
 use crate::storage::fs::FileSystem;
 
@@ -55,6 +55,8 @@ pub struct Shard {
     /// Where this shard's partitions keep their files.
     pub fs: Arc<dyn FileSystem>,
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// The fsyncs of this shard's partitions, for `/metrics`.
+    pub sync_counters: Rc<SyncCounters>,
     /// Partitions this shard owns that failed to open, with the reason; they stay offline
     /// until a restart.
     pub offline: RefCell<BTreeMap<TopicPartition, String>>,
@@ -92,6 +94,7 @@ impl Shard {
             metadata: RefCell::new(Rc::new(metadata)),
             fs: crate::storage::fs::os(),
             partitions: RefCell::new(HashMap::new()),
+            sync_counters: Rc::new(SyncCounters::default()),
             offline: RefCell::new(BTreeMap::new()),
             groups: RefCell::new(HashMap::new()),
             senders,

@@ -14,18 +14,18 @@ use crate::runtime::{now_ms, sleep};
 
 pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse {
     match request {
-        ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions),
+        ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions).await,
         ShardRequest::Read { reads } => ShardResponse::Read(read(shard, reads)),
         ShardRequest::WaitForData { partitions, timeout } => {
             let waiters: Vec<_> = {
-                let mut table = shard.partitions.borrow_mut();
+                let table = shard.partitions.borrow();
                 // Data may have arrived since the caller's read: then there is nothing to wait for.
                 let arrived =
                     partitions.iter().any(|(tp, offset)| table.get(tp).is_some_and(|p| p.high_watermark() > *offset));
                 if arrived {
                     Vec::new()
                 } else {
-                    partitions.iter().filter_map(|(tp, _)| table.get_mut(tp).map(Partition::wait_for_data)).collect()
+                    partitions.iter().filter_map(|(tp, _)| table.get(tp).map(Partition::wait_for_data)).collect()
                 }
             };
             if !waiters.is_empty() {
@@ -87,20 +87,32 @@ pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse 
     }
 }
 
-fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> ShardResponse {
+/// Appends to each partition at once; the partition table is not borrowed while they wait
+/// for their writes and fsyncs.
+async fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> ShardResponse {
     let now = now_ms();
-    let mut table = shard.partitions.borrow_mut();
-    let results = batches
-        .into_iter()
-        .map(|(partition, records)| {
-            let key = TopicPartition { topic: topic.clone(), partition };
-            let result = match table.get_mut(&key) {
-                None => Err(shard.missing_partition_error(&key)),
-                Some(p) => p.append(records, now).map(|info| (info, p.log_start_offset())),
-            };
-            (partition, result)
-        })
-        .collect();
+    let appends: Vec<_> = {
+        let table = shard.partitions.borrow();
+        batches
+            .into_iter()
+            .map(|(partition, records)| {
+                let key = TopicPartition { topic: topic.clone(), partition };
+                let append = match table.get(&key) {
+                    None => Err(shard.missing_partition_error(&key)),
+                    Some(p) => Ok((p.append(records, now), p.clone())),
+                };
+                (partition, append)
+            })
+            .collect()
+    };
+    let results = futures::future::join_all(appends.into_iter().map(|(partition, append)| async move {
+        let result = match append {
+            Err(e) => Err(e),
+            Ok((append, p)) => append.await.map(|info| (info, p.log_start_offset())),
+        };
+        (partition, result)
+    }))
+    .await;
     ShardResponse::Produced(results)
 }
 
@@ -215,7 +227,8 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         let dir = partition_dir(&shard.config.data_dir, &tp);
         let opened = log_config_of(&tp.topic).and_then(|config| {
             let epoch = topic.partitions[tp.partition as usize].leader_epoch;
-            Partition::open(&shard.fs, &dir, config, shard.config.producer_expiry(), epoch, clean_shutdown)
+            let counters = shard.sync_counters.clone();
+            Partition::open(&shard.fs, &dir, config, shard.config.producer_expiry(), epoch, clean_shutdown, counters)
                 .map_err(|e| e.to_string())
         });
         match opened {
@@ -278,10 +291,13 @@ fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
         })
         .collect();
     let offline = shard.offline.borrow().keys().map(|tp| (tp.topic.clone(), tp.partition)).collect();
+    let mut metrics = shard.metrics.borrow().clone();
+    metrics.fsyncs = shard.sync_counters.fsyncs.get();
+    metrics.fsync_covered_appends = shard.sync_counters.covered_appends.get();
     crate::metrics::Snapshot {
         shard: shard.id,
         offline,
-        metrics: shard.metrics.borrow().clone(),
+        metrics,
         partitions,
         cpu_seconds: crate::metrics::thread_cpu_seconds(),
     }

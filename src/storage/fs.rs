@@ -4,21 +4,32 @@
 //!
 //! [`Os`] is the real one: positional reads and writes through the page cache, fdatasync,
 //! directory fsync. Tests put a simulated disk behind the same seam (`simulated`), which keeps
-//! written-but-unsynced data apart and can lose or tear it in a power cut. The operations are
-//! the ones an io_uring implementation would submit, so storage can move onto one later
-//! without changing its callers.
+//! written-but-unsynced data apart and can lose or tear it in a power cut.
 //!
-//! Cost on the hot path: one dynamic call per write or sync, no copy (writes take the
-//! caller's `IoSlice`s).
+//! The data path's operations, [`FileHandle::write_at`] and [`FileHandle::fdatasync`], are
+//! asynchronous: on the real file system they are submitted to the shard's io_uring
+//! (`runtime::file`), so a write or an fsync never blocks the shard; the simulated disk
+//! completes writes at once and can hold fsyncs back (to test that nothing is acknowledged
+//! before the fsync covering it). The futures own what they need, so callers hold no borrow
+//! across them. The other operations are synchronous and serve cold paths (open, recovery,
+//! index files, small metadata files).
+//!
+//! Cost on the hot path: one dynamic call per write or sync; the write takes an owned buffer
+//! (the one copy of a request's batches for one partition).
 //!
 //! Durability contract that callers rely on (and the simulated disk enforces): data written
 //! to a file is durable only once the file is synced; a new, renamed or removed directory
 //! entry only once its directory is synced.
 
+use std::cell::OnceCell;
 use std::io::{self, IoSlice};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use futures::future::LocalBoxFuture;
+
+use crate::runtime::file::RingFile;
 
 #[cfg(test)]
 pub mod simulated;
@@ -52,15 +63,24 @@ pub trait FileSystem: Send + Sync {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
 }
 
-/// An open file.
-pub trait FileHandle: Send + Sync {
+/// An operation in flight on a file; it owns what it needs.
+pub type IoFuture = LocalBoxFuture<'static, io::Result<()>>;
+
+/// An open file. Used only on the shard that opened it.
+pub trait FileHandle {
     fn len(&self) -> io::Result<u64>;
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
     /// Writes from `slices` at `position`; may write fewer bytes than given (like pwritev).
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize>;
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Makes the data and the length durable (fdatasync).
+    /// Makes the data and the length durable (fdatasync), blocking: for cold paths.
     fn sync_data(&self) -> io::Result<()>;
+    /// Writes all of `bytes` at `position` without blocking the shard. Fails as a whole (the
+    /// file may then hold part of it: the caller cuts it back).
+    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture;
+    /// fdatasync without blocking the shard: covers every write completed before it was
+    /// submitted.
+    fn fdatasync(&self) -> IoFuture;
     /// When the file was last written.
     fn modified(&self) -> io::Result<SystemTime>;
     /// A descriptor of the same file, for sending it with sendfile; only the real file system
@@ -125,7 +145,7 @@ impl FileSystem for Os {
                 options.create(true).truncate(true);
             }
         }
-        Ok(Box::new(OsFile(options.open(path)?)))
+        Ok(Box::new(OsFile { file: options.open(path)?, ring: OnceCell::new() }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -157,35 +177,63 @@ impl FileSystem for Os {
     }
 }
 
-struct OsFile(std::fs::File);
+struct OsFile {
+    file: std::fs::File,
+    /// The same file on the shard's io_uring, made at its first write or sync.
+    ring: OnceCell<RingFile>,
+}
+
+impl OsFile {
+    fn ring(&self) -> io::Result<&RingFile> {
+        if let Some(ring) = self.ring.get() {
+            return Ok(ring);
+        }
+        let ring = RingFile::new(&self.file)?;
+        Ok(self.ring.get_or_init(|| ring))
+    }
+}
 
 impl FileHandle for OsFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, position)
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, position)
     }
 
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize> {
         use std::os::fd::AsFd;
-        nix::sys::uio::pwritev(self.0.as_fd(), slices, position as i64).map_err(io::Error::from)
+        nix::sys::uio::pwritev(self.file.as_fd(), slices, position as i64).map_err(io::Error::from)
+    }
+
+    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture {
+        match self.ring() {
+            Ok(ring) => Box::pin(ring.write_all_at(bytes, position)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn fdatasync(&self) -> IoFuture {
+        match self.ring() {
+            Ok(ring) => Box::pin(ring.fdatasync()),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn modified(&self) -> io::Result<SystemTime> {
-        self.0.metadata()?.modified()
+        self.file.metadata()?.modified()
     }
 
     fn os_file(&self) -> io::Result<std::fs::File> {
-        self.0.try_clone()
+        self.file.try_clone()
     }
 }

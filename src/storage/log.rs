@@ -14,14 +14,13 @@
 //! deleted. Deletion renames the files to `.deleted` and leaves the unlinking to
 //! [`super::deleter`].
 
-use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
-use super::fs::FileSystem;
+use super::fs::{FileSystem, IoFuture};
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType};
 use super::{compaction, deleter};
@@ -33,6 +32,14 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// only to a segment's base, which the segment files themselves record.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
+/// An append whose write is in flight: what [`Log::finish_append`] needs to take it in.
+pub struct PendingAppend {
+    info: AppendInfo,
+    /// Each stamped batch header with its max timestamp, in order.
+    stamped: Vec<(BatchHeader, i64)>,
+    segment_base_offset: i64,
+}
+
 pub struct Log {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
@@ -41,8 +48,11 @@ pub struct Log {
     /// The first offset readable; everything below was deleted by retention or DeleteRecords.
     log_start_offset: i64,
     recovery_point: i64,
+    /// Records appended since the last fsync was started; drives `flush.messages`.
     messages_since_flush: u64,
     last_flush_ms: i64,
+    /// Set between [`Log::begin_append`] and [`Log::finish_append`].
+    write_in_flight: bool,
     /// Closed segments at the last compaction; a pass runs only once another has closed...
     compacted_segments: usize,
     /// ...or once the earliest delete horizon of the tombstones compaction kept has passed.
@@ -105,6 +115,7 @@ impl Log {
             recovery_point: 0,
             messages_since_flush: 0,
             last_flush_ms: now,
+            write_in_flight: false,
             compacted_segments: 0,
             tombstones_due_ms: None,
         };
@@ -116,9 +127,17 @@ impl Log {
     }
 
     /// Validates every batch of `batches` (all or nothing), assigns offsets from the log end,
-    /// stamps the leader epoch (and LogAppendTime when configured), and writes them after the
-    /// last batch. Fsyncs when `flush.messages` / `flush.ms` say so.
-    pub fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    /// stamps the leader epoch (and LogAppendTime when configured), rolls the log if needed,
+    /// and starts writing the stamped batches after the last one: one buffer, the one copy of
+    /// the request's batches. Nothing is visible (log end, indexes, reads) until
+    /// [`Log::finish_append`] gets the write's outcome; no other append may start before.
+    pub fn begin_append(
+        &mut self,
+        batches: &Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(PendingAppend, IoFuture), StorageError> {
+        assert!(!self.write_in_flight, "appends to one log never interleave");
         let rules = batch::Validation {
             max_batch_bytes: self.config.max_message_bytes,
             compressed_records: self.config.validate_compressed_records,
@@ -128,7 +147,7 @@ impl Log {
                 (earliest, now_ms.saturating_add(self.config.timestamp_after_max_ms))
             }),
         };
-        let parsed = batch::validate_all(&batches, &rules)?;
+        let parsed = batch::validate_all(batches, &rules)?;
         let total_bytes = batches.len() as u64;
         let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
         self.roll_if_needed(total_bytes, offsets, now_ms)?;
@@ -136,11 +155,12 @@ impl Log {
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let base_offset = self.log_end_offset();
         let mut next_offset = base_offset;
-        let mut headers = Vec::with_capacity(parsed.len());
         let mut stamped = Vec::with_capacity(parsed.len());
         let mut records = 0u64;
+        // Each batch is written as its stamped header followed by its untouched records.
+        let mut bytes = Vec::with_capacity(batches.len());
         for (position, header) in &parsed {
-            let bytes = &batches[*position..*position + header.size()];
+            let batch = &batches[*position..*position + header.size()];
             let stamp = Stamp {
                 base_offset: next_offset,
                 leader_epoch,
@@ -148,36 +168,81 @@ impl Log {
                 attributes: header.attributes,
                 max_timestamp: header.max_timestamp,
             };
-            headers.push(batch::stamped_header(bytes, &stamp));
+            bytes.extend_from_slice(&batch::stamped_header(batch, &stamp));
+            bytes.extend_from_slice(&batch[HEADER_LEN..]);
             let mut header = *header;
             header.base_offset = next_offset;
             stamped.push((header, log_append_time.unwrap_or(header.max_timestamp)));
             next_offset += header.offset_count();
             records += header.records_count as u64;
         }
-        // Each batch is written as its stamped header followed by its untouched records.
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parsed.len() * 2);
-        for ((position, header), stamped_header) in parsed.iter().zip(&headers) {
-            slices.push(IoSlice::new(stamped_header));
-            slices.push(IoSlice::new(&batches[position + HEADER_LEN..position + header.size()]));
-        }
-        let index_interval = u64::from(self.config.index_interval_bytes);
-        self.active_mut().append(&mut slices, &stamped, index_interval)?;
-        debug_assert_eq!(self.log_end_offset(), next_offset);
-
-        self.messages_since_flush += records;
-        let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
-        if flush_by_count {
-            self.flush_at(now_ms)?;
-        } else {
-            self.flush_if_due(now_ms)?;
-        }
-        Ok(AppendInfo {
+        let write = self.active().write_at_end(bytes);
+        self.write_in_flight = true;
+        let info = AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             log_append_time_ms: log_append_time.unwrap_or(-1),
             records,
-        })
+        };
+        Ok((PendingAppend { info, stamped, segment_base_offset: self.active_base_offset() }, write))
+    }
+
+    /// Takes the append [`Log::begin_append`] started into the log once its write completed
+    /// (or cuts it back off the file if it failed). Returns whether the flush policy
+    /// (`flush.messages`) now wants the append durable before it is acknowledged.
+    pub fn finish_append(
+        &mut self,
+        pending: PendingAppend,
+        written: std::io::Result<()>,
+    ) -> Result<(AppendInfo, bool), StorageError> {
+        assert!(self.write_in_flight, "an append was started");
+        self.write_in_flight = false;
+        assert_eq!(pending.segment_base_offset, self.active_base_offset(), "the log rolls only between appends");
+        let index_interval = u64::from(self.config.index_interval_bytes);
+        self.active_mut().finish_append(written, &pending.stamped, index_interval)?;
+        debug_assert_eq!(self.log_end_offset(), pending.info.last_offset + 1);
+        self.messages_since_flush += pending.info.records;
+        let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
+        Ok((pending.info, flush_by_count))
+    }
+
+    /// The whole append on a log owned by the caller (tests, tools): begin, write, finish, and
+    /// the fsync `flush.messages` asks for.
+    pub async fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let (pending, write) = self.begin_append(&batches, leader_epoch, now_ms)?;
+        let written = write.await;
+        let (info, flush) = self.finish_append(pending, written)?;
+        if flush {
+            self.sync_now(now_ms).await?;
+        }
+        Ok(info)
+    }
+
+    /// Starts an fsync of the active segment through the ring, covering everything appended
+    /// so far: returns the offset it makes durable (to hand to [`Log::finish_sync`]) and the
+    /// sync itself; `None` when everything is durable already.
+    pub fn begin_sync(&mut self, now_ms: i64) -> Option<(i64, IoFuture)> {
+        let target = self.log_end_offset();
+        if target <= self.recovery_point {
+            return None;
+        }
+        self.messages_since_flush = 0;
+        self.last_flush_ms = now_ms;
+        Some((target, self.active().fdatasync()))
+    }
+
+    /// Records that the fsync [`Log::begin_sync`] started for `target` succeeded.
+    pub fn finish_sync(&mut self, target: i64) {
+        self.recovery_point = self.recovery_point.max(target);
+    }
+
+    /// An fsync through the ring on a log owned by the caller.
+    async fn sync_now(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        if let Some((target, sync)) = self.begin_sync(now_ms) {
+            sync.await?;
+            self.finish_sync(target);
+        }
+        Ok(())
     }
 
     /// Starts a new segment when the active one is non-empty and would outgrow `segment.bytes`,
@@ -328,33 +393,19 @@ impl Log {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<(), StorageError> {
-        self.flush_at(crate::runtime::now_ms())
-    }
-
-    /// Fsyncs when `flush.ms` has passed since the last flush and something was appended
-    /// since. Appends call it, and the owning shard calls it periodically so that a partition
+    /// Whether `flush.ms` has passed since the last fsync and something was appended since.
+    /// The owning partition checks it after appends and periodically, so that a partition
     /// that went quiet is flushed too.
-    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
-        let due =
-            self.messages_since_flush > 0 && self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
-        if due {
-            self.flush_at(now_ms)?;
-        }
-        Ok(())
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        self.messages_since_flush > 0 && self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms)
     }
 
-    fn flush_at(&mut self, now_ms: i64) -> Result<(), StorageError> {
+    /// Syncs the active segment with its indexes and records the recovery point; called on
+    /// clean shutdown.
+    pub fn close(&mut self) -> Result<(), StorageError> {
         self.active().sync()?;
         self.recovery_point = self.log_end_offset();
         self.messages_since_flush = 0;
-        self.last_flush_ms = now_ms;
-        Ok(())
-    }
-
-    /// Flushes and records the recovery point; called on clean shutdown.
-    pub fn close(&mut self) -> Result<(), StorageError> {
-        self.flush()?;
         write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
         Ok(())
     }
@@ -558,158 +609,177 @@ pub(crate) mod tests {
 
     #[test]
     fn appends_get_contiguous_offsets_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        for i in 0..50 {
-            let info = log.append(batch(3, 1000 + i), 7, 0).unwrap();
-            assert_eq!(info.base_offset, 3 * i);
-            assert_eq!(info.last_offset, 3 * i + 2);
-        }
-        assert_eq!(log.log_end_offset(), 150);
-        let all = read_all(&log, 0);
-        assert_eq!(all.len(), 50);
-        assert!(all.iter().enumerate().all(|(i, &(base, n))| base == 3 * i as i64 && n == 3));
-        // An offset in the middle of a batch returns that whole batch first.
-        assert_eq!(batches_in(&log.read(31, 1, i64::MAX).unwrap()), vec![(30, 3)]);
-        assert!(log.read(150, 1000, i64::MAX).unwrap().is_empty());
-        assert!(matches!(log.read(151, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for i in 0..50 {
+                let info = log.append(batch(3, 1000 + i), 7, 0).await.unwrap();
+                assert_eq!(info.base_offset, 3 * i);
+                assert_eq!(info.last_offset, 3 * i + 2);
+            }
+            assert_eq!(log.log_end_offset(), 150);
+            let all = read_all(&log, 0);
+            assert_eq!(all.len(), 50);
+            assert!(all.iter().enumerate().all(|(i, &(base, n))| base == 3 * i as i64 && n == 3));
+            // An offset in the middle of a batch returns that whole batch first.
+            assert_eq!(batches_in(&log.read(31, 1, i64::MAX).unwrap()), vec![(30, 3)]);
+            assert!(log.read(150, 1000, i64::MAX).unwrap().is_empty());
+            assert!(matches!(log.read(151, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+        })
     }
 
     #[test]
     fn several_batches_in_one_append() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        let mut two = BytesMut::from(&batch(2, 0)[..]);
-        two.extend_from_slice(&batch(4, 0));
-        let info = log.append(two.freeze(), 0, 0).unwrap();
-        assert_eq!((info.base_offset, info.last_offset, info.records), (0, 5, 6));
-        assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 4)]);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            let mut two = BytesMut::from(&batch(2, 0)[..]);
+            two.extend_from_slice(&batch(4, 0));
+            let info = log.append(two.freeze(), 0, 0).await.unwrap();
+            assert_eq!((info.base_offset, info.last_offset, info.records), (0, 5, 6));
+            assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 4)]);
+        })
     }
 
     #[test]
     fn rolls_segments_and_finds_offsets_in_any_of_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
-        for _ in 0..100 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        let logs: BTreeSet<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .filter(|n| n.ends_with(".log"))
-            .collect();
-        assert!(logs.len() >= 5, "{logs:?}");
-        assert!(logs.contains("00000000000000000000.log"));
-        for offset in [0, 1, 57, 99, 100, 133, 199] {
-            let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
-            assert!(first.0 <= offset && offset < first.0 + 2, "offset {offset} gave {first:?}");
-        }
-        assert_eq!(read_all(&log, 0).len(), 100);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
+            for _ in 0..100 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            let logs: BTreeSet<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            assert!(logs.len() >= 5, "{logs:?}");
+            assert!(logs.contains("00000000000000000000.log"));
+            for offset in [0, 1, 57, 99, 100, 133, 199] {
+                let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+                assert!(first.0 <= offset && offset < first.0 + 2, "offset {offset} gave {first:?}");
+            }
+            assert_eq!(read_all(&log, 0).len(), 100);
+        })
     }
 
     #[test]
     fn max_bytes_and_high_watermark_bound_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        for _ in 0..10 {
-            log.append(batch(1, 0), 0, 0).unwrap();
-        }
-        let one = batch(1, 0).len();
-        assert_eq!(batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(), 3);
-        // KIP-74: a limit below one batch still returns that batch.
-        assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
-        assert_eq!(batches_in(&log.read(0, 1 << 20, 4).unwrap()).len(), 4);
-        assert!(log.read(4, 1 << 20, 4).unwrap().is_empty());
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for _ in 0..10 {
+                log.append(batch(1, 0), 0, 0).await.unwrap();
+            }
+            let one = batch(1, 0).len();
+            assert_eq!(batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(), 3);
+            // KIP-74: a limit below one batch still returns that batch.
+            assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
+            assert_eq!(batches_in(&log.read(0, 1 << 20, 4).unwrap()).len(), 4);
+            assert!(log.read(4, 1 << 20, 4).unwrap().is_empty());
+        })
     }
 
     /// Reads skip through the index to the end of their range; every bound must still land
     /// exactly where a batch-by-batch walk would.
     #[test]
     fn indexed_reads_end_where_a_batch_walk_would() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        let mut batches = Vec::new(); // (base offset, size)
-        for i in 0..60 {
-            let batch = batch(1 + i % 4, 0);
-            let info = log.append(batch.clone(), 0, 0).unwrap();
-            batches.push((info.base_offset, batch.len()));
-        }
-        let end = log.log_end_offset();
-        for start in 0..batches.len() {
-            for max_bytes in [1, 150, 700, 2000, 1 << 20] {
-                for max_offset in [batches[start].0 + 1, end / 2, end] {
-                    let mut expected = Vec::new();
-                    let mut total = 0;
-                    for &(base, size) in &batches[start..] {
-                        if base >= max_offset || (!expected.is_empty() && total + size > max_bytes) {
-                            break;
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            let mut batches = Vec::new(); // (base offset, size)
+            for i in 0..60 {
+                let batch = batch(1 + i % 4, 0);
+                let info = log.append(batch.clone(), 0, 0).await.unwrap();
+                batches.push((info.base_offset, batch.len()));
+            }
+            let end = log.log_end_offset();
+            for start in 0..batches.len() {
+                for max_bytes in [1, 150, 700, 2000, 1 << 20] {
+                    for max_offset in [batches[start].0 + 1, end / 2, end] {
+                        let mut expected = Vec::new();
+                        let mut total = 0;
+                        for &(base, size) in &batches[start..] {
+                            if base >= max_offset || (!expected.is_empty() && total + size > max_bytes) {
+                                break;
+                            }
+                            expected.push(base);
+                            total += size;
                         }
-                        expected.push(base);
-                        total += size;
+                        let read = log.read(batches[start].0, max_bytes, max_offset).unwrap();
+                        let got: Vec<i64> = batches_in(&read).iter().map(|b| b.0).collect();
+                        assert_eq!(got, expected, "from {start} max_bytes {max_bytes} max_offset {max_offset}");
                     }
-                    let read = log.read(batches[start].0, max_bytes, max_offset).unwrap();
-                    let got: Vec<i64> = batches_in(&read).iter().map(|b| b.0).collect();
-                    assert_eq!(got, expected, "from {start} max_bytes {max_bytes} max_offset {max_offset}");
                 }
             }
-        }
+        })
     }
 
     #[test]
     fn invalid_appends_write_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { max_message_bytes: 200, ..config() }, false).unwrap();
-        log.append(batch(1, 0), 0, 0).unwrap();
-        let mut corrupt = BytesMut::from(&batch(1, 0)[..]);
-        let last = corrupt.len() - 1;
-        corrupt[last] ^= 0xff;
-        let mut good_then_bad = BytesMut::from(&batch(1, 0)[..]);
-        good_then_bad.extend_from_slice(&corrupt);
-        assert!(matches!(log.append(good_then_bad.freeze(), 0, 0), Err(StorageError::CorruptBatch(_))));
-        assert!(matches!(log.append(batch(20, 0), 0, 0), Err(StorageError::BatchTooLarge { .. })));
-        assert_eq!(log.log_end_offset(), 1);
-        assert_eq!(read_all(&log, 0), vec![(0, 1)]);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log =
+                Log::open(&os(), dir.path(), LogConfig { max_message_bytes: 200, ..config() }, false).unwrap();
+            log.append(batch(1, 0), 0, 0).await.unwrap();
+            let mut corrupt = BytesMut::from(&batch(1, 0)[..]);
+            let last = corrupt.len() - 1;
+            corrupt[last] ^= 0xff;
+            let mut good_then_bad = BytesMut::from(&batch(1, 0)[..]);
+            good_then_bad.extend_from_slice(&corrupt);
+            assert!(matches!(log.append(good_then_bad.freeze(), 0, 0).await, Err(StorageError::CorruptBatch(_))));
+            assert!(matches!(log.append(batch(20, 0), 0, 0).await, Err(StorageError::BatchTooLarge { .. })));
+            assert_eq!(log.log_end_offset(), 1);
+            assert_eq!(read_all(&log, 0), vec![(0, 1)]);
+        })
     }
 
     #[test]
     fn log_append_time_is_stamped() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..config() };
-        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
-        let info = log.append(batch(2, 5), 0, 123_456).unwrap();
-        assert_eq!(info.log_append_time_ms, 123_456);
-        let bytes = log.read(0, 1000, i64::MAX).unwrap();
-        assert_eq!(validate(&bytes).unwrap().max_timestamp, 123_456);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..config() };
+            let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
+            let info = log.append(batch(2, 5), 0, 123_456).await.unwrap();
+            assert_eq!(info.log_append_time_ms, 123_456);
+            let bytes = log.read(0, 1000, i64::MAX).unwrap();
+            assert_eq!(validate(&bytes).unwrap().max_timestamp, 123_456);
+        })
     }
 
     #[test]
     fn finds_offsets_by_timestamp() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
-        for i in 0..40 {
-            log.append(batch(2, 1000 + 10 * i), 0, 0).unwrap();
-        }
-        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
-        // Batch 20 holds timestamps 1200 and 1201 at offsets 40 and 41.
-        assert_eq!(log.offset_for_timestamp(1201).unwrap(), Some((41, 1201)));
-        assert_eq!(log.offset_for_timestamp(1202).unwrap(), Some((42, 1210)));
-        assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 2000, ..config() }, false).unwrap();
+            for i in 0..40 {
+                log.append(batch(2, 1000 + 10 * i), 0, 0).await.unwrap();
+            }
+            assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+            // Batch 20 holds timestamps 1200 and 1201 at offsets 40 and 41.
+            assert_eq!(log.offset_for_timestamp(1201).unwrap(), Some((41, 1201)));
+            assert_eq!(log.offset_for_timestamp(1202).unwrap(), Some((42, 1210)));
+            assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+        })
     }
 
     #[test]
     fn clean_reopen_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 3000, ..config() }, false).unwrap();
-        for _ in 0..60 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
-        assert_eq!(log.log_end_offset(), 120);
-        assert_eq!(log.recovery_point(), 120);
-        assert_eq!(read_all(&log, 0).len(), 60);
-        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 120);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 3000, ..config() }, false).unwrap();
+            for _ in 0..60 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            log.close().unwrap();
+            drop(log);
+            let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
+            assert_eq!(log.log_end_offset(), 120);
+            assert_eq!(log.recovery_point(), 120);
+            assert_eq!(read_all(&log, 0).len(), 60);
+            assert_eq!(log.append(batch(1, 0), 0, 0).await.unwrap().base_offset, 120);
+        })
     }
 
     /// Overwrites bytes `at` of segment file `name`: fields outside the CRC's reach.
@@ -722,84 +792,90 @@ pub(crate) mod tests {
     /// the batch before it. Recovery cuts the log there instead of panicking or believing it.
     #[test]
     fn a_crc_valid_batch_with_a_corrupt_base_offset_is_cut() {
-        let size = batch(2, 0).len() as u64;
-        let name = crate::storage::segment::file_name(0, "log");
-        for bad in [i64::MAX - 1, 1 << 40, -1, 4] {
-            for (clean, damaged) in [(false, 5), (true, 9)] {
-                let dir = tempfile::tempdir().unwrap();
-                let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
-                for i in 0..10 {
-                    log.append(batch(2, 100 * i), 0, 0).unwrap();
+        crate::runtime::file::block_on(async {
+            let size = batch(2, 0).len() as u64;
+            let name = crate::storage::segment::file_name(0, "log");
+            for bad in [i64::MAX - 1, 1 << 40, -1, 4] {
+                for (clean, damaged) in [(false, 5), (true, 9)] {
+                    let dir = tempfile::tempdir().unwrap();
+                    let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
+                    for i in 0..10 {
+                        log.append(batch(2, 100 * i), 0, 0).await.unwrap();
+                    }
+                    log.close().unwrap();
+                    drop(log);
+                    patch(dir.path(), &name, damaged * size, &bad.to_be_bytes());
+                    let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
+                    assert_eq!(log.log_end_offset(), 2 * damaged as i64, "base offset {bad}, clean {clean}");
+                    assert_eq!(read_all(&log, 0).len(), damaged as usize);
+                    assert_eq!(log.offset_for_timestamp(100 * damaged as i64).unwrap(), None);
                 }
-                log.close().unwrap();
-                drop(log);
-                patch(dir.path(), &name, damaged * size, &bad.to_be_bytes());
-                let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
-                assert_eq!(log.log_end_offset(), 2 * damaged as i64, "base offset {bad}, clean {clean}");
-                assert_eq!(read_all(&log, 0).len(), damaged as usize);
-                assert_eq!(log.offset_for_timestamp(100 * damaged as i64).unwrap(), None);
             }
-        }
+        })
     }
 
     /// A batch length that runs past the file (here, 2 GiB) is never read, served or kept.
     #[test]
     fn an_absurd_batch_length_is_cut_not_served() {
-        let size = batch(2, 0).len() as u64;
-        let name = crate::storage::segment::file_name(0, "log");
-        for clean in [false, true] {
+        crate::runtime::file::block_on(async {
+            let size = batch(2, 0).len() as u64;
+            let name = crate::storage::segment::file_name(0, "log");
+            for clean in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
+                for i in 0..10 {
+                    log.append(batch(2, 100 * i), 0, 0).await.unwrap();
+                }
+                log.close().unwrap();
+                drop(log);
+                patch(dir.path(), &name, 9 * size + 8, &i32::MAX.to_be_bytes());
+                let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
+                assert_eq!(log.log_end_offset(), 18);
+                assert_eq!(read_all(&log, 0).len(), 9);
+                assert_eq!(std::fs::metadata(dir.path().join(&name)).unwrap().len(), 9 * size);
+            }
+            // Left in place behind a trusted index (a clean shutdown), a lying length in the middle
+            // of a segment still sizes no read and no allocation: reads that reach it stop there.
             let dir = tempfile::tempdir().unwrap();
             let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
             for i in 0..10 {
-                log.append(batch(2, 100 * i), 0, 0).unwrap();
+                log.append(batch(2, 100 * i), 0, 0).await.unwrap();
             }
             log.close().unwrap();
             drop(log);
-            patch(dir.path(), &name, 9 * size + 8, &i32::MAX.to_be_bytes());
-            let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
-            assert_eq!(log.log_end_offset(), 18);
-            assert_eq!(read_all(&log, 0).len(), 9);
-            assert_eq!(std::fs::metadata(dir.path().join(&name)).unwrap().len(), 9 * size);
-        }
-        // Left in place behind a trusted index (a clean shutdown), a lying length in the middle
-        // of a segment still sizes no read and no allocation: reads that reach it stop there.
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
-        for i in 0..10 {
-            log.append(batch(2, 100 * i), 0, 0).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
-        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
-        assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 2)]);
-        assert!(log.read(4, 1 << 30, i64::MAX).unwrap().is_empty());
-        assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
+            patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
+            let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
+            assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 2)]);
+            assert!(log.read(4, 1 << 30, i64::MAX).unwrap().is_empty());
+            assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
+        })
     }
 
     #[test]
     fn unclean_reopen_truncates_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        for _ in 0..10 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        drop(log);
-        let segment = dir.path().join("00000000000000000000.log");
-        let length = std::fs::metadata(&segment).unwrap().len();
-        // Half of the last batch made it to disk, then the process died.
-        let cut = length - (batch(2, 0).len() as u64) / 2;
-        OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        assert_eq!(log.log_end_offset(), 18);
-        assert_eq!(read_all(&log, 0).len(), 9);
-        assert_eq!(log.append(batch(2, 0), 0, 0).unwrap().base_offset, 18);
-        drop(log);
-        // Garbage after the last batch goes as well.
-        OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0xAB; 100]).unwrap();
-        let log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        assert_eq!(log.log_end_offset(), 20);
-        assert_eq!(read_all(&log, 0).len(), 10);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for _ in 0..10 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            drop(log);
+            let segment = dir.path().join("00000000000000000000.log");
+            let length = std::fs::metadata(&segment).unwrap().len();
+            // Half of the last batch made it to disk, then the process died.
+            let cut = length - (batch(2, 0).len() as u64) / 2;
+            OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            assert_eq!(log.log_end_offset(), 18);
+            assert_eq!(read_all(&log, 0).len(), 9);
+            assert_eq!(log.append(batch(2, 0), 0, 0).await.unwrap().base_offset, 18);
+            drop(log);
+            // Garbage after the last batch goes as well.
+            OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[0xAB; 100]).unwrap();
+            let log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            assert_eq!(log.log_end_offset(), 20);
+            assert_eq!(read_all(&log, 0).len(), 10);
+        })
     }
 
     /// Cuts `bytes` off the end of segment file `name`.
@@ -811,75 +887,84 @@ pub(crate) mod tests {
 
     #[test]
     fn a_tail_cut_after_a_clean_shutdown_is_recovered() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { segment_bytes: 3000, ..config() };
-        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
-        for _ in 0..60 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        let last = log.active().base_offset;
-        log.close().unwrap();
-        drop(log);
-        cut(dir.path(), &crate::storage::segment::file_name(last, "log"), 7);
-        // The marker says clean, but the last batch is torn: it goes, the rest stays.
-        let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
-        assert_eq!(log.log_end_offset(), 118);
-        assert_eq!(read_all(&log, 0).len(), 59);
-        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 118);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { segment_bytes: 3000, ..config() };
+            let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
+            for _ in 0..60 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            let last = log.active().base_offset;
+            log.close().unwrap();
+            drop(log);
+            cut(dir.path(), &crate::storage::segment::file_name(last, "log"), 7);
+            // The marker says clean, but the last batch is torn: it goes, the rest stays.
+            let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
+            assert_eq!(log.log_end_offset(), 118);
+            assert_eq!(read_all(&log, 0).len(), 59);
+            assert_eq!(log.append(batch(1, 0), 0, 0).await.unwrap().base_offset, 118);
+        })
     }
 
     #[test]
     fn a_damaged_closed_segment_is_refused_not_truncated() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { segment_bytes: 3000, ..config() };
-        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
-        for _ in 0..60 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        let first = crate::storage::segment::file_name(0, "log");
-        let length = std::fs::metadata(dir.path().join(&first)).unwrap().len();
-        cut(dir.path(), &first, 7);
-        for clean in [true, false] {
-            let error =
-                Log::open(&os(), dir.path(), config.clone(), clean).err().expect("a hole in the log is refused");
-            assert!(matches!(error, StorageError::CorruptBatch(_)), "{error}");
-        }
-        // The evidence stays on disk for an operator.
-        assert_eq!(std::fs::metadata(dir.path().join(&first)).unwrap().len(), length - 7);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { segment_bytes: 3000, ..config() };
+            let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
+            for _ in 0..60 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            log.close().unwrap();
+            drop(log);
+            let first = crate::storage::segment::file_name(0, "log");
+            let length = std::fs::metadata(dir.path().join(&first)).unwrap().len();
+            cut(dir.path(), &first, 7);
+            for clean in [true, false] {
+                let error =
+                    Log::open(&os(), dir.path(), config.clone(), clean).err().expect("a hole in the log is refused");
+                assert!(matches!(error, StorageError::CorruptBatch(_)), "{error}");
+            }
+            // The evidence stays on disk for an operator.
+            assert_eq!(std::fs::metadata(dir.path().join(&first)).unwrap().len(), length - 7);
+        })
     }
 
     #[test]
     fn unclean_reopen_rebuilds_a_corrupt_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        for _ in 0..30 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        std::fs::write(dir.path().join("00000000000000000000.index"), [1u8; 13]).unwrap();
-        // Even a "clean" open refuses an index it cannot trust, and rebuilds it.
-        let log = Log::open(&os(), dir.path(), config(), true).unwrap();
-        assert_eq!(log.log_end_offset(), 60);
-        for offset in [0, 17, 59] {
-            let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
-            assert!(first.0 <= offset && offset < first.0 + 2);
-        }
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for _ in 0..30 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            log.close().unwrap();
+            drop(log);
+            std::fs::write(dir.path().join("00000000000000000000.index"), [1u8; 13]).unwrap();
+            // Even a "clean" open refuses an index it cannot trust, and rebuilds it.
+            let log = Log::open(&os(), dir.path(), config(), true).unwrap();
+            assert_eq!(log.log_end_offset(), 60);
+            for offset in [0, 17, 59] {
+                let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+                assert!(first.0 <= offset && offset < first.0 + 2);
+            }
+        })
     }
 
     #[test]
     fn flush_ms_flushes_a_quiet_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { flush_ms: Some(1000), ..config() }, false).unwrap();
-        let start = log.last_flush_ms;
-        log.append(batch(2, 0), 0, start + 10).unwrap();
-        assert_eq!(log.recovery_point(), 0, "not due yet");
-        log.flush_if_due(start + 500).unwrap();
-        assert_eq!(log.recovery_point(), 0, "not due yet");
-        log.flush_if_due(start + 1010).unwrap();
-        assert_eq!(log.recovery_point(), 2);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), LogConfig { flush_ms: Some(1000), ..config() }, false).unwrap();
+            let start = log.last_flush_ms;
+            log.append(batch(2, 0), 0, start + 10).await.unwrap();
+            assert_eq!(log.recovery_point(), 0, "not due yet");
+            assert!(!log.flush_due(start + 500), "not due yet");
+            assert!(log.flush_due(start + 1010));
+            log.sync_now(start + 1010).await.unwrap();
+            assert_eq!(log.recovery_point(), 2);
+            assert!(!log.flush_due(start + 2020), "nothing appended since");
+        })
     }
 
     /// A batch of one keyed record (`None` value: a deletion).
@@ -909,53 +994,55 @@ pub(crate) mod tests {
 
     #[test]
     fn compaction_keeps_the_latest_record_of_each_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { compact: true, segment_bytes: 300, ..config() };
-        let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
-        for round in 0..10 {
-            for key in ["a", "b", "c"] {
-                log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { compact: true, segment_bytes: 300, ..config() };
+            let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
+            for round in 0..10 {
+                for key in ["a", "b", "c"] {
+                    log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).await.unwrap();
+                }
             }
-        }
-        log.append(keyed("b", None), 0, 0).unwrap();
-        log.append(keyed("d", Some("d0")), 0, 0).unwrap();
-        let before = log.segments.len();
-        assert!(before > 3);
-        log.compact_if_due(0).unwrap();
-        let after = records(&log);
-        // Closed segments keep only each key's latest record ("b" was last deleted, at 30);
-        // the open segment is left alone. Offsets do not change.
-        let latest = |key: &str| match key {
-            "a" => 27,
-            "b" => 30,
-            "c" => 29,
-            _ => 31,
-        };
-        let open_from = log.segments.last().unwrap().base_offset;
-        for (offset, key, _) in &after {
-            assert!(*offset >= open_from || *offset == latest(key), "{offset} {key} survived: {after:?}");
-        }
-        assert!(after.contains(&(27, "a".to_string(), Some("a9".to_string()))));
-        assert!(after.contains(&(29, "c".to_string(), Some("c9".to_string()))));
-        assert!(after.len() < 10, "{after:?}");
-        assert_eq!(after.last().unwrap(), &(31, "d".to_string(), Some("d0".to_string())));
-        assert_eq!(log.log_end_offset(), 32);
-        // Reads from an offset that was compacted away continue at the next record.
-        assert_eq!(
-            crate::protocol::records::decode_records(log.read(3, 1 << 20, i64::MAX).unwrap(), 3).unwrap()[0].offset,
-            27
-        );
-
-        // The compacted log reopens, cleanly or not, and takes appends after the same end.
-        log.close().unwrap();
-        drop(log);
-        for clean in [true, false] {
-            let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
-            assert_eq!(records(&log), after);
+            log.append(keyed("b", None), 0, 0).await.unwrap();
+            log.append(keyed("d", Some("d0")), 0, 0).await.unwrap();
+            let before = log.segments.len();
+            assert!(before > 3);
+            log.compact_if_due(0).unwrap();
+            let after = records(&log);
+            // Closed segments keep only each key's latest record ("b" was last deleted, at 30);
+            // the open segment is left alone. Offsets do not change.
+            let latest = |key: &str| match key {
+                "a" => 27,
+                "b" => 30,
+                "c" => 29,
+                _ => 31,
+            };
+            let open_from = log.segments.last().unwrap().base_offset;
+            for (offset, key, _) in &after {
+                assert!(*offset >= open_from || *offset == latest(key), "{offset} {key} survived: {after:?}");
+            }
+            assert!(after.contains(&(27, "a".to_string(), Some("a9".to_string()))));
+            assert!(after.contains(&(29, "c".to_string(), Some("c9".to_string()))));
+            assert!(after.len() < 10, "{after:?}");
+            assert_eq!(after.last().unwrap(), &(31, "d".to_string(), Some("d0".to_string())));
             assert_eq!(log.log_end_offset(), 32);
-        }
-        let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
-        assert_eq!(log.append(keyed("a", Some("a10")), 0, 0).unwrap().base_offset, 32);
+            // Reads from an offset that was compacted away continue at the next record.
+            assert_eq!(
+                crate::protocol::records::decode_records(log.read(3, 1 << 20, i64::MAX).unwrap(), 3).unwrap()[0].offset,
+                27
+            );
+
+            // The compacted log reopens, cleanly or not, and takes appends after the same end.
+            log.close().unwrap();
+            drop(log);
+            for clean in [true, false] {
+                let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
+                assert_eq!(records(&log), after);
+                assert_eq!(log.log_end_offset(), 32);
+            }
+            let mut log = Log::open(&os(), dir.path(), config, true).unwrap();
+            assert_eq!(log.append(keyed("a", Some("a10")), 0, 0).await.unwrap().base_offset, 32);
+        })
     }
 
     /// The `.log` files in `dir`, by base offset, once the deleter has unlinked the rest.
@@ -979,127 +1066,140 @@ pub(crate) mod tests {
 
     #[test]
     fn time_retention_deletes_expired_closed_segments_from_the_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let retention = LogConfig { segment_bytes: 1000, retention_ms: Some(500), ..config() };
-        let mut log = Log::open(&os(), dir.path(), retention, false).unwrap();
-        for i in 0..80 {
-            log.append(batch(2, 1000 + i), 0, 0).unwrap();
-        }
-        let segments = log.segments.len();
-        assert!(segments > 4);
-        // The newest record of the first segment is not yet 500 ms old.
-        assert_eq!(log.apply_retention(1000 + 505).unwrap(), 0);
-        assert_eq!(log.log_start_offset(), 0);
-        // Later, every closed segment has expired; the active one stays, however old.
-        assert_eq!(log.apply_retention(10_000).unwrap(), segments - 1);
-        let active_base = log.segments[0].base_offset;
-        assert_eq!(log.segments.len(), 1);
-        assert_eq!(log.log_start_offset(), active_base);
-        assert_eq!(segment_files(dir.path()), vec![active_base]);
-        assert!(matches!(log.read(active_base - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
-        assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
-        assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0, active_base);
-        // The start survives a reopen: the segment files say where the log begins.
-        log.close().unwrap();
-        drop(log);
-        let log = Log::open(&os(), dir.path(), config(), true).unwrap();
-        assert_eq!((log.log_start_offset(), log.log_end_offset()), (active_base, 160));
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let retention = LogConfig { segment_bytes: 1000, retention_ms: Some(500), ..config() };
+            let mut log = Log::open(&os(), dir.path(), retention, false).unwrap();
+            for i in 0..80 {
+                log.append(batch(2, 1000 + i), 0, 0).await.unwrap();
+            }
+            let segments = log.segments.len();
+            assert!(segments > 4);
+            // The newest record of the first segment is not yet 500 ms old.
+            assert_eq!(log.apply_retention(1000 + 505).unwrap(), 0);
+            assert_eq!(log.log_start_offset(), 0);
+            // Later, every closed segment has expired; the active one stays, however old.
+            assert_eq!(log.apply_retention(10_000).unwrap(), segments - 1);
+            let active_base = log.segments[0].base_offset;
+            assert_eq!(log.segments.len(), 1);
+            assert_eq!(log.log_start_offset(), active_base);
+            assert_eq!(segment_files(dir.path()), vec![active_base]);
+            assert!(matches!(log.read(active_base - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+            assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
+            assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0, active_base);
+            // The start survives a reopen: the segment files say where the log begins.
+            log.close().unwrap();
+            drop(log);
+            let log = Log::open(&os(), dir.path(), config(), true).unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (active_base, 160));
+        })
     }
 
     #[test]
     fn size_retention_keeps_the_log_just_above_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { segment_bytes: 1000, retention_bytes: Some(2500), ..config() };
-        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
-        for _ in 0..60 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        assert!(log.size() > 5000);
-        assert!(log.apply_retention(0).unwrap() > 0);
-        // Deleting the next segment would take the log below the limit.
-        assert!(log.size() >= 2500 && log.size() - log.segments[0].size() < 2500, "{}", log.size());
-        assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
-        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { segment_bytes: 1000, retention_bytes: Some(2500), ..config() };
+            let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
+            for _ in 0..60 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            assert!(log.size() > 5000);
+            assert!(log.apply_retention(0).unwrap() > 0);
+            // Deleting the next segment would take the log below the limit.
+            assert!(log.size() >= 2500 && log.size() - log.segments[0].size() < 2500, "{}", log.size());
+            assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+            assert_eq!(log.apply_retention(0).unwrap(), 0);
+        })
     }
 
     #[test]
     fn retention_needs_the_delete_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes: 1000,
-            retention_bytes: Some(0),
-            retention_ms: Some(0),
-            delete: false,
-            ..config()
-        };
-        let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
-        for _ in 0..40 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        assert_eq!(log.apply_retention(i64::MAX / 2).unwrap(), 0);
-        assert_eq!(log.log_start_offset(), 0);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 1000,
+                retention_bytes: Some(0),
+                retention_ms: Some(0),
+                delete: false,
+                ..config()
+            };
+            let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
+            for _ in 0..40 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            assert_eq!(log.apply_retention(i64::MAX / 2).unwrap(), 0);
+            assert_eq!(log.log_start_offset(), 0);
+        })
     }
 
     /// `cleanup.policy=compact,delete`: closed segments are compacted, and deleted once expired.
     #[test]
     fn compact_and_delete_policies_work_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let both = LogConfig { compact: true, delete: true, segment_bytes: 300, retention_ms: Some(1000), ..config() };
-        let mut log = Log::open(&os(), dir.path(), both, false).unwrap();
-        for round in 0..10 {
-            for key in ["a", "b"] {
-                log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).unwrap();
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let both =
+                LogConfig { compact: true, delete: true, segment_bytes: 300, retention_ms: Some(1000), ..config() };
+            let mut log = Log::open(&os(), dir.path(), both, false).unwrap();
+            for round in 0..10 {
+                for key in ["a", "b"] {
+                    log.append(keyed(key, Some(&format!("{key}{round}"))), 0, 0).await.unwrap();
+                }
             }
-        }
-        let closed = log.segments.len() - 1;
-        assert!(closed > 2);
-        log.compact_if_due(0).unwrap();
-        assert!(records(&log).len() < 20, "compacted");
-        // Every closed segment has expired 2 s from now (a segment that compaction emptied
-        // has no timestamp left and ages by its file's modification time).
-        assert_eq!(log.apply_retention(crate::runtime::now_ms() + 2000).unwrap(), closed);
-        assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
-        assert_eq!(records(&log).last().unwrap().0, 19);
+            let closed = log.segments.len() - 1;
+            assert!(closed > 2);
+            log.compact_if_due(0).unwrap();
+            assert!(records(&log).len() < 20, "compacted");
+            // Every closed segment has expired 2 s from now (a segment that compaction emptied
+            // has no timestamp left and ages by its file's modification time).
+            assert_eq!(log.apply_retention(crate::runtime::now_ms() + 2000).unwrap(), closed);
+            assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+            assert_eq!(records(&log).last().unwrap().0, 19);
+        })
     }
 
     #[test]
     fn delete_records_moves_the_start_and_drops_segments_below_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 1000, ..config() }, false).unwrap();
-        for _ in 0..40 {
-            log.append(batch(2, 0), 0, 0).unwrap();
-        }
-        let second_base = log.segments[1].base_offset;
-        let start = second_base + 3;
-        assert_eq!(log.delete_records(start).unwrap(), start);
-        assert_eq!(log.segments[0].base_offset, second_base);
-        assert_eq!(segment_files(dir.path())[0], second_base);
-        assert!(matches!(log.read(start - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
-        // The batch holding the start comes back whole, as in Kafka.
-        let first = batches_in(&log.read(start, 1, i64::MAX).unwrap())[0];
-        assert!(first.0 <= start && start < first.0 + 2);
-        // The start never moves back.
-        assert_eq!(log.delete_records(1).unwrap(), start);
-        drop(log);
-        for clean in [true, false] {
-            let log = Log::open(&os(), dir.path(), config(), clean).unwrap();
-            assert_eq!(log.log_start_offset(), start);
-            assert_eq!(log.log_end_offset(), 80);
-        }
-        let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
-        assert_eq!(log.delete_records(80).unwrap(), 80);
-        assert!(log.read(80, 1000, i64::MAX).unwrap().is_empty());
-        assert_eq!(log.append(batch(1, 0), 0, 0).unwrap().base_offset, 80);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), LogConfig { segment_bytes: 1000, ..config() }, false).unwrap();
+            for _ in 0..40 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            let second_base = log.segments[1].base_offset;
+            let start = second_base + 3;
+            assert_eq!(log.delete_records(start).unwrap(), start);
+            assert_eq!(log.segments[0].base_offset, second_base);
+            assert_eq!(segment_files(dir.path())[0], second_base);
+            assert!(matches!(log.read(start - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+            // The batch holding the start comes back whole, as in Kafka.
+            let first = batches_in(&log.read(start, 1, i64::MAX).unwrap())[0];
+            assert!(first.0 <= start && start < first.0 + 2);
+            // The start never moves back.
+            assert_eq!(log.delete_records(1).unwrap(), start);
+            drop(log);
+            for clean in [true, false] {
+                let log = Log::open(&os(), dir.path(), config(), clean).unwrap();
+                assert_eq!(log.log_start_offset(), start);
+                assert_eq!(log.log_end_offset(), 80);
+            }
+            let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
+            assert_eq!(log.delete_records(80).unwrap(), 80);
+            assert!(log.read(80, 1000, i64::MAX).unwrap().is_empty());
+            assert_eq!(log.append(batch(1, 0), 0, 0).await.unwrap().base_offset, 80);
+        })
     }
 
     #[test]
     fn files_left_deleted_by_a_crash_are_removed_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        Log::open(&os(), dir.path(), config(), false).unwrap().append(batch(1, 0), 0, 0).unwrap();
-        std::fs::write(dir.path().join("00000000000000000007.log.deleted"), b"old").unwrap();
-        let log = Log::open(&os(), dir.path(), config(), false).unwrap();
-        assert_eq!(segment_files(dir.path()), vec![0]);
-        assert_eq!(log.log_end_offset(), 1);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            Log::open(&os(), dir.path(), config(), false).unwrap().append(batch(1, 0), 0, 0).await.unwrap();
+            std::fs::write(dir.path().join("00000000000000000007.log.deleted"), b"old").unwrap();
+            let log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            assert_eq!(segment_files(dir.path()), vec![0]);
+            assert_eq!(log.log_end_offset(), 1);
+        })
     }
 
     /// A deletion stays visible for `delete.retention.ms` after the pass that first kept it
@@ -1107,111 +1207,127 @@ pub(crate) mod tests {
     /// survives a restart.
     #[test]
     fn tombstones_are_kept_for_delete_retention_ms() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { compact: true, segment_bytes: 300, delete_retention_ms: 1000, ..config() };
-        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config.clone(), false).unwrap();
-        for key in ["a", "b", "a"] {
-            log.append(keyed(key, Some(key)), 0, 0).unwrap();
-        }
-        log.append(keyed("b", None), 0, 0).unwrap();
-        while log.segments.len() < 4 {
-            log.append(keyed("filler", Some("f")), 0, 0).unwrap();
-        }
-        let start = 10_000;
-        log.compact_if_due(start).unwrap();
-        let tombstone = (3, "b".to_string(), None);
-        let after = records(&log);
-        assert!(after.contains(&tombstone), "{after:?}");
-        assert!(!after.iter().any(|r| r.0 == 1 || r.0 == 0), "superseded records go at once: {after:?}");
-        let bytes = log.read(3, 1, i64::MAX).unwrap();
-        let header = BatchHeader::parse(&bytes).unwrap();
-        assert_eq!(header.delete_horizon_ms(), Some(start + 1000));
-        assert_eq!(crate::protocol::records::decode_records(bytes, 3).unwrap()[0].timestamp, 0);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { compact: true, segment_bytes: 300, delete_retention_ms: 1000, ..config() };
+            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config.clone(), false).unwrap();
+            for key in ["a", "b", "a"] {
+                log.append(keyed(key, Some(key)), 0, 0).await.unwrap();
+            }
+            log.append(keyed("b", None), 0, 0).await.unwrap();
+            while log.segments.len() < 4 {
+                log.append(keyed("filler", Some("f")), 0, 0).await.unwrap();
+            }
+            let start = 10_000;
+            log.compact_if_due(start).unwrap();
+            let tombstone = (3, "b".to_string(), None);
+            let after = records(&log);
+            assert!(after.contains(&tombstone), "{after:?}");
+            assert!(!after.iter().any(|r| r.0 == 1 || r.0 == 0), "superseded records go at once: {after:?}");
+            let bytes = log.read(3, 1, i64::MAX).unwrap();
+            let header = BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(header.delete_horizon_ms(), Some(start + 1000));
+            assert_eq!(crate::protocol::records::decode_records(bytes, 3).unwrap()[0].timestamp, 0);
 
-        // Not due yet: no segment closed, the horizon has not passed.
-        log.compact_if_due(start + 999).unwrap();
-        assert!(records(&log).contains(&tombstone));
-        log.close().unwrap();
-        drop(log);
-        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, true).unwrap();
-        log.compact_if_due(start + 500).unwrap();
-        assert!(records(&log).contains(&tombstone), "a restart does not restart the clock");
-        log.compact_if_due(start + 1000).unwrap();
-        let gone = records(&log);
-        assert!(!gone.iter().any(|r| r.1 == "b"), "{gone:?}");
-        assert!(gone.contains(&(2, "a".to_string(), Some("a".to_string()))));
+            // Not due yet: no segment closed, the horizon has not passed.
+            log.compact_if_due(start + 999).unwrap();
+            assert!(records(&log).contains(&tombstone));
+            log.close().unwrap();
+            drop(log);
+            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, true).unwrap();
+            log.compact_if_due(start + 500).unwrap();
+            assert!(records(&log).contains(&tombstone), "a restart does not restart the clock");
+            log.compact_if_due(start + 1000).unwrap();
+            let gone = records(&log);
+            assert!(!gone.iter().any(|r| r.1 == "b"), "{gone:?}");
+            assert!(gone.contains(&(2, "a".to_string(), Some("a".to_string()))));
+        })
     }
 
     /// Compaction re-encodes a batch that lost records with the producer's codec, copies a
     /// batch that lost nothing byte for byte, and keeps base offsets and offset ranges.
     #[test]
     fn compaction_keeps_the_producers_compression() {
-        use crate::storage::codec::Codec;
-        use crate::storage::records::write_record;
-        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
-            let dir = tempfile::tempdir().unwrap();
-            let config = LogConfig { compact: true, segment_bytes: 400, ..config() };
-            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, false).unwrap();
-            // Batches of three keyed records k0, k1, k<2 + i>: k0 and k1 are superseded by later
-            // batches, the third key never is.
-            let mut originals = Vec::new();
-            for i in 0..12 {
-                let mut payload = Vec::new();
-                for (delta, key) in ["k0".to_string(), "k1".to_string(), format!("k{}", 2 + i)].iter().enumerate() {
-                    write_record(&mut payload, delta as i64, delta as i32, Some(key.as_bytes()), Some(b"value"), &[0]);
+        crate::runtime::file::block_on(async {
+            use crate::storage::codec::Codec;
+            use crate::storage::records::write_record;
+            for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+                let dir = tempfile::tempdir().unwrap();
+                let config = LogConfig { compact: true, segment_bytes: 400, ..config() };
+                let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, false).unwrap();
+                // Batches of three keyed records k0, k1, k<2 + i>: k0 and k1 are superseded by later
+                // batches, the third key never is.
+                let mut originals = Vec::new();
+                for i in 0..12 {
+                    let mut payload = Vec::new();
+                    for (delta, key) in ["k0".to_string(), "k1".to_string(), format!("k{}", 2 + i)].iter().enumerate() {
+                        write_record(
+                            &mut payload,
+                            delta as i64,
+                            delta as i32,
+                            Some(key.as_bytes()),
+                            Some(b"value"),
+                            &[0],
+                        );
+                    }
+                    let mut header = BatchHeader::parse(&batch(1, 0)).unwrap();
+                    (header.attributes, header.last_offset_delta, header.records_count) = (codec as i16, 2, 3);
+                    header.base_timestamp = 1000 * i;
+                    let bytes = Bytes::from(batch::assemble(&header, &codec.compress(&payload).unwrap()));
+                    originals.push(log.append(bytes, 0, 0).await.unwrap().base_offset);
                 }
-                let mut header = BatchHeader::parse(&batch(1, 0)).unwrap();
-                (header.attributes, header.last_offset_delta, header.records_count) = (codec as i16, 2, 3);
-                header.base_timestamp = 1000 * i;
-                let bytes = Bytes::from(batch::assemble(&header, &codec.compress(&payload).unwrap()));
-                originals.push(log.append(bytes, 0, 0).unwrap().base_offset);
+                assert!(log.segments.len() > 2, "{codec:?}");
+                log.compact_if_due(0).unwrap();
+                let closed_end = log.segments.last().unwrap().base_offset;
+                for &base in originals.iter().filter(|&&b| b < closed_end) {
+                    let bytes = log.read(base, 1, i64::MAX).unwrap();
+                    let header = BatchHeader::parse(&bytes).unwrap();
+                    assert_eq!((header.base_offset, header.last_offset_delta), (base, 2), "{codec:?}");
+                    assert_eq!(header.attributes & 7, codec as i16, "{codec:?}");
+                    let decoded = crate::protocol::records::decode_records(bytes.slice(..header.size()), base).unwrap();
+                    let keys: Vec<_> =
+                        decoded.iter().map(|r| (r.offset - base, r.key.clone().unwrap(), r.timestamp)).collect();
+                    let i = base / 3;
+                    let third = Bytes::from(format!("k{}", 2 + i));
+                    assert_eq!(keys, vec![(2, third, 1000 * i + 2)], "{codec:?}");
+                }
+                // The open segment is untouched, and still holds the latest k0 and k1.
+                let all = records(&log);
+                assert!(all.iter().any(|r| r.1 == "k0"), "{codec:?}");
             }
-            assert!(log.segments.len() > 2, "{codec:?}");
-            log.compact_if_due(0).unwrap();
-            let closed_end = log.segments.last().unwrap().base_offset;
-            for &base in originals.iter().filter(|&&b| b < closed_end) {
-                let bytes = log.read(base, 1, i64::MAX).unwrap();
-                let header = BatchHeader::parse(&bytes).unwrap();
-                assert_eq!((header.base_offset, header.last_offset_delta), (base, 2), "{codec:?}");
-                assert_eq!(header.attributes & 7, codec as i16, "{codec:?}");
-                let decoded = crate::protocol::records::decode_records(bytes.slice(..header.size()), base).unwrap();
-                let keys: Vec<_> =
-                    decoded.iter().map(|r| (r.offset - base, r.key.clone().unwrap(), r.timestamp)).collect();
-                let i = base / 3;
-                let third = Bytes::from(format!("k{}", 2 + i));
-                assert_eq!(keys, vec![(2, third, 1000 * i + 2)], "{codec:?}");
-            }
-            // The open segment is untouched, and still holds the latest k0 and k1.
-            let all = records(&log);
-            assert!(all.iter().any(|r| r.1 == "k0"), "{codec:?}");
-        }
+        })
     }
 
     #[test]
     fn create_time_outside_the_allowed_window_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let bounded = LogConfig { timestamp_before_max_ms: 1000, timestamp_after_max_ms: 100, ..config() };
-        let mut log = Log::open(&os(), dir.path(), bounded.clone(), false).unwrap();
-        let now = 50_000;
-        log.append(batch(2, now - 1000), 0, now).unwrap();
-        log.append(batch(2, now + 99), 0, now).unwrap();
-        // Records without a timestamp are not judged.
-        log.append(batch(1, -1), 0, now).unwrap();
-        for stamped in [now - 1001, now + 101] {
-            assert!(matches!(log.append(batch(2, stamped), 0, now), Err(StorageError::InvalidTimestamp(_))));
-        }
-        assert_eq!(log.log_end_offset(), 5);
-        // Under LogAppendTime the broker's clock is what counts.
-        let appended = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..bounded };
-        let mut log = Log::open(&os(), tempfile::tempdir().unwrap().path(), appended, false).unwrap();
-        log.append(batch(1, 0), 0, now).unwrap();
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let bounded = LogConfig { timestamp_before_max_ms: 1000, timestamp_after_max_ms: 100, ..config() };
+            let mut log = Log::open(&os(), dir.path(), bounded.clone(), false).unwrap();
+            let now = 50_000;
+            log.append(batch(2, now - 1000), 0, now).await.unwrap();
+            log.append(batch(2, now + 99), 0, now).await.unwrap();
+            // Records without a timestamp are not judged.
+            log.append(batch(1, -1), 0, now).await.unwrap();
+            for stamped in [now - 1001, now + 101] {
+                assert!(matches!(log.append(batch(2, stamped), 0, now).await, Err(StorageError::InvalidTimestamp(_))));
+            }
+            assert_eq!(log.log_end_offset(), 5);
+            // Under LogAppendTime the broker's clock is what counts.
+            let appended = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..bounded };
+            let mut log = Log::open(&os(), tempfile::tempdir().unwrap().path(), appended, false).unwrap();
+            log.append(batch(1, 0), 0, now).await.unwrap();
+        })
     }
 
     #[test]
     fn flush_messages_advances_the_recovery_point() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&os(), dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
-        log.append(batch(3, 0), 0, 0).unwrap();
-        assert_eq!(log.recovery_point(), 3);
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log =
+                Log::open(&os(), dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
+            log.append(batch(3, 0), 0, 0).await.unwrap();
+            assert_eq!(log.recovery_point(), 3);
+        })
     }
 }

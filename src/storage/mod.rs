@@ -2,8 +2,8 @@
 //! batches exactly as producers sent them (with broker-assigned offsets).
 //!
 //! Runs on the shard that owns the partition; nothing here is shared between threads.
-//! All I/O goes through the [`fs`] seam: on the real file system, plain positional reads and
-//! writes through the page cache.
+//! All I/O goes through the [`fs`] seam: on the real file system, positional reads and writes
+//! through the page cache; appends and their fsyncs are submitted to the shard's io_uring.
 //!
 //! - [`batch`]: v2 batch headers, validation (CRC-32C, the records inside) and the fields the
 //!   broker stamps.

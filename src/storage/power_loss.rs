@@ -103,6 +103,10 @@ fn check(partition: &Partition, written: &[Bytes], acknowledged: usize) -> Resul
 }
 
 fn run(seed: u64) -> Result<(), String> {
+    crate::runtime::file::block_on(run_on_shard(seed))
+}
+
+async fn run_on_shard(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let disk = SimDisk::new();
     let fs: Arc<dyn FileSystem> = disk.clone();
@@ -115,7 +119,7 @@ fn run(seed: u64) -> Result<(), String> {
     let mut acknowledged = 0;
     let mut clean = false;
     for cut in 0..=CUTS {
-        let mut partition = Partition::open(&fs, dir, config.clone(), EXPIRY, 0, clean)
+        let partition = Partition::open(&fs, dir, config.clone(), EXPIRY, 0, clean, Default::default())
             .map_err(|e| format!("recovery after cut {cut} failed: {e}"))?;
         let survived = check(&partition, &written, acknowledged).map_err(|e| format!("after cut {cut}: {e}"))?;
         written.truncate(survived);
@@ -130,7 +134,7 @@ fn run(seed: u64) -> Result<(), String> {
         for _ in 0..rng.below(1, APPENDS_PER_RUN_MAX as u64) {
             let batch = random_batch(&mut rng);
             written.push(batch.clone());
-            match partition.append(batch, NOW_MS) {
+            match partition.append(batch, NOW_MS).await {
                 Ok(info) => {
                     if info.base_offset != expected_offset {
                         return Err(format!("append got offset {} instead of {expected_offset}", info.base_offset));

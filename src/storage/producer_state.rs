@@ -440,11 +440,18 @@ mod tests {
     }
 
     /// Checks and appends one batch as a partition would.
-    fn append(log: &mut Log, states: &mut ProducerStates, count: usize, id: i64, epoch: i16, sequence: i32) -> i64 {
+    async fn append(
+        log: &mut Log,
+        states: &mut ProducerStates,
+        count: usize,
+        id: i64,
+        epoch: i16,
+        sequence: i32,
+    ) -> i64 {
         let batch = producer_batch(count, 0, id, epoch, sequence);
         let headers = [BatchHeader::parse(&batch).unwrap()];
         assert!(matches!(states.check(&headers).unwrap(), Checked::Append));
-        let info = log.append(batch, 0, 0).unwrap();
+        let info = log.append(batch, 0, 0).await.unwrap();
         states.record(&headers, &info, 0);
         info.base_offset
     }
@@ -504,44 +511,46 @@ mod tests {
 
     #[test]
     fn state_is_rebuilt_from_snapshots_and_the_log_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
-        let mut states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
-        for i in 0..4 {
-            append(&mut log, &mut states, 2, 1, 0, 2 * i);
-        }
-        states.write_snapshot(log.log_end_offset()).unwrap();
-        let before_tail = states.producers.clone();
-        append(&mut log, &mut states, 2, 1, 0, 8);
-        append(&mut log, &mut states, 3, 2, 5, 100);
-        let expected = states.producers.clone();
-        drop((log, states));
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
+            let mut states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
+            for i in 0..4 {
+                append(&mut log, &mut states, 2, 1, 0, 2 * i).await;
+            }
+            states.write_snapshot(log.log_end_offset()).unwrap();
+            let before_tail = states.producers.clone();
+            append(&mut log, &mut states, 2, 1, 0, 8).await;
+            append(&mut log, &mut states, 3, 2, 5, 100).await;
+            let expected = states.producers.clone();
+            drop((log, states));
 
-        // A crash: the snapshot at 8 plus the batches after it.
-        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
-        let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
-        let without_times = |p: &HashMap<i64, ProducerEntry>| {
-            p.iter().map(|(id, e)| (*id, (e.epoch, e.batches.clone()))).collect::<HashMap<_, _>>()
-        };
-        assert_eq!(without_times(&states.producers), without_times(&expected));
-        match states.check(&[header(2, 1, 0, 2)]).unwrap() {
-            Checked::Duplicate(original) => assert_eq!(original.base_offset, 2, "a batch from before the snapshot"),
-            Checked::Append => panic!("retry not detected"),
-        }
-        assert!(matches!(states.check(&[header(3, 2, 5, 100)]).unwrap(), Checked::Duplicate(_)));
-        drop((log, states));
+            // A crash: the snapshot at 8 plus the batches after it.
+            let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
+            let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
+            let without_times = |p: &HashMap<i64, ProducerEntry>| {
+                p.iter().map(|(id, e)| (*id, (e.epoch, e.batches.clone()))).collect::<HashMap<_, _>>()
+            };
+            assert_eq!(without_times(&states.producers), without_times(&expected));
+            match states.check(&[header(2, 1, 0, 2)]).unwrap() {
+                Checked::Duplicate(original) => assert_eq!(original.base_offset, 2, "a batch from before the snapshot"),
+                Checked::Append => panic!("retry not detected"),
+            }
+            assert!(matches!(states.check(&[header(3, 2, 5, 100)]).unwrap(), Checked::Duplicate(_)));
+            drop((log, states));
 
-        // The replay wrote a snapshot at the log end; a snapshot above the log end (its tail
-        // was lost) is removed, and a damaged one is passed over for an older one.
-        assert!(snapshot_path(dir.path(), 13).exists());
-        std::fs::write(snapshot_path(dir.path(), 13), b"torn").unwrap();
-        std::fs::write(snapshot_path(dir.path(), 500), encode(&HashMap::new())).unwrap();
-        let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
-        let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
-        assert_eq!(without_times(&states.producers), without_times(&expected));
-        assert!(!snapshot_path(dir.path(), 500).exists());
-        assert!(snapshot_path(dir.path(), 8).exists());
-        assert_ne!(before_tail, expected);
+            // The replay wrote a snapshot at the log end; a snapshot above the log end (its tail
+            // was lost) is removed, and a damaged one is passed over for an older one.
+            assert!(snapshot_path(dir.path(), 13).exists());
+            std::fs::write(snapshot_path(dir.path(), 13), b"torn").unwrap();
+            std::fs::write(snapshot_path(dir.path(), 500), encode(&HashMap::new())).unwrap();
+            let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), false).unwrap();
+            let states = ProducerStates::load(dir.path(), &log, EXPIRY, 0).unwrap();
+            assert_eq!(without_times(&states.producers), without_times(&expected));
+            assert!(!snapshot_path(dir.path(), 500).exists());
+            assert!(snapshot_path(dir.path(), 8).exists());
+            assert_ne!(before_tail, expected);
+        })
     }
 
     #[test]

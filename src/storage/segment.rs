@@ -7,7 +7,6 @@
 //! length or base offset (neither is covered by the CRC) never sizes a read or an allocation. Positions fit in `u32` (segments are capped below 4 GiB)
 //! and relative offsets in `u32` (the log rolls before they would not).
 
-use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::StorageError;
 use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
-use super::fs::{FileHandle, FileSystem, Open, write_all_at};
+use super::fs::{FileHandle, FileSystem, IoFuture, Open};
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use crate::runtime::zero_copy::FileSlice;
 
@@ -278,19 +277,25 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes stamped batches at the end: `slices` is the data to write, `batches` the
-    /// (stamped) header and max timestamp of each batch in order.
-    pub fn append(
+    /// Starts writing `bytes` (whole stamped batches) at the end. Nothing about the segment
+    /// changes until [`Segment::finish_append`] is given the outcome, so reads never reach
+    /// bytes still being written.
+    pub fn write_at_end(&self, bytes: Vec<u8>) -> IoFuture {
+        assert!(self.size + bytes.len() as u64 <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
+        self.log.write_at(bytes, self.size)
+    }
+
+    /// Takes the batches [`Segment::write_at_end`] wrote (`batches`: each stamped header with
+    /// its max timestamp, in order) into the segment, or on a failed write cuts whatever part
+    /// of them reached the file back off, giving the space back and keeping the file exactly
+    /// its whole batches.
+    pub fn finish_append(
         &mut self,
-        slices: &mut [IoSlice<'_>],
+        written: std::io::Result<()>,
         batches: &[(BatchHeader, i64)],
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
-        let total: u64 = batches.iter().map(|(h, _)| h.size() as u64).sum();
-        assert!(self.size + total <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
-        if let Err(e) = write_all_at(&*self.log, slices, self.size) {
-            // Part of the data may be in the file (a disk that filled up mid-write): cut it off,
-            // giving the space back and keeping the file exactly its whole batches.
+        if let Err(e) = written {
             if let Err(truncating) = self.log.set_len(self.size) {
                 tracing::error!(segment = %self.log_path.display(), error = %truncating, "cutting off a failed write");
             }
@@ -303,6 +308,13 @@ impl Segment {
         }
         self.size = position;
         Ok(())
+    }
+
+    /// fdatasync of the `.log` through the shard's ring: covers every append finished before
+    /// it was submitted. The indexes are not synced: after a crash the active segment is
+    /// recovered (its indexes rebuilt) from the recovery point anyway.
+    pub fn fdatasync(&self) -> IoFuture {
+        self.log.fdatasync()
     }
 
     /// Calls `f` with the header of every batch from `position` to the end.

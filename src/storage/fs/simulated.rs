@@ -9,6 +9,11 @@
 //! decided by the seed, so a failure replays exactly. [`SimDisk::fail_after`] makes the disk
 //! die in the middle of whatever the code under test is doing: from the chosen operation on,
 //! every call fails with EIO, as when the power goes out mid-call.
+//!
+//! An fsync makes durable what was written before it was submitted, when it completes.
+//! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
+//! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
+//! happened; [`SimDisk::fail_syncs`] makes them fail with EIO.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IoSlice};
@@ -16,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{FileHandle, FileSystem, Open};
+use futures::channel::oneshot;
+
+use super::{FileHandle, FileSystem, IoFuture, Open};
 
 /// Unit of tearing: a page either made it to the platter or did not.
 pub const PAGE: usize = 4096;
@@ -63,6 +70,9 @@ struct Inode {
     /// What survives a power cut.
     durable: Vec<u8>,
     modified: Option<SystemTime>,
+    /// Bumped by every completed sync, so that a sync completing after a later one does not
+    /// take the durable image back.
+    syncs: u64,
 }
 
 struct State {
@@ -74,6 +84,11 @@ struct State {
     durable_entries: BTreeMap<PathBuf, Entry>,
     /// Operations left before the disk dies; `None`: it does not.
     operations_left: Option<u64>,
+    /// While holding: the submitted fsyncs, each completing when its sender fires.
+    held_syncs: Option<Vec<oneshot::Sender<()>>>,
+    /// Asynchronous fsyncs submitted so far.
+    syncs_submitted: u64,
+    fail_syncs: bool,
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>` (and as `Arc<dyn FileSystem>`).
@@ -121,12 +136,45 @@ impl SimDisk {
             entries: BTreeMap::new(),
             durable_entries: BTreeMap::new(),
             operations_left: None,
+            held_syncs: None,
+            syncs_submitted: 0,
+            fail_syncs: false,
         };
         Arc::new(SimDisk { state: Arc::new(Mutex::new(state)) })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// From now on, fsyncs submitted do not complete until [`SimDisk::release_syncs`].
+    pub fn hold_syncs(&self) {
+        self.state().held_syncs.get_or_insert_with(Vec::new);
+    }
+
+    /// Completes the fsyncs held so far (they stay held from now on too); returns how many.
+    pub fn release_syncs(&self) -> usize {
+        let held = self.state().held_syncs.as_mut().map(std::mem::take).unwrap_or_default();
+        let count = held.len();
+        for sync in held {
+            let _ = sync.send(());
+        }
+        count
+    }
+
+    /// Fsyncs submitted and held, not yet released.
+    pub fn held_syncs(&self) -> usize {
+        self.state().held_syncs.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Asynchronous fsyncs submitted so far.
+    pub fn syncs_submitted(&self) -> u64 {
+        self.state().syncs_submitted
+    }
+
+    /// Makes every fsync from now on fail with EIO (`false`: succeed again).
+    pub fn fail_syncs(&self, fail: bool) {
+        self.state().fail_syncs = fail;
     }
 
     /// From the `n`th operation on (0: the next one), every call fails.
@@ -383,6 +431,48 @@ impl FileHandle for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         self.with(|inode| {
             inode.durable = inode.current.clone();
+            inode.syncs += 1;
+            Ok(())
+        })
+    }
+
+    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture {
+        let written = self.write_vectored_at(&[IoSlice::new(&bytes)], position);
+        Box::pin(std::future::ready(written.map(|_| ())))
+    }
+
+    fn fdatasync(&self) -> IoFuture {
+        // What the sync covers is decided when it is submitted; it becomes durable when the
+        // sync completes.
+        let submitted = (|| {
+            let mut state = lock(&self.state);
+            state.operate()?;
+            if state.fail_syncs {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            state.syncs_submitted += 1;
+            let inode = state.inodes.get(&self.id).ok_or_else(dead)?;
+            let covered = (inode.current.clone(), inode.syncs);
+            let gate = state.held_syncs.as_mut().map(|held| {
+                let (release, wait) = oneshot::channel();
+                held.push(release);
+                wait
+            });
+            Ok((covered, gate))
+        })();
+        let state = self.state.clone();
+        let id = self.id;
+        Box::pin(async move {
+            let ((image, syncs_before), gate) = submitted?;
+            if let Some(gate) = gate {
+                gate.await.map_err(|_| dead())?;
+            }
+            let mut state = lock(&state);
+            let inode = state.inodes.get_mut(&id).ok_or_else(dead)?;
+            if inode.syncs == syncs_before {
+                inode.durable = image;
+                inode.syncs += 1;
+            }
             Ok(())
         })
     }

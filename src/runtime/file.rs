@@ -1,0 +1,85 @@
+//! Files on the shard's own io_uring: what storage needs from glommio's file API, so that
+//! writes and fsyncs of the data path never block a shard's thread.
+//!
+//! A [`RingFile`] wraps a duplicate of a plain file's descriptor in a glommio `BufferedFile`:
+//! writes go through the page cache (so fetches keep their zero-copy sendfile path) and, like
+//! fdatasync, are submitted to the ring of the executor the file was first used on. The kernel
+//! completes them in its own workers; the shard serves other requests meanwhile.
+//!
+//! Invariant: a `RingFile` is used only on the executor (shard) that created it; the futures it
+//! returns own everything they need (`'static`), so a caller holds no borrow across them.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
+
+use glommio::io::BufferedFile;
+
+/// io_uring buffer memory of a one-off executor ([`block_on`]).
+const ONE_OFF_IO_MEMORY_BYTES: usize = 64 * 1024;
+
+/// A file whose writes and syncs are submitted to this shard's io_uring.
+#[derive(Clone)]
+pub struct RingFile(Rc<BufferedFile>);
+
+impl RingFile {
+    /// A ring file on a duplicate of `file`'s descriptor (the caller keeps its own for reads
+    /// and sendfile). Must be called on a shard's executor.
+    pub fn new(file: &std::fs::File) -> io::Result<RingFile> {
+        let duplicate = file.as_fd().try_clone_to_owned()?;
+        // SAFETY: the descriptor was just duplicated and is owned by nothing else; the
+        // BufferedFile takes it over and closes it when dropped.
+        Ok(RingFile(Rc::new(unsafe { BufferedFile::from_raw_fd(duplicate.into_raw_fd()) })))
+    }
+
+    /// Writes all of `bytes` at `position` through the page cache. The buffer moves to the
+    /// kernel and does not come back, so a short write (only a disk filling up under it makes
+    /// one on a regular file) is an error: the caller cuts the file back, as for any failure.
+    pub fn write_all_at(&self, bytes: Vec<u8>, position: u64) -> impl Future<Output = io::Result<()>> + 'static {
+        let file = self.0.clone();
+        async move {
+            let len = bytes.len();
+            let written = file.write_at(bytes, position).await.map_err(io_error)?;
+            if written < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("short write: {written} of {len} bytes at {position}"),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// fdatasync: makes the data written so far (and the length) durable.
+    pub fn fdatasync(&self) -> impl Future<Output = io::Result<()>> + 'static {
+        let file = self.0.clone();
+        async move { file.fdatasync().await.map_err(io_error) }
+    }
+}
+
+/// glommio's error, as the `io::Error` it carries (keeping the OS error code, ENOSPC or EIO).
+fn io_error(error: glommio::GlommioError<()>) -> io::Error {
+    match error {
+        glommio::GlommioError::IoError(e) => e,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => other.into(),
+    }
+}
+
+/// Runs `work` on a helper thread of this shard's executor (glommio's blocking pool) and
+/// waits for it without blocking the shard: for file-system calls io_uring cannot take
+/// (directory fsync, open, unlink) and for long work.
+pub async fn run_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
+/// Runs `future` to completion on a one-off executor on this thread: for tests and tools that
+/// drive storage outside a shard.
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(ONE_OFF_IO_MEMORY_BYTES)
+        .make()
+        .expect("starting a one-off executor")
+        .run(future)
+}
