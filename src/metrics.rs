@@ -36,6 +36,10 @@ pub struct ShardMetrics {
     pub fetch_bytes_copied: u64,
     /// Record bytes of fetch responses sent from the page cache without a copy.
     pub fetch_bytes_zero_copy: u64,
+    /// Record bytes of fetch responses read through io_uring, not being in the page cache.
+    pub fetch_bytes_io_uring: u64,
+    /// Chunks of fetched file ranges that were not all in the page cache (each read that way).
+    pub fetch_cold_chunks: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
     /// Partitions of acks=0 produce requests that failed; their clients are never told.
@@ -186,6 +190,21 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "sluice_fetch_record_bytes_total{{path=\"zero_copy\",shard=\"{}\"}} {}",
             s.shard, s.metrics.fetch_bytes_zero_copy
         );
+        let _ = writeln!(
+            out,
+            "sluice_fetch_record_bytes_total{{path=\"io_uring\",shard=\"{}\"}} {}",
+            s.shard, s.metrics.fetch_bytes_io_uring
+        );
+    }
+    family(
+        &mut out,
+        "sluice_fetch_cold_chunks_total",
+        "counter",
+        "Chunks of fetched file ranges not all in the page cache, read through io_uring instead of sendfile.",
+    );
+    for s in snapshots {
+        let _ =
+            writeln!(out, "sluice_fetch_cold_chunks_total{{shard=\"{}\"}} {}", s.shard, s.metrics.fetch_cold_chunks);
     }
 
     family(&mut out, "sluice_mesh_messages_total", "counter", "Envelopes sent to and received from other shards.");
@@ -259,6 +278,8 @@ mod tests {
         metrics.record_request(0, 150);
         metrics.record_request(0, 3000);
         metrics.bytes_in = 10;
+        metrics.fetch_bytes_io_uring = 4096;
+        metrics.fetch_cold_chunks = 1;
         let snapshot = Snapshot {
             shard: 0,
             metrics,
@@ -279,6 +300,8 @@ mod tests {
         assert!(text.contains("sluice_partition_log_end_offset{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 7"));
         assert!(text.contains("sluice_partition_offline{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 0"));
         assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
+        assert!(text.contains("sluice_fetch_record_bytes_total{path=\"io_uring\",shard=\"0\"} 4096"));
+        assert!(text.contains("sluice_fetch_cold_chunks_total{shard=\"0\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod executor;
 pub mod file;
+pub mod page_cache;
 pub mod shutdown;
 pub mod zero_copy;
 

@@ -1,6 +1,7 @@
-//! Zero-copy sends: record bytes go from a segment file (the page cache) to the socket with
-//! sendfile(2), never through user space. glommio 0.9 has no public sendfile or splice, so
-//! this module fills the gap beside it.
+//! Zero-copy sends: record bytes in the page cache go from a segment file to the socket with
+//! sendfile(2), never through user space; bytes that are not are read through the shard's
+//! io_uring. glommio 0.9 has no public sendfile or splice, so this module fills the gap
+//! beside it.
 //!
 //! A Fetch response is encoded by kafka-protocol into a [`PartsBuf`]: where the encoder
 //! copies the placeholder that stands for a partition's records, the buffer records a file
@@ -11,14 +12,33 @@
 //! sendfile would block the whole shard once a slow reader's socket is full; so a connection
 //! first makes its socket non-blocking ([`make_nonblocking`]). When sendfile then finds the
 //! socket full (EAGAIN), one chunk goes through the async write, which waits for room.
+//!
+//! sendfile also blocks the shard when the pages it sends are not in the page cache (a
+//! consumer catching up on old data): the disk read happens inside the call. So a file part
+//! goes out in chunks of [`CHUNK_BYTES`], each probed first ([`super::page_cache`]): a chunk
+//! wholly cached goes with sendfile; any other is read through the shard's io_uring, which
+//! lets the shard serve other connections while the disk works, and written with the async
+//! write. Both send exactly the bytes of the range, in order. Between chunks the task yields
+//! when the shard has other work due, so a consumer tailing hot data never waits behind a
+//! long send.
+//!
+//! The cheap probe (`cachestat`) counts pages whose readahead is still in flight as cached,
+//! and the kernel reads ahead of every cold read: a consumer catching up would find its next
+//! chunks "cached" and have sendfile wait for the disk after all. So a connection that met a
+//! cold chunk probes with `mincore`, which counts only pages whose data is there, until one of
+//! its responses finds every chunk up to date ([`Probe`]); a consumer tailing recent data
+//! never meets a cold chunk and keeps the cheap probe.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 
 use bytes::{BufMut, Bytes, BytesMut, buf::UninitSlice};
 use futures::{AsyncWrite, AsyncWriteExt};
+use glommio::io::BufferedFile;
 use kafka_protocol::protocol::buf::ByteBufMut;
+
+use super::page_cache;
 
 /// A range of a file whose bytes are to be sent as they are.
 #[derive(Debug)]
@@ -40,12 +60,23 @@ pub enum Part {
 /// How many bytes of file parts went each way.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sent {
+    /// From the page cache with sendfile.
     pub zero_copy: u64,
+    /// Copied from the page cache through user space, the socket being full.
     pub copied: u64,
+    /// Read through io_uring, not being all in the page cache.
+    pub io_uring: u64,
+    /// Chunks read that way.
+    pub cold_chunks: u64,
 }
 
 /// Bytes a copying fallback moves at a time when the socket is full.
 const FALLBACK_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A file part is probed and sent by chunks of this size: a probe costs well under a
+/// microsecond (`cachestat`), and a cold chunk is one io_uring read into a buffer of this size,
+/// so it also bounds the memory a connection holds for a cold read.
+pub const CHUNK_BYTES: u64 = 256 * 1024;
 
 /// Virtual size of the placeholder mapping; a response whose ranges add up to more (beyond
 /// any fetch size a client may ask for) falls back to allocated placeholders.
@@ -196,12 +227,33 @@ pub fn make_nonblocking(stream: &crate::runtime::TcpStream) -> std::io::Result<(
     Ok(())
 }
 
+/// How a connection probes the page cache: cheaply, or, since it met a cold chunk, exactly
+/// (see the module's docs).
+#[derive(Debug, Default)]
+pub struct Probe {
+    exact: bool,
+}
+
+impl Probe {
+    /// Whether the chunk `position..end` of `file` can be sent with sendfile without waiting
+    /// for the disk. A probe that fails tells nothing: the chunk is sent as if cached, as
+    /// before probes existed.
+    fn cached(&self, file: &File, position: u64, end: u64) -> bool {
+        let probe = match self.exact {
+            true => page_cache::up_to_date(file.as_fd(), position, end - position),
+            false => page_cache::present(file.as_fd(), position, end - position),
+        };
+        probe.ok().is_none_or(|r| r.is_whole())
+    }
+}
+
 /// Writes `parts` in order to `writer`, whose socket descriptor is `socket`; the connection
-/// that owns both keeps the socket open for the whole call.
+/// that owns both keeps the socket open for the whole call, and its `probe` across calls.
 pub async fn write_parts<W: AsyncWrite + Unpin>(
     writer: &mut W,
     socket: RawFd,
     parts: Vec<Part>,
+    probe: &mut Probe,
 ) -> std::io::Result<Sent> {
     // SAFETY: the caller owns the open socket for the duration of this call (see above).
     let socket = unsafe { BorrowedFd::borrow_raw(socket) };
@@ -209,33 +261,72 @@ pub async fn write_parts<W: AsyncWrite + Unpin>(
     for part in parts {
         match part {
             Part::Memory(bytes) => writer.write_all(&bytes).await?,
-            Part::File(slice) => send_file(writer, socket, &slice, &mut sent).await?,
+            Part::File(slice) => send_file(writer, socket, &slice, probe, &mut sent).await?,
         }
+    }
+    // File bytes went out and none was cold: back to the cheap probe.
+    if sent.cold_chunks == 0 && sent.zero_copy + sent.copied > 0 {
+        probe.exact = false;
     }
     Ok(sent)
 }
 
+/// Sends `slice` chunk by chunk, each the way its residency in the page cache calls for.
 async fn send_file<W: AsyncWrite + Unpin>(
     writer: &mut W,
     socket: BorrowedFd<'_>,
     slice: &FileSlice,
+    probe: &mut Probe,
     sent: &mut Sent,
 ) -> std::io::Result<()> {
     let end = slice.position + slice.len as u64;
     let mut position = slice.position;
+    // The slice's descriptor as io_uring reads it, made at its first cold chunk.
+    let mut ring: Option<BufferedFile> = None;
+    let mut result = Ok(());
+    while position < end && result.is_ok() {
+        let chunk_end = end.min(position + CHUNK_BYTES);
+        result = if probe.cached(&slice.file, position, chunk_end) {
+            send_cached(writer, socket, &slice.file, position, chunk_end, sent).await
+        } else {
+            probe.exact = true;
+            match ring_file(&mut ring, &slice.file) {
+                Ok(file) => send_cold(writer, file, position, chunk_end, sent).await,
+                Err(e) => Err(e),
+            }
+        };
+        position = chunk_end;
+        glommio::yield_if_needed().await;
+    }
+    if let Some(file) = ring {
+        let _ = file.close().await;
+    }
+    result
+}
+
+/// Sends `position..end` of `file`, which is in the page cache, with sendfile.
+async fn send_cached<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    socket: BorrowedFd<'_>,
+    file: &File,
+    mut position: u64,
+    end: u64,
+    sent: &mut Sent,
+) -> std::io::Result<()> {
     while position < end {
         let mut offset = position as i64;
         let left = (end - position) as usize;
-        match nix::sys::sendfile::sendfile64(socket, slice.file.as_fd(), Some(&mut offset), left) {
+        match nix::sys::sendfile::sendfile64(socket, file.as_fd(), Some(&mut offset), left) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 position += n as u64;
                 sent.zero_copy += n as u64;
             }
             Err(nix::errno::Errno::EAGAIN) => {
-                // The socket is full: send a chunk the ordinary way, which waits for room.
+                // The socket is full: send a chunk the ordinary way, which waits for room. The
+                // range was cached when probed, so this read does not wait for the disk.
                 let mut chunk = vec![0u8; left.min(FALLBACK_CHUNK_BYTES)];
-                slice.file.read_exact_at(&mut chunk, position)?;
+                file.read_exact_at(&mut chunk, position)?;
                 writer.write_all(&chunk).await?;
                 position += chunk.len() as u64;
                 sent.copied += chunk.len() as u64;
@@ -245,4 +336,116 @@ async fn send_file<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// Sends `position..end` of `file`, not all in the page cache, by reading it through the
+/// shard's io_uring: the shard serves other connections until the disk has answered.
+async fn send_cold<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    file: &BufferedFile,
+    mut position: u64,
+    end: u64,
+    sent: &mut Sent,
+) -> std::io::Result<()> {
+    while position < end {
+        let read = file.read_at(position, (end - position) as usize).await?;
+        if read.is_empty() {
+            // The range was whole batches of the file when the fetch was read: it never shrinks
+            // under a live descriptor, so this is a damaged file, not a race.
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        writer.write_all(&read).await?;
+        position += read.len() as u64;
+        sent.io_uring += read.len() as u64;
+    }
+    sent.cold_chunks += 1;
+    Ok(())
+}
+
+/// `ring`'s file, made first from a duplicate of `file`'s descriptor.
+fn ring_file<'a>(ring: &'a mut Option<BufferedFile>, file: &File) -> std::io::Result<&'a BufferedFile> {
+    if ring.is_none() {
+        let descriptor = file.try_clone()?.into_raw_fd();
+        // SAFETY: a fresh descriptor that nothing else owns; the BufferedFile closes it.
+        *ring = Some(unsafe { BufferedFile::from_raw_fd(descriptor) });
+    }
+    Ok(ring.as_ref().expect("set above"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use futures::AsyncReadExt;
+    use glommio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    const PAGE: usize = 4096;
+
+    /// A synced file of distinct bytes, written a page at a time (a large write would be cached
+    /// as one large folio, which the kernel only evicts whole), then evicted from the page cache.
+    fn evicted_file(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+        let content: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let path = dir.join("segment");
+        let mut file = File::create(&path).unwrap();
+        for page in content.chunks(PAGE) {
+            file.write_all(page).unwrap();
+        }
+        file.sync_all().unwrap();
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        posix_fadvise(file.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        (path, content)
+    }
+
+    /// Sends `parts` over a loopback connection made as the broker makes them; returns what
+    /// arrived and the counts.
+    async fn send(parts: Vec<Part>, probe: &mut Probe) -> (Vec<u8>, Sent) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let receiving = glommio::spawn_local(async move {
+            let mut stream = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            stream.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        make_nonblocking(&stream).unwrap();
+        let socket = stream.as_raw_fd();
+        let sent = write_parts(&mut stream, socket, parts, probe).await.unwrap();
+        stream.close().await.unwrap();
+        (receiving.await, sent)
+    }
+
+    #[test]
+    fn a_range_of_cached_and_cold_chunks_arrives_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, content) = evicted_file(dir.path(), 5 * CHUNK_BYTES as usize);
+        // A range starting mid-page; its second chunk is read back into the cache, its first
+        // stays cold.
+        let (position, len) = (1000u64, 4 * CHUNK_BYTES as usize + 333);
+        let mut warm = vec![0u8; CHUNK_BYTES as usize];
+        File::open(&path).unwrap().read_exact_at(&mut warm, position + CHUNK_BYTES).unwrap();
+        let expected: Vec<u8> = [b"head".as_slice(), &content[position as usize..position as usize + len]].concat();
+        let slice = || FileSlice { file: File::open(&path).unwrap(), position, len };
+
+        glommio::LocalExecutor::default().run(async {
+            let mut probe = Probe::default();
+            let (received, sent) =
+                send(vec![Part::Memory(Bytes::from_static(b"head")), Part::File(slice())], &mut probe).await;
+            assert!(received == expected, "the bytes of the range, in order");
+            assert!(sent.cold_chunks >= 1, "the first chunk was cold: {sent:?}");
+            assert!(sent.zero_copy + sent.copied >= CHUNK_BYTES, "the cached chunk went with sendfile: {sent:?}");
+            assert_eq!(sent.zero_copy + sent.copied + sent.io_uring, len as u64);
+            assert!(probe.exact, "having met a cold chunk, the connection probes exactly");
+
+            // Every page is cached now: all goes with sendfile, and the cheap probe is back.
+            let (received, sent) =
+                send(vec![Part::Memory(Bytes::from_static(b"head")), Part::File(slice())], &mut probe).await;
+            assert!(received == expected);
+            assert_eq!(sent.cold_chunks, 0, "{sent:?}");
+            assert!(!probe.exact);
+        });
+    }
 }

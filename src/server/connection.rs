@@ -26,7 +26,7 @@ use kafka_protocol::protocol::Decodable;
 use crate::handlers;
 use crate::protocol::frame::{FrameError, read_frame_size};
 use crate::protocol::versions;
-use crate::runtime::zero_copy::{Part, make_nonblocking, write_parts};
+use crate::runtime::zero_copy::{Part, Probe, make_nonblocking, write_parts};
 use crate::runtime::{Task, TcpStream, sleep, spawn_local};
 use crate::server::budget::{Grant, MemoryBudget};
 use crate::shard::Shard;
@@ -50,18 +50,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<MemoryBudget>
     let write_shard = shard.clone();
     let write_activity = activity.clone();
     let writer_task = spawn_local(async move {
+        let mut probe = Probe::default();
         while let Some(task) = responses.next().await {
             let (outcome, in_flight) = task.await;
             let written = match outcome {
                 Outcome::Respond(parts) => {
                     let length: usize = parts.iter().map(Part::len).sum();
                     tracing::trace!(?peer, length, "response");
-                    let result = write_parts(&mut writer, socket, parts).await;
+                    let result = write_parts(&mut writer, socket, parts, &mut probe).await;
                     let mut metrics = write_shard.metrics.borrow_mut();
                     metrics.bytes_out += length as u64;
                     if let Ok(sent) = &result {
                         metrics.fetch_bytes_zero_copy += sent.zero_copy;
                         metrics.fetch_bytes_copied += sent.copied;
+                        metrics.fetch_bytes_io_uring += sent.io_uring;
+                        metrics.fetch_cold_chunks += sent.cold_chunks;
                     }
                     result.map(|_| ())
                 }
