@@ -2,7 +2,7 @@
 //! writes and fsyncs of the data path never block a shard's thread.
 //!
 //! A [`RingFile`] wraps a duplicate of a plain file's descriptor in a glommio `BufferedFile`:
-//! writes go through the page cache (so fetches keep their zero-copy sendfile path) and, like
+//! writes (and the reads of fetched ranges that are not cached, `zero_copy`) go through the page cache (so fetches keep their zero-copy sendfile path) and, like
 //! fdatasync, are submitted to the ring of the executor the file was first used on. The kernel
 //! completes them in its own workers; the shard serves other requests meanwhile.
 //!
@@ -51,10 +51,29 @@ impl RingFile {
         }
     }
 
+    /// Reads up to `len` bytes at `position` (fewer at the end of the file; none past it)
+    /// through the page cache, into a buffer of glommio's: a page that is not cached is read
+    /// from the disk while the shard serves other work.
+    pub fn read_at(&self, position: u64, len: usize) -> impl Future<Output = io::Result<ReadBytes>> + 'static {
+        let file = self.0.clone();
+        async move { file.read_at(position, len).await.map(ReadBytes).map_err(io_error) }
+    }
+
     /// fdatasync: makes the data written so far (and the length) durable.
     pub fn fdatasync(&self) -> impl Future<Output = io::Result<()>> + 'static {
         let file = self.0.clone();
         async move { file.fdatasync().await.map_err(io_error) }
+    }
+}
+
+/// Bytes read by [`RingFile::read_at`].
+pub struct ReadBytes(glommio::io::ReadResult);
+
+impl std::ops::Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
     }
 }
 

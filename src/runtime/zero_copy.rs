@@ -30,14 +30,14 @@
 //! never meets a cold chunk and keeps the cheap probe.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileExt;
 
 use bytes::{BufMut, Bytes, BytesMut, buf::UninitSlice};
 use futures::{AsyncWrite, AsyncWriteExt};
-use glommio::io::BufferedFile;
 use kafka_protocol::protocol::buf::ByteBufMut;
 
+use super::file::RingFile;
 use super::page_cache;
 
 /// A range of a file whose bytes are to be sent as they are.
@@ -282,26 +282,22 @@ async fn send_file<W: AsyncWrite + Unpin>(
     let end = slice.position + slice.len as u64;
     let mut position = slice.position;
     // The slice's descriptor as io_uring reads it, made at its first cold chunk.
-    let mut ring: Option<BufferedFile> = None;
-    let mut result = Ok(());
-    while position < end && result.is_ok() {
+    let mut ring: Option<RingFile> = None;
+    while position < end {
         let chunk_end = end.min(position + CHUNK_BYTES);
-        result = if probe.cached(&slice.file, position, chunk_end) {
-            send_cached(writer, socket, &slice.file, position, chunk_end, sent).await
+        if probe.cached(&slice.file, position, chunk_end) {
+            send_cached(writer, socket, &slice.file, position, chunk_end, sent).await?;
         } else {
             probe.exact = true;
-            match ring_file(&mut ring, &slice.file) {
-                Ok(file) => send_cold(writer, file, position, chunk_end, sent).await,
-                Err(e) => Err(e),
+            if ring.is_none() {
+                ring = Some(RingFile::new(&slice.file)?);
             }
-        };
+            send_cold(writer, ring.as_ref().expect("made above"), position, chunk_end, sent).await?;
+        }
         position = chunk_end;
         glommio::yield_if_needed().await;
     }
-    if let Some(file) = ring {
-        let _ = file.close().await;
-    }
-    result
+    Ok(())
 }
 
 /// Sends `position..end` of `file`, which is in the page cache, with sendfile.
@@ -342,7 +338,7 @@ async fn send_cached<W: AsyncWrite + Unpin>(
 /// shard's io_uring: the shard serves other connections until the disk has answered.
 async fn send_cold<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    file: &BufferedFile,
+    file: &RingFile,
     mut position: u64,
     end: u64,
     sent: &mut Sent,
@@ -350,8 +346,8 @@ async fn send_cold<W: AsyncWrite + Unpin>(
     while position < end {
         let read = file.read_at(position, (end - position) as usize).await?;
         if read.is_empty() {
-            // The range was whole batches of the file when the fetch was read: it never shrinks
-            // under a live descriptor, so this is a damaged file, not a race.
+            // A fetched range lies within the file's whole batches, which are never cut off:
+            // the file was damaged under us.
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         writer.write_all(&read).await?;
@@ -360,16 +356,6 @@ async fn send_cold<W: AsyncWrite + Unpin>(
     }
     sent.cold_chunks += 1;
     Ok(())
-}
-
-/// `ring`'s file, made first from a duplicate of `file`'s descriptor.
-fn ring_file<'a>(ring: &'a mut Option<BufferedFile>, file: &File) -> std::io::Result<&'a BufferedFile> {
-    if ring.is_none() {
-        let descriptor = file.try_clone()?.into_raw_fd();
-        // SAFETY: a fresh descriptor that nothing else owns; the BufferedFile closes it.
-        *ring = Some(unsafe { BufferedFile::from_raw_fd(descriptor) });
-    }
-    Ok(ring.as_ref().expect("set above"))
 }
 
 #[cfg(test)]
