@@ -10,11 +10,12 @@ use sluice::cluster::MetadataImage;
 use sluice::config::BrokerConfig;
 use sluice::runtime::MeshBuilder;
 use sluice::runtime::executor::run_pinned;
-use sluice::shard::{Envelope, Shard, ShardRequest, ShardResponse};
+use sluice::shard::router::Metrics;
+use sluice::shard::{Shard, ShardRequest};
 
 /// Runs `iterations` round trips from shard 0 to shard 1; returns the time they took.
 fn round_trips(iterations: u64, spin_before_park: Duration) -> Duration {
-    let mesh = MeshBuilder::<Envelope, _>::full(2, 1024);
+    let mesh = MeshBuilder::<ShardRequest, _>::full(2, 1024);
     let (elapsed_tx, elapsed_rx) = std::sync::mpsc::channel();
     run_pinned(vec![Some(elapsed_tx), None], spin_before_park, move |id, elapsed_tx| {
         let mesh = mesh.clone();
@@ -32,12 +33,12 @@ fn round_trips(iterations: u64, spin_before_park: Duration) -> Duration {
                 Some(elapsed_tx) => {
                     drop(receivers);
                     // The first round trip finishes connecting the channels; then no ticks.
-                    shard.invoke_on(1, ShardRequest::Metrics).await;
+                    shard.invoke_on(1, Metrics).await;
                     drop(ticks);
                     let start = Instant::now();
                     for _ in 0..iterations {
-                        let answer = shard.invoke_on(1, ShardRequest::Metrics).await;
-                        assert!(matches!(answer, ShardResponse::Metrics(_)));
+                        let snapshot = shard.invoke_on(1, Metrics).await;
+                        assert_eq!(snapshot.shard, 1);
                     }
                     elapsed_tx.send(start.elapsed()).unwrap();
                 }

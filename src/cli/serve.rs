@@ -11,7 +11,8 @@ use crate::config::BrokerConfig;
 use crate::group;
 use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
 use crate::shard::placement::shard_for_partition;
-use crate::shard::{CONTROLLER_SHARD, Envelope, Shard, ShardRequest, ops};
+use crate::shard::router::PartitionsOffline;
+use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ops};
 use std::collections::BTreeMap;
 
 /// Left in the data directory by a clean shutdown; its absence at start means recovery.
@@ -119,7 +120,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    let mesh = MeshBuilder::<Envelope, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<ShardRequest, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
     let cores = config.cores;
     let shard_config = config.clone();
 
@@ -141,7 +142,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 // ...and every shard's Metadata knows which of its partitions are offline (the
                 // controller reaches this shard through the mesh, so that serves first).
                 if !offline.is_empty() {
-                    let report = ShardRequest::PartitionsOffline { partitions: offline };
+                    let report = PartitionsOffline { partitions: offline };
                     shard.invoke_on(CONTROLLER_SHARD, report).await;
                 }
                 let upkeep_task = spawn_local(ops::maintain_partitions(shard.clone()));

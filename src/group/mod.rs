@@ -2,7 +2,7 @@
 //!
 //! Each group is owned by one shard, the one that owns its partition of the internal topic
 //! `__consumer_offsets` (`placement::offsets_partition`). Group requests arriving on any
-//! shard are forwarded there (`ShardRequest::Group`); the owner runs the state machine
+//! shard are forwarded there (`router::GroupCall`); the owner runs the state machine
 //! ([`state`]) and appends commits to its local offsets partition through the normal
 //! storage path ([`offsets`]), so a commit never crosses a core twice.
 //!

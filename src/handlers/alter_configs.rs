@@ -12,7 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 use crate::cluster::configs::{Alteration, ConfigError, ConfigResource};
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::shard::router::AlterConfigs;
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 /// Kafka's resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -81,11 +82,8 @@ pub async fn alter(
     }
     let mut answers = Vec::new().into_iter();
     if !valid.is_empty() {
-        let call = ShardRequest::AlterConfigs { changes: valid, validate_only };
-        let ShardResponse::Topics(results) = shard.invoke_on(CONTROLLER_SHARD, call).await else {
-            unreachable!("AlterConfigs answers with Topics");
-        };
-        answers = results.into_iter();
+        let call = AlterConfigs { changes: valid, validate_only };
+        answers = shard.invoke_on(CONTROLLER_SHARD, call).await.into_iter();
     }
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| answers.next().expect("one answer per valid change").1)).collect()
 }

@@ -9,8 +9,9 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{str_bytes, topic_name};
+use crate::shard::router::CreatePartitions;
 use crate::shard::router::PartitionGrowth;
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut seen = HashSet::new();
@@ -30,10 +31,8 @@ pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> Crea
         growths.push(PartitionGrowth { name, count: topic.count, assignments });
     }
     if !growths.is_empty() {
-        let call = ShardRequest::CreatePartitions { topics: growths, validate_only: request.validate_only };
-        let ShardResponse::Topics(outcomes) = shard.invoke_on(CONTROLLER_SHARD, call).await else {
-            unreachable!("CreatePartitions answers with Topics");
-        };
+        let call = CreatePartitions { topics: growths, validate_only: request.validate_only };
+        let outcomes = shard.invoke_on(CONTROLLER_SHARD, call).await;
         results.extend(outcomes.into_iter().map(|(name, outcome)| result(&name, outcome)));
     }
     CreatePartitionsResponse::default().with_results(results)

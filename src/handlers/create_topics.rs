@@ -7,8 +7,9 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::str_bytes;
+use crate::shard::router::CreateTopics;
 use crate::shard::router::NewTopic;
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::new();
@@ -36,10 +37,8 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTo
     }
     let partitions_of: std::collections::HashMap<String, i32> =
         new_topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
-    let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: request.validate_only };
-    let ShardResponse::Topics(outcomes) = shard.invoke_on(CONTROLLER_SHARD, create).await else {
-        unreachable!("CreateTopics answers with Topics");
-    };
+    let create = CreateTopics { topics: new_topics, validate_only: request.validate_only };
+    let outcomes = shard.invoke_on(CONTROLLER_SHARD, create).await;
     let image = shard.metadata();
     for (name, outcome) in outcomes {
         results.push(match outcome {

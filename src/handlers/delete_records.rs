@@ -10,7 +10,8 @@ use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionRe
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::protocol::errors::partition_error_code;
-use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+use crate::shard::router::DeleteRecords;
+use crate::shard::{Shard, ShardId, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let image = shard.metadata();
@@ -41,12 +42,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
     }
     let calls = per_shard.into_iter().map(|(owner, partitions)| {
         let names: Vec<TopicPartition> = partitions.iter().map(|(tp, _)| tp.clone()).collect();
-        let call = shard.invoke_on(owner, ShardRequest::DeleteRecords { partitions });
+        let call = shard.invoke_on(owner, DeleteRecords { partitions });
         async move {
-            let ShardResponse::RecordsDeleted(results) = call.await else {
-                unreachable!("DeleteRecords answers with RecordsDeleted");
-            };
-            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
+            let results = call.await.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             names.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

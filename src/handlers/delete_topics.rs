@@ -7,7 +7,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
 use super::{str_bytes, topic_name};
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::shard::router::DeleteTopics;
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let image = shard.metadata();
@@ -30,11 +31,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> DeleteTo
             },
         }
     }
-    let ShardResponse::Topics(outcomes) =
-        shard.invoke_on(CONTROLLER_SHARD, ShardRequest::DeleteTopics { topics: names }).await
-    else {
-        unreachable!("DeleteTopics answers with Topics");
-    };
+    let outcomes = shard.invoke_on(CONTROLLER_SHARD, DeleteTopics { topics: names }).await;
     for (name, outcome) in outcomes {
         let result = DeletableTopicResult::default()
             .with_name(Some(topic_name(&name)))

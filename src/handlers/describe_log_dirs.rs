@@ -11,17 +11,14 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use super::{str_bytes, topic_name};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::shard::Shard;
+use crate::shard::router::PartitionSizes;
 
 pub async fn handle(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let wanted: Option<BTreeMap<String, Vec<i32>>> =
         request.topics.map(|topics| topics.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect());
-    let calls = (0..shard.shard_count).map(|target| shard.invoke_on(target, ShardRequest::PartitionSizes));
     let mut sizes: BTreeMap<String, Vec<(i32, u64)>> = BTreeMap::new();
-    for response in futures::future::join_all(calls).await {
-        let ShardResponse::Sizes(partitions) = response else {
-            unreachable!("PartitionSizes answers with Sizes");
-        };
+    for partitions in shard.on_every_shard(|| PartitionSizes).await {
         for (tp, size) in partitions {
             let asked = match &wanted {
                 None => true,

@@ -8,7 +8,8 @@ use kafka_protocol::messages::describe_producers_response::{PartitionResponse, P
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use crate::protocol::errors::partition_error_code;
-use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+use crate::shard::router::DescribeProducers;
+use crate::shard::{Shard, ShardId, TopicPartition};
 use crate::storage::producer_state::ActiveProducer;
 
 pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> DescribeProducersResponse {
@@ -27,12 +28,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> Des
         }
     }
     let calls = per_shard.into_iter().map(|(owner, partitions)| {
-        let call = shard.invoke_on(owner, ShardRequest::DescribeProducers { partitions: partitions.clone() });
+        let call = shard.invoke_on(owner, DescribeProducers { partitions: partitions.clone() });
         async move {
-            let ShardResponse::Producers(results) = call.await else {
-                unreachable!("DescribeProducers answers with Producers");
-            };
-            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
+            let results = call.await.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             partitions.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

@@ -20,8 +20,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use crate::protocol::errors::partition_error_code;
 use crate::runtime::sleep;
 use crate::runtime::zero_copy::FileSlice;
-use crate::shard::router::{PartitionRead, PartitionReadResult, RecordData};
-use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+use crate::shard::router::{PartitionRead, PartitionReadResult, Read, RecordData, WaitForData};
+use crate::shard::{Shard, ShardId, TopicPartition};
 
 /// Fetch v13+ names topics by id.
 const TOPIC_ID_VERSION: i16 = 13;
@@ -172,13 +172,8 @@ async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec
                 zero_copy: shard.config.fetch_zero_copy,
             })
             .collect();
-        let call = shard.invoke_on(owner, ShardRequest::Read { reads });
-        async move {
-            let ShardResponse::Read(results) = call.await else {
-                unreachable!("Read answers with Read");
-            };
-            indexes.into_iter().zip(results).collect::<Vec<_>>()
-        }
+        let call = shard.invoke_on(owner, Read { reads });
+        async move { indexes.into_iter().zip(call.await).collect::<Vec<_>>() }
     });
     let mut slots: Vec<Option<PartitionReadResult>> = wanted.iter().map(|_| None).collect();
     for answers in futures::future::join_all(calls).await {
@@ -199,7 +194,7 @@ async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], s
     }
     let waits: Vec<_> = per_shard
         .into_iter()
-        .map(|(owner, partitions)| shard.invoke_on(owner, ShardRequest::WaitForData { partitions, timeout }))
+        .map(|(owner, partitions)| shard.invoke_on(owner, WaitForData { partitions, timeout }))
         .collect();
     futures::select! {
         _ = futures::future::select_all(waits).fuse() => {},

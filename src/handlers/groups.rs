@@ -8,21 +8,18 @@ use super::{
     offset_fetch, sync_group,
 };
 use crate::group::coordinator_shard;
+use crate::shard::Shard;
 use crate::shard::router::{GroupAnswer, GroupCall};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
 
 /// Runs `call` on the shard coordinating `group_id`.
 pub async fn route(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> GroupAnswer {
     let owner = coordinator_shard(&shard.metadata(), group_id);
-    match shard.invoke_on(owner, ShardRequest::Group(Box::new(call))).await {
-        ShardResponse::Group(answer) => answer,
-        _ => unreachable!("Group answers with Group"),
-    }
+    shard.invoke_on(owner, call).await
 }
 
 /// On the coordinating shard: hands the call to its API.
-pub async fn on_coordinator(shard: &Rc<Shard>, call: Box<GroupCall>) -> GroupAnswer {
-    match *call {
+pub async fn on_coordinator(shard: &Rc<Shard>, call: GroupCall) -> GroupAnswer {
+    match call {
         GroupCall::Join { request, version, client } => {
             GroupAnswer::Join(join_group::on_coordinator(shard, request, version, client).await)
         }

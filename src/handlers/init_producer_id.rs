@@ -14,7 +14,8 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse};
+use crate::shard::router::AllocateProducerIds;
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 /// Producer ids reserved per trip to the controller.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -30,10 +31,8 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     }
     let (mut next, mut end) = shard.producer_ids.get();
     if next == end {
-        let allocate = ShardRequest::AllocateProducerIds { count: PRODUCER_ID_BLOCK };
-        let ShardResponse::ProducerIds(allocated) = shard.invoke_on(CONTROLLER_SHARD, allocate).await else {
-            unreachable!("AllocateProducerIds answers with ProducerIds");
-        };
+        let allocate = AllocateProducerIds { count: PRODUCER_ID_BLOCK };
+        let allocated = shard.invoke_on(CONTROLLER_SHARD, allocate).await;
         let first = match allocated {
             Ok(first) => first,
             Err(error) => return response.with_error_code(error.code()),

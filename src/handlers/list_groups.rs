@@ -7,19 +7,18 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::str_bytes;
 use crate::group::state::GroupState;
+use crate::shard::Shard;
 use crate::shard::router::{GroupAnswer, GroupCall};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
 
 /// Sluice's groups all speak the classic protocol (KIP-848 groups are "consumer").
 const GROUP_TYPE: &str = "classic";
 
 pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroupsResponse {
-    let calls = (0..shard.shard_count).map(|s| shard.invoke_on(s, ShardRequest::Group(Box::new(GroupCall::List))));
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();
-    for answer in futures::future::join_all(calls).await {
-        let ShardResponse::Group(GroupAnswer::List(listed)) = answer else {
+    for answer in shard.on_every_shard(|| GroupCall::List).await {
+        let GroupAnswer::List(listed) = answer else {
             unreachable!("List answers with List");
         };
         for (group_id, protocol_type, state) in listed {

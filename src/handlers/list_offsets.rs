@@ -10,8 +10,8 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::protocol::errors::partition_error_code;
-use crate::shard::router::OffsetQuery;
-use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse, TopicPartition};
+use crate::shard::router::{ListOffsets, OffsetQuery};
+use crate::shard::{Shard, ShardId, TopicPartition};
 
 /// ListOffsets v4 added the leader epoch to the answer.
 const LEADER_EPOCH_VERSION: i16 = 4;
@@ -55,12 +55,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
     }
     let calls = per_shard.into_iter().map(|(owner, queries)| {
         let partitions: Vec<TopicPartition> = queries.iter().map(|(tp, _)| tp.clone()).collect();
-        let call = shard.invoke_on(owner, ShardRequest::ListOffsets { queries });
+        let call = shard.invoke_on(owner, ListOffsets { queries });
         async move {
-            let ShardResponse::Offsets(results) = call.await else {
-                unreachable!("ListOffsets answers with Offsets");
-            };
-            let results = results.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
+            let results = call.await.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
             partitions.into_iter().zip(results).collect::<Vec<_>>()
         }
     });

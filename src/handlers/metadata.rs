@@ -11,8 +11,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
 use crate::cluster::{TopicMetadata, is_legal_topic_name};
+use crate::shard::router::CreateTopics;
 use crate::shard::router::NewTopic;
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest};
+use crate::shard::{CONTROLLER_SHARD, Shard};
 
 /// Sentinel for "authorized operations not asked for".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -42,7 +43,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                     .into_iter()
                     .map(|name| NewTopic { name, partitions: shard.config.num_partitions, configs: Default::default() })
                     .collect();
-                let create = ShardRequest::CreateTopics { topics: new_topics, validate_only: false };
+                let create = CreateTopics { topics: new_topics, validate_only: false };
                 // Results are read back from the new image below.
                 shard.invoke_on(CONTROLLER_SHARD, create).await;
                 image = shard.metadata();

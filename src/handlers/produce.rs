@@ -13,7 +13,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::protocol::errors::partition_error_code;
-use crate::shard::{Shard, ShardId, ShardRequest, ShardResponse};
+use crate::shard::router::Produce;
+use crate::shard::{Shard, ShardId};
 use crate::storage::AppendInfo;
 
 /// `min.insync.replicas` of a topic: its own, else the broker's.
@@ -71,10 +72,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     let calls = per_shard.into_iter().map(|((owner, topic), partitions)| {
         let shard = shard.clone();
         async move {
-            let request = ShardRequest::Produce { topic: topic.clone(), partitions };
-            let ShardResponse::Produced(results) = shard.invoke_on(owner, request).await else {
-                unreachable!("Produce answers with Produced");
-            };
+            let results = shard.invoke_on(owner, Produce { topic: topic.clone(), partitions }).await;
             (topic, results)
         }
     });

@@ -8,7 +8,8 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::{Snapshot, render};
 use crate::runtime::{TcpListener, TcpStream, spawn_local};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::shard::Shard;
+use crate::shard::router::Metrics;
 
 /// Longest request head we read; anything longer is not a scrape.
 const REQUEST_HEAD_MAX_BYTES: usize = 8192;
@@ -53,13 +54,5 @@ async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 async fn snapshots(shard: &Rc<Shard>) -> Vec<Snapshot> {
-    let calls = (0..shard.shard_count).map(|s| shard.invoke_on(s, ShardRequest::Metrics));
-    futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|answer| match answer {
-            ShardResponse::Metrics(snapshot) => *snapshot,
-            _ => unreachable!("Metrics answers with Metrics"),
-        })
-        .collect()
+    shard.on_every_shard(|| Metrics).await.into_iter().map(|snapshot| *snapshot).collect()
 }

@@ -9,8 +9,8 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 
 use super::placement::shard_for_partition;
-use super::router::{NewTopic, PartitionGrowth, TopicOutcome};
-use super::{CONTROLLER_SHARD, Shard, ShardRequest, ShardResponse, TopicPartition};
+use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
+use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::runtime::Permit;
@@ -259,14 +259,5 @@ fn set_offline(image: &mut MetadataImage, partitions: &[TopicPartition]) {
 
 /// Installs `image` on every shard; returns the partitions that failed to open.
 async fn install(shard: &Rc<Shard>, image: &MetadataImage) -> Vec<TopicPartition> {
-    let installs = (0..shard.shard_count)
-        .map(|target| shard.invoke_on(target, ShardRequest::ApplyMetadata { image: image.clone() }));
-    let mut offline = Vec::new();
-    for response in futures::future::join_all(installs).await {
-        let ShardResponse::MetadataApplied { offline: failed } = response else {
-            unreachable!("ApplyMetadata answers with MetadataApplied");
-        };
-        offline.extend(failed);
-    }
-    offline
+    shard.on_every_shard(|| ApplyMetadata { image: image.clone() }).await.into_iter().flatten().collect()
 }

@@ -25,7 +25,7 @@ use crate::partition::{Partition, PartitionError, SyncCounters};
 use crate::runtime::{Semaphore, Senders};
 use crate::storage::fs::FileSystem;
 
-pub use router::{Envelope, ShardRequest, ShardResponse};
+pub use router::{ShardCall, ShardRequest};
 
 /// Index of a shard (and of its executor) within this broker process.
 pub type ShardId = usize;
@@ -62,7 +62,7 @@ pub struct Shard {
     pub offline: RefCell<BTreeMap<TopicPartition, String>>,
     /// The consumer groups this shard coordinates.
     pub groups: RefCell<HashMap<String, GroupEntry>>,
-    senders: Senders<Envelope>,
+    senders: Senders<ShardRequest>,
     /// Serialises metadata changes on the controller shard (they await other shards).
     controller_lock: Semaphore,
     /// Producer ids reserved for this shard: [next, end).
@@ -81,7 +81,7 @@ impl Shard {
         config: BrokerConfig,
         advertised: (String, i32),
         metadata: MetadataImage,
-        senders: Senders<Envelope>,
+        senders: Senders<ShardRequest>,
     ) -> Shard {
         Shard {
             id,

@@ -6,94 +6,104 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 
-use super::router::{OffsetQuery, PartitionRead, PartitionReadResult, RecordData};
-use super::{Shard, ShardRequest, ShardResponse, TopicPartition, controller};
+use super::router::{
+    Call, OffsetQuery, PartitionRead, PartitionReadResult, Produce, ProduceOutcome, RecordData, WaitForData,
+};
+use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::MetadataImage;
 use crate::partition::{Partition, PartitionError};
 use crate::runtime::{now_ms, sleep};
 
-pub async fn execute(shard: &Rc<Shard>, request: ShardRequest) -> ShardResponse {
-    match request {
-        ShardRequest::Produce { topic, partitions } => produce(shard, topic, partitions).await,
-        ShardRequest::Read { reads } => ShardResponse::Read(read(shard, reads)),
-        ShardRequest::WaitForData { partitions, timeout } => {
-            let waiters: Vec<_> = {
-                let table = shard.partitions.borrow();
-                // Data may have arrived since the caller's read: then there is nothing to wait for.
-                let arrived =
-                    partitions.iter().any(|(tp, offset)| table.get(tp).is_some_and(|p| p.high_watermark() > *offset));
-                if arrived {
-                    Vec::new()
-                } else {
-                    partitions.iter().filter_map(|(tp, _)| table.get(tp).map(Partition::wait_for_data)).collect()
-                }
-            };
-            if !waiters.is_empty() {
-                futures::select! {
-                    _ = futures::future::select_all(waiters).fuse() => {},
-                    _ = sleep(timeout).fuse() => {},
-                }
-            }
-            ShardResponse::DataReady
+/// Serves one envelope and sends its answer back.
+pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
+    match envelope {
+        ShardRequest::Produce(Call { request, reply }) => reply.send(produce(shard, request).await),
+        ShardRequest::Read(Call { request, reply }) => reply.send(read(shard, request.reads)),
+        ShardRequest::WaitForData(Call { request, reply }) => {
+            wait_for_data(shard, request).await;
+            reply.send(())
         }
-        ShardRequest::ListOffsets { queries } => ShardResponse::Offsets(list_offsets(shard, queries)),
-        ShardRequest::PartitionSizes => {
+        ShardRequest::ListOffsets(Call { request, reply }) => reply.send(list_offsets(shard, request.queries)),
+        ShardRequest::PartitionSizes(Call { reply, .. }) => {
             let table = shard.partitions.borrow();
-            ShardResponse::Sizes(table.iter().map(|(tp, p)| (tp.clone(), p.size())).collect())
+            reply.send(table.iter().map(|(tp, p)| (tp.clone(), p.size())).collect())
         }
-        ShardRequest::DescribeProducers { partitions } => {
+        ShardRequest::DescribeProducers(Call { request, reply }) => {
             let table = shard.partitions.borrow();
-            let results = partitions
+            let results = request
+                .partitions
                 .iter()
                 .map(|tp| {
                     table.get(tp).map(Partition::active_producers).ok_or_else(|| shard.missing_partition_error(tp))
                 })
                 .collect();
-            ShardResponse::Producers(results)
+            reply.send(results)
         }
-        ShardRequest::DeleteRecords { partitions } => {
+        ShardRequest::DeleteRecords(Call { request, reply }) => {
             let mut table = shard.partitions.borrow_mut();
-            let results = partitions
+            let results = request
+                .partitions
                 .into_iter()
                 .map(|(tp, offset)| match table.get_mut(&tp) {
                     Some(p) => p.delete_records(offset),
                     None => Err(shard.missing_partition_error(&tp)),
                 })
                 .collect();
-            ShardResponse::RecordsDeleted(results)
+            reply.send(results)
         }
-        ShardRequest::CreateTopics { topics, validate_only } => {
-            ShardResponse::Topics(controller::create_topics(shard, topics, validate_only).await)
+        ShardRequest::CreateTopics(Call { request, reply }) => {
+            reply.send(controller::create_topics(shard, request.topics, request.validate_only).await)
         }
-        ShardRequest::CreatePartitions { topics, validate_only } => {
-            ShardResponse::Topics(controller::create_partitions(shard, topics, validate_only).await)
+        ShardRequest::CreatePartitions(Call { request, reply }) => {
+            reply.send(controller::create_partitions(shard, request.topics, request.validate_only).await)
         }
-        ShardRequest::AlterConfigs { changes, validate_only } => {
-            ShardResponse::Topics(controller::alter_configs(shard, changes, validate_only).await)
+        ShardRequest::AlterConfigs(Call { request, reply }) => {
+            reply.send(controller::alter_configs(shard, request.changes, request.validate_only).await)
         }
-        ShardRequest::DeleteTopics { topics } => ShardResponse::Topics(controller::delete_topics(shard, topics).await),
-        ShardRequest::AllocateProducerIds { count } => {
-            ShardResponse::ProducerIds(controller::allocate_producer_ids(shard, count).await)
+        ShardRequest::DeleteTopics(Call { request, reply }) => {
+            reply.send(controller::delete_topics(shard, request.topics).await)
         }
-        ShardRequest::Metrics => ShardResponse::Metrics(Box::new(snapshot(shard))),
-        ShardRequest::Group(call) => ShardResponse::Group(crate::handlers::groups::on_coordinator(shard, call).await),
-        ShardRequest::ApplyMetadata { image } => {
-            ShardResponse::MetadataApplied { offline: apply_metadata(shard, image, false) }
+        ShardRequest::AllocateProducerIds(Call { request, reply }) => {
+            reply.send(controller::allocate_producer_ids(shard, request.count).await)
         }
-        ShardRequest::PartitionsOffline { partitions } => {
-            controller::mark_offline(shard, partitions).await;
-            ShardResponse::MetadataApplied { offline: Vec::new() }
+        ShardRequest::Metrics(Call { reply, .. }) => reply.send(Box::new(snapshot(shard))),
+        ShardRequest::GroupCall(Call { request, reply }) => {
+            reply.send(crate::handlers::groups::on_coordinator(shard, request).await)
+        }
+        ShardRequest::ApplyMetadata(Call { request, reply }) => reply.send(apply_metadata(shard, request.image, false)),
+        ShardRequest::PartitionsOffline(Call { request, reply }) => {
+            controller::mark_offline(shard, request.partitions).await;
+            reply.send(())
+        }
+    }
+}
+
+/// Returns once any of the partitions has data past the offset given for it, or at the timeout.
+async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitForData) {
+    let waiters: Vec<_> = {
+        let table = shard.partitions.borrow();
+        // Data may have arrived since the caller's read: then there is nothing to wait for.
+        let arrived = partitions.iter().any(|(tp, offset)| table.get(tp).is_some_and(|p| p.high_watermark() > *offset));
+        if arrived {
+            return;
+        }
+        partitions.iter().filter_map(|(tp, _)| table.get(tp).map(Partition::wait_for_data)).collect()
+    };
+    if !waiters.is_empty() {
+        futures::select! {
+            _ = futures::future::select_all(waiters).fuse() => {},
+            _ = sleep(timeout).fuse() => {},
         }
     }
 }
 
 /// Appends to each partition at once; the partition table is not borrowed while they wait
 /// for their writes and fsyncs.
-async fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>) -> ShardResponse {
+async fn produce(shard: &Shard, Produce { topic, partitions }: Produce) -> Vec<(i32, ProduceOutcome)> {
     let now = now_ms();
     let appends: Vec<_> = {
         let table = shard.partitions.borrow();
-        batches
+        partitions
             .into_iter()
             .map(|(partition, records)| {
                 let key = TopicPartition { topic: topic.clone(), partition };
@@ -105,15 +115,14 @@ async fn produce(shard: &Shard, topic: String, batches: Vec<(i32, bytes::Bytes)>
             })
             .collect()
     };
-    let results = futures::future::join_all(appends.into_iter().map(|(partition, append)| async move {
+    futures::future::join_all(appends.into_iter().map(|(partition, append)| async move {
         let result = match append {
             Err(e) => Err(e),
             Ok((append, p)) => append.await.map(|info| (info, p.log_start_offset())),
         };
         (partition, result)
     }))
-    .await;
-    ShardResponse::Produced(results)
+    .await
 }
 
 fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {

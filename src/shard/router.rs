@@ -1,8 +1,10 @@
 //! Envelopes that cross cores, and the two ends of the mesh.
 //!
 //! A handler that needs a partition owned elsewhere calls [`Shard::invoke_on`] with the owner's
-//! id; the call site is the only place where crossing cores is visible. Envelopes carry owned
-//! buffers (`Bytes`): the request body is moved, never copied, to its owner.
+//! id and a request; the call site is the only place where crossing cores is visible. Every
+//! request type names its reply type ([`ShardCall`]); the envelope ([`ShardRequest`]) carries
+//! the request and a typed way back, so an answer of the wrong kind cannot be written. Envelopes
+//! carry owned buffers (`Bytes`): the request body is moved, never copied, to its owner.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,41 +36,145 @@ use kafka_protocol::messages::{
 /// channel fills and its senders wait.
 pub const MESH_SERVING_PER_PEER: usize = 4096;
 
-/// What one shard asks another to do.
-pub enum ShardRequest {
-    /// Append each (partition, batches) of one topic.
-    Produce { topic: String, partitions: Vec<(i32, Bytes)> },
-    /// Read from each partition without waiting.
-    Read { reads: Vec<PartitionRead> },
-    /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
-    WaitForData { partitions: Vec<(TopicPartition, i64)>, timeout: Duration },
-    /// Offset lookups.
-    ListOffsets { queries: Vec<(TopicPartition, OffsetQuery)> },
-    /// DeleteRecords: move each partition's log start offset to the offset (-1: high watermark).
-    DeleteRecords { partitions: Vec<(TopicPartition, i64)> },
-    /// The size in bytes of every partition this shard owns (DescribeLogDirs).
-    PartitionSizes,
-    /// The idempotent producers each partition remembers (DescribeProducers).
-    DescribeProducers { partitions: Vec<TopicPartition> },
-    /// Controller only: create topics.
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    /// Controller only: add partitions to topics.
-    CreatePartitions { topics: Vec<PartitionGrowth>, validate_only: bool },
-    /// Controller only: change topic or broker configs; answered per change, in order.
-    AlterConfigs { changes: Vec<(ConfigResource, Alteration)>, validate_only: bool },
-    /// Controller only: delete topics.
-    DeleteTopics { topics: Vec<String> },
-    /// Controller only: reserve `count` producer ids; answered with the first.
-    AllocateProducerIds { count: i64 },
-    /// Install a new metadata image: open partitions now owned, drop deleted ones.
-    ApplyMetadata { image: MetadataImage },
-    /// Controller only: these partitions failed to open on their owner; mark them offline.
-    PartitionsOffline { partitions: Vec<TopicPartition> },
-    /// This shard's counters and partition offsets, for a metrics scrape.
-    Metrics,
-    /// A consumer-group request, for the shard coordinating the group.
-    Group(Box<GroupCall>),
+/// A request one shard sends another, and the type of its answer. Each request type names its
+/// reply ([`ShardCall::Reply`]), so a caller gets exactly that type back from
+/// [`Shard::invoke_on`], and the owner cannot answer with another.
+pub trait ShardCall: Sized {
+    type Reply;
+    /// The envelope carrying this request and the way back.
+    fn envelope(call: Call<Self>) -> ShardRequest;
 }
+
+/// A request on its way to its owner, with the way back for the answer.
+pub struct Call<C: ShardCall> {
+    pub request: C,
+    pub reply: Reply<C::Reply>,
+}
+
+/// The way back for one answer.
+pub struct Reply<T>(oneshot::Sender<T>);
+
+impl<T> Reply<T> {
+    /// Sends the answer. The caller may have gone (its connection closed): then it is dropped.
+    pub fn send(self, answer: T) {
+        let _ = self.0.send(answer);
+    }
+}
+
+/// Declares the envelope enum, one variant per request type, and pairs each request type with
+/// its reply type: this table is the whole protocol between shards.
+macro_rules! shard_calls {
+    ($($(#[$doc:meta])* $name:ident => $reply:ty,)*) => {
+        /// What travels between shards: one request with the way back for its answer.
+        pub enum ShardRequest {
+            $($(#[$doc])* $name(Call<$name>),)*
+        }
+        $(impl ShardCall for $name {
+            type Reply = $reply;
+            fn envelope(call: Call<Self>) -> ShardRequest {
+                ShardRequest::$name(call)
+            }
+        })*
+    };
+}
+
+shard_calls! {
+    /// Append each (partition, batches) of one topic.
+    Produce => Vec<(i32, ProduceOutcome)>,
+    /// Read from each partition without waiting; answered in request order.
+    Read => Vec<PartitionReadResult>,
+    /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
+    WaitForData => (),
+    /// Offset lookups; answered in request order.
+    ListOffsets => Vec<Result<(i64, i64), PartitionError>>,
+    /// Move each partition's log start offset; answered with the new ones, in request order.
+    DeleteRecords => Vec<Result<i64, PartitionError>>,
+    /// The size in bytes of every partition this shard owns (DescribeLogDirs).
+    PartitionSizes => Vec<(TopicPartition, u64)>,
+    /// The idempotent producers each partition remembers; answered in request order.
+    DescribeProducers => Vec<Result<Vec<ActiveProducer>, PartitionError>>,
+    /// Controller only: create topics.
+    CreateTopics => Vec<(String, TopicOutcome)>,
+    /// Controller only: add partitions to topics.
+    CreatePartitions => Vec<(String, TopicOutcome)>,
+    /// Controller only: change topic or broker configs; answered per change, in order.
+    AlterConfigs => Vec<(String, TopicOutcome)>,
+    /// Controller only: delete topics.
+    DeleteTopics => Vec<(String, TopicOutcome)>,
+    /// Controller only: reserve producer ids; answered with the first.
+    AllocateProducerIds => Result<i64, ResponseError>,
+    /// Install a new metadata image: open partitions now owned, drop deleted ones. Answered
+    /// with the partitions that failed to open.
+    ApplyMetadata => Vec<TopicPartition>,
+    /// Controller only: these partitions failed to open on their owner; mark them offline.
+    PartitionsOffline => (),
+    /// This shard's counters and partition offsets, for a metrics scrape.
+    Metrics => Box<crate::metrics::Snapshot>,
+    /// A consumer-group request, for the shard coordinating the group.
+    GroupCall => GroupAnswer,
+}
+
+pub struct Produce {
+    pub topic: String,
+    pub partitions: Vec<(i32, Bytes)>,
+}
+
+pub struct Read {
+    pub reads: Vec<PartitionRead>,
+}
+
+pub struct WaitForData {
+    pub partitions: Vec<(TopicPartition, i64)>,
+    pub timeout: Duration,
+}
+
+pub struct ListOffsets {
+    pub queries: Vec<(TopicPartition, OffsetQuery)>,
+}
+
+/// Each partition with its new log start offset (-1: the high watermark).
+pub struct DeleteRecords {
+    pub partitions: Vec<(TopicPartition, i64)>,
+}
+
+pub struct PartitionSizes;
+
+pub struct DescribeProducers {
+    pub partitions: Vec<TopicPartition>,
+}
+
+pub struct CreateTopics {
+    pub topics: Vec<NewTopic>,
+    pub validate_only: bool,
+}
+
+pub struct CreatePartitions {
+    pub topics: Vec<PartitionGrowth>,
+    pub validate_only: bool,
+}
+
+pub struct AlterConfigs {
+    pub changes: Vec<(ConfigResource, Alteration)>,
+    pub validate_only: bool,
+}
+
+pub struct DeleteTopics {
+    pub topics: Vec<String>,
+}
+
+pub struct AllocateProducerIds {
+    pub count: i64,
+}
+
+pub struct ApplyMetadata {
+    pub image: MetadataImage,
+}
+
+pub struct PartitionsOffline {
+    pub partitions: Vec<TopicPartition>,
+}
+
+pub struct Metrics;
 
 /// Who sent a request, as DescribeGroups reports members.
 #[derive(Debug, Clone)]
@@ -198,62 +304,43 @@ pub type ProduceOutcome = Result<(AppendInfo, i64), PartitionError>;
 /// One topic's create or delete result; the error comes with a message for the client.
 pub type TopicOutcome = Result<(), (ResponseError, String)>;
 
-/// The answer to a [`ShardRequest`], variant for variant.
-pub enum ShardResponse {
-    Produced(Vec<(i32, ProduceOutcome)>),
-    Read(Vec<PartitionReadResult>),
-    DataReady,
-    Offsets(Vec<Result<(i64, i64), PartitionError>>),
-    Sizes(Vec<(TopicPartition, u64)>),
-    Producers(Vec<Result<Vec<ActiveProducer>, PartitionError>>),
-    /// The new log start offset of each partition, in request order.
-    RecordsDeleted(Vec<Result<i64, PartitionError>>),
-    Topics(Vec<(String, TopicOutcome)>),
-    /// The image is installed; `offline` lists the partitions that failed to open.
-    MetadataApplied {
-        offline: Vec<TopicPartition>,
-    },
-    ProducerIds(Result<i64, ResponseError>),
-    Group(GroupAnswer),
-    Metrics(Box<crate::metrics::Snapshot>),
-}
-
-/// A request travelling to its owner, with the way back.
-pub struct Envelope {
-    pub request: ShardRequest,
-    pub reply: oneshot::Sender<ShardResponse>,
-}
-
 impl Shard {
     /// Runs `request` on shard `target`: directly when that is this shard, else through the
     /// mesh. Boxed because controller requests fan out into further calls.
-    pub fn invoke_on(
+    pub fn invoke_on<C: ShardCall + 'static>(
         self: &Rc<Self>,
         target: ShardId,
-        request: ShardRequest,
-    ) -> LocalBoxFuture<'static, ShardResponse> {
+        request: C,
+    ) -> LocalBoxFuture<'static, C::Reply> {
         let shard = self.clone();
+        let (reply, answer) = oneshot::channel();
+        let envelope = C::envelope(Call { request, reply: Reply(reply) });
         Box::pin(async move {
             if target == shard.id {
-                return ops::execute(&shard, request).await;
-            }
-            shard.metrics.borrow_mut().mesh_sent += 1;
-            let (reply, answer) = oneshot::channel();
-            if shard.senders.send_to(target, Envelope { request, reply }).await.is_err() {
-                return shard.peer_gone(target, "left the mesh").await;
+                ops::execute(&shard, envelope).await;
+            } else {
+                shard.metrics.borrow_mut().mesh_sent += 1;
+                if shard.senders.send_to(target, envelope).await.is_err() {
+                    return shard.peer_gone(target, "left the mesh").await;
+                }
             }
             match answer.await {
-                Ok(response) => response,
+                Ok(answer) => answer,
                 Err(_) => shard.peer_gone(target, "dropped an envelope").await,
             }
         })
+    }
+
+    /// Runs the request `make` builds on every shard at once; the answers come in shard order.
+    pub async fn on_every_shard<C: ShardCall + 'static>(self: &Rc<Self>, make: impl Fn() -> C) -> Vec<C::Reply> {
+        futures::future::join_all((0..self.shard_count).map(|target| self.invoke_on(target, make()))).await
     }
 
     /// Shard `target` is gone. After the drain deadline of a shutdown that is expected (shards
     /// close one by one, some connections still open): the request never completes and goes
     /// away with its connection when this shard ends. Otherwise a shard died, a broken
     /// invariant.
-    async fn peer_gone(&self, target: ShardId, what: &str) -> ShardResponse {
+    async fn peer_gone<T>(&self, target: ShardId, what: &str) -> T {
         assert!(self.stopping.get(), "shard {target} {what} while shard {} runs", self.id);
         futures::future::pending().await
     }
@@ -262,7 +349,7 @@ impl Shard {
     /// own task so that a parked fetch does not hold up the ones behind it, but at most
     /// [`MESH_SERVING_PER_PEER`] from one peer at a time: then that peer's channel fills and
     /// its senders wait (backpressure), and envelopes never pile up as tasks.
-    pub async fn serve_mesh(self: Rc<Self>, mut receivers: Receivers<Envelope>) {
+    pub async fn serve_mesh(self: Rc<Self>, mut receivers: Receivers<ShardRequest>) {
         let mut streams = Vec::new();
         for (_peer, stream) in receivers.streams() {
             let shard = self.clone();
@@ -271,12 +358,10 @@ impl Shard {
                 serve_bounded(
                     MESH_SERVING_PER_PEER,
                     || stream.recv(),
-                    |Envelope { request, reply }| {
+                    |envelope| {
                         shard.metrics.borrow_mut().mesh_received += 1;
                         let shard = shard.clone();
-                        async move {
-                            let _ = reply.send(ops::execute(&shard, request).await);
-                        }
+                        async move { ops::execute(&shard, envelope).await }
                     },
                 )
                 .await;
