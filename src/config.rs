@@ -51,6 +51,10 @@ pub struct BrokerConfig {
     pub log_index_interval_bytes: u32,
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<i64>,
+    /// `log.write.caching` (Redpanda's `write_caching_default`): false makes every
+    /// acknowledged produce wait for the fsync covering it; topics override it with
+    /// `write.caching`.
+    pub log_write_caching: bool,
     pub log_message_timestamp_type: TimestampType,
     /// CreateTime records stamped further before the broker's clock are refused
     /// (INVALID_TIMESTAMP); Kafka's default accepts any age.
@@ -126,6 +130,7 @@ impl Default for BrokerConfig {
             log_roll_ms: 7 * 24 * 3600 * 1000,
             log_index_interval_bytes: 4096,
             log_flush_interval_messages: None,
+            log_write_caching: true,
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
             log_message_timestamp_before_max_ms: i64::MAX,
@@ -167,6 +172,7 @@ pub const TOPIC_CONFIGS: &[(&str, &[&str])] = &[
     ("delete.retention.ms", &["log.cleaner.delete.retention.ms"]),
     ("flush.messages", &["log.flush.interval.messages"]),
     ("flush.ms", &["log.flush.interval.ms"]),
+    ("write.caching", &["log.write.caching"]),
     ("index.interval.bytes", &["log.index.interval.bytes"]),
     ("max.message.bytes", &["message.max.bytes"]),
     ("message.timestamp.after.max.ms", &["log.message.timestamp.after.max.ms"]),
@@ -207,6 +213,7 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "log.index.interval.bytes",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
+    "log.write.caching",
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
     "log.retention.hours",
@@ -245,6 +252,7 @@ pub const DYNAMIC_BROKER_CONFIG_NAMES: &[&str] = &[
     "log.index.interval.bytes",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
+    "log.write.caching",
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
     "log.retention.ms",
@@ -301,6 +309,7 @@ impl BrokerConfig {
             "log.roll.ms" => text(&self.log_roll_ms),
             "log.index.interval.bytes" => text(&self.log_index_interval_bytes),
             // Kafka's "never" for the flush policy.
+            "log.write.caching" => text(&self.log_write_caching),
             "log.flush.interval.messages" => text(&self.log_flush_interval_messages.unwrap_or(i64::MAX as u64)),
             "log.flush.interval.ms" => self.log_flush_interval_ms.map(|ms| ms.to_string()),
             "log.cleanup.policy" => Some(cleanup_policy_text(self.log_cleanup_policy)),
@@ -376,6 +385,7 @@ impl BrokerConfig {
                 self.log_flush_interval_messages = Some(value.parse().with_context(context)?)
             }
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(value.parse().with_context(context)?),
+            "log.write.caching" => self.log_write_caching = parse_bool(key, value)?,
             "log.cleanup.policy" => self.log_cleanup_policy = parse_cleanup_policy(value)?,
             "log.retention.hours" => self.log_retention_hours = parse_retention(key, value)?,
             "log.retention.minutes" => self.log_retention_minutes = Some(parse_retention(key, value)?),
@@ -503,6 +513,7 @@ impl BrokerConfig {
             timestamp_type: self.log_message_timestamp_type,
             flush_messages: self.log_flush_interval_messages,
             flush_ms: self.log_flush_interval_ms,
+            write_caching: self.log_write_caching,
             compact: self.log_cleanup_policy.compact,
             delete: self.log_cleanup_policy.delete,
             delete_retention_ms: self.log_cleaner_delete_retention_ms,
@@ -522,6 +533,7 @@ impl BrokerConfig {
                 "message.timestamp.type" => config.timestamp_type = parse_timestamp_type(value)?,
                 "flush.messages" => config.flush_messages = Some(value.parse().with_context(context)?),
                 "flush.ms" => config.flush_ms = Some(value.parse().with_context(context)?),
+                "write.caching" => config.write_caching = parse_bool(key, value)?,
                 "cleanup.policy" => {
                     let policy = parse_cleanup_policy(value)?;
                     (config.compact, config.delete) = (policy.compact, policy.delete);
@@ -798,9 +810,16 @@ mod tests {
 
     #[test]
     fn topic_configs_override_broker_defaults() {
-        let config = BrokerConfig::default();
+        let mut config = BrokerConfig::default();
         let log = config.log_config(&BTreeMap::from([("flush.messages".into(), "1".into())])).unwrap();
         assert_eq!(log.flush_messages, Some(1));
+        assert!(log.write_caching, "writes are cached by default, as in Kafka");
+        let log = config.log_config(&BTreeMap::from([("write.caching".into(), "false".into())])).unwrap();
+        assert!(!log.write_caching);
+        assert!(config.log_config(&BTreeMap::from([("write.caching".into(), "no".into())])).is_err());
+        config.set("log.write.caching", "false").unwrap();
+        assert!(!config.log_config(&BTreeMap::new()).unwrap().write_caching);
+        assert_eq!(config.topic_default("write.caching").as_deref(), Some("false"));
         assert_eq!(log.segment_bytes, config.log_segment_bytes);
     }
 }

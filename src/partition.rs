@@ -11,10 +11,11 @@
 //! so two appends to one partition never interleave (single writer); reads and other
 //! partitions go on meanwhile. No `RefCell` borrow of the state is held across an `.await`.
 //!
-//! Group commit: an append that must be durable before its answer (`flush.messages`) waits
-//! for an fsync of its segment submitted after its write completed. One fsync is in flight per
-//! partition at a time; every append that finished before it was submitted is covered by it,
-//! and the waiters it does not cover get the next one, started when it completes. So N
+//! Group commit: an append that must be durable before its answer (`write.caching=false`, or
+//! `flush.messages` reached) waits for an fsync of its segment submitted after its write
+//! completed. One fsync is in flight per partition at a time; every append that finished
+//! before it was submitted is covered by it, and the waiters it does not cover get the next
+//! one, started when it completes. So N
 //! producers waiting together cost about two fsyncs, not N. An fsync that fails fails every
 //! waiter (KAFKA_STORAGE_ERROR) and marks the partition failed: after a failed fsync the
 //! kernel may have dropped the dirty pages while marking them clean, so the unsynced tail
@@ -165,9 +166,10 @@ impl Partition {
             }
             let headers = batch_headers(&batches)?;
             if let Checked::Duplicate(original) = state.producers.check(&headers)? {
+                let durable_before_answer = !state.log.config().write_caching;
                 drop((state, writer));
                 // The original may still wait for its fsync: so does its retry.
-                self.wait_durable_if_required(original.last_offset + 1, false).await?;
+                self.wait_durable_if_required(original.last_offset + 1, durable_before_answer).await?;
                 return Ok(original);
             }
             let active_segment = state.log.active_base_offset();
@@ -183,9 +185,10 @@ impl Partition {
             (pending, write, headers)
         };
         let written = write.await;
-        let (info, flush_by_count) = {
+        let (info, durable_before_answer) = {
             let mut state = self.0.state.borrow_mut();
-            let (info, flush_by_count) = state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
+            let (info, durable_before_answer) =
+                state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
             state.producers.record(&headers, &info, now_ms);
             // One replica: everything written is committed.
             state.high_watermark = state.log.log_end_offset();
@@ -193,19 +196,20 @@ impl Partition {
             for waiter in state.data_waiters.drain(..) {
                 let _ = waiter.send(());
             }
-            (info, flush_by_count)
+            (info, durable_before_answer)
         };
         drop(writer);
-        self.wait_durable_if_required(info.last_offset + 1, flush_by_count).await?;
+        self.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
         Ok(info)
     }
 
-    /// Waits until everything below `end` is durable when `flush.messages` asked for it
-    /// (`flush_by_count`); otherwise only starts the fsync `flush.ms` may be due.
-    async fn wait_durable_if_required(&self, end: i64, flush_by_count: bool) -> Result<(), PartitionError> {
+    /// Waits until everything below `end` is durable when `durable_before_answer`
+    /// (`write.caching=false`, or `flush.messages` reached); otherwise only starts the fsync
+    /// `flush.ms` may be due.
+    async fn wait_durable_if_required(&self, end: i64, durable_before_answer: bool) -> Result<(), PartitionError> {
         let waiting = {
             let mut state = self.0.state.borrow_mut();
-            if !flush_by_count || state.log.recovery_point() >= end {
+            if !durable_before_answer || state.log.recovery_point() >= end {
                 None
             } else if state.failed.is_some() {
                 return Err(PartitionError::SyncFailed);
@@ -450,6 +454,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: None,
             flush_ms: None,
+            write_caching: true,
             compact: false,
             delete_retention_ms: 86_400_000,
             delete: true,
@@ -525,6 +530,25 @@ mod tests {
             assert_eq!(disk.syncs_submitted(), 2, "two fsyncs covered ten appends");
             assert_eq!((counters.fsyncs.get(), counters.covered_appends.get()), (2, 10));
             assert_eq!(disk.held_syncs(), 0, "no fsync left over");
+        })
+    }
+
+    #[test]
+    fn without_write_caching_every_append_waits_for_its_fsync() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", LogConfig { write_caching: false, ..config() }, &counters);
+            disk.hold_syncs();
+            let answers = append_concurrently(&p, 1);
+            until("the fsync is submitted", || disk.held_syncs() == 1).await;
+            assert_eq!((p.high_watermark(), answered(&answers)), (1, 0), "written, readable, not yet answered");
+            disk.release_syncs();
+            until("the append is answered", || answered(&answers) == 1).await;
+            // Changed live: caching again, an append is answered without an fsync.
+            p.set_config(config());
+            p.append(batch(1, 0), 0).await.unwrap();
+            assert_eq!(disk.syncs_submitted(), 1);
         })
     }
 

@@ -101,6 +101,9 @@ fn a_full_disk_refuses_writes_and_keeps_serving() {
     let mut broker = Broker::start_in(tmpfs.path(), 2, &[]);
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(raw.create_topic("full", 1, &[]), 0);
+    // Durable mode: answered after the fsync; a write refused for space must not poison it.
+    assert_eq!(raw.create_topic("durable", 1, &[("write.caching", "false")]), 0);
+    assert_eq!(raw.produce("durable", 0, batch(&[b"before"]), -1), (0, 0));
     let mut acked: Vec<(i64, Vec<u8>)> = Vec::new();
     for _ in 0..20 {
         assert_eq!(produce(&mut raw, &mut acked), 0);
@@ -112,6 +115,8 @@ fn a_full_disk_refuses_writes_and_keeps_serving() {
     assert_eq!(refused, Some(KAFKA_STORAGE_ERROR), "a full disk must refuse the write");
     assert_eq!(raw.fetch_all("full", 0), acked, "reads keep working on a full disk");
     assert_eq!(raw.create_topic("another", 3, &[]), KAFKA_STORAGE_ERROR);
+    let big = value(0).repeat(64);
+    assert_eq!(raw.produce("durable", 0, batch(&[&big]), -1).0, KAFKA_STORAGE_ERROR);
     raw.produce_acks0("full", 0, batch(&[&value(999)]));
     assert!(wait_for_metric(&broker, "sluice_unacknowledged_produce_errors_total", 1.0) >= 1.0);
     assert!(broker.is_running(), "stderr:\n{}", broker.stderr_text());
@@ -120,6 +125,7 @@ fn a_full_disk_refuses_writes_and_keeps_serving() {
     // Space comes back: writes work again without a restart.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(produce(&mut raw, &mut acked), 0);
+    assert_eq!(raw.produce("durable", 0, batch(&[b"after"]), -1), (0, 1));
     assert_eq!(raw.create_topic("another", 3, &[]), 0);
     assert_eq!(raw.fetch_all("full", 0), acked);
     drop(raw);

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::partition::Partition;
+use sluice::runtime::file::Driver;
 use sluice::storage::batch::{CRC_FROM, HEADER_LEN, LOG_OVERHEAD, validate_all};
 
 /// Appends before the partition starts over in a fresh directory, bounding its size.
@@ -22,6 +23,9 @@ struct Current {
     partition: Partition,
     appends: u32,
     _dir: tempfile::TempDir,
+    /// The executor appends run on; the partition's files are on its ring, so it is dropped
+    /// after them (fields drop in order).
+    driver: Driver,
 }
 
 thread_local! {
@@ -37,9 +41,10 @@ fn fresh() -> Current {
         common::producer_expiry(),
         0,
         false,
+        Default::default(),
     )
     .expect("opening a new partition");
-    Current { partition, appends: 0, _dir: dir }
+    Current { partition, appends: 0, _dir: dir, driver: Driver::new() }
 }
 
 /// Recomputes the CRC-32C of each batch that `records` frames whole.
@@ -71,7 +76,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let current = current.as_mut().expect("set above");
         current.appends += 1;
-        let Ok(info) = current.partition.append(Bytes::from(records), sluice::runtime::now_ms()) else { return };
+        let append = current.partition.append(Bytes::from(records), sluice::runtime::now_ms());
+        let Ok(info) = current.driver.block_on(append) else { return };
         // The most a fetch can ask for.
         let read = current.partition.read(info.base_offset, i32::MAX as usize).expect("reading what was appended");
         validate_all(&read, &common::stored_batch()).expect("what was appended reads back as valid batches");

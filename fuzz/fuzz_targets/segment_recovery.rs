@@ -11,11 +11,17 @@ mod common;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use sluice::runtime::file::Driver;
 use sluice::storage::Log;
 use sluice::storage::batch::{BatchHeader, validate};
 
 /// Reads at most this many times, so a log of tiny batches stays quick.
 const READS_MAX: usize = 1_000;
+
+thread_local! {
+    /// The executor appends run on, kept across inputs (starting one costs more than a run).
+    static DRIVER: Driver = Driver::new();
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
@@ -64,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let now = sluice::runtime::now_ms();
     let batch = sluice::protocol::records::encode_batch(&[(None, Some(Bytes::from_static(b"after")))], now);
-    let appended = log.append(batch, 0, now);
+    let appended = DRIVER.with(|driver| driver.block_on(log.append(batch, 0, now)));
     if !clean_shutdown {
         appended.expect("a recovered log takes appends");
     }

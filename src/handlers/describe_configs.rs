@@ -77,7 +77,7 @@ fn config_type(name: &str) -> i8 {
         "cleanup.policy" | "log.cleanup.policy" => TYPE_LIST,
         "compression.type" | "message.timestamp.type" | "log.message.timestamp.type" => TYPE_STRING,
         "listeners" | "admin.listen" | "advertised.listeners" | "log.dirs" => TYPE_STRING,
-        "sluice.validate.compressed.records" => TYPE_BOOLEAN,
+        "sluice.validate.compressed.records" | "write.caching" | "log.write.caching" => TYPE_BOOLEAN,
         _ if name.ends_with(".enable") => TYPE_BOOLEAN,
         _ if name.ends_with(".ms") || name.ends_with(".bytes") || name.ends_with(".messages") => TYPE_LONG,
         _ => TYPE_INT,

@@ -93,12 +93,33 @@ pub async fn run_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + '
     glommio::executor().spawn_blocking(work).await
 }
 
-/// Runs `future` to completion on a one-off executor on this thread: for tests and tools that
-/// drive storage outside a shard.
+/// An executor on this thread for code that drives storage outside a shard (tests, tools,
+/// fuzz targets): each [`Driver::block_on`] runs a future to completion on it. Files first
+/// written or synced under one driver stay on its ring, so a caller that keeps storage open
+/// across calls keeps one driver for as long, and drops the files before it.
+pub struct Driver(glommio::LocalExecutor);
+
+impl Driver {
+    pub fn new() -> Driver {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(ONE_OFF_IO_MEMORY_BYTES)
+            .make()
+            .expect("starting an executor");
+        Driver(executor)
+    }
+
+    pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        self.0.run(future)
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Driver {
+        Driver::new()
+    }
+}
+
+/// Runs `future` to completion on a one-off [`Driver`].
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(ONE_OFF_IO_MEMORY_BYTES)
-        .make()
-        .expect("starting a one-off executor")
-        .run(future)
+    Driver::new().block_on(future)
 }

@@ -188,8 +188,8 @@ impl Log {
     }
 
     /// Takes the append [`Log::begin_append`] started into the log once its write completed
-    /// (or cuts it back off the file if it failed). Returns whether the flush policy
-    /// (`flush.messages`) now wants the append durable before it is acknowledged.
+    /// (or cuts it back off the file if it failed). Returns whether the append must be durable
+    /// before it is acknowledged: `write.caching=false`, or `flush.messages` reached.
     pub fn finish_append(
         &mut self,
         pending: PendingAppend,
@@ -203,7 +203,7 @@ impl Log {
         debug_assert_eq!(self.log_end_offset(), pending.info.last_offset + 1);
         self.messages_since_flush += pending.info.records;
         let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
-        Ok((pending.info, flush_by_count))
+        Ok((pending.info, flush_by_count || !self.config.write_caching))
     }
 
     /// The whole append on a log owned by the caller (tests, tools): begin, write, finish, and
@@ -465,6 +465,10 @@ impl Log {
         Ok(())
     }
 
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
     /// New settings (AlterConfigs), in force from the next append or upkeep pass.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
@@ -571,6 +575,7 @@ pub(crate) mod tests {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: None,
             flush_ms: None,
+            write_caching: true,
             compact: false,
             delete_retention_ms: 86_400_000,
             delete: true,

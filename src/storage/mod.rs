@@ -82,6 +82,9 @@ pub struct LogConfig {
     pub flush_messages: Option<u64>,
     /// fsync when this long has passed since the last flush; None = leave it to the OS.
     pub flush_ms: Option<i64>,
+    /// `write.caching`: true answers produces once their write reached the page cache (the
+    /// flush policy aside); false answers every produce only once an fsync covers it.
+    pub write_caching: bool,
     /// `cleanup.policy=compact`: closed segments keep only the latest record of each key.
     pub compact: bool,
     /// `delete.retention.ms`: how long compaction keeps a tombstone that is its key's latest

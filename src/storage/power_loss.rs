@@ -1,5 +1,5 @@
-//! Power loss: the real partition and storage code, appending with `flush.messages=1` over the
-//! simulated disk, loses power at hundreds of seeded points (between appends and in the middle
+//! Power loss: the real partition and storage code, appending with `flush.messages=1` or
+//! `write.caching=false` over the simulated disk, loses power at hundreds of seeded points (between appends and in the middle
 //! of any file operation), recovers, and goes on; several times per seed.
 //!
 //! After every cut: every acknowledged record is there, byte for byte; offsets are contiguous
@@ -28,11 +28,15 @@ const NOW_MS: i64 = 1_700_000_000_000;
 const EXPIRY: ProducerExpiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: i64::MAX };
 
 fn config(rng: &mut Rng) -> LogConfig {
+    // Either way every acknowledged append is durable: by the flush policy, or by
+    // `write.caching=false`.
+    let flush_each_message = rng.coin();
     LogConfig {
         // Small segments and indexes, so that rolls and index entries happen all the time.
         segment_bytes: rng.below(1024, 32 * 1024),
         index_interval_bytes: rng.below(64, 8192) as u32,
-        flush_messages: Some(1),
+        flush_messages: flush_each_message.then_some(1),
+        write_caching: flush_each_message,
         delete: false,
         ..super::log::tests::config()
     }
