@@ -127,7 +127,9 @@ impl Drop for ApacheKafka {
     }
 }
 
-/// CreateTopics v7 of one topic; returns its error code.
+/// CreateTopics v7 of one topic; returns its error code. A topic it creates is waited for until
+/// every partition answers ListOffsets: Apache Kafka answers CreateTopics once its controller
+/// has the topic, and its broker serves the partitions moments later.
 fn create(raw: &mut Raw, name: &str, partitions: i32, replication: i16, configs: &[(&str, &str)]) -> i16 {
     let topic = CreatableTopic::default()
         .with_name(topic(name))
@@ -140,7 +142,21 @@ fn create(raw: &mut Raw, name: &str, partitions: i32, replication: i16, configs:
                 .collect(),
         );
     let request = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000);
-    raw.send(&request, 7).topics[0].error_code
+    let code = raw.send(&request, 7).topics[0].error_code;
+    if code == 0 {
+        let served = |raw: &mut Raw, partition: i32| {
+            let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+                ListOffsetsTopic::default().with_name(TopicName(string(name))).with_partitions(vec![
+                    ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1),
+                ]),
+            ]);
+            raw.send(&request, 7).topics[0].partitions[0].error_code == 0
+        };
+        common::wait_until(Duration::from_secs(30), &format!("{name} is served"), || {
+            (0..partitions).all(|p| served(raw, p))
+        });
+    }
+    code
 }
 
 /// Metadata v12 for `names` without auto-creation: each topic's error code.
