@@ -40,7 +40,7 @@ use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
-use crate::storage::{AppendInfo, Log, LogConfig, StorageError};
+use crate::storage::{AppendInfo, Begun, Log, LogConfig, StorageError};
 
 /// Why an operation on a partition failed. Kafka's error codes come from it at the handler edge
 /// (`protocol::errors::partition_error_code`), nowhere else.
@@ -159,12 +159,12 @@ impl Partition {
 
     async fn append_to_completion(&self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, PartitionError> {
         let writer = self.0.writer.acquire_permit(1).await.map_err(|_| PartitionError::SyncFailed)?;
-        let (pending, write, headers) = {
+        let headers = batch_headers(&batches)?;
+        let (pending, write) = loop {
             let mut state = self.0.state.borrow_mut();
             if state.failed.is_some() {
                 return Err(PartitionError::SyncFailed);
             }
-            let headers = batch_headers(&batches)?;
             if let Checked::Duplicate(original) = state.producers.check(&headers)? {
                 let durable_before_answer = !state.log.config().write_caching;
                 drop((state, writer));
@@ -172,17 +172,21 @@ impl Partition {
                 self.wait_durable_if_required(original.last_offset + 1, durable_before_answer).await?;
                 return Ok(original);
             }
-            let active_segment = state.log.active_base_offset();
             let epoch = state.leader_epoch;
-            let (pending, write) = state.log.begin_append(&batches, epoch, now_ms).map_err(|e| state.refused(e))?;
-            if state.log.active_base_offset() != active_segment {
-                // The log rolled before writing these batches: the state so far is the state at
-                // the new segment's base.
-                if let Err(e) = state.producers.write_snapshot(state.log.active_base_offset()) {
-                    tracing::warn!(dir = %state.dir.display(), error = %e, "writing a producer snapshot");
+            match state.log.begin_append(&batches, epoch, now_ms).map_err(|e| state.refused(e))? {
+                Begun::Writing(pending, write) => break (pending, write),
+                Begun::RollFirst => {
+                    let mut roll = state.log.begin_roll();
+                    drop(state);
+                    let outcome = roll.run().await;
+                    let mut state = self.0.state.borrow_mut();
+                    state.log.finish_roll(roll, outcome, now_ms).map_err(|e| state.refused(e))?;
+                    // The state so far is the state at the new segment's base.
+                    if let Err(e) = state.producers.write_snapshot(state.log.active_base_offset()) {
+                        tracing::warn!(dir = %state.dir.display(), error = %e, "writing a producer snapshot");
+                    }
                 }
             }
-            (pending, write, headers)
         };
         let written = write.await;
         let (info, durable_before_answer) = {
@@ -568,6 +572,31 @@ mod tests {
             assert_eq!(answered(&stalled), 0);
             disk.release_syncs();
             until("the stalled append is answered", || answered(&stalled) == 1).await;
+        })
+    }
+
+    #[test]
+    fn a_roll_syncs_the_closing_segment_on_the_ring_while_other_partitions_go_on() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            // Room for one batch a segment: the second append rolls.
+            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
+            let rolling = simulated(&disk, "t-0", one_batch, &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            rolling.append(batch(1, 0), 0).await.unwrap();
+            disk.hold_syncs();
+            let waiting = append_concurrently(&rolling, 1);
+            until("the closing segment's fsync is submitted", || disk.held_syncs() == 1).await;
+            other.append(batch(2, 0), 0).await.unwrap();
+            assert_eq!((answered(&waiting), rolling.log_end_offset()), (0, 1), "the roll waits for its fsync");
+            disk.release_syncs();
+            until("the append after the roll is answered", || answered(&waiting) == 1).await;
+            assert_eq!(rolling.log_end_offset(), 2);
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let files = fs.list_dir(Path::new("/data/t-0")).unwrap();
+            assert!(files.contains(&"00000000000000000001.log".to_string()), "{files:?}");
+            assert_eq!(std::str::from_utf8(&fs.read(Path::new("/data/t-0/recovery-point")).unwrap()).unwrap(), "1\n");
         })
     }
 

@@ -76,7 +76,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let current = current.as_mut().expect("set above");
         current.appends += 1;
-        let append = current.partition.append(Bytes::from(records), sluice::runtime::now_ms());
+        let partition = &current.partition;
+        let append = async { partition.append(Bytes::from(records), sluice::runtime::now_ms()).await };
         let Ok(info) = current.driver.block_on(append) else { return };
         // The most a fetch can ask for.
         let read = current.partition.read(info.base_offset, i32::MAX as usize).expect("reading what was appended");

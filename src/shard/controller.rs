@@ -193,7 +193,7 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64,
     let (_permit, mut image) = begin_change(shard).await;
     let first = image.next_producer_id;
     image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
-    persist(shard, &image).map_err(|(error, _)| error)?;
+    persist(shard, &image).await.map_err(|(error, _)| error)?;
     // Only the controller reads this counter; other shards see it with the next change.
     shard.set_metadata(image, shard.effective_config());
     Ok(first)
@@ -207,11 +207,15 @@ async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
     (permit, (*shard.metadata()).clone())
 }
 
-/// Writes `metadata.json`. When that fails (a full disk), the change is refused with
-/// KAFKA_STORAGE_ERROR and the image in force stays as it was: no client hears of a change
-/// that would vanish on restart, and the broker keeps serving what it has.
-fn persist(shard: &Shard, image: &MetadataImage) -> Result<(), (ResponseError, String)> {
-    image.persist(&shard.config.data_dir).map_err(|e| {
+/// Writes `metadata.json` on a helper thread (its write, fsync, rename and directory fsync
+/// never block the controller shard; the controller lock keeps changes in order). When that
+/// fails (a full disk), the change is refused with KAFKA_STORAGE_ERROR and the image in force
+/// stays as it was: no client hears of a change that would vanish on restart, and the broker
+/// keeps serving what it has.
+async fn persist(shard: &Shard, image: &MetadataImage) -> Result<(), (ResponseError, String)> {
+    let (image, data_dir) = (image.clone(), shard.config.data_dir.clone());
+    let persisted = crate::runtime::file::run_blocking(move || image.persist(&data_dir)).await;
+    persisted.map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "persisting metadata; the change is refused");
         (ResponseError::KafkaStorageError, format!("persisting metadata: {e:#}"))
     })
@@ -230,7 +234,7 @@ async fn publish_for(shard: &Rc<Shard>, image: MetadataImage, results: &mut [Top
 /// Persists `image`, then installs it on every shard and waits until all have. Partitions that
 /// failed to open are then marked offline in a further image.
 async fn publish(shard: &Rc<Shard>, mut image: MetadataImage) -> Result<(), (ResponseError, String)> {
-    persist(shard, &image)?;
+    persist(shard, &image).await?;
     let offline = install(shard, &image).await;
     if !offline.is_empty() {
         set_offline(&mut image, &offline);

@@ -75,6 +75,25 @@ impl Entry for TimeEntry {
     }
 }
 
+/// Entries an index file lacks, with where they go: plain data, so that a helper thread can
+/// write them.
+pub struct PendingEntries {
+    path: PathBuf,
+    position: u64,
+    bytes: Vec<u8>,
+    /// How many entries the file holds once these are written.
+    pub entries: usize,
+}
+
+impl PendingEntries {
+    /// Writes the entries and makes them durable.
+    pub fn write(&self, fs: &dyn FileSystem) -> std::io::Result<()> {
+        let file = fs.open(&self.path, Open::Create)?;
+        write_all_at(&*file, &mut [IoSlice::new(&self.bytes)], self.position)?;
+        file.sync_data()
+    }
+}
+
 pub struct IndexFile<E: Entry> {
     path: PathBuf,
     entries: Vec<E>,
@@ -105,7 +124,13 @@ impl<E: Entry> IndexFile<E> {
     /// Creates an empty index, replacing whatever was at `path`.
     pub fn create(fs: &dyn FileSystem, path: &Path) -> std::io::Result<IndexFile<E>> {
         fs.open(path, Open::Truncate)?;
-        Ok(IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) })
+        Ok(IndexFile::created(path))
+    }
+
+    /// The index of an empty file already created at `path` (by [`IndexFile::create`] or off
+    /// the shard's thread).
+    pub fn created(path: &Path) -> IndexFile<E> {
+        IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) }
     }
 
     pub fn append(&mut self, entry: E) {
@@ -131,20 +156,31 @@ impl<E: Entry> IndexFile<E> {
 
     /// Writes the entries the file lacks and makes them durable.
     pub fn sync(&self, fs: &dyn FileSystem) -> std::io::Result<()> {
+        if let Some(pending) = self.pending() {
+            pending.write(fs)?;
+            self.synced_up_to(pending.entries);
+        }
+        Ok(())
+    }
+
+    /// The entries the file lacks, to write with [`PendingEntries::write`] (on any thread) and
+    /// then record with [`IndexFile::synced_up_to`]; `None` when the file has them all.
+    pub fn pending(&self) -> Option<PendingEntries> {
         let pending = &self.entries[self.synced.get()..];
         if pending.is_empty() {
-            return Ok(());
+            return None;
         }
         let mut bytes = Vec::with_capacity(pending.len() * E::SIZE);
         for entry in pending {
             entry.encode(&mut bytes);
         }
-        let file = fs.open(&self.path, Open::Create)?;
         let position = (self.synced.get() * E::SIZE) as u64;
-        write_all_at(&*file, &mut [IoSlice::new(&bytes)], position)?;
-        file.sync_data()?;
-        self.synced.set(self.entries.len());
-        Ok(())
+        Some(PendingEntries { path: self.path.clone(), position, bytes, entries: self.entries.len() })
+    }
+
+    /// Records that the file holds its first `entries` entries, durably.
+    pub fn synced_up_to(&self, entries: usize) {
+        self.synced.set(self.synced.get().max(entries));
     }
 }
 

@@ -7,12 +7,12 @@
 //! `first segment's base_offset <= log_start_offset <= log_end_offset`.
 //!
 //! A segment's life: created empty as the active segment (at open, or when the active one
-//! rolls at `segment.bytes` / `segment.ms`); written until it rolls, then fsynced and closed
-//! (read-only, compacted in place under `cleanup.policy=compact`); deleted whole from the head
-//! of the log by retention (`retention.ms` / `retention.bytes` under `cleanup.policy=delete`)
-//! or once DeleteRecords moved the log start offset past it. The active segment is never
-//! deleted. Deletion renames the files to `.deleted` and leaves the unlinking to
-//! [`super::deleter`].
+//! rolls at `segment.bytes` / `segment.ms`, see [`Roll`]); written until it rolls, then
+//! fsynced and closed (read-only, compacted in place under `cleanup.policy=compact`); deleted
+//! whole from the head of the log by retention (`retention.ms` / `retention.bytes` under
+//! `cleanup.policy=delete`) or once DeleteRecords moved the log start offset past it. The
+//! active segment is never deleted. Deletion renames the files to `.deleted` and leaves the
+//! unlinking to [`super::deleter`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +31,35 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// File holding the log start offset, written when DeleteRecords moves it; retention moves it
 /// only to a segment's base, which the segment files themselves record.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// What [`Log::begin_append`] did.
+pub enum Begun {
+    /// The append's write is in flight.
+    Writing(PendingAppend, IoFuture),
+    /// The active segment must roll first ([`Log::begin_roll`]); then begin again.
+    RollFirst,
+}
+
+/// Closing the active segment: its `.log` fdatasync on the shard's ring, then on a helper
+/// thread its index entries, the recovery point, and the next segment's files (with their
+/// directory entry synced), so that a roll never blocks the shard on the disk. The
+/// closing segment is durable before the next one exists: recovery relies on it.
+pub struct Roll {
+    sync: Option<IoFuture>,
+    seal: Option<Box<dyn FnOnce() -> Result<(), StorageError> + Send>>,
+    closing_end: i64,
+    /// How many entries each index file holds once sealed (`None`: it had them all).
+    entries: [Option<usize>; 2],
+}
+
+impl Roll {
+    /// Syncs and seals the closing segment and creates the next one's files.
+    pub async fn run(&mut self) -> Result<(), StorageError> {
+        self.sync.take().expect("a roll runs once").await?;
+        let seal = self.seal.take().expect("a roll runs once");
+        crate::runtime::file::run_blocking(seal).await
+    }
+}
 
 /// An append whose write is in flight: what [`Log::finish_append`] needs to take it in.
 pub struct PendingAppend {
@@ -126,17 +155,13 @@ impl Log {
         Ok(log)
     }
 
-    /// Validates every batch of `batches` (all or nothing), assigns offsets from the log end,
-    /// stamps the leader epoch (and LogAppendTime when configured), rolls the log if needed,
-    /// and starts writing the stamped batches after the last one: one buffer, the one copy of
-    /// the request's batches. Nothing is visible (log end, indexes, reads) until
-    /// [`Log::finish_append`] gets the write's outcome; no other append may start before.
-    pub fn begin_append(
-        &mut self,
-        batches: &Bytes,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<(PendingAppend, IoFuture), StorageError> {
+    /// Validates every batch of `batches` (all or nothing); unless the log must roll first
+    /// ([`Begun::RollFirst`]), assigns offsets from the log end, stamps the leader epoch (and
+    /// LogAppendTime when configured), and starts writing the stamped batches after the last
+    /// one: one buffer, the one copy of the request's batches. Nothing is visible (log end,
+    /// indexes, reads) until [`Log::finish_append`] gets the write's outcome; no other append
+    /// may start before.
+    pub fn begin_append(&mut self, batches: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<Begun, StorageError> {
         assert!(!self.write_in_flight, "appends to one log never interleave");
         let rules = batch::Validation {
             max_batch_bytes: self.config.max_message_bytes,
@@ -148,9 +173,10 @@ impl Log {
             }),
         };
         let parsed = batch::validate_all(batches, &rules)?;
-        let total_bytes = batches.len() as u64;
         let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
-        self.roll_if_needed(total_bytes, offsets, now_ms)?;
+        if self.roll_due(batches.len() as u64, offsets, now_ms) {
+            return Ok(Begun::RollFirst);
+        }
 
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let base_offset = self.log_end_offset();
@@ -184,7 +210,7 @@ impl Log {
             log_append_time_ms: log_append_time.unwrap_or(-1),
             records,
         };
-        Ok((PendingAppend { info, stamped, segment_base_offset: self.active_base_offset() }, write))
+        Ok(Begun::Writing(PendingAppend { info, stamped, segment_base_offset: self.active_base_offset() }, write))
     }
 
     /// Takes the append [`Log::begin_append`] started into the log once its write completed
@@ -209,7 +235,12 @@ impl Log {
     /// The whole append on a log owned by the caller (tests, tools): begin, write, finish, and
     /// the fsync `flush.messages` asks for.
     pub async fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (pending, write) = self.begin_append(&batches, leader_epoch, now_ms)?;
+        let (pending, write) = loop {
+            match self.begin_append(&batches, leader_epoch, now_ms)? {
+                Begun::Writing(pending, write) => break (pending, write),
+                Begun::RollFirst => self.roll(now_ms).await?,
+            }
+        };
         let written = write.await;
         let (info, flush) = self.finish_append(pending, written)?;
         if flush {
@@ -245,26 +276,64 @@ impl Log {
         Ok(())
     }
 
-    /// Starts a new segment when the active one is non-empty and would outgrow `segment.bytes`,
-    /// is older than `segment.ms`, or would overflow its relative offsets.
-    fn roll_if_needed(&mut self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> Result<(), StorageError> {
+    /// Whether the active segment must roll before taking `incoming_bytes` more: it is
+    /// non-empty and would outgrow `segment.bytes`, is older than `segment.ms`, or would
+    /// overflow its relative offsets.
+    fn roll_due(&self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> bool {
         let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT);
-        let active = self.segments.last().expect("a log has a segment");
+        let active = self.active();
         if active.is_empty() {
-            return Ok(());
+            return false;
         }
         let too_big = active.size() + incoming_bytes > segment_bytes;
         let too_old = now_ms - active.created_ms >= self.config.segment_ms;
         let offsets_overflow = active.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX);
-        if too_big || too_old || offsets_overflow {
-            // The closed segment is flushed now, so recovery never needs to look at it again.
-            active.sync()?;
-            self.recovery_point = active.next_offset;
-            write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
-            let next = Segment::create(&self.fs, &self.dir, active.next_offset, now_ms)?;
-            self.segments.push(next);
-        }
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Starts closing the active segment so that a new one takes the appends: see [`Roll`].
+    /// Nothing changes until [`Log::finish_roll`]; no append may start meanwhile.
+    pub fn begin_roll(&mut self) -> Roll {
+        assert!(!self.write_in_flight, "a roll happens between appends");
+        let active = self.active();
+        let closing_end = active.next_offset;
+        let pending = active.pending_index_entries();
+        let entries = [0, 1].map(|i| pending[i].as_ref().map(|p| p.entries));
+        let (fs, dir) = (self.fs.clone(), self.dir.clone());
+        let seal = move || -> Result<(), StorageError> {
+            for entries in pending.iter().flatten() {
+                entries.write(&*fs)?;
+            }
+            // The closed segment is durable now, so recovery never needs to look at it again.
+            write_offset_file(&*fs, &dir, RECOVERY_POINT_FILE, closing_end)?;
+            Segment::create_files(&*fs, &dir, closing_end)
+        };
+        Roll { sync: Some(active.fdatasync()), seal: Some(Box::new(seal)), closing_end, entries }
+    }
+
+    /// Takes the roll in once [`Roll::run`] succeeded: the new segment becomes the active one.
+    /// A failed roll changes nothing; the next append tries again.
+    pub fn finish_roll(
+        &mut self,
+        roll: Roll,
+        outcome: Result<(), StorageError>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        outcome?;
+        assert_eq!(roll.closing_end, self.log_end_offset(), "nothing was appended during the roll");
+        let closing = self.active();
+        closing.index_entries_synced(roll.entries.map(|e| e.unwrap_or(0)));
+        self.recovery_point = self.recovery_point.max(roll.closing_end);
+        let next = Segment::open_created(&self.fs, &self.dir, roll.closing_end, now_ms)?;
+        self.segments.push(next);
         Ok(())
+    }
+
+    /// A whole roll on a log owned by the caller.
+    async fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let mut roll = self.begin_roll();
+        let outcome = roll.run().await;
+        self.finish_roll(roll, outcome, now_ms)
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),

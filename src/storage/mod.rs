@@ -117,4 +117,4 @@ pub struct AppendInfo {
     pub records: u64,
 }
 
-pub use log::Log;
+pub use log::{Begun, Log};

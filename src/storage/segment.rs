@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use super::StorageError;
 use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
 use super::fs::{FileHandle, FileSystem, IoFuture, Open};
-use super::index::{IndexFile, OffsetEntry, TimeEntry};
+use super::index::{IndexFile, OffsetEntry, PendingEntries, TimeEntry};
 use crate::runtime::zero_copy::FileSlice;
 
 /// Largest segment we write; keeps every position within the `u32` of an index entry.
@@ -68,20 +68,38 @@ impl Segment {
         base_offset: i64,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
-        let log_path = dir.join(file_name(base_offset, "log"));
-        let log = fs.open(&log_path, Open::Truncate)?;
-        let offset_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "index")))?;
-        let time_index = IndexFile::create(&**fs, &dir.join(file_name(base_offset, "timeindex")))?;
+        Segment::create_files(&**fs, dir, base_offset)?;
+        Segment::open_created(fs, dir, base_offset, now_ms)
+    }
+
+    /// Creates the empty files of a new segment and makes their directory entries durable:
+    /// plain file-system calls, for a helper thread.
+    pub fn create_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+        for extension in ["log", "index", "timeindex"] {
+            fs.open(&dir.join(file_name(base_offset, extension)), Open::Truncate)?;
+        }
         // Without this, a record fsynced into the new file could vanish with its directory entry.
         fs.sync_dir(dir)?;
+        Ok(())
+    }
+
+    /// The empty segment whose files [`Segment::create_files`] made.
+    pub fn open_created(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let log = fs.open(&log_path, Open::Existing)?;
         Ok(Segment {
             base_offset,
             fs: fs.clone(),
             log,
             log_path,
             size: 0,
-            offset_index,
-            time_index,
+            offset_index: IndexFile::created(&dir.join(file_name(base_offset, "index"))),
+            time_index: IndexFile::created(&dir.join(file_name(base_offset, "timeindex"))),
             bytes_since_index_entry: u64::MAX,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -454,6 +472,18 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// The index entries the files lack, to write off the shard's thread when the segment
+    /// closes, then record with [`Segment::index_entries_synced`].
+    pub fn pending_index_entries(&self) -> [Option<PendingEntries>; 2] {
+        [self.offset_index.pending(), self.time_index.pending()]
+    }
+
+    /// Records that the index files hold `entries` (offset index, time index) durably.
+    pub fn index_entries_synced(&self, entries: [usize; 2]) {
+        self.offset_index.synced_up_to(entries[0]);
+        self.time_index.synced_up_to(entries[1]);
     }
 
     /// Makes the log and index bytes durable.
