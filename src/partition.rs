@@ -404,14 +404,15 @@ impl Partition {
         state.producers.write_snapshot(log_end_offset)
     }
 
-    /// Closes the log and removes its directory; used when the topic is deleted.
+    /// Closes the log and removes its directory (renamed at once, removed on a helper thread);
+    /// used when the topic is deleted.
     pub fn delete(self) -> Result<(), StorageError> {
         let (dir, fs) = {
             let state = self.0.state.borrow();
             (state.dir.clone(), state.log.file_system())
         };
         drop(self);
-        fs.remove_dir_all(&dir)?;
+        crate::storage::deleter::delete_dir_later(&fs, &dir)?;
         Ok(())
     }
 }

@@ -145,3 +145,33 @@ fn describe_apis_report_the_broker_its_sizes_and_producers() {
     }
     assert_eq!(topic["partitions"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_deleted_topic_created_again_at_once_starts_empty_and_its_old_files_go() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{DeleteTopicsRequest, TopicName};
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("again", 2, &[]), 0);
+    for partition in 0..2 {
+        assert_eq!(raw.produce("again", partition, common::batch(&[b"old", b"records"]), 1).0, 0);
+    }
+    let name = TopicName(kafka_protocol::protocol::StrBytes::from_static_str("again"));
+    let delete = DeleteTopicsRequest::default()
+        .with_topics(vec![DeleteTopicState::default().with_name(Some(name))])
+        .with_timeout_ms(10_000);
+    assert_eq!(raw.send(&delete, 6).responses[0].error_code, 0);
+    assert_eq!(raw.create_topic("again", 2, &[]), 0);
+    for partition in 0..2 {
+        assert_eq!(raw.fetch_all("again", partition), Vec::new(), "the new topic starts empty");
+        assert_eq!(raw.produce("again", partition, common::batch(&[b"new"]), 1), (0, 0));
+    }
+    // The old partitions' directories were renamed at once and are removed in the background.
+    common::wait_until(Duration::from_secs(10), "the old directories are removed", || {
+        let names: Vec<String> = std::fs::read_dir(broker.data_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.iter().all(|n| !n.ends_with("-delete")) && names.iter().filter(|n| n.starts_with("again-")).count() == 2
+    });
+}

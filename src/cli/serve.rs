@@ -110,6 +110,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     }
 
     let mut image = MetadataImage::load_or_create(&config.data_dir)?;
+    // Directories of partitions deleted before a crash are removed in the background.
+    crate::storage::deleter::remove_leftovers(&crate::storage::fs::os(), &config.data_dir)?;
     let moved = place_orphans(&mut image, config.cores);
     let created = ensure_offsets_topic(&mut image, &config);
     // Written only when it changed, so that a broker restarted on a full disk serves what is

@@ -13,6 +13,7 @@ use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::MetadataImage;
 use crate::partition::{Partition, PartitionError};
 use crate::runtime::{now_ms, sleep};
+use crate::storage::deleter;
 
 /// Serves one envelope and sends its answer back.
 pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
@@ -208,7 +209,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
     let mut offline = shard.offline.borrow_mut();
     offline.retain(|tp, _| {
         let keep = owned.contains(tp);
-        if !keep && let Err(e) = shard.fs.remove_dir_all(&partition_dir(&shard.config.data_dir, tp)) {
+        if !keep && let Err(e) = deleter::delete_dir_later(&shard.fs, &partition_dir(&shard.config.data_dir, tp)) {
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting an offline partition");
         }
         keep

@@ -12,14 +12,15 @@
 //! - [`index`]: the sparse index files.
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
 //! - [`compaction`]: keeping only the latest record per key in closed segments.
-//! - [`deleter`]: unlinks the files of deleted segments off the shard threads.
+//! - [`deleter`]: removes deleted segments' files and deleted partitions' directories off the
+//!   shard threads.
 //! - [`producer_state`]: idempotent producers' sequences, with their snapshots.
 //! - [`fs`]: the file-system seam, its OS implementation, and a simulated disk for tests.
 
 pub mod batch;
 pub mod codec;
 mod compaction;
-mod deleter;
+pub mod deleter;
 pub mod fs;
 pub mod index;
 mod log;
