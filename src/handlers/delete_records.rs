@@ -2,7 +2,6 @@
 //! Each partition's owner moves it, and deletes the segments wholly below it; fetches below
 //! the new start get OFFSET_OUT_OF_RANGE.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
@@ -11,46 +10,30 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::protocol::errors::partition_error_code;
 use crate::shard::router::DeleteRecords;
-use crate::shard::{Shard, ShardId, TopicPartition};
+use crate::shard::{Shard, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let image = shard.metadata();
-    let mut outcomes: HashMap<TopicPartition, Result<i64, ResponseError>> = HashMap::new();
-    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
     let duplicated = super::duplicated(
         request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
     );
-    for topic in &request.topics {
-        for p in &topic.partitions {
-            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
-            if duplicated.contains(&(tp.topic.as_str(), tp.partition)) {
-                outcomes.insert(tp, Err(ResponseError::InvalidRequest));
-                continue;
+    let deletions = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.as_str(), p)))
+        .map(|(topic, p)| {
+            if duplicated.contains(&(topic, p.partition_index)) {
+                return Err(ResponseError::InvalidRequest);
             }
-            if tp.topic == crate::group::OFFSETS_TOPIC {
+            if topic == crate::group::OFFSETS_TOPIC {
                 // Kafka refuses it too: committed offsets live there.
-                outcomes.insert(tp, Err(ResponseError::InvalidTopicException));
-                continue;
+                return Err(ResponseError::InvalidTopicException);
             }
-            match image.owner(&tp.topic, tp.partition) {
-                Some(owner) => per_shard.entry(owner).or_default().push((tp, p.offset)),
-                None => {
-                    outcomes.insert(tp, Err(ResponseError::UnknownTopicOrPartition));
-                }
-            }
-        }
-    }
-    let calls = per_shard.into_iter().map(|(owner, partitions)| {
-        let names: Vec<TopicPartition> = partitions.iter().map(|(tp, _)| tp.clone()).collect();
-        let call = shard.invoke_on(owner, DeleteRecords { partitions });
-        async move {
-            let results = call.await.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
-            names.into_iter().zip(results).collect::<Vec<_>>()
-        }
-    });
-    for answers in futures::future::join_all(calls).await {
-        outcomes.extend(answers);
-    }
+            let owner = image.owner(topic, p.partition_index).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            Ok((owner, (TopicPartition { topic: topic.to_string(), partition: p.partition_index }, p.offset)))
+        })
+        .collect();
+    let mut outcomes = shard.scatter(deletions, |partitions| DeleteRecords { partitions }).await.into_iter();
 
     let topics = request
         .topics
@@ -60,10 +43,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
                 .partitions
                 .iter()
                 .map(|p| {
-                    let tp = TopicPartition { topic: topic.name.0.to_string(), partition: p.partition_index };
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    // Each entry of a duplicated partition gets the same answer, so look up, don't take.
-                    match outcomes.get(&tp).cloned().expect("every partition has an outcome") {
+                    let outcome = outcomes.next().expect("one outcome per partition");
+                    match outcome.and_then(|deleted| deleted.map_err(|e| partition_error_code(&e))) {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
                     }

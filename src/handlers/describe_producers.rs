@@ -1,6 +1,5 @@
 //! DescribeProducers: the idempotent producers each partition remembers, asked of its owner.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
@@ -9,34 +8,21 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use crate::protocol::errors::partition_error_code;
 use crate::shard::router::DescribeProducers;
-use crate::shard::{Shard, ShardId, TopicPartition};
+use crate::shard::{Shard, TopicPartition};
 use crate::storage::producer_state::ActiveProducer;
 
 pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> DescribeProducersResponse {
     let image = shard.metadata();
-    let mut outcomes: HashMap<TopicPartition, Result<Vec<ActiveProducer>, ResponseError>> = HashMap::new();
-    let mut per_shard: HashMap<ShardId, Vec<TopicPartition>> = HashMap::new();
-    for topic in &request.topics {
-        for &partition in &topic.partition_indexes {
-            let tp = TopicPartition { topic: topic.name.0.to_string(), partition };
-            match image.owner(&tp.topic, partition) {
-                Some(owner) => per_shard.entry(owner).or_default().push(tp),
-                None => {
-                    outcomes.insert(tp, Err(ResponseError::UnknownTopicOrPartition));
-                }
-            }
-        }
-    }
-    let calls = per_shard.into_iter().map(|(owner, partitions)| {
-        let call = shard.invoke_on(owner, DescribeProducers { partitions: partitions.clone() });
-        async move {
-            let results = call.await.into_iter().map(|r| r.map_err(|e| partition_error_code(&e)));
-            partitions.into_iter().zip(results).collect::<Vec<_>>()
-        }
-    });
-    for answers in futures::future::join_all(calls).await {
-        outcomes.extend(answers);
-    }
+    let partitions = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partition_indexes.iter().map(move |&partition| (t.name.0.as_str(), partition)))
+        .map(|(topic, partition)| {
+            let owner = image.owner(topic, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            Ok((owner, TopicPartition { topic: topic.to_string(), partition }))
+        })
+        .collect();
+    let mut outcomes = shard.scatter(partitions, |partitions| DescribeProducers { partitions }).await.into_iter();
     let topics = request
         .topics
         .iter()
@@ -45,9 +31,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> Des
                 .partition_indexes
                 .iter()
                 .map(|&partition| {
-                    let tp = TopicPartition { topic: topic.name.0.to_string(), partition };
                     let response = PartitionResponse::default().with_partition_index(partition);
-                    match outcomes.get(&tp).cloned().expect("every partition has an outcome") {
+                    let outcome = outcomes.next().expect("one outcome per partition");
+                    match outcome.and_then(|producers| producers.map_err(|e| partition_error_code(&e))) {
                         Ok(producers) => response.with_active_producers(producers.iter().map(state).collect()),
                         Err(error) => response.with_error_code(error.code()),
                     }

@@ -7,12 +7,11 @@
 //! it is applied in request order, letting only the first non-empty partition exceed it, and
 //! only by its first batch (KIP-74).
 
-use std::collections::HashMap;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
@@ -26,12 +25,11 @@ use crate::shard::{Shard, ShardId, TopicPartition};
 /// Fetch v13+ names topics by id.
 const TOPIC_ID_VERSION: i16 = 13;
 
+/// A partition to read: its owner, and where its answer goes in the response.
 struct Wanted {
     topic_index: usize,
-    partition: i32,
-    offset: i64,
-    max_bytes: usize,
-    owner: Option<ShardId>,
+    owner: ShardId,
+    read: PartitionRead,
 }
 
 /// The response, and the file ranges whose placeholders stand for records in it.
@@ -60,28 +58,26 @@ pub async fn handle(
         topics
             .push(FetchableTopicResponse::default().with_topic(super::topic_name(&name)).with_topic_id(topic.topic_id));
         for p in &topic.partitions {
-            let owner = found.and_then(|_| image.owner(&name, p.partition));
-            if owner.is_none() {
+            let Some(owner) = found.and_then(|_| image.owner(&name, p.partition)) else {
                 topics.last_mut().expect("pushed above").partitions.push(error_partition(p.partition, missing_error));
                 refused_any = true;
                 continue;
-            }
+            };
             let partition_max_bytes = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
-            wanted.push(Wanted {
-                topic_index: topics.len() - 1,
-                partition: p.partition,
+            let read = PartitionRead {
+                partition: TopicPartition { topic: name.clone(), partition: p.partition },
                 offset: p.fetch_offset,
                 max_bytes: partition_max_bytes.min(response_max_bytes),
-                owner,
-            });
+                zero_copy: shard.config.fetch_zero_copy,
+            };
+            wanted.push(Wanted { topic_index: topics.len() - 1, owner, read });
         }
     }
 
-    let names: Vec<String> = topics.iter().map(|t| t.topic.0.to_string()).collect();
     let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
     let max_wait_ms = u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0).min(shard.config.fetch_max_wait_ms_limit);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
-    let mut results = read_all(shard, &names, &wanted).await;
+    let mut results = read_all(shard, &wanted).await;
     loop {
         let total: usize = results.iter().map(|r| r.records.len()).sum();
         let errors = refused_any || results.iter().any(|r| r.error.is_some());
@@ -92,8 +88,11 @@ pub async fn handle(
         // Woken by data that still falls short of `min_bytes`, the next wait is for data
         // past what this read saw.
         let seen: Vec<i64> = results.iter().map(|r| r.high_watermark).collect();
-        wait_for_data(shard, &names, &wanted, &seen, left).await;
-        results = read_all(shard, &names, &wanted).await;
+        let waits = wanted.iter().zip(seen).map(|(w, seen)| (w.owner, (w.read.partition.clone(), seen))).collect();
+        let woken = shard.scatter_first(waits, |partitions| WaitForData { partitions, timeout: left });
+        // The owners time out too, but an envelope may wait in a full mesh channel.
+        futures::future::select(pin!(woken), pin!(sleep(left))).await;
+        results = read_all(shard, &wanted).await;
     }
 
     let mut file_parts = Vec::new();
@@ -103,7 +102,8 @@ pub async fn handle(
     for (w, result) in wanted.iter().zip(results) {
         if let Some(error) = result.error {
             // As Kafka: a partition that failed reports no offsets, only its error.
-            topics[w.topic_index].partitions.push(error_partition(w.partition, partition_error_code(&error)));
+            let error = error_partition(w.read.partition.partition, partition_error_code(&error));
+            topics[w.topic_index].partitions.push(error);
             continue;
         }
         let mut records = result.records;
@@ -130,7 +130,7 @@ pub async fn handle(
         };
         topics[w.topic_index].partitions.push(
             PartitionData::default()
-                .with_partition_index(w.partition)
+                .with_partition_index(w.read.partition.partition)
                 .with_high_watermark(result.high_watermark)
                 .with_last_stable_offset(result.high_watermark)
                 .with_log_start_offset(result.log_start_offset)
@@ -154,50 +154,6 @@ fn error_partition(partition: i32, error: ResponseError) -> PartitionData {
 }
 
 /// Reads every wanted partition from its owner; results come back in `wanted` order.
-async fn read_all(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted]) -> Vec<PartitionReadResult> {
-    let mut per_shard: HashMap<ShardId, Vec<usize>> = HashMap::new();
-    for (i, w) in wanted.iter().enumerate() {
-        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push(i);
-    }
-    let calls = per_shard.into_iter().map(|(owner, indexes)| {
-        let reads = indexes
-            .iter()
-            .map(|&i| PartitionRead {
-                partition: TopicPartition {
-                    topic: names[wanted[i].topic_index].clone(),
-                    partition: wanted[i].partition,
-                },
-                offset: wanted[i].offset,
-                max_bytes: wanted[i].max_bytes,
-                zero_copy: shard.config.fetch_zero_copy,
-            })
-            .collect();
-        let call = shard.invoke_on(owner, Read { reads });
-        async move { indexes.into_iter().zip(call.await).collect::<Vec<_>>() }
-    });
-    let mut slots: Vec<Option<PartitionReadResult>> = wanted.iter().map(|_| None).collect();
-    for answers in futures::future::join_all(calls).await {
-        for (i, result) in answers {
-            slots[i] = Some(result);
-        }
-    }
-    slots.into_iter().map(|s| s.expect("every wanted partition was read")).collect()
-}
-
-/// Parks on every owner at once and returns when the first reports data past the high
-/// watermark `seen` for its partition (in `wanted` order), or at the deadline.
-async fn wait_for_data(shard: &Rc<Shard>, names: &[String], wanted: &[Wanted], seen: &[i64], timeout: Duration) {
-    let mut per_shard: HashMap<ShardId, Vec<(TopicPartition, i64)>> = HashMap::new();
-    for (w, &high_watermark) in wanted.iter().zip(seen) {
-        let tp = TopicPartition { topic: names[w.topic_index].clone(), partition: w.partition };
-        per_shard.entry(w.owner.expect("only owned partitions are wanted")).or_default().push((tp, high_watermark));
-    }
-    let waits: Vec<_> = per_shard
-        .into_iter()
-        .map(|(owner, partitions)| shard.invoke_on(owner, WaitForData { partitions, timeout }))
-        .collect();
-    futures::select! {
-        _ = futures::future::select_all(waits).fuse() => {},
-        _ = sleep(timeout).fuse() => {},
-    }
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<PartitionReadResult> {
+    shard.gather(wanted.iter().map(|w| (w.owner, w.read.clone())).collect(), |reads| Read { reads }).await
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 
 use super::router::{
-    Call, OffsetQuery, PartitionRead, PartitionReadResult, Produce, ProduceOutcome, RecordData, WaitForData,
+    Appended, Call, OffsetQuery, PartitionRead, PartitionReadResult, Produce, RecordData, WaitForData,
 };
 use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::MetadataImage;
@@ -100,28 +100,26 @@ async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitF
 
 /// Appends to each partition at once; the partition table is not borrowed while they wait
 /// for their writes and fsyncs.
-async fn produce(shard: &Shard, Produce { topic, partitions }: Produce) -> Vec<(i32, ProduceOutcome)> {
+async fn produce(shard: &Shard, Produce { parts }: Produce) -> Vec<Result<Appended, PartitionError>> {
     let now = now_ms();
     let appends: Vec<_> = {
         let table = shard.partitions.borrow();
-        partitions
+        parts
             .into_iter()
-            .map(|(partition, records)| {
-                let key = TopicPartition { topic: topic.clone(), partition };
-                let append = match table.get(&key) {
-                    None => Err(shard.missing_partition_error(&key)),
-                    Some(p) => Ok((p.append(records, now), p.clone())),
-                };
-                (partition, append)
+            .map(|(tp, records)| match table.get(&tp) {
+                None => Err(shard.missing_partition_error(&tp)),
+                Some(p) => Ok((p.append(records, now), p.clone())),
             })
             .collect()
     };
-    futures::future::join_all(appends.into_iter().map(|(partition, append)| async move {
-        let result = match append {
-            Err(e) => Err(e),
-            Ok((append, p)) => append.await.map(|info| (info, p.log_start_offset())),
-        };
-        (partition, result)
+    futures::future::join_all(appends.into_iter().map(|append| async move {
+        let (append, p) = append?;
+        let info = append.await?;
+        Ok(Appended {
+            base_offset: info.base_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: p.log_start_offset(),
+        })
     }))
     .await
 }

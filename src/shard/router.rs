@@ -6,6 +6,7 @@
 //! the request and a typed way back, so an answer of the wrong kind cannot be written. Envelopes
 //! carry owned buffers (`Bytes`): the request body is moved, never copied, to its owner.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use crate::group::state::GroupState;
 use crate::partition::PartitionError;
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, serve_bounded, spawn_local};
-use crate::storage::AppendInfo;
 use crate::storage::producer_state::ActiveProducer;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{
@@ -79,8 +79,8 @@ macro_rules! shard_calls {
 }
 
 shard_calls! {
-    /// Append each (partition, batches) of one topic.
-    Produce => Vec<(i32, ProduceOutcome)>,
+    /// Append each partition's batches; answered in request order.
+    Produce => Vec<Result<Appended, PartitionError>>,
     /// Read from each partition without waiting; answered in request order.
     Read => Vec<PartitionReadResult>,
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
@@ -114,9 +114,18 @@ shard_calls! {
     GroupCall => GroupAnswer,
 }
 
+/// Each partition with the batches to append to it (a slice of the request frame).
 pub struct Produce {
-    pub topic: String,
-    pub partitions: Vec<(i32, Bytes)>,
+    pub parts: Vec<(TopicPartition, Bytes)>,
+}
+
+/// Where a partition put a produce's batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    /// The time the broker stamped on the batches under LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
 }
 
 pub struct Read {
@@ -250,6 +259,7 @@ pub enum OffsetQuery {
     AtTime(i64),
 }
 
+#[derive(Clone)]
 pub struct PartitionRead {
     pub partition: TopicPartition,
     pub offset: i64,
@@ -299,10 +309,17 @@ pub struct PartitionGrowth {
     pub assignments: Option<Vec<Vec<i32>>>,
 }
 
-/// One partition's produce result: what was appended and the log start offset, or why not.
-pub type ProduceOutcome = Result<(AppendInfo, i64), PartitionError>;
 /// One topic's create or delete result; the error comes with a message for the client.
 pub type TopicOutcome = Result<(), (ResponseError, String)>;
+
+/// `items` grouped by owner, each group in `items`' order.
+fn by_owner<T>(items: Vec<(ShardId, T)>) -> BTreeMap<ShardId, Vec<T>> {
+    let mut groups: BTreeMap<ShardId, Vec<T>> = BTreeMap::new();
+    for (owner, item) in items {
+        groups.entry(owner).or_default().push(item);
+    }
+    groups
+}
 
 impl Shard {
     /// Runs `request` on shard `target`: directly when that is this shard, else through the
@@ -334,6 +351,75 @@ impl Shard {
     /// Runs the request `make` builds on every shard at once; the answers come in shard order.
     pub async fn on_every_shard<C: ShardCall + 'static>(self: &Rc<Self>, make: impl Fn() -> C) -> Vec<C::Reply> {
         futures::future::join_all((0..self.shard_count).map(|target| self.invoke_on(target, make()))).await
+    }
+
+    /// Sends each owner its items in one request (built by `request`), every owner at once,
+    /// and returns the answers in `items`' order. Each owner answers its items in the order it
+    /// got them.
+    pub async fn gather<T, R, C>(self: &Rc<Self>, items: Vec<(ShardId, T)>, request: impl Fn(Vec<T>) -> C) -> Vec<R>
+    where
+        C: ShardCall<Reply = Vec<R>> + 'static,
+    {
+        let count = items.len();
+        let indexed = items.into_iter().enumerate().map(|(i, (owner, item))| (owner, (i, item))).collect();
+        let calls = by_owner(indexed).into_iter().map(|(owner, parts)| {
+            let (indexes, parts): (Vec<usize>, Vec<T>) = parts.into_iter().unzip();
+            let call = self.invoke_on(owner, request(parts));
+            async move { (indexes, call.await) }
+        });
+        let mut answers: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        for (indexes, replies) in futures::future::join_all(calls).await {
+            assert_eq!(indexes.len(), replies.len(), "an owner answers every item it is sent");
+            for (i, reply) in indexes.into_iter().zip(replies) {
+                answers[i] = Some(reply);
+            }
+        }
+        answers.into_iter().map(|a| a.expect("every item is answered")).collect()
+    }
+
+    /// [`Shard::gather`] for a request some of whose items were answered already (`Err`: an
+    /// unknown partition, a refused entry): those keep their answer and travel nowhere.
+    pub async fn scatter<T, R, E, C>(
+        self: &Rc<Self>,
+        items: Vec<Result<(ShardId, T), E>>,
+        request: impl Fn(Vec<T>) -> C,
+    ) -> Vec<Result<R, E>>
+    where
+        C: ShardCall<Reply = Vec<R>> + 'static,
+    {
+        let mut answered = Vec::with_capacity(items.len());
+        let mut routed = Vec::new();
+        for item in items {
+            match item {
+                Ok(item) => {
+                    routed.push(item);
+                    answered.push(None);
+                }
+                Err(e) => answered.push(Some(e)),
+            }
+        }
+        let mut replies = self.gather(routed, request).await.into_iter();
+        answered
+            .into_iter()
+            .map(|answer| match answer {
+                Some(e) => Err(e),
+                None => Ok(replies.next().expect("one reply per routed item")),
+            })
+            .collect()
+    }
+
+    /// Sends each owner its items in one request, every owner at once, and returns as soon
+    /// as the first owner answers (the others' answers are dropped).
+    pub async fn scatter_first<T, C: ShardCall + 'static>(
+        self: &Rc<Self>,
+        items: Vec<(ShardId, T)>,
+        request: impl Fn(Vec<T>) -> C,
+    ) {
+        let calls: Vec<_> =
+            by_owner(items).into_iter().map(|(owner, parts)| self.invoke_on(owner, request(parts))).collect();
+        if !calls.is_empty() {
+            futures::future::select_all(calls).await;
+        }
     }
 
     /// Shard `target` is gone. After the drain deadline of a shutdown that is expected (shards
