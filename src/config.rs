@@ -98,6 +98,9 @@ pub struct BrokerConfig {
     /// partition (its next batch is then accepted at any sequence).
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: i64,
+    /// Bytes of records applied to the metadata log after which the image becomes its new
+    /// snapshot and the log is cut behind it (KRaft's name and default, 20 MiB).
+    pub metadata_log_max_record_bytes_between_snapshots: u64,
     /// acks=all produces need this many in-sync replicas; with one, anything above 1 refuses
     /// them with NOT_ENOUGH_REPLICAS, as Kafka does.
     pub min_insync_replicas: i32,
@@ -156,6 +159,7 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            metadata_log_max_record_bytes_between_snapshots: 20 << 20,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
             explicit: BTreeSet::new(),
@@ -339,6 +343,9 @@ impl BrokerConfig {
             "offset.metadata.max.bytes" => text(&self.offset_metadata_max_bytes),
             "producer.id.expiration.ms" => text(&self.producer_id_expiration_ms),
             "producer.id.expiration.check.interval.ms" => text(&self.producer_id_expiration_check_interval_ms),
+            "metadata.log.max.record.bytes.between.snapshots" => {
+                text(&self.metadata_log_max_record_bytes_between_snapshots)
+            }
             _ => None,
         }
     }
@@ -433,6 +440,9 @@ impl BrokerConfig {
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = value.parse().with_context(context)?
             }
+            "metadata.log.max.record.bytes.between.snapshots" => {
+                self.metadata_log_max_record_bytes_between_snapshots = value.parse().with_context(context)?
+            }
             "compression.type" => parse_compression_type(value)?,
             "min.insync.replicas" => self.min_insync_replicas = parse_min_insync_replicas(value)?,
             "unclean.leader.election.enable" => {
@@ -471,6 +481,12 @@ impl BrokerConfig {
         }
         if self.producer_id_expiration_ms < 1 || self.producer_id_expiration_check_interval_ms < 1 {
             bail!("producer.id.expiration.ms and producer.id.expiration.check.interval.ms must be at least 1");
+        }
+        if self.node_id < 0 {
+            bail!("node.id must not be negative");
+        }
+        if self.metadata_log_max_record_bytes_between_snapshots == 0 {
+            bail!("metadata.log.max.record.bytes.between.snapshots must be at least 1");
         }
         if self.queued_max_request_bytes == Some(0) {
             bail!("queued.max.request.bytes must be positive or -1 (no limit)");

@@ -64,8 +64,7 @@ fn created_partitions_take_records_across_a_restart() {
     broker.restart();
     driver(&broker, "admin_lifecycle", &["partitions-after-restart", "--topic", "grown"], DEADLINE);
     // Placed like the first partitions: spread over both shards.
-    let metadata = std::fs::read_to_string(broker.data_dir().join("metadata.json")).unwrap();
-    let image: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    let image = common::metadata_image(broker.data_dir());
     let topic = image["topics"].as_array().unwrap().iter().find(|t| t["name"] == "grown").unwrap();
     let shards: std::collections::BTreeSet<u64> =
         topic["partitions"].as_array().unwrap().iter().map(|p| p["shard"].as_u64().unwrap()).collect();
@@ -123,8 +122,7 @@ fn configs_change_live_and_survive_a_restart() {
 fn describe_apis_report_the_broker_its_sizes_and_producers() {
     let broker = Broker::start(2, &[]);
     let summary = driver(&broker, "admin_lifecycle", &["describe", "--topic", "seen"], DEADLINE);
-    let image: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(broker.data_dir().join("metadata.json")).unwrap()).unwrap();
+    let image = common::metadata_image(broker.data_dir());
     assert_eq!(summary["cluster_id"], image["cluster_id"], "{summary}");
     // The size reported for each partition is the bytes of its segments on disk.
     let dir = &summary["log_dirs"][0]["log_dirs"][0];

@@ -42,8 +42,7 @@ fn one_request_spans_both_shards() {
     let mut raw = Raw::connect(broker.addr());
     create_spread(&mut raw);
 
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(broker.data_dir().join("metadata.json")).unwrap()).unwrap();
+    let metadata = common::metadata_image(broker.data_dir());
     let topic = metadata["topics"].as_array().unwrap().iter().find(|t| t["name"] == "spread").unwrap();
     let shards: BTreeSet<u64> =
         topic["partitions"].as_array().unwrap().iter().map(|p| p["shard"].as_u64().unwrap()).collect();

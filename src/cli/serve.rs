@@ -6,13 +6,15 @@ use std::rc::Rc;
 
 use anyhow::Context;
 
+use crate::cluster::quorum::store::DurableLog;
+use crate::cluster::quorum::{self, QuorumConfig};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
 use crate::config::BrokerConfig;
 use crate::group;
 use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
 use crate::shard::placement::shard_for_partition;
 use crate::shard::router::PartitionsOffline;
-use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, ops};
+use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, controller, ops};
 use std::collections::BTreeMap;
 
 /// Left in the data directory by a clean shutdown; its absence at start means recovery.
@@ -109,16 +111,25 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         tracing::info!("the last stop was not clean (or this is the first start): recovering the logs");
     }
 
-    let mut image = MetadataImage::load_or_create(&config.data_dir)?;
+    // The metadata log: bootstrapped on a first start, migrated from `metadata.json` if an
+    // older Sluice wrote one. Reading it writes nothing, so that a broker restarted on a full
+    // disk serves what is there. Shard 0 opens it again for its Raft task.
+    let quorum_config = QuorumConfig {
+        node_id: quorum::raft_id(config.node_id),
+        voters: vec![quorum::raft_id(config.node_id)],
+        snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
+    };
+    let recovered = DurableLog::recover(crate::storage::fs::os(), &config.data_dir, &quorum_config.voters, || {
+        let mut image = MetadataImage::load_legacy_or_create(&config.data_dir)?;
+        ensure_offsets_topic(&mut image, &config);
+        Ok(image)
+    })?;
+    MetadataImage::retire_legacy(&config.data_dir)?;
     // Directories of partitions deleted before a crash are removed in the background.
     crate::storage::deleter::remove_leftovers(&crate::storage::fs::os(), &config.data_dir)?;
-    let moved = place_orphans(&mut image, config.cores);
-    let created = ensure_offsets_topic(&mut image, &config);
-    // Written only when it changed, so that a broker restarted on a full disk serves what is
-    // there.
-    if moved || created {
-        image.persist(&config.data_dir)?;
-    }
+    let mut image = recovered.image;
+    // Shard placement is this node's own affair: not in the log, redone at every start.
+    place_orphans(&mut image, config.cores);
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -132,12 +143,17 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             let mesh = mesh.clone();
             let image = image.clone();
             let advertised = advertised.clone();
+            let quorum_config = quorum_config.clone();
             let bound_tx = bound_tx.clone();
             async move {
                 let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
-                let offline = ops::apply_metadata(&shard, image, clean_shutdown);
+                let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown);
+                let quorum_task = match shard_id == CONTROLLER_SHARD {
+                    true => Some(start_quorum(&shard, quorum_config.clone(), image)?),
+                    false => None,
+                };
                 // Before this shard accepts clients, it knows its groups' committed offsets.
                 group::load(&shard);
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
@@ -169,7 +185,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop((bound_tx, ticks));
                 let closed = run_shard(shard, listener, shutdown).await;
-                drop((mesh_task, upkeep_task, group_task, admin_task));
+                drop((mesh_task, upkeep_task, group_task, admin_task, quorum_task));
                 closed
             }
         })
@@ -256,11 +272,29 @@ async fn run_shard(
     }
 }
 
-/// Creates `__consumer_offsets` on first start; its partition count is then fixed, since it
-/// decides which partition (and shard) holds each group. Returns whether it did.
-fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) -> bool {
+/// Starts the metadata log's Raft task on the controller shard, on the log as it is on disk
+/// and `image`, the one this node installed at startup.
+fn start_quorum(shard: &Rc<Shard>, config: QuorumConfig, image: MetadataImage) -> anyhow::Result<runtime::Task<()>> {
+    let mut recovered =
+        DurableLog::recover(shard.fs.clone(), &shard.config.data_dir, &config.voters, || unreachable!("bootstrapped"))?;
+    recovered.image = image;
+    let install: quorum::Install = {
+        let shard = shard.clone();
+        Rc::new(move |image| {
+            let shard = shard.clone();
+            Box::pin(async move { controller::install_committed(&shard, image).await })
+        })
+    };
+    let (handle, task) = quorum::start(config, recovered, install)?;
+    shard.quorum.set(handle).map_err(|_| anyhow::anyhow!("the quorum started twice"))?;
+    Ok(spawn_local(task))
+}
+
+/// Creates `__consumer_offsets` when the metadata log is bootstrapped; its partition count is
+/// then fixed, since it decides which partition (and shard) holds each group.
+fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
     if image.topic(group::OFFSETS_TOPIC).is_some() {
-        return false;
+        return;
     }
     let partitions = (0..config.offsets_topic_num_partitions)
         .map(|partition| PartitionMetadata {
@@ -278,22 +312,18 @@ fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) -> boo
         group::OFFSETS_TOPIC.to_string(),
         TopicMetadata { name: group::OFFSETS_TOPIC.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs },
     );
-    true
 }
 
 /// Gives a shard to partitions whose recorded shard no longer exists (fewer cores than last
-/// time), so that every partition has exactly one owner. Returns whether any moved.
-fn place_orphans(image: &mut MetadataImage, cores: usize) -> bool {
-    let mut moved = false;
+/// time), so that every partition has exactly one owner.
+fn place_orphans(image: &mut MetadataImage, cores: usize) {
     for topic in image.topics.values_mut() {
         for p in &mut topic.partitions {
             if p.shard >= cores {
                 p.shard = shard_for_partition(&topic.name, p.partition, cores);
-                moved = true;
             }
         }
     }
-    moved
 }
 
 fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {

@@ -1,7 +1,7 @@
-//! The metadata image and its persistence (`metadata.json`, replaced atomically).
+//! The metadata image, and `metadata.json`, where Sluice kept it before the metadata log: a
+//! data dir that has one is migrated (its image becomes the log's first snapshot).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::shard::ShardId;
 
-const FILE_NAME: &str = "metadata.json";
+const LEGACY_FILE_NAME: &str = "metadata.json";
 
 /// Kafka's limit on topic names (a partition directory adds "-<partition>" to them).
 const TOPIC_NAME_MAX_LEN: usize = 249;
@@ -23,7 +23,7 @@ pub fn is_legal_topic_name(name: &str) -> bool {
 
 /// Everything a shard needs to know about the cluster's topics. Immutable once published:
 /// the controller builds a new image for each change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub cluster_id: String,
     /// First producer id not yet handed out (idempotent producers), in blocks per shard.
@@ -40,7 +40,7 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicMetadata {
     pub name: String,
     /// Kafka's topic id (KIP-516), needed by Fetch v13+ and Metadata v10+.
@@ -49,7 +49,7 @@ pub struct TopicMetadata {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionMetadata {
     pub partition: i32,
     /// The shard that owns this partition's log on this broker.
@@ -77,9 +77,10 @@ impl MetadataImage {
         topic.partitions.get(index).map(|p| p.shard)
     }
 
-    /// Loads the image, or a fresh one with a new cluster id when the file does not exist.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<MetadataImage> {
-        let path = data_dir.join(FILE_NAME);
+    /// The image of a data dir's `metadata.json` (written by Sluice before the metadata
+    /// log), or a fresh one with a new cluster id when there is none.
+    pub fn load_legacy_or_create(data_dir: &Path) -> anyhow::Result<MetadataImage> {
+        let path = data_dir.join(LEGACY_FILE_NAME);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataImage {
@@ -93,24 +94,15 @@ impl MetadataImage {
         }
     }
 
-    /// Writes the image durably: a temporary file, fsync, rename over the old one, fsync the
-    /// directory. A crash leaves either the old or the new image, never a mix. A write that
-    /// fails (a full disk) removes the temporary file, giving its space back.
-    pub fn persist(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let path = data_dir.join(FILE_NAME);
-        let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-        let write = || -> anyhow::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(self)?)?;
-            file.sync_all()?;
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+    /// Once the metadata log holds its image, `metadata.json` is renamed out of the way (kept
+    /// for an operator; a later start never reads it again).
+    pub fn retire_legacy(data_dir: &Path) -> anyhow::Result<()> {
+        let path = data_dir.join(LEGACY_FILE_NAME);
+        if path.exists() {
+            std::fs::rename(&path, data_dir.join(format!("{LEGACY_FILE_NAME}.migrated")))?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            tracing::info!(path = %path.display(), "migrated into the metadata log");
         }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(data_dir)?.sync_all()?;
         Ok(())
     }
 }
@@ -135,30 +127,5 @@ mod topics_as_list {
     ) -> Result<BTreeMap<String, TopicMetadata>, D::Error> {
         let list = Vec::<TopicMetadata>::deserialize(deserializer)?;
         Ok(list.into_iter().map(|t| (t.name.clone(), t)).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn persists_and_loads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut image = MetadataImage::load_or_create(dir.path()).unwrap();
-        image.topics.insert(
-            "t".into(),
-            TopicMetadata {
-                name: "t".into(),
-                topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![PartitionMetadata { partition: 0, shard: 1, leader_epoch: 0, offline: false }],
-                configs: BTreeMap::from([("flush.messages".into(), "1".into())]),
-            },
-        );
-        image.persist(dir.path()).unwrap();
-        let loaded = MetadataImage::load_or_create(dir.path()).unwrap();
-        assert_eq!(loaded.cluster_id, image.cluster_id);
-        assert_eq!(loaded.topics["t"].partitions[0].shard, 1);
-        assert_eq!(loaded.topics["t"].configs["flush.messages"], "1");
     }
 }

@@ -1,11 +1,15 @@
-//! Cluster metadata: the image of topics, partitions, placement and configs.
+//! Cluster metadata: the image of topics, partitions, placement and configs, and the log that
+//! replicates it.
 //!
-//! Shard 0 is the single writer (the controller, see `shard::controller`): it applies changes,
-//! persists the image to `<data-dir>/metadata.json` and broadcasts a copy to every shard.
-//! Every shard reads only its own copy. [`configs`] says what the admin APIs see of topic and
-//! broker configs, and how they change.
+//! Shard 0 is the single writer (the controller, see `shard::controller`): it turns a change
+//! into [`records`], proposes them to the [`quorum`] (the Raft-replicated metadata log, driven
+//! on shard 0), and once they are committed the image with them applied is installed on every
+//! shard. Every shard reads only its own copy. [`configs`] says what the admin APIs see of
+//! topic and broker configs, and how they change.
 
 pub mod configs;
 mod metadata;
+pub mod quorum;
+pub mod records;
 
 pub use metadata::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};

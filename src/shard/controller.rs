@@ -1,8 +1,12 @@
 //! The controller: the single writer of the metadata image, on shard 0.
 //!
-//! A change is: validate, build the next image, persist it (`metadata.json`), then install it
-//! on every shard (each opens or deletes the partitions it owns) and answer only after all
-//! have. Changes are serialised by `controller_lock`, since installing awaits other shards.
+//! A change is: validate, build the next image, propose the records that make it to the
+//! metadata log (`cluster::quorum`), and answer once they are committed and the image is
+//! installed on every shard (each opens or deletes the partitions it owns). Changes are
+//! serialised by `controller_lock`, held until the change is installed, so that each one is
+//! validated against the image its predecessor left. Installs (of committed images, and of
+//! partitions found offline) are serialised by `install_lock`, and each carries the offline
+//! marks of this run.
 
 use std::rc::Rc;
 
@@ -12,6 +16,8 @@ use super::placement::shard_for_partition;
 use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
+use crate::cluster::quorum::ProposeError;
+use crate::cluster::records::{self, MetadataRecord};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::runtime::Permit;
 
@@ -190,12 +196,10 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
 /// be persisted.
 pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64, ResponseError> {
     assert!(count > 0);
-    let (_permit, mut image) = begin_change(shard).await;
+    let (_permit, image) = begin_change(shard).await;
     let first = image.next_producer_id;
-    image.next_producer_id = first.checked_add(count).expect("producer ids exhausted");
-    persist(shard, &image).await.map_err(|(error, _)| error)?;
-    // Only the controller reads this counter; other shards see it with the next change.
-    shard.set_metadata(image, shard.effective_config());
+    let next = first.checked_add(count).expect("producer ids exhausted");
+    propose(shard, vec![MetadataRecord::NextProducerId(next)]).await.map_err(|(error, _)| error)?;
     Ok(first)
 }
 
@@ -207,48 +211,52 @@ async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
     (permit, (*shard.metadata()).clone())
 }
 
-/// Writes `metadata.json` on a helper thread (its write, fsync, rename and directory fsync
-/// never block the controller shard; the controller lock keeps changes in order). When that
-/// fails (a full disk), the change is refused with KAFKA_STORAGE_ERROR and the image in force
-/// stays as it was: no client hears of a change that would vanish on restart, and the broker
-/// keeps serving what it has.
-async fn persist(shard: &Shard, image: &MetadataImage) -> Result<(), (ResponseError, String)> {
-    let (image, data_dir) = (image.clone(), shard.config.data_dir.clone());
-    let persisted = crate::runtime::file::run_blocking(move || image.persist(&data_dir)).await;
-    persisted.map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "persisting metadata; the change is refused");
-        (ResponseError::KafkaStorageError, format!("persisting metadata: {e:#}"))
+/// Proposes `records` to the metadata log and waits until they are installed everywhere. A
+/// log that cannot be written (a full disk) refuses the change with KAFKA_STORAGE_ERROR and the
+/// image in force stays as it was: no client hears of a change that would vanish on restart.
+async fn propose(shard: &Shard, records: Vec<MetadataRecord>) -> Result<(), (ResponseError, String)> {
+    let quorum = shard.quorum.get().expect("the controller shard has the quorum");
+    quorum.propose(records).await.map_err(|e| match e {
+        ProposeError::NotLeader => (ResponseError::NotController, "this node is not the active controller".into()),
+        ProposeError::Storage(message) => {
+            tracing::error!(%message, "the metadata change is refused");
+            (ResponseError::KafkaStorageError, message)
+        }
     })
 }
 
 /// Publishes the image that the successful `results` built; if that fails, nothing changed,
-/// and each of them gets the storage error instead.
+/// and each of them gets the error instead.
 async fn publish_for(shard: &Rc<Shard>, image: MetadataImage, results: &mut [TopicResult]) {
-    if let Err(error) = publish(shard, image).await {
+    let records = records::changes(&shard.metadata(), &image);
+    if let Err(error) = propose(shard, records).await {
         for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
             *result = Err(error.clone());
         }
     }
 }
 
-/// Persists `image`, then installs it on every shard and waits until all have. Partitions that
-/// failed to open are then marked offline in a further image.
-async fn publish(shard: &Rc<Shard>, mut image: MetadataImage) -> Result<(), (ResponseError, String)> {
-    persist(shard, &image).await?;
+/// Installs a committed image (from the metadata log) on every shard, with this run's offline
+/// marks; partitions that then fail to open are marked too, in a further install.
+pub async fn install_committed(shard: &Rc<Shard>, mut image: MetadataImage) {
+    let _permit = shard.install_lock.acquire_permit(1).await.expect("the install lock is never closed");
+    set_offline(&mut image, &shard.offline_marks.borrow());
     let offline = install(shard, &image).await;
     if !offline.is_empty() {
+        shard.offline_marks.borrow_mut().extend(offline.iter().cloned());
         set_offline(&mut image, &offline);
         install(shard, &image).await;
     }
-    Ok(())
 }
 
 /// Owners report partitions that failed to open (at startup): the image marks them offline,
 /// so that Metadata on every shard answers for them as Kafka does for an offline replica.
+/// Offline is a state of this run, not of the cluster: it is not in the log.
 pub async fn mark_offline(shard: &Rc<Shard>, partitions: Vec<TopicPartition>) {
-    let (_permit, mut image) = begin_change(shard).await;
-    set_offline(&mut image, &partitions);
-    // Offline is a state of this run, not of the cluster: nothing to persist.
+    let _permit = shard.install_lock.acquire_permit(1).await.expect("the install lock is never closed");
+    shard.offline_marks.borrow_mut().extend(partitions);
+    let mut image = (*shard.metadata()).clone();
+    set_offline(&mut image, &shard.offline_marks.borrow());
     let again = install(shard, &image).await;
     debug_assert!(again.is_empty(), "an offline partition is never opened again");
 }

@@ -65,6 +65,13 @@ pub struct Shard {
     senders: Senders<ShardRequest>,
     /// Serialises metadata changes on the controller shard (they await other shards).
     controller_lock: Semaphore,
+    /// On the controller shard: the way to the metadata log's Raft task (set at startup).
+    pub quorum: std::cell::OnceCell<crate::cluster::quorum::Quorum>,
+    /// On the controller shard: serialises installs of images on every shard.
+    install_lock: Semaphore,
+    /// On the controller shard: partitions that failed to open in this run; every installed
+    /// image marks them offline.
+    offline_marks: RefCell<Vec<TopicPartition>>,
     /// Producer ids reserved for this shard: [next, end).
     pub producer_ids: Cell<(i64, i64)>,
     /// This shard's counters; read by scrapes through the mesh.
@@ -99,6 +106,9 @@ impl Shard {
             groups: RefCell::new(HashMap::new()),
             senders,
             controller_lock: Semaphore::new(1),
+            quorum: std::cell::OnceCell::new(),
+            install_lock: Semaphore::new(1),
+            offline_marks: RefCell::new(Vec::new()),
             producer_ids: Cell::new((0, 0)),
             metrics: RefCell::new(ShardMetrics::default()),
             stopping: Cell::new(false),

@@ -700,3 +700,10 @@ impl Recorder {
         self.frames.lock().unwrap().clone()
     }
 }
+
+/// The metadata image in a broker's data dir (its metadata log, read as it is, without
+/// changing it), as JSON: what `metadata.json` held before the log.
+pub fn metadata_image(data_dir: &Path) -> serde_json::Value {
+    let image = sluice::cluster::quorum::store::read_image(data_dir).expect("reading the metadata log");
+    serde_json::to_value(image).unwrap()
+}

@@ -1,0 +1,305 @@
+//! The controller quorum: the metadata log, replicated by Raft (tikv's raft-rs), and the task
+//! on shard 0 that drives it.
+//!
+//! raft-rs is a state machine with no runtime of its own: this task ticks it, hands it
+//! proposals, and for each `Ready` makes its entries and hard state durable ([`store`]), sends
+//! its messages and applies what it committed. That fits thread-per-core: the node lives on
+//! shard 0 and is touched by this one task only; no thread, lock or other executor.
+//!
+//! A metadata change is a proposal of [`MetadataRecord`]s. Once committed, the records are
+//! applied to the image and the image is installed on every shard (the `install` callback);
+//! only then is the proposer answered. Every `metadata.log.max.record.bytes.between.snapshots`
+//! of applied records, the image becomes the snapshot and the log is cut behind it.
+//!
+//! Invariants: nothing is applied before it is committed; nothing counts for a commit before
+//! it is durable; a proposer is answered once, after its change is installed everywhere or
+//! once it is certain it will not be (an error). A failed log write restarts the node from what
+//! is durable, failing the proposals in flight.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
+use raft::prelude::{Entry, Message};
+use raft::{RawNode, Storage};
+
+use self::store::{DurableLog, LogStorage, Recovered, SnapshotFile};
+use super::MetadataImage;
+use super::records::{self, MetadataRecord};
+
+/// raft-rs counts time in ticks.
+const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a leader's heartbeat before a follower stands for election (at random up to
+/// twice as many).
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 2;
+/// Proposals waiting for the Raft task; the controller sends one change at a time anyway.
+const PROPOSALS_QUEUED_MAX: usize = 16;
+
+/// Why a change was not made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProposeError {
+    /// This node is not the quorum's leader (or lost leadership before the change committed).
+    NotLeader,
+    /// The log could not be written (a full disk): nothing changed.
+    Storage(String),
+}
+
+/// Installs a committed image on every shard; resolves once all have it.
+pub type Install = Rc<dyn Fn(MetadataImage) -> LocalBoxFuture<'static, ()>>;
+
+/// The way to the Raft task, held by the controller (shard 0).
+#[derive(Clone)]
+pub struct Quorum {
+    proposals: mpsc::Sender<Proposal>,
+}
+
+struct Proposal {
+    records: Vec<MetadataRecord>,
+    done: oneshot::Sender<Result<(), ProposeError>>,
+}
+
+impl Quorum {
+    /// Proposes `records` and waits until they are committed, applied and installed.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), ProposeError> {
+        let (done, answer) = oneshot::channel();
+        let mut proposals = self.proposals.clone();
+        futures::SinkExt::send(&mut proposals, Proposal { records, done })
+            .await
+            .map_err(|_| ProposeError::Storage("the metadata log has stopped".into()))?;
+        answer.await.unwrap_or_else(|_| Err(ProposeError::Storage("the metadata log has stopped".into())))
+    }
+}
+
+/// What the node is: its id, the voters, when to snapshot.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: u64,
+    pub voters: Vec<u64>,
+    pub snapshot_after_bytes: u64,
+}
+
+/// Raft ids must not be 0; Kafka's node ids may be.
+pub fn raft_id(node_id: i32) -> u64 {
+    u64::try_from(node_id).expect("node ids are validated non-negative") + 1
+}
+
+/// Starts the Raft task (to be spawned on shard 0) on what recovery found; returns the handle
+/// for proposals and the task's future.
+pub fn start(
+    config: QuorumConfig,
+    recovered: Recovered,
+    install: Install,
+) -> anyhow::Result<(Quorum, LocalBoxFuture<'static, ()>)> {
+    let (proposals, receiver) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+    let node = Node::new(config, recovered, install)?;
+    Ok((Quorum { proposals }, node.run(receiver).boxed_local()))
+}
+
+struct Node {
+    config: QuorumConfig,
+    raft: RawNode<LogStorage>,
+    log: DurableLog,
+    /// The state machine: the image with every applied entry.
+    image: MetadataImage,
+    applied: u64,
+    install: Install,
+    /// This node's proposals not yet answered, by the number in their entry's context.
+    pending: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
+    next_proposal: u64,
+    bytes_since_snapshot: u64,
+}
+
+fn raft_node(config: &QuorumConfig, storage: LogStorage, applied: u64) -> anyhow::Result<RawNode<LogStorage>> {
+    let raft_config = raft::Config {
+        id: config.node_id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        ..raft::Config::default()
+    };
+    raft_config.validate()?;
+    // raft-rs logs through slog; the events that matter are logged here through tracing.
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut raft = RawNode::new(&raft_config, storage, &logger)?;
+    if config.voters == [config.node_id] {
+        // Alone: no need to wait for an election timeout.
+        raft.campaign()?;
+    }
+    Ok(raft)
+}
+
+impl Node {
+    fn new(config: QuorumConfig, recovered: Recovered, install: Install) -> anyhow::Result<Node> {
+        let Recovered { storage, image, applied, log } = recovered;
+        Ok(Node {
+            raft: raft_node(&config, storage, applied)?,
+            config,
+            log,
+            image,
+            applied,
+            install,
+            pending: HashMap::new(),
+            next_proposal: 0,
+            bytes_since_snapshot: 0,
+        })
+    }
+
+    async fn run(mut self, mut proposals: mpsc::Receiver<Proposal>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            futures::select! {
+                proposal = proposals.next() => match proposal {
+                    Some(proposal) => self.propose(proposal),
+                    None => return,
+                },
+                _ = crate::runtime::sleep(wait).fuse() => {
+                    self.raft.tick();
+                    next_tick = Instant::now() + TICK;
+                }
+            }
+            while self.raft.has_ready() {
+                if let Err(e) = self.handle_ready().await {
+                    self.restart(format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, Proposal { records, done }: Proposal) {
+        let number = self.next_proposal;
+        self.next_proposal += 1;
+        let data = serde_json::to_vec(&records).expect("records serialise");
+        let mut context = self.config.node_id.to_le_bytes().to_vec();
+        context.extend_from_slice(&number.to_le_bytes());
+        match self.raft.propose(context, data) {
+            Ok(()) => {
+                self.pending.insert(number, done);
+            }
+            Err(_) => {
+                let _ = done.send(Err(ProposeError::NotLeader));
+            }
+        }
+    }
+
+    /// One round: persist, send, apply, advance. An error means the log could not be written.
+    async fn handle_ready(&mut self) -> anyhow::Result<()> {
+        let mut ready = self.raft.ready();
+        if let Some(soft) = ready.ss() {
+            tracing::info!(leader = soft.leader_id, role = ?soft.raft_state, term = self.raft.raft.term, "metadata quorum");
+        }
+        self.send(ready.take_messages());
+        assert!(ready.snapshot().is_empty() || self.config.voters.len() > 1, "a lone voter never receives a snapshot");
+        // Durable before anything is applied: what was applied is always committed on disk.
+        self.log.append(ready.entries(), ready.hs()).await?;
+        self.raft.mut_store().append(ready.entries());
+        if let Some(hard_state) = ready.hs() {
+            self.raft.mut_store().set_hard_state(hard_state.clone());
+        }
+        let committed = ready.take_committed_entries();
+        self.apply(committed).await;
+        self.send(ready.take_persisted_messages());
+        let mut light = self.raft.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            // Durable, so that a restart applies everything committed before it serves.
+            let mut hard_state = self.raft.store().initial_state()?.hard_state;
+            hard_state.commit = commit;
+            self.log.append(&[], Some(&hard_state)).await?;
+            self.raft.mut_store().set_hard_state(hard_state);
+        }
+        self.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(committed).await;
+        self.raft.advance_apply();
+        self.snapshot_if_due().await;
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        // A lone voter has nobody to talk to.
+        debug_assert!(messages.is_empty() || self.config.voters.len() > 1);
+    }
+
+    /// Applies committed entries to the image, installs it, then answers their proposers.
+    async fn apply(&mut self, entries: Vec<Entry>) {
+        let mut answered = Vec::new();
+        let mut changed = false;
+        for entry in entries {
+            let records = store::decode_records(&entry).expect("committed entries were written by a controller");
+            changed |= !records.is_empty();
+            records::apply(&mut self.image, records);
+            self.applied = entry.index;
+            self.bytes_since_snapshot += entry.get_data().len() as u64;
+            if let Some(number) = self.own_proposal(entry.get_context()) {
+                answered.extend(self.pending.remove(&number));
+            }
+        }
+        if changed {
+            (self.install)(self.image.clone()).await;
+        }
+        for done in answered {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// The number of this node's proposal that an entry's context names, if it is one.
+    fn own_proposal(&self, context: &[u8]) -> Option<u64> {
+        let (node, number) = context.split_at_checked(8)?;
+        let node = u64::from_le_bytes(node.try_into().ok()?);
+        (node == self.config.node_id).then_some(u64::from_le_bytes(number.try_into().ok()?))
+    }
+
+    async fn snapshot_if_due(&mut self) {
+        if self.bytes_since_snapshot < self.config.snapshot_after_bytes {
+            return;
+        }
+        let term = self.raft.store().term(self.applied).expect("the applied entry is in the log");
+        let file =
+            SnapshotFile { index: self.applied, term, voters: self.config.voters.clone(), image: self.image.clone() };
+        match self.log.snapshot(file, self.raft.mut_store()).await {
+            Ok(()) => {
+                tracing::info!(index = self.applied, "metadata snapshot written; the log was cut behind it");
+                self.bytes_since_snapshot = 0;
+            }
+            // The log keeps its entries; the next applied entry tries again.
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "writing a metadata snapshot"),
+        }
+    }
+
+    /// After a failed write: forgets what was not durable by reopening the log as it is on
+    /// disk (blocking the shard, on this rare path), and fails the proposals whose entries did
+    /// not reach it. Those that did are still answered when they commit.
+    fn restart(&mut self, error: String) {
+        tracing::error!(%error, "writing the metadata log; restarting the Raft node from what is durable");
+        let recovered = DurableLog::recover(self.log.fs(), self.log.data_dir(), &self.config.voters, || {
+            unreachable!("the log exists")
+        });
+        // Reading back what was just there failed: nothing sensible is left to do.
+        let recovered = recovered.unwrap_or_else(|e| panic!("reopening the metadata log: {e:#}"));
+        // Applied entries were durable and committed before they were applied.
+        assert_eq!(recovered.applied, self.applied, "the durable commit is what was applied");
+        let durable: Vec<u64> = recovered
+            .storage
+            .entries_after(self.applied)
+            .iter()
+            .filter_map(|e| self.own_proposal(e.get_context()))
+            .collect();
+        let (kept, lost) = std::mem::take(&mut self.pending).into_iter().partition(|(n, _)| durable.contains(n));
+        self.pending = kept;
+        for (_, done) in lost {
+            let _ = done.send(Err(ProposeError::Storage(format!("writing the metadata log: {error}"))));
+        }
+        let raft = raft_node(&self.config, recovered.storage, recovered.applied);
+        self.raft = raft.unwrap_or_else(|e| panic!("restarting the Raft node: {e:#}"));
+        self.log = recovered.log;
+    }
+}
