@@ -8,7 +8,7 @@ use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptio
 use sluice::protocol::records::{encode_batch, plain_record};
 use sluice::storage::batch::{Validation, validate_all};
 use sluice::storage::index::{IndexFile, OffsetEntry};
-use sluice::storage::{Log, LogConfig, TimestampType};
+use sluice::storage::{Log, LogConfig, TimestampType, Wait};
 
 /// A ~1 MiB batch of 1 KiB records, as a throughput-minded producer sends.
 fn big_batch() -> Bytes {
@@ -84,7 +84,7 @@ fn storage(c: &mut Criterion) {
     let mut offset = 0;
     group.bench_function("read 1 MiB", |b| {
         b.iter(|| {
-            let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
+            let bytes = log.read(offset, 1 << 20, i64::MAX, Wait::Yes).unwrap();
             offset = (offset + 1000) % end;
             bytes
         })
@@ -119,7 +119,7 @@ fn offset_lookup(c: &mut Criterion) {
     group.bench_function("locate an offset in a 1.6M-record log", |b| {
         b.iter(|| {
             offset = (offset + 7919) % end;
-            log.read_slice(offset, 1 << 20, i64::MAX).unwrap().unwrap()
+            log.read_slice(offset, 1 << 20, i64::MAX, Wait::Yes).unwrap().unwrap()
         })
     });
     group.finish();

@@ -40,7 +40,7 @@ use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
-use crate::storage::{AppendInfo, Begun, Log, LogConfig, StorageError};
+use crate::storage::{AppendInfo, Begun, Log, LogConfig, StorageError, Wait};
 
 /// Why an operation on a partition failed. Kafka's error codes come from it at the handler edge
 /// (`protocol::errors::partition_error_code`), nowhere else.
@@ -72,6 +72,11 @@ pub enum PartitionError {
 
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
+
+/// Loads a fetch's read may make before its last try, which may wait for the disk. Each load
+/// brings in what a try lacked (a batch header, and the kernel's readahead after it), so a few
+/// suffice unless memory is so short that pages are evicted as fast as they are loaded.
+const FETCH_LOADS_MAX: usize = 8;
 
 /// A shard's counters of its partitions' fsyncs, for `/metrics`: group commit shows as far
 /// fewer fsyncs than appends covered.
@@ -299,16 +304,49 @@ impl Partition {
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high
-    /// watermark.
+    /// watermark; read synchronously (loading groups at startup, tools).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let state = self.0.state.borrow();
-        state.log.read(offset, max_bytes, state.high_watermark)
+        state.log.read(offset, max_bytes, state.high_watermark, Wait::Yes)
     }
 
-    /// The batches [`Partition::read`] would return, as a file range to send without a copy.
-    pub fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Option<FileSlice>, StorageError> {
-        let state = self.0.state.borrow();
-        state.log.read_slice(offset, max_bytes, state.high_watermark)
+    /// The batches [`Partition::read`] would return, for a fetch: the shard never waits for
+    /// the disk ([`Partition::read_for_fetch`]).
+    pub async fn fetch_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        self.read_for_fetch(|log, high_watermark, wait| log.read(offset, max_bytes, high_watermark, wait)).await
+    }
+
+    /// The same batches as a file range to send without a copy, for a fetch.
+    pub async fn fetch_slice(&self, offset: i64, max_bytes: usize) -> Result<Option<FileSlice>, StorageError> {
+        self.read_for_fetch(|log, high_watermark, wait| log.read_slice(offset, max_bytes, high_watermark, wait)).await
+    }
+
+    /// Runs `read` (given the log, the high watermark and how to wait) from the page cache
+    /// only; where it meets bytes that are not cached (a consumer far behind), loads them
+    /// through the shard's io_uring, the shard serving others meanwhile, and reads again from
+    /// scratch (the log may have moved). Only the last of [`FETCH_LOADS_MAX`] tries may wait
+    /// for the disk, should pages be evicted as fast as they are loaded.
+    async fn read_for_fetch<T>(
+        &self,
+        read: impl Fn(&Log, i64, Wait) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut loads = 0;
+        loop {
+            let wait = if loads < FETCH_LOADS_MAX { Wait::No } else { Wait::Yes };
+            let load = {
+                let state = self.0.state.borrow();
+                match read(&state.log, state.high_watermark, wait) {
+                    Err(StorageError::NotCached { base_offset, position, len }) => {
+                        state.log.load(base_offset, position, len)
+                    }
+                    done => return done,
+                }
+            };
+            if let Some(load) = load {
+                load.await?;
+            }
+            loads += 1;
+        }
     }
 
     /// A receiver that fires on the next append.

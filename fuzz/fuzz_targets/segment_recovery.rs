@@ -12,7 +12,7 @@ mod common;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::runtime::file::Driver;
-use sluice::storage::Log;
+use sluice::storage::{Log, Wait};
 use sluice::storage::batch::{BatchHeader, validate};
 
 /// Reads at most this many times, so a log of tiny batches stays quick.
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = log.max_timestamp_offset();
     let mut offset = log.log_start_offset();
     for _ in 0..READS_MAX {
-        let Ok(bytes) = log.read(offset, 1 << 20, log.log_end_offset()) else { break };
+        let Ok(bytes) = log.read(offset, 1 << 20, log.log_end_offset(), Wait::Yes) else { break };
         if bytes.is_empty() {
             break;
         }

@@ -32,7 +32,8 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        StorageError::Io(_) => ResponseError::KafkaStorageError,
+        // A fetch loads what was not cached and reads again; it never answers this.
+        StorageError::Io(_) | StorageError::NotCached { .. } => ResponseError::KafkaStorageError,
     }
 }
 

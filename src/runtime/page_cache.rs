@@ -11,6 +11,10 @@
 //! seccomp filter that refuses it) [`present`] asks `mincore` too. Either answer is a
 //! snapshot: a page evicted right after the probe makes sendfile read it synchronously, which
 //! costs time, never a wrong byte.
+//!
+//! [`read_cached`] reads only what is cached (`preadv2` with `RWF_NOWAIT`), for the small
+//! reads a partition's owner makes on the fetch path (batch headers): the storage layer loads
+//! what it does not find through io_uring and tries again.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -93,6 +97,29 @@ fn pages(position: u64, len: u64) -> u64 {
     (position + len - 1) / page - position / page + 1
 }
 
+/// Reads into `buf` the bytes of `file` from `position` that are in the page cache, without
+/// waiting for the disk: returns how many, fewer than asked where a page is not cached (or at
+/// the end of the file), or an error of kind `WouldBlock` when the first page is not. A file
+/// system that cannot tell (`EOPNOTSUPP`) is read normally.
+pub fn read_cached(file: BorrowedFd<'_>, buf: &mut [u8], position: u64) -> io::Result<usize> {
+    let offset = libc::off_t::try_from(position).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let vector = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    loop {
+        // SAFETY: one iovec over `buf`, which is writable for its length and outlives the call.
+        let read = unsafe { libc::preadv2(file.as_raw_fd(), &vector, 1, offset, libc::RWF_NOWAIT) };
+        if read >= 0 {
+            return Ok(read as usize);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
+            Some(libc::EOPNOTSUPP) => return nix::sys::uio::pread(file, buf, offset).map_err(io::Error::from),
+            _ => return Err(error),
+        }
+    }
+}
+
 fn cachestat(file: BorrowedFd<'_>, position: u64, len: u64) -> io::Result<u64> {
     let range = CachestatRange { offset: position, len };
     let mut stat = Cachestat::default();
@@ -133,10 +160,19 @@ fn mincore(file: BorrowedFd<'_>, position: u64, len: u64) -> io::Result<u64> {
     Ok(resident.iter().filter(|&&state| state & 1 != 0).count() as u64)
 }
 
+/// Test helper: writes `len` bytes of `file` from `position` back to the disk (only clean
+/// pages can be dropped), then drops them from the page cache (`len` 0: to the end).
+#[cfg(test)]
+pub fn evict(file: &std::fs::File, position: u64, len: u64) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    file.sync_data().unwrap();
+    posix_fadvise(file.as_raw_fd(), position as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsFd;
 
     use super::*;
 
@@ -152,11 +188,6 @@ mod tests {
         }
         file.sync_all().unwrap();
         (dir, file)
-    }
-
-    fn evict(file: &std::fs::File, position: u64, len: u64) {
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-        posix_fadvise(file.as_raw_fd(), position as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
     }
 
     fn both_probes(file: &std::fs::File, position: u64, len: u64) -> [Residency; 2] {
@@ -184,11 +215,17 @@ mod tests {
             assert_eq!(probe.cached_pages, 1, "{probe:?}");
             assert!(!probe.is_whole());
         }
+        // Reads from the cache only: up to the evicted half, and nothing of it.
+        let mut buffer = vec![0u8; 2 * page as usize];
+        assert_eq!(read_cached(file.as_fd(), &mut buffer, HALF - page).unwrap(), page as usize);
+        let error = read_cached(file.as_fd(), &mut buffer, HALF).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
         // Reading the evicted half brings it back.
         let mut buffer = vec![0u8; HALF as usize];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut buffer, HALF).unwrap();
         for probe in both_probes(&file, 0, 2 * HALF) {
             assert!(probe.is_whole(), "{probe:?}");
         }
+        assert_eq!(read_cached(file.as_fd(), &mut buffer, HALF).unwrap(), buffer.len());
     }
 }

@@ -379,9 +379,7 @@ mod tests {
         for page in content.chunks(PAGE) {
             file.write_all(page).unwrap();
         }
-        file.sync_all().unwrap();
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-        posix_fadvise(file.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        page_cache::evict(&file, 0, 0);
         (path, content)
     }
 

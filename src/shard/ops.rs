@@ -19,7 +19,7 @@ use crate::storage::deleter;
 pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
     match envelope {
         ShardRequest::Produce(Call { request, reply }) => reply.send(produce(shard, request).await),
-        ShardRequest::Read(Call { request, reply }) => reply.send(read(shard, request.reads)),
+        ShardRequest::Read(Call { request, reply }) => reply.send(read(shard, request.reads).await),
         ShardRequest::WaitForData(Call { request, reply }) => {
             wait_for_data(shard, request).await;
             reply.send(())
@@ -124,44 +124,41 @@ async fn produce(shard: &Shard, Produce { parts }: Produce) -> Vec<Result<Append
     .await
 }
 
-fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
-    let table = shard.partitions.borrow();
-    reads
-        .into_iter()
-        .map(|r| match table.get(&r.partition) {
-            None => PartitionReadResult {
-                error: Some(shard.missing_partition_error(&r.partition)),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: RecordData::Memory(bytes::Bytes::new()),
-            },
-            Some(p) => {
-                let records = match r.zero_copy {
-                    true => p.read_slice(r.offset, r.max_bytes).map(|slice| match slice {
-                        Some(slice) => RecordData::File(slice),
-                        None => RecordData::Memory(bytes::Bytes::new()),
-                    }),
-                    false => p.read(r.offset, r.max_bytes).map(RecordData::Memory),
-                };
-                let (error, records) = match records {
-                    Ok(records) => (None, records),
-                    Err(e) => {
-                        if matches!(e, crate::storage::StorageError::Io(_)) {
-                            let tp = &r.partition;
-                            tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
-                        }
-                        (Some(e.into()), RecordData::Memory(bytes::Bytes::new()))
-                    }
-                };
-                PartitionReadResult {
-                    error,
-                    high_watermark: p.high_watermark(),
-                    log_start_offset: p.log_start_offset(),
-                    records,
-                }
+/// Reads for a fetch, all at once: a read whose bytes are not in the page cache loads them
+/// through the shard's io_uring (`Partition::fetch_slice`) while the others, and the shard's
+/// other work, go on.
+async fn read(shard: &Shard, reads: Vec<PartitionRead>) -> Vec<PartitionReadResult> {
+    futures::future::join_all(reads.into_iter().map(|r| read_one(shard, r))).await
+}
+
+async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
+    let partition = shard.partitions.borrow().get(&r.partition).cloned();
+    let Some(p) = partition else {
+        return PartitionReadResult {
+            error: Some(shard.missing_partition_error(&r.partition)),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: RecordData::Memory(bytes::Bytes::new()),
+        };
+    };
+    let records = match r.zero_copy {
+        true => p.fetch_slice(r.offset, r.max_bytes).await.map(|slice| match slice {
+            Some(slice) => RecordData::File(slice),
+            None => RecordData::Memory(bytes::Bytes::new()),
+        }),
+        false => p.fetch_bytes(r.offset, r.max_bytes).await.map(RecordData::Memory),
+    };
+    let (error, records) = match records {
+        Ok(records) => (None, records),
+        Err(e) => {
+            if matches!(e, crate::storage::StorageError::Io(_)) {
+                let tp = &r.partition;
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
             }
-        })
-        .collect()
+            (Some(e.into()), RecordData::Memory(bytes::Bytes::new()))
+        }
+    };
+    PartitionReadResult { error, high_watermark: p.high_watermark(), log_start_offset: p.log_start_offset(), records }
 }
 
 fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, OffsetQuery)>) -> Vec<Result<(i64, i64), PartitionError>> {

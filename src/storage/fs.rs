@@ -70,6 +70,12 @@ pub type IoFuture = LocalBoxFuture<'static, io::Result<()>>;
 pub trait FileHandle {
     fn len(&self) -> io::Result<u64>;
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
+    /// Like `read_exact_at`, but only from the page cache, never waiting for the disk: fails
+    /// with `ErrorKind::WouldBlock` when some of the bytes are not cached.
+    fn read_cached_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
+    /// Reads `len` bytes at `position` into the page cache without blocking the shard (through
+    /// its io_uring), for a `read_cached_at` that found them missing.
+    fn load(&self, position: u64, len: usize) -> IoFuture;
     /// Writes from `slices` at `position`; may write fewer bytes than given (like pwritev).
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -179,7 +185,7 @@ impl FileSystem for Os {
 
 struct OsFile {
     file: std::fs::File,
-    /// The same file on the shard's io_uring, made at its first write or sync.
+    /// The same file on the shard's io_uring, made at its first write, sync or load.
     ring: OnceCell<RingFile>,
 }
 
@@ -200,6 +206,30 @@ impl FileHandle for OsFile {
 
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, position)
+    }
+
+    fn read_cached_at(&self, mut buf: &mut [u8], mut position: u64) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        while !buf.is_empty() {
+            match crate::runtime::page_cache::read_cached(self.file.as_fd(), buf, position)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                read => {
+                    buf = &mut buf[read..];
+                    position += read as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, position: u64, len: usize) -> IoFuture {
+        match self.ring() {
+            Ok(ring) => {
+                let read = ring.read_at(position, len);
+                Box::pin(async move { read.await.map(drop) })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize> {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{FileSystem, IoFuture};
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
-use super::{AppendInfo, LogConfig, StorageError, TimestampType};
+use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
 use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
 
@@ -338,9 +338,9 @@ impl Log {
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
     /// none starting at or past `max_offset`, read into memory.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
-        match self.locate(offset, max_offset)? {
-            Some((segment, position)) => segment.read(position, max_bytes, max_offset),
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, wait: Wait) -> Result<Bytes, StorageError> {
+        match self.locate(offset, max_offset, wait)? {
+            Some((segment, position)) => segment.read(position, max_bytes, max_offset, wait),
             None => Ok(Bytes::new()),
         }
     }
@@ -351,15 +351,24 @@ impl Log {
         offset: i64,
         max_bytes: usize,
         max_offset: i64,
+        wait: Wait,
     ) -> Result<Option<FileSlice>, StorageError> {
-        match self.locate(offset, max_offset)? {
-            Some((segment, position)) => segment.slice(position, max_bytes, max_offset),
+        match self.locate(offset, max_offset, wait)? {
+            Some((segment, position)) => segment.slice(position, max_bytes, max_offset, wait),
             None => Ok(None),
         }
     }
 
+    /// Loads what a read with [`Wait::No`] found missing ([`StorageError::NotCached`]) into
+    /// the page cache, through the shard's io_uring; `None` if that segment is gone meanwhile
+    /// (a retry then reads elsewhere).
+    pub fn load(&self, base_offset: i64, position: u64, len: usize) -> Option<IoFuture> {
+        let index = self.segments.binary_search_by_key(&base_offset, |s| s.base_offset).ok()?;
+        Some(self.segments[index].load(position, len))
+    }
+
     /// The segment and position of the first batch to return for a read from `offset`.
-    fn locate(&self, offset: i64, max_offset: i64) -> Result<Option<(&Segment, u64)>, StorageError> {
+    fn locate(&self, offset: i64, max_offset: i64, wait: Wait) -> Result<Option<(&Segment, u64)>, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset() || offset > log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -376,7 +385,7 @@ impl Log {
         // answer then starts with the first batch after it, in a later segment.
         for segment in &self.segments[index..] {
             let position = match segment.base_offset <= offset {
-                true => segment.locate(offset)?,
+                true => segment.locate(offset, wait)?,
                 false => (!segment.is_empty()).then_some(0),
             };
             if let Some(position) = position {
@@ -392,7 +401,7 @@ impl Log {
         let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         for segment in &self.segments[first..] {
             let position = match segment.base_offset < offset {
-                true => match segment.locate(offset)? {
+                true => match segment.locate(offset, Wait::Yes)? {
                     Some(position) => position,
                     None => continue,
                 },
@@ -672,13 +681,67 @@ pub(crate) mod tests {
     fn read_all(log: &Log, mut offset: i64) -> Vec<(i64, i32)> {
         let mut all = Vec::new();
         while offset < log.log_end_offset() {
-            let bytes = log.read(offset, 1000, i64::MAX).unwrap();
+            let bytes = log.read(offset, 1000, i64::MAX, Wait::Yes).unwrap();
             let batches = batches_in(&bytes);
             assert!(!batches.is_empty(), "no progress at offset {offset}");
             offset = batches.last().map(|&(base, count)| base + i64::from(count)).unwrap();
             all.extend(batches);
         }
         all
+    }
+
+    /// Evicts the log's pages, then runs `read` as a fetch does: from the page cache only,
+    /// loading what it names as missing and trying again. A read that cannot wait still starts
+    /// the kernel's readahead, which a fast disk may finish before the read looks again, so the
+    /// eviction is tried a few times until one read has to load. Returns the result.
+    async fn read_evicted<T>(
+        log: &Log,
+        segment: &std::fs::File,
+        read: impl Fn(&Log, Wait) -> Result<T, StorageError>,
+    ) -> T {
+        for _ in 0..5 {
+            crate::runtime::page_cache::evict(segment, 0, 0);
+            let mut loads = 0;
+            let result = loop {
+                match read(log, Wait::No) {
+                    Err(StorageError::NotCached { base_offset, position, len }) => {
+                        assert!(loads < 8, "each load brings in what a try lacked");
+                        log.load(base_offset, position, len).expect("the segment is there").await.unwrap();
+                        loads += 1;
+                    }
+                    result => break result.unwrap(),
+                }
+            };
+            if loads > 0 {
+                return result;
+            }
+        }
+        panic!("evicted bytes were always read in place, never loaded");
+    }
+
+    #[test]
+    fn reads_that_may_not_wait_load_what_is_not_cached_and_return_the_same() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for i in 0..300 {
+                log.append(batch(100, 1000 + i), 7, 0).await.unwrap();
+            }
+            let segment = std::fs::File::open(dir.path().join(super::super::segment::file_name(0, "log"))).unwrap();
+            // From the middle of the segment, 256 KiB: a header to find where the range starts,
+            // one after the index's jump to find where it ends.
+            let (offset, max_bytes) = (150 * 100 + 7, 256 * 1024);
+
+            let slice =
+                read_evicted(&log, &segment, |log, wait| log.read_slice(offset, max_bytes, i64::MAX, wait)).await;
+            let waited = log.read_slice(offset, max_bytes, i64::MAX, Wait::Yes).unwrap().unwrap();
+            let slice = slice.expect("batches from the offset");
+            assert_eq!((slice.position, slice.len), (waited.position, waited.len));
+
+            let bytes = read_evicted(&log, &segment, |log, wait| log.read(offset, max_bytes, i64::MAX, wait)).await;
+            assert_eq!(bytes, log.read(offset, max_bytes, i64::MAX, Wait::Yes).unwrap());
+            assert_eq!(batches_in(&bytes)[0].0, 150 * 100);
+        })
     }
 
     #[test]
@@ -696,9 +759,9 @@ pub(crate) mod tests {
             assert_eq!(all.len(), 50);
             assert!(all.iter().enumerate().all(|(i, &(base, n))| base == 3 * i as i64 && n == 3));
             // An offset in the middle of a batch returns that whole batch first.
-            assert_eq!(batches_in(&log.read(31, 1, i64::MAX).unwrap()), vec![(30, 3)]);
-            assert!(log.read(150, 1000, i64::MAX).unwrap().is_empty());
-            assert!(matches!(log.read(151, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+            assert_eq!(batches_in(&log.read(31, 1, i64::MAX, Wait::Yes).unwrap()), vec![(30, 3)]);
+            assert!(log.read(150, 1000, i64::MAX, Wait::Yes).unwrap().is_empty());
+            assert!(matches!(log.read(151, 1000, i64::MAX, Wait::Yes), Err(StorageError::OffsetOutOfRange { .. })));
         })
     }
 
@@ -731,7 +794,7 @@ pub(crate) mod tests {
             assert!(logs.len() >= 5, "{logs:?}");
             assert!(logs.contains("00000000000000000000.log"));
             for offset in [0, 1, 57, 99, 100, 133, 199] {
-                let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+                let first = batches_in(&log.read(offset, 1, i64::MAX, Wait::Yes).unwrap())[0];
                 assert!(first.0 <= offset && offset < first.0 + 2, "offset {offset} gave {first:?}");
             }
             assert_eq!(read_all(&log, 0).len(), 100);
@@ -747,11 +810,11 @@ pub(crate) mod tests {
                 log.append(batch(1, 0), 0, 0).await.unwrap();
             }
             let one = batch(1, 0).len();
-            assert_eq!(batches_in(&log.read(0, 3 * one, i64::MAX).unwrap()).len(), 3);
+            assert_eq!(batches_in(&log.read(0, 3 * one, i64::MAX, Wait::Yes).unwrap()).len(), 3);
             // KIP-74: a limit below one batch still returns that batch.
-            assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
-            assert_eq!(batches_in(&log.read(0, 1 << 20, 4).unwrap()).len(), 4);
-            assert!(log.read(4, 1 << 20, 4).unwrap().is_empty());
+            assert_eq!(batches_in(&log.read(0, 1, i64::MAX, Wait::Yes).unwrap()).len(), 1);
+            assert_eq!(batches_in(&log.read(0, 1 << 20, 4, Wait::Yes).unwrap()).len(), 4);
+            assert!(log.read(4, 1 << 20, 4, Wait::Yes).unwrap().is_empty());
         })
     }
 
@@ -781,7 +844,7 @@ pub(crate) mod tests {
                             expected.push(base);
                             total += size;
                         }
-                        let read = log.read(batches[start].0, max_bytes, max_offset).unwrap();
+                        let read = log.read(batches[start].0, max_bytes, max_offset, Wait::Yes).unwrap();
                         let got: Vec<i64> = batches_in(&read).iter().map(|b| b.0).collect();
                         assert_eq!(got, expected, "from {start} max_bytes {max_bytes} max_offset {max_offset}");
                     }
@@ -817,7 +880,7 @@ pub(crate) mod tests {
             let mut log = Log::open(&os(), dir.path(), config, false).unwrap();
             let info = log.append(batch(2, 5), 0, 123_456).await.unwrap();
             assert_eq!(info.log_append_time_ms, 123_456);
-            let bytes = log.read(0, 1000, i64::MAX).unwrap();
+            let bytes = log.read(0, 1000, i64::MAX, Wait::Yes).unwrap();
             assert_eq!(validate(&bytes).unwrap().max_timestamp, 123_456);
         })
     }
@@ -919,8 +982,8 @@ pub(crate) mod tests {
             drop(log);
             patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
             let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
-            assert_eq!(batches_in(&log.read(0, 1, i64::MAX).unwrap()), vec![(0, 2)]);
-            assert!(log.read(4, 1 << 30, i64::MAX).unwrap().is_empty());
+            assert_eq!(batches_in(&log.read(0, 1, i64::MAX, Wait::Yes).unwrap()), vec![(0, 2)]);
+            assert!(log.read(4, 1 << 30, i64::MAX, Wait::Yes).unwrap().is_empty());
             assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
         })
     }
@@ -1019,7 +1082,7 @@ pub(crate) mod tests {
             let log = Log::open(&os(), dir.path(), config(), true).unwrap();
             assert_eq!(log.log_end_offset(), 60);
             for offset in [0, 17, 59] {
-                let first = batches_in(&log.read(offset, 1, i64::MAX).unwrap())[0];
+                let first = batches_in(&log.read(offset, 1, i64::MAX, Wait::Yes).unwrap())[0];
                 assert!(first.0 <= offset && offset < first.0 + 2);
             }
         })
@@ -1052,7 +1115,7 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {
-            let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
+            let bytes = log.read(offset, 1 << 20, i64::MAX, Wait::Yes).unwrap();
             if bytes.is_empty() {
                 break;
             }
@@ -1102,7 +1165,9 @@ pub(crate) mod tests {
             assert_eq!(log.log_end_offset(), 32);
             // Reads from an offset that was compacted away continue at the next record.
             assert_eq!(
-                crate::protocol::records::decode_records(log.read(3, 1 << 20, i64::MAX).unwrap(), 3).unwrap()[0].offset,
+                crate::protocol::records::decode_records(log.read(3, 1 << 20, i64::MAX, Wait::Yes).unwrap(), 3)
+                    .unwrap()[0]
+                    .offset,
                 27
             );
 
@@ -1158,7 +1223,10 @@ pub(crate) mod tests {
             assert_eq!(log.segments.len(), 1);
             assert_eq!(log.log_start_offset(), active_base);
             assert_eq!(segment_files(dir.path()), vec![active_base]);
-            assert!(matches!(log.read(active_base - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+            assert!(matches!(
+                log.read(active_base - 1, 1000, i64::MAX, Wait::Yes),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
             assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
             assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0, active_base);
             // The start survives a reopen: the segment files say where the log begins.
@@ -1245,9 +1313,12 @@ pub(crate) mod tests {
             assert_eq!(log.delete_records(start).unwrap(), start);
             assert_eq!(log.segments[0].base_offset, second_base);
             assert_eq!(segment_files(dir.path())[0], second_base);
-            assert!(matches!(log.read(start - 1, 1000, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+            assert!(matches!(
+                log.read(start - 1, 1000, i64::MAX, Wait::Yes),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
             // The batch holding the start comes back whole, as in Kafka.
-            let first = batches_in(&log.read(start, 1, i64::MAX).unwrap())[0];
+            let first = batches_in(&log.read(start, 1, i64::MAX, Wait::Yes).unwrap())[0];
             assert!(first.0 <= start && start < first.0 + 2);
             // The start never moves back.
             assert_eq!(log.delete_records(1).unwrap(), start);
@@ -1259,7 +1330,7 @@ pub(crate) mod tests {
             }
             let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
             assert_eq!(log.delete_records(80).unwrap(), 80);
-            assert!(log.read(80, 1000, i64::MAX).unwrap().is_empty());
+            assert!(log.read(80, 1000, i64::MAX, Wait::Yes).unwrap().is_empty());
             assert_eq!(log.append(batch(1, 0), 0, 0).await.unwrap().base_offset, 80);
         })
     }
@@ -1298,7 +1369,7 @@ pub(crate) mod tests {
             let after = records(&log);
             assert!(after.contains(&tombstone), "{after:?}");
             assert!(!after.iter().any(|r| r.0 == 1 || r.0 == 0), "superseded records go at once: {after:?}");
-            let bytes = log.read(3, 1, i64::MAX).unwrap();
+            let bytes = log.read(3, 1, i64::MAX, Wait::Yes).unwrap();
             let header = BatchHeader::parse(&bytes).unwrap();
             assert_eq!(header.delete_horizon_ms(), Some(start + 1000));
             assert_eq!(crate::protocol::records::decode_records(bytes, 3).unwrap()[0].timestamp, 0);
@@ -1354,7 +1425,7 @@ pub(crate) mod tests {
                 log.compact_if_due(0).unwrap();
                 let closed_end = log.segments.last().unwrap().base_offset;
                 for &base in originals.iter().filter(|&&b| b < closed_end) {
-                    let bytes = log.read(base, 1, i64::MAX).unwrap();
+                    let bytes = log.read(base, 1, i64::MAX, Wait::Yes).unwrap();
                     let header = BatchHeader::parse(&bytes).unwrap();
                     assert_eq!((header.base_offset, header.last_offset_delta), (base, 2), "{codec:?}");
                     assert_eq!(header.attributes & 7, codec as i16, "{codec:?}");

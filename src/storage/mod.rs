@@ -3,7 +3,9 @@
 //!
 //! Runs on the shard that owns the partition; nothing here is shared between threads.
 //! All I/O goes through the [`fs`] seam: on the real file system, positional reads and writes
-//! through the page cache; appends and their fsyncs are submitted to the shard's io_uring.
+//! through the page cache; appends and their fsyncs are submitted to the shard's io_uring, and
+//! the fetch path's reads take only what is cached ([`Wait::No`]), loading the rest through
+//! the ring before trying again.
 //!
 //! - [`batch`]: v2 batch headers, validation (CRC-32C, the records inside) and the fields the
 //!   broker stamps.
@@ -62,6 +64,21 @@ pub enum StorageError {
     OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A read with [`Wait::No`] met bytes that are not in the page cache: `len` bytes at
+    /// `position` of the segment based at `base_offset`, for [`Log::load`] to bring in before
+    /// the read is tried again. The fetch path handles it; it never reaches a client.
+    #[error("{len} bytes at {position} of segment {base_offset} are not in the page cache")]
+    NotCached { base_offset: i64, position: u64, len: usize },
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Read synchronously: recovery, upkeep, tools, and a fetch's last try.
+    Yes,
+    /// The fetch path: read only what is in the page cache, else fail with
+    /// [`StorageError::NotCached`], so that the shard never waits for the disk.
+    No,
 }
 
 /// How the broker stamps batch timestamps (`message.timestamp.type`).

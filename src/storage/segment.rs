@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::StorageError;
 use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
 use super::fs::{FileHandle, FileSystem, IoFuture, Open};
 use super::index::{IndexFile, OffsetEntry, PendingEntries, TimeEntry};
+use super::{StorageError, Wait};
 use crate::runtime::zero_copy::FileSlice;
 
 /// Largest segment we write; keeps every position within the `u32` of an index entry.
@@ -176,7 +176,7 @@ impl Segment {
         let mut position = 0u64;
         self.size = 0;
         while position < file_size {
-            let Some(header) = self.read_header(position, file_size)? else {
+            let Some(header) = self.read_header(position, file_size, Wait::Yes)? else {
                 break;
             };
             if header.base_offset < self.next_offset || !self.crc_matches(position, &header)? {
@@ -219,10 +219,12 @@ impl Segment {
         }
         self.bytes_since_index_entry = 0;
         while position < self.size {
-            let header =
-                self.read_header(position, self.size)?.filter(|h| h.base_offset >= self.next_offset).ok_or_else(
-                    || StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display())),
-                )?;
+            let header = self
+                .read_header(position, self.size, Wait::Yes)?
+                .filter(|h| h.base_offset >= self.next_offset)
+                .ok_or_else(|| {
+                    StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display()))
+                })?;
             self.next_offset = header.last_offset() + 1;
             self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
             position += header.size() as u64;
@@ -235,12 +237,12 @@ impl Segment {
     /// that does not parse, a length running past `end`, or offsets outside what this segment
     /// can hold (the CRC does not cover the base offset, so a damaged one must be caught here).
     /// Every reader of the file goes through this, so no length read from disk is trusted.
-    fn read_header(&self, position: u64, end: u64) -> Result<Option<BatchHeader>, StorageError> {
+    fn read_header(&self, position: u64, end: u64, wait: Wait) -> Result<Option<BatchHeader>, StorageError> {
         if position + HEADER_LEN as u64 > end {
             return Ok(None);
         }
         let mut bytes = [0u8; HEADER_LEN];
-        self.log.read_exact_at(&mut bytes, position)?;
+        self.read_at(&mut bytes, position, wait)?;
         let Ok(header) = BatchHeader::parse(&bytes) else {
             return Ok(None);
         };
@@ -252,6 +254,27 @@ impl Segment {
         let fits_offsets =
             header.base_offset >= self.base_offset && relative_last.is_some_and(|r| r <= i64::from(u32::MAX));
         Ok((fits_file && fits_offsets).then_some(header))
+    }
+
+    /// Fills `buf` from `position`; with [`Wait::No`] only from the page cache, failing with
+    /// [`StorageError::NotCached`] (for [`Segment::load`]) where it is not.
+    fn read_at(&self, buf: &mut [u8], position: u64, wait: Wait) -> Result<(), StorageError> {
+        match wait {
+            Wait::Yes => Ok(self.log.read_exact_at(buf, position)?),
+            Wait::No => match self.log.read_cached_at(buf, position) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    Err(StorageError::NotCached { base_offset: self.base_offset, position, len: buf.len() })
+                }
+                result => Ok(result?),
+            },
+        }
+    }
+
+    /// Reads `len` bytes at `position` into the page cache through the shard's io_uring, for a
+    /// read that failed with [`StorageError::NotCached`]. The kernel reads ahead of it, so a
+    /// scan of the headers that follow usually finds them cached.
+    pub fn load(&self, position: u64, len: usize) -> IoFuture {
+        self.log.load(position, len)
     }
 
     /// Whether the batch `header` at `position` (which fits the file) has a right CRC-32C, read
@@ -337,7 +360,7 @@ impl Segment {
 
     /// Calls `f` with the header of every batch from `position` to the end.
     pub fn for_each_header(&self, mut position: u64, f: &mut impl FnMut(&BatchHeader)) -> Result<(), StorageError> {
-        while let Some(header) = self.read_header(position, self.size)? {
+        while let Some(header) = self.read_header(position, self.size, Wait::Yes)? {
             f(&header);
             position += header.size() as u64;
         }
@@ -345,13 +368,13 @@ impl Segment {
     }
 
     /// Position of the batch holding `offset`, if this segment has it.
-    pub fn locate(&self, offset: i64) -> Result<Option<u64>, StorageError> {
+    pub fn locate(&self, offset: i64, wait: Wait) -> Result<Option<u64>, StorageError> {
         if offset < self.base_offset || offset >= self.next_offset {
             return Ok(None);
         }
         let relative = u32::try_from(offset - self.base_offset).expect("offset within segment");
         let mut position = self.offset_index.floor(relative).map_or(0, |e| u64::from(e.position));
-        while let Some(header) = self.read_header(position, self.size)? {
+        while let Some(header) = self.read_header(position, self.size, wait)? {
             if header.last_offset() >= offset {
                 return Ok(Some(position));
             }
@@ -363,7 +386,7 @@ impl Segment {
     /// How many bytes from `position` make whole batches: at least the first, then as many
     /// as fit in `max_bytes`, none with a base offset at or past `max_offset`. Reads headers
     /// only.
-    fn extent(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<usize, StorageError> {
+    fn extent(&self, position: u64, max_bytes: usize, max_offset: i64, wait: Wait) -> Result<usize, StorageError> {
         // The index marks batch starts: jump to the furthest one within both limits, so that
         // only the batches after it (one index interval at most) have their headers read.
         let entries = self.offset_index.entries();
@@ -373,7 +396,7 @@ impl Segment {
             Some(jump) if jump > position => jump,
             _ => position,
         };
-        while let Some(header) = self.read_header(end, self.size)? {
+        while let Some(header) = self.read_header(end, self.size, wait)? {
             let next = end + header.size() as u64;
             let over_limit = end > position && (next - position) as usize > max_bytes;
             if header.base_offset >= max_offset || next > self.size || over_limit {
@@ -385,10 +408,10 @@ impl Segment {
     }
 
     /// The bytes of [`Segment::extent`], read into memory.
-    pub fn read(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Bytes, StorageError> {
-        let length = self.extent(position, max_bytes, max_offset)?;
+    pub fn read(&self, position: u64, max_bytes: usize, max_offset: i64, wait: Wait) -> Result<Bytes, StorageError> {
+        let length = self.extent(position, max_bytes, max_offset, wait)?;
         let mut buffer = BytesMut::zeroed(length);
-        self.log.read_exact_at(&mut buffer, position)?;
+        self.read_at(&mut buffer, position, wait)?;
         Ok(buffer.freeze())
     }
 
@@ -401,7 +424,7 @@ impl Segment {
         let mut buffer = Vec::new();
         let mut position = 0;
         while position < self.size {
-            let header = self.read_header(position, self.size)?.ok_or_else(|| {
+            let header = self.read_header(position, self.size, Wait::Yes)?.ok_or_else(|| {
                 StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display()))
             })?;
             buffer.resize(header.size(), 0);
@@ -413,8 +436,14 @@ impl Segment {
     }
 
     /// The range of [`Segment::extent`], to be sent from the file without a copy.
-    pub fn slice(&self, position: u64, max_bytes: usize, max_offset: i64) -> Result<Option<FileSlice>, StorageError> {
-        let len = self.extent(position, max_bytes, max_offset)?;
+    pub fn slice(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        max_offset: i64,
+        wait: Wait,
+    ) -> Result<Option<FileSlice>, StorageError> {
+        let len = self.extent(position, max_bytes, max_offset, wait)?;
         if len == 0 {
             return Ok(None);
         }
@@ -435,7 +464,7 @@ impl Segment {
             }
             None => 0,
         };
-        while let Some(header) = self.read_header(position, self.size)? {
+        while let Some(header) = self.read_header(position, self.size, Wait::Yes)? {
             if header.max_timestamp >= timestamp {
                 let mut bytes = vec![0u8; header.size()];
                 self.log.read_exact_at(&mut bytes, position)?;

@@ -406,6 +406,15 @@ impl FileHandle for SimFile {
         })
     }
 
+    /// The simulated disk has no page cache: everything is in memory.
+    fn read_cached_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
+        self.read_exact_at(buf, position)
+    }
+
+    fn load(&self, _position: u64, _len: usize) -> IoFuture {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize> {
         self.with(|inode| {
             let mut at = position as usize;
