@@ -40,6 +40,9 @@ pub struct ShardMetrics {
     pub fetch_bytes_io_uring: u64,
     /// Chunks of fetched file ranges that were not all in the page cache (each read that way).
     pub fetch_cold_chunks: u64,
+    /// Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records
+    /// with `fetch.zero.copy.enable=false`) did not find in the page cache.
+    pub fetch_owner_loads: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
     /// Partitions of acks=0 produce requests that failed; their clients are never told.
@@ -206,6 +209,16 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ =
             writeln!(out, "sluice_fetch_cold_chunks_total{{shard=\"{}\"}} {}", s.shard, s.metrics.fetch_cold_chunks);
     }
+    family(
+        &mut out,
+        "sluice_fetch_owner_loads_total",
+        "counter",
+        "Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records not sent zero-copy) did not find in the page cache; the read then runs again.",
+    );
+    for s in snapshots {
+        let _ =
+            writeln!(out, "sluice_fetch_owner_loads_total{{shard=\"{}\"}} {}", s.shard, s.metrics.fetch_owner_loads);
+    }
 
     family(&mut out, "sluice_mesh_messages_total", "counter", "Envelopes sent to and received from other shards.");
     for s in snapshots {
@@ -280,6 +293,7 @@ mod tests {
         metrics.bytes_in = 10;
         metrics.fetch_bytes_io_uring = 4096;
         metrics.fetch_cold_chunks = 1;
+        metrics.fetch_owner_loads = 2;
         let snapshot = Snapshot {
             shard: 0,
             metrics,
@@ -302,6 +316,7 @@ mod tests {
         assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
         assert!(text.contains("sluice_fetch_record_bytes_total{path=\"io_uring\",shard=\"0\"} 4096"));
         assert!(text.contains("sluice_fetch_cold_chunks_total{shard=\"0\"} 1"));
+        assert!(text.contains("sluice_fetch_owner_loads_total{shard=\"0\"} 2"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

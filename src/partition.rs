@@ -76,7 +76,7 @@ const HIGH_WATERMARK: i64 = -1;
 /// Loads a fetch's read may make before its last try, which may wait for the disk. Each load
 /// brings in what a try lacked (a batch header, and the kernel's readahead after it), so a few
 /// suffice unless memory is so short that pages are evicted as fast as they are loaded.
-const FETCH_LOADS_MAX: usize = 8;
+const FETCH_LOADS_MAX: u32 = 8;
 
 /// A shard's counters of its partitions' fsyncs, for `/metrics`: group commit shows as far
 /// fewer fsyncs than appends covered.
@@ -311,28 +311,35 @@ impl Partition {
     }
 
     /// The batches [`Partition::read`] would return, for a fetch: the shard never waits for
-    /// the disk ([`Partition::read_for_fetch`]).
-    pub async fn fetch_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        self.read_for_fetch(|log, high_watermark, wait| log.read(offset, max_bytes, high_watermark, wait)).await
+    /// the disk ([`Partition::read_for_fetch`]); `loads` counts the loads it took.
+    pub async fn fetch_bytes(&self, offset: i64, max_bytes: usize, loads: &mut u64) -> Result<Bytes, StorageError> {
+        self.read_for_fetch(loads, |log, high_watermark, wait| log.read(offset, max_bytes, high_watermark, wait)).await
     }
 
     /// The same batches as a file range to send without a copy, for a fetch.
-    pub async fn fetch_slice(&self, offset: i64, max_bytes: usize) -> Result<Option<FileSlice>, StorageError> {
-        self.read_for_fetch(|log, high_watermark, wait| log.read_slice(offset, max_bytes, high_watermark, wait)).await
+    pub async fn fetch_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        loads: &mut u64,
+    ) -> Result<Option<FileSlice>, StorageError> {
+        self.read_for_fetch(loads, |log, high_watermark, wait| log.read_slice(offset, max_bytes, high_watermark, wait))
+            .await
     }
 
     /// Runs `read` (given the log, the high watermark and how to wait) from the page cache
     /// only; where it meets bytes that are not cached (a consumer far behind), loads them
     /// through the shard's io_uring, the shard serving others meanwhile, and reads again from
     /// scratch (the log may have moved). Only the last of [`FETCH_LOADS_MAX`] tries may wait
-    /// for the disk, should pages be evicted as fast as they are loaded.
+    /// for the disk, should pages be evicted as fast as they are loaded. Adds its loads to
+    /// `loads`.
     async fn read_for_fetch<T>(
         &self,
+        loads: &mut u64,
         read: impl Fn(&Log, i64, Wait) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut loads = 0;
-        loop {
-            let wait = if loads < FETCH_LOADS_MAX { Wait::No } else { Wait::Yes };
+        for tries in 0.. {
+            let wait = if tries < FETCH_LOADS_MAX { Wait::No } else { Wait::Yes };
             let load = {
                 let state = self.0.state.borrow();
                 match read(&state.log, state.high_watermark, wait) {
@@ -343,10 +350,11 @@ impl Partition {
                 }
             };
             if let Some(load) = load {
+                *loads += 1;
                 load.await?;
             }
-            loads += 1;
         }
+        unreachable!("the tries end with the one that may wait")
     }
 
     /// A receiver that fires on the next append.

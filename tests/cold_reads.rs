@@ -72,6 +72,9 @@ fn cold_ranges_are_read_through_io_uring_and_send_the_same_bytes() {
     let after_cold = cold_chunks(&broker);
     assert!(after_cold >= 1.0, "the first chunk was cold");
     assert!(bytes_by(&broker, "io_uring") >= CHUNK_BYTES as f64, "a whole chunk read through io_uring");
+    // The owner's header reads loaded what they missed, unless the readahead their first try
+    // started had already landed (a fast disk): counted, not asserted.
+    assert!(broker.http_get("/metrics").1.contains("sluice_fetch_owner_loads_total{shard=\"0\"}"));
 
     // Evicted, then the second and the fifth chunk read back in (the fetch starts at position
     // 0, so its chunks are the file's): one range, cached and cold parts in turn.

@@ -141,13 +141,15 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
             records: RecordData::Memory(bytes::Bytes::new()),
         };
     };
+    let mut loads = 0;
     let records = match r.zero_copy {
-        true => p.fetch_slice(r.offset, r.max_bytes).await.map(|slice| match slice {
+        true => p.fetch_slice(r.offset, r.max_bytes, &mut loads).await.map(|slice| match slice {
             Some(slice) => RecordData::File(slice),
             None => RecordData::Memory(bytes::Bytes::new()),
         }),
-        false => p.fetch_bytes(r.offset, r.max_bytes).await.map(RecordData::Memory),
+        false => p.fetch_bytes(r.offset, r.max_bytes, &mut loads).await.map(RecordData::Memory),
     };
+    shard.metrics.borrow_mut().fetch_owner_loads += loads;
     let (error, records) = match records {
         Ok(records) => (None, records),
         Err(e) => {
