@@ -4,19 +4,20 @@
 //! the high watermark follows the log end once an append's write has completed, so reads never
 //! reach bytes still being written.
 //!
-//! A [`Partition`] is a handle (cloned cheaply) on state that lives on its shard. Appends run
-//! as their own task, so that a request dropped halfway never leaves an append half done:
-//! validate and stamp (no system call), write through the shard's io_uring, then take the
-//! write into the log. They hold the partition's writer lock from the first step to the last,
-//! so two appends to one partition never interleave (single writer); reads and other
-//! partitions go on meanwhile. No `RefCell` borrow of the state is held across an `.await`.
+//! A [`Partition`] is a handle (cloned cheaply) on state that lives on its shard. Appends are
+//! queued in the order they are made (the order of the requests) and written one at a time
+//! by the partition's writer task (single writer), so that two appends never interleave nor
+//! overtake each other, and a request dropped halfway never leaves an append half done: each
+//! is validated and stamped (no system call), written through the shard's io_uring, then
+//! taken into the log; reads and other partitions go on meanwhile. No `RefCell` borrow of the
+//! state is held across an `.await`.
 //!
 //! Group commit: an append that must be durable before its answer (`write.caching=false`, or
 //! `flush.messages` reached) waits for an fsync of its segment submitted after its write
 //! completed. One fsync is in flight per partition at a time; every append that finished
 //! before it was submitted is covered by it, and the waiters it does not cover get the next
-//! one, started when it completes. So N
-//! producers waiting together cost about two fsyncs, not N. An fsync that fails fails every
+//! one, started when it completes. So N producers waiting together cost about two fsyncs,
+//! not N. An fsync that fails fails every
 //! waiter (KAFKA_STORAGE_ERROR) and marks the partition failed: after a failed fsync the
 //! kernel may have dropped the dirty pages while marking them clean, so the unsynced tail
 //! cannot be trusted or retried; appends are refused until a restart recovers the log from
@@ -28,6 +29,7 @@
 //! rolls and at close, and rebuilt from the log after a crash, so it survives restarts.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,8 +37,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::runtime::spawn_local;
 use crate::runtime::zero_copy::FileSlice;
-use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
@@ -94,9 +96,15 @@ pub struct Partition(Rc<Shared>);
 
 struct Shared {
     state: RefCell<State>,
-    /// Held by one append from validation to the log taking its write in.
-    writer: Semaphore,
     counters: Rc<SyncCounters>,
+}
+
+/// An append waiting for the writer task.
+struct QueuedAppend {
+    batches: Bytes,
+    now_ms: i64,
+    /// The append's outcome, and whether it must be durable before it is answered.
+    done: oneshot::Sender<Result<(AppendInfo, bool), PartitionError>>,
 }
 
 struct State {
@@ -113,6 +121,10 @@ struct State {
     durability_waiters: Vec<(i64, oneshot::Sender<Result<(), PartitionError>>)>,
     /// Why appends are refused: an fsync failed (see the module doc).
     failed: Option<String>,
+    /// Appends made and not yet written, in order; bounded by the requests in flight.
+    appends: VecDeque<QueuedAppend>,
+    /// Whether the writer task is running (it stops when the queue is empty).
+    writing: bool,
 }
 
 impl Partition {
@@ -140,30 +152,56 @@ impl Partition {
             sync_in_flight: None,
             durability_waiters: Vec::new(),
             failed: None,
+            appends: VecDeque::new(),
+            writing: false,
         };
-        Ok(Partition(Rc::new(Shared { state: RefCell::new(state), writer: Semaphore::new(1), counters })))
+        Ok(Partition(Rc::new(Shared { state: RefCell::new(state), counters })))
     }
 
     /// Validates and appends the batches of one produce request, wakes parked fetches, and
     /// answers once the flush policy is met. A retried idempotent batch is answered with its
-    /// original offsets and not written. Runs as its own task: dropping the returned future
-    /// does not stop the append.
+    /// original offsets and not written. The append is queued at once, behind the appends made
+    /// before it; dropping the returned future does not stop it.
     pub fn append(
         &self,
         batches: Bytes,
         now_ms: i64,
     ) -> impl std::future::Future<Output = Result<AppendInfo, PartitionError>> + 'static {
         let (done, answer) = oneshot::channel();
+        let start_writer = {
+            let mut state = self.0.state.borrow_mut();
+            state.appends.push_back(QueuedAppend { batches, now_ms, done });
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if start_writer {
+            let partition = self.clone();
+            spawn_local(async move { partition.write_queued().await }).detach();
+        }
         let partition = self.clone();
-        spawn_local(async move {
-            let _ = done.send(partition.append_to_completion(batches, now_ms).await);
-        })
-        .detach();
-        async move { answer.await.unwrap_or(Err(PartitionError::SyncFailed)) }
+        async move {
+            let (info, durable_before_answer) = answer.await.unwrap_or(Err(PartitionError::SyncFailed))?;
+            partition.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
+            Ok(info)
+        }
     }
 
-    async fn append_to_completion(&self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, PartitionError> {
-        let writer = self.0.writer.acquire_permit(1).await.map_err(|_| PartitionError::SyncFailed)?;
+    /// The writer task: writes the queued appends in order, one at a time, until none is left.
+    async fn write_queued(&self) {
+        loop {
+            let next = {
+                let mut state = self.0.state.borrow_mut();
+                let next = state.appends.pop_front();
+                state.writing = next.is_some();
+                next
+            };
+            let Some(QueuedAppend { batches, now_ms, done }) = next else { return };
+            let _ = done.send(self.write_one(batches, now_ms).await);
+        }
+    }
+
+    /// Validates, stamps and writes one append (rolling the log first if it must), and takes
+    /// it into the log. Returns whether it must be durable before it is answered.
+    async fn write_one(&self, batches: Bytes, now_ms: i64) -> Result<(AppendInfo, bool), PartitionError> {
         let headers = batch_headers(&batches)?;
         let (pending, write) = loop {
             let mut state = self.0.state.borrow_mut();
@@ -171,11 +209,8 @@ impl Partition {
                 return Err(PartitionError::SyncFailed);
             }
             if let Checked::Duplicate(original) = state.producers.check(&headers)? {
-                let durable_before_answer = !state.log.config().write_caching;
-                drop((state, writer));
                 // The original may still wait for its fsync: so does its retry.
-                self.wait_durable_if_required(original.last_offset + 1, durable_before_answer).await?;
-                return Ok(original);
+                return Ok((original, !state.log.config().write_caching));
             }
             let epoch = state.leader_epoch;
             match state.log.begin_append(&batches, epoch, now_ms).map_err(|e| state.refused(e))? {
@@ -194,22 +229,16 @@ impl Partition {
             }
         };
         let written = write.await;
-        let (info, durable_before_answer) = {
-            let mut state = self.0.state.borrow_mut();
-            let (info, durable_before_answer) =
-                state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
-            state.producers.record(&headers, &info, now_ms);
-            // One replica: everything written is committed.
-            state.high_watermark = state.log.log_end_offset();
-            debug_assert!(state.high_watermark > info.last_offset);
-            for waiter in state.data_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-            (info, durable_before_answer)
-        };
-        drop(writer);
-        self.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
-        Ok(info)
+        let mut state = self.0.state.borrow_mut();
+        let (info, durable_before_answer) = state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
+        state.producers.record(&headers, &info, now_ms);
+        // One replica: everything written is committed.
+        state.high_watermark = state.log.log_end_offset();
+        debug_assert!(state.high_watermark > info.last_offset);
+        for waiter in state.data_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        Ok((info, durable_before_answer))
     }
 
     /// Waits until everything below `end` is durable when `durable_before_answer`
@@ -530,6 +559,19 @@ mod tests {
         Partition::open(&fs, &Path::new("/data").join(name), config, EXPIRY, 0, false, counters.clone()).unwrap()
     }
 
+    /// Lets the other tasks run once.
+    async fn yield_now() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
     /// Waits until `condition` holds, for at most a few seconds.
     async fn until(what: &str, condition: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -555,6 +597,30 @@ mod tests {
 
     fn answered(answers: &RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>) -> usize {
         answers.borrow().iter().filter(|a| a.is_some()).count()
+    }
+
+    #[test]
+    fn appends_are_written_in_the_order_they_were_made() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            // Started one after the other without waiting, as pipelined requests are: each
+            // must get the offsets after its predecessor's, whatever the tasks' scheduling.
+            let mut appends = Vec::new();
+            for i in 0..1000 {
+                appends.push(p.append(batch(1 + i % 3, 0), 0));
+                // Let the appends under way progress between arrivals, by varying amounts.
+                for _ in 0..i % 4 {
+                    yield_now().await;
+                }
+            }
+            let mut expected_base = 0;
+            for (i, append) in appends.into_iter().enumerate() {
+                let info = append.await.unwrap();
+                assert_eq!(info.base_offset, expected_base, "append {i} out of order");
+                expected_base = info.last_offset + 1;
+            }
+        })
     }
 
     #[test]
