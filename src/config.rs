@@ -23,6 +23,9 @@ use crate::storage::{LogConfig, TimestampType};
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// The controller quorum (`controller.quorum.voters`, `ID@HOST:PORT,...`, KRaft's form):
+    /// every voter's node id and the address its Raft messages go to. Empty: this node alone.
+    pub controller_quorum_voters: Vec<(i32, String)>,
     pub listen: SocketAddr,
     /// The admin HTTP listener (Prometheus `/metrics`); `None` turns it off.
     pub admin: Option<SocketAddr>,
@@ -115,6 +118,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             node_id: 0,
+            controller_quorum_voters: Vec::new(),
             listen: "127.0.0.1:9092".parse().expect("valid literal address"),
             admin: Some("127.0.0.1:9644".parse().expect("valid literal address")),
             advertise: None,
@@ -297,6 +301,10 @@ impl BrokerConfig {
         let text = |v: &dyn ToString| Some(v.to_string());
         match key {
             "node.id" => text(&self.node_id),
+            "controller.quorum.voters" => Some(
+                self.controller_quorum_voters.iter().map(|(id, at)| format!("{id}@{at}")).collect::<Vec<_>>().join(","),
+            ),
+            "process.roles" => Some("broker,controller".to_string()),
             "listeners" => text(&self.listen),
             "admin.listen" => Some(self.admin.map_or("off".to_string(), |a| a.to_string())),
             "advertised.listeners" => self.advertise.clone(),
@@ -364,6 +372,15 @@ impl BrokerConfig {
         let context = || format!("setting {key} = {value}");
         match key {
             "node.id" | "broker.id" => self.node_id = value.parse().with_context(context)?,
+            "controller.quorum.voters" => self.controller_quorum_voters = parse_quorum_voters(value)?,
+            // KRaft's roles: every node is both until broker-only and controller-only nodes exist.
+            "process.roles" => {
+                let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
+                roles.sort_unstable();
+                if roles != ["broker", "controller"] {
+                    bail!("process.roles = {value}: only \"broker,controller\" (both) is supported so far");
+                }
+            }
             "listeners" | "listen" => self.listen = value.parse().with_context(context)?,
             "admin.listen" | "admin" => {
                 self.admin = if value == "off" { None } else { Some(value.parse().with_context(context)?) }
@@ -484,6 +501,11 @@ impl BrokerConfig {
         }
         if self.node_id < 0 {
             bail!("node.id must not be negative");
+        }
+        if !self.controller_quorum_voters.is_empty()
+            && !self.controller_quorum_voters.iter().any(|(id, _)| *id == self.node_id)
+        {
+            bail!("node.id {} is not among controller.quorum.voters", self.node_id);
         }
         if self.metadata_log_max_record_bytes_between_snapshots == 0 {
             bail!("metadata.log.max.record.bytes.between.snapshots must be at least 1");
@@ -622,6 +644,24 @@ fn parse_non_negative(key: &str, value: &str) -> anyhow::Result<i64> {
 }
 
 /// Exactly "true" or "false", as Kafka's boolean configs.
+/// `ID@HOST:PORT,...`: distinct non-negative ids, each with an address.
+fn parse_quorum_voters(value: &str) -> anyhow::Result<Vec<(i32, String)>> {
+    let mut voters: Vec<(i32, String)> = Vec::new();
+    for voter in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, address) =
+            voter.split_once('@').with_context(|| format!("quorum voter {voter:?}: expected ID@HOST:PORT"))?;
+        let id: i32 = id.parse().with_context(|| format!("quorum voter {voter:?}: the id"))?;
+        let (_, port) =
+            address.rsplit_once(':').with_context(|| format!("quorum voter {voter:?}: expected HOST:PORT"))?;
+        port.parse::<u16>().with_context(|| format!("quorum voter {voter:?}: the port"))?;
+        if id < 0 || voters.iter().any(|(other, _)| *other == id) {
+            bail!("quorum voter {voter:?}: ids must be distinct and not negative");
+        }
+        voters.push((id, address.to_string()));
+    }
+    Ok(voters)
+}
+
 fn parse_bool(key: &str, value: &str) -> anyhow::Result<bool> {
     match value {
         "true" => Ok(true),

@@ -41,6 +41,16 @@ pub struct ServeArgs {
     /// Number of shards (one pinned executor each); default: one per available core.
     #[arg(long)]
     cores: Option<usize>,
+    /// This node's id (`node.id`), unique in the cluster.
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// The controller quorum, `ID@HOST:PORT,...` (`controller.quorum.voters`): every node that
+    /// votes, with the address of its controller listener. Default: this node alone.
+    #[arg(long)]
+    controller_quorum: Option<String>,
+    /// `broker`, `controller` or `both` (`process.roles`); only `both` so far.
+    #[arg(long)]
+    role: Option<String>,
     /// Any setting as key=value with its Kafka name; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
@@ -69,6 +79,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     for setting in &args.settings {
         let (key, value) = setting.split_once('=').with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
         config.set(key.trim(), value.trim())?;
+    }
+    if let Some(node_id) = args.node_id {
+        config.set("node.id", &node_id.to_string())?;
+    }
+    if let Some(voters) = &args.controller_quorum {
+        config.set("controller.quorum.voters", voters)?;
+    }
+    if let Some(role) = &args.role {
+        let roles = match role.as_str() {
+            "both" => "broker,controller",
+            "broker" | "controller" => anyhow::bail!(
+                "--role {role}: every node is a broker and a controller so far (--role both); separate roles are not supported yet"
+            ),
+            other => anyhow::bail!("--role {other}: expected broker, controller or both"),
+        };
+        config.set("process.roles", roles)?;
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -114,22 +140,29 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     // The metadata log: bootstrapped on a first start, migrated from `metadata.json` if an
     // older Sluice wrote one. Reading it writes nothing, so that a broker restarted on a full
     // disk serves what is there. Shard 0 opens it again for its Raft task.
-    let quorum_config = QuorumConfig {
-        node_id: quorum::raft_id(config.node_id),
-        voters: vec![quorum::raft_id(config.node_id)],
-        snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
-    };
+    let quorum_config = quorum_config(&config)?;
+    let several = quorum_config.voters.len() > 1;
     let recovered = DurableLog::recover(crate::storage::fs::os(), &config.data_dir, &quorum_config.voters, || {
-        let mut image = MetadataImage::load_legacy_or_create(&config.data_dir)?;
-        ensure_offsets_topic(&mut image, &config);
-        Ok(image)
+        if !several {
+            let mut image = MetadataImage::load_legacy_or_create(&config.data_dir)?;
+            ensure_offsets_topic(&mut image, &config);
+            return Ok(image);
+        }
+        if MetadataImage::legacy_exists(&config.data_dir) {
+            anyhow::bail!(
+                "{} holds a single-node Sluice's metadata.json: it can only be opened as a one-node cluster (without --controller-quorum)",
+                config.data_dir.display()
+            );
+        }
+        // The same on every voter; the first leader proposes the cluster's first records.
+        Ok(MetadataImage::default())
     })?;
     MetadataImage::retire_legacy(&config.data_dir)?;
     // Directories of partitions deleted before a crash are removed in the background.
     crate::storage::deleter::remove_leftovers(&crate::storage::fs::os(), &config.data_dir)?;
     let mut image = recovered.image;
     // Shard placement is this node's own affair: not in the log, redone at every start.
-    place_orphans(&mut image, config.cores);
+    image.place_orphans(config.cores);
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -272,6 +305,41 @@ async fn run_shard(
     }
 }
 
+/// This node in the controller quorum: alone by default, else the voters of
+/// `controller.quorum.voters`, whose addresses are resolved once, here.
+fn quorum_config(config: &BrokerConfig) -> anyhow::Result<QuorumConfig> {
+    let node_id = quorum::raft_id(config.node_id);
+    let mut quorum = QuorumConfig {
+        node_id,
+        voters: vec![node_id],
+        peers: Vec::new(),
+        listen: None,
+        snapshot_after_bytes: config.metadata_log_max_record_bytes_between_snapshots,
+        bootstrap: Vec::new(),
+    };
+    if config.controller_quorum_voters.is_empty() {
+        return Ok(quorum);
+    }
+    quorum.voters.clear();
+    for (id, address) in &config.controller_quorum_voters {
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+            .with_context(|| format!("resolving controller {id}@{address}"))?
+            .next()
+            .with_context(|| format!("controller {id}@{address} has no address"))?;
+        let voter = quorum::raft_id(*id);
+        quorum.voters.push(voter);
+        match voter == node_id {
+            true => quorum.listen = Some(resolved),
+            false => quorum.peers.push((voter, resolved)),
+        }
+    }
+    quorum.voters.sort_unstable();
+    let mut first = MetadataImage { cluster_id: uuid::Uuid::new_v4().simple().to_string(), ..MetadataImage::default() };
+    ensure_offsets_topic(&mut first, config);
+    quorum.bootstrap = crate::cluster::records::changes(&MetadataImage::default(), &first);
+    Ok(quorum)
+}
+
 /// Starts the metadata log's Raft task on the controller shard, on the log as it is on disk
 /// and `image`, the one this node installed at startup.
 fn start_quorum(shard: &Rc<Shard>, config: QuorumConfig, image: MetadataImage) -> anyhow::Result<runtime::Task<()>> {
@@ -312,18 +380,6 @@ fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
         group::OFFSETS_TOPIC.to_string(),
         TopicMetadata { name: group::OFFSETS_TOPIC.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs },
     );
-}
-
-/// Gives a shard to partitions whose recorded shard no longer exists (fewer cores than last
-/// time), so that every partition has exactly one owner.
-fn place_orphans(image: &mut MetadataImage, cores: usize) {
-    for topic in image.topics.values_mut() {
-        for p in &mut topic.partitions {
-            if p.shard >= cores {
-                p.shard = shard_for_partition(&topic.name, p.partition, cores);
-            }
-        }
-    }
 }
 
 fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {

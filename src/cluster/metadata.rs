@@ -77,6 +77,19 @@ impl MetadataImage {
         topic.partitions.get(index).map(|p| p.shard)
     }
 
+    /// Gives a shard to partitions whose recorded shard does not exist on this node (fewer
+    /// cores than when it was placed, here or on the controller that placed it), so that
+    /// every partition has exactly one owner.
+    pub fn place_orphans(&mut self, cores: usize) {
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.partitions {
+                if p.shard >= cores {
+                    p.shard = crate::shard::placement::shard_for_partition(&topic.name, p.partition, cores);
+                }
+            }
+        }
+    }
+
     /// The image of a data dir's `metadata.json` (written by Sluice before the metadata
     /// log), or a fresh one with a new cluster id when there is none.
     pub fn load_legacy_or_create(data_dir: &Path) -> anyhow::Result<MetadataImage> {
@@ -92,6 +105,11 @@ impl MetadataImage {
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// Whether the data dir has a `metadata.json` not yet migrated.
+    pub fn legacy_exists(data_dir: &Path) -> bool {
+        data_dir.join(LEGACY_FILE_NAME).exists()
     }
 
     /// Once the metadata log holds its image, `metadata.json` is renamed out of the way (kept

@@ -5,6 +5,11 @@
 //! [`changes`] turns the difference into records, which travel through the Raft log; every
 //! node [`apply`]s committed records to its image. Invariant: `apply(old, changes(old, new))`
 //! gives `new` back, exactly (tested below).
+//!
+//! With several controllers, two of them may validate changes against the same image and
+//! both commit (a topic created through two nodes at once). So [`apply`] checks each entry's
+//! records against the image they land on and applies all of them or none; every node reaches
+//! the same verdict, since it applies the same entries in the same order.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +19,11 @@ use super::{MetadataImage, PartitionMetadata, TopicMetadata};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataRecord {
+    /// The first record of a cluster whose quorum has several voters: its id, drawn by the
+    /// first leader (a one-voter quorum starts from a snapshot that has it).
+    InitCluster {
+        cluster_id: String,
+    },
     CreateTopic(TopicMetadata),
     DeleteTopic {
         name: String,
@@ -32,14 +42,21 @@ pub enum MetadataRecord {
     ClusterConfigs(BTreeMap<String, String>),
     /// ... and this broker's own.
     BrokerConfigs(BTreeMap<String, String>),
-    /// Producer ids below this one have been handed out.
-    NextProducerId(i64),
+    /// The producer ids in [from, to) have been handed out; `from` must be the first free one
+    /// (two controllers reserving at once must not both get it).
+    NextProducerId {
+        from: i64,
+        to: i64,
+    },
 }
 
 /// The records that turn `old` into `new`.
 pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> {
-    assert_eq!(old.cluster_id, new.cluster_id, "the cluster id never changes");
     let mut records = Vec::new();
+    if old.cluster_id != new.cluster_id {
+        assert!(old.cluster_id.is_empty(), "the cluster id never changes once set");
+        records.push(MetadataRecord::InitCluster { cluster_id: new.cluster_id.clone() });
+    }
     for (name, topic) in &old.topics {
         if new.topics.get(name).is_none_or(|t| t.topic_id != topic.topic_id) {
             records.push(MetadataRecord::DeleteTopic { name: name.clone() });
@@ -66,34 +83,58 @@ pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> 
         records.push(MetadataRecord::BrokerConfigs(new.broker_configs.clone()));
     }
     if new.next_producer_id != old.next_producer_id {
-        records.push(MetadataRecord::NextProducerId(new.next_producer_id));
+        records.push(MetadataRecord::NextProducerId { from: old.next_producer_id, to: new.next_producer_id });
     }
     records
 }
 
-/// Applies committed records to `image`. Records come from the log, which only the controller
-/// writes after validating; one naming a topic that is not there is a broken invariant.
-pub fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
+/// Applies one entry's committed records to `image`, all or none: when one does not fit the
+/// image (a concurrent change won), the image is left as it was and the reason returned.
+pub fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) -> Result<(), String> {
+    let mut next = image.clone();
     for record in records {
-        match record {
-            MetadataRecord::CreateTopic(topic) => {
-                image.topics.insert(topic.name.clone(), topic);
-            }
-            MetadataRecord::DeleteTopic { name } => {
-                image.topics.remove(&name).expect("a committed deletion names an existing topic");
-            }
-            MetadataRecord::AddPartitions { topic, partitions } => {
-                let topic = image.topics.get_mut(&topic).expect("committed partitions name an existing topic");
-                topic.partitions.extend(partitions);
-            }
-            MetadataRecord::TopicConfigs { topic, configs } => {
-                image.topics.get_mut(&topic).expect("committed configs name an existing topic").configs = configs;
-            }
-            MetadataRecord::ClusterConfigs(configs) => image.cluster_configs = configs,
-            MetadataRecord::BrokerConfigs(configs) => image.broker_configs = configs,
-            MetadataRecord::NextProducerId(next) => image.next_producer_id = next,
-        }
+        apply_one(&mut next, record)?;
     }
+    *image = next;
+    Ok(())
+}
+
+fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), String> {
+    let missing = |name: &str| format!("topic {name:?} does not exist");
+    match record {
+        MetadataRecord::InitCluster { cluster_id } => match image.cluster_id.is_empty() {
+            true => image.cluster_id = cluster_id,
+            false => return Err("the cluster is initialised already".into()),
+        },
+        MetadataRecord::CreateTopic(topic) => {
+            if image.topics.contains_key(&topic.name) {
+                return Err(format!("topic {:?} already exists", topic.name));
+            }
+            image.topics.insert(topic.name.clone(), topic);
+        }
+        MetadataRecord::DeleteTopic { name } => {
+            image.topics.remove(&name).ok_or_else(|| missing(&name))?;
+        }
+        MetadataRecord::AddPartitions { topic, partitions } => {
+            let existing = image.topics.get_mut(&topic).ok_or_else(|| missing(&topic))?;
+            if partitions.first().is_none_or(|p| p.partition != existing.partitions.len() as i32) {
+                return Err(format!("topic {topic:?} has {} partitions now", existing.partitions.len()));
+            }
+            existing.partitions.extend(partitions);
+        }
+        MetadataRecord::TopicConfigs { topic, configs } => {
+            image.topics.get_mut(&topic).ok_or_else(|| missing(&topic))?.configs = configs;
+        }
+        MetadataRecord::ClusterConfigs(configs) => image.cluster_configs = configs,
+        MetadataRecord::BrokerConfigs(configs) => image.broker_configs = configs,
+        MetadataRecord::NextProducerId { from, to } => match image.next_producer_id == from {
+            true => image.next_producer_id = to,
+            false => {
+                return Err(format!("producer ids from {} are handed out, not from {from}", image.next_producer_id));
+            }
+        },
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,7 +157,7 @@ mod tests {
         // Through the log's serialisation, as they travel.
         let records: Vec<MetadataRecord> = serde_json::from_slice(&serde_json::to_vec(&records).unwrap()).unwrap();
         let mut applied = old.clone();
-        apply(&mut applied, records.clone());
+        apply(&mut applied, records.clone()).unwrap();
         assert_eq!(&applied, new);
         records
     }
@@ -143,5 +184,24 @@ mod tests {
         // A topic recreated under its name is a deletion and a creation (a new topic id).
         assert!(records.contains(&MetadataRecord::DeleteTopic { name: "again".into() }));
         assert_eq!(records.len(), 9, "{records:?}");
+    }
+
+    #[test]
+    fn an_entry_that_no_longer_fits_changes_nothing() {
+        let mut image = MetadataImage { cluster_id: "c".into(), ..MetadataImage::default() };
+        image.topics.insert("t".into(), topic("t", 1));
+        let before = image.clone();
+        // Created through two controllers at once: the second creation loses, with its other records.
+        let records =
+            vec![MetadataRecord::NextProducerId { from: 0, to: 7 }, MetadataRecord::CreateTopic(topic("t", 2))];
+        assert!(apply(&mut image, records).is_err());
+        assert_eq!(image, before);
+        let grow = |from| MetadataRecord::AddPartitions {
+            topic: "t".into(),
+            partitions: vec![PartitionMetadata { partition: from, shard: 0, leader_epoch: 0, offline: false }],
+        };
+        assert!(apply(&mut image, vec![grow(1)]).is_ok());
+        assert!(apply(&mut image, vec![grow(1)]).is_err(), "grown by another controller meanwhile");
+        assert!(apply(&mut image, vec![MetadataRecord::InitCluster { cluster_id: "d".into() }]).is_err());
     }
 }

@@ -199,7 +199,7 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64,
     let (_permit, image) = begin_change(shard).await;
     let first = image.next_producer_id;
     let next = first.checked_add(count).expect("producer ids exhausted");
-    propose(shard, vec![MetadataRecord::NextProducerId(next)]).await.map_err(|(error, _)| error)?;
+    propose(shard, vec![MetadataRecord::NextProducerId { from: first, to: next }]).await.map_err(|(error, _)| error)?;
     Ok(first)
 }
 
@@ -217,7 +217,12 @@ async fn begin_change(shard: &Shard) -> (Permit<'_>, MetadataImage) {
 async fn propose(shard: &Shard, records: Vec<MetadataRecord>) -> Result<(), (ResponseError, String)> {
     let quorum = shard.quorum.get().expect("the controller shard has the quorum");
     quorum.propose(records).await.map_err(|e| match e {
-        ProposeError::NotLeader => (ResponseError::NotController, "this node is not the active controller".into()),
+        ProposeError::NotLeader => (ResponseError::NotController, "the controller quorum has no leader now".into()),
+        // Retriable: the retry sees the image that won (and, say, TOPIC_ALREADY_EXISTS).
+        ProposeError::Conflict(reason) => (ResponseError::NotController, format!("a concurrent change won: {reason}")),
+        ProposeError::TimedOut => {
+            (ResponseError::RequestTimedOut, "the change was not committed in time; it may still be".into())
+        }
         ProposeError::Storage(message) => {
             tracing::error!(%message, "the metadata change is refused");
             (ResponseError::KafkaStorageError, message)
@@ -240,6 +245,7 @@ async fn publish_for(shard: &Rc<Shard>, image: MetadataImage, results: &mut [Top
 /// marks; partitions that then fail to open are marked too, in a further install.
 pub async fn install_committed(shard: &Rc<Shard>, mut image: MetadataImage) {
     let _permit = shard.install_lock.acquire_permit(1).await.expect("the install lock is never closed");
+    image.place_orphans(shard.shard_count);
     set_offline(&mut image, &shard.offline_marks.borrow());
     let offline = install(shard, &image).await;
     if !offline.is_empty() {

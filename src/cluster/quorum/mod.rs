@@ -8,7 +8,15 @@
 //!
 //! A metadata change is a proposal of [`MetadataRecord`]s. Once committed, the records are
 //! applied to the image and the image is installed on every shard (the `install` callback);
-//! only then is the proposer answered. Every `metadata.log.max.record.bytes.between.snapshots`
+//! only then is the proposer answered. A follower's proposals are forwarded by raft-rs to the
+//! leader; the entry's context names the node and proposal, so that the proposer's node
+//! answers it when it applies the entry, on every node alike. Entries whose records no longer
+//! fit the image (two controllers changed the same thing at once) change nothing anywhere
+//! (`records::apply`), and their proposer hears so.
+//!
+//! With several voters, every node starts from the same empty snapshot, and the first leader
+//! proposes the cluster's first records (its id, `__consumer_offsets`). Messages between
+//! voters travel over [`transport`]. Every `metadata.log.max.record.bytes.between.snapshots`
 //! of applied records, the image becomes the snapshot and the log is cut behind it.
 //!
 //! Invariants: nothing is applied before it is committed; nothing counts for a commit before
@@ -17,6 +25,7 @@
 //! is durable, failing the proposals in flight.
 
 pub mod store;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -41,6 +50,10 @@ const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 /// Proposals waiting for the Raft task; the controller sends one change at a time anyway.
 const PROPOSALS_QUEUED_MAX: usize = 16;
+/// Messages from other voters waiting for the Raft task.
+const INBOX_MAX: usize = 1024;
+/// A proposal not committed by then is answered as timed out (its leader may have died).
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a change was not made.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +62,10 @@ pub enum ProposeError {
     NotLeader,
     /// The log could not be written (a full disk): nothing changed.
     Storage(String),
+    /// Committed, but it no longer fitted the image (a concurrent change won): nothing changed.
+    Conflict(String),
+    /// Not committed in time; it may still be, later.
+    TimedOut,
 }
 
 /// Installs a committed image on every shard; resolves once all have it.
@@ -82,7 +99,12 @@ impl Quorum {
 pub struct QuorumConfig {
     pub node_id: u64,
     pub voters: Vec<u64>,
+    /// The other voters' controller listeners, and this node's own (none when alone).
+    pub peers: Vec<(u64, std::net::SocketAddr)>,
+    pub listen: Option<std::net::SocketAddr>,
     pub snapshot_after_bytes: u64,
+    /// What the first leader of a cluster proposes (when the image has no cluster id yet).
+    pub bootstrap: Vec<MetadataRecord>,
 }
 
 /// Raft ids must not be 0; Kafka's node ids may be.
@@ -98,8 +120,18 @@ pub fn start(
     install: Install,
 ) -> anyhow::Result<(Quorum, LocalBoxFuture<'static, ()>)> {
     let (proposals, receiver) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-    let node = Node::new(config, recovered, install)?;
-    Ok((Quorum { proposals }, node.run(receiver).boxed_local()))
+    let (inbox, messages) = mpsc::channel(INBOX_MAX);
+    let listener = match config.listen {
+        Some(address) => Some(
+            crate::runtime::TcpListener::bind(address)
+                .map_err(|e| anyhow::anyhow!("binding the controller listener {address}: {e}"))?,
+        ),
+        None => None,
+    };
+    let peers = transport::Peers::start(config.peers.clone());
+    let mut node = Node::new(config, recovered, install, peers)?;
+    node._listener = listener.map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox)));
+    Ok((Quorum { proposals }, node.run(receiver, messages).boxed_local()))
 }
 
 struct Node {
@@ -110,10 +142,14 @@ struct Node {
     image: MetadataImage,
     applied: u64,
     install: Install,
-    /// This node's proposals not yet answered, by the number in their entry's context.
-    pending: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
+    /// This node's proposals not yet answered, by the number in their entry's context, with
+    /// the time they give up.
+    pending: HashMap<u64, (Instant, oneshot::Sender<Result<(), ProposeError>>)>,
     next_proposal: u64,
     bytes_since_snapshot: u64,
+    peers: transport::Peers,
+    bootstrap_proposed: Option<Instant>,
+    _listener: Option<crate::runtime::Task<()>>,
 }
 
 fn raft_node(config: &QuorumConfig, storage: LogStorage, applied: u64) -> anyhow::Result<RawNode<LogStorage>> {
@@ -138,7 +174,12 @@ fn raft_node(config: &QuorumConfig, storage: LogStorage, applied: u64) -> anyhow
 }
 
 impl Node {
-    fn new(config: QuorumConfig, recovered: Recovered, install: Install) -> anyhow::Result<Node> {
+    fn new(
+        config: QuorumConfig,
+        recovered: Recovered,
+        install: Install,
+        peers: transport::Peers,
+    ) -> anyhow::Result<Node> {
         let Recovered { storage, image, applied, log } = recovered;
         Ok(Node {
             raft: raft_node(&config, storage, applied)?,
@@ -150,10 +191,13 @@ impl Node {
             pending: HashMap::new(),
             next_proposal: 0,
             bytes_since_snapshot: 0,
+            peers,
+            bootstrap_proposed: None,
+            _listener: None,
         })
     }
 
-    async fn run(mut self, mut proposals: mpsc::Receiver<Proposal>) {
+    async fn run(mut self, mut proposals: mpsc::Receiver<Proposal>, mut messages: mpsc::Receiver<Message>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -162,16 +206,46 @@ impl Node {
                     Some(proposal) => self.propose(proposal),
                     None => return,
                 },
+                message = messages.next() => if let Some(message) = message {
+                    if let Err(e) = self.raft.step(message) {
+                        tracing::debug!(error = %e, "a Raft message was refused");
+                    }
+                },
                 _ = crate::runtime::sleep(wait).fuse() => {
                     self.raft.tick();
                     next_tick = Instant::now() + TICK;
+                    self.expire_proposals();
                 }
             }
+            self.bootstrap_if_leader();
             while self.raft.has_ready() {
                 if let Err(e) = self.handle_ready().await {
                     self.restart(format!("{e:#}"));
                 }
             }
+        }
+    }
+
+    /// Answers the proposals that waited too long.
+    fn expire_proposals(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self.pending.iter().filter(|(_, (by, _))| *by <= now).map(|(n, _)| *n).collect();
+        for number in expired {
+            let (_, done) = self.pending.remove(&number).expect("listed above");
+            let _ = done.send(Err(ProposeError::TimedOut));
+        }
+    }
+
+    /// The first leader of a cluster of several voters proposes its first records, again
+    /// after a timeout if they are still not in; should two leaders in a row both propose
+    /// them, the second is refused as a conflict.
+    fn bootstrap_if_leader(&mut self) {
+        let leader = self.raft.raft.state == raft::StateRole::Leader;
+        let due = self.bootstrap_proposed.is_none_or(|at| at.elapsed() >= PROPOSAL_TIMEOUT);
+        if leader && self.image.cluster_id.is_empty() && !self.config.bootstrap.is_empty() && due {
+            self.bootstrap_proposed = Some(Instant::now());
+            let (done, _) = oneshot::channel();
+            self.propose(Proposal { records: self.config.bootstrap.clone(), done });
         }
     }
 
@@ -183,7 +257,7 @@ impl Node {
         context.extend_from_slice(&number.to_le_bytes());
         match self.raft.propose(context, data) {
             Ok(()) => {
-                self.pending.insert(number, done);
+                self.pending.insert(number, (Instant::now() + PROPOSAL_TIMEOUT, done));
             }
             Err(_) => {
                 let _ = done.send(Err(ProposeError::NotLeader));
@@ -198,7 +272,10 @@ impl Node {
             tracing::info!(leader = soft.leader_id, role = ?soft.raft_state, term = self.raft.raft.term, "metadata quorum");
         }
         self.send(ready.take_messages());
-        assert!(ready.snapshot().is_empty() || self.config.voters.len() > 1, "a lone voter never receives a snapshot");
+        if !ready.snapshot().is_empty() {
+            // Sent by a leader whose log no longer reaches back to ours: it replaces our log.
+            self.install_snapshot(ready.snapshot().clone()).await?;
+        }
         // Durable before anything is applied: what was applied is always committed on disk.
         self.log.append(ready.entries(), ready.hs()).await?;
         self.raft.mut_store().append(ready.entries());
@@ -225,8 +302,21 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        // A lone voter has nobody to talk to.
-        debug_assert!(messages.is_empty() || self.config.voters.len() > 1);
+        for message in messages {
+            self.peers.send(message);
+        }
+    }
+
+    async fn install_snapshot(&mut self, snapshot: raft::prelude::Snapshot) -> anyhow::Result<()> {
+        let file: SnapshotFile = serde_json::from_slice(snapshot.get_data())?;
+        let (index, image) = (file.index, file.image.clone());
+        self.log.snapshot(file, self.raft.mut_store(), true).await?;
+        tracing::info!(index, "installed a metadata snapshot from the leader");
+        self.image = image;
+        self.applied = index;
+        self.bytes_since_snapshot = 0;
+        (self.install)(self.image.clone()).await;
+        Ok(())
     }
 
     /// Applies committed entries to the image, installs it, then answers their proposers.
@@ -236,18 +326,21 @@ impl Node {
         for entry in entries {
             let records = store::decode_records(&entry).expect("committed entries were written by a controller");
             changed |= !records.is_empty();
-            records::apply(&mut self.image, records);
+            let outcome = records::apply(&mut self.image, records).map_err(ProposeError::Conflict);
+            if let Err(ProposeError::Conflict(reason)) = &outcome {
+                tracing::info!(index = entry.index, %reason, "a metadata change that no longer fits is dropped");
+            }
             self.applied = entry.index;
             self.bytes_since_snapshot += entry.get_data().len() as u64;
-            if let Some(number) = self.own_proposal(entry.get_context()) {
-                answered.extend(self.pending.remove(&number));
+            if let Some((_, done)) = self.own_proposal(entry.get_context()).and_then(|n| self.pending.remove(&n)) {
+                answered.push((done, outcome));
             }
         }
         if changed {
             (self.install)(self.image.clone()).await;
         }
-        for done in answered {
-            let _ = done.send(Ok(()));
+        for (done, outcome) in answered {
+            let _ = done.send(outcome);
         }
     }
 
@@ -265,7 +358,7 @@ impl Node {
         let term = self.raft.store().term(self.applied).expect("the applied entry is in the log");
         let file =
             SnapshotFile { index: self.applied, term, voters: self.config.voters.clone(), image: self.image.clone() };
-        match self.log.snapshot(file, self.raft.mut_store()).await {
+        match self.log.snapshot(file, self.raft.mut_store(), false).await {
             Ok(()) => {
                 tracing::info!(index = self.applied, "metadata snapshot written; the log was cut behind it");
                 self.bytes_since_snapshot = 0;
@@ -295,7 +388,7 @@ impl Node {
             .collect();
         let (kept, lost) = std::mem::take(&mut self.pending).into_iter().partition(|(n, _)| durable.contains(n));
         self.pending = kept;
-        for (_, done) in lost {
+        for (_, (_, done)) in lost {
             let _ = done.send(Err(ProposeError::Storage(format!("writing the metadata log: {error}"))));
         }
         let raft = raft_node(&self.config, recovered.storage, recovered.applied);

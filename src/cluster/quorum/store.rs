@@ -281,8 +281,18 @@ impl DurableLog {
     }
 
     /// Writes `file` as the snapshot, then rewrites the log with only what follows it: the
-    /// entries of `storage` after the snapshot and its hard state. `storage` then starts at it.
-    pub async fn snapshot(&mut self, file: SnapshotFile, storage: &mut LogStorage) -> anyhow::Result<()> {
+    /// entries of `storage` after the snapshot (none when `replace_log`, for a snapshot from
+    /// the leader) and its hard state. `storage` then starts at it.
+    pub async fn snapshot(
+        &mut self,
+        file: SnapshotFile,
+        storage: &mut LogStorage,
+        replace_log: bool,
+    ) -> anyhow::Result<()> {
+        if replace_log {
+            storage.entries.clear();
+            storage.hard_state.commit = storage.hard_state.commit.max(file.index);
+        }
         let snapshot = snapshot_of(&file)?;
         let bytes = snapshot.get_data().to_vec();
         let fs = self.fs.clone();
@@ -308,6 +318,9 @@ impl DurableLog {
         self.log = new_log;
         self.log_len = len;
         storage.install_snapshot(snapshot);
+        if replace_log {
+            storage.entries.clear();
+        }
         Ok(())
     }
 }
@@ -343,7 +356,8 @@ fn replay(file: SnapshotFile, frames: Vec<Frame>) -> anyhow::Result<(LogStorage,
     hard_state.commit = hard_state.commit.clamp(file.index, storage.last_index_now());
     let mut image = file.image;
     for entry in storage.entries_after(file.index).iter().take_while(|e| e.index <= hard_state.commit) {
-        records::apply(&mut image, decode_records(entry)?);
+        // One that did not fit was refused when it was first applied: the same verdict again.
+        let _ = records::apply(&mut image, decode_records(entry)?);
     }
     let applied = hard_state.commit;
     storage.set_hard_state(hard_state);
@@ -506,12 +520,12 @@ mod tests {
         let log = &mut recovered.log;
         crate::runtime::file::block_on(async {
             let first = [
-                entry(1, 2, &[MetadataRecord::NextProducerId(10)]),
-                entry(1, 3, &[MetadataRecord::NextProducerId(20)]),
+                entry(1, 2, &[MetadataRecord::NextProducerId { from: 0, to: 10 }]),
+                entry(1, 3, &[MetadataRecord::NextProducerId { from: 10, to: 20 }]),
             ];
             log.append(&first, Some(&commit(1, 2))).await.unwrap();
             // A new leader's entry replaces the uncommitted one at index 3.
-            let second = [entry(2, 3, &[MetadataRecord::NextProducerId(30)]), entry(2, 4, &[])];
+            let second = [entry(2, 3, &[MetadataRecord::NextProducerId { from: 10, to: 30 }]), entry(2, 4, &[])];
             log.append(&second, Some(&commit(2, 4))).await.unwrap();
         });
         let path = dir.path().join(DIR_NAME).join(LOG_FILE);
