@@ -118,3 +118,37 @@ fn bad_bytes_on_the_controller_listener_close_that_connection_only() {
     let error = Raw::connect(node.addr()).create_topic("t", 1, &[]);
     assert!([NOT_CONTROLLER, REQUEST_TIMED_OUT].contains(&error), "{error}");
 }
+
+#[test]
+fn a_node_behind_the_leaders_snapshot_installs_it() {
+    let ports = free_ports(3);
+    let quorum =
+        ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+    let snapshot_often = "metadata.log.max.record.bytes.between.snapshots=500";
+    let mut nodes: Vec<Broker> = (1..=3)
+        .map(|id| {
+            Broker::start(1, &["--node-id", &id.to_string(), "--controller-quorum", &quorum, "--set", snapshot_often])
+        })
+        .collect();
+    create_within(&nodes[0], "before", Duration::from_secs(30));
+    common::wait_until(Duration::from_secs(10), "the third node has the topic", || {
+        topics(&nodes[2]).contains(&"before".to_string())
+    });
+    nodes[2].kill9();
+    // Enough changes that every other node snapshots and cuts its log past what node 3 has.
+    let (a, b) = nodes.split_at(1);
+    for i in 0..10 {
+        let through = if i % 2 == 0 { &a[0] } else { &b[0] };
+        create_within(through, &format!("while-down-{i}"), Duration::from_secs(30));
+    }
+    nodes[2].restart();
+    common::wait_until(Duration::from_secs(20), "the restarted node has every topic", || {
+        let seen = topics(&nodes[2]);
+        seen.contains(&"before".to_string()) && seen.contains(&"while-down-9".to_string())
+    });
+    assert!(nodes[2].stderr_text().contains("installed a metadata snapshot from the leader"));
+    let mut raw = Raw::connect(nodes[2].addr());
+    common::wait_until(Duration::from_secs(10), "it serves a topic it learnt from the snapshot", || {
+        raw.produce("while-down-0", 0, common::batch(&[b"x"]), -1).0 == 0
+    });
+}
