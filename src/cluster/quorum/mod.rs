@@ -324,7 +324,7 @@ impl Node {
         let mut answered = Vec::new();
         let mut changed = false;
         for entry in entries {
-            let records = store::decode_records(&entry).expect("committed entries were written by a controller");
+            let records = store::decode_records(&entry);
             changed |= !records.is_empty();
             let outcome = records::apply(&mut self.image, records).map_err(ProposeError::Conflict);
             if let Err(ProposeError::Conflict(reason)) = &outcome {

@@ -357,7 +357,7 @@ fn replay(file: SnapshotFile, frames: Vec<Frame>) -> anyhow::Result<(LogStorage,
     let mut image = file.image;
     for entry in storage.entries_after(file.index).iter().take_while(|e| e.index <= hard_state.commit) {
         // One that did not fit was refused when it was first applied: the same verdict again.
-        let _ = records::apply(&mut image, decode_records(entry)?);
+        let _ = records::apply(&mut image, decode_records(entry));
     }
     let applied = hard_state.commit;
     storage.set_hard_state(hard_state);
@@ -374,12 +374,17 @@ fn snapshot_of(file: &SnapshotFile) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// The records an entry carries; a leader's empty entry carries none.
-pub fn decode_records(entry: &Entry) -> anyhow::Result<Vec<MetadataRecord>> {
+/// The records an entry carries; a leader's empty entry carries none. An entry whose data is
+/// not records (sent by something that is not a Sluice controller) carries none either, on
+/// every node alike: it is logged, never a panic.
+pub fn decode_records(entry: &Entry) -> Vec<MetadataRecord> {
     if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    serde_json::from_slice(entry.get_data()).with_context(|| format!("metadata log entry {}", entry.index))
+    serde_json::from_slice(entry.get_data()).unwrap_or_else(|e| {
+        tracing::error!(index = entry.index, error = %e, "a metadata log entry that holds no records is ignored");
+        Vec::new()
+    })
 }
 
 enum Frame {
@@ -525,7 +530,9 @@ mod tests {
             ];
             log.append(&first, Some(&commit(1, 2))).await.unwrap();
             // A new leader's entry replaces the uncommitted one at index 3.
-            let second = [entry(2, 3, &[MetadataRecord::NextProducerId { from: 10, to: 30 }]), entry(2, 4, &[])];
+            let mut junk = entry(2, 4, &[]);
+            junk.set_data(b"not records".to_vec().into());
+            let second = [entry(2, 3, &[MetadataRecord::NextProducerId { from: 10, to: 30 }]), junk];
             log.append(&second, Some(&commit(2, 4))).await.unwrap();
         });
         let path = dir.path().join(DIR_NAME).join(LOG_FILE);
