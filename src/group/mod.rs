@@ -2,14 +2,16 @@
 //!
 //! Each group is owned by one shard, the one that owns its partition of the internal topic
 //! `__consumer_offsets` (`placement::offsets_partition`). Group requests arriving on any
-//! shard are forwarded there (`router::GroupCall`); the owner runs the state machine
-//! ([`state`]) and appends commits to its local offsets partition through the normal
-//! storage path ([`offsets`]), so a commit never crosses a core twice.
+//! shard are forwarded there ([`route`]) as Sluice's own request types; the owner's
+//! [`coordinator`] runs the state machine ([`state`]) and appends commits to its local offsets
+//! partition through the normal storage path ([`offsets`]), so a commit never crosses a core
+//! twice.
 //!
 //! At startup each shard replays its offsets partitions before it accepts clients, so a
 //! coordinator never answers before it knows its groups' offsets. Offsets of a group that
 //! stays empty expire after `offsets.retention.minutes`.
 
+pub mod coordinator;
 pub mod offsets;
 pub mod state;
 
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
@@ -24,7 +27,7 @@ use crate::protocol::errors::partition_error_code;
 use crate::protocol::records::{decode_records, encode_batch};
 use crate::runtime::{now_ms, sleep};
 use crate::shard::placement::offsets_partition;
-use crate::shard::{Shard, ShardId, TopicPartition};
+use crate::shard::{Shard, ShardCall, ShardId, TopicPartition};
 use state::{Group, GroupLimits, GroupState};
 
 /// The internal topic holding committed offsets, as in Kafka.
@@ -46,6 +49,15 @@ pub type Offsets = BTreeMap<(String, i32), CommittedOffset>;
 pub struct GroupEntry {
     pub group: Group,
     pub offsets: Offsets,
+}
+
+/// Runs `request` on the shard coordinating `group_id`.
+pub fn route<C: ShardCall + 'static>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    request: C,
+) -> LocalBoxFuture<'static, C::Reply> {
+    shard.invoke_on(coordinator_shard(&shard.metadata(), group_id), request)
 }
 
 /// The shard coordinating `group_id`.

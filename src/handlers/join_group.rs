@@ -7,18 +7,22 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::groups::route;
 use super::str_bytes;
-use crate::group::state::{Group, JoinArgs, JoinResult, Reply};
-use crate::group::{GroupEntry, Offsets, limits};
-use crate::runtime::now_ms;
+use crate::group::coordinator::JoinGroup;
+use crate::group::route;
+use crate::group::state::{JoinArgs, JoinResult};
 use crate::shard::Shard;
-use crate::shard::router::{ClientInfo, GroupAnswer, GroupCall};
 
 /// From v4 a new member must come back with the id it is given (KIP-394).
 const KNOWN_MEMBER_ID_VERSION: i16 = 4;
 /// From v7 the protocol name may be null.
 const NULLABLE_PROTOCOL_NAME_VERSION: i16 = 7;
+
+/// Who sent a request, as DescribeGroups reports members.
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -29,19 +33,6 @@ pub async fn handle(
     if request.group_id.0.is_empty() {
         return response(JoinResult::error(ResponseError::InvalidGroupId, ""), version);
     }
-    let group_id = request.group_id.0.to_string();
-    let GroupAnswer::Join(answer) = route(shard, &group_id, GroupCall::Join { request, version, client }).await else {
-        unreachable!("Join answers with Join");
-    };
-    answer
-}
-
-pub async fn on_coordinator(
-    shard: &Rc<Shard>,
-    request: JoinGroupRequest,
-    version: i16,
-    client: ClientInfo,
-) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
     let args = JoinArgs {
         member_id: request.member_id.to_string(),
@@ -59,20 +50,7 @@ pub async fn on_coordinator(
         protocols: request.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
         require_known_member_id: version >= KNOWN_MEMBER_ID_VERSION,
     };
-    let now = now_ms();
-    let reply = {
-        let mut groups = shard.groups.borrow_mut();
-        let entry = groups
-            .entry(group_id.clone())
-            .or_insert_with(|| GroupEntry { group: Group::new(&group_id, now), offsets: Offsets::new() });
-        entry.group.join(args, &limits(shard), now)
-    };
-    let result = match reply {
-        Reply::Now(result) => result,
-        Reply::Later(answer) => {
-            answer.await.unwrap_or_else(|_| JoinResult::error(ResponseError::CoordinatorNotAvailable, ""))
-        }
-    };
+    let result = route(shard, &group_id.clone(), JoinGroup { group_id, args }).await;
     response(result, version)
 }
 

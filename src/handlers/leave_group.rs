@@ -7,11 +7,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::groups::route;
-use crate::group::limits;
-use crate::runtime::now_ms;
+use crate::group::coordinator::LeaveGroup;
+use crate::group::route;
 use crate::shard::Shard;
-use crate::shard::router::{GroupAnswer, GroupCall};
 
 /// From v3 a request names a batch of members.
 const BATCH_VERSION: i16 = 3;
@@ -21,29 +19,28 @@ pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16)
         return LeaveGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
     let group_id = request.group_id.0.to_string();
-    let GroupAnswer::Leave(answer) = route(shard, &group_id, GroupCall::Leave { request, version }).await else {
-        unreachable!("Leave answers with Leave");
+    let members = if version < BATCH_VERSION {
+        vec![(request.member_id.to_string(), None)]
+    } else {
+        request
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
     };
-    answer
-}
-
-pub fn on_coordinator(shard: &Shard, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
-    let limits = limits(shard);
-    let now = now_ms();
-    let mut groups = shard.groups.borrow_mut();
-    let Some(entry) = groups.get_mut(request.group_id.0.as_str()) else {
-        return LeaveGroupResponse::default().with_error_code(ResponseError::UnknownMemberId.code());
+    let results = match route(shard, &group_id.clone(), LeaveGroup { group_id, members }).await {
+        Ok(results) => results,
+        Err(error) => return LeaveGroupResponse::default().with_error_code(error.code()),
     };
     if version < BATCH_VERSION {
-        let result = entry.group.leave(request.member_id.as_str(), None, now, &limits);
-        return LeaveGroupResponse::default().with_error_code(result.err().map_or(0, |e| e.code()));
+        let error = results.into_iter().next().expect("one member asked, one answer").err();
+        return LeaveGroupResponse::default().with_error_code(error.map_or(0, |e| e.code()));
     }
     let members = request
         .members
         .into_iter()
-        .map(|m| {
-            let result =
-                entry.group.leave(m.member_id.as_str(), m.group_instance_id.as_ref().map(|s| s.as_str()), now, &limits);
+        .zip(results)
+        .map(|(m, result)| {
             MemberResponse::default()
                 .with_member_id(m.member_id)
                 .with_group_instance_id(m.group_instance_id)

@@ -6,9 +6,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::str_bytes;
-use crate::group::state::GroupState;
+use crate::group::coordinator::ListGroups;
 use crate::shard::Shard;
-use crate::shard::router::{GroupAnswer, GroupCall};
 
 /// Sluice's groups all speak the classic protocol (KIP-848 groups are "consumer").
 const GROUP_TYPE: &str = "classic";
@@ -17,10 +16,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroups
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();
-    for answer in shard.on_every_shard(|| GroupCall::List).await {
-        let GroupAnswer::List(listed) = answer else {
-            unreachable!("List answers with List");
-        };
+    for listed in shard.on_every_shard(|| ListGroups).await {
         for (group_id, protocol_type, state) in listed {
             let wanted = (states.is_empty() || states.contains(&state.name().to_lowercase()))
                 && (types.is_empty() || types.iter().any(|t| t == GROUP_TYPE));
@@ -37,13 +33,4 @@ pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroups
     }
     groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
     ListGroupsResponse::default().with_groups(groups)
-}
-
-pub fn on_coordinator(shard: &Shard) -> Vec<(String, String, GroupState)> {
-    shard
-        .groups
-        .borrow()
-        .values()
-        .map(|e| (e.group.id.clone(), e.group.protocol_type.clone().unwrap_or_default(), e.group.state))
-        .collect()
 }

@@ -18,7 +18,6 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
-pub mod groups;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -46,7 +45,7 @@ use crate::runtime::zero_copy::{Part, PartsBuf};
 /// Response bytes that fetch encodes in memory beside its file parts: headers and metadata only.
 const FRAME_IN_MEMORY_HINT_BYTES: usize = 64 * 1024;
 use crate::shard::Shard;
-use crate::shard::router::ClientInfo;
+use join_group::ClientInfo;
 
 /// Decodes the body, runs the API's handler and encodes its response frame (`None` when the
 /// API sends none, as for acks=0 produce). An error means the body did not decode, or (a bug)

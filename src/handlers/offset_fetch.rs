@@ -10,11 +10,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::groups::route;
 use super::{str_bytes, topic_name};
-use crate::group::CommittedOffset;
+use crate::group::coordinator::{Committed, FetchOffsets};
+use crate::group::{CommittedOffset, route};
 use crate::shard::Shard;
-use crate::shard::router::{GroupAnswer, GroupCall};
 
 /// From v8 a request names a batch of groups.
 const BATCH_VERSION: i16 = 8;
@@ -22,18 +21,11 @@ const BATCH_VERSION: i16 = 8;
 /// One topic's partitions with their committed offsets.
 type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 
-type Committed = Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError>;
-
 async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Option<Vec<(String, Vec<i32>)>>) -> Committed {
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    let GroupAnswer::Offsets(answer) =
-        route(shard, &group_id.clone(), GroupCall::FetchOffsets { group_id, topics }).await
-    else {
-        unreachable!("FetchOffsets answers with Offsets");
-    };
-    answer
+    route(shard, &group_id.clone(), FetchOffsets { group_id, topics }).await
 }
 
 /// Committed offsets grouped by topic, in the order they came.
@@ -119,24 +111,4 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
         })
         .collect();
     OffsetFetchResponse::default().with_groups(groups)
-}
-
-pub fn on_coordinator(shard: &Shard, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Committed {
-    let groups = shard.groups.borrow();
-    let offsets = groups.get(group_id).map(|e| &e.offsets);
-    Ok(match topics {
-        None => offsets
-            .into_iter()
-            .flatten()
-            .map(|((topic, partition), committed)| (topic.clone(), *partition, Some(committed.clone())))
-            .collect(),
-        Some(topics) => topics
-            .into_iter()
-            .flat_map(|(topic, partitions)| partitions.into_iter().map(move |p| (topic.clone(), p)))
-            .map(|(topic, partition)| {
-                let committed = offsets.and_then(|o| o.get(&(topic.clone(), partition))).cloned();
-                (topic, partition, committed)
-            })
-            .collect(),
-    })
 }

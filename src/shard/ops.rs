@@ -11,6 +11,7 @@ use super::router::{
 };
 use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::MetadataImage;
+use crate::group::coordinator;
 use crate::partition::{Partition, PartitionError};
 use crate::runtime::{now_ms, sleep};
 use crate::storage::deleter;
@@ -68,8 +69,21 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
             reply.send(controller::allocate_producer_ids(shard, request.count).await)
         }
         ShardRequest::Metrics(Call { reply, .. }) => reply.send(Box::new(snapshot(shard))),
-        ShardRequest::GroupCall(Call { request, reply }) => {
-            reply.send(crate::handlers::groups::on_coordinator(shard, request).await)
+        ShardRequest::JoinGroup(Call { request, reply }) => reply.send(coordinator::join(shard, request).await),
+        ShardRequest::SyncGroup(Call { request, reply }) => reply.send(coordinator::sync(shard, request).await),
+        ShardRequest::Heartbeat(Call { request, reply }) => reply.send(coordinator::heartbeat(shard, request)),
+        ShardRequest::LeaveGroup(Call { request, reply }) => reply.send(coordinator::leave(shard, request)),
+        ShardRequest::CommitOffsets(Call { request, reply }) => reply.send(coordinator::commit(shard, request).await),
+        ShardRequest::FetchOffsets(Call { request, reply }) => reply.send(coordinator::fetch_offsets(shard, request)),
+        ShardRequest::ListGroups(Call { reply, .. }) => reply.send(coordinator::list(shard)),
+        ShardRequest::DescribeGroup(Call { request, reply }) => {
+            reply.send(coordinator::describe(shard, &request.group_id))
+        }
+        ShardRequest::DeleteGroup(Call { request, reply }) => {
+            reply.send(coordinator::delete(shard, &request.group_id).await)
+        }
+        ShardRequest::DeleteOffsets(Call { request, reply }) => {
+            reply.send(coordinator::delete_offsets(shard, request).await)
         }
         ShardRequest::ApplyMetadata(Call { request, reply }) => reply.send(apply_metadata(shard, request.image, false)),
         ShardRequest::PartitionsOffline(Call { request, reply }) => {

@@ -18,18 +18,15 @@ use kafka_protocol::ResponseError;
 use super::{Shard, ShardId, TopicPartition, ops};
 use crate::cluster::MetadataImage;
 use crate::cluster::configs::{Alteration, ConfigResource};
-use crate::group::CommittedOffset;
-use crate::group::state::GroupState;
+use crate::group::coordinator::{
+    CommitOffsets, Committed, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets, GroupDescription, Heartbeat,
+    JoinGroup, LeaveGroup, ListGroups, ListedGroup, SyncGroup, Synced,
+};
+use crate::group::state::JoinResult;
 use crate::partition::PartitionError;
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, serve_bounded, spawn_local};
 use crate::storage::producer_state::ActiveProducer;
-use kafka_protocol::messages::describe_groups_response::DescribedGroup;
-use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest,
-    SyncGroupResponse,
-};
 
 /// Envelopes from one peer served at once. Parked ones (long polls, group joins) count, so it
 /// is well above what the peers' connections normally keep waiting; beyond it, the peer's
@@ -110,8 +107,21 @@ shard_calls! {
     PartitionsOffline => (),
     /// This shard's counters and partition offsets, for a metrics scrape.
     Metrics => Box<crate::metrics::Snapshot>,
-    /// A consumer-group request, for the shard coordinating the group.
-    GroupCall => GroupAnswer,
+    /// Consumer-group requests, for the shard coordinating the group (`group::coordinator`).
+    JoinGroup => JoinResult,
+    SyncGroup => Synced,
+    Heartbeat => Result<(), ResponseError>,
+    /// Each member's result, or the group-level error.
+    LeaveGroup => Result<Vec<Result<(), ResponseError>>, ResponseError>,
+    /// Each offset's error (`None`: committed), in request order.
+    CommitOffsets => Vec<Option<ResponseError>>,
+    FetchOffsets => Committed,
+    ListGroups => Vec<ListedGroup>,
+    /// `None` when the coordinator has no such group.
+    DescribeGroup => Option<GroupDescription>,
+    DeleteGroup => Option<ResponseError>,
+    /// Each partition's error, in request order, or the group-level error.
+    DeleteOffsets => Result<Vec<Option<ResponseError>>, ResponseError>,
 }
 
 /// Each partition with the batches to append to it (a slice of the request frame).
@@ -184,67 +194,6 @@ pub struct PartitionsOffline {
 }
 
 pub struct Metrics;
-
-/// Who sent a request, as DescribeGroups reports members.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub client_id: String,
-    pub client_host: String,
-}
-
-/// Consumer-group requests, carried whole to the coordinating shard.
-pub enum GroupCall {
-    Join {
-        request: JoinGroupRequest,
-        version: i16,
-        client: ClientInfo,
-    },
-    Sync {
-        request: SyncGroupRequest,
-        version: i16,
-    },
-    Heartbeat {
-        request: HeartbeatRequest,
-    },
-    Leave {
-        request: LeaveGroupRequest,
-        version: i16,
-    },
-    Commit {
-        request: OffsetCommitRequest,
-    },
-    /// Committed offsets of one group; `None` asks for all of them.
-    FetchOffsets {
-        group_id: String,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-    },
-    List,
-    Describe {
-        group_id: String,
-    },
-    Delete {
-        group_id: String,
-    },
-    DeleteOffsets {
-        request: OffsetDeleteRequest,
-    },
-}
-
-/// The coordinator's answer to a [`GroupCall`], variant for variant.
-pub enum GroupAnswer {
-    Join(JoinGroupResponse),
-    Sync(SyncGroupResponse),
-    Heartbeat(HeartbeatResponse),
-    Leave(LeaveGroupResponse),
-    Commit(OffsetCommitResponse),
-    /// (topic, partition, committed offset if any), or the group-level error.
-    Offsets(Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError>),
-    /// (group id, protocol type, state) of every group on the shard.
-    List(Vec<(String, String, GroupState)>),
-    Describe(DescribedGroup),
-    Delete(Option<ResponseError>),
-    DeleteOffsets(OffsetDeleteResponse),
-}
 
 /// What a ListOffsets asks of one partition.
 #[derive(Debug, Clone, Copy)]
