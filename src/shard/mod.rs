@@ -1,8 +1,11 @@
 //! Shards: one per core, each owning a set of partitions outright.
 //!
 //! - [`placement`]: pure functions saying which shard owns a partition.
-//! - [`router`]: the envelopes that cross cores, and `Shard::invoke_on`, the one way to reach
-//!   state owned by another shard (a call on the own shard skips the mesh).
+//! - [`router`]: the typed envelopes that cross cores (each request type names its reply), and
+//!   `Shard::invoke_on`, the one way to reach state owned by another shard (a call on the own
+//!   shard skips the mesh), with the helpers built on it: `gather` / `scatter` (a request's
+//!   partitions to their owners and the answers back in request order), `scatter_first`,
+//!   `on_every_shard`.
 //! - [`ops`]: what the owning shard does with an envelope.
 //! - [`controller`]: topic creation, growth (CreatePartitions) and deletion, run by shard 0,
 //!   the metadata's single writer.
