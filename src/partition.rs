@@ -125,6 +125,9 @@ struct State {
     appends: VecDeque<QueuedAppend>,
     /// Whether the writer task is running (it stops when the queue is empty).
     writing: bool,
+    /// Set when the topic is deleted: appends still queued are refused, so that none writes
+    /// (or rolls a segment) under a directory name a new topic may have taken.
+    deleted: bool,
 }
 
 impl Partition {
@@ -154,6 +157,7 @@ impl Partition {
             failed: None,
             appends: VecDeque::new(),
             writing: false,
+            deleted: false,
         };
         Ok(Partition(Rc::new(Shared { state: RefCell::new(state), counters })))
     }
@@ -205,6 +209,9 @@ impl Partition {
         let headers = batch_headers(&batches)?;
         let (pending, write) = loop {
             let mut state = self.0.state.borrow_mut();
+            if state.deleted {
+                return Err(PartitionError::Unknown);
+            }
             if state.failed.is_some() {
                 return Err(PartitionError::SyncFailed);
             }
@@ -483,7 +490,8 @@ impl Partition {
     /// used when the topic is deleted.
     pub fn delete(self) -> Result<(), StorageError> {
         let (dir, fs) = {
-            let state = self.0.state.borrow();
+            let mut state = self.0.state.borrow_mut();
+            state.deleted = true;
             (state.dir.clone(), state.log.file_system())
         };
         drop(self);
@@ -620,6 +628,25 @@ mod tests {
                 assert_eq!(info.base_offset, expected_base, "append {i} out of order");
                 expected_base = info.last_offset + 1;
             }
+        })
+    }
+
+    #[test]
+    fn appends_queued_when_the_topic_is_deleted_are_refused_and_write_nothing() {
+        crate::runtime::file::block_on(async {
+            let data = tempfile::tempdir().unwrap();
+            let dir = data.path().join("t-0");
+            let p = partition(&dir);
+            let mut appends: Vec<_> = (0..4).map(|_| p.append(batch(1, 0), 0)).collect();
+            // The first one's write is under way by now (the writer task starts at once); the
+            // others wait in the queue.
+            let queued = appends.split_off(1);
+            p.clone().delete().unwrap();
+            for append in queued {
+                let outcome = append.await;
+                assert!(matches!(outcome, Err(PartitionError::Unknown)), "{outcome:?}");
+            }
+            assert!(!dir.exists(), "nothing was written under the deleted partition's name");
         })
     }
 
