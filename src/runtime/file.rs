@@ -109,7 +109,13 @@ impl Driver {
     }
 
     pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
-        self.0.run(future)
+        self.0.run(async {
+            // A shard's periodic tasks wake its reactor often; this executor has only the
+            // future, so it ticks, lest a wake-up glommio loses (see `tick_while_connecting`)
+            // leave it asleep for ever.
+            let _ticker = super::tick_while_connecting();
+            future.await
+        })
     }
 }
 
