@@ -35,8 +35,8 @@ use futures::FutureExt;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
-use raft::prelude::{Entry, Message};
-use raft::{RawNode, Storage};
+use raft::prelude::{Entry, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, Storage};
 
 use self::store::{DurableLog, LogStorage, Recovered, SnapshotFile};
 use super::MetadataImage;
@@ -303,7 +303,17 @@ impl Node {
 
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            self.peers.send(message);
+            let (to, snapshot) = (message.to, message.get_msg_type() == MessageType::MsgSnapshot);
+            let queued = self.peers.send(message);
+            if snapshot {
+                // raft-rs stops replicating to a follower while its snapshot is in flight, until
+                // told how the sending went. The transport cannot know whether the peer got it
+                // (a write into a connection whose peer restarted is lost), so the leader goes
+                // back to probing at once: a follower still without it refuses the probe and is
+                // sent the snapshot again.
+                let status = if queued { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.raft.report_snapshot(to, status);
+            }
         }
     }
 

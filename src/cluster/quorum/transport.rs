@@ -50,15 +50,21 @@ impl Peers {
         Peers { queues, _tasks: tasks }
     }
 
-    /// Queues `message` for its recipient; drops it when that peer's queue is full.
-    pub fn send(&mut self, message: Message) {
+    /// Queues `message` for its recipient; drops it when that peer's queue is full. Says
+    /// whether it was queued.
+    pub fn send(&mut self, message: Message) -> bool {
         match self.queues.get_mut(&message.to) {
             Some(queue) => {
-                if queue.try_send(message).is_err() {
+                let queued = queue.try_send(message).is_ok();
+                if !queued {
                     tracing::debug!("a Raft message was dropped: its peer's queue is full");
                 }
+                queued
             }
-            None => tracing::warn!(to = message.to, "a Raft message for a node outside the quorum"),
+            None => {
+                tracing::warn!(to = message.to, "a Raft message for a node outside the quorum");
+                false
+            }
         }
     }
 }
