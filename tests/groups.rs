@@ -22,18 +22,18 @@ fn string(s: &str) -> StrBytes {
 }
 
 // kafka-python 3.0.12 (the current release, used by every test here) can stall a consumer on
-// its own side: the member completes JoinGroup and SyncGroup (often twice in a row: it rejoins
-// at once when generation 1 was assigned before it had the topic's metadata), then sends
-// nothing more until its session expires, while poll() keeps returning empty. The cause is in
-// its `join_group_async` (kafka/coordinator/base.py): when a poll's timeout expires while the
-// join task is still in flight, the task is left running for the next poll to await, but the
-// next poll only awaits it `while self.need_rejoin()`, which is already False by then, so the
-// assignment the task received is never applied and heartbeats stay disabled. It shows when a
-// poll's timeout ends between SyncGroup's request and its answer (reproduced with the client's
-// DEBUG log: "Received SyncGroup response", then no "Updated partition assignment"). The
-// drivers' first polls are therefore long enough to hold a whole join; consumers that poll in
-// short steps while others rebalance them can still meet it (not seen in 29 `rebalance` and 5
-// `broadcast` runs with the SimpleQueue fix).
+// its own side: the member completes JoinGroup and SyncGroup, then sends nothing more until its
+// session expires, while poll() keeps returning empty. The cause is in its `join_group_async`
+// (kafka/coordinator/base.py): when a poll's timeout expires while the join task is still in
+// flight, the task is left running for the next poll to await, but the next poll only awaits
+// it `while self.need_rejoin()`. A leader that rejoined because its metadata changed (it was
+// assigned generation 1 before it had the topic's metadata) stops needing the rejoin as soon
+// as it has computed the assignment (`_perform_assignment` updates the snapshot that
+// `need_rejoin` compares), so the assignment the task receives is never applied and
+// heartbeats stay disabled. Reproduced with the client's DEBUG log ("Received SyncGroup
+// response", then no "Updated partition assignment"); CI met it in `broadcast` (the member
+// expired 6 s after its group was stable). The driver counts a join in flight as needing the
+// rejoin (`_await_join_in_flight`), and `commit` polls long enough to hold a whole join.
 #[test]
 fn members_joining_and_crashing_share_the_partitions() {
     let _one_at_a_time = common::serial();
