@@ -9,30 +9,20 @@ use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionRe
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::protocol::errors::partition_error_code;
+use crate::shard::Shard;
 use crate::shard::router::DeleteRecords;
-use crate::shard::{Shard, TopicPartition};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let image = shard.metadata();
-    let duplicated = super::duplicated(
-        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
-    );
-    let deletions = request
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.as_str(), p)))
-        .map(|(topic, p)| {
-            if duplicated.contains(&(topic, p.partition_index)) {
-                return Err(ResponseError::InvalidRequest);
-            }
-            if topic == crate::group::OFFSETS_TOPIC {
-                // Kafka refuses it too: committed offsets live there.
-                return Err(ResponseError::InvalidTopicException);
-            }
-            let owner = image.owner(topic, p.partition_index).ok_or(ResponseError::UnknownTopicOrPartition)?;
-            Ok((owner, (TopicPartition { topic: topic.to_string(), partition: p.partition_index }, p.offset)))
-        })
-        .collect();
+    let entries =
+        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index, p)));
+    let deletions = super::route(&image, entries, |topic, p| {
+        if topic == crate::group::OFFSETS_TOPIC {
+            // Kafka refuses it too: committed offsets live there.
+            return Err(ResponseError::InvalidTopicException);
+        }
+        Ok(p.offset)
+    });
     let mut outcomes = shard.scatter(deletions, |partitions| DeleteRecords { partitions }).await.into_iter();
 
     let topics = request

@@ -9,8 +9,8 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::protocol::errors::partition_error_code;
+use crate::shard::Shard;
 use crate::shard::router::{ListOffsets, OffsetQuery};
-use crate::shard::{Shard, TopicPartition};
 
 /// ListOffsets v4 added the leader epoch to the answer.
 const LEADER_EPOCH_VERSION: i16 = 4;
@@ -29,22 +29,9 @@ fn query(timestamp: i64) -> Option<OffsetQuery> {
 
 pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = shard.metadata();
-    let duplicated = super::duplicated(
-        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index))),
-    );
-    let queries = request
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.as_str(), p)))
-        .map(|(topic, p)| {
-            if duplicated.contains(&(topic, p.partition_index)) {
-                return Err(ResponseError::InvalidRequest);
-            }
-            let owner = image.owner(topic, p.partition_index).ok_or(ResponseError::UnknownTopicOrPartition)?;
-            let query = query(p.timestamp).ok_or(ResponseError::UnsupportedVersion)?;
-            Ok((owner, (TopicPartition { topic: topic.to_string(), partition: p.partition_index }, query)))
-        })
-        .collect();
+    let entries =
+        request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index, p)));
+    let queries = super::route(&image, entries, |_, p| query(p.timestamp).ok_or(ResponseError::UnsupportedVersion));
     let mut outcomes = shard.scatter(queries, |queries| ListOffsets { queries }).await.into_iter();
 
     let topics = request

@@ -36,6 +36,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -44,7 +45,8 @@ use crate::runtime::zero_copy::{Part, PartsBuf};
 
 /// Response bytes that fetch encodes in memory beside its file parts: headers and metadata only.
 const FRAME_IN_MEMORY_HINT_BYTES: usize = 64 * 1024;
-use crate::shard::Shard;
+use crate::cluster::MetadataImage;
+use crate::shard::{Shard, ShardId, TopicPartition};
 use join_group::ClientInfo;
 
 /// Decodes the body, runs the API's handler and encodes its response frame (`None` when the
@@ -200,9 +202,28 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
 }
 
-/// The (topic, partition) pairs that `requested` names more than once. Kafka refuses every
-/// entry of such a pair with INVALID_REQUEST, since it cannot tell which one the client meant.
-fn duplicated<'a>(requested: impl IntoIterator<Item = (&'a str, i32)>) -> HashSet<(&'a str, i32)> {
+/// Each partition's owner and what it is sent, or the answer the partition gets at once.
+type Routed<T> = Vec<Result<(ShardId, (TopicPartition, T)), ResponseError>>;
+
+/// Where each partition a request names goes, in request order: to its owner, with what
+/// `part` makes of its entry, or nowhere, with its answer. A partition named twice gets
+/// INVALID_REQUEST at every mention (Kafka's answer: it cannot tell which one the client
+/// meant), one the image lacks UNKNOWN_TOPIC_OR_PARTITION; `part` refuses the rest as the API
+/// requires. The result feeds [`Shard::scatter`].
+fn route<'a, E: 'a, T>(
+    image: &MetadataImage,
+    entries: impl Iterator<Item = (&'a str, i32, &'a E)> + Clone,
+    mut part: impl FnMut(&'a str, &'a E) -> Result<T, ResponseError>,
+) -> Routed<T> {
     let mut seen = HashSet::new();
-    requested.into_iter().filter(|&key| !seen.insert(key)).collect()
+    let duplicated: HashSet<_> = entries.clone().map(|(t, p, _)| (t, p)).filter(|&key| !seen.insert(key)).collect();
+    entries
+        .map(|(topic, partition, entry)| {
+            if duplicated.contains(&(topic, partition)) {
+                return Err(ResponseError::InvalidRequest);
+            }
+            let owner = image.owner(topic, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
+            Ok((owner, (TopicPartition { topic: topic.to_string(), partition }, part(topic, entry)?)))
+        })
+        .collect()
 }

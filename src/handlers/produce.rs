@@ -11,8 +11,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::protocol::errors::partition_error_code;
+use crate::shard::Shard;
 use crate::shard::router::{Appended, Produce};
-use crate::shard::{Shard, TopicPartition};
 
 /// `min.insync.replicas` of a topic: its own, else the broker's.
 fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, topic: &str) -> i32 {
@@ -24,38 +24,24 @@ fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, top
 pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.metadata();
-    let duplicated = super::duplicated(
-        request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(|p| (t.name.0.as_str(), p.index))),
-    );
     // Every partition in request order: where its batches go, or the answer it gets at once.
-    let mut parts = Vec::new();
-    for topic in &request.topic_data {
-        let name = topic.name.0.as_str();
-        for data in &topic.partition_data {
-            let part = if duplicated.contains(&(name, data.index)) {
-                Err(ResponseError::InvalidRequest)
-            } else if !matches!(acks, -1..=1) {
-                Err(ResponseError::InvalidRequiredAcks)
-            } else if name == crate::group::OFFSETS_TOPIC {
-                // Only the group coordinator writes there.
-                Err(ResponseError::InvalidTopicException)
-            } else {
-                match (image.owner(name, data.index), &data.records) {
-                    (None, _) => Err(ResponseError::UnknownTopicOrPartition),
-                    (Some(_), None) => Err(ResponseError::CorruptMessage),
-                    // The one replica there is cannot make up a larger in-sync set.
-                    (Some(_), Some(_)) if acks == -1 && min_insync_replicas(shard, &image, name) > 1 => {
-                        Err(ResponseError::NotEnoughReplicas)
-                    }
-                    (Some(owner), Some(records)) => {
-                        let tp = TopicPartition { topic: name.to_string(), partition: data.index };
-                        Ok((owner, (tp, records.clone())))
-                    }
-                }
-            };
-            parts.push(part);
+    let entries =
+        request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(|p| (t.name.0.as_str(), p.index, p)));
+    let parts = super::route(&image, entries, |topic, data| {
+        if !matches!(acks, -1..=1) {
+            return Err(ResponseError::InvalidRequiredAcks);
         }
-    }
+        if topic == crate::group::OFFSETS_TOPIC {
+            // Only the group coordinator writes there.
+            return Err(ResponseError::InvalidTopicException);
+        }
+        let records = data.records.clone().ok_or(ResponseError::CorruptMessage)?;
+        // The one replica there is cannot make up a larger in-sync set.
+        if acks == -1 && min_insync_replicas(shard, &image, topic) > 1 {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
+        Ok(records)
+    });
     let outcomes: Vec<Result<Appended, ResponseError>> = shard
         .scatter(parts, |parts| Produce { parts })
         .await
