@@ -8,7 +8,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use crate::protocol::errors::partition_error_code;
+use crate::protocol::errors::owner_answer;
 use crate::shard::Shard;
 use crate::shard::router::DeleteRecords;
 
@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
                     let outcome = outcomes.next().expect("one outcome per partition");
-                    match outcome.and_then(|deleted| deleted.map_err(|e| partition_error_code(&e))) {
+                    match owner_answer(outcome) {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
                     }

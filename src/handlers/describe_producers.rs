@@ -6,7 +6,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
-use crate::protocol::errors::partition_error_code;
+use crate::protocol::errors::owner_answer;
 use crate::shard::router::DescribeProducers;
 use crate::shard::{Shard, TopicPartition};
 use crate::storage::producer_state::ActiveProducer;
@@ -33,7 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> Des
                 .map(|&partition| {
                     let response = PartitionResponse::default().with_partition_index(partition);
                     let outcome = outcomes.next().expect("one outcome per partition");
-                    match outcome.and_then(|producers| producers.map_err(|e| partition_error_code(&e))) {
+                    match owner_answer(outcome) {
                         Ok(producers) => response.with_active_producers(producers.iter().map(state).collect()),
                         Err(error) => response.with_error_code(error.code()),
                     }

@@ -8,7 +8,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use crate::protocol::errors::partition_error_code;
+use crate::protocol::errors::owner_answer;
 use crate::shard::Shard;
 use crate::shard::router::{ListOffsets, OffsetQuery};
 
@@ -44,7 +44,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
                 .map(|p| {
                     let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                     let outcome = outcomes.next().expect("one outcome per partition");
-                    match outcome.and_then(|found| found.map_err(|e| partition_error_code(&e))) {
+                    match owner_answer(outcome) {
                         Ok((offset, timestamp)) => response
                             .with_offset(offset)
                             .with_timestamp(timestamp)

@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use crate::protocol::errors::partition_error_code;
+use crate::protocol::errors::owner_answer;
 use crate::shard::Shard;
 use crate::shard::router::{Appended, Produce};
 
@@ -42,12 +42,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
         }
         Ok(records)
     });
-    let outcomes: Vec<Result<Appended, ResponseError>> = shard
-        .scatter(parts, |parts| Produce { parts })
-        .await
-        .into_iter()
-        .map(|outcome| outcome.and_then(|appended| appended.map_err(|e| partition_error_code(&e))))
-        .collect();
+    let outcomes: Vec<Result<Appended, ResponseError>> =
+        shard.scatter(parts, |parts| Produce { parts }).await.into_iter().map(owner_answer).collect();
     let partitions = request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(move |p| (&t.name, p.index)));
 
     if acks == 0 {

@@ -7,6 +7,12 @@ use crate::partition::PartitionError;
 use crate::storage::StorageError;
 use crate::storage::producer_state::SequenceError;
 
+/// An owner's answer for one partition of a scattered request, or the code it was refused
+/// with before it travelled: either way, what the response says for that partition.
+pub fn owner_answer<R>(outcome: Result<Result<R, PartitionError>, ResponseError>) -> Result<R, ResponseError> {
+    outcome.and_then(|answer| answer.map_err(|e| partition_error_code(&e)))
+}
+
 pub fn partition_error_code(error: &PartitionError) -> ResponseError {
     match error {
         PartitionError::Unknown => ResponseError::UnknownTopicOrPartition,
