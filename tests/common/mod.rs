@@ -1,8 +1,12 @@
-//! Shared test harness: start, stop and kill -9 the real `sluice` binary on an ephemeral
-//! loopback port with a temporary data directory, run the Python client driver and the Java
-//! one (`tests/java`, with Kafka's tools and broker on its classpath), and speak the Kafka
-//! protocol raw from Rust.
+//! Shared test harness: start, stop, `kill -9`, pause and resume the real `sluice` binary on
+//! an ephemeral loopback port with a temporary data directory, run the Python client driver and
+//! the Java one (`tests/java`, with Kafka's tools and broker on its classpath), and speak the
+//! Kafka protocol raw from Rust. `cluster` starts several nodes as one metadata quorum,
+//! `netns` puts them in network namespaces whose links can be cut.
 #![allow(dead_code)] // Each test file uses its own subset.
+
+pub mod cluster;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -33,8 +37,21 @@ pub struct Broker {
     data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// Where a broker listens and what it runs under, when not the defaults (loopback, ports
+/// picked by the kernel, run directly): the cluster harness places nodes in network namespaces.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// `--listen` of the first start (a restart binds the address the first start bound).
+    pub listen: Option<String>,
+    /// `--admin` of the first start.
+    pub admin: Option<String>,
+    /// A command the broker runs under, e.g. `ip netns exec NAME`.
+    pub wrapper: Vec<String>,
 }
 
 impl Broker {
@@ -46,39 +63,64 @@ impl Broker {
     /// Like [`Broker::start`], with environment variables for the broker process.
     pub fn start_with_env(cores: usize, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut broker = Broker::launch(temp.path(), cores, extra, env);
+        let mut broker = Broker::new(temp.path(), cores, extra, env, Placement::default());
         broker._temp = Some(temp);
+        broker.spawn();
         broker
     }
 
     /// Starts a broker on the data directory `data_dir`, which the caller owns.
     pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
-        Broker::launch(data_dir, cores, extra, &[])
-    }
-
-    fn launch(data_dir: &Path, cores: usize, extra: &[&str], env: &[(&str, &str)]) -> Broker {
-        let data_dir = data_dir.to_path_buf();
-        let mut args = vec!["--cores".to_string(), cores.to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut broker = Broker {
-            child: None,
-            addr: String::new(),
-            admin_addr: None,
-            data_dir,
-            args,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            stderr: Arc::new(Mutex::new(Vec::new())),
-            _temp: None,
-        };
+        let mut broker = Broker::new(data_dir, cores, extra, &[], Placement::default());
         broker.spawn();
         broker
     }
 
+    /// Starts a broker on a fresh data directory as `placement` says; `Err` holds the reason
+    /// (and stderr) when it exited before it was ready.
+    pub fn try_start_placed(cores: usize, extra: &[&str], placement: Placement) -> Result<Broker, String> {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker::new(temp.path(), cores, extra, &[], placement);
+        broker._temp = Some(temp);
+        broker.try_spawn()?;
+        Ok(broker)
+    }
+
+    fn new(data_dir: &Path, cores: usize, extra: &[&str], env: &[(&str, &str)], placement: Placement) -> Broker {
+        let mut args = vec!["--cores".to_string(), cores.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Broker {
+            child: None,
+            addr: placement.listen.unwrap_or_default(),
+            admin_addr: placement.admin,
+            data_dir: data_dir.to_path_buf(),
+            args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: placement.wrapper,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            _temp: None,
+        }
+    }
+
     fn spawn(&mut self) {
+        if let Err(reason) = self.try_spawn() {
+            panic!("{reason}")
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         // A restart binds the ports of the first start, as a supervisor's restart would.
         let listen = if self.addr.is_empty() { "127.0.0.1:0" } else { &self.addr };
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_sluice"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
+        let mut child = command
             .arg("serve")
             .args(["--listen", listen, "--admin", admin, "--data-dir"])
             .arg(&self.data_dir)
@@ -94,7 +136,7 @@ impl Broker {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         self.stderr = log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut line = Vec::new();
             while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
@@ -120,11 +162,16 @@ impl Broker {
                 Err(_) if start.elapsed() > READY_DEADLINE => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("broker did not become ready; stderr:\n{}", self.stderr_text())
+                    return Err(format!("broker did not become ready; stderr:\n{}", self.stderr_text()));
                 }
                 Err(_) => {
                     if let Some(status) = child.try_wait().expect("try_wait") {
-                        panic!("broker exited with {status} before it was ready; stderr:\n{}", self.stderr_text())
+                        // Its last words may still be in the pipe, which its exit closed.
+                        let _ = stderr_reader.join();
+                        return Err(format!(
+                            "broker exited with {status} before it was ready; stderr:\n{}",
+                            self.stderr_text()
+                        ));
                     }
                 }
             }
@@ -132,6 +179,7 @@ impl Broker {
         self.child = Some(child);
         self.addr = addr;
         self.admin_addr = admin;
+        Ok(())
     }
 
     pub fn addr(&self) -> &str {
@@ -193,6 +241,21 @@ impl Broker {
         let mut child = self.child.take().expect("broker running");
         child.kill().expect("SIGKILL");
         child.wait().expect("reaping the broker");
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open, as a long GC pause or a stalled VM.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("{signal}: {e}"));
     }
 
     /// Starts the broker again on the same data directory (after `terminate` or `kill9`).
@@ -422,7 +485,11 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connecting");
+        Raw::from_stream(TcpStream::connect(addr).expect("connecting"))
+    }
+
+    /// A connection made elsewhere (e.g. inside a network namespace).
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream.set_nodelay(true).unwrap();
         Raw { stream, correlation_id: 0 }

@@ -1,0 +1,201 @@
+//! A cluster of `sluice` processes on this machine: nodes 1..=N, each with its own data dir and
+//! ports, all voters of one metadata quorum (`--node-id`, `--controller-quorum`). Either on
+//! loopback (controller ports picked by the kernel; a start that lost a port to another
+//! process is redone on fresh ones) or each node in its own network namespace
+//! ([`super::netns::Network`]), where links can be cut. Nodes are `kill -9`ed, paused, resumed
+//! and restarted on their data dirs one at a time through [`Cluster::node_mut`]; dropping the
+//! cluster kills every node, then tears the network down.
+//!
+//! Who leads the metadata quorum is read from each node's log: the Raft task logs
+//! `metadata quorum leader=.. role=.. term=..` at every change of its role or leader.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::netns::Network;
+use super::{Broker, Placement, Raw};
+
+pub const NOT_CONTROLLER: i16 = 41;
+pub const REQUEST_TIMED_OUT: i16 = 7;
+
+/// Fresh starts whose controller port another process took in between before giving up.
+const START_ATTEMPTS: usize = 5;
+/// A node's ports inside its own network namespace: nothing else binds there.
+const NAMESPACE_KAFKA_PORT: u16 = 9092;
+const NAMESPACE_CONTROLLER_PORT: u16 = 9093;
+const NAMESPACE_ADMIN_PORT: u16 = 9644;
+
+pub struct Cluster {
+    /// Declared before `network`: the nodes are killed before their namespaces go.
+    nodes: Vec<Broker>,
+    /// Every voter's controller listener, started or not.
+    controllers: Vec<String>,
+    network: Option<Network>,
+}
+
+/// What a node's latest `metadata quorum` log line says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuorumView {
+    pub role: String,
+    pub term: u64,
+}
+
+impl Cluster {
+    /// `n` nodes on loopback, each with `cores` shards and the `extra` flags.
+    pub fn start(n: usize, cores: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_voters(n, n, cores, extra)
+    }
+
+    /// A quorum of `voters` on loopback of which only the first `started` run.
+    pub fn start_voters(voters: usize, started: usize, cores: usize, extra: &[&str]) -> Cluster {
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let controllers: Vec<String> = free_ports(voters).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            match Cluster::start_nodes(&controllers, started, cores, extra, |_| Placement::default()) {
+                Ok(nodes) => return Cluster { nodes, controllers, network: None },
+                // Between our probe and the node's bind, another process took the port.
+                Err(failure) if failure.contains("binding the controller listener") => last_failure = failure,
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        panic!("no free controller ports after {START_ATTEMPTS} attempts: {last_failure}")
+    }
+
+    /// `n` nodes, node `i` in namespace `i` of a fresh [`Network`] with fixed ports on its own
+    /// address. Panics unless run as root.
+    pub fn start_in_namespaces(n: usize, cores: usize, extra: &[&str]) -> Cluster {
+        let network = Network::new(n);
+        let controllers: Vec<String> =
+            (0..n).map(|i| format!("{}:{NAMESPACE_CONTROLLER_PORT}", network.address(i))).collect();
+        let nodes = Cluster::start_nodes(&controllers, n, cores, extra, |i| Placement {
+            listen: Some(format!("{}:{NAMESPACE_KAFKA_PORT}", network.address(i))),
+            admin: Some(format!("{}:{NAMESPACE_ADMIN_PORT}", network.address(i))),
+            wrapper: network.wrapper(i),
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+        Cluster { nodes, controllers, network: Some(network) }
+    }
+
+    /// Starts the first `started` nodes of the quorum whose controller listeners are
+    /// `controllers`; on a failure, the nodes started so far are killed (dropped) and the
+    /// failure returned.
+    fn start_nodes(
+        controllers: &[String],
+        started: usize,
+        cores: usize,
+        extra: &[&str],
+        placement: impl Fn(usize) -> Placement,
+    ) -> Result<Vec<Broker>, String> {
+        let quorum =
+            controllers.iter().enumerate().map(|(i, at)| format!("{}@{at}", i + 1)).collect::<Vec<_>>().join(",");
+        (0..started)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let mut args = vec!["--node-id", &id, "--controller-quorum", &quorum];
+                args.extend_from_slice(extra);
+                Broker::try_start_placed(cores, &args, placement(i))
+                    .map_err(|failure| format!("node {}: {failure}", i + 1))
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i` (0-based; its node id is `i + 1`).
+    pub fn node(&self, i: usize) -> &Broker {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Broker {
+        &mut self.nodes[i]
+    }
+
+    /// Node `i`'s controller listener (Raft messages), started or not.
+    pub fn controller_addr(&self, i: usize) -> &str {
+        &self.controllers[i]
+    }
+
+    /// The network the nodes live in, when started with [`Cluster::start_in_namespaces`].
+    pub fn network(&self) -> &Network {
+        self.network.as_ref().expect("a cluster started in network namespaces")
+    }
+
+    /// Every node's Kafka address, as a client's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// A Kafka connection to node `i`, made from inside its namespace when it has one, so that
+    /// it reaches the node while its link is cut.
+    pub fn connect(&self, i: usize) -> Raw {
+        let stream = match &self.network {
+            Some(network) => network.connect(i, self.nodes[i].addr()),
+            None => TcpStream::connect(self.nodes[i].addr()).expect("connecting"),
+        };
+        Raw::from_stream(stream)
+    }
+
+    /// What node `i` last logged about the metadata quorum (`None` before its first word).
+    pub fn quorum_view(&self, i: usize) -> Option<QuorumView> {
+        let stderr = self.nodes[i].stderr_text();
+        let line = stderr.lines().filter(|l| l.contains("metadata quorum")).last()?;
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('=')).map(str::to_string)
+        };
+        Some(QuorumView { role: field("role")?, term: field("term")?.parse().ok()? })
+    }
+
+    /// The node among `among` that says it leads the metadata quorum at a term no other of
+    /// them has passed, waiting up to `deadline` for one (an isolated former leader that still
+    /// says it leads is behind the others' term once they elected another).
+    pub fn quorum_leader(&self, among: &[usize], deadline: Duration) -> usize {
+        let mut leader = None;
+        super::wait_until(deadline, &format!("one of nodes {among:?} leads the metadata quorum"), || {
+            let views: Vec<(usize, QuorumView)> =
+                among.iter().filter_map(|&i| Some((i, self.quorum_view(i)?))).collect();
+            let newest = views.iter().map(|(_, v)| v.term).max();
+            let leaders: Vec<usize> =
+                views.iter().filter(|(_, v)| v.role == "Leader" && Some(v.term) == newest).map(|(i, _)| *i).collect();
+            leader = (leaders.len() == 1).then(|| leaders[0]);
+            leader.is_some()
+        });
+        leader.expect("found")
+    }
+
+    /// Creates `topic` through node `i`, retrying while the quorum has no leader (NOT_CONTROLLER,
+    /// REQUEST_TIMED_OUT) up to `deadline`; returns how long it took.
+    pub fn create_topic(&self, i: usize, topic: &str, partitions: i32, deadline: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            match self.connect(i).create_topic(topic, partitions, &[]) {
+                0 => return start.elapsed(),
+                NOT_CONTROLLER | REQUEST_TIMED_OUT if start.elapsed() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                other => panic!("creating {topic} through node {}: error {other} after {:?}", i + 1, start.elapsed()),
+            }
+        }
+    }
+
+    /// The topics in node `i`'s metadata log (read from its data dir).
+    pub fn topics(&self, i: usize) -> Vec<String> {
+        let image = super::metadata_image(self.nodes[i].data_dir());
+        image["topics"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Waits up to `deadline` until node `i` has `topic`.
+    pub fn wait_for_topic(&self, i: usize, topic: &str, deadline: Duration) {
+        super::wait_until(deadline, &format!("node {} has topic {topic}", i + 1), || {
+            self.topics(i).iter().any(|t| t == topic)
+        });
+    }
+}
+
+/// Loopback ports free now, picked by the kernel (released before the nodes bind them: see
+/// [`Cluster::start`] for the race).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
