@@ -427,6 +427,12 @@ impl Partition {
         self.0.state.borrow().leader_epoch
     }
 
+    /// The leader epoch the metadata image gives the partition (`ops::apply_metadata`, the one
+    /// place that reads it): appends from now on are stamped with it.
+    pub fn set_leader_epoch(&self, leader_epoch: i32) {
+        self.0.state.borrow_mut().leader_epoch = leader_epoch;
+    }
+
     /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
     /// and returns the new log start offset. Offsets past the high watermark are refused.
     pub fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
@@ -756,6 +762,21 @@ mod tests {
             assert_eq!(p.high_watermark(), 2);
             assert!(!p.read(0, 1 << 20).unwrap().is_empty(), "reads go on");
             assert!(p.close().is_err(), "no clean shutdown over a failed fsync");
+        })
+    }
+
+    #[test]
+    fn appends_are_stamped_with_the_current_leader_epoch() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.append(batch(1, 0), 0).await.unwrap();
+            p.set_leader_epoch(4);
+            p.append(batch(1, 0), 0).await.unwrap();
+            let epochs: Vec<i32> = (0..2)
+                .map(|offset| BatchHeader::parse(&p.read(offset, 1).unwrap()).unwrap().partition_leader_epoch)
+                .collect();
+            assert_eq!(epochs, vec![0, 4]);
         })
     }
 

@@ -237,17 +237,17 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         if offline.contains_key(&tp) {
             continue;
         }
+        let epoch = image.topics[&tp.topic].partitions[tp.partition as usize].leader_epoch;
         if let Some(partition) = table.get_mut(&tp) {
+            partition.set_leader_epoch(epoch);
             match log_config_of(&tp.topic) {
                 Ok(config) => partition.set_config(config),
                 Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
             }
             continue;
         }
-        let topic = &image.topics[&tp.topic];
         let dir = partition_dir(&shard.config.data_dir, &tp);
         let opened = log_config_of(&tp.topic).and_then(|config| {
-            let epoch = topic.partitions[tp.partition as usize].leader_epoch;
             let counters = shard.sync_counters.clone();
             Partition::open(&shard.fs, &dir, config, shard.config.producer_expiry(), epoch, clean_shutdown, counters)
                 .map_err(|e| e.to_string())

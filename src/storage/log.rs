@@ -21,6 +21,7 @@ use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{FileSystem, IoFuture};
+use super::leader_epoch::LeaderEpochCache;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
 use super::{compaction, deleter};
@@ -86,6 +87,8 @@ pub struct Log {
     compacted_segments: usize,
     /// ...or once the earliest delete horizon of the tombstones compaction kept has passed.
     tombstones_due_ms: Option<i64>,
+    /// Where each leader epoch's batches start (`leader-epoch-checkpoint`).
+    epochs: LeaderEpochCache,
 }
 
 impl Log {
@@ -147,12 +150,35 @@ impl Log {
             write_in_flight: false,
             compacted_segments: 0,
             tombstones_due_ms: None,
+            epochs: LeaderEpochCache::empty(dir),
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         let first_base = log.segments[0].base_offset;
         log.log_start_offset =
             read_offset_file(&**fs, dir, LOG_START_OFFSET_FILE).max(first_base).min(log.log_end_offset());
+        log.epochs = log.recover_epochs(clean_shutdown)?;
         Ok(log)
+    }
+
+    /// The leader-epoch cache as the checkpoint holds it, cut to the log (a crash may have cut
+    /// the tail its last entries started in); after an unclean shutdown, also the epochs of
+    /// the batches after the recovery point. A missing or unreadable checkpoint is rebuilt
+    /// from every batch. The checkpoint is rewritten if that changed anything; if that write
+    /// fails, the next open does the same again.
+    fn recover_epochs(&self, clean_shutdown: bool) -> Result<LeaderEpochCache, StorageError> {
+        let (mut epochs, scan_from, mut changed) = match LeaderEpochCache::load(&*self.fs, &self.dir) {
+            Some(epochs) => (epochs, (!clean_shutdown).then_some(self.recovery_point), false),
+            None => (LeaderEpochCache::empty(&self.dir), Some(self.log_start_offset), true),
+        };
+        if let Some(offset) = scan_from {
+            self.scan_headers(offset, |h| changed |= epochs.assign(h.partition_leader_epoch, h.base_offset))?;
+        }
+        changed |= epochs.truncate_from_end(self.log_end_offset());
+        changed |= epochs.truncate_from_start(self.log_start_offset);
+        if changed && let Err(e) = epochs.write(&*self.fs) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "writing the leader-epoch checkpoint");
+        }
+        Ok(epochs)
     }
 
     /// Validates every batch of `batches` (all or nothing); unless the log must roll first
@@ -180,6 +206,7 @@ impl Log {
 
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let base_offset = self.log_end_offset();
+        self.assign_epoch(leader_epoch, base_offset)?;
         let mut next_offset = base_offset;
         let mut stamped = Vec::with_capacity(parsed.len());
         let mut records = 0u64;
@@ -247,6 +274,20 @@ impl Log {
             self.sync_now(now_ms).await?;
         }
         Ok(info)
+    }
+
+    /// Records that `leader_epoch` writes from `base_offset`. A new epoch's entry reaches the
+    /// checkpoint before its first batch is written, so the file is never behind the log; if
+    /// it cannot be written, the append is refused and the cache left as it was.
+    fn assign_epoch(&mut self, leader_epoch: i32, base_offset: i64) -> Result<(), StorageError> {
+        let before = self.epochs.entries().to_vec();
+        if self.epochs.assign(leader_epoch, base_offset)
+            && let Err(e) = self.epochs.write(&*self.fs)
+        {
+            self.epochs.restore(before);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Starts an fsync of the active segment through the ring, covering everything appended
@@ -498,6 +539,7 @@ impl Log {
             // A segment can go once the next one starts at or below the new start.
             let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
             self.delete_head_segments(below)?;
+            self.epochs_follow_log_start()?;
         }
         Ok(self.log_start_offset)
     }
@@ -540,7 +582,31 @@ impl Log {
             tracing::debug!(dir = %self.dir.display(), base_offset = segment.base_offset, "deleting segment");
             segment.delete()?;
         }
+        self.epochs_follow_log_start()
+    }
+
+    /// Drops the epochs wholly below the log start from the cache and its checkpoint.
+    fn epochs_follow_log_start(&mut self) -> Result<(), StorageError> {
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.write(&*self.fs)?;
+        }
         Ok(())
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `leader_epoch` that wrote to this
+    /// log and the offset where its part ends (see [`LeaderEpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(leader_epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch that wrote `offset`, if known.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.epochs.epoch_for_offset(offset)
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -1473,6 +1539,108 @@ pub(crate) mod tests {
                 Log::open(&os(), dir.path(), LogConfig { flush_messages: Some(1), ..config() }, false).unwrap();
             log.append(batch(3, 0), 0, 0).await.unwrap();
             assert_eq!(log.recovery_point(), 3);
+        })
+    }
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::tests::config;
+    use super::*;
+    use crate::storage::batch::tests::batch;
+    use crate::storage::fs::os;
+    use crate::storage::leader_epoch::CHECKPOINT_FILE;
+
+    fn checkpoint(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap()
+    }
+
+    /// Appends one batch of two records per epoch given, returning the log.
+    async fn log_with_epochs(dir: &Path, config: LogConfig, epochs: &[i32]) -> Log {
+        let mut log = Log::open(&os(), dir, config, false).unwrap();
+        for &epoch in epochs {
+            log.append(batch(2, 0), epoch, 0).await.unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn appends_stamp_their_epoch_and_a_new_epoch_reaches_the_checkpoint() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = log_with_epochs(dir.path(), config(), &[0, 0, 3, 3, 5]).await;
+            assert_eq!(checkpoint(dir.path()), "0\n3\n0 0\n3 4\n5 8\n");
+            let header = BatchHeader::parse(&log.read(4, 1, i64::MAX, Wait::Yes).unwrap()).unwrap();
+            assert_eq!(header.partition_leader_epoch, 3);
+            assert_eq!(log.end_offset_for_epoch(3), (3, 8));
+            assert_eq!(log.end_offset_for_epoch(4), (3, 8));
+            assert_eq!(log.end_offset_for_epoch(5), (5, 10));
+            assert_eq!(log.epoch_for_offset(7), Some(3));
+        })
+    }
+
+    #[test]
+    fn a_missing_or_broken_checkpoint_is_rebuilt_from_the_batches() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let one_batch = LogConfig { segment_bytes: batch(2, 0).len() as u64, ..config() };
+            let mut log = log_with_epochs(dir.path(), one_batch, &[1, 1, 2, 4, 4]).await;
+            assert!(log.segments.len() > 2);
+            log.close().unwrap();
+            drop(log);
+            let expected = "0\n3\n1 0\n2 4\n4 6\n";
+            for damage in [None, Some("0\n3\n1 0\n")] {
+                match damage {
+                    None => std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap(),
+                    Some(text) => std::fs::write(dir.path().join(CHECKPOINT_FILE), text).unwrap(),
+                }
+                let log = Log::open(&os(), dir.path(), config(), true).unwrap();
+                assert_eq!(log.end_offset_for_epoch(2), (2, 6));
+                assert_eq!(checkpoint(dir.path()), expected);
+            }
+        })
+    }
+
+    #[test]
+    fn recovery_cuts_epochs_past_the_log_end_and_adds_those_after_the_recovery_point() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = log_with_epochs(dir.path(), config(), &[0, 2, 2]).await;
+            log.close().unwrap();
+            drop(log);
+            // A checkpoint ahead of the log (its epoch's batch was cut off) ...
+            std::fs::write(dir.path().join(CHECKPOINT_FILE), "0\n3\n0 0\n2 2\n7 6\n").unwrap();
+            let log = Log::open(&os(), dir.path(), config(), true).unwrap();
+            assert_eq!(log.latest_epoch(), Some(2));
+            assert_eq!(checkpoint(dir.path()), "0\n2\n0 0\n2 2\n");
+            drop(log);
+            // ... or behind it: the batches after the recovery point tell (none flushed here).
+            std::fs::write(dir.path().join(CHECKPOINT_FILE), "0\n1\n0 0\n").unwrap();
+            std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+            let log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            assert_eq!(log.end_offset_for_epoch(0), (0, 2));
+            assert_eq!(checkpoint(dir.path()), "0\n2\n0 0\n2 2\n");
+        })
+    }
+
+    #[test]
+    fn epochs_below_a_moved_log_start_are_dropped() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let one_batch = LogConfig { segment_bytes: batch(2, 0).len() as u64, ..config() };
+            let mut log = log_with_epochs(dir.path(), one_batch, &[0, 0, 1, 1, 1, 2, 2, 2]).await;
+            assert_eq!(log.delete_records(3).unwrap(), 3);
+            assert_eq!(checkpoint(dir.path()), "0\n3\n0 3\n1 4\n2 10\n");
+            assert_eq!(log.delete_records(5).unwrap(), 5);
+            assert_eq!(checkpoint(dir.path()), "0\n2\n1 5\n2 10\n");
+            // Retention moves it to a segment's base.
+            let config = LogConfig { retention_bytes: Some(0), ..log.config().clone() };
+            log.set_config(config);
+            log.apply_retention(0).unwrap();
+            let start = log.log_start_offset();
+            assert!(start > 10, "{start}");
+            assert_eq!(checkpoint(dir.path()), format!("0\n1\n2 {start}\n"));
+            assert_eq!(log.end_offset_for_epoch(1), (1, start), "an epoch wholly deleted: the first start");
         })
     }
 }

@@ -13,6 +13,7 @@
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`index`]: the sparse index files.
 //! - [`log`]: the segments of one partition, appends, reads, flush policy, recovery.
+//! - [`leader_epoch`]: which leader epoch wrote which part of the log, and its checkpoint.
 //! - [`compaction`]: keeping only the latest record per key in closed segments.
 //! - [`deleter`]: removes deleted segments' files and deleted partitions' directories off the
 //!   shard threads.
@@ -25,6 +26,7 @@ mod compaction;
 pub mod deleter;
 pub mod fs;
 pub mod index;
+pub mod leader_epoch;
 mod log;
 #[cfg(test)]
 mod power_loss;
