@@ -1526,7 +1526,8 @@ pub(crate) mod tests {
             assert_eq!(log.log_end_offset(), 5);
             // Under LogAppendTime the broker's clock is what counts.
             let appended = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..bounded };
-            let mut log = Log::open(&os(), tempfile::tempdir().unwrap().path(), appended, false).unwrap();
+            let other_dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), other_dir.path(), appended, false).unwrap();
             log.append(batch(1, 0), 0, now).await.unwrap();
         })
     }
