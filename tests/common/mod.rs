@@ -2,10 +2,12 @@
 //! an ephemeral loopback port with a temporary data directory, run the Python client driver and
 //! the Java one (`tests/java`, with Kafka's tools and broker on its classpath), and speak the
 //! Kafka protocol raw from Rust. `cluster` starts several nodes as one metadata quorum,
-//! `netns` puts them in network namespaces whose links can be cut.
+//! `netns` puts them in network namespaces whose links can be cut, `jepsen` runs a workload
+//! and checks what it produced and read.
 #![allow(dead_code)] // Each test file uses its own subset.
 
 pub mod cluster;
+pub mod jepsen;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -387,33 +389,31 @@ pub fn driver_with(
     args: &[&str],
     deadline: Duration,
 ) -> serde_json::Value {
-    let (ok, out, err) = run_with_deadline(driver_command(clients, broker, script, args), b"", deadline);
-    driver_summary(broker, script, ok, &out, &err)
+    let mut command = script_command(clients, script);
+    command.args(["--bootstrap", broker.addr()]).args(args);
+    json_summary(&format!("driver {script}"), run_with_deadline(command, b"", deadline), || {
+        format!("broker stderr:\n{}", broker.stderr_text())
+    })
 }
 
-/// Starts a driver script that runs alongside the test until [`finish_driver`].
-pub fn spawn_driver(broker: &Broker, script: &str, args: &[&str]) -> Running {
-    Running::spawn(driver_command(Clients::Current, broker, script, args))
-}
-
-/// Closes the stdin of a driver started with [`spawn_driver`] (its cue to stop) and returns
-/// its JSON summary; panics unless it succeeds within `deadline`.
-pub fn finish_driver(running: Running, broker: &Broker, script: &str, deadline: Duration) -> serde_json::Value {
-    let (ok, out, err) = running.finish(deadline);
-    driver_summary(broker, script, ok, &out, &err)
-}
-
-fn driver_command(clients: Clients, broker: &Broker, script: &str, args: &[&str]) -> Command {
+/// `python tests/driver/<script>.py` in the venv of `clients`.
+fn script_command(clients: Clients, script: &str) -> Command {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/driver").join(format!("{script}.py"));
     let mut command = Command::new(python(clients));
-    command.arg(path).args(["--bootstrap", broker.addr()]).args(args).env("PYTHONUNBUFFERED", "1");
+    command.arg(path).env("PYTHONUNBUFFERED", "1");
     command
 }
 
-fn driver_summary(broker: &Broker, script: &str, ok: bool, out: &str, err: &str) -> serde_json::Value {
-    assert!(ok, "driver {script} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}", broker.stderr_text());
+/// The JSON summary a driver run (`run_with_deadline`'s result) printed last; panics, with its
+/// output and `context()` (e.g. a broker's log), unless it succeeded.
+fn json_summary(
+    what: &str,
+    (ok, out, err): (bool, String, String),
+    context: impl FnOnce() -> String,
+) -> serde_json::Value {
+    assert!(ok, "{what} failed\nstdout:\n{out}\nstderr:\n{err}\n{}", context());
     let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("driver {script} printed no JSON summary ({e}):\n{out}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON summary ({e}):\n{out}"))
 }
 
 /// The classpath of the Java test driver: its classes, then Kafka's jars (client, Streams,
@@ -441,15 +441,9 @@ pub fn java_command(main_class: &str) -> Command {
 pub fn java_driver(broker: &Broker, scenario: &str, args: &[&str], deadline: Duration) -> serde_json::Value {
     let mut command = java_command("sluice.Driver");
     command.arg(scenario).args(["--bootstrap", broker.addr()]).args(args);
-    let (ok, out, err) = run_with_deadline(command, b"", deadline);
-    assert!(
-        ok,
-        "java driver {scenario} failed\nstdout:\n{out}\nstderr:\n{err}\nbroker stderr:\n{}",
-        broker.stderr_text()
-    );
-    let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("java driver {scenario} printed no JSON summary ({e}):\n{out}"))
+    json_summary(&format!("java driver {scenario}"), run_with_deadline(command, b"", deadline), || {
+        format!("broker stderr:\n{}", broker.stderr_text())
+    })
 }
 
 /// Runs the `sluice` CLI with `args`, feeding `stdin`; returns (success, stdout, stderr).

@@ -1,0 +1,123 @@
+//! The Jepsen-style workload of `tests/driver/jepsen.py` from Rust: an idempotent acks=all
+//! producer and a consumer following the topic run while a test breaks brokers; at the end a
+//! fresh consumer reads everything and the checker judges every value produced, acknowledged
+//! and read (lost, duplicated, reordered, conflicting positions). The histories and reads are
+//! files in a temporary directory owned by the workload.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Clients, Running, json_summary, script_command};
+
+const SCRIPT: &str = "jepsen";
+/// How long the producer may take to flush, and a reader to catch up, at the end.
+const FINISH_DEADLINE: Duration = Duration::from_secs(150);
+
+pub struct Workload {
+    bootstrap: String,
+    topic: String,
+    dir: tempfile::TempDir,
+    /// Every producer's prefix, in start order.
+    prefixes: Vec<String>,
+    producers: Vec<(String, Running)>,
+    follower: Option<Running>,
+    /// What each stopped producer printed.
+    producer_summaries: Vec<serde_json::Value>,
+}
+
+impl Workload {
+    /// Starts a consumer following `topic` from its start; producers come with [`Workload::produce`].
+    pub fn start(bootstrap: &str, topic: &str) -> Workload {
+        let mut workload = Workload {
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            prefixes: Vec::new(),
+            producers: Vec::new(),
+            follower: None,
+            producer_summaries: Vec::new(),
+        };
+        let reads = workload.file("follower-reads");
+        workload.follower = Some(Running::spawn(workload.command(&["consume", "--follow", "--reads", &reads])));
+        workload
+    }
+
+    /// Starts an idempotent producer of values `prefix:N` at `rate` records per second.
+    pub fn produce(&mut self, prefix: &str, rate: u32) {
+        let history = self.file(&format!("history-{prefix}"));
+        let rate = rate.to_string();
+        let command = self.command(&["produce", "--prefix", prefix, "--rate", &rate, "--history", &history]);
+        self.prefixes.push(prefix.to_string());
+        self.producers.push((prefix.to_string(), Running::spawn(command)));
+    }
+
+    /// Stops the producers (each flushes what it has), then the follower; reads the whole topic
+    /// once more (the final read) and returns the checker's summary, with what each producer
+    /// printed under `producers`. `context` (e.g. the brokers' logs) is added to a failure's
+    /// message.
+    pub fn finish(mut self, context: impl Fn() -> String) -> serde_json::Value {
+        self.stop_producers(&context);
+        let follower = self.follower.take().expect("a follower");
+        json_summary("the following consumer", follower.finish(FINISH_DEADLINE), &context);
+        let final_reads = self.file("final-reads");
+        self.run(&["consume", "--reads", &final_reads], &context);
+        let mut check = vec!["check".to_string(), "--final".to_string(), final_reads];
+        for prefix in &self.prefixes {
+            check.extend(["--history".to_string(), self.file(&format!("history-{prefix}"))]);
+        }
+        check.extend(["--reads".to_string(), self.file("follower-reads")]);
+        let args: Vec<&str> = check.iter().map(String::as_str).collect();
+        let mut summary = self.run(&args, &context);
+        summary["producers"] = std::mem::take(&mut self.producer_summaries).into();
+        summary
+    }
+
+    /// Stops the producers started so far and keeps their summaries (a test may go on with
+    /// new producers, e.g. after breaking the log behind their back).
+    pub fn stop_producers(&mut self, context: &impl Fn() -> String) {
+        for (prefix, producer) in std::mem::take(&mut self.producers) {
+            let mut printed = json_summary(&format!("producer {prefix}"), producer.finish(FINISH_DEADLINE), context);
+            printed["prefix"] = prefix.into();
+            self.producer_summaries.push(printed);
+        }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(format!("{name}.json")).display().to_string()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = script_command(Clients::Current, SCRIPT);
+        command.args(["--bootstrap", &self.bootstrap]).args(args);
+        // Every subcommand but check takes the topic after its own name.
+        if args[0] != "check" {
+            command.args(["--topic", &self.topic]);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str], context: &impl Fn() -> String) -> serde_json::Value {
+        let what = format!("jepsen {}", args[0]);
+        json_summary(&what, super::run_with_deadline(self.command(args), b"", FINISH_DEADLINE), context)
+    }
+}
+
+/// Asserts that the checker found nothing wrong, that no producer met a fatal error, and that
+/// at least `min_acked` values were acknowledged (a run that produced nothing proves nothing).
+pub fn assert_clean(check: &serde_json::Value, min_acked: u64) {
+    for producer in check["producers"].as_array().expect("the producers' summaries") {
+        assert_eq!(producer["fatal"].as_array().map(Vec::len), Some(0), "{check:#}");
+    }
+    for fault in ["lost", "duplicates", "reordered", "conflicts", "unexpected"] {
+        assert_eq!(check[fault], 0, "{fault}: {check:#}");
+    }
+    let acked = check["acked"].as_u64().unwrap();
+    assert!(acked >= min_acked, "only {acked} values acknowledged, wanted {min_acked}: {check:#}");
+}
+
+/// Runs the checker's self-test (deliberately broken histories); returns its summary.
+pub fn self_test() -> serde_json::Value {
+    let mut command = script_command(Clients::Current, SCRIPT);
+    command.arg("self-test");
+    json_summary("jepsen self-test", super::run_with_deadline(command, b"", Duration::from_secs(60)), String::new)
+}

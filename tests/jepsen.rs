@@ -1,0 +1,60 @@
+//! The Jepsen-style checker (`tests/driver/jepsen.py`, run through `common::jepsen`) can fail:
+//! it finds each fault in deliberately broken histories, and it reports, exactly, the
+//! acknowledged records a real broker lost when its log was cut behind its back. (The runs it
+//! judges clean are in `idempotence.rs`: `kill -9` under an idempotent producer.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::jepsen::{self, Workload};
+use common::{Broker, Raw};
+
+#[test]
+fn the_checker_finds_each_fault_in_broken_histories() {
+    let summary = jepsen::self_test();
+    assert_eq!(summary["failures"].as_array().map(Vec::len), Some(0), "{summary:#}");
+    assert_eq!(summary["cases"], 8);
+}
+
+/// Durability broken on purpose, honestly: while the broker is down its segment loses its tail
+/// (what a power cut does to writes that never reached the disk), and a second producer then
+/// writes new values at the offsets the first one's acknowledged values had. The checker
+/// must count every acknowledged value past the cut as lost, and every rewritten offset as a
+/// conflict (its acknowledgement, and the following consumer's reads, said otherwise).
+#[test]
+fn the_checker_reports_what_a_log_cut_behind_the_brokers_back_lost() {
+    let _one_at_a_time = common::serial();
+    let mut broker = Broker::start(1, &[]);
+    assert_eq!(Raw::connect(broker.addr()).create_topic("cut", 1, &[]), 0);
+    let high_watermark = |broker: &Broker| Raw::connect(broker.addr()).fetch("cut", 0, 0, 0).1;
+    let mut workload = Workload::start(broker.addr(), "cut");
+    workload.produce("before", 1000);
+    common::wait_until(Duration::from_secs(60), "the first producer wrote 2000 records", || {
+        high_watermark(&broker) >= 2000
+    });
+    workload.stop_producers(&|| broker.stderr_text());
+    let written = high_watermark(&broker);
+
+    broker.kill9();
+    let segment = broker.data_dir().join("cut-0/00000000000000000000.log");
+    let length = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(length / 2).unwrap();
+    broker.restart();
+    let kept = high_watermark(&broker);
+    assert!(0 < kept && kept < written, "recovery kept {kept} of {written}");
+
+    workload.produce("after", 1000);
+    common::wait_until(Duration::from_secs(60), "the second producer wrote past the cut", || {
+        high_watermark(&broker) >= written
+    });
+    let check = workload.finish(|| format!("broker stderr:\n{}", broker.stderr_text()));
+    println!("recovery kept {kept} of {written} records; checker: {check}");
+    let before = &check["producers"][0];
+    assert_eq!(before["acked"].as_i64(), Some(written), "{check:#}");
+    assert_eq!(check["lost"].as_i64(), Some(written - kept), "{check:#}");
+    assert_eq!(check["conflicts"].as_i64(), Some(written - kept), "{check:#}");
+    for fault in ["duplicates", "reordered", "unexpected"] {
+        assert_eq!(check[fault], 0, "{fault}: {check:#}");
+    }
+}
