@@ -58,3 +58,22 @@ fn the_checker_reports_what_a_log_cut_behind_the_brokers_back_lost() {
         assert_eq!(check[fault], 0, "{fault}: {check:#}");
     }
 }
+
+/// A test that fails midway drops its workload unfinished: the client processes (and any they
+/// started) are killed with it rather than left producing.
+#[test]
+fn clients_dropped_unfinished_are_killed_with_their_helpers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(format!("sleep 600 & echo $! > {}.tmp && mv {0}.tmp {0}; wait", pid_file.display()));
+    let running = common::Running::spawn(command);
+    common::wait_until(Duration::from_secs(10), "the helper started", || pid_file.exists());
+    let helper = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    drop(running);
+    // Gone, or a zombie no one reaped yet: either way no longer running.
+    common::wait_until(Duration::from_secs(10), "the helper was killed", || {
+        std::fs::read_to_string(format!("/proc/{helper}/stat"))
+            .map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    });
+}

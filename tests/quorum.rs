@@ -2,7 +2,7 @@
 //! every node; after `kill -9` of the Raft leader, the others elect a new one and topics can be
 //! created again within seconds; the killed node, restarted, catches up. In network namespaces,
 //! a leader cut off from the others commits nothing while they elect another, and converges
-//! once its link is back.
+//! once its link is back. A leader paused with SIGSTOP steps down once resumed.
 
 mod common;
 
@@ -129,4 +129,27 @@ fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_h
     common::wait_until(Duration::from_secs(10), "the healed node serves the new topic", || {
         raw.produce("during", 1, common::batch(&[b"x"]), -1).0 == 0
     });
+}
+
+/// A metadata leader paused (SIGSTOP) past the election timeout, its sockets open: the others
+/// elect a new leader and commit; resumed (SIGCONT), the old leader finds its term behind,
+/// steps down and learns what was committed without it.
+#[test]
+fn a_paused_metadata_leader_steps_down_once_resumed() {
+    let cluster = Cluster::start(3, 1, &[]);
+    cluster.create_topic(0, "before", 2, Duration::from_secs(30));
+    let paused = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
+    let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    cluster.node(paused).pause();
+    let leader = cluster.quorum_leader(&others, Duration::from_secs(15));
+    let took = cluster.create_topic(others[0], "while-paused", 2, Duration::from_secs(20));
+    println!("node {} leads while node {} is paused; a topic was created in {took:?}", leader + 1, paused + 1);
+
+    cluster.node(paused).resume();
+    let term = cluster.quorum_view(leader).expect("the leader said so").term;
+    common::wait_until(Duration::from_secs(20), "the resumed node follows at the new term", || {
+        cluster.quorum_view(paused).is_some_and(|view| view.role == "Follower" && view.term >= term)
+    });
+    cluster.wait_for_topic(paused, "while-paused", Duration::from_secs(20));
+    assert_ne!(cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10)), paused);
 }

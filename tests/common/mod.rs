@@ -312,11 +312,12 @@ pub fn run_with_deadline(command: Command, stdin: &[u8], deadline: Duration) -> 
 }
 
 /// A command running in its own process group while the test does other things, its output
-/// collected; [`Running::finish`] closes its stdin and waits for it.
+/// collected; [`Running::finish`] closes its stdin and waits for it. Dropped unfinished (a test
+/// that panicked), it kills the whole group.
 pub struct Running {
     child: Child,
-    out: std::thread::JoinHandle<Vec<u8>>,
-    err: std::thread::JoinHandle<Vec<u8>>,
+    /// The threads collecting stdout and stderr; taken by `finish`.
+    output: Option<(std::thread::JoinHandle<Vec<u8>>, std::thread::JoinHandle<Vec<u8>>)>,
 }
 
 impl Running {
@@ -338,22 +339,36 @@ impl Running {
         };
         let out = collect(Box::new(child.stdout.take().expect("piped stdout")));
         let err = collect(Box::new(child.stderr.take().expect("piped stderr")));
-        Running { child, out, err }
+        Running { child, output: Some((out, err)) }
+    }
+
+    fn kill_group(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     }
 
     /// Closes stdin (if still open), waits until `deadline` for an exit, then kills the whole
     /// process group; returns (success, stdout, stderr) and panics on a timeout.
     pub fn finish(mut self, deadline: Duration) -> (bool, String, String) {
         drop(self.child.stdin.take());
-        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         let status = wait_with_deadline(&mut self.child, deadline);
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-        let out = String::from_utf8_lossy(&self.out.join().unwrap()).into_owned();
-        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        self.kill_group();
+        let (out, err) = self.output.take().expect("finished once");
+        let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+        let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
         let Some(status) = status else {
             panic!("command timed out after {deadline:?}\nstdout:\n{out}\nstderr:\n{err}");
         };
         (status.success(), out, err)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.output.is_some() {
+            self.kill_group();
+            let _ = self.child.wait();
+        }
     }
 }
 
