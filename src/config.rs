@@ -101,6 +101,12 @@ pub struct BrokerConfig {
     /// partition (its next batch is then accepted at any sequence).
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: i64,
+    /// `broker.rack`: replicas of one partition go to different racks while racks remain.
+    pub broker_rack: Option<String>,
+    /// How often this broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker not heard from for this long is fenced by the active controller.
+    pub broker_session_timeout_ms: u64,
     /// Bytes of records applied to the metadata log after which the image becomes its new
     /// snapshot and the log is cut behind it (KRaft's name and default, 20 MiB).
     pub metadata_log_max_record_bytes_between_snapshots: u64,
@@ -163,6 +169,10 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            broker_rack: None,
+            // Kafka's defaults.
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
             metadata_log_max_record_bytes_between_snapshots: 20 << 20,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
@@ -249,6 +259,9 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "offset.metadata.max.bytes",
     "producer.id.expiration.ms",
     "producer.id.expiration.check.interval.ms",
+    "broker.rack",
+    "broker.heartbeat.interval.ms",
+    "broker.session.timeout.ms",
 ];
 
 /// The broker settings that AlterConfigs may change while the broker runs: the defaults of
@@ -351,6 +364,9 @@ impl BrokerConfig {
             "offset.metadata.max.bytes" => text(&self.offset_metadata_max_bytes),
             "producer.id.expiration.ms" => text(&self.producer_id_expiration_ms),
             "producer.id.expiration.check.interval.ms" => text(&self.producer_id_expiration_check_interval_ms),
+            "broker.rack" => self.broker_rack.clone(),
+            "broker.heartbeat.interval.ms" => text(&self.broker_heartbeat_interval_ms),
+            "broker.session.timeout.ms" => text(&self.broker_session_timeout_ms),
             "metadata.log.max.record.bytes.between.snapshots" => {
                 text(&self.metadata_log_max_record_bytes_between_snapshots)
             }
@@ -454,6 +470,11 @@ impl BrokerConfig {
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = value.parse().with_context(context)?,
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = value.parse().with_context(context)?,
+            "broker.rack" => self.broker_rack = Some(value.to_string()),
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = value.parse().with_context(context)?
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = value.parse().with_context(context)?,
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = value.parse().with_context(context)?
             }
@@ -498,6 +519,12 @@ impl BrokerConfig {
         }
         if self.producer_id_expiration_ms < 1 || self.producer_id_expiration_check_interval_ms < 1 {
             bail!("producer.id.expiration.ms and producer.id.expiration.check.interval.ms must be at least 1");
+        }
+        if self.broker_heartbeat_interval_ms < 1 || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            bail!(
+                "broker.session.timeout.ms must be longer than broker.heartbeat.interval.ms, which must be at least 1"
+            );
         }
         if self.node_id < 0 {
             bail!("node.id must not be negative");

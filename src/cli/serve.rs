@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use anyhow::Context;
 
+use crate::cluster::brokers::{BrokerAnswer, BrokerCall, Controller, Identity, Lifecycle};
 use crate::cluster::quorum::store::DurableLog;
 use crate::cluster::quorum::{self, QuorumConfig};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
@@ -183,9 +184,13 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
                 let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown);
-                let quorum_task = match shard_id == CONTROLLER_SHARD {
-                    true => Some(start_quorum(&shard, quorum_config.clone(), image)?),
-                    false => None,
+                let alone = quorum_config.voters.len() == 1;
+                let (quorum_task, broker) = match shard_id == CONTROLLER_SHARD {
+                    true => {
+                        let quorum_task = start_quorum(&shard, quorum_config.clone(), image)?;
+                        (Some(quorum_task), Some(start_broker(&shard, &quorum_config)))
+                    }
+                    false => (None, None),
                 };
                 // Before this shard accepts clients, it knows its groups' committed offsets.
                 group::load(&shard);
@@ -215,10 +220,21 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                         return Ok(());
                     }
                 };
+                let (lifecycle, broker_tasks) = match broker {
+                    Some((lifecycle, first_unfenced, tasks)) => {
+                        // Alone, the node is its own controller: it is ready once it can lead
+                        // partitions. In a quorum of several it waits for no one.
+                        if alone {
+                            let _ = first_unfenced.await;
+                        }
+                        (Some(lifecycle), Some(tasks))
+                    }
+                    None => (None, None),
+                };
                 let _ = bound_tx.send(Ok(()));
                 drop((bound_tx, ticks));
-                let closed = run_shard(shard, listener, shutdown).await;
-                drop((mesh_task, upkeep_task, group_task, admin_task, quorum_task));
+                let closed = run_shard(shard, listener, shutdown, lifecycle).await;
+                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, quorum_task));
                 closed
             }
         })
@@ -279,6 +295,7 @@ async fn run_shard(
     shard: Rc<Shard>,
     listener: runtime::TcpListener,
     mut shutdown: runtime::shutdown::ShardShutdown,
+    lifecycle: Option<Rc<Lifecycle>>,
 ) -> anyhow::Result<()> {
     use futures::FutureExt;
     let accept = crate::server::accept_loop(shard.clone(), listener).fuse();
@@ -288,6 +305,10 @@ async fn run_shard(
         _ = shutdown.stop_requested().fuse() => {},
     }
     shard.stopping.set(true);
+    // Controlled shutdown: fenced first, so that the controller stops naming this broker.
+    if let Some(lifecycle) = lifecycle {
+        lifecycle.shut_down().await;
+    }
     // Connections still open when this returns (a client that never reads its response, say)
     // are dropped with the executor.
     shutdown.drain(shard.id, || shard.in_flight.get() == 0).await;
@@ -340,6 +361,50 @@ fn quorum_config(config: &BrokerConfig) -> anyhow::Result<QuorumConfig> {
     Ok(quorum)
 }
 
+/// Brokers' calls answered by this node's controller (`shard`, the controller shard).
+fn controller_calls(shard: &Rc<Shard>) -> Controller {
+    let shard = shard.clone();
+    Rc::new(move |call| {
+        let shard = shard.clone();
+        Box::pin(async move {
+            match call {
+                BrokerCall::Register(request) => {
+                    BrokerAnswer::Register(controller::register_broker(&shard, request).await)
+                }
+                BrokerCall::Heartbeat(request) => {
+                    BrokerAnswer::Heartbeat(controller::broker_heartbeat(&shard, request).await)
+                }
+            }
+        })
+    })
+}
+
+/// This node as a broker (on the controller shard, once its quorum runs): registration and
+/// heartbeats, and, while it is the active controller, the fencing of silent brokers. Returns
+/// the lifecycle, what resolves once this broker is first unfenced, and the tasks.
+fn start_broker(
+    shard: &Rc<Shard>,
+    quorum_config: &QuorumConfig,
+) -> (Rc<Lifecycle>, futures::channel::oneshot::Receiver<()>, [runtime::Task<()>; 2]) {
+    let identity = Identity {
+        node_id: shard.config.node_id,
+        host: shard.advertised_host.clone(),
+        port: shard.advertised_port,
+        rack: shard.config.broker_rack.clone(),
+        heartbeat_interval: std::time::Duration::from_millis(shard.config.broker_heartbeat_interval_ms),
+    };
+    let quorum = shard.quorum.get().expect("the quorum runs").clone();
+    let image = {
+        let shard = shard.clone();
+        Box::new(move || shard.metadata())
+    };
+    let voters = quorum_config.peers.iter().copied().collect();
+    let (lifecycle, first_unfenced) =
+        Lifecycle::new(identity, quorum, quorum_config.node_id, voters, controller_calls(shard), image);
+    let tasks = [spawn_local(lifecycle.clone().run()), spawn_local(controller::fence_silent_brokers(shard.clone()))];
+    (lifecycle, first_unfenced, tasks)
+}
+
 /// Starts the metadata log's Raft task on the controller shard, on the log as it is on disk
 /// and `image`, the one this node installed at startup.
 fn start_quorum(shard: &Rc<Shard>, config: QuorumConfig, image: MetadataImage) -> anyhow::Result<runtime::Task<()>> {
@@ -353,7 +418,7 @@ fn start_quorum(shard: &Rc<Shard>, config: QuorumConfig, image: MetadataImage) -
             Box::pin(async move { controller::install_committed(&shard, image).await })
         })
     };
-    let (handle, task) = quorum::start(config, recovered, install)?;
+    let (handle, task) = quorum::start(config, recovered, install, controller_calls(shard))?;
     shard.quorum.set(handle).map_err(|_| anyhow::anyhow!("the quorum started twice"))?;
     Ok(spawn_local(task))
 }

@@ -38,6 +38,30 @@ pub struct MetadataImage {
     /// ... and for this broker (resource name: its node id), which win over those.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, String>,
+    /// Every broker that ever registered, by node id, fenced or not (KRaft's broker
+    /// registrations): which brokers clients are told about and partitions are placed on.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+}
+
+/// A broker as it registered with the active controller (BrokerRegistration), and whether it
+/// is fenced: registered and not yet heartbeating, silent past `broker.session.timeout.ms`,
+/// or shut down. A fenced broker leads nothing and is not shown to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    /// Drawn by the broker process at each start: a registration from another incarnation
+    /// is a restart (or a second process with the same id).
+    pub incarnation_id: uuid::Uuid,
+    /// Kafka's broker epoch: grows with each registration of this node id; heartbeats name
+    /// it, and one naming an older epoch is stale.
+    pub epoch: i64,
+    /// The advertised address of its Kafka listener.
+    pub host: String,
+    pub port: i32,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +92,11 @@ impl MetadataImage {
 
     pub fn topic_by_id(&self, topic_id: uuid::Uuid) -> Option<&TopicMetadata> {
         self.topics.values().find(|t| t.topic_id == topic_id)
+    }
+
+    /// The brokers clients may use: registered and not fenced, by node id.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 
     /// The shard owning `partition` of `topic`, if both exist.
@@ -102,6 +131,7 @@ impl MetadataImage {
                 topics: BTreeMap::new(),
                 cluster_configs: BTreeMap::new(),
                 broker_configs: BTreeMap::new(),
+                brokers: BTreeMap::new(),
             }),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

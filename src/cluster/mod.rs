@@ -4,12 +4,14 @@
 //! Shard 0 is the single writer (the controller, see `shard::controller`): it turns a change
 //! into [`records`], proposes them to the [`quorum`] (the Raft-replicated metadata log, driven
 //! on shard 0), and once they are committed the image with them applied is installed on every
-//! shard. Every shard reads only its own copy. [`configs`] says what the admin APIs see of
+//! shard. Every shard reads only its own copy. [`brokers`]: each node's registration and
+//! heartbeats with the active controller, and its record of brokers' sessions. [`configs`] says what the admin APIs see of
 //! topic and broker configs, and how they change.
 
+pub mod brokers;
 pub mod configs;
 mod metadata;
 pub mod quorum;
 pub mod records;
 
-pub use metadata::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
+pub use metadata::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};

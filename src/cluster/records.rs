@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MetadataImage, PartitionMetadata, TopicMetadata};
+use super::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataRecord {
@@ -48,6 +48,9 @@ pub enum MetadataRecord {
         from: i64,
         to: i64,
     },
+    /// A broker's whole registration after the change: registered (a new epoch), fenced or
+    /// unfenced (the same epoch).
+    Broker(BrokerRegistration),
 }
 
 /// The records that turn `old` into `new`.
@@ -82,6 +85,12 @@ pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> 
     if new.broker_configs != old.broker_configs {
         records.push(MetadataRecord::BrokerConfigs(new.broker_configs.clone()));
     }
+    for (id, broker) in &new.brokers {
+        if old.brokers.get(id) != Some(broker) {
+            records.push(MetadataRecord::Broker(broker.clone()));
+        }
+    }
+    assert!(old.brokers.keys().all(|id| new.brokers.contains_key(id)), "brokers are never unregistered");
     if new.next_producer_id != old.next_producer_id {
         records.push(MetadataRecord::NextProducerId { from: old.next_producer_id, to: new.next_producer_id });
     }
@@ -133,6 +142,15 @@ fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), St
                 return Err(format!("producer ids from {} are handed out, not from {from}", image.next_producer_id));
             }
         },
+        MetadataRecord::Broker(broker) => {
+            // A fence or unfence decided on an older registration must not undo a newer one.
+            if let Some(current) = image.brokers.get(&broker.node_id)
+                && current.epoch > broker.epoch
+            {
+                return Err(format!("broker {} registered again (epoch {})", broker.node_id, current.epoch));
+            }
+            image.brokers.insert(broker.node_id, broker);
+        }
     }
     Ok(())
 }
@@ -149,6 +167,18 @@ mod tests {
                 .map(|partition| PartitionMetadata { partition, shard: 0, leader_epoch: 0, offline: false })
                 .collect(),
             configs: BTreeMap::new(),
+        }
+    }
+
+    fn broker(node_id: i32, epoch: i64) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            incarnation_id: uuid::Uuid::new_v4(),
+            epoch,
+            host: "localhost".into(),
+            port: 9092,
+            rack: None,
+            fenced: true,
         }
     }
 
@@ -180,10 +210,16 @@ mod tests {
         new.cluster_configs.insert("log.retention.ms".into(), "5".into());
         new.broker_configs.insert("log.retention.ms".into(), "6".into());
         new.next_producer_id = 1000;
+        new.brokers.insert(1, broker(1, 1));
         let records = roundtrip(&old, &new);
         // A topic recreated under its name is a deletion and a creation (a new topic id).
         assert!(records.contains(&MetadataRecord::DeleteTopic { name: "again".into() }));
-        assert_eq!(records.len(), 9, "{records:?}");
+        assert_eq!(records.len(), 10, "{records:?}");
+
+        let (old, mut new) = (new.clone(), new);
+        new.brokers.get_mut(&1).unwrap().fenced = false;
+        new.brokers.insert(2, broker(2, 1));
+        assert_eq!(roundtrip(&old, &new).len(), 2);
     }
 
     #[test]
@@ -203,5 +239,13 @@ mod tests {
         assert!(apply(&mut image, vec![grow(1)]).is_ok());
         assert!(apply(&mut image, vec![grow(1)]).is_err(), "grown by another controller meanwhile");
         assert!(apply(&mut image, vec![MetadataRecord::InitCluster { cluster_id: "d".into() }]).is_err());
+
+        // A broker fenced by a controller that had not seen its new registration stays as it
+        // registered.
+        let registered = broker(1, 2);
+        assert!(apply(&mut image, vec![MetadataRecord::Broker(registered.clone())]).is_ok());
+        let stale = BrokerRegistration { fenced: true, ..broker(1, 1) };
+        assert!(apply(&mut image, vec![MetadataRecord::Broker(stale)]).is_err());
+        assert_eq!(image.brokers[&1], registered);
     }
 }

@@ -1,4 +1,5 @@
-//! DescribeCluster: the cluster id and its one broker, which is also its controller.
+//! DescribeCluster: the cluster id and its unfenced brokers; this node names itself controller
+//! (it takes admin requests and hands them to the controller quorum).
 
 use std::rc::Rc;
 
@@ -23,13 +24,20 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest) -> DescribeClu
             .with_error_code(ResponseError::MismatchedEndpointType.code())
             .with_error_message(Some(str_bytes("this endpoint serves brokers only")));
     }
-    let node_id = BrokerId(shard.config.node_id);
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(node_id)
-        .with_host(str_bytes(&shard.advertised_host))
-        .with_port(shard.advertised_port);
+    let image = shard.metadata();
+    let brokers = image
+        .unfenced_brokers()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    // Clients send admin requests to the controller they are told of: this node forwards them.
     response
-        .with_cluster_id(str_bytes(&shard.metadata().cluster_id))
-        .with_controller_id(node_id)
-        .with_brokers(vec![broker])
+        .with_cluster_id(str_bytes(&image.cluster_id))
+        .with_controller_id(BrokerId(shard.config.node_id))
+        .with_brokers(brokers)
 }

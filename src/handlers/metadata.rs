@@ -1,4 +1,4 @@
-//! Metadata: brokers (just this one), topics, partitions and their leaders; creates unknown
+//! Metadata: the unfenced brokers, topics, partitions and their leaders; creates unknown
 //! topics on the fly when `auto.create.topics.enable` and the client allow it.
 
 use std::rc::Rc;
@@ -74,13 +74,18 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         }
     };
 
-    MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = image
+        .unfenced_brokers()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(node_id)
-                .with_host(str_bytes(&shard.advertised_host))
-                .with_port(shard.advertised_port),
-        ])
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&image.cluster_id)))
         .with_controller_id(node_id)
         .with_topics(topics)

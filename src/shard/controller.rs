@@ -9,8 +9,12 @@
 //! marks of this run.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
+};
 
 use super::placement::shard_for_partition;
 use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
@@ -18,7 +22,7 @@ use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::records::{self, MetadataRecord};
-use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
+use crate::cluster::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::runtime::Permit;
 
 type TopicResult = (String, TopicOutcome);
@@ -201,6 +205,126 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64,
     let next = first.checked_add(count).expect("producer ids exhausted");
     propose(shard, vec![MetadataRecord::NextProducerId { from: first, to: next }]).await.map_err(|(error, _)| error)?;
     Ok(first)
+}
+
+/// BrokerRegistration on the active controller: records the broker, fenced until its first
+/// heartbeat, with a new epoch (the same one again for a retry of the same incarnation).
+pub async fn register_broker(shard: &Rc<Shard>, request: BrokerRegistrationRequest) -> BrokerRegistrationResponse {
+    let refused = |error: ResponseError| BrokerRegistrationResponse::default().with_error_code(error.code());
+    if !leads(shard) {
+        return refused(ResponseError::NotController);
+    }
+    let (_permit, mut image) = begin_change(shard).await;
+    let node_id = request.broker_id.0;
+    if request.cluster_id.as_str() != image.cluster_id {
+        return refused(ResponseError::InconsistentClusterId);
+    }
+    let Some(listener) = request.listeners.first() else {
+        return refused(ResponseError::InvalidRequest);
+    };
+    let now = Instant::now();
+    let previous = image.brokers.get(&node_id);
+    if let Some(previous) = previous.filter(|p| p.incarnation_id == request.incarnation_id) {
+        return BrokerRegistrationResponse::default().with_broker_epoch(previous.epoch);
+    }
+    // Another process with this id, still heartbeating: Kafka refuses the newcomer.
+    if previous
+        .is_some_and(|p| !p.fenced && shard.broker_sessions.borrow().is_alive(node_id, now, session_timeout(shard)))
+    {
+        return refused(ResponseError::DuplicateBrokerRegistration);
+    }
+    let epoch = previous.map_or(1, |p| p.epoch + 1);
+    let broker = BrokerRegistration {
+        node_id,
+        incarnation_id: request.incarnation_id,
+        epoch,
+        host: listener.host.to_string(),
+        port: i32::from(listener.port),
+        rack: request.rack.map(|r| r.to_string()),
+        fenced: true,
+    };
+    image.brokers.insert(node_id, broker);
+    if let Err((error, message)) = propose(shard, records::changes(&shard.metadata(), &image)).await {
+        tracing::info!(node_id, %message, "a broker registration failed");
+        return refused(error);
+    }
+    shard.broker_sessions.borrow_mut().registered(node_id, now);
+    tracing::info!(node_id, epoch, "broker registered");
+    BrokerRegistrationResponse::default().with_broker_epoch(epoch)
+}
+
+/// BrokerHeartbeat on the active controller: the broker lives; it is unfenced unless it asks
+/// to be fenced or to shut down (then it is fenced, and told it may stop).
+pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+    let refused =
+        |error: ResponseError| BrokerHeartbeatResponse::default().with_error_code(error.code()).with_is_fenced(true);
+    if !leads(shard) {
+        return refused(ResponseError::NotController);
+    }
+    let node_id = request.broker_id.0;
+    let (_permit, mut image) = begin_change(shard).await;
+    let Some(broker) = image.brokers.get_mut(&node_id) else {
+        return refused(ResponseError::BrokerIdNotRegistered);
+    };
+    if broker.epoch != request.broker_epoch {
+        return refused(ResponseError::StaleBrokerEpoch);
+    }
+    let fenced = {
+        let mut sessions = shard.broker_sessions.borrow_mut();
+        sessions.heard(node_id, Instant::now());
+        if request.want_shut_down {
+            sessions.shut_down(node_id);
+        }
+        request.want_fence || sessions.is_shutting_down(node_id)
+    };
+    if broker.fenced != fenced {
+        broker.fenced = fenced;
+        if let Err((error, message)) = propose(shard, records::changes(&shard.metadata(), &image)).await {
+            tracing::info!(node_id, %message, "a broker's heartbeat could not change its state");
+            return refused(error);
+        }
+        tracing::info!(node_id, fenced, "broker {}", if fenced { "fenced at its request" } else { "unfenced" });
+    }
+    BrokerHeartbeatResponse::default()
+        .with_is_caught_up(true)
+        .with_is_fenced(fenced)
+        .with_should_shut_down(request.want_shut_down && fenced)
+}
+
+/// Runs on the controller shard of every node: while this node is the active controller, it
+/// fences the brokers whose sessions expired.
+pub async fn fence_silent_brokers(shard: Rc<Shard>) {
+    let timeout = session_timeout(&shard);
+    let period = Duration::from_millis(shard.config.broker_heartbeat_interval_ms).min(Duration::from_millis(500));
+    loop {
+        crate::runtime::sleep(period).await;
+        let now = Instant::now();
+        shard.broker_sessions.borrow_mut().leading(leads(&shard), now);
+        let expired = shard.broker_sessions.borrow().expired(&shard.metadata(), now, timeout);
+        if expired.is_empty() {
+            continue;
+        }
+        let (_permit, mut image) = begin_change(&shard).await;
+        let sessions = shard.broker_sessions.borrow().expired(&image, Instant::now(), timeout);
+        for node_id in &sessions {
+            image.brokers.get_mut(node_id).expect("listed from the image").fenced = true;
+        }
+        if sessions.is_empty() {
+            continue;
+        }
+        match propose(&shard, records::changes(&shard.metadata(), &image)).await {
+            Ok(()) => tracing::info!(brokers = ?sessions, "fenced brokers whose sessions expired"),
+            Err((_, message)) => tracing::info!(brokers = ?sessions, %message, "fencing brokers failed"),
+        }
+    }
+}
+
+fn leads(shard: &Shard) -> bool {
+    shard.quorum.get().is_some_and(|quorum| quorum.is_leader())
+}
+
+fn session_timeout(shard: &Shard) -> Duration {
+    Duration::from_millis(shard.config.broker_session_timeout_ms)
 }
 
 /// Waits for any other change to finish; returns the permit that keeps the next one waiting

@@ -70,6 +70,9 @@ pub struct Shard {
     controller_lock: Semaphore,
     /// On the controller shard: the way to the metadata log's Raft task (set at startup).
     pub quorum: std::cell::OnceCell<crate::cluster::quorum::Quorum>,
+    /// On the controller shard: when each broker was last heard of, while this node is the
+    /// active controller.
+    pub broker_sessions: RefCell<crate::cluster::brokers::Sessions>,
     /// On the controller shard: serialises installs of images on every shard.
     install_lock: Semaphore,
     /// On the controller shard: partitions that failed to open in this run; every installed
@@ -110,6 +113,7 @@ impl Shard {
             senders,
             controller_lock: Semaphore::new(1),
             quorum: std::cell::OnceCell::new(),
+            broker_sessions: RefCell::new(Default::default()),
             install_lock: Semaphore::new(1),
             offline_marks: RefCell::new(Vec::new()),
             producer_ids: Cell::new((0, 0)),

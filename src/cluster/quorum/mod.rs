@@ -27,6 +27,7 @@
 pub mod store;
 pub mod transport;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use raft::{RawNode, SnapshotStatus, Storage};
 
 use self::store::{DurableLog, LogStorage, Recovered, SnapshotFile};
 use super::MetadataImage;
+use super::brokers::Controller;
 use super::records::{self, MetadataRecord};
 
 /// raft-rs counts time in ticks.
@@ -75,6 +77,9 @@ pub type Install = Rc<dyn Fn(MetadataImage) -> LocalBoxFuture<'static, ()>>;
 #[derive(Clone)]
 pub struct Quorum {
     proposals: mpsc::Sender<Proposal>,
+    /// The Raft id of the leader this node last heard of (0: none), kept by the Raft task.
+    leader: Rc<Cell<u64>>,
+    node_id: u64,
 }
 
 struct Proposal {
@@ -91,6 +96,16 @@ impl Quorum {
             .await
             .map_err(|_| ProposeError::Storage("the metadata log has stopped".into()))?;
         answer.await.unwrap_or_else(|_| Err(ProposeError::Storage("the metadata log has stopped".into())))
+    }
+
+    /// The Raft id of the quorum's leader as this node knows it, if any.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.leader.get()).filter(|&id| id != 0)
+    }
+
+    /// Whether this node leads the quorum: it is the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
     }
 }
 
@@ -113,11 +128,13 @@ pub fn raft_id(node_id: i32) -> u64 {
 }
 
 /// Starts the Raft task (to be spawned on shard 0) on what recovery found; returns the handle
-/// for proposals and the task's future.
+/// for proposals and the task's future. Brokers' registrations and heartbeats that reach the
+/// controller listener are answered by `controller`.
 pub fn start(
     config: QuorumConfig,
     recovered: Recovered,
     install: Install,
+    controller: Controller,
 ) -> anyhow::Result<(Quorum, LocalBoxFuture<'static, ()>)> {
     let (proposals, receiver) = mpsc::channel(PROPOSALS_QUEUED_MAX);
     let (inbox, messages) = mpsc::channel(INBOX_MAX);
@@ -129,9 +146,12 @@ pub fn start(
         None => None,
     };
     let peers = transport::Peers::start(config.peers.clone());
-    let mut node = Node::new(config, recovered, install, peers)?;
-    node._listener = listener.map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox)));
-    Ok((Quorum { proposals }, node.run(receiver, messages).boxed_local()))
+    let leader = Rc::new(Cell::new(0));
+    let quorum = Quorum { proposals, leader: leader.clone(), node_id: config.node_id };
+    let mut node = Node::new(config, recovered, install, peers, leader)?;
+    node._listener =
+        listener.map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox, controller)));
+    Ok((quorum, node.run(receiver, messages).boxed_local()))
 }
 
 struct Node {
@@ -149,6 +169,8 @@ struct Node {
     bytes_since_snapshot: u64,
     peers: transport::Peers,
     bootstrap_proposed: Option<Instant>,
+    /// Shared with the [`Quorum`] handle.
+    leader: Rc<Cell<u64>>,
     _listener: Option<crate::runtime::Task<()>>,
 }
 
@@ -179,6 +201,7 @@ impl Node {
         recovered: Recovered,
         install: Install,
         peers: transport::Peers,
+        leader: Rc<Cell<u64>>,
     ) -> anyhow::Result<Node> {
         let Recovered { storage, image, applied, log } = recovered;
         Ok(Node {
@@ -193,6 +216,7 @@ impl Node {
             bytes_since_snapshot: 0,
             peers,
             bootstrap_proposed: None,
+            leader,
             _listener: None,
         })
     }
@@ -270,6 +294,7 @@ impl Node {
         let mut ready = self.raft.ready();
         if let Some(soft) = ready.ss() {
             tracing::info!(leader = soft.leader_id, role = ?soft.raft_state, term = self.raft.raft.term, "metadata quorum");
+            self.leader.set(soft.leader_id);
         }
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
@@ -403,6 +428,7 @@ impl Node {
         }
         let raft = raft_node(&self.config, recovered.storage, recovered.applied);
         self.raft = raft.unwrap_or_else(|e| panic!("restarting the Raft node: {e:#}"));
+        self.leader.set(0);
         self.log = recovered.log;
     }
 }

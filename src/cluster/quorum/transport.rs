@@ -6,6 +6,10 @@
 //! connection closed, with the reason logged; nothing it sends can panic the node or make it
 //! allocate more than one bounded frame.
 //!
+//! A connection that opens with [`BROKER_CALLS_PREAMBLE`] instead (a length no Raft frame may
+//! have) carries Kafka requests from a broker to the controller: BrokerRegistration and
+//! BrokerHeartbeat (`cluster::brokers`).
+//!
 //! Each peer has one outgoing connection, made (and remade, after a failure) by its sender
 //! task, fed through a bounded queue: when the queue is full or the peer unreachable, messages
 //! are dropped, which Raft tolerates (it retries with heartbeats and appends). Incoming
@@ -20,10 +24,15 @@ use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use protobuf::Message as _;
 use raft::prelude::Message;
 
+use crate::cluster::brokers::{self, Controller};
 use crate::runtime::{Task, TcpListener, TcpStream, sleep, spawn_local};
 
 /// The largest message: a snapshot carries the whole image.
 pub const MESSAGE_MAX_BYTES: usize = 64 << 20;
+/// The first four bytes of a broker's connection to the controller ("KAFK"): read as a Raft
+/// frame's length it would be far above [`MESSAGE_MAX_BYTES`], so no Raft peer sends it.
+pub const BROKER_CALLS_PREAMBLE: [u8; 4] = *b"KAFK";
+const _: () = assert!(u32::from_be_bytes(BROKER_CALLS_PREAMBLE) as usize > MESSAGE_MAX_BYTES);
 /// Messages waiting for one peer's connection before newer ones are dropped.
 const QUEUED_PER_PEER: usize = 1024;
 /// Between attempts to reach a peer that is down.
@@ -105,8 +114,9 @@ async fn send_to(address: SocketAddr, mut messages: mpsc::Receiver<Message>) {
     }
 }
 
-/// Accepts other controllers' connections and hands every message read to `inbox`.
-pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>) {
+/// Accepts other controllers' connections and hands every message read to `inbox`; brokers'
+/// connections are answered by `controller`.
+pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>, controller: Controller) {
     let accept = || async {
         loop {
             match listener.accept().await {
@@ -119,10 +129,10 @@ pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>) {
         }
     };
     crate::runtime::serve_bounded(INCOMING_MAX, accept, |stream| {
-        let inbox = inbox.clone();
+        let (inbox, controller) = (inbox.clone(), controller.clone());
         async move {
             let peer = stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-            if let Err(reason) = read_messages(stream, inbox).await {
+            if let Err(reason) = read_messages(stream, inbox, controller).await {
                 tracing::warn!(%peer, %reason, "closing a controller connection");
             }
         }
@@ -131,13 +141,21 @@ pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>) {
 }
 
 /// Reads frames until the peer closes (Ok) or sends something wrong (the reason).
-async fn read_messages(mut stream: TcpStream, mut inbox: mpsc::Sender<Message>) -> Result<(), String> {
+async fn read_messages(
+    mut stream: TcpStream,
+    mut inbox: mpsc::Sender<Message>,
+    controller: Controller,
+) -> Result<(), String> {
+    let mut first = true;
     loop {
         let mut length = [0u8; 4];
         match stream.read_exact(&mut length).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.to_string()),
+        }
+        if std::mem::take(&mut first) && length == BROKER_CALLS_PREAMBLE {
+            return brokers::answer_calls(stream, controller).await;
         }
         let length = u32::from_be_bytes(length) as usize;
         if length > MESSAGE_MAX_BYTES {

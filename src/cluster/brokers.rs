@@ -1,0 +1,462 @@
+//! Brokers in the metadata log: each node registers itself with the active controller (the
+//! quorum's leader) and heartbeats to it, as a KRaft broker does, with Kafka's own
+//! BrokerRegistration (62) and BrokerHeartbeat (63) messages.
+//!
+//! - **Broker side** ([`Lifecycle`], a task on shard 0): registers with this node's id, its
+//!   advertised Kafka listener, `broker.rack` and an incarnation id drawn at start; then
+//!   heartbeats every `broker.heartbeat.interval.ms`. The first heartbeat asks to be unfenced.
+//!   A node that leads the quorum calls its own controller in place; the others send the
+//!   requests over the leader's controller listener (a connection opened with
+//!   `transport::BROKER_CALLS_PREAMBLE`, then Kafka frames). A controller that no longer
+//!   leads answers NOT_CONTROLLER, and the next try goes to the leader this node has heard
+//!   of since. A heartbeat that names a stale epoch, or an unknown broker, registers again.
+//!   Controlled shutdown (SIGTERM) heartbeats `want_shut_down` until the controller answers
+//!   that the broker is fenced and may stop, within a deadline.
+//! - **Controller side**: `shard::controller` answers both requests, changing the image through
+//!   the metadata log (`records::MetadataRecord::Broker`). When each broker was last heard of
+//!   is in memory on the active controller only ([`Sessions`], on shard 0), as in Kafka: a
+//!   controller that becomes the leader counts every broker as heard of at that moment, and
+//!   fences those it then does not hear from within `broker.session.timeout.ms`.
+//!
+//! Invariant: only the active controller changes a broker's registration, and a change made
+//! against an older registration of that broker never applies (`records::apply`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use futures::{AsyncWriteExt, FutureExt};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::broker_registration_request::Listener;
+use kafka_protocol::messages::{
+    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Message, StrBytes};
+
+use super::MetadataImage;
+use super::quorum::Quorum;
+use super::quorum::transport::BROKER_CALLS_PREAMBLE;
+use crate::protocol::frame::{decode_response, encode_request_into, encode_response, read_frame};
+use crate::runtime::{TcpStream, sleep};
+
+/// The versions this node sends; the controller answers any version the protocol crate knows.
+const REGISTRATION_VERSION: i16 = 0;
+const HEARTBEAT_VERSION: i16 = 0;
+/// Registrations and heartbeats are small; a larger frame is refused before it is read.
+const CALL_MAX_BYTES: usize = 1 << 20;
+/// A call not answered by then is given up (its controller may have died); the next goes to
+/// whichever leader is known then.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Between tries while no controller answers, and the longest controlled shutdown.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+const CLIENT_ID: &str = "sluice-broker";
+
+/// A request from a broker to the active controller.
+pub enum BrokerCall {
+    Register(BrokerRegistrationRequest),
+    Heartbeat(BrokerHeartbeatRequest),
+}
+
+/// The controller's answer, of the request's own type.
+pub enum BrokerAnswer {
+    Register(BrokerRegistrationResponse),
+    Heartbeat(BrokerHeartbeatResponse),
+}
+
+/// Answers brokers' calls on this node's controller (shard 0).
+pub type Controller = Rc<dyn Fn(BrokerCall) -> LocalBoxFuture<'static, BrokerAnswer>>;
+
+/// Serves a broker's connection to the controller listener (after its preamble): Kafka frames
+/// of BrokerRegistration and BrokerHeartbeat, answered in order. Anything else closes the
+/// connection, with the reason returned.
+pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Result<(), String> {
+    loop {
+        let mut frame = match read_frame(&mut stream, CALL_MAX_BYTES).await {
+            Ok(frame) => frame,
+            Err(crate::protocol::frame::FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if frame.len() < 4 {
+            return Err(format!("a broker call of {} bytes has no header", frame.len()));
+        }
+        let (key, version) = (frame.get_i16(), frame.get_i16());
+        let supported = |range: kafka_protocol::protocol::VersionRange| version >= range.min && version <= range.max;
+        let call = match ApiKey::try_from(key) {
+            Ok(ApiKey::BrokerRegistration) if supported(BrokerRegistrationRequest::VERSIONS) => {
+                ApiKey::BrokerRegistration
+            }
+            Ok(ApiKey::BrokerHeartbeat) if supported(BrokerHeartbeatRequest::VERSIONS) => ApiKey::BrokerHeartbeat,
+            _ => return Err(format!("API key {key} v{version} is not served on the controller listener")),
+        };
+        // The header again, whole (its key and version were only peeked at).
+        let mut whole = BytesMut::with_capacity(frame.len() + 4);
+        whole.extend_from_slice(&key.to_be_bytes());
+        whole.extend_from_slice(&version.to_be_bytes());
+        whole.extend_from_slice(&frame);
+        let mut body = whole.freeze();
+        let header = RequestHeader::decode(&mut body, call.request_header_version(version))
+            .map_err(|e| format!("a malformed request header: {e}"))?;
+        let malformed = |e: anyhow::Error| format!("a malformed {call:?} request: {e}");
+        let answer = match call {
+            ApiKey::BrokerRegistration => {
+                let request = BrokerRegistrationRequest::decode(&mut body, version).map_err(malformed)?;
+                controller(BrokerCall::Register(request)).await
+            }
+            _ => {
+                let request = BrokerHeartbeatRequest::decode(&mut body, version).map_err(malformed)?;
+                controller(BrokerCall::Heartbeat(request)).await
+            }
+        };
+        let header_version = call.response_header_version(version);
+        let frame = match &answer {
+            BrokerAnswer::Register(r) => encode_response(header.correlation_id, header_version, r, version),
+            BrokerAnswer::Heartbeat(r) => encode_response(header.correlation_id, header_version, r, version),
+        }
+        .map_err(|e| format!("encoding an answer: {e}"))?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// When the active controller last heard from each broker. Lives on the controller shard;
+/// consulted only while this node leads the quorum.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    last_heard: HashMap<i32, Instant>,
+    /// Since when this node has led the quorum, if it does.
+    leading_since: Option<Instant>,
+    /// Brokers that asked to shut down: fenced, and kept so until they register again.
+    shutting_down: HashSet<i32>,
+}
+
+impl Sessions {
+    /// Notes whether this node leads now; a new leader starts every session afresh.
+    pub fn leading(&mut self, leads: bool, now: Instant) {
+        match (leads, self.leading_since) {
+            (true, None) => self.leading_since = Some(now),
+            (false, Some(_)) => *self = Sessions::default(),
+            _ => {}
+        }
+    }
+
+    pub fn heard(&mut self, node_id: i32, now: Instant) {
+        self.last_heard.insert(node_id, now);
+    }
+
+    pub fn registered(&mut self, node_id: i32, now: Instant) {
+        self.shutting_down.remove(&node_id);
+        self.heard(node_id, now);
+    }
+
+    pub fn shut_down(&mut self, node_id: i32) {
+        self.shutting_down.insert(node_id);
+    }
+
+    pub fn is_shutting_down(&self, node_id: i32) -> bool {
+        self.shutting_down.contains(&node_id)
+    }
+
+    /// Whether `node_id` was heard of within `timeout` (counting from the start of this
+    /// leadership for a broker not heard of since).
+    pub fn is_alive(&self, node_id: i32, now: Instant, timeout: Duration) -> bool {
+        let last = self.last_heard.get(&node_id).copied().max(self.leading_since);
+        last.is_some_and(|at| now.saturating_duration_since(at) <= timeout)
+    }
+
+    /// The unfenced brokers of `image` not heard of within `timeout`: to be fenced.
+    pub fn expired(&self, image: &MetadataImage, now: Instant, timeout: Duration) -> Vec<i32> {
+        if self.leading_since.is_none() {
+            return Vec::new();
+        }
+        image.unfenced_brokers().map(|b| b.node_id).filter(|&id| !self.is_alive(id, now, timeout)).collect()
+    }
+}
+
+/// What a broker says of itself when it registers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub heartbeat_interval: Duration,
+}
+
+/// This node as a broker: its registration with the active controller and its heartbeats.
+pub struct Lifecycle {
+    identity: Identity,
+    incarnation_id: uuid::Uuid,
+    quorum: Quorum,
+    /// This node's Raft id, and every other voter's controller listener by Raft id.
+    raft_id: u64,
+    voters: HashMap<u64, SocketAddr>,
+    /// This node's own controller, called in place while this node leads.
+    local: Controller,
+    /// The image this node has installed.
+    image: Box<dyn Fn() -> Rc<MetadataImage>>,
+    /// The broker epoch of the registration in force.
+    epoch: Cell<Option<i64>>,
+    /// The connection to the leader last called, by its Raft id; taken out while in use.
+    connection: RefCell<Option<(u64, TcpStream)>>,
+    correlation_id: Cell<i32>,
+    /// Told once, when a heartbeat first finds this broker unfenced.
+    unfenced: RefCell<Option<oneshot::Sender<()>>>,
+    stopping: Cell<bool>,
+}
+
+impl Lifecycle {
+    /// The broker side of this node; `first_unfenced` resolves when it is first unfenced.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        identity: Identity,
+        quorum: Quorum,
+        raft_id: u64,
+        voters: HashMap<u64, SocketAddr>,
+        local: Controller,
+        image: Box<dyn Fn() -> Rc<MetadataImage>>,
+    ) -> (Rc<Lifecycle>, oneshot::Receiver<()>) {
+        let (unfenced, first_unfenced) = oneshot::channel();
+        let lifecycle = Lifecycle {
+            identity,
+            incarnation_id: uuid::Uuid::new_v4(),
+            quorum,
+            raft_id,
+            voters,
+            local,
+            image,
+            epoch: Cell::new(None),
+            connection: RefCell::new(None),
+            correlation_id: Cell::new(0),
+            unfenced: RefCell::new(Some(unfenced)),
+            stopping: Cell::new(false),
+        };
+        (Rc::new(lifecycle), first_unfenced)
+    }
+
+    /// Registers, then heartbeats, until [`Lifecycle::shut_down`].
+    pub async fn run(self: Rc<Self>) {
+        while !self.stopping.get() {
+            let Some(epoch) = self.epoch.get() else {
+                match self.register().await {
+                    // Heartbeat at once: the first one unfences.
+                    Ok(epoch) => self.epoch.set(Some(epoch)),
+                    Err(reason) => {
+                        tracing::debug!(%reason, "broker registration");
+                        sleep(RETRY_DELAY).await;
+                    }
+                }
+                continue;
+            };
+            let delay = match self.heartbeat(epoch, false).await {
+                Ok(response) => self.heard(epoch, &response),
+                Err(reason) => {
+                    tracing::debug!(%reason, "broker heartbeat");
+                    RETRY_DELAY
+                }
+            };
+            sleep(delay).await;
+        }
+    }
+
+    /// Acts on a heartbeat's answer; returns when to send the next.
+    fn heard(&self, epoch: i64, response: &BrokerHeartbeatResponse) -> Duration {
+        match ResponseError::try_from_code(response.error_code) {
+            None if !response.is_fenced => {
+                if let Some(unfenced) = self.unfenced.borrow_mut().take() {
+                    tracing::info!(node_id = self.identity.node_id, epoch, "registered and unfenced");
+                    let _ = unfenced.send(());
+                }
+                self.identity.heartbeat_interval
+            }
+            // Fenced (a controller that fenced it is told it lives): asking again at once.
+            None => RETRY_DELAY,
+            Some(ResponseError::StaleBrokerEpoch | ResponseError::BrokerIdNotRegistered) => {
+                tracing::info!(epoch, "the controller no longer knows this registration: registering again");
+                self.epoch.set(None);
+                Duration::ZERO
+            }
+            Some(error) => {
+                tracing::debug!(?error, "broker heartbeat refused");
+                RETRY_DELAY
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<i64, String> {
+        let cluster_id = self.image.as_ref()().cluster_id.clone();
+        if cluster_id.is_empty() {
+            return Err("the cluster has no id yet".into());
+        }
+        let port = u16::try_from(self.identity.port).map_err(|_| "the advertised port is out of range".to_string())?;
+        let listener = Listener::default()
+            .with_name(StrBytes::from_static_str("PLAINTEXT"))
+            .with_host(StrBytes::from_string(self.identity.host.clone()))
+            .with_port(port);
+        let request = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(self.identity.node_id))
+            .with_cluster_id(StrBytes::from_string(cluster_id))
+            .with_incarnation_id(self.incarnation_id)
+            .with_listeners(vec![listener])
+            .with_rack(self.identity.rack.clone().map(StrBytes::from_string));
+        let BrokerAnswer::Register(response) = self.call(BrokerCall::Register(request)).await? else {
+            return Err("a registration answered as a heartbeat".into());
+        };
+        match ResponseError::try_from_code(response.error_code) {
+            None => Ok(response.broker_epoch),
+            Some(error) => Err(format!("refused: {error:?}")),
+        }
+    }
+
+    async fn heartbeat(&self, epoch: i64, want_shut_down: bool) -> Result<BrokerHeartbeatResponse, String> {
+        let request = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(self.identity.node_id))
+            .with_broker_epoch(epoch)
+            .with_want_fence(false)
+            .with_want_shut_down(want_shut_down);
+        match self.call(BrokerCall::Heartbeat(request)).await? {
+            BrokerAnswer::Heartbeat(response) => Ok(response),
+            BrokerAnswer::Register(_) => Err("a heartbeat answered as a registration".into()),
+        }
+    }
+
+    /// Controlled shutdown: stops heartbeating and asks the controller to fence this broker,
+    /// until it says so or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
+    pub async fn shut_down(&self) {
+        self.stopping.set(true);
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        while let Some(epoch) = self.epoch.get()
+            && Instant::now() < deadline
+        {
+            match self.heartbeat(epoch, true).await {
+                Ok(response) if response.error_code == 0 && response.should_shut_down => {
+                    tracing::info!("the controller fenced this broker for its shutdown");
+                    return;
+                }
+                Ok(response)
+                    if response.error_code != 0 && response.error_code != ResponseError::NotController.code() =>
+                {
+                    return;
+                }
+                _ => sleep(RETRY_DELAY).await,
+            }
+        }
+    }
+
+    /// Sends `call` to the active controller: in place when this node leads, else over the
+    /// leader's controller listener.
+    async fn call(&self, call: BrokerCall) -> Result<BrokerAnswer, String> {
+        let leader = self.quorum.leader().ok_or("the controller quorum has no leader")?;
+        if leader == self.raft_id {
+            return Ok(self.local.as_ref()(call).await);
+        }
+        let address = *self.voters.get(&leader).ok_or_else(|| format!("the leader {leader} is not a voter"))?;
+        let mut stream = match self.connection.borrow_mut().take() {
+            Some((to, stream)) if to == leader => stream,
+            _ => {
+                let mut stream = within(TcpStream::connect(address)).await?.map_err(|e| e.to_string())?;
+                let _ = stream.set_nodelay(true);
+                within(stream.write_all(&BROKER_CALLS_PREAMBLE)).await?.map_err(|e| e.to_string())?;
+                stream
+            }
+        };
+        let answer = within(self.exchange(&mut stream, call)).await??;
+        *self.connection.borrow_mut() = Some((leader, stream));
+        Ok(answer)
+    }
+
+    async fn exchange(&self, stream: &mut TcpStream, call: BrokerCall) -> Result<BrokerAnswer, String> {
+        let correlation_id = self.correlation_id.get().wrapping_add(1);
+        self.correlation_id.set(correlation_id);
+        let mut frame = BytesMut::new();
+        match &call {
+            BrokerCall::Register(r) => {
+                encode_request_into(&mut frame, r, REGISTRATION_VERSION, correlation_id, CLIENT_ID)
+            }
+            BrokerCall::Heartbeat(r) => {
+                encode_request_into(&mut frame, r, HEARTBEAT_VERSION, correlation_id, CLIENT_ID)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let body = read_frame(stream, CALL_MAX_BYTES).await.map_err(|e| e.to_string())?;
+        let answer = match call {
+            BrokerCall::Register(_) => {
+                decode_response::<BrokerRegistrationRequest>(body, REGISTRATION_VERSION, correlation_id)
+                    .map(BrokerAnswer::Register)
+            }
+            BrokerCall::Heartbeat(_) => {
+                decode_response::<BrokerHeartbeatRequest>(body, HEARTBEAT_VERSION, correlation_id)
+                    .map(BrokerAnswer::Heartbeat)
+            }
+        };
+        answer.map_err(|e| e.to_string())
+    }
+}
+
+/// `future`'s output, or an error after [`CALL_TIMEOUT`].
+async fn within<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    futures::select! {
+        output = future.fuse() => Ok(output),
+        _ = sleep(CALL_TIMEOUT).fuse() => Err("the controller did not answer in time".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::BrokerRegistration;
+
+    fn image(unfenced: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &node_id in unfenced {
+            let broker = BrokerRegistration {
+                node_id,
+                incarnation_id: uuid::Uuid::new_v4(),
+                epoch: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+            };
+            image.brokers.insert(node_id, broker);
+        }
+        image
+    }
+
+    #[test]
+    fn a_broker_silent_past_its_session_is_expired_only_by_a_leader() {
+        let timeout = Duration::from_secs(9);
+        let start = Instant::now();
+        let image = image(&[1, 2, 3]);
+        let mut sessions = Sessions::default();
+        assert!(sessions.expired(&image, start + timeout * 2, timeout).is_empty(), "not leading");
+        sessions.leading(true, start);
+        // A new leader counts everyone as heard of when it took over.
+        assert!(sessions.expired(&image, start + timeout, timeout).is_empty());
+        sessions.heard(1, start + Duration::from_secs(7));
+        sessions.registered(2, start + Duration::from_secs(8));
+        assert_eq!(sessions.expired(&image, start + Duration::from_secs(15), timeout), vec![3]);
+        assert_eq!(sessions.expired(&image, start + Duration::from_secs(17), timeout), vec![1, 3]);
+        assert!(sessions.is_alive(2, start + Duration::from_secs(17), timeout));
+        // Leadership lost and regained: a fresh start.
+        sessions.leading(false, start + Duration::from_secs(17));
+        sessions.leading(true, start + Duration::from_secs(18));
+        assert!(sessions.expired(&image, start + Duration::from_secs(20), timeout).is_empty());
+    }
+
+    #[test]
+    fn a_shut_down_broker_stays_so_until_it_registers_again() {
+        let now = Instant::now();
+        let mut sessions = Sessions::default();
+        sessions.shut_down(4);
+        assert!(sessions.is_shutting_down(4));
+        sessions.registered(4, now);
+        assert!(!sessions.is_shutting_down(4));
+    }
+}
