@@ -185,6 +185,42 @@ fn kill_9_under_an_idempotent_producer(topic_configs: &[(&str, &str)], cycles: u
     assert_eq!(check["acked"], check["produced"], "{check:#}");
 }
 
+/// Waits until the partitions of `topic` hold `records` records, up to a minute.
+fn wait_for_records(broker: &Broker, topic: &str, partitions: i32, records: i64) {
+    common::wait_until(Duration::from_secs(60), &format!("{topic} holds {records} records"), || {
+        records_in(&mut Raw::connect(broker.addr()), topic, partitions) >= records
+    });
+}
+
+/// The broker frozen (SIGSTOP) three times, each for longer than the idempotent producer's
+/// request timeout, its sockets open: the producer gives up on the requests in flight and
+/// sends them again on a new connection; resumed, the broker reads the originals and the
+/// retries, in either order, and the checker finds each acknowledged value written once.
+#[test]
+fn a_broker_paused_past_the_request_timeout_writes_each_retried_batch_once() {
+    const PARTITIONS: i32 = 3;
+    let _one_at_a_time = common::serial();
+    let broker = Broker::start(2, &[]);
+    assert_eq!(Raw::connect(broker.addr()).create_topic("paused", PARTITIONS, &[]), 0);
+    let mut workload = Workload::start(broker.addr(), "paused");
+    // librdkafka times requests in flight out after socket.timeout.ms (request.timeout.ms is
+    // the broker's acks wait).
+    workload.produce_with("p", 1000, &[("socket.timeout.ms", "1000")]);
+    let mut written = 0;
+    for _ in 0..3 {
+        written += 1000;
+        wait_for_records(&broker, "paused", PARTITIONS, written);
+        broker.pause();
+        // The fault itself, not a wait for anything: frozen past the request timeout.
+        std::thread::sleep(Duration::from_millis(2500));
+        broker.resume();
+    }
+    wait_for_records(&broker, "paused", PARTITIONS, written + 1000);
+    let check = workload.finish(|| format!("broker stderr:\n{}", broker.stderr_text()));
+    jepsen::assert_clean(&check, written as u64);
+    assert_eq!(check["acked"], check["produced"], "{check:#}");
+}
+
 #[test]
 fn kill_9_under_an_idempotent_producer_with_fsync_per_message() {
     let _one_at_a_time = common::serial();

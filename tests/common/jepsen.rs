@@ -44,9 +44,21 @@ impl Workload {
 
     /// Starts an idempotent producer of values `prefix:N` at `rate` records per second.
     pub fn produce(&mut self, prefix: &str, rate: u32) {
+        self.produce_with(prefix, rate, &[]);
+    }
+
+    /// Like [`Workload::produce`], with librdkafka settings (`socket.timeout.ms`, ...).
+    pub fn produce_with(&mut self, prefix: &str, rate: u32, config: &[(&str, &str)]) {
         let history = self.file(&format!("history-{prefix}"));
         let rate = rate.to_string();
-        let command = self.command(&["produce", "--prefix", prefix, "--rate", &rate, "--history", &history]);
+        let mut args: Vec<String> = ["produce", "--prefix", prefix, "--rate", &rate, "--history", &history]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (key, value) in config {
+            args.extend(["--config".to_string(), format!("{key}={value}")]);
+        }
+        let command = self.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.prefixes.push(prefix.to_string());
         self.producers.push((prefix.to_string(), Running::spawn(command)));
     }

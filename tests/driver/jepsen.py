@@ -80,6 +80,9 @@ def produce(args):
             "error_cb": on_error,
         }
     )
+    for setting in args.config:
+        key, _, value = setting.partition("=")
+        config[key] = value
     producer = Producer(config)
     produced = []
     start = time.monotonic()
@@ -287,6 +290,7 @@ def main():
     p.add_argument("--rate", type=int, default=1000, help="records per second")
     p.add_argument("--prefix", default="p", help="values are PREFIX:N")
     p.add_argument("--history", required=True)
+    p.add_argument("--config", action="append", default=[], help="KEY=VALUE, a librdkafka setting")
     p.set_defaults(run=produce)
     c = commands.add_parser("consume")
     c.add_argument("--topic", required=True)
