@@ -73,6 +73,13 @@ impl Cluster {
             wrapper: network.wrapper(i),
         })
         .unwrap_or_else(|failure| panic!("{failure}"));
+        // Clients (the Python drivers) reach the nodes from the test's namespace, over the bridge.
+        for node in &nodes {
+            let addr = node.addr().parse().expect("an IP address and port");
+            if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                panic!("{addr} is unreachable over the bridge from the test's namespace: {e}");
+            }
+        }
         Cluster { nodes, controllers, network: Some(network) }
     }
 
