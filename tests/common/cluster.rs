@@ -186,6 +186,14 @@ impl Cluster {
         }
     }
 
+    /// The node ids of the brokers node `i`'s Metadata lists (the unfenced ones), sorted.
+    pub fn brokers_seen_by(&self, i: usize) -> Vec<i32> {
+        let request = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![]));
+        let mut ids: Vec<i32> = self.connect(i).send(&request, 12).brokers.iter().map(|b| b.node_id.0).collect();
+        ids.sort();
+        ids
+    }
+
     /// The topics in node `i`'s metadata log (read from its data dir).
     pub fn topics(&self, i: usize) -> Vec<String> {
         let image = super::metadata_image(self.nodes[i].data_dir());

@@ -1,0 +1,81 @@
+//! Real network partitions: every node in its own network namespace (`common::netns`), one
+//! node's link cut and healed. A metadata leader cut off commits nothing while the majority
+//! elects another, and converges once healed; a broker cut off from the active controller is
+//! fenced, and unfenced once healed. Needs root and iproute2 (CI runs as root).
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Cluster, NOT_CONTROLLER, REQUEST_TIMED_OUT};
+
+/// A real network partition: each node in its own network namespace, the metadata leader's
+/// link cut. The majority elects a new leader and creates a topic; the isolated node commits
+/// nothing; once the link is back, it converges on the majority's log.
+#[test]
+fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_healed() {
+    let cluster = Cluster::start_in_namespaces(3, 1, &[]);
+    cluster.create_topic(0, "before", 2, Duration::from_secs(30));
+    for i in 0..3 {
+        cluster.wait_for_topic(i, "before", Duration::from_secs(10));
+    }
+    let isolated = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
+    let majority: Vec<usize> = (0..3).filter(|&i| i != isolated).collect();
+    cluster.network().cut(isolated);
+
+    let leader = cluster.quorum_leader(&majority, Duration::from_secs(15));
+    let took = cluster.create_topic(majority[0], "during", 2, Duration::from_secs(20));
+    println!("node {} leads the majority; a topic was created {took:?} after the cut", leader + 1);
+
+    let error = cluster.connect(isolated).create_topic("isolated", 1, &[]);
+    assert!([NOT_CONTROLLER, REQUEST_TIMED_OUT].contains(&error), "the isolated node answered {error}");
+    assert!(!cluster.topics(isolated).contains(&"during".to_string()));
+
+    cluster.network().heal(isolated);
+    cluster.wait_for_topic(isolated, "during", Duration::from_secs(20));
+    let sorted_topics = |i| {
+        let mut topics = cluster.topics(i);
+        topics.sort();
+        topics
+    };
+    common::wait_until(Duration::from_secs(20), "every node has the same topics", || {
+        let topics: Vec<_> = (0..3).map(sorted_topics).collect();
+        topics[0] == topics[1] && topics[1] == topics[2]
+    });
+    assert!(!sorted_topics(isolated).contains(&"isolated".to_string()), "a change the majority never saw committed");
+    // And the healed node serves what it learnt.
+    let mut raw = cluster.connect(isolated);
+    common::wait_until(Duration::from_secs(10), "the healed node serves the new topic", || {
+        raw.produce("during", 1, common::batch(&[b"x"]), -1).0 == 0
+    });
+}
+
+/// The active controller's own link cut: the majority elects another controller, which fences
+/// the cut broker once its session ends (heartbeats no longer arrive); healed, it heartbeats
+/// again and every node lists it.
+#[test]
+fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
+    let cluster = Cluster::start_in_namespaces(
+        3,
+        1,
+        &["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"],
+    );
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+    let cut = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
+    let majority: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    let rest: Vec<i32> = majority.iter().map(|&i| i as i32 + 1).collect();
+    cluster.network().cut(cut);
+    for &i in &majority {
+        common::wait_until(Duration::from_secs(20), "the cut broker is fenced", || cluster.brokers_seen_by(i) == rest);
+    }
+    cluster.network().heal(cut);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(20), "the healed broker is listed again", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+}
