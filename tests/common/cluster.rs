@@ -17,6 +17,7 @@ use super::{Broker, Placement, Raw};
 
 pub const NOT_CONTROLLER: i16 = 41;
 pub const REQUEST_TIMED_OUT: i16 = 7;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
 
 /// Fresh starts whose controller port another process took in between before giving up.
 const START_ATTEMPTS: usize = 5;
@@ -175,10 +176,14 @@ impl Cluster {
     /// REQUEST_TIMED_OUT) up to `deadline`; returns how long it took.
     pub fn create_topic(&self, i: usize, topic: &str, partitions: i32, deadline: Duration) -> Duration {
         let start = Instant::now();
+        let mut retried = false;
         loop {
             match self.connect(i).create_topic(topic, partitions, &[]) {
                 0 => return start.elapsed(),
+                // A proposal that timed out may still have committed: the retry finds the topic.
+                TOPIC_ALREADY_EXISTS if retried => return start.elapsed(),
                 NOT_CONTROLLER | REQUEST_TIMED_OUT if start.elapsed() < deadline => {
+                    retried = true;
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 other => panic!("creating {topic} through node {}: error {other} after {:?}", i + 1, start.elapsed()),
