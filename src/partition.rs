@@ -41,6 +41,7 @@ use crate::runtime::spawn_local;
 use crate::runtime::zero_copy::FileSlice;
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
+use crate::storage::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
 use crate::storage::{AppendInfo, Begun, Log, LogConfig, StorageError, Wait};
 
@@ -70,7 +71,18 @@ pub enum PartitionError {
     /// DeleteRecords to an offset outside `[0, high_watermark]`.
     #[error("offset {offset} outside [0, {high_watermark}]")]
     BeyondHighWatermark { offset: i64, high_watermark: i64 },
+    /// A request's `current_leader_epoch` is older than the partition's: the client's
+    /// metadata is stale (FENCED_LEADER_EPOCH).
+    #[error("leader epoch {requested} is older than the partition's {current}")]
+    FencedLeaderEpoch { requested: i32, current: i32 },
+    /// A request's `current_leader_epoch` is newer than the partition's: this broker has not
+    /// heard of that leader yet (UNKNOWN_LEADER_EPOCH).
+    #[error("leader epoch {requested} is newer than the partition's {current}")]
+    UnknownLeaderEpoch { requested: i32, current: i32 },
 }
+
+/// A request's `current_leader_epoch` meaning "not given": no check.
+const NO_LEADER_EPOCH: i32 = -1;
 
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
@@ -142,7 +154,8 @@ impl Partition {
         clean_shutdown: bool,
         counters: Rc<SyncCounters>,
     ) -> Result<Partition, StorageError> {
-        let log = Log::open(fs, dir, config, clean_shutdown)?;
+        let mut log = Log::open(fs, dir, config, clean_shutdown)?;
+        become_leader(&mut log, leader_epoch, dir);
         let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
         let high_watermark = log.log_end_offset();
         let state = State {
@@ -193,9 +206,13 @@ impl Partition {
     async fn write_queued(&self) {
         loop {
             let next = {
-                let mut state = self.0.state.borrow_mut();
+                let state = &mut *self.0.state.borrow_mut();
                 let next = state.appends.pop_front();
                 state.writing = next.is_some();
+                // The leader epoch changed while an append was written (`set_leader_epoch`).
+                if next.is_none() && state.log.latest_epoch() != Some(state.leader_epoch) {
+                    become_leader(&mut state.log, state.leader_epoch, &state.dir);
+                }
                 next
             };
             let Some(QueuedAppend { batches, now_ms, done }) = next else { return };
@@ -427,10 +444,68 @@ impl Partition {
         self.0.state.borrow().leader_epoch
     }
 
+    /// Checks a request's `current_leader_epoch` against the partition's, as Kafka's
+    /// `Partition.checkCurrentLeaderEpoch` (Fetch, ListOffsets, OffsetForLeaderEpoch).
+    pub fn check_leader_epoch(&self, requested: i32) -> Result<(), PartitionError> {
+        let current = self.leader_epoch();
+        match requested {
+            NO_LEADER_EPOCH => Ok(()),
+            _ if requested < current => Err(PartitionError::FencedLeaderEpoch { requested, current }),
+            _ if requested > current => Err(PartitionError::UnknownLeaderEpoch { requested, current }),
+            _ => Ok(()),
+        }
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `leader_epoch` that wrote to the log
+    /// and the offset where its part ends, once `current_leader_epoch` passed the check.
+    pub fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, i64), PartitionError> {
+        self.check_leader_epoch(current_leader_epoch)?;
+        Ok(self.0.state.borrow().log.end_offset_for_epoch(leader_epoch))
+    }
+
+    /// Where a fetcher's log diverged from this one (Fetch v12+, KIP-595), as Kafka's
+    /// `Partition.readRecords`: given its `last_fetched_epoch` (-1: not given) and next
+    /// offset, `Some` (epoch, end offset) when this log has no such epoch up to that offset.
+    /// An epoch this log cannot place, or an offset below the log start, is out of range.
+    pub fn diverging_epoch(
+        &self,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+    ) -> Result<Option<(i32, i64)>, PartitionError> {
+        if last_fetched_epoch < 0 {
+            return Ok(None);
+        }
+        let state = self.0.state.borrow();
+        let (epoch, end_offset) = state.log.end_offset_for_epoch(last_fetched_epoch);
+        let log_start_offset = state.log.log_start_offset();
+        if epoch == UNDEFINED_EPOCH || end_offset == UNDEFINED_EPOCH_OFFSET || fetch_offset < log_start_offset {
+            let log_end_offset = state.log.log_end_offset();
+            return Err(
+                StorageError::OffsetOutOfRange { offset: fetch_offset, log_start_offset, log_end_offset }.into()
+            );
+        }
+        Ok((epoch < last_fetched_epoch || end_offset < fetch_offset).then_some((epoch, end_offset)))
+    }
+
+    /// The leader epoch that wrote `offset`, if known (ListOffsets answers it).
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.0.state.borrow().log.epoch_for_offset(offset)
+    }
+
     /// The leader epoch the metadata image gives the partition (`ops::apply_metadata`, the one
     /// place that reads it): appends from now on are stamped with it.
     pub fn set_leader_epoch(&self, leader_epoch: i32) {
-        self.0.state.borrow_mut().leader_epoch = leader_epoch;
+        let state = &mut *self.0.state.borrow_mut();
+        state.leader_epoch = leader_epoch;
+        // An append being written was stamped with the epoch before: the writer task takes
+        // the new one into the cache once it is done (`write_queued`).
+        if !state.writing && state.log.latest_epoch() != Some(leader_epoch) {
+            become_leader(&mut state.log, leader_epoch, &state.dir);
+        }
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
@@ -511,6 +586,15 @@ impl State {
     fn refused(&self, error: StorageError) -> PartitionError {
         tracing::debug!(dir = %self.dir.display(), error = %error, "append refused");
         error.into()
+    }
+}
+
+/// The partition leads in `leader_epoch` from its log end on: the epoch enters the cache now,
+/// as in Kafka, so OffsetForLeaderEpoch and ListOffsets know it before its first append. If
+/// its checkpoint cannot be written (a full disk), the first append tries again.
+fn become_leader(log: &mut Log, leader_epoch: i32, dir: &Path) {
+    if let Err(e) = log.assign_epoch(leader_epoch, log.log_end_offset()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "writing the leader-epoch checkpoint");
     }
 }
 
@@ -777,6 +861,61 @@ mod tests {
                 .map(|offset| BatchHeader::parse(&p.read(offset, 1).unwrap()).unwrap().partition_leader_epoch)
                 .collect();
             assert_eq!(epochs, vec![0, 4]);
+        })
+    }
+
+    #[test]
+    fn leader_epochs_are_checked_and_answered_from_the_cache() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            // Leader from the start: epoch 0 is known before any append, as in Kafka.
+            assert_eq!(p.end_offset_for_epoch(-1, 0).unwrap(), (0, 0));
+            p.append(batch(3, 0), 0).await.unwrap();
+            p.set_leader_epoch(2);
+            assert_eq!(p.end_offset_for_epoch(2, 1).unwrap(), (0, 3), "epoch 1 never wrote: epoch 0 ends at 3");
+            assert_eq!(p.end_offset_for_epoch(2, 2).unwrap(), (2, 3));
+            p.append(batch(2, 0), 0).await.unwrap();
+            assert_eq!(p.end_offset_for_epoch(-1, 2).unwrap(), (2, 5));
+            let fenced = p.end_offset_for_epoch(1, 0).unwrap_err();
+            assert!(matches!(fenced, PartitionError::FencedLeaderEpoch { requested: 1, current: 2 }), "{fenced:?}");
+            let unknown = p.end_offset_for_epoch(3, 0).unwrap_err();
+            assert!(matches!(unknown, PartitionError::UnknownLeaderEpoch { requested: 3, current: 2 }), "{unknown:?}");
+            assert!(p.check_leader_epoch(-1).is_ok() && p.check_leader_epoch(2).is_ok());
+
+            // A fetcher whose last batch was of epoch 0 and that asks from offset 4 has a tail
+            // this log does not: epoch 0 ended at 3 here.
+            assert_eq!(p.diverging_epoch(4, 0).unwrap(), Some((0, 3)));
+            assert_eq!(p.diverging_epoch(3, 0).unwrap(), None);
+            assert_eq!(p.diverging_epoch(4, 1).unwrap(), Some((0, 3)), "an epoch this log skipped");
+            assert_eq!(p.diverging_epoch(5, 2).unwrap(), None);
+            assert_eq!(p.diverging_epoch(9, -1).unwrap(), None, "no epoch given: nothing to compare");
+            let beyond = p.diverging_epoch(4, 3).unwrap_err();
+            assert!(matches!(beyond, PartitionError::Storage(StorageError::OffsetOutOfRange { .. })), "{beyond:?}");
+            assert_eq!(p.epoch_for_offset(2), Some(0));
+            assert_eq!(p.epoch_for_offset(3), Some(2));
+        })
+    }
+
+    #[test]
+    fn a_leader_epoch_changed_while_the_writer_is_busy_starts_at_its_next_batch() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
+            let p = simulated(&disk, "t-0", one_batch, &counters);
+            p.append(batch(1, 0), 0).await.unwrap();
+            disk.hold_syncs();
+            // The writer task is busy rolling the segment (its fsync held) for the next append.
+            let answers = append_concurrently(&p, 1);
+            until("the roll's fsync is submitted", || disk.held_syncs() == 1).await;
+            p.set_leader_epoch(1);
+            disk.release_syncs();
+            until("the append is answered", || answered(&answers) == 1).await;
+            assert_eq!(p.end_offset_for_epoch(-1, 0).unwrap(), (0, 1));
+            assert_eq!(p.end_offset_for_epoch(-1, 1).unwrap(), (1, 2));
+            let header = BatchHeader::parse(&p.read(1, 1).unwrap()).unwrap();
+            assert_eq!(header.partition_leader_epoch, 1);
         })
     }
 

@@ -20,11 +20,13 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteRecordsRequest, DescribeConfigsRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, ProduceRequest,
-    SyncGroupRequest, TopicName, join_group_request::JoinGroupRequestProtocol,
+    BrokerId, CreateTopicsRequest, DeleteRecordsRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest,
+    GroupId, HeartbeatRequest, JoinGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest, TopicName,
+    join_group_request::JoinGroupRequestProtocol,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
@@ -468,6 +470,121 @@ fn delete_records_and_describe_configs_errors(raw: &mut Raw) -> Value {
     })
 }
 
+/// OffsetForLeaderEpoch at `version` for partition `partition` of `name`: [error, epoch, end offset].
+fn end_offset_for_epoch(
+    raw: &mut Raw,
+    version: i16,
+    name: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> Value {
+    // A consumer's replica id from v3 on; before, the field does not exist (its default).
+    let replica_id = if version >= 3 { BrokerId(-1) } else { OffsetForLeaderEpochRequest::default().replica_id };
+    let request = OffsetForLeaderEpochRequest::default().with_replica_id(replica_id).with_topics(vec![
+        OffsetForLeaderTopic::default().with_topic(topic(name)).with_partitions(vec![
+            OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current_leader_epoch)
+                .with_leader_epoch(leader_epoch),
+        ]),
+    ]);
+    let p = raw.send(&request, version).topics[0].partitions[0].clone();
+    json!([p.error_code, p.leader_epoch, p.end_offset])
+}
+
+/// Fetch v12 of one partition from `offset` with the epochs given: [error, high watermark,
+/// records, diverging epoch, diverging end offset].
+fn fetch_with_epochs(
+    raw: &mut Raw,
+    name: &str,
+    offset: i64,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+) -> Value {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(topic(name)).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)
+                .with_current_leader_epoch(current_leader_epoch)
+                .with_last_fetched_epoch(last_fetched_epoch),
+        ])]);
+    let p = raw.send(&request, 12).responses[0].partitions[0].clone();
+    let records = p.records.map_or(0, |r| if r.is_empty() { 0 } else { common::decode(&r).len() });
+    json!([p.error_code, p.high_watermark, records, p.diverging_epoch.epoch, p.diverging_epoch.end_offset])
+}
+
+/// ListOffsets v7 of partition 0 of `name`: [error, offset, leader epoch].
+fn list_offset_with_epoch(raw: &mut Raw, name: &str, timestamp: i64, current_leader_epoch: i32) -> Value {
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        ListOffsetsTopic::default().with_name(topic(name)).with_partitions(vec![
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)
+                .with_current_leader_epoch(current_leader_epoch),
+        ]),
+    ]);
+    let p = raw.send(&request, 7).topics[0].partitions[0].clone();
+    json!([p.error_code, p.offset, p.leader_epoch])
+}
+
+/// OffsetForLeaderEpoch, and the leader-epoch checks of Fetch and ListOffsets, on a new topic
+/// (leader epoch 0) before and after records arrive.
+fn leader_epochs(raw: &mut Raw) -> Value {
+    assert_eq!(create(raw, "diff-epochs", 1, 1, &[]), 0);
+    let empty = json!({
+        "epoch_0": end_offset_for_epoch(raw, 4, "diff-epochs", 0, -1, 0),
+        "earliest": list_offset_with_epoch(raw, "diff-epochs", -2, -1),
+        "latest": list_offset_with_epoch(raw, "diff-epochs", -1, -1),
+    });
+    assert_eq!(produce_code(raw, "diff-epochs", 0, batch(&[b"a", b"b", b"c"])), 0);
+    let t = now_ms() - 1000;
+    let mut result = serde_json::Map::new();
+    result.insert("empty".into(), empty);
+    for version in [2, 3, 4] {
+        result.insert(format!("v{version}_epoch_0"), end_offset_for_epoch(raw, version, "diff-epochs", 0, -1, 0));
+    }
+    for (name, current, asked) in [
+        ("epoch_1", -1, 1),
+        ("epoch_undefined", -1, -1),
+        ("current_0", 0, 0),
+        ("current_newer", 1, 0),
+        ("current_much_newer", 7, 3),
+    ] {
+        result.insert(name.into(), end_offset_for_epoch(raw, 4, "diff-epochs", 0, current, asked));
+    }
+    result.insert("unknown_partition".into(), end_offset_for_epoch(raw, 4, "diff-epochs", 3, -1, 0));
+    result.insert("unknown_topic".into(), end_offset_for_epoch(raw, 4, "diff-no-epochs", 0, -1, 0));
+    for (name, offset, current, last_fetched) in [
+        ("fetch_current_0", 0, 0, -1),
+        ("fetch_current_newer", 0, 2, -1),
+        ("fetch_last_epoch_0_at_end", 3, 0, 0),
+        ("fetch_last_epoch_0_mid", 1, 0, 0),
+        ("fetch_last_epoch_0_beyond_end", 5, 0, 0),
+        ("fetch_last_epoch_unknown", 1, 0, 4),
+    ] {
+        result.insert(name.into(), fetch_with_epochs(raw, "diff-epochs", offset, current, last_fetched));
+    }
+    for (name, timestamp, current) in [
+        ("list_earliest", -2, -1),
+        ("list_latest_current_0", -1, 0),
+        ("list_latest_current_newer", -1, 5),
+        ("list_max_timestamp", -3, -1),
+        ("list_by_time", t, 0),
+    ] {
+        result.insert(name.into(), list_offset_with_epoch(raw, "diff-epochs", timestamp, current));
+    }
+    Value::Object(result)
+}
+
 type Case = (&'static str, fn(&mut Raw) -> Value);
 
 const CASES: &[Case] = &[
@@ -485,6 +602,7 @@ const CASES: &[Case] = &[
     ("wrong_api_versions", wrong_api_versions),
     ("group_generation_and_member_errors", group_generation_and_member_errors),
     ("delete_records_and_describe_configs_errors", delete_records_and_describe_configs_errors),
+    ("leader_epochs", leader_epochs),
 ];
 
 #[test]

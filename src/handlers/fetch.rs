@@ -1,6 +1,8 @@
 //! Fetch: read every requested partition on its owning shard; while less than `min_bytes`
 //! came back and `max_wait_ms` has not passed, park on the owners until one of them gets
-//! more data, then read again. A partition error (unknown partition, offset out of range) or
+//! more data, then read again. A partition error (unknown partition, offset out of range, a
+//! `current_leader_epoch` other than the partition's), a diverging log (the fetcher's
+//! `last_fetched_epoch` ends before its fetch offset here: `diverging_epoch` says where), or
 //! `min_bytes` of 0 answers at once, as in Kafka.
 //!
 //! The response-wide `max_bytes` bounds the response: no partition reads more than it, and
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use crate::protocol::errors::partition_error_code;
@@ -69,6 +71,8 @@ pub async fn handle(
                 offset: p.fetch_offset,
                 max_bytes: partition_max_bytes.min(response_max_bytes),
                 zero_copy: shard.config.fetch_zero_copy,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
             };
             wanted.push(Wanted { topic_index: topics.len() - 1, owner, read });
         }
@@ -80,7 +84,8 @@ pub async fn handle(
     let mut results = read_all(shard, &wanted).await;
     loop {
         let total: usize = results.iter().map(|r| r.records.len()).sum();
-        let errors = refused_any || results.iter().any(|r| r.error.is_some());
+        // A diverging log answers at once too, as in Kafka.
+        let errors = refused_any || results.iter().any(|r| r.error.is_some() || r.diverging_epoch.is_some());
         let left = deadline.saturating_duration_since(Instant::now());
         if total >= min_bytes || errors || wanted.is_empty() || left.is_zero() {
             break;
@@ -128,8 +133,12 @@ pub async fn handle(
                 placeholder
             }
         };
+        let diverging_epoch = result.diverging_epoch.map_or_else(Default::default, |(epoch, end_offset)| {
+            EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset)
+        });
         topics[w.topic_index].partitions.push(
             PartitionData::default()
+                .with_diverging_epoch(diverging_epoch)
                 .with_partition_index(w.read.partition.partition)
                 .with_high_watermark(result.high_watermark)
                 .with_last_stable_offset(result.high_watermark)

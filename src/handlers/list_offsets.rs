@@ -1,6 +1,8 @@
 //! ListOffsets: earliest (-2, and -4 earliest local), latest (-1), the first record with the
 //! largest timestamp (-3) or the first offset at or after a timestamp (found through the time
-//! index), each answered by the partition's owner.
+//! index), each answered by the partition's owner with the leader epoch that wrote the offset
+//! (the current one for the latest offset); a `current_leader_epoch` other than the
+//! partition's is refused (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH).
 
 use std::rc::Rc;
 
@@ -31,7 +33,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
     let image = shard.metadata();
     let entries =
         request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index, p)));
-    let queries = super::route(&image, entries, |_, p| query(p.timestamp).ok_or(ResponseError::UnsupportedVersion));
+    let queries = super::route(&image, entries, |_, p| {
+        query(p.timestamp).map(|q| (q, p.current_leader_epoch)).ok_or(ResponseError::UnsupportedVersion)
+    });
     let mut outcomes = shard.scatter(queries, |queries| ListOffsets { queries }).await.into_iter();
 
     let topics = request
@@ -45,15 +49,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
                     let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                     let outcome = outcomes.next().expect("one outcome per partition");
                     match owner_answer(outcome) {
-                        Ok((offset, timestamp)) => response
-                            .with_offset(offset)
-                            .with_timestamp(timestamp)
-                            .with_leader_epoch(match image.topic(topic.name.0.as_str()) {
-                                Some(t) if version >= LEADER_EPOCH_VERSION => {
-                                    t.partitions.get(p.partition_index as usize).map_or(-1, |p| p.leader_epoch)
-                                }
-                                _ => -1,
-                            }),
+                        Ok(found) => response
+                            .with_offset(found.offset)
+                            .with_timestamp(found.timestamp)
+                            .with_leader_epoch(if version >= LEADER_EPOCH_VERSION { found.leader_epoch } else { -1 }),
                         Err(error) => response.with_error_code(error.code()).with_offset(-1).with_timestamp(-1),
                     }
                 })

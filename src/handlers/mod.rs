@@ -29,6 +29,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -177,6 +178,10 @@ pub async fn handle(
         ApiKey::DeleteRecords => {
             let response = delete_records::handle(shard, DeleteRecordsRequest::decode(body, version)?).await;
             respond(&header, &response)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = OffsetForLeaderEpochRequest::decode(body, version)?;
+            respond(&header, &offset_for_leader_epoch::handle(shard, request).await)
         }
         ApiKey::InitProducerId => {
             let response = init_producer_id::handle(shard, InitProducerIdRequest::decode(body, version)?).await;

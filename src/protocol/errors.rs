@@ -25,6 +25,8 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Sequence(SequenceError::OutOfOrder) => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::Transactional => ResponseError::InvalidRecord,
         PartitionError::BeyondHighWatermark { .. } => ResponseError::OffsetOutOfRange,
+        PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
     }
 }
 
@@ -74,6 +76,8 @@ mod tests {
             (PartitionError::Sequence(SequenceError::OutOfOrder), ResponseError::OutOfOrderSequenceNumber),
             (PartitionError::Transactional, ResponseError::InvalidRecord),
             (PartitionError::BeyondHighWatermark { offset: 5, high_watermark: 4 }, ResponseError::OffsetOutOfRange),
+            (PartitionError::FencedLeaderEpoch { requested: 1, current: 2 }, ResponseError::FencedLeaderEpoch),
+            (PartitionError::UnknownLeaderEpoch { requested: 3, current: 2 }, ResponseError::UnknownLeaderEpoch),
         ];
         for (error, code) in cases {
             assert_eq!(partition_error_code(&error), code, "{error:?}");

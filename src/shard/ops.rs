@@ -7,7 +7,7 @@ use std::rc::Rc;
 use futures::FutureExt;
 
 use super::router::{
-    Appended, Call, OffsetQuery, PartitionRead, PartitionReadResult, Produce, RecordData, WaitForData,
+    Appended, Call, FoundOffset, OffsetQuery, PartitionRead, PartitionReadResult, Produce, RecordData, WaitForData,
 };
 use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::MetadataImage;
@@ -26,6 +26,18 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
             reply.send(())
         }
         ShardRequest::ListOffsets(Call { request, reply }) => reply.send(list_offsets(shard, request.queries)),
+        ShardRequest::OffsetForLeaderEpoch(Call { request, reply }) => {
+            let table = shard.partitions.borrow();
+            let results = request
+                .queries
+                .iter()
+                .map(|(tp, (current_leader_epoch, leader_epoch))| match table.get(tp) {
+                    Some(p) => p.end_offset_for_epoch(*current_leader_epoch, *leader_epoch),
+                    None => Err(shard.missing_partition_error(tp)),
+                })
+                .collect();
+            reply.send(results)
+        }
         ShardRequest::PartitionSizes(Call { reply, .. }) => {
             let table = shard.partitions.borrow();
             reply.send(table.iter().map(|(tp, p)| (tp.clone(), p.size())).collect())
@@ -153,8 +165,24 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
             high_watermark: -1,
             log_start_offset: -1,
             records: RecordData::Memory(bytes::Bytes::new()),
+            diverging_epoch: None,
         };
     };
+    let answer = |error, records, diverging_epoch| PartitionReadResult {
+        error,
+        high_watermark: p.high_watermark(),
+        log_start_offset: p.log_start_offset(),
+        records,
+        diverging_epoch,
+    };
+    let no_records = || RecordData::Memory(bytes::Bytes::new());
+    let diverging =
+        p.check_leader_epoch(r.current_leader_epoch).and_then(|()| p.diverging_epoch(r.offset, r.last_fetched_epoch));
+    match diverging {
+        Err(e) => return answer(Some(e), no_records(), None),
+        Ok(Some(diverging)) => return answer(None, no_records(), Some(diverging)),
+        Ok(None) => {}
+    }
     let mut loads = 0;
     let records = match r.zero_copy {
         true => p.fetch_slice(r.offset, r.max_bytes, &mut loads).await.map(|slice| match slice {
@@ -171,26 +199,40 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
                 let tp = &r.partition;
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
             }
-            (Some(e.into()), RecordData::Memory(bytes::Bytes::new()))
+            (Some(e.into()), no_records())
         }
     };
-    PartitionReadResult { error, high_watermark: p.high_watermark(), log_start_offset: p.log_start_offset(), records }
+    answer(error, records, None)
 }
 
-fn list_offsets(shard: &Shard, queries: Vec<(TopicPartition, OffsetQuery)>) -> Vec<Result<(i64, i64), PartitionError>> {
+/// Each query's answer, with the leader epoch of the offset found as Kafka gives it: the
+/// current one for the latest offset, the cache's for the others.
+fn list_offsets(
+    shard: &Shard,
+    queries: Vec<(TopicPartition, (OffsetQuery, i32))>,
+) -> Vec<Result<FoundOffset, PartitionError>> {
     let table = shard.partitions.borrow();
     queries
         .into_iter()
-        .map(|(tp, query)| {
+        .map(|(tp, (query, current_leader_epoch))| {
             let p = table.get(&tp).ok_or_else(|| shard.missing_partition_error(&tp))?;
+            p.check_leader_epoch(current_leader_epoch)?;
             let found = match query {
-                OffsetQuery::Latest => return Ok((p.high_watermark(), -1)),
-                OffsetQuery::Earliest => return Ok((p.log_start_offset(), -1)),
+                OffsetQuery::Latest => {
+                    return Ok(FoundOffset {
+                        offset: p.high_watermark(),
+                        timestamp: -1,
+                        leader_epoch: p.leader_epoch(),
+                    });
+                }
+                OffsetQuery::Earliest => Some((p.log_start_offset(), -1)),
                 OffsetQuery::MaxTimestamp => p.max_timestamp_offset()?,
                 OffsetQuery::AtTime(timestamp) => p.offset_for_timestamp(timestamp)?,
             };
             // Kafka answers "no such record" with offset -1 and timestamp -1.
-            Ok(found.unwrap_or((-1, -1)))
+            let (offset, timestamp) = found.unwrap_or((-1, -1));
+            let leader_epoch = found.and_then(|_| p.epoch_for_offset(offset)).unwrap_or(-1);
+            Ok(FoundOffset { offset, timestamp, leader_epoch })
         })
         .collect()
 }

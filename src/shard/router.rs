@@ -83,7 +83,9 @@ shard_calls! {
     /// Resolve once any of these partitions has data past the given offset, or after `timeout`.
     WaitForData => (),
     /// Offset lookups; answered in request order.
-    ListOffsets => Vec<Result<(i64, i64), PartitionError>>,
+    ListOffsets => Vec<Result<FoundOffset, PartitionError>>,
+    /// Where each asked leader epoch's part of the log ends: (epoch, end offset), in request order.
+    OffsetForLeaderEpoch => Vec<Result<(i32, i64), PartitionError>>,
     /// Move each partition's log start offset; answered with the new ones, in request order.
     DeleteRecords => Vec<Result<i64, PartitionError>>,
     /// The size in bytes of every partition this shard owns (DescribeLogDirs).
@@ -148,7 +150,22 @@ pub struct WaitForData {
 }
 
 pub struct ListOffsets {
-    pub queries: Vec<(TopicPartition, OffsetQuery)>,
+    /// Each partition's query with the request's `current_leader_epoch` (-1: none).
+    pub queries: Vec<(TopicPartition, (OffsetQuery, i32))>,
+}
+
+/// What ListOffsets found: -1 for each that is not known.
+#[derive(Debug, Clone, Copy)]
+pub struct FoundOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+    /// The leader epoch that wrote the offset (for the latest offset, the current one).
+    pub leader_epoch: i32,
+}
+
+/// Each partition with (`current_leader_epoch`, the leader epoch asked about).
+pub struct OffsetForLeaderEpoch {
+    pub queries: Vec<(TopicPartition, (i32, i32))>,
 }
 
 /// Each partition with its new log start offset (-1: the high watermark).
@@ -215,6 +232,10 @@ pub struct PartitionRead {
     pub max_bytes: usize,
     /// Answer with a file range to send as is, rather than bytes read into memory.
     pub zero_copy: bool,
+    /// The fetcher's idea of the leader epoch (-1: none given).
+    pub current_leader_epoch: i32,
+    /// The epoch of the last batch the fetcher took (-1: none given), to detect divergence.
+    pub last_fetched_epoch: i32,
 }
 
 /// A partition's records in a read answer.
@@ -242,6 +263,8 @@ pub struct PartitionReadResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: RecordData,
+    /// Where the fetcher's log diverged from this one: (epoch, end offset); no records then.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 pub struct NewTopic {

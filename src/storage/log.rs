@@ -276,10 +276,12 @@ impl Log {
         Ok(info)
     }
 
-    /// Records that `leader_epoch` writes from `base_offset`. A new epoch's entry reaches the
-    /// checkpoint before its first batch is written, so the file is never behind the log; if
-    /// it cannot be written, the append is refused and the cache left as it was.
-    fn assign_epoch(&mut self, leader_epoch: i32, base_offset: i64) -> Result<(), StorageError> {
+    /// Records that `leader_epoch` writes from `base_offset`: when the partition becomes leader
+    /// in that epoch (from its log end, as Kafka's `maybeAssignEpochStartOffset`), and at each
+    /// append. A new epoch's entry reaches the checkpoint before its first batch is written, so
+    /// the file is never behind the log; if it cannot be written, the append is refused and
+    /// the cache left as it was.
+    pub fn assign_epoch(&mut self, leader_epoch: i32, base_offset: i64) -> Result<(), StorageError> {
         let before = self.epochs.entries().to_vec();
         if self.epochs.assign(leader_epoch, base_offset)
             && let Err(e) = self.epochs.write(&*self.fs)
