@@ -30,8 +30,8 @@ fn the_checker_reports_what_a_log_cut_behind_the_brokers_back_lost() {
     let high_watermark = |broker: &Broker| Raw::connect(broker.addr()).fetch("cut", 0, 0, 0).1;
     let mut workload = Workload::start(broker.addr(), "cut");
     workload.produce("before", 1000);
-    common::wait_until(Duration::from_secs(60), "the first producer wrote 2000 records", || {
-        high_watermark(&broker) >= 2000
+    common::wait_until(Duration::from_secs(60), "the first producer had 2000 records acknowledged", || {
+        workload.acked() >= 2000
     });
     workload.stop_producers(&|| broker.stderr_text());
     let written = high_watermark(&broker);

@@ -63,6 +63,16 @@ impl Workload {
         self.producers.push((prefix.to_string(), Running::spawn(command)));
     }
 
+    /// How many values the running producers have had acknowledged so far (each reports it
+    /// every 100 ms).
+    pub fn acked(&self) -> u64 {
+        let reported = |running: &Running| {
+            let out = running.stdout_so_far();
+            out.lines().filter_map(|l| l.strip_prefix("acked ")?.parse::<u64>().ok()).last().unwrap_or(0)
+        };
+        self.producers.iter().map(|(_, running)| reported(running)).sum()
+    }
+
     /// Stops the producers (each flushes what it has), then the follower; reads the whole topic
     /// once more (the final read) and returns the checker's summary, with what each producer
     /// printed under `producers`. `context` (e.g. the brokers' logs) is added to a failure's

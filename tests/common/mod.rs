@@ -316,8 +316,38 @@ pub fn run_with_deadline(command: Command, stdin: &[u8], deadline: Duration) -> 
 /// that panicked), it kills the whole group.
 pub struct Running {
     child: Child,
-    /// The threads collecting stdout and stderr; taken by `finish`.
-    output: Option<(std::thread::JoinHandle<Vec<u8>>, std::thread::JoinHandle<Vec<u8>>)>,
+    /// Its stdout and stderr as they arrive; taken by `finish`.
+    output: Option<(Collected, Collected)>,
+}
+
+/// The bytes a pipe delivered so far, read on a thread of its own until it closes.
+struct Collected {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collected {
+    fn start(mut stream: impl Read + Send + 'static) -> Collected {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Collected { bytes, reader }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Everything, once the pipe has closed.
+    fn finish(self) -> String {
+        let _ = self.reader.join();
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
 }
 
 impl Running {
@@ -330,16 +360,14 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning command");
-        let collect = |mut stream: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut s = Vec::new();
-                let _ = stream.read_to_end(&mut s);
-                s
-            })
-        };
-        let out = collect(Box::new(child.stdout.take().expect("piped stdout")));
-        let err = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        let out = Collected::start(child.stdout.take().expect("piped stdout"));
+        let err = Collected::start(child.stderr.take().expect("piped stderr"));
         Running { child, output: Some((out, err)) }
+    }
+
+    /// What the command printed on stdout so far (it keeps running).
+    pub fn stdout_so_far(&self) -> String {
+        self.output.as_ref().expect("still running").0.text()
     }
 
     fn kill_group(&mut self) {
@@ -354,8 +382,7 @@ impl Running {
         let status = wait_with_deadline(&mut self.child, deadline);
         self.kill_group();
         let (out, err) = self.output.take().expect("finished once");
-        let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-        let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+        let (out, err) = (out.finish(), err.finish());
         let Some(status) = status else {
             panic!("command timed out after {deadline:?}\nstdout:\n{out}\nstderr:\n{err}");
         };

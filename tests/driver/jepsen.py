@@ -6,6 +6,7 @@ Subcommands (each prints one JSON summary line last):
             production order) at a steady rate until its stdin closes, then flushing. Writes its
             history to --history: every value with its outcome, "acked" (with the partition and
             offset the broker gave it), "failed" (with the error) or "unknown" (no answer).
+            Prints `acked COUNT` lines as it goes, for a test to follow its progress.
   consume   reads every partition of the topic from the start up to its high watermark and
             writes every record read, as [partition, offset, value], to --reads. With --follow
             it keeps reading (re-reading from the start when an offset is out of range) until
@@ -56,10 +57,12 @@ def produce(args):
     stop = stdin_closed()
     fatal = []
     outcomes = {}
+    acked = [0]
 
     def delivered(err, msg):
         value = msg.value().decode()
         if err is None:
+            acked[0] += 1
             outcomes[value] = {"status": "acked", "partition": msg.partition(), "offset": msg.offset()}
         else:
             outcomes[value] = {"status": "failed", "error": str(err)}
@@ -86,7 +89,11 @@ def produce(args):
     producer = Producer(config)
     produced = []
     start = time.monotonic()
+    reported = start
     while not stop.is_set():
+        if time.monotonic() - reported >= 0.1:
+            reported = time.monotonic()
+            print(f"acked {acked[0]}", flush=True)
         due = int((time.monotonic() - start) * args.rate)
         while len(produced) < due:
             value = f"{args.prefix}:{len(produced)}"
