@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::cluster::brokers::{BrokerAnswer, BrokerCall, Controller, Identity, Lifecycle};
 use crate::cluster::quorum::store::DurableLog;
 use crate::cluster::quorum::{self, QuorumConfig};
+use crate::cluster::replicas::{self, Candidate, Start};
 use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
 use crate::config::BrokerConfig;
 use crate::group;
@@ -164,6 +165,10 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     let mut image = recovered.image;
     // Shard placement is this node's own affair: not in the log, redone at every start.
     image.place_orphans(config.cores);
+    if !several {
+        // Partitions from before brokers were in the log are this node's.
+        image.adopt_unplaced(config.node_id);
+    }
 
     let shutdowns = runtime::shutdown::install(config.cores)?;
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -429,12 +434,20 @@ fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
     if image.topic(group::OFFSETS_TOPIC).is_some() {
         return;
     }
+    // Every voter is a broker: the offsets topic is placed over them before any registers.
+    let brokers: Vec<Candidate> = match config.controller_quorum_voters.is_empty() {
+        true => vec![Candidate { node_id: config.node_id, rack: None }],
+        false => config.controller_quorum_voters.iter().map(|(id, _)| Candidate { node_id: *id, rack: None }).collect(),
+    };
+    let replicas = replicas::assign(&brokers, config.offsets_topic_num_partitions, 1, 0, Start::random());
     let partitions = (0..config.offsets_topic_num_partitions)
-        .map(|partition| PartitionMetadata {
-            partition,
-            shard: shard_for_partition(group::OFFSETS_TOPIC, partition, config.cores),
-            leader_epoch: 0,
-            offline: false,
+        .zip(replicas)
+        .map(|(partition, replicas)| {
+            PartitionMetadata::new(
+                partition,
+                shard_for_partition(group::OFFSETS_TOPIC, partition, config.cores),
+                replicas,
+            )
         })
         .collect();
     let configs = BTreeMap::from([

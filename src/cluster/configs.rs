@@ -270,7 +270,7 @@ mod tests {
             TopicMetadata {
                 name: "t".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![PartitionMetadata { partition: 0, shard: 0, leader_epoch: 0, offline: false }],
+                partitions: vec![PartitionMetadata::new(0, 0, vec![0])],
                 configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
             },
         );

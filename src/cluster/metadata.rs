@@ -78,6 +78,15 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// The shard that owns this partition's log on this broker.
     pub shard: ShardId,
+    /// The brokers holding its replicas (`cluster::replicas`), the preferred leader first.
+    #[serde(default)]
+    pub replicas: Vec<i32>,
+    /// The broker leading it; [`NO_LEADER`] while none of its in-sync replicas is unfenced.
+    #[serde(default = "no_leader")]
+    pub leader: i32,
+    /// Its in-sync replicas.
+    #[serde(default)]
+    pub isr: Vec<i32>,
     pub leader_epoch: i32,
     /// Its owner failed to open it in this run (damaged files, I/O errors): Metadata reports
     /// no leader, reads and writes get KAFKA_STORAGE_ERROR. Never persisted.
@@ -85,7 +94,32 @@ pub struct PartitionMetadata {
     pub offline: bool,
 }
 
+/// Kafka's leader id for a partition without one.
+pub const NO_LEADER: i32 = -1;
+
+fn no_leader() -> i32 {
+    NO_LEADER
+}
+
+impl PartitionMetadata {
+    /// A new partition on `replicas`, led by the first, all in sync, at leader epoch 0.
+    pub fn new(partition: i32, shard: ShardId, replicas: Vec<i32>) -> PartitionMetadata {
+        let leader = replicas.first().copied().unwrap_or(NO_LEADER);
+        PartitionMetadata { partition, shard, isr: replicas.clone(), replicas, leader, leader_epoch: 0, offline: false }
+    }
+}
+
 impl MetadataImage {
+    /// Gives partitions recorded before brokers were (a one-node cluster's older data dir)
+    /// their one replica, `node_id`, which leads them.
+    pub fn adopt_unplaced(&mut self, node_id: i32) {
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+            if p.replicas.is_empty() {
+                (p.replicas, p.isr, p.leader) = (vec![node_id], vec![node_id], node_id);
+            }
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
         self.topics.get(name)
     }

@@ -5,7 +5,8 @@
 //! into [`records`], proposes them to the [`quorum`] (the Raft-replicated metadata log, driven
 //! on shard 0), and once they are committed the image with them applied is installed on every
 //! shard. Every shard reads only its own copy. [`brokers`]: each node's registration and
-//! heartbeats with the active controller, and its record of brokers' sessions. [`configs`] says what the admin APIs see of
+//! heartbeats with the active controller, and its record of brokers' sessions. [`replicas`]:
+//! which brokers hold each partition's replicas. [`configs`] says what the admin APIs see of
 //! topic and broker configs, and how they change.
 
 pub mod brokers;
@@ -13,5 +14,8 @@ pub mod configs;
 mod metadata;
 pub mod quorum;
 pub mod records;
+pub mod replicas;
 
-pub use metadata::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
+pub use metadata::{
+    BrokerRegistration, MetadataImage, NO_LEADER, PartitionMetadata, TopicMetadata, is_legal_topic_name,
+};

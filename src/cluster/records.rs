@@ -163,9 +163,7 @@ mod tests {
         TopicMetadata {
             name: name.into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: (0..partitions)
-                .map(|partition| PartitionMetadata { partition, shard: 0, leader_epoch: 0, offline: false })
-                .collect(),
+            partitions: (0..partitions).map(|partition| PartitionMetadata::new(partition, 0, vec![1])).collect(),
             configs: BTreeMap::new(),
         }
     }
@@ -205,7 +203,7 @@ mod tests {
         new.topics.insert("again".into(), topic("again", 3));
         new.topics.insert("fresh".into(), topic("fresh", 4));
         let kept = new.topics.get_mut("kept").unwrap();
-        kept.partitions.push(PartitionMetadata { partition: 1, shard: 1, leader_epoch: 0, offline: false });
+        kept.partitions.push(PartitionMetadata::new(1, 1, vec![1]));
         kept.configs.insert("retention.ms".into(), "1000".into());
         new.cluster_configs.insert("log.retention.ms".into(), "5".into());
         new.broker_configs.insert("log.retention.ms".into(), "6".into());
@@ -234,7 +232,7 @@ mod tests {
         assert_eq!(image, before);
         let grow = |from| MetadataRecord::AddPartitions {
             topic: "t".into(),
-            partitions: vec![PartitionMetadata { partition: from, shard: 0, leader_epoch: 0, offline: false }],
+            partitions: vec![PartitionMetadata::new(from, 0, vec![1])],
         };
         assert!(apply(&mut image, vec![grow(1)]).is_ok());
         assert!(apply(&mut image, vec![grow(1)]).is_err(), "grown by another controller meanwhile");

@@ -41,7 +41,13 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             if auto_create && !missing.is_empty() {
                 let new_topics = missing
                     .into_iter()
-                    .map(|name| NewTopic { name, partitions: shard.config.num_partitions, configs: Default::default() })
+                    .map(|name| NewTopic {
+                        name,
+                        partitions: shard.config.num_partitions,
+                        replication_factor: 1,
+                        assignments: None,
+                        configs: Default::default(),
+                    })
                     .collect();
                 let create = CreateTopics { topics: new_topics, validate_only: false };
                 // Results are read back from the new image below.

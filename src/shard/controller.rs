@@ -22,6 +22,7 @@ use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::records::{self, MetadataRecord};
+use crate::cluster::replicas::{self, Candidate, Start};
 use crate::cluster::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
 use crate::runtime::Permit;
 
@@ -36,13 +37,17 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
     let mut changed = false;
     for topic in topics {
         let result = validate_new_topic(shard, &image, &topic);
-        if result.is_ok() && !validate_only {
+        if let Ok(replicas) = &result
+            && !validate_only
+        {
             let partitions = (0..topic.partitions)
-                .map(|partition| PartitionMetadata {
-                    partition,
-                    shard: shard_for_partition(&topic.name, partition, shard.shard_count),
-                    leader_epoch: 0,
-                    offline: false,
+                .zip(replicas.clone())
+                .map(|(partition, replicas)| {
+                    PartitionMetadata::new(
+                        partition,
+                        shard_for_partition(&topic.name, partition, shard.shard_count),
+                        replicas,
+                    )
                 })
                 .collect();
             image.topics.insert(
@@ -56,7 +61,7 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
             );
             changed = true;
         }
-        results.push((topic.name, result));
+        results.push((topic.name, result.map(|_| ())));
     }
     if changed {
         publish_for(shard, image, &mut results).await;
@@ -64,7 +69,12 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
     results
 }
 
-fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> Result<(), (ResponseError, String)> {
+/// Validates a new topic; returns the replicas of each of its partitions.
+fn validate_new_topic(
+    shard: &Shard,
+    image: &MetadataImage,
+    topic: &NewTopic,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
     let name = &topic.name;
     if !is_legal_topic_name(name) {
         return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
@@ -79,7 +89,70 @@ fn validate_new_topic(shard: &Shard, image: &MetadataImage, topic: &NewTopic) ->
         return Err((ResponseError::InvalidConfig, format!("unknown topic config {key:?}")));
     }
     let effective = shard.effective_config();
-    effective.log_config(&topic.configs).map(|_| ()).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))
+    effective.log_config(&topic.configs).map_err(|e| (ResponseError::InvalidConfig, format!("{e:#}")))?;
+    match &topic.assignments {
+        Some(assignments) => {
+            check_assignments(image, assignments)?;
+            Ok(assignments.clone())
+        }
+        None => place(shard, image, topic.partitions, topic.replication_factor, 0),
+    }
+}
+
+/// Replicas for partitions `first..first + count` over the unfenced brokers (Kafka's
+/// placement, from a random start), or Kafka's refusal when there are too few of them.
+fn place(
+    shard: &Shard,
+    image: &MetadataImage,
+    count: i32,
+    replication_factor: i16,
+    first: i32,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    let brokers: Vec<Candidate> =
+        image.unfenced_brokers().map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect();
+    let wanted = replication_factor.max(1) as usize;
+    if wanted > brokers.len() && !shard.quorum.get().is_some_and(|q| q.leader().is_some()) {
+        // Without a leader this node may not have heard of the brokers; and nothing commits.
+        return Err((ResponseError::NotController, "the controller quorum has no leader now".into()));
+    }
+    if wanted > brokers.len() {
+        // KRaft's message.
+        let message = format!(
+            "Unable to replicate the partition {wanted} time(s): The target replication factor of {wanted} cannot be reached because only {} broker(s) are registered.",
+            brokers.len()
+        );
+        return Err((ResponseError::InvalidReplicationFactor, message));
+    }
+    check_replication_factor(wanted)?;
+    Ok(replicas::assign(&brokers, count, wanted, first, Start::random()))
+}
+
+/// Until followers replicate, a partition has one replica: more would be accepted and not kept.
+fn check_replication_factor(replicas: usize) -> Result<(), (ResponseError, String)> {
+    match replicas {
+        1 => Ok(()),
+        n => Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {n}: replication between brokers is not there yet, so every partition has exactly one replica"
+            ),
+        )),
+    }
+}
+
+/// A client's own replica assignment: one replica per partition, on a registered broker.
+fn check_assignments(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<(), (ResponseError, String)> {
+    for replicas in assignments {
+        let distinct: std::collections::HashSet<_> = replicas.iter().collect();
+        if replicas.is_empty() || distinct.len() != replicas.len() {
+            return Err((ResponseError::InvalidReplicaAssignment, format!("replicas {replicas:?}: empty or repeated")));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !image.brokers.contains_key(id)) {
+            return Err((ResponseError::InvalidReplicaAssignment, format!("broker {unknown} is not registered")));
+        }
+        check_replication_factor(replicas.len())?;
+    }
+    Ok(())
 }
 
 /// Grows topics to the partition counts asked; new partitions are placed on shards as the
@@ -94,19 +167,18 @@ pub async fn create_partitions(
     let mut changed = false;
     for growth in topics {
         let result = validate_growth(shard, &image, &growth);
-        if result.is_ok() && !validate_only {
+        if let Ok(replicas) = &result
+            && !validate_only
+        {
             let topic = image.topics.get_mut(&growth.name).expect("validated: the topic exists");
-            for partition in topic.partitions.len() as i32..growth.count {
-                topic.partitions.push(PartitionMetadata {
-                    partition,
-                    shard: shard_for_partition(&growth.name, partition, shard.shard_count),
-                    leader_epoch: 0,
-                    offline: false,
-                });
+            let first = topic.partitions.len() as i32;
+            for (partition, replicas) in (first..growth.count).zip(replicas.clone()) {
+                let shard_id = shard_for_partition(&growth.name, partition, shard.shard_count);
+                topic.partitions.push(PartitionMetadata::new(partition, shard_id, replicas));
             }
             changed = true;
         }
-        results.push((growth.name, result));
+        results.push((growth.name, result.map(|_| ())));
     }
     if changed {
         publish_for(shard, image, &mut results).await;
@@ -114,7 +186,12 @@ pub async fn create_partitions(
     results
 }
 
-fn validate_growth(shard: &Shard, image: &MetadataImage, growth: &PartitionGrowth) -> TopicOutcome {
+/// Validates a topic's growth; returns the replicas of each new partition.
+fn validate_growth(
+    shard: &Shard,
+    image: &MetadataImage,
+    growth: &PartitionGrowth,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
     let name = &growth.name;
     let Some(topic) = image.topic(name) else {
         return Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist")));
@@ -134,22 +211,23 @@ fn validate_growth(shard: &Shard, image: &MetadataImage, growth: &PartitionGrowt
     if growth.count > PARTITIONS_MAX {
         return Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {PARTITIONS_MAX}")));
     }
-    if let Some(assignments) = &growth.assignments {
-        if assignments.len() != (growth.count - current) as usize {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("{} assignments for {} new partitions", assignments.len(), growth.count - current),
-            ));
+    match &growth.assignments {
+        Some(assignments) => {
+            if assignments.len() != (growth.count - current) as usize {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("{} assignments for {} new partitions", assignments.len(), growth.count - current),
+                ));
+            }
+            check_assignments(image, assignments)?;
+            Ok(assignments.clone())
         }
-        // One broker: each new partition's only replica can only be this one.
-        if let Some(bad) = assignments.iter().find(|replicas| replicas.as_slice() != [shard.config.node_id]) {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("replicas {bad:?}: this cluster has the one broker {}", shard.config.node_id),
-            ));
+        // As many replicas as the topic's first partition has.
+        None => {
+            let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len().max(1) as i16);
+            place(shard, image, growth.count - current, replication_factor, current)
         }
     }
-    Ok(())
 }
 
 /// Applies config changes to the next image, each validated on its own; the valid ones are

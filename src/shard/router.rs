@@ -270,6 +270,10 @@ pub struct PartitionReadResult {
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// Replicas per partition, placed by the controller; ignored when `assignments` are given.
+    pub replication_factor: i16,
+    /// The replicas of each partition, in partition order, when the client chose them.
+    pub assignments: Option<Vec<Vec<i32>>>,
     pub configs: std::collections::BTreeMap<String, String>,
 }
 

@@ -18,6 +18,7 @@ use super::{Broker, Placement, Raw};
 pub const NOT_CONTROLLER: i16 = 41;
 pub const REQUEST_TIMED_OUT: i16 = 7;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 /// Fresh starts whose controller port another process took in between before giving up.
 const START_ATTEMPTS: usize = 5;
@@ -173,7 +174,8 @@ impl Cluster {
     }
 
     /// Creates `topic` through node `i`, retrying while the quorum has no leader (NOT_CONTROLLER,
-    /// REQUEST_TIMED_OUT) up to `deadline`; returns how long it took.
+    /// REQUEST_TIMED_OUT) or no broker has registered yet (INVALID_REPLICATION_FACTOR) up to
+    /// `deadline`; returns how long it took.
     pub fn create_topic(&self, i: usize, topic: &str, partitions: i32, deadline: Duration) -> Duration {
         let start = Instant::now();
         let mut retried = false;
@@ -182,7 +184,7 @@ impl Cluster {
                 0 => return start.elapsed(),
                 // A proposal that timed out may still have committed: the retry finds the topic.
                 TOPIC_ALREADY_EXISTS if retried => return start.elapsed(),
-                NOT_CONTROLLER | REQUEST_TIMED_OUT if start.elapsed() < deadline => {
+                NOT_CONTROLLER | REQUEST_TIMED_OUT | INVALID_REPLICATION_FACTOR if start.elapsed() < deadline => {
                     retried = true;
                     std::thread::sleep(Duration::from_millis(50))
                 }
