@@ -1,7 +1,8 @@
 //! A controller quorum of three `sluice` processes: a topic created through one node reaches
 //! every node; after `kill -9` of the Raft leader, the others elect a new one and topics can be
 //! created again within seconds; the killed node, restarted, catches up. A leader paused with
-//! SIGSTOP steps down once resumed. (Network partitions: `network_partition.rs`.)
+//! SIGSTOP steps down once resumed; a broker paused past its session is fenced until resumed.
+//! (Network partitions: `network_partition.rs`.)
 
 mod common;
 
@@ -113,4 +114,33 @@ fn a_paused_metadata_leader_steps_down_once_resumed() {
     });
     cluster.wait_for_topic(paused, "while-paused", Duration::from_secs(20));
     assert_ne!(cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10)), paused);
+}
+
+/// A broker paused (SIGSTOP) past its session is fenced by the controller; resumed (SIGCONT),
+/// it heartbeats again and is listed once more.
+#[test]
+fn a_broker_paused_past_its_session_is_fenced_until_resumed() {
+    let cluster =
+        Cluster::start(3, 1, &["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"]);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+    let controller = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
+    let paused = (controller + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    let rest: Vec<i32> = others.iter().map(|&i| i as i32 + 1).collect();
+    cluster.node(paused).pause();
+    for &i in &others {
+        common::wait_until(Duration::from_secs(20), "the paused broker is fenced", || {
+            cluster.brokers_seen_by(i) == rest
+        });
+    }
+    cluster.node(paused).resume();
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(20), "the resumed broker is listed again", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
 }
