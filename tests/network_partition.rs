@@ -79,3 +79,21 @@ fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
         });
     }
 }
+
+/// Tests run in parallel: networks made at once each get a subnet of their own, and are gone
+/// once dropped.
+#[test]
+fn networks_made_at_once_get_subnets_of_their_own() {
+    let networks: Vec<common::netns::Network> = std::thread::scope(|s| {
+        let making: Vec<_> = (0..4).map(|_| s.spawn(|| common::netns::Network::new(1))).collect();
+        making.into_iter().map(|made| made.join().unwrap()).collect()
+    });
+    let mut subnets: Vec<_> = networks.iter().map(|n| n.host_address()).collect();
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 4, "{subnets:?}");
+    let namespaces = || std::process::Command::new("ip").args(["netns", "list"]).output().unwrap().stdout;
+    let ours = format!("sluice-{}", std::process::id());
+    drop(networks);
+    assert!(!String::from_utf8_lossy(&namespaces()).contains(&ours));
+}

@@ -38,6 +38,10 @@ impl Network {
         static NETWORKS: AtomicUsize = AtomicUsize::new(0);
         let tag =
             format!("{}-{}", base36(std::process::id() as usize), base36(NETWORKS.fetch_add(1, Ordering::Relaxed)));
+        // One network at a time picks its subnet and claims it (the bridge's address), so that
+        // two tests of this process never pick the same one.
+        static CLAIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let claiming = CLAIMING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let subnet = free_subnet(&tag);
         let network = Network {
             namespaces: (0..nodes).map(|i| format!("{NAMESPACE_PREFIX}{tag}-{i}")).collect(),
@@ -49,6 +53,7 @@ impl Network {
         // which removes what the earlier steps made.
         ip(&["link", "add", &network.bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("{}/24", network.host_address()), "dev", &network.bridge]);
+        drop(claiming);
         ip(&["link", "set", &network.bridge, "up"]);
         for i in 0..nodes {
             let (namespace, host_end) = (&network.namespaces[i], &network.host_ends[i]);
