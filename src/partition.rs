@@ -444,6 +444,24 @@ impl Partition {
         self.0.state.borrow().leader_epoch
     }
 
+    /// Cuts the log before the batch holding `offset` (`Log::truncate_to`: a follower dropping
+    /// a tail that diverged from its leader's) and rolls back what depends on it: the
+    /// idempotent producers' state (reloaded from a snapshot at or below the new end and the
+    /// log), the high watermark. Returns the new log end. Only for a log that takes no appends
+    /// of its own (a follower's, or in tests): none may be queued, written or waiting.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+        let state = &mut *self.0.state.borrow_mut();
+        assert!(
+            !state.writing && state.durability_waiters.is_empty() && state.sync_in_flight.is_none(),
+            "a log is truncated only while no append is under way"
+        );
+        let log_end_offset = state.log.truncate_to(offset)?;
+        let expiry = state.producers.expiry();
+        state.producers = ProducerStates::load(&state.dir, &state.log, expiry, crate::runtime::now_ms())?;
+        state.high_watermark = state.high_watermark.min(log_end_offset);
+        Ok(log_end_offset)
+    }
+
     /// Checks a request's `current_leader_epoch` against the partition's, as Kafka's
     /// `Partition.checkCurrentLeaderEpoch` (Fetch, ListOffsets, OffsetForLeaderEpoch).
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), PartitionError> {
@@ -916,6 +934,24 @@ mod tests {
             assert_eq!(p.end_offset_for_epoch(-1, 1).unwrap(), (1, 2));
             let header = BatchHeader::parse(&p.read(1, 1).unwrap()).unwrap();
             assert_eq!(header.partition_leader_epoch, 1);
+        })
+    }
+
+    #[test]
+    fn truncation_rolls_back_the_producers_and_the_high_watermark() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.append(producer_batch(3, 0, 7, 0, 0), 0).await.unwrap();
+            p.append(producer_batch(2, 0, 7, 0, 3), 0).await.unwrap();
+            assert_eq!(p.truncate_to(3).unwrap(), 3);
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 3));
+            // The cut batch is gone from the producer's state too: sent again, it is written
+            // again, not answered as a duplicate of what no longer exists.
+            let again = p.append(producer_batch(2, 0, 7, 0, 3), 0).await.unwrap();
+            assert_eq!((again.base_offset, p.log_end_offset()), (3, 5));
+            let refused = p.append(producer_batch(1, 0, 7, 0, 9), 0).await.unwrap_err();
+            assert!(matches!(refused, PartitionError::Sequence(SequenceError::OutOfOrder)), "{refused:?}");
         })
     }
 

@@ -21,6 +21,8 @@ pub trait Entry: Copy {
     fn key(&self) -> Self::Key;
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(bytes: &[u8]) -> Self;
+    /// The offset (relative to the segment base) the entry is about.
+    fn relative_offset(&self) -> u32;
 }
 
 /// `.index` entry: the first offset of a batch, relative to the segment base, and the batch's
@@ -41,6 +43,10 @@ impl Entry for OffsetEntry {
         out.extend_from_slice(&self.relative_offset.to_be_bytes());
         out.extend_from_slice(&self.position.to_be_bytes());
     }
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
+    }
+
     fn decode(b: &[u8]) -> Self {
         OffsetEntry {
             relative_offset: u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
@@ -67,6 +73,10 @@ impl Entry for TimeEntry {
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.relative_offset.to_be_bytes());
     }
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
+    }
+
     fn decode(b: &[u8]) -> Self {
         TimeEntry {
             timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
@@ -181,6 +191,20 @@ impl<E: Entry> IndexFile<E> {
     /// Records that the file holds its first `entries` entries, durably.
     pub fn synced_up_to(&self, entries: usize) {
         self.synced.set(self.synced.get().max(entries));
+    }
+
+    /// Drops the entries about `relative_offset` and later (the log was cut there), from
+    /// memory and, durably, from the file.
+    pub fn truncate_from(&mut self, fs: &dyn FileSystem, relative_offset: u32) -> std::io::Result<()> {
+        let kept = self.entries.partition_point(|e| e.relative_offset() < relative_offset);
+        self.entries.truncate(kept);
+        if self.synced.get() > kept {
+            let file = fs.open(&self.path, Open::Create)?;
+            file.set_len((kept * E::SIZE) as u64)?;
+            file.sync_data()?;
+            self.synced.set(kept);
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,10 @@
 //! whole from the head of the log by retention (`retention.ms` / `retention.bytes` under
 //! `cleanup.policy=delete`) or once DeleteRecords moved the log start offset past it. The
 //! active segment is never deleted. Deletion renames the files to `.deleted` and leaves the
-//! unlinking to [`super::deleter`].
+//! unlinking to [`super::deleter`]. A follower may cut the tail ([`Log::truncate_to`]).
+//!
+//! Each leader epoch's first offset is kept in the leader-epoch cache ([`LeaderEpochCache`]),
+//! cut with the log at either end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,8 +164,8 @@ impl Log {
     }
 
     /// The leader-epoch cache as the checkpoint holds it, cut to the log (a crash may have cut
-    /// the tail its last entries started in); after an unclean shutdown, also the epochs of
-    /// the batches after the recovery point. A missing or unreadable checkpoint is rebuilt
+    /// the tail its last entries started in); after an unclean shutdown, the entries from the
+    /// recovery point on are redone from the batches there. A missing or unreadable checkpoint is rebuilt
     /// from every batch. The checkpoint is rewritten if that changed anything; if that write
     /// fails, the next open does the same again.
     fn recover_epochs(&self, clean_shutdown: bool) -> Result<LeaderEpochCache, StorageError> {
@@ -171,6 +174,10 @@ impl Log {
             None => (LeaderEpochCache::empty(&self.dir), Some(self.log_start_offset), true),
         };
         if let Some(offset) = scan_from {
+            // As Kafka's recovery: what the cache says from there on is redone from the
+            // batches (assigning an epoch from the middle of its run would cut the entries
+            // after it).
+            changed |= epochs.truncate_from_end(offset);
             self.scan_headers(offset, |h| changed |= epochs.assign(h.partition_leader_epoch, h.base_offset))?;
         }
         changed |= epochs.truncate_from_end(self.log_end_offset());
@@ -544,6 +551,51 @@ impl Log {
             self.epochs_follow_log_start()?;
         }
         Ok(self.log_start_offset)
+    }
+
+    /// Cuts the log before the batch holding `offset` (a follower dropping a tail that diverged
+    /// from its leader's; no Kafka API truncates a leader): the segments after it deleted,
+    /// the one holding it cut with its indexes, the leader-epoch cache cut to match. Returns
+    /// the new log end (`offset`, or the base of the batch holding it). Offsets below the log
+    /// start, or in the batch that holds it, are refused. No append may be under way.
+    ///
+    /// Crash-safe: the recovery point comes down first (durably), so that recovery checks
+    /// everything from the cut on; segments go from the last one back, each rename synced, so
+    /// a crash leaves a prefix of the log; the cut segment is synced; the checkpoint is
+    /// written last (one left ahead of the log is cut at open).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        assert!(!self.write_in_flight, "a truncation happens between appends");
+        let log_end_offset = self.log_end_offset();
+        if offset >= log_end_offset {
+            return Ok(log_end_offset);
+        }
+        // The batch holding `offset` goes whole: it must not hold the log start too.
+        let cut = match self.read(offset.max(self.log_start_offset), 1, i64::MAX, Wait::Yes) {
+            Ok(bytes) if !bytes.is_empty() => BatchHeader::parse(&bytes)?.base_offset.min(offset),
+            Ok(_) => offset,
+            Err(e) => return Err(e),
+        };
+        if cut < self.log_start_offset || (cut == self.log_start_offset && offset > cut) {
+            let log_start_offset = self.log_start_offset;
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
+        if self.recovery_point > cut {
+            write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, cut)?;
+            self.recovery_point = cut;
+        }
+        while self.segments.len() > 1 && self.active().base_offset >= cut {
+            let segment = self.segments.pop().expect("more than one");
+            segment.delete()?;
+            self.fs.sync_dir(&self.dir)?;
+        }
+        let log_end_offset = self.active_mut().truncate_to(cut)?;
+        self.recovery_point = self.recovery_point.min(log_end_offset);
+        self.compacted_segments = self.compacted_segments.min(self.segments.len() - 1);
+        self.messages_since_flush = 0;
+        if self.epochs.truncate_from_end(log_end_offset) {
+            self.epochs.write(&*self.fs)?;
+        }
+        Ok(log_end_offset)
     }
 
     /// Under `cleanup.policy=delete`, deletes closed segments from the head while the oldest
@@ -1644,6 +1696,87 @@ mod epoch_tests {
             assert!(start > 10, "{start}");
             assert_eq!(checkpoint(dir.path()), format!("0\n1\n2 {start}\n"));
             assert_eq!(log.end_offset_for_epoch(1), (1, start), "an epoch wholly deleted: the first start");
+        })
+    }
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::tests::config;
+    use super::*;
+    use crate::storage::batch::tests::batch;
+    use crate::storage::fs::os;
+    use crate::storage::leader_epoch::CHECKPOINT_FILE;
+
+    /// Base offset and epoch of every batch, read as a consumer would.
+    fn batches(log: &Log) -> Vec<(i64, i32)> {
+        let mut out = Vec::new();
+        log.scan_headers(log.log_start_offset(), |h| out.push((h.base_offset, h.partition_leader_epoch))).unwrap();
+        out
+    }
+
+    #[test]
+    fn truncation_cuts_segments_indexes_and_epochs() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            // Two batches of two records a segment, an index entry for every batch.
+            let config = LogConfig { segment_bytes: 2 * batch(2, 0).len() as u64, index_interval_bytes: 1, ..config() };
+            let mut log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
+            for epoch in [0, 0, 1, 1, 1, 2, 2, 2] {
+                log.append(batch(2, 0), epoch, 0).await.unwrap();
+            }
+            assert_eq!(log.segments.len(), 4);
+            log.close().unwrap();
+            // Offset 9 is in the batch at 8: the log ends at 8, the third segment (8..12)
+            // and the fourth go.
+            assert_eq!(log.truncate_to(9).unwrap(), 8);
+            assert_eq!(log.log_end_offset(), 8);
+            assert_eq!(log.segments.len(), 2);
+            // What the recovery point promises is durable, on disk too: nothing past the cut.
+            assert!(log.recovery_point() <= 8);
+            assert!(read_offset_file(&*os(), dir.path(), RECOVERY_POINT_FILE) <= 8);
+            assert_eq!(batches(&log), vec![(0, 0), (2, 0), (4, 1), (6, 1)]);
+            assert_eq!(std::fs::read_to_string(dir.path().join(CHECKPOINT_FILE)).unwrap(), "0\n2\n0 0\n1 4\n");
+            assert_eq!(log.end_offset_for_epoch(1), (1, 8));
+            assert!(matches!(log.read(8, 100, i64::MAX, Wait::Yes), Ok(b) if b.is_empty()));
+            // Within one segment now: the batch at 6 goes, its index entry with it.
+            assert_eq!(log.truncate_to(6).unwrap(), 6);
+            assert_eq!(batches(&log), vec![(0, 0), (2, 0), (4, 1)]);
+            assert_eq!(log.truncate_to(7).unwrap(), 6, "past the log end: nothing to cut");
+            // Appends go on from the cut, in a new epoch.
+            assert_eq!(log.append(batch(2, 0), 3, 0).await.unwrap().base_offset, 6);
+            assert_eq!(log.end_offset_for_epoch(2), (1, 6));
+            let expected = vec![(0, 0), (2, 0), (4, 1), (6, 3)];
+            assert_eq!(batches(&log), expected);
+            log.close().unwrap();
+            drop(log);
+            for clean in [true, false] {
+                let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
+                assert_eq!(batches(&log), expected, "clean: {clean}");
+                assert_eq!(log.end_offset_for_epoch(1), (1, 6));
+                // Every offset is found through the indexes.
+                for offset in 0..8 {
+                    let header = BatchHeader::parse(&log.read(offset, 1, i64::MAX, Wait::Yes).unwrap()).unwrap();
+                    assert_eq!(header.base_offset, offset / 2 * 2);
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn truncation_below_the_log_start_is_refused() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            for _ in 0..3 {
+                log.append(batch(2, 0), 0, 0).await.unwrap();
+            }
+            log.delete_records(3).unwrap();
+            assert!(matches!(log.truncate_to(2), Err(StorageError::OffsetOutOfRange { .. })));
+            // The batch holding 3 starts at 2, below the log start: it cannot go.
+            assert!(matches!(log.truncate_to(3), Err(StorageError::OffsetOutOfRange { .. })));
+            assert_eq!(log.truncate_to(4).unwrap(), 4);
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 4));
         })
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! After every cut: every acknowledged record is there, byte for byte; offsets are contiguous
 //! from 0; nothing is returned that was not written, in the order it was written; and the log
-//! ends where its last surviving batch ends. A failure names its seed; set
+//! ends where its last surviving batch ends. A second test cuts the power in the middle of a
+//! truncation (`truncation_survives_every_power_cut`). A failure names its seed; set
 //! `SLUICE_POWER_LOSS_SEED` to replay that one alone.
 
 use std::path::Path;
@@ -158,6 +159,11 @@ async fn run_on_shard(seed: u64) -> Result<(), String> {
 
 #[test]
 fn acknowledged_records_survive_every_power_cut() {
+    for_every_seed(run);
+}
+
+/// Runs `run` for every seed, or for `SLUICE_POWER_LOSS_SEED` alone; a failure names its seed.
+fn for_every_seed(run: fn(u64) -> Result<(), String>) {
     let seeds: Vec<u64> = match std::env::var(SEED_VARIABLE) {
         Ok(seed) => vec![seed.parse().expect("a seed is a number")],
         Err(_) => (0..SEEDS).collect(),
@@ -175,4 +181,81 @@ fn acknowledged_records_survive_every_power_cut() {
         };
         panic!("power-loss seed {seed} failed: {failure}\nreplay it with {SEED_VARIABLE}={seed}");
     }
+}
+
+/// Truncation (`Partition::truncate_to`, a follower cutting a divergent tail) loses power in
+/// the middle of any of its file operations, or after it returned. After recovery the log is
+/// a prefix of what was written, at least up to the cut and, if the truncation returned, exactly
+/// up to it; every surviving batch's leader epoch is what the epoch cache says for its offset;
+/// and the log takes appends at its end.
+#[test]
+fn truncation_survives_every_power_cut() {
+    for_every_seed(run_truncation);
+}
+
+fn run_truncation(seed: u64) -> Result<(), String> {
+    crate::runtime::file::block_on(truncate_on_shard(seed))
+}
+
+async fn truncate_on_shard(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let disk = SimDisk::new();
+    let fs: Arc<dyn FileSystem> = disk.clone();
+    fs.create_dir_all(Path::new("/data")).map_err(|e| e.to_string())?;
+    fs.sync_dir(Path::new("/")).map_err(|e| e.to_string())?;
+    let dir = Path::new("/data/topic-0");
+    let config = config(&mut rng);
+    let mut epoch = 0;
+    let partition = Partition::open(&fs, dir, config.clone(), EXPIRY, epoch, false, Default::default())
+        .map_err(|e| format!("open: {e}"))?;
+    // (batch, offset after it) for every batch written, all acknowledged.
+    let mut written: Vec<(Bytes, i64)> = Vec::new();
+    for _ in 0..rng.below(1, 60) {
+        if rng.below(0, 5) == 0 {
+            epoch += 1;
+            partition.set_leader_epoch(epoch);
+        }
+        let batch = random_batch(&mut rng);
+        let info = partition.append(batch.clone(), NOW_MS).await.map_err(|e| format!("append: {e}"))?;
+        written.push((batch, info.last_offset + 1));
+    }
+    let log_end_offset = partition.log_end_offset();
+    let target = rng.below(0, log_end_offset as u64 + 1) as i64;
+    // The batch holding the target goes whole: the log keeps at least the batches before it.
+    let kept = written.iter().take_while(|(_, end)| *end <= target).count();
+    let cut = if kept == 0 { 0 } else { written[kept - 1].1 };
+    disk.fail_after(rng.below(0, 40));
+    let truncated = partition.truncate_to(target);
+    drop(partition);
+    disk.power_cut(rng.next());
+
+    let partition = Partition::open(&fs, dir, config, EXPIRY, epoch, false, Default::default())
+        .map_err(|e| format!("recovery after the truncation failed: {e}"))?;
+    let batches: Vec<Bytes> = written.iter().map(|(b, _)| b.clone()).collect();
+    let survived = check(&partition, &batches, kept)?;
+    let end = partition.log_end_offset();
+    match truncated {
+        Ok(new_end) if new_end != cut => return Err(format!("truncation to {target} ended at {new_end}, not {cut}")),
+        Ok(_) if end != cut => return Err(format!("a completed truncation to {cut} came back at {end}")),
+        _ => {}
+    }
+    // Each surviving batch's epoch, stamped in its header, is the one the cache gives.
+    let mut offset = 0;
+    while offset < end {
+        let header =
+            BatchHeader::parse(&partition.read(offset, 1).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let cached = partition.epoch_for_offset(header.base_offset);
+        if cached != Some(header.partition_leader_epoch) {
+            return Err(format!(
+                "batch at {offset} of epoch {} but the cache says {cached:?}",
+                header.partition_leader_epoch
+            ));
+        }
+        offset = header.last_offset() + 1;
+    }
+    let info = partition.append(random_batch(&mut rng), NOW_MS).await.map_err(|e| format!("append after: {e}"))?;
+    if info.base_offset != end || survived > written.len() {
+        return Err(format!("append after recovery at {} with the log ending at {end}", info.base_offset));
+    }
+    Ok(())
 }

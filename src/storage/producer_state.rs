@@ -172,6 +172,11 @@ impl ProducerStates {
         Ok(states)
     }
 
+    /// When producers are forgotten, as given to [`ProducerStates::load`].
+    pub fn expiry(&self) -> ProducerExpiry {
+        self.expiry
+    }
+
     /// Applies a batch read back from the log: no checks, it was accepted once.
     fn replay(&mut self, header: &BatchHeader, now_ms: i64) {
         if !header.has_producer_id() {

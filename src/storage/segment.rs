@@ -489,6 +489,28 @@ impl Segment {
         Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
     }
 
+    /// Cuts the segment before the batch holding `offset` (a follower's divergent tail):
+    /// the `.log` cut and synced, index entries from there dropped (from their files too).
+    /// Returns the segment's new end (after its last batch kept); unchanged when the segment
+    /// does not reach `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let Some(position) = self.locate(offset.max(self.base_offset), Wait::Yes)? else {
+            return Ok(self.next_offset);
+        };
+        let header = self.read_header(position, self.size, Wait::Yes)?.expect("locate found a batch there");
+        let cut_relative = u32::try_from(header.base_offset - self.base_offset).expect("offset within segment");
+        self.log.set_len(position)?;
+        self.log.sync_data()?;
+        self.size = position;
+        self.offset_index.truncate_from(&*self.fs, cut_relative)?;
+        self.time_index.truncate_from(&*self.fs, cut_relative)?;
+        // The end and the max timestamp from the headers after the last index entry kept.
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.scan_tail()?;
+        Ok(self.next_offset)
+    }
+
     /// Removes the segment: its files are renamed at once and unlinked off this thread.
     pub fn delete(self) -> Result<(), StorageError> {
         let Segment { fs, log, log_path, .. } = self;
