@@ -2,7 +2,8 @@
 //! driver in `tests/java` that `scripts/test` builds: the producer with acks 0/1/all,
 //! idempotence and every codec; classic consumer groups with the range and cooperative-sticky
 //! assignors and static membership, committing and resuming; the AdminClient calls; a Kafka
-//! Streams word count with a state store that survives a broker restart.
+//! Streams word count with a state store that survives a broker restart; the consumer's
+//! offset validation with OffsetForLeaderEpoch (KIP-320).
 
 mod common;
 
@@ -229,4 +230,19 @@ fn streams_word_count_survives_a_broker_restart() {
         assert!(topics.contains(&json!(internal)), "{summary}");
     }
     assert_eq!(summary["state"], "RUNNING", "{summary}");
+}
+
+/// KIP-320: a position carrying a leader epoch is validated with OffsetForLeaderEpoch before
+/// the consumer fetches from it. Within the epoch's part of the log it is kept; past where the
+/// epoch ended (here the log end) the consumer detects log truncation and, with
+/// auto.offset.reset=none, names the divergent offset and epoch. A broker that did not serve
+/// OffsetForLeaderEpoch would have the consumer skip validation and fail on the fetch instead.
+#[test]
+fn consumer_validates_positions_with_offset_for_leader_epoch() {
+    let _serial = serial();
+    let broker = Broker::start(2, &[]);
+    let summary = java_driver(&broker, "offset-validation", &[], DEADLINE);
+    assert_eq!(summary["validated_offsets"], json!([5, 6, 7, 8, 9]), "{summary}");
+    assert_eq!(summary["record_epochs"], json!([0]), "batches carry the leader epoch: {summary}");
+    assert_eq!(summary["divergent"], json!([10, 0]), "{summary}");
 }

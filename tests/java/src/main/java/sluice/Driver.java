@@ -12,6 +12,7 @@ import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
@@ -34,6 +35,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.LogTruncationException;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -82,6 +84,7 @@ public final class Driver {
             case "static-membership": result = driver.staticMembership(); break;
             case "admin": result = driver.admin(); break;
             case "wordcount": result = driver.wordcount(); break;
+            case "offset-validation": result = driver.offsetValidation(); break;
             default: throw new IllegalArgumentException("unknown scenario " + argv[0]);
         }
         System.out.println(Json.of(result));
@@ -326,6 +329,53 @@ public final class Driver {
             }
             producer.flush();
         }
+    }
+
+    /**
+     * KIP-320 offset validation: the consumer checks a position that carries a leader epoch
+     * with OffsetsForLeaderEpoch before fetching from it. A position within that epoch's part
+     * of the log is kept; one past where the epoch ended is log truncation, which with
+     * auto.offset.reset=none surfaces as LogTruncationException naming where the epoch ended.
+     */
+    private Object offsetValidation() throws Exception {
+        String topic = "validated";
+        try (Admin admin = admin(new Properties())) {
+            createTopic(admin, topic, 1, Map.of());
+        }
+        produceNumbered(topic, 0, 10);
+        TopicPartition partition = new TopicPartition(topic, 0);
+        Map<String, Object> result = new LinkedHashMap<>();
+        long deadline = System.nanoTime() + DEADLINE.toNanos();
+        try (KafkaConsumer<String, String> consumer =
+                consumer(Map.of(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none"))) {
+            consumer.assign(List.of(partition));
+            consumer.seek(partition, new OffsetAndMetadata(5, Optional.of(0), ""));
+            List<Long> offsets = new ArrayList<>();
+            Set<Integer> epochs = new TreeSet<>();
+            while (offsets.size() < 5) {
+                check(System.nanoTime() < deadline, "records from offset 5 did not come: " + offsets);
+                for (ConsumerRecord<String, String> record : consumer.poll(Duration.ofMillis(200))) {
+                    offsets.add(record.offset());
+                    epochs.add(record.leaderEpoch().orElse(-1));
+                }
+            }
+            result.put("validated_offsets", offsets);
+            result.put("record_epochs", epochs);
+
+            consumer.seek(partition, new OffsetAndMetadata(20, Optional.of(0), ""));
+            Object divergent = null;
+            while (divergent == null) {
+                check(System.nanoTime() < deadline, "no log truncation detected");
+                try {
+                    check(consumer.poll(Duration.ofMillis(200)).isEmpty(), "records past the log end");
+                } catch (LogTruncationException e) {
+                    OffsetAndMetadata at = e.divergentOffsets().get(partition);
+                    divergent = List.of(at.offset(), at.leaderEpoch().orElse(-1));
+                }
+            }
+            result.put("divergent", divergent);
+        }
+        return result;
     }
 
     /** Polls every consumer in turn, collecting values, until `done` holds. */
