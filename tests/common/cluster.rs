@@ -149,7 +149,7 @@ impl Cluster {
     /// What node `i` last logged about the metadata quorum (`None` before its first word).
     pub fn quorum_view(&self, i: usize) -> Option<QuorumView> {
         let stderr = self.nodes[i].stderr_text();
-        let line = stderr.lines().filter(|l| l.contains("metadata quorum")).last()?;
+        let line = stderr.lines().rfind(|l| l.contains("metadata quorum"))?;
         let field = |name: &str| {
             line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('=')).map(str::to_string)
         };

@@ -68,7 +68,7 @@ impl Workload {
     pub fn acked(&self) -> u64 {
         let reported = |running: &Running| {
             let out = running.stdout_so_far();
-            out.lines().filter_map(|l| l.strip_prefix("acked ")?.parse::<u64>().ok()).last().unwrap_or(0)
+            out.lines().filter_map(|l| l.strip_prefix("acked ")?.parse::<u64>().ok()).next_back().unwrap_or(0)
         };
         self.producers.iter().map(|(_, running)| reported(running)).sum()
     }

@@ -150,7 +150,7 @@ fn free_subnet(tag: &str) -> [u8; 3] {
 /// Removes the namespaces and bridges whose creating process no longer runs.
 fn remove_stale() {
     let dead = |owner: &str| {
-        usize::from_str_radix(owner, 36).map_or(false, |pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        usize::from_str_radix(owner, 36).is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
     };
     for line in ip_output(&["netns", "list"]).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
