@@ -14,6 +14,7 @@ use common::cluster::{Cluster, NOT_CONTROLLER, REQUEST_TIMED_OUT};
 /// nothing; once the link is back, it converges on the majority's log.
 #[test]
 fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_healed() {
+    let _one_at_a_time = common::serial();
     let cluster = Cluster::start_in_namespaces(3, 1, &[]);
     cluster.create_topic(0, "before", 2, Duration::from_secs(30));
     for i in 0..3 {
@@ -55,6 +56,7 @@ fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_h
 /// again and every node lists it.
 #[test]
 fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
+    let _one_at_a_time = common::serial();
     let cluster = Cluster::start_in_namespaces(
         3,
         1,

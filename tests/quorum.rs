@@ -12,6 +12,7 @@ use common::cluster::{Cluster, NOT_CONTROLLER, REQUEST_TIMED_OUT};
 
 #[test]
 fn the_quorum_survives_its_leader_and_the_leader_catches_up() {
+    let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &[]);
     cluster.create_topic(0, "first", 2, Duration::from_secs(30));
     for i in 0..3 {
@@ -71,6 +72,7 @@ fn bad_bytes_on_the_controller_listener_close_that_connection_only() {
 
 #[test]
 fn a_node_behind_the_leaders_snapshot_installs_it() {
+    let _one_at_a_time = common::serial();
     let snapshot_often = "metadata.log.max.record.bytes.between.snapshots=500";
     let mut cluster = Cluster::start(3, 1, &["--set", snapshot_often]);
     cluster.create_topic(0, "before", 2, Duration::from_secs(30));
@@ -98,6 +100,7 @@ fn a_node_behind_the_leaders_snapshot_installs_it() {
 /// steps down and learns what was committed without it.
 #[test]
 fn a_paused_metadata_leader_steps_down_once_resumed() {
+    let _one_at_a_time = common::serial();
     let cluster = Cluster::start(3, 1, &[]);
     cluster.create_topic(0, "before", 2, Duration::from_secs(30));
     let paused = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
@@ -120,6 +123,7 @@ fn a_paused_metadata_leader_steps_down_once_resumed() {
 /// it heartbeats again and is listed once more.
 #[test]
 fn a_broker_paused_past_its_session_is_fenced_until_resumed() {
+    let _one_at_a_time = common::serial();
     let cluster =
         Cluster::start(3, 1, &["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"]);
     for i in 0..3 {
