@@ -37,8 +37,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
-use crate::runtime::spawn_local;
 use crate::runtime::zero_copy::FileSlice;
+use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
@@ -109,6 +109,10 @@ pub struct Partition(Rc<Shared>);
 struct Shared {
     state: RefCell<State>,
     counters: Rc<SyncCounters>,
+    /// One permit: DeleteRecords take turns.
+    delete_records_turn: Semaphore,
+    /// One permit, held by a compaction pass in flight (truncation waits for it).
+    compaction_turn: Rc<Semaphore>,
 }
 
 /// An append waiting for the writer task.
@@ -172,7 +176,12 @@ impl Partition {
             writing: false,
             deleted: false,
         };
-        Ok(Partition(Rc::new(Shared { state: RefCell::new(state), counters })))
+        Ok(Partition(Rc::new(Shared {
+            state: RefCell::new(state),
+            counters,
+            delete_records_turn: Semaphore::new(1),
+            compaction_turn: Rc::new(Semaphore::new(1)),
+        })))
     }
 
     /// Validates and appends the batches of one produce request, wakes parked fetches, and
@@ -448,8 +457,11 @@ impl Partition {
     /// a tail that diverged from its leader's) and rolls back what depends on it: the
     /// idempotent producers' state (reloaded from a snapshot at or below the new end and the
     /// log), the high watermark. Returns the new log end. Only for a log that takes no appends
-    /// of its own (a follower's, or in tests): none may be queued, written or waiting.
-    pub fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+    /// of its own (a follower's, or in tests): none may be queued, written or waiting. A
+    /// compaction pass in flight is waited for (it may be rewriting what is cut), and none
+    /// starts meanwhile.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+        let _no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
         let state = &mut *self.0.state.borrow_mut();
         assert!(
             !state.writing && state.durability_waiters.is_empty() && state.sync_in_flight.is_none(),
@@ -527,20 +539,36 @@ impl Partition {
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords; -1 means the high watermark)
-    /// and returns the new log start offset. Offsets past the high watermark are refused.
-    pub fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
-        let mut state = self.0.state.borrow_mut();
-        let offset = if offset == HIGH_WATERMARK { state.high_watermark } else { offset };
-        if !(0..=state.high_watermark).contains(&offset) {
-            return Err(PartitionError::BeyondHighWatermark { offset, high_watermark: state.high_watermark });
+    /// and returns the new log start offset. Offsets past the high watermark are refused. The
+    /// new start is written to its file on a helper thread before it takes effect; DeleteRecords
+    /// on one partition take turns, so that the file never goes back to an older start.
+    pub fn delete_records(
+        &self,
+        offset: i64,
+    ) -> impl std::future::Future<Output = Result<i64, PartitionError>> + 'static {
+        let partition = self.clone();
+        async move {
+            let _turn = partition.0.delete_records_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
+            let (offset, write) = {
+                let state = partition.0.state.borrow();
+                let offset = if offset == HIGH_WATERMARK { state.high_watermark } else { offset };
+                if !(0..=state.high_watermark).contains(&offset) {
+                    return Err(PartitionError::BeyondHighWatermark { offset, high_watermark: state.high_watermark });
+                }
+                (offset, state.log.log_start_offset_write(offset))
+            };
+            if let Some(write) = write {
+                crate::runtime::file::run_blocking(write).await?;
+            }
+            Ok(partition.0.state.borrow_mut().log.finish_delete_records(offset)?)
         }
-        Ok(state.log.delete_records(offset)?)
     }
 
     /// Background upkeep: the time-based flush policy (`flush.ms`, an fsync through the ring),
-    /// compaction, `producer.id.expiration.ms`, and when `check_retention` says so, retention.
+    /// compaction (started on a helper thread, taken in when it is done), `producer.id.expiration.ms`,
+    /// and when `check_retention` says so, retention.
     pub fn maintain(&self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
-        let flush_due = {
+        let (flush_due, compaction) = {
             let mut state = self.0.state.borrow_mut();
             state.producers.expire_if_due(now_ms);
             if check_retention {
@@ -550,11 +578,28 @@ impl Partition {
                     tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
                 }
             }
-            state.log.compact_if_due(now_ms)?;
-            state.log.flush_due(now_ms)
+            // No pass starts while a truncation waits for its turn.
+            let compaction = match self.0.compaction_turn.try_acquire_static_permit(1) {
+                Ok(turn) => state.log.begin_compaction(now_ms).map(|job| (turn, job)),
+                Err(_) => None,
+            };
+            (state.log.flush_due(now_ms), compaction)
         };
         if flush_due {
             self.start_sync();
+        }
+        if let Some((turn, job)) = compaction {
+            let partition = self.clone();
+            spawn_local(async move {
+                let _turn = turn;
+                let outcome = crate::runtime::file::run_long(move || job.run()).await;
+                let mut state = partition.0.state.borrow_mut();
+                let now_ms = crate::runtime::now_ms();
+                if let Err(e) = state.log.finish_compaction(outcome, now_ms) {
+                    tracing::error!(dir = %state.dir.display(), error = %e, "compaction");
+                }
+            })
+            .detach();
         }
         Ok(())
     }
@@ -580,6 +625,8 @@ impl Partition {
         if let Some(reason) = &state.failed {
             return Err(StorageError::Io(std::io::Error::other(format!("an fsync failed: {reason}"))));
         }
+        // A compaction in flight stops at its next step: what it leaves is recovered at open.
+        state.log.release_dir();
         state.log.close()?;
         let log_end_offset = state.log.log_end_offset();
         state.producers.write_snapshot(log_end_offset)
@@ -591,6 +638,7 @@ impl Partition {
         let (dir, fs) = {
             let mut state = self.0.state.borrow_mut();
             state.deleted = true;
+            state.log.release_dir();
             (state.dir.clone(), state.log.file_system())
         };
         drop(self);
@@ -944,7 +992,7 @@ mod tests {
             let p = partition(dir.path());
             p.append(producer_batch(3, 0, 7, 0, 0), 0).await.unwrap();
             p.append(producer_batch(2, 0, 7, 0, 3), 0).await.unwrap();
-            assert_eq!(p.truncate_to(3).unwrap(), 3);
+            assert_eq!(p.truncate_to(3).await.unwrap(), 3);
             assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 3));
             // The cut batch is gone from the producer's state too: sent again, it is written
             // again, not answered as a duplicate of what no longer exists.
@@ -982,6 +1030,156 @@ mod tests {
             assert_eq!(p.append(producer_batch(1, 0, 7, 2, 0), 0).await.unwrap().base_offset, 3);
             // Batches without a producer id are never checked.
             assert_eq!(p.append(batch(1, 0), 0).await.unwrap().base_offset, 4);
+        })
+    }
+
+    /// A batch of one record with `key`.
+    fn keyed(key: &str, value: &str) -> Bytes {
+        crate::protocol::records::encode_batch(
+            &[(Some(Bytes::from(key.to_string())), Some(Bytes::from(value.to_string())))],
+            0,
+        )
+    }
+
+    /// A partition on the simulated disk with `rounds` records of each of three keys, in
+    /// segments of about 300 bytes, under `cleanup.policy=compact`.
+    async fn compactable(disk: &Arc<SimDisk>, name: &str, rounds: usize, counters: &Rc<SyncCounters>) -> Partition {
+        let p = simulated(disk, name, LogConfig { compact: true, segment_bytes: 300, ..config() }, counters);
+        for round in 0..rounds {
+            for key in ["a", "b", "c"] {
+                p.append(keyed(key, &round.to_string()), 0).await.unwrap();
+            }
+        }
+        p
+    }
+
+    /// Lets blocking syncs held on `disk` go after 10 s unless told first (the thread then says
+    /// it timed out): a test that holds a helper thread's work fails instead of hanging, should
+    /// that work block the shard.
+    fn release_in_time(disk: &Arc<SimDisk>) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+        let (finished, wait) = std::sync::mpsc::channel::<()>();
+        let disk = disk.clone();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = wait.recv_timeout(std::time::Duration::from_secs(10)).is_err();
+            disk.release_blocking_syncs();
+            timed_out
+        });
+        (finished, watchdog)
+    }
+
+    #[test]
+    fn compaction_runs_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let compacting = compactable(&disk, "t-0", 20, &counters).await;
+            let other = simulated(&disk, "t-1", config(), &counters);
+            let (size, end) = (compacting.size(), compacting.log_end_offset());
+            disk.hold_blocking_syncs(".cleaned");
+            let (finished, watchdog) = release_in_time(&disk);
+            compacting.maintain(crate::runtime::now_ms(), false).unwrap();
+            // The pass is held halfway, at the sync of its first rewritten segment: the shard
+            // serves meanwhile, the compacting partition included.
+            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0);
+            assert_eq!(other.read(0, 1 << 20).unwrap().len(), batch(2, 0).len());
+            assert!(!compacting.read(0, 1 << 20).unwrap().is_empty(), "the old segments still serve");
+            assert_eq!(compacting.size(), size, "nothing is swapped in before the pass is done");
+            assert_eq!(disk.blocked_syncs(), 1, "the compaction is still held");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the compacted segments are swapped in", || compacting.size() < size).await;
+            assert_eq!(compacting.log_end_offset(), end);
+        })
+    }
+
+    #[test]
+    fn segments_deleted_while_compaction_runs_go_once_it_is_done() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = compactable(&disk, "t-0", 20, &counters).await;
+            disk.hold_blocking_syncs(".cleaned");
+            let (finished, watchdog) = release_in_time(&disk);
+            p.maintain(crate::runtime::now_ms(), false).unwrap();
+            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            // DeleteRecords past the first segments: they are gone for reads at once, and their
+            // files stay until the compaction that may be rewriting them is done.
+            let start = p.delete_records(-1).await.unwrap();
+            assert_eq!(start, p.high_watermark());
+            assert!(p.read(0, 1 << 20).is_err(), "below the log start offset");
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let logs =
+                || fs.list_dir(Path::new("/data/t-0")).unwrap().into_iter().filter(|n| n.ends_with(".log")).count();
+            assert!(logs() > 2, "the files wait for the compaction");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the deleted segments' files are gone", || logs() == 1).await;
+            assert_eq!(p.log_start_offset(), start);
+        })
+    }
+
+    #[test]
+    fn delete_records_writes_the_log_start_offset_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", config(), &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            p.append(batch(3, 0), 0).await.unwrap();
+            disk.hold_blocking_syncs("log-start-offset");
+            let (finished, watchdog) = release_in_time(&disk);
+            let answer = Rc::new(RefCell::new(None));
+            let (answered, deletion) = (answer.clone(), p.delete_records(2));
+            spawn_local(async move { *answered.borrow_mut() = Some(deletion.await) }).detach();
+            until("the log start offset's file is being synced", || disk.blocked_syncs() == 1).await;
+            assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert!(answer.borrow().is_none());
+            assert_eq!(p.log_start_offset(), 0, "the start moves once its file holds it");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("DeleteRecords is answered", || answer.borrow().is_some()).await;
+            assert_eq!(answer.borrow_mut().take().unwrap().unwrap(), 2);
+            assert_eq!(p.log_start_offset(), 2);
+            assert_eq!(p.delete_records(-1).await.unwrap(), 3, "the next one gets its turn");
+        })
+    }
+
+    #[test]
+    fn a_truncation_waits_for_the_compaction_in_flight() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = compactable(&disk, "t-0", 20, &counters).await;
+            disk.hold_blocking_syncs(".cleaned");
+            let (finished, watchdog) = release_in_time(&disk);
+            p.maintain(crate::runtime::now_ms(), false).unwrap();
+            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            // A cut inside the closed segments the pass is rewriting.
+            let answer = Rc::new(RefCell::new(None));
+            let (answered, truncating) = (answer.clone(), p.clone());
+            spawn_local(async move { *answered.borrow_mut() = Some(truncating.truncate_to(10).await) }).detach();
+            for _ in 0..10 {
+                yield_now().await;
+            }
+            assert!(answer.borrow().is_none(), "the truncation waits for the pass");
+            assert_eq!(p.log_end_offset(), 60);
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the truncation is done", || answer.borrow().is_some()).await;
+            let end = answer.borrow_mut().take().unwrap().unwrap();
+            assert!(end <= 10 && p.log_end_offset() == end, "{end}");
+            // What compaction kept below the cut reads back; nothing at or past it does.
+            let mut offset = p.log_start_offset();
+            while offset < end {
+                let bytes = p.read(offset, 1 << 20).unwrap();
+                if bytes.is_empty() {
+                    break;
+                }
+                let records = crate::protocol::records::decode_records(bytes, offset).unwrap();
+                assert!(records.iter().all(|r| r.offset < end), "{records:?}");
+                offset = records.last().unwrap().offset + 1;
+            }
         })
     }
 }

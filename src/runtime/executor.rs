@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 /// io_uring buffer memory per shard; kept small so that many shards fit the default
 /// RLIMIT_MEMLOCK (8 MiB) of an unprivileged user.
@@ -26,7 +26,8 @@ where
         let cpu = cpus[shard_id % cpus.len()];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{shard_id}"))
-            .io_memory(IO_MEMORY_BYTES);
+            .io_memory(IO_MEMORY_BYTES)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(super::file::BLOCKING_THREADS));
         if !spin_before_park.is_zero() {
             builder = builder.spin_before_park(spin_before_park);
         }

@@ -86,11 +86,33 @@ fn io_error(error: glommio::GlommioError<()>) -> io::Error {
     }
 }
 
+/// Threads of each executor's blocking pool (unpinned, so that long work there competes with
+/// no shard in particular).
+pub const BLOCKING_THREADS: usize = 3;
+
+/// Long work ([`run_long`]) running at once on one executor's pool: a thread is always left for
+/// short work, so that no roll or DeleteRecords waits behind a compaction.
+const LONG_WORK_MAX: u64 = BLOCKING_THREADS as u64 - 1;
+
+thread_local! {
+    /// Permits for long work on this thread's executor.
+    static LONG_WORK: std::rc::Rc<glommio::sync::Semaphore> =
+        std::rc::Rc::new(glommio::sync::Semaphore::new(LONG_WORK_MAX));
+}
+
 /// Runs `work` on a helper thread of this shard's executor (glommio's blocking pool) and
 /// waits for it without blocking the shard: for file-system calls io_uring cannot take
-/// (directory fsync, open, unlink) and for long work.
+/// (directory fsync, open, unlink) and other short work.
 pub async fn run_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(work).await
+}
+
+/// [`run_blocking`] for work that may take long (compaction, recovery): at most
+/// `BLOCKING_THREADS - 1` at a time per shard, the rest waiting their turn.
+pub async fn run_long<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    let permits = LONG_WORK.with(std::rc::Rc::clone);
+    let _turn = permits.acquire_permit(1).await.expect("the semaphore is never closed");
+    run_blocking(work).await
 }
 
 /// An executor on this thread for code that drives storage outside a shard (tests, tools,
@@ -102,6 +124,7 @@ pub struct Driver(glommio::LocalExecutor);
 impl Driver {
     pub fn new() -> Driver {
         let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(BLOCKING_THREADS))
             .io_memory(ONE_OFF_IO_MEMORY_BYTES)
             .make()
             .expect("starting an executor");

@@ -54,16 +54,18 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
             reply.send(results)
         }
         ShardRequest::DeleteRecords(Call { request, reply }) => {
-            let mut table = shard.partitions.borrow_mut();
-            let results = request
-                .partitions
-                .into_iter()
-                .map(|(tp, offset)| match table.get_mut(&tp) {
-                    Some(p) => p.delete_records(offset),
-                    None => Err(shard.missing_partition_error(&tp)),
-                })
-                .collect();
-            reply.send(results)
+            let deletions: Vec<_> = {
+                let table = shard.partitions.borrow();
+                request
+                    .partitions
+                    .into_iter()
+                    .map(|(tp, offset)| match table.get(&tp) {
+                        Some(p) => p.delete_records(offset).left_future(),
+                        None => std::future::ready(Err(shard.missing_partition_error(&tp))).right_future(),
+                    })
+                    .collect()
+            };
+            reply.send(futures::future::join_all(deletions).await)
         }
         ShardRequest::CreateTopics(Call { request, reply }) => {
             reply.send(controller::create_topics(shard, request.topics, request.validate_only).await)

@@ -2,10 +2,21 @@
 //! each key, so a topic like `__consumer_offsets` stays proportional to its keys, not to its
 //! history. Offsets never change: compaction leaves gaps, which reads step over.
 //!
+//! A pass ([`Job`]) runs on a helper thread (the executor's blocking pool), never on the
+//! shard's: it reads only closed segments and the active one's bytes below the size it had when
+//! the pass began (both immutable), and writes only the closed segments' files, which the owner
+//! no longer writes and does not delete while the pass runs (deletions wait for it, see
+//! `Log::finish_compaction`). It hands back each rewritten segment's indexes as plain data; the
+//! owner alone swaps them into its segment list, so a read between the rename and the swap
+//! still reads the old file through its open descriptor, which holds the same records plus the
+//! superseded ones. Its directory operations go through the log's [`DirClaim`], so a deleted or
+//! closed partition stops it.
+//!
 //! A segment is rewritten beside itself (`.log.cleaned`), batch by batch, made durable, and
 //! renamed over the original after its index files are removed; a crash at any point leaves
-//! either the old or the new segment, and missing indexes are rebuilt on open. Memory holds
-//! one batch at a time (plus the map of latest offsets per key), never a whole segment.
+//! either the old or the new segment (a leftover `.cleaned` is removed at open), and missing
+//! indexes are rebuilt on open. Memory holds one batch at a time (plus the map of latest
+//! offsets per key), never a whole segment.
 //!
 //! A batch keeps its base offset, offset range, producer fields and codec: a batch that loses
 //! nothing is copied byte for byte, one that loses records is re-encoded with the producer's
@@ -18,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::io::IoSlice;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,36 +37,95 @@ use bytes::Bytes;
 use super::StorageError;
 use super::batch::{self, BatchHeader, DELETE_HORIZON_FLAG};
 use super::codec::Codec;
-use super::fs::{FileHandle, FileSystem, Open, write_all_at};
+use super::fs::{Claimed, DirClaim, FileHandle, FileSystem, Open, write_all_at};
 use super::records::{for_each_record, write_record};
-use super::segment::{Check, Segment, Tail, file_name};
+use super::segment::{Check, Sealed, Segment, Tail, file_name};
 
-/// What one compaction pass needs to know.
-pub struct Pass<'a> {
-    /// The offset of the latest record of every key in the log.
-    pub latest: &'a HashMap<Bytes, i64>,
-    /// How far a batch's records may inflate (as on append).
-    pub decompressed_limit: usize,
-    pub delete_retention_ms: i64,
-    pub index_interval_bytes: u64,
-    pub now_ms: i64,
+/// Suffix of a segment being rewritten; one a crash left is removed when the log opens.
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// One compaction pass over a log, made by the owner (`Log::begin_compaction`) and run on a
+/// helper thread ([`Job::run`]).
+pub struct Job {
+    pub(super) fs: Arc<dyn FileSystem>,
+    pub(super) claim: DirClaim,
+    pub(super) dir: PathBuf,
+    /// Base offset and size of every segment, oldest first; all but the last (the active one,
+    /// whose keys count but which is not rewritten) are closed.
+    pub(super) segments: Vec<(i64, u64)>,
+    pub(super) decompressed_limit: usize,
+    pub(super) delete_retention_ms: i64,
+    pub(super) index_interval_bytes: u64,
+    pub(super) now_ms: i64,
 }
 
-/// What compacting one segment did.
-pub struct Compacted {
-    /// The rewritten segment, or `None` when nothing changed.
-    pub segment: Option<Segment>,
-    /// The earliest delete horizon of the tombstones it still holds: the time a pass is due.
+/// What a pass did, for the owner to take in.
+pub struct Done {
+    /// The segments it rewrote, indexed.
+    pub cleaned: Vec<Sealed>,
+    /// The earliest delete horizon of the tombstones it kept: the time the next pass is due.
     pub tombstones_due_ms: Option<i64>,
 }
 
+impl Job {
+    /// Runs the pass: plain blocking file I/O, for a helper thread.
+    pub fn run(self) -> Result<Done, StorageError> {
+        let fs: Arc<dyn FileSystem> = Arc::new(Claimed { fs: self.fs, claim: self.claim.clone() });
+        let readers = (self.segments.iter())
+            .map(|&(base, size)| Segment::reader(&fs, &self.dir, base, size))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut latest = HashMap::new();
+        for segment in &readers {
+            note_latest(segment, self.decompressed_limit, &self.claim, &mut latest)?;
+        }
+        let pass = Pass {
+            latest: &latest,
+            decompressed_limit: self.decompressed_limit,
+            delete_retention_ms: self.delete_retention_ms,
+            index_interval_bytes: self.index_interval_bytes,
+            now_ms: self.now_ms,
+            claim: &self.claim,
+        };
+        let mut done = Done { cleaned: Vec::new(), tombstones_due_ms: None };
+        for segment in &readers[..readers.len() - 1] {
+            let compacted = compact(&fs, &self.dir, segment, &pass)?;
+            done.cleaned.extend(compacted.segment);
+            done.tombstones_due_ms = earliest(done.tombstones_due_ms, compacted.tombstones_due_ms);
+        }
+        Ok(done)
+    }
+}
+
+/// What one compaction pass needs to know.
+struct Pass<'a> {
+    /// The offset of the latest record of every key in the log.
+    latest: &'a HashMap<Bytes, i64>,
+    /// How far a batch's records may inflate (as on append).
+    decompressed_limit: usize,
+    delete_retention_ms: i64,
+    index_interval_bytes: u64,
+    now_ms: i64,
+    /// Stops the pass between batches once released.
+    claim: &'a DirClaim,
+}
+
+/// What compacting one segment did.
+struct Compacted {
+    /// The rewritten segment, indexed, or `None` when nothing changed.
+    segment: Option<Sealed>,
+    /// The earliest delete horizon of the tombstones it still holds: the time a pass is due.
+    tombstones_due_ms: Option<i64>,
+}
+
 /// Records the offset of every key in `segment`; later calls overwrite earlier ones.
-pub fn note_latest(
+fn note_latest(
     segment: &Segment,
     decompressed_limit: usize,
+    claim: &DirClaim,
     latest: &mut HashMap<Bytes, i64>,
 ) -> Result<(), StorageError> {
     segment.for_each_batch(|header, batch| {
+        claim.check()?;
         let walked = for_each_record(header, batch, decompressed_limit, |record| {
             if let Some(key) = record.key {
                 let offset = header.base_offset + i64::from(record.offset_delta);
@@ -76,18 +146,19 @@ pub fn note_latest(
 
 /// Rewrites `segment` without superseded records and expired tombstones, stamping delete
 /// horizons on batches whose tombstones are kept for the first time.
-pub fn compact(
+fn compact(
     fs: &Arc<dyn FileSystem>,
     dir: &Path,
     segment: &Segment,
     pass: &Pass<'_>,
 ) -> Result<Compacted, StorageError> {
     let base = segment.base_offset;
-    let cleaned_path = dir.join(format!("{}.cleaned", file_name(base, "log")));
+    let cleaned_path = dir.join(format!("{}{CLEANED_SUFFIX}", file_name(base, "log")));
     let mut cleaned = Cleaned { file: fs.open(&cleaned_path, Open::Truncate)?, buffer: Vec::new(), position: 0 };
     let mut changed = false;
     let mut tombstones_due_ms: Option<i64> = None;
     let written = segment.for_each_batch(|header, batch| {
+        pass.claim.check()?;
         let (outcome, due) = rewrite(header, batch, pass)?;
         tombstones_due_ms = earliest(tombstones_due_ms, due);
         match outcome {
@@ -114,9 +185,8 @@ pub fn compact(
     fs.sync_dir(dir)?;
     tracing::debug!(dir = %dir.display(), base, "compacted a segment");
     let segment = Segment::open(fs, dir, base, Check::Full, Tail::MustBeWhole, pass.index_interval_bytes, pass.now_ms)?;
-    // Its indexes were rebuilt in memory; write them, so that a restart can trust them.
-    segment.sync()?;
-    Ok(Compacted { segment: Some(segment), tombstones_due_ms })
+    // Its indexes were rebuilt in memory; they are written, so that a restart can trust them.
+    Ok(Compacted { segment: Some(segment.into_sealed()?), tombstones_due_ms })
 }
 
 /// Bytes gathered before the rewritten segment is written to.
@@ -159,7 +229,7 @@ enum Rewritten {
 }
 
 /// The earlier of two optional times.
-pub fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

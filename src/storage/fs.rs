@@ -14,6 +14,10 @@
 //! across them. The other operations are synchronous and serve cold paths (open, recovery,
 //! index files, small metadata files).
 //!
+//! Work on a helper thread (compaction, a DeleteRecords' offset file) reaches the directory
+//! through [`Claimed`], under its log's [`DirClaim`], so that it never touches a directory that
+//! a deleted partition left and a topic created again may have taken.
+//!
 //! Cost on the hot path: one dynamic call per write or sync; the write takes an owned buffer
 //! (the one copy of a request's batches for one partition).
 //!
@@ -24,7 +28,7 @@
 use std::cell::OnceCell;
 use std::io::{self, IoSlice};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::future::LocalBoxFuture;
@@ -113,6 +117,80 @@ pub fn replace(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<()>
     }
     fs.rename(tmp, path)?;
     fs.sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Whether a log's directory is still its own, for work on a helper thread: released when the
+/// partition is deleted (its directory is renamed away, and a topic created again may take the
+/// name) or closed. A release waits for a directory operation in progress under the claim, and
+/// none starts after it, so a helper never creates, renames or removes an entry in a directory
+/// that is no longer its log's.
+#[derive(Clone, Default)]
+pub struct DirClaim(Arc<Mutex<bool>>);
+
+impl DirClaim {
+    /// From now on, operations under the claim fail; returns once none is in progress.
+    pub fn release(&self) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    }
+
+    /// Fails if the claim was released: for long work to stop between steps.
+    pub fn check(&self) -> io::Result<()> {
+        self.under(|| Ok(()))
+    }
+
+    /// Runs `op` unless the claim was released, holding it meanwhile (the release waits).
+    fn under<R>(&self, op: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        let released = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *released {
+            return Err(io::Error::other("the log's directory was released (partition deleted or closed)"));
+        }
+        op()
+    }
+}
+
+/// A file system whose directory operations run under a [`DirClaim`]: what a helper thread
+/// works through. Operations on files already open are not guarded (they never touch a
+/// directory entry).
+pub struct Claimed {
+    pub fs: Arc<dyn FileSystem>,
+    pub claim: DirClaim,
+}
+
+impl FileSystem for Claimed {
+    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+        self.claim.under(|| self.fs.open(path, mode))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.claim.under(|| self.fs.read(path))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.claim.under(|| self.fs.create_dir_all(path))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.claim.under(|| self.fs.list_dir(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.claim.under(|| self.fs.rename(from, to))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.claim.under(|| self.fs.remove_file(path))
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.claim.under(|| self.fs.remove_dir_all(path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        // Syncing a directory changes no entry, whoever it belongs to now: it need not make a
+        // release wait for a disk flush.
+        self.claim.check()?;
+        self.fs.sync_dir(path)
+    }
 }
 
 /// Writes every byte of `slices` at `position`, however many calls it takes.

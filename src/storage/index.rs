@@ -143,6 +143,17 @@ impl<E: Entry> IndexFile<E> {
         IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) }
     }
 
+    /// The index whose file at `path` holds `entries` durably (written off the shard's thread).
+    pub fn synced(path: &Path, entries: Vec<E>) -> IndexFile<E> {
+        let synced = Cell::new(entries.len());
+        IndexFile { path: path.to_path_buf(), entries, synced }
+    }
+
+    /// The entries, leaving the index.
+    pub fn into_entries(self) -> Vec<E> {
+        self.entries
+    }
+
     pub fn append(&mut self, entry: E) {
         if let Some(last) = self.entries.last() {
             assert!(last.key() <= entry.key(), "index keys must not decrease");

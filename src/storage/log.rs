@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
-use super::fs::{FileSystem, IoFuture};
+use super::fs::{Claimed, DirClaim, FileSystem, IoFuture};
 use super::leader_epoch::LeaderEpochCache;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
@@ -92,6 +92,13 @@ pub struct Log {
     tombstones_due_ms: Option<i64>,
     /// Where each leader epoch's batches start (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
+    /// Closed segments when the compaction in flight (on a helper thread) began.
+    compacting: Option<usize>,
+    /// Segments deleted while a compaction was in flight: their files are renamed away once it
+    /// is done, since it may be rewriting them.
+    deleted_meanwhile: Vec<Segment>,
+    /// Whether the directory is still this log's, for work on helper threads.
+    claim: DirClaim,
 }
 
 impl Log {
@@ -116,7 +123,7 @@ impl Log {
         };
         let now = crate::runtime::now_ms();
         let recovery_point = read_offset_file(&**fs, dir, RECOVERY_POINT_FILE);
-        let mut bases = segment_bases(fs, dir, &names);
+        let mut bases = segment_bases(fs, dir, &names)?;
         bases.sort_unstable();
         let index_interval = u64::from(config.index_interval_bytes);
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
@@ -154,6 +161,9 @@ impl Log {
             compacted_segments: 0,
             tombstones_due_ms: None,
             epochs: LeaderEpochCache::empty(dir),
+            compacting: None,
+            deleted_meanwhile: Vec::new(),
+            claim: DirClaim::default(),
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         let first_base = log.segments[0].base_offset;
@@ -489,36 +499,83 @@ impl Log {
     }
 
     /// Under `cleanup.policy=compact`, once a segment has closed since the last pass or a kept
-    /// tombstone's `delete.retention.ms` has run out: drops from closed segments every record
-    /// that a later record of the same key supersedes, and expired tombstones.
-    pub fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+    /// tombstone's `delete.retention.ms` has run out, and no pass is in flight: a pass that
+    /// drops from closed segments every record a later record of the same key supersedes, and
+    /// expired tombstones. It is to run on a helper thread ([`compaction::Job::run`]), its
+    /// outcome taken in by [`Log::finish_compaction`]; the log serves meanwhile.
+    pub fn begin_compaction(&mut self, now_ms: i64) -> Option<compaction::Job> {
         let closed = self.segments.len() - 1;
         let tombstones_due = self.tombstones_due_ms.is_some_and(|due| now_ms >= due);
-        if !self.config.compact || closed == 0 || (closed == self.compacted_segments && !tombstones_due) {
-            return Ok(());
+        if !self.config.compact
+            || self.compacting.is_some()
+            || closed == 0
+            || (closed == self.compacted_segments && !tombstones_due)
+        {
+            return None;
         }
-        let decompressed_limit = self.config.max_message_bytes.saturating_mul(batch::DECOMPRESSION_RATIO_LIMIT);
-        let mut latest = std::collections::HashMap::new();
-        for segment in &self.segments {
-            compaction::note_latest(segment, decompressed_limit, &mut latest)?;
-        }
-        let pass = compaction::Pass {
-            latest: &latest,
-            decompressed_limit,
+        self.compacting = Some(closed);
+        Some(compaction::Job {
+            fs: self.fs.clone(),
+            claim: self.claim.clone(),
+            dir: self.dir.clone(),
+            segments: self.segments.iter().map(|s| (s.base_offset, s.size())).collect(),
+            decompressed_limit: self.config.max_message_bytes.saturating_mul(batch::DECOMPRESSION_RATIO_LIMIT),
             delete_retention_ms: self.config.delete_retention_ms,
             index_interval_bytes: u64::from(self.config.index_interval_bytes),
             now_ms,
-        };
-        self.tombstones_due_ms = None;
-        for i in 0..closed {
-            let compacted = compaction::compact(&self.fs, &self.dir, &self.segments[i], &pass)?;
-            if let Some(cleaned) = compacted.segment {
-                self.segments[i] = cleaned;
-            }
-            self.tombstones_due_ms = compaction::earliest(self.tombstones_due_ms, compacted.tombstones_due_ms);
+        })
+    }
+
+    /// Takes in what the compaction pass did: each rewritten segment replaces the one it was
+    /// made from (unless that one was deleted meanwhile); then the segments deleted meanwhile
+    /// go. A failed pass changes nothing here (it left the old or the new file of each
+    /// segment, both holding its latest records); the next upkeep tries again.
+    pub fn finish_compaction(
+        &mut self,
+        outcome: Result<compaction::Done, StorageError>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let closed = self.compacting.take().expect("a compaction was in flight");
+        let deleted = std::mem::take(&mut self.deleted_meanwhile);
+        if self.claim.check().is_err() {
+            // The directory went with the partition (a new one may have its name): touch nothing.
+            return Ok(());
         }
-        self.compacted_segments = closed;
+        let swapped = outcome.and_then(|done| {
+            for cleaned in done.cleaned {
+                if let Ok(i) = self.segments.binary_search_by_key(&cleaned.base_offset, |s| s.base_offset) {
+                    self.segments[i] = Segment::open_sealed(&self.fs, &self.dir, cleaned, now_ms)?;
+                }
+            }
+            self.tombstones_due_ms = done.tombstones_due_ms;
+            self.compacted_segments = closed.saturating_sub(deleted.len());
+            Ok(())
+        });
+        for segment in deleted {
+            segment.delete()?;
+        }
+        swapped
+    }
+
+    /// A whole compaction pass on a log owned by the caller (tests, tools).
+    pub async fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        if let Some(job) = self.begin_compaction(now_ms) {
+            let outcome = crate::runtime::file::run_long(move || job.run()).await;
+            self.finish_compaction(outcome, now_ms)?;
+        }
         Ok(())
+    }
+
+    /// The log's file system for work on a helper thread: its directory operations stop once the
+    /// directory is released.
+    fn claimed_fs(&self) -> Arc<dyn FileSystem> {
+        Arc::new(Claimed { fs: self.fs.clone(), claim: self.claim.clone() })
+    }
+
+    /// Stops work on helper threads from touching the log's directory (see [`DirClaim`]): the
+    /// partition is being deleted or closed.
+    pub fn release_dir(&self) {
+        self.claim.release();
     }
 
     /// Whether `flush.ms` has passed since the last fsync and something was appended since.
@@ -538,12 +595,24 @@ impl Log {
         Ok(())
     }
 
-    /// Moves the log start offset up to `offset` (DeleteRecords): reads below it fail from now
-    /// on, and the segments wholly below it are deleted. Returns the log start offset.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, StorageError> {
+    /// The first half of DeleteRecords up to `offset`: the write of the new log start offset to
+    /// its file (durably, replacing the old one), to run on a helper thread before
+    /// [`Log::finish_delete_records`]; `None` when the log already starts there.
+    pub fn log_start_offset_write(
+        &self,
+        offset: i64,
+    ) -> Option<impl FnOnce() -> Result<(), StorageError> + Send + use<>> {
+        let fs = self.claimed_fs();
+        let dir = self.dir.clone();
+        (offset > self.log_start_offset)
+            .then(move || move || write_offset_file(&*fs, &dir, LOG_START_OFFSET_FILE, offset))
+    }
+
+    /// Moves the log start offset up to `offset` once its file holds it: reads below it fail
+    /// from now on, and the segments wholly below it are deleted. Returns the log start offset.
+    pub fn finish_delete_records(&mut self, offset: i64) -> Result<i64, StorageError> {
         assert!(offset <= self.log_end_offset(), "DeleteRecords stops at the high watermark");
         if offset > self.log_start_offset {
-            write_offset_file(&*self.fs, &self.dir, LOG_START_OFFSET_FILE, offset)?;
             self.log_start_offset = offset;
             // A segment can go once the next one starts at or below the new start.
             let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
@@ -551,6 +620,14 @@ impl Log {
             self.epochs_follow_log_start()?;
         }
         Ok(self.log_start_offset)
+    }
+
+    /// Both halves of DeleteRecords on a log owned by the caller.
+    pub async fn delete_records(&mut self, offset: i64) -> Result<i64, StorageError> {
+        if let Some(write) = self.log_start_offset_write(offset) {
+            crate::runtime::file::run_blocking(write).await?;
+        }
+        self.finish_delete_records(offset)
     }
 
     /// Cuts the log before the batch holding `offset` (a follower dropping a tail that diverged
@@ -565,6 +642,8 @@ impl Log {
     /// written last (one left ahead of the log is cut at open).
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
         assert!(!self.write_in_flight, "a truncation happens between appends");
+        // A pass may be rewriting the segments it would cut or delete.
+        assert!(self.compacting.is_none(), "a truncation happens between compaction passes");
         let log_end_offset = self.log_end_offset();
         if offset >= log_end_offset {
             return Ok(log_end_offset);
@@ -634,7 +713,10 @@ impl Log {
         self.compacted_segments = self.compacted_segments.saturating_sub(count);
         for segment in self.segments.drain(..count) {
             tracing::debug!(dir = %self.dir.display(), base_offset = segment.base_offset, "deleting segment");
-            segment.delete()?;
+            match self.compacting {
+                Some(_) => self.deleted_meanwhile.push(segment),
+                None => segment.delete()?,
+            }
         }
         self.epochs_follow_log_start()
     }
@@ -719,12 +801,18 @@ fn delete_segment_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Re
 }
 
 /// The base offsets of the segments among `names`, the entries of `dir`. Files a crash left
-/// `.deleted` are queued for unlinking on the way.
-fn segment_bases(fs: &Arc<dyn FileSystem>, dir: &Path, names: &[String]) -> Vec<i64> {
+/// `.deleted` are queued for unlinking on the way, unfinished compactions removed.
+fn segment_bases(fs: &Arc<dyn FileSystem>, dir: &Path, names: &[String]) -> Result<Vec<i64>, StorageError> {
     let mut bases = Vec::new();
     for name in names {
         if name.ends_with(deleter::DELETED_SUFFIX) {
             deleter::unlink_later(fs, dir.join(name));
+            continue;
+        }
+        // A compaction that a crash interrupted left its rewrite unfinished: the original
+        // stands. Removed at once, lest the deleter remove the next pass's file of that name.
+        if name.ends_with(compaction::CLEANED_SUFFIX) {
+            fs.remove_file(&dir.join(name))?;
             continue;
         }
         if let Some(stem) = name.strip_suffix(".log")
@@ -733,7 +821,7 @@ fn segment_bases(fs: &Arc<dyn FileSystem>, dir: &Path, names: &[String]) -> Vec<
             bases.push(base);
         }
     }
-    bases
+    Ok(bases)
 }
 
 /// The offset kept in file `name` of `dir`. A missing or unreadable file reads as 0: for the
@@ -1264,7 +1352,7 @@ pub(crate) mod tests {
             log.append(keyed("d", Some("d0")), 0, 0).await.unwrap();
             let before = log.segments.len();
             assert!(before > 3);
-            log.compact_if_due(0).unwrap();
+            log.compact_if_due(0).await.unwrap();
             let after = records(&log);
             // Closed segments keep only each key's latest record ("b" was last deleted, at 30);
             // the open segment is left alone. Offsets do not change.
@@ -1410,7 +1498,7 @@ pub(crate) mod tests {
             }
             let closed = log.segments.len() - 1;
             assert!(closed > 2);
-            log.compact_if_due(0).unwrap();
+            log.compact_if_due(0).await.unwrap();
             assert!(records(&log).len() < 20, "compacted");
             // Every closed segment has expired 2 s from now (a segment that compaction emptied
             // has no timestamp left and ages by its file's modification time).
@@ -1430,7 +1518,7 @@ pub(crate) mod tests {
             }
             let second_base = log.segments[1].base_offset;
             let start = second_base + 3;
-            assert_eq!(log.delete_records(start).unwrap(), start);
+            assert_eq!(log.delete_records(start).await.unwrap(), start);
             assert_eq!(log.segments[0].base_offset, second_base);
             assert_eq!(segment_files(dir.path())[0], second_base);
             assert!(matches!(
@@ -1441,7 +1529,7 @@ pub(crate) mod tests {
             let first = batches_in(&log.read(start, 1, i64::MAX, Wait::Yes).unwrap())[0];
             assert!(first.0 <= start && start < first.0 + 2);
             // The start never moves back.
-            assert_eq!(log.delete_records(1).unwrap(), start);
+            assert_eq!(log.delete_records(1).await.unwrap(), start);
             drop(log);
             for clean in [true, false] {
                 let log = Log::open(&os(), dir.path(), config(), clean).unwrap();
@@ -1449,7 +1537,7 @@ pub(crate) mod tests {
                 assert_eq!(log.log_end_offset(), 80);
             }
             let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
-            assert_eq!(log.delete_records(80).unwrap(), 80);
+            assert_eq!(log.delete_records(80).await.unwrap(), 80);
             assert!(log.read(80, 1000, i64::MAX, Wait::Yes).unwrap().is_empty());
             assert_eq!(log.append(batch(1, 0), 0, 0).await.unwrap().base_offset, 80);
         })
@@ -1484,7 +1572,7 @@ pub(crate) mod tests {
                 log.append(keyed("filler", Some("f")), 0, 0).await.unwrap();
             }
             let start = 10_000;
-            log.compact_if_due(start).unwrap();
+            log.compact_if_due(start).await.unwrap();
             let tombstone = (3, "b".to_string(), None);
             let after = records(&log);
             assert!(after.contains(&tombstone), "{after:?}");
@@ -1495,14 +1583,14 @@ pub(crate) mod tests {
             assert_eq!(crate::protocol::records::decode_records(bytes, 3).unwrap()[0].timestamp, 0);
 
             // Not due yet: no segment closed, the horizon has not passed.
-            log.compact_if_due(start + 999).unwrap();
+            log.compact_if_due(start + 999).await.unwrap();
             assert!(records(&log).contains(&tombstone));
             log.close().unwrap();
             drop(log);
             let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, true).unwrap();
-            log.compact_if_due(start + 500).unwrap();
+            log.compact_if_due(start + 500).await.unwrap();
             assert!(records(&log).contains(&tombstone), "a restart does not restart the clock");
-            log.compact_if_due(start + 1000).unwrap();
+            log.compact_if_due(start + 1000).await.unwrap();
             let gone = records(&log);
             assert!(!gone.iter().any(|r| r.1 == "b"), "{gone:?}");
             assert!(gone.contains(&(2, "a".to_string(), Some("a".to_string()))));
@@ -1542,7 +1630,7 @@ pub(crate) mod tests {
                     originals.push(log.append(bytes, 0, 0).await.unwrap().base_offset);
                 }
                 assert!(log.segments.len() > 2, "{codec:?}");
-                log.compact_if_due(0).unwrap();
+                log.compact_if_due(0).await.unwrap();
                 let closed_end = log.segments.last().unwrap().base_offset;
                 for &base in originals.iter().filter(|&&b| b < closed_end) {
                     let bytes = log.read(base, 1, i64::MAX, Wait::Yes).unwrap();
@@ -1684,9 +1772,9 @@ mod epoch_tests {
             let dir = tempfile::tempdir().unwrap();
             let one_batch = LogConfig { segment_bytes: batch(2, 0).len() as u64, ..config() };
             let mut log = log_with_epochs(dir.path(), one_batch, &[0, 0, 1, 1, 1, 2, 2, 2]).await;
-            assert_eq!(log.delete_records(3).unwrap(), 3);
+            assert_eq!(log.delete_records(3).await.unwrap(), 3);
             assert_eq!(checkpoint(dir.path()), "0\n3\n0 3\n1 4\n2 10\n");
-            assert_eq!(log.delete_records(5).unwrap(), 5);
+            assert_eq!(log.delete_records(5).await.unwrap(), 5);
             assert_eq!(checkpoint(dir.path()), "0\n2\n1 5\n2 10\n");
             // Retention moves it to a segment's base.
             let config = LogConfig { retention_bytes: Some(0), ..log.config().clone() };
@@ -1771,7 +1859,7 @@ mod truncation_tests {
             for _ in 0..3 {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
-            log.delete_records(3).unwrap();
+            log.delete_records(3).await.unwrap();
             assert!(matches!(log.truncate_to(2), Err(StorageError::OffsetOutOfRange { .. })));
             // The batch holding 3 starts at 2, below the log start: it cannot go.
             assert!(matches!(log.truncate_to(3), Err(StorageError::OffsetOutOfRange { .. })));

@@ -225,7 +225,7 @@ async fn truncate_on_shard(seed: u64) -> Result<(), String> {
     let kept = written.iter().take_while(|(_, end)| *end <= target).count();
     let cut = if kept == 0 { 0 } else { written[kept - 1].1 };
     disk.fail_after(rng.below(0, 40));
-    let truncated = partition.truncate_to(target);
+    let truncated = partition.truncate_to(target).await;
     drop(partition);
     disk.power_cut(rng.next());
 

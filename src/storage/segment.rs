@@ -60,6 +60,17 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
+/// What the owner needs to take in a closed segment that a helper thread opened (and indexed):
+/// plain data, so that it can cross threads.
+pub struct Sealed {
+    pub base_offset: i64,
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    offsets: Vec<OffsetEntry>,
+    times: Vec<TimeEntry>,
+}
+
 impl Segment {
     /// Creates an empty segment, its directory entries durable before anything is written.
     pub fn create(
@@ -166,6 +177,43 @@ impl Segment {
             segment.max_timestamp = -1;
             segment.recover(index_interval_bytes, tail)?;
         }
+        Ok(segment)
+    }
+
+    /// A closed segment of `size` bytes, for reading its batches on a helper thread
+    /// ([`Segment::for_each_batch`]): its indexes are not read.
+    pub fn reader(fs: &Arc<dyn FileSystem>, dir: &Path, base_offset: i64, size: u64) -> Result<Segment, StorageError> {
+        let mut segment = Segment::open_created(fs, dir, base_offset, 0)?;
+        segment.size = size;
+        Ok(segment)
+    }
+
+    /// The segment as plain data, its index files synced: for the owner to take in with
+    /// [`Segment::open_sealed`].
+    pub fn into_sealed(self) -> Result<Sealed, StorageError> {
+        self.sync()?;
+        Ok(Sealed {
+            base_offset: self.base_offset,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            offsets: self.offset_index.into_entries(),
+            times: self.time_index.into_entries(),
+        })
+    }
+
+    /// Opens the closed segment that a helper thread indexed ([`Segment::into_sealed`]).
+    pub fn open_sealed(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        sealed: Sealed,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let Sealed { base_offset, size, next_offset, max_timestamp, offsets, times } = sealed;
+        let mut segment = Segment::open_created(fs, dir, base_offset, now_ms)?;
+        segment.offset_index = IndexFile::synced(&dir.join(file_name(base_offset, "index")), offsets);
+        segment.time_index = IndexFile::synced(&dir.join(file_name(base_offset, "timeindex")), times);
+        (segment.size, segment.next_offset, segment.max_timestamp) = (size, next_offset, max_timestamp);
         Ok(segment)
     }
 

@@ -13,7 +13,9 @@
 //! An fsync makes durable what was written before it was submitted, when it completes.
 //! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
 //! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
-//! happened; [`SimDisk::fail_syncs`] makes them fail with EIO.
+//! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
+//! makes the blocking syncs (`sync_data`, made on helper threads) of some files wait, so that a
+//! test can hold such work halfway and see what the shard does meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IoSlice};
@@ -89,6 +91,40 @@ struct State {
     /// Asynchronous fsyncs submitted so far.
     syncs_submitted: u64,
     fail_syncs: bool,
+    /// Holds blocking syncs while set.
+    blocking_syncs: Arc<Gate>,
+}
+
+/// A gate at which blocking calls on some files wait while it is closed.
+#[derive(Default)]
+struct Gate {
+    /// While closed, the text in the paths of the files held, and how many calls wait.
+    state: Mutex<(Option<String>, usize)>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn pass(&self, path: &Path) {
+        let held = |closed: &Option<String>| closed.as_ref().is_some_and(|text| path.to_string_lossy().contains(text));
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !held(&state.0) {
+            return;
+        }
+        state.1 += 1;
+        while held(&state.0) {
+            state = self.opened.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        state.1 -= 1;
+    }
+
+    fn set(&self, closed: Option<String>) {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0 = closed;
+        self.opened.notify_all();
+    }
+
+    fn waiting(&self) -> usize {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1
+    }
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>` (and as `Arc<dyn FileSystem>`).
@@ -139,6 +175,7 @@ impl SimDisk {
             held_syncs: None,
             syncs_submitted: 0,
             fail_syncs: false,
+            blocking_syncs: Arc::default(),
         };
         Arc::new(SimDisk { state: Arc::new(Mutex::new(state)) })
     }
@@ -170,6 +207,23 @@ impl SimDisk {
     /// Asynchronous fsyncs submitted so far.
     pub fn syncs_submitted(&self) -> u64 {
         self.state().syncs_submitted
+    }
+
+    /// From now on, blocking syncs ([`FileHandle::sync_data`]) of files whose path contains
+    /// `text` wait until [`SimDisk::release_blocking_syncs`]; only helper threads may make them
+    /// then.
+    pub fn hold_blocking_syncs(&self, text: &str) {
+        self.state().blocking_syncs.set(Some(text.to_string()));
+    }
+
+    /// Lets the blocking syncs held go on, and those made later.
+    pub fn release_blocking_syncs(&self) {
+        self.state().blocking_syncs.set(None);
+    }
+
+    /// Blocking syncs waiting to be released.
+    pub fn blocked_syncs(&self) -> usize {
+        self.state().blocking_syncs.waiting()
     }
 
     /// Makes every fsync from now on fail with EIO (`false`: succeed again).
@@ -276,7 +330,7 @@ impl FileSystem for SimDisk {
                 id
             }
         };
-        Ok(Box::new(SimFile { state: self.state.clone(), id }))
+        Ok(Box::new(SimFile { state: self.state.clone(), id, path: path.to_path_buf() }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -377,6 +431,8 @@ impl FileSystem for SimDisk {
 struct SimFile {
     state: Arc<Mutex<State>>,
     id: InodeId,
+    /// The path it was opened by.
+    path: PathBuf,
 }
 
 impl SimFile {
@@ -438,6 +494,8 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let gate = lock(&self.state).blocking_syncs.clone();
+        gate.pass(&self.path);
         self.with(|inode| {
             inode.durable = inode.current.clone();
             inode.syncs += 1;
