@@ -1723,6 +1723,24 @@ mod epoch_tests {
     }
 
     #[test]
+    fn a_new_epoch_whose_checkpoint_cannot_be_written_is_refused_before_its_batch() {
+        crate::runtime::file::block_on(async {
+            let disk = crate::storage::fs::simulated::SimDisk::new();
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            fs.create_dir_all(Path::new("/data")).unwrap();
+            let mut log = Log::open(&fs, Path::new("/data/t-0"), config(), false).unwrap();
+            log.append(batch(2, 0), 0, 0).await.unwrap();
+            disk.fail_after(0);
+            assert!(matches!(log.append(batch(2, 0), 1, 0).await, Err(StorageError::Io(_))));
+            assert_eq!((log.log_end_offset(), log.latest_epoch()), (2, Some(0)), "nothing of it was taken");
+            disk.fail_after(u64::MAX);
+            assert_eq!(log.append(batch(2, 0), 1, 0).await.unwrap().base_offset, 2);
+            let checkpoint = fs.read(&Path::new("/data/t-0").join(CHECKPOINT_FILE)).unwrap();
+            assert_eq!(checkpoint, b"0\n2\n0 0\n1 2\n");
+        })
+    }
+
+    #[test]
     fn a_missing_or_broken_checkpoint_is_rebuilt_from_the_batches() {
         crate::runtime::file::block_on(async {
             let dir = tempfile::tempdir().unwrap();
