@@ -43,7 +43,7 @@ use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
-use crate::storage::{AppendInfo, Begun, Log, LogConfig, StorageError, Wait};
+use crate::storage::{AppendInfo, Log, LogConfig, Staged, Staging, StorageError, Wait};
 
 /// Why an operation on a partition failed. Kafka's error codes come from it at the handler edge
 /// (`protocol::errors::partition_error_code`), nowhere else.
@@ -115,12 +115,36 @@ struct Shared {
     compaction_turn: Rc<Semaphore>,
 }
 
+/// Most bytes the writer gathers into one write from the appends queued on a partition
+/// (one larger append is written alone): each write costs a hand-off to the kernel's worker
+/// (ext4 takes no buffered write without blocking), so appends that queued up meanwhile share
+/// one; the bound keeps the copy they are gathered in, and the wait of the first of them, small.
+const COALESCED_WRITE_BYTES_MAX: usize = 1 << 20;
+
+/// An append's outcome, and whether it must be durable before it is answered.
+type Outcome = Result<(AppendInfo, bool), PartitionError>;
+
 /// An append waiting for the writer task.
 struct QueuedAppend {
     batches: Bytes,
     now_ms: i64,
-    /// The append's outcome, and whether it must be durable before it is answered.
-    done: oneshot::Sender<Result<(AppendInfo, bool), PartitionError>>,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// An append staged in the write the writer task is gathering.
+struct Member {
+    /// Its batches' headers, for the producers' state once it is written.
+    headers: Vec<BatchHeader>,
+    now_ms: i64,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// What the writer does with an append.
+enum Stage {
+    /// It is answered without being written: refused, or a retry of a batch in the log.
+    Answer(Outcome),
+    /// What the log did with it.
+    Log(Staging),
 }
 
 struct State {
@@ -211,67 +235,125 @@ impl Partition {
         }
     }
 
-    /// The writer task: writes the queued appends in order, one at a time, until none is left.
+    /// The writer task: writes the queued appends in order until none is left, those queued
+    /// together in one write.
     async fn write_queued(&self) {
-        loop {
-            let next = {
-                let state = &mut *self.0.state.borrow_mut();
-                let next = state.appends.pop_front();
-                state.writing = next.is_some();
-                // The leader epoch changed while an append was written (`set_leader_epoch`).
-                if next.is_none() && state.log.latest_epoch() != Some(state.leader_epoch) {
-                    become_leader(&mut state.log, state.leader_epoch, &state.dir);
-                }
-                next
-            };
-            let Some(QueuedAppend { batches, now_ms, done }) = next else { return };
-            let _ = done.send(self.write_one(batches, now_ms).await);
+        while let Some((staged, members)) = self.stage_queued().await {
+            self.write(staged, members).await;
         }
     }
 
-    /// Validates, stamps and writes one append (rolling the log first if it must), and takes
-    /// it into the log. Returns whether it must be durable before it is answered.
-    async fn write_one(&self, batches: Bytes, now_ms: i64) -> Result<(AppendInfo, bool), PartitionError> {
-        let headers = batch_headers(&batches)?;
-        let (pending, write) = loop {
+    /// Stages the appends at the head of the queue, in order, for one write: as many as fit in
+    /// [`COALESCED_WRITE_BYTES_MAX`] (at least one) and in the active segment, rolling it
+    /// first if the first does not fit. Appends refused, and retries (answered with their
+    /// original offsets), are answered at once. `None` when the queue is empty: the writer
+    /// stops.
+    async fn stage_queued(&self) -> Option<(Staged, Vec<Member>)> {
+        let mut staged = {
+            let state = self.0.state.borrow();
+            let mut bytes = 0;
+            for append in &state.appends {
+                if bytes > 0 && bytes + append.batches.len() > COALESCED_WRITE_BYTES_MAX {
+                    break;
+                }
+                bytes += append.batches.len();
+            }
+            Staged::with_capacity(bytes)
+        };
+        let mut members: Vec<Member> = Vec::new();
+        loop {
+            // Stages appends until the write is full, or the first must wait for a roll.
+            let (mut roll, next) = {
+                let mut state = self.0.state.borrow_mut();
+                let Some(next) = state.appends.front() else {
+                    if members.is_empty() {
+                        let state = &mut *state;
+                        state.writing = false;
+                        // The leader epoch changed while appends were written (`set_leader_epoch`).
+                        if state.log.latest_epoch() != Some(state.leader_epoch) {
+                            become_leader(&mut state.log, state.leader_epoch, &state.dir);
+                        }
+                        return None;
+                    }
+                    return Some((staged, members));
+                };
+                let headers = match batch_headers(&next.batches) {
+                    Ok(headers) => headers,
+                    Err(e) => {
+                        let next = state.appends.pop_front().expect("looked at");
+                        let _ = next.done.send(Err(e));
+                        continue;
+                    }
+                };
+                // A producer's next batch is checked against the state its previous one
+                // recorded once written: a producer's appends go in separate writes.
+                let joins = staged.len() + next.batches.len() <= COALESCED_WRITE_BYTES_MAX
+                    && !members.iter().any(|m| shares_producer(&m.headers, &headers));
+                if !members.is_empty() && !joins {
+                    return Some((staged, members));
+                }
+                let next = state.appends.pop_front().expect("looked at");
+                match state.stage(&mut staged, &next.batches, &headers, next.now_ms) {
+                    Stage::Answer(outcome) => {
+                        let _ = next.done.send(outcome);
+                        continue;
+                    }
+                    Stage::Log(Staging::Staged) => {
+                        members.push(Member { headers, now_ms: next.now_ms, done: next.done });
+                        continue;
+                    }
+                    Stage::Log(Staging::WriteFirst) => {
+                        state.appends.push_front(next);
+                        return Some((staged, members));
+                    }
+                    Stage::Log(Staging::RollFirst) => (state.log.begin_roll(), next),
+                }
+            };
+            let outcome = roll.run().await;
             let mut state = self.0.state.borrow_mut();
-            if state.deleted {
-                return Err(PartitionError::Unknown);
-            }
-            if state.failed.is_some() {
-                return Err(PartitionError::SyncFailed);
-            }
-            if let Checked::Duplicate(original) = state.producers.check(&headers)? {
-                // The original may still wait for its fsync: so does its retry.
-                return Ok((original, !state.log.config().write_caching));
-            }
-            let epoch = state.leader_epoch;
-            match state.log.begin_append(&batches, epoch, now_ms).map_err(|e| state.refused(e))? {
-                Begun::Writing(pending, write) => break (pending, write),
-                Begun::RollFirst => {
-                    let mut roll = state.log.begin_roll();
-                    drop(state);
-                    let outcome = roll.run().await;
-                    let mut state = self.0.state.borrow_mut();
-                    state.log.finish_roll(roll, outcome, now_ms).map_err(|e| state.refused(e))?;
+            match state.log.finish_roll(roll, outcome, next.now_ms) {
+                Ok(()) => {
                     // The state so far is the state at the new segment's base.
                     if let Err(e) = state.producers.write_snapshot(state.log.active_base_offset()) {
                         tracing::warn!(dir = %state.dir.display(), error = %e, "writing a producer snapshot");
                     }
+                    // Staged again, into the new segment.
+                    state.appends.push_front(next);
+                }
+                Err(e) => {
+                    let _ = next.done.send(Err(state.refused(e)));
                 }
             }
-        };
+        }
+    }
+
+    /// Writes the staged appends with one write and takes them into the log; answers each,
+    /// in order. A failed write fails them all (the log cuts it back off).
+    async fn write(&self, staged: Staged, members: Vec<Member>) {
+        let (pending, write) = self.0.state.borrow_mut().log.write_staged(staged);
         let written = write.await;
         let mut state = self.0.state.borrow_mut();
-        let (info, durable_before_answer) = state.log.finish_append(pending, written).map_err(|e| state.refused(e))?;
-        state.producers.record(&headers, &info, now_ms);
+        let appends = match state.log.finish_write(pending, written) {
+            Ok(appends) => appends,
+            Err(e) => {
+                let e = state.refused(e);
+                for member in members {
+                    let each = std::io::Error::other(e.to_string());
+                    let _ = member.done.send(Err(PartitionError::Storage(StorageError::Io(each))));
+                }
+                return;
+            }
+        };
         // One replica: everything written is committed.
         state.high_watermark = state.log.log_end_offset();
-        debug_assert!(state.high_watermark > info.last_offset);
+        for (member, (info, durable_before_answer)) in members.into_iter().zip(appends) {
+            state.producers.record(&member.headers, &info, member.now_ms);
+            debug_assert!(state.high_watermark > info.last_offset);
+            let _ = member.done.send(Ok((info, durable_before_answer)));
+        }
         for waiter in state.data_waiters.drain(..) {
             let _ = waiter.send(());
         }
-        Ok((info, durable_before_answer))
     }
 
     /// Waits until everything below `end` is durable when `durable_before_answer`
@@ -648,6 +730,27 @@ impl Partition {
 }
 
 impl State {
+    /// Stages one append (whose batches have `headers`) into `staged`, unless it is answered
+    /// at once: refused (topic deleted, a failed fsync, out of sequence, invalid) or a retry.
+    fn stage(&mut self, staged: &mut Staged, batches: &Bytes, headers: &[BatchHeader], now_ms: i64) -> Stage {
+        if self.deleted {
+            return Stage::Answer(Err(PartitionError::Unknown));
+        }
+        if self.failed.is_some() {
+            return Stage::Answer(Err(PartitionError::SyncFailed));
+        }
+        match self.producers.check(headers) {
+            // The original may still wait for its fsync: so does its retry.
+            Ok(Checked::Duplicate(original)) => return Stage::Answer(Ok((original, !self.log.config().write_caching))),
+            Ok(Checked::Append) => {}
+            Err(e) => return Stage::Answer(Err(e.into())),
+        }
+        match self.log.stage(staged, batches, self.leader_epoch, now_ms) {
+            Ok(staging) => Stage::Log(staging),
+            Err(e) => Stage::Answer(Err(self.refused(e))),
+        }
+    }
+
     /// An append the log refused.
     fn refused(&self, error: StorageError) -> PartitionError {
         tracing::debug!(dir = %self.dir.display(), error = %error, "append refused");
@@ -662,6 +765,13 @@ fn become_leader(log: &mut Log, leader_epoch: i32, dir: &Path) {
     if let Err(e) = log.assign_epoch(leader_epoch, log.log_end_offset()) {
         tracing::warn!(dir = %dir.display(), error = %e, "writing the leader-epoch checkpoint");
     }
+}
+
+/// Whether two appends carry batches of the same idempotent producer.
+fn shares_producer(a: &[BatchHeader], b: &[BatchHeader]) -> bool {
+    a.iter()
+        .filter(|h| h.has_producer_id())
+        .any(|h| b.iter().any(|o| o.has_producer_id() && o.producer_id == h.producer_id))
 }
 
 /// The headers of every batch of a request, for the producer checks. Transactional and
@@ -688,6 +798,7 @@ mod tests {
     use crate::storage::TimestampType;
     use crate::storage::batch::tests::{batch, producer_batch};
     use crate::storage::fs::simulated::SimDisk;
+    use kafka_protocol::ResponseError;
 
     fn config() -> LogConfig {
         LogConfig {
@@ -745,21 +856,27 @@ mod tests {
         }
     }
 
+    /// Each append's answer, once it came.
+    type Answers = RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>;
+
     /// Starts `count` appends of one record each at once; the returned cells fill in as they
     /// are answered.
-    fn append_concurrently(
-        p: &Partition,
-        count: usize,
-    ) -> Rc<RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>> {
-        let answers = Rc::new(RefCell::new((0..count).map(|_| None).collect::<Vec<_>>()));
-        for i in 0..count {
-            let (answers, append) = (answers.clone(), p.append(batch(1, 0), 0));
+    fn append_concurrently(p: &Partition, count: usize) -> Rc<Answers> {
+        append_all(p, (0..count).map(|_| batch(1, 0)))
+    }
+
+    /// Starts an append of each of `requests` at once, in order; the returned cells fill in as
+    /// they are answered.
+    fn append_all(p: &Partition, requests: impl ExactSizeIterator<Item = Bytes>) -> Rc<Answers> {
+        let answers = Rc::new(RefCell::new((0..requests.len()).map(|_| None).collect::<Vec<_>>()));
+        for (i, batches) in requests.enumerate() {
+            let (answers, append) = (answers.clone(), p.append(batches, 0));
             spawn_local(async move { answers.borrow_mut()[i] = Some(append.await) }).detach();
         }
         answers
     }
 
-    fn answered(answers: &RefCell<Vec<Option<Result<AppendInfo, PartitionError>>>>) -> usize {
+    fn answered(answers: &Answers) -> usize {
         answers.borrow().iter().filter(|a| a.is_some()).count()
     }
 
@@ -813,20 +930,21 @@ mod tests {
             let counters = Rc::new(SyncCounters::default());
             let p = simulated(&disk, "t-0", LogConfig { flush_messages: Some(1), ..config() }, &counters);
             disk.hold_syncs();
-            let answers = append_concurrently(&p, 10);
-            // The first append to finish its write starts an fsync; the others finish theirs
-            // meanwhile and wait for the next one.
+            let first = append_concurrently(&p, 1);
+            until("the first append's fsync is submitted", || disk.held_syncs() == 1).await;
+            // Nine more are written while it is in flight: it does not cover them.
+            let answers = append_concurrently(&p, 9);
             until("all ten are written", || p.log_end_offset() == 10).await;
             assert_eq!(disk.held_syncs(), 1, "one fsync at a time");
-            assert_eq!(answered(&answers), 0, "nothing answered before its fsync completed");
+            assert_eq!(answered(&first) + answered(&answers), 0, "nothing answered before its fsync completed");
 
             assert_eq!(disk.release_syncs(), 1);
             until("the second fsync is submitted", || disk.held_syncs() == 1).await;
-            let covered_by_first = answered(&answers);
-            assert!(covered_by_first < 10, "the appends written after the first fsync was submitted still wait");
+            until("the first append is answered", || answered(&first) == 1).await;
+            assert_eq!(answered(&answers), 0, "the appends written after the first fsync was submitted still wait");
             assert_eq!(disk.release_syncs(), 1);
-            until("all are answered", || answered(&answers) == 10).await;
-            assert!(answers.borrow().iter().all(|a| matches!(a, Some(Ok(_)))));
+            until("all are answered", || answered(&answers) == 9).await;
+            assert!(first.borrow().iter().chain(answers.borrow().iter()).all(|a| matches!(a, Some(Ok(_)))));
             assert_eq!(disk.syncs_submitted(), 2, "two fsyncs covered ten appends");
             assert_eq!((counters.fsyncs.get(), counters.covered_appends.get()), (2, 10));
             assert_eq!(disk.held_syncs(), 0, "no fsync left over");
@@ -1181,5 +1299,130 @@ mod tests {
                 offset = records.last().unwrap().offset + 1;
             }
         })
+    }
+
+    #[test]
+    fn appends_queued_behind_a_write_share_the_next_one_in_order() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let p = simulated(&disk, "t-0", config(), &Rc::default());
+            disk.hold_writes();
+            let first = append_concurrently(&p, 1);
+            until("the first append's write is submitted", || disk.held_writes() == 1).await;
+            // Nine more queue meanwhile, and go out together once it completes.
+            let answers = append_concurrently(&p, 9);
+            disk.release_writes();
+            until("a second write is submitted", || disk.held_writes() == 1).await;
+            disk.release_writes();
+            until("all are answered", || answered(&first) + answered(&answers) == 10).await;
+            assert_eq!(disk.writes_submitted(), 2, "ten appends, two writes");
+            assert_eq!(base_offsets(&first), [0]);
+            assert_eq!(
+                base_offsets(&answers),
+                (1..10).collect::<Vec<_>>(),
+                "offsets in the order the appends were made"
+            );
+            // The file holds the batches in that order, each stamped with its offset.
+            let mut read = p.read(0, 1 << 20).unwrap();
+            for offset in 0..10 {
+                let header = BatchHeader::parse(&read).unwrap();
+                assert_eq!(header.base_offset, offset);
+                read = read.slice(header.size()..);
+            }
+            assert!(read.is_empty());
+        })
+    }
+
+    #[test]
+    fn a_failed_coalesced_write_fails_every_append_in_it_and_none_is_acknowledged() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let p = simulated(&disk, "t-0", config(), &Rc::default());
+            disk.hold_writes();
+            let first = append_concurrently(&p, 1);
+            until("the first append's write is submitted", || disk.held_writes() == 1).await;
+            let answers = append_concurrently(&p, 9);
+            // The first write completes; the one gathering the nine others writes half and fails.
+            disk.fail_writes(true);
+            disk.release_writes();
+            until("a second write is submitted", || disk.held_writes() == 1).await;
+            disk.release_writes();
+            until("all are answered", || answered(&first) + answered(&answers) == 10).await;
+            assert_eq!(disk.writes_submitted(), 2);
+            assert_eq!(base_offsets(&first), [0]);
+            for answer in answers.borrow().iter() {
+                let error = answer.as_ref().unwrap().as_ref().unwrap_err();
+                let code = crate::protocol::errors::partition_error_code(error);
+                assert_eq!(code, ResponseError::KafkaStorageError, "{error:?}");
+            }
+            // Nothing of the failed write is readable, and its half was cut off the file.
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (1, 1));
+            assert_eq!(p.read(0, 1 << 20).unwrap().len(), batch(1, 0).len());
+            disk.fail_writes(false);
+            disk.release_writes();
+            let next = p.append(batch(1, 0), 0);
+            until("the next write is submitted", || disk.held_writes() == 1).await;
+            disk.release_writes();
+            assert_eq!(next.await.unwrap().base_offset, 1, "written right after the first batch");
+            assert_eq!(p.read(0, 1 << 20).unwrap().len(), 2 * batch(1, 0).len());
+        })
+    }
+
+    #[test]
+    fn a_producer_s_queued_batches_go_in_separate_writes_each_checked_after_the_one_before() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let p = simulated(&disk, "t-0", config(), &Rc::default());
+            disk.hold_writes();
+            let requests = [
+                producer_batch(3, 0, 7, 0, 0),
+                producer_batch(3, 0, 7, 0, 3),
+                producer_batch(3, 0, 8, 0, 0),
+                producer_batch(3, 0, 7, 0, 6),
+                batch(1, 0),
+            ];
+            let answers = append_all(&p, requests.into_iter());
+            // Writes: the first; the second with producer 8's; producer 7's third with the last.
+            for write in 0..3 {
+                until("the next write is submitted", || disk.held_writes() == 1).await;
+                assert_eq!(disk.writes_submitted(), write + 1);
+                disk.release_writes();
+            }
+            until("all are answered", || answered(&answers) == 5).await;
+            assert_eq!(base_offsets(&answers), [0, 3, 6, 9, 12], "each in order, none refused");
+            assert_eq!((p.log_end_offset(), disk.writes_submitted()), (13, 3));
+        })
+    }
+
+    #[test]
+    fn queued_appends_that_overflow_the_segment_are_written_after_the_roll() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            // Room for three batches a segment.
+            let three = LogConfig { segment_bytes: 3 * batch(1, 0).len() as u64, ..config() };
+            let p = simulated(&disk, "t-0", three, &Rc::default());
+            disk.hold_writes();
+            let first = append_concurrently(&p, 1);
+            until("the first append's write is submitted", || disk.held_writes() == 1).await;
+            let answers = append_concurrently(&p, 7);
+            for _ in 0..3 {
+                disk.release_writes();
+                until("the next write is submitted", || disk.held_writes() == 1).await;
+            }
+            disk.release_writes();
+            until("all are answered", || answered(&first) + answered(&answers) == 8).await;
+            // 1, then 2 filling the first segment, 3 filling the next, 2 in the last.
+            assert_eq!(disk.writes_submitted(), 4);
+            assert_eq!(base_offsets(&answers), (1..8).collect::<Vec<_>>());
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let mut logs: Vec<String> =
+                fs.list_dir(Path::new("/data/t-0")).unwrap().into_iter().filter(|f| f.ends_with(".log")).collect();
+            logs.sort();
+            assert_eq!(logs, ["00000000000000000000.log", "00000000000000000003.log", "00000000000000000006.log"]);
+        })
+    }
+
+    fn base_offsets(answers: &Answers) -> Vec<i64> {
+        answers.borrow().iter().map(|a| a.as_ref().unwrap().as_ref().unwrap().base_offset).collect()
     }
 }

@@ -36,11 +36,13 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// only to a segment's base, which the segment files themselves record.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
-/// What [`Log::begin_append`] did.
-pub enum Begun {
-    /// The append's write is in flight.
-    Writing(PendingAppend, IoFuture),
-    /// The active segment must roll first ([`Log::begin_roll`]); then begin again.
+/// What [`Log::stage`] did with an append.
+pub enum Staging {
+    /// Stamped into the [`Staged`] write.
+    Staged,
+    /// It does not fit beside the appends staged already: write those first.
+    WriteFirst,
+    /// The active segment must roll first ([`Log::begin_roll`]); then stage it again.
     RollFirst,
 }
 
@@ -65,10 +67,41 @@ impl Roll {
     }
 }
 
-/// An append whose write is in flight: what [`Log::finish_append`] needs to take it in.
-pub struct PendingAppend {
-    info: AppendInfo,
+/// Appends stamped for one write at the end of the active segment ([`Log::stage`]), in the
+/// order they were staged: their bytes one after the other (the one copy of the requests'
+/// batches), each append's offsets and each batch's stamped header.
+pub struct Staged {
+    bytes: Vec<u8>,
+    appends: Vec<AppendInfo>,
     /// Each stamped batch header with its max timestamp, in order.
+    stamped: Vec<(BatchHeader, i64)>,
+}
+
+impl Staged {
+    /// Room for `bytes` of batches (stamped batches are as long as they came): a buffer that
+    /// grew would be moved, onto fresh pages that each cost a fault.
+    pub fn with_capacity(bytes: usize) -> Staged {
+        Staged { bytes: Vec::with_capacity(bytes), appends: Vec::new(), stamped: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+    }
+
+    /// Bytes staged.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Offsets staged.
+    fn offsets(&self) -> i64 {
+        self.appends.iter().map(|a| a.last_offset + 1 - a.base_offset).sum()
+    }
+}
+
+/// A write of [`Staged`] appends in flight: what [`Log::finish_write`] needs to take them in.
+pub struct PendingWrite {
+    appends: Vec<AppendInfo>,
     stamped: Vec<(BatchHeader, i64)>,
     segment_base_offset: i64,
 }
@@ -84,7 +117,7 @@ pub struct Log {
     /// Records appended since the last fsync was started; drives `flush.messages`.
     messages_since_flush: u64,
     last_flush_ms: i64,
-    /// Set between [`Log::begin_append`] and [`Log::finish_append`].
+    /// Set between [`Log::write_staged`] and [`Log::finish_write`].
     write_in_flight: bool,
     /// Closed segments at the last compaction; a pass runs only once another has closed...
     compacted_segments: usize,
@@ -198,13 +231,19 @@ impl Log {
         Ok(epochs)
     }
 
-    /// Validates every batch of `batches` (all or nothing); unless the log must roll first
-    /// ([`Begun::RollFirst`]), assigns offsets from the log end, stamps the leader epoch (and
-    /// LogAppendTime when configured), and starts writing the stamped batches after the last
-    /// one: one buffer, the one copy of the request's batches. Nothing is visible (log end,
-    /// indexes, reads) until [`Log::finish_append`] gets the write's outcome; no other append
-    /// may start before.
-    pub fn begin_append(&mut self, batches: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<Begun, StorageError> {
+    /// Validates every batch of `batches` (all or nothing); unless it must wait
+    /// ([`Staging::RollFirst`], [`Staging::WriteFirst`]), assigns offsets after the log end
+    /// and the appends staged before it, stamps the leader epoch (and LogAppendTime when
+    /// configured), and copies the stamped batches into `staged`. Nothing is visible (log end,
+    /// indexes, reads) until [`Log::finish_write`] gets the write's outcome; no append may be
+    /// staged while a write is in flight.
+    pub fn stage(
+        &mut self,
+        staged: &mut Staged,
+        batches: &Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Staging, StorageError> {
         assert!(!self.write_in_flight, "appends to one log never interleave");
         let rules = batch::Validation {
             max_batch_bytes: self.config.max_message_bytes,
@@ -217,18 +256,30 @@ impl Log {
         };
         let parsed = batch::validate_all(batches, &rules)?;
         let offsets: i64 = parsed.iter().map(|(_, h)| h.offset_count()).sum();
-        if self.roll_due(batches.len() as u64, offsets, now_ms) {
-            return Ok(Begun::RollFirst);
+        if !self.fits((staged.len() + batches.len()) as u64, staged.offsets() + offsets, now_ms) {
+            if !staged.is_empty() {
+                // The staged appends fitted without this one: they go to this segment.
+                return Ok(Staging::WriteFirst);
+            }
+            // An append alone in an empty segment is written there, whatever its size.
+            if !self.active().is_empty() {
+                return Ok(Staging::RollFirst);
+            }
         }
 
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        let base_offset = self.log_end_offset();
-        self.assign_epoch(leader_epoch, base_offset)?;
+        let base_offset = staged.appends.last().map_or(self.log_end_offset(), |a| a.last_offset + 1);
+        if staged.is_empty() {
+            self.assign_epoch(leader_epoch, base_offset)?;
+        } else if self.latest_epoch() != Some(leader_epoch) {
+            // The cache takes an epoch from an offset at the log end, not one that a failed
+            // write may never reach: the new epoch starts the next write.
+            return Ok(Staging::WriteFirst);
+        }
         let mut next_offset = base_offset;
-        let mut stamped = Vec::with_capacity(parsed.len());
         let mut records = 0u64;
+        staged.bytes.reserve(batches.len());
         // Each batch is written as its stamped header followed by its untouched records.
-        let mut bytes = Vec::with_capacity(batches.len());
         for (position, header) in &parsed {
             let batch = &batches[*position..*position + header.size()];
             let stamp = Stamp {
@@ -238,55 +289,74 @@ impl Log {
                 attributes: header.attributes,
                 max_timestamp: header.max_timestamp,
             };
-            bytes.extend_from_slice(&batch::stamped_header(batch, &stamp));
-            bytes.extend_from_slice(&batch[HEADER_LEN..]);
+            staged.bytes.extend_from_slice(&batch::stamped_header(batch, &stamp));
+            staged.bytes.extend_from_slice(&batch[HEADER_LEN..]);
             let mut header = *header;
             header.base_offset = next_offset;
-            stamped.push((header, log_append_time.unwrap_or(header.max_timestamp)));
+            staged.stamped.push((header, log_append_time.unwrap_or(header.max_timestamp)));
             next_offset += header.offset_count();
             records += header.records_count as u64;
         }
-        let write = self.active().write_at_end(bytes);
-        self.write_in_flight = true;
-        let info = AppendInfo {
+        staged.appends.push(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             log_append_time_ms: log_append_time.unwrap_or(-1),
             records,
-        };
-        Ok(Begun::Writing(PendingAppend { info, stamped, segment_base_offset: self.active_base_offset() }, write))
+        });
+        Ok(Staging::Staged)
     }
 
-    /// Takes the append [`Log::begin_append`] started into the log once its write completed
-    /// (or cuts it back off the file if it failed). Returns whether the append must be durable
-    /// before it is acknowledged: `write.caching=false`, or `flush.messages` reached.
-    pub fn finish_append(
+    /// Starts writing the `staged` appends (at least one) after the last batch, as one write
+    /// through the shard's ring.
+    pub fn write_staged(&mut self, staged: Staged) -> (PendingWrite, IoFuture) {
+        assert!(!staged.is_empty() && !self.write_in_flight, "one write at a time, of staged appends");
+        let write = self.active().write_at_end(staged.bytes);
+        self.write_in_flight = true;
+        let pending = PendingWrite {
+            appends: staged.appends,
+            stamped: staged.stamped,
+            segment_base_offset: self.active_base_offset(),
+        };
+        (pending, write)
+    }
+
+    /// Takes the appends [`Log::write_staged`] wrote into the log once the write completed (or
+    /// cuts them all back off the file if it failed). Returns each append's offsets, in order,
+    /// and whether it must be durable before it is acknowledged: `write.caching=false`, or
+    /// `flush.messages` reached by the records up to it.
+    pub fn finish_write(
         &mut self,
-        pending: PendingAppend,
+        pending: PendingWrite,
         written: std::io::Result<()>,
-    ) -> Result<(AppendInfo, bool), StorageError> {
-        assert!(self.write_in_flight, "an append was started");
+    ) -> Result<Vec<(AppendInfo, bool)>, StorageError> {
+        assert!(self.write_in_flight, "a write was started");
         self.write_in_flight = false;
-        assert_eq!(pending.segment_base_offset, self.active_base_offset(), "the log rolls only between appends");
+        assert_eq!(pending.segment_base_offset, self.active_base_offset(), "the log rolls only between writes");
         let index_interval = u64::from(self.config.index_interval_bytes);
         self.active_mut().finish_append(written, &pending.stamped, index_interval)?;
-        debug_assert_eq!(self.log_end_offset(), pending.info.last_offset + 1);
-        self.messages_since_flush += pending.info.records;
-        let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
-        Ok((pending.info, flush_by_count || !self.config.write_caching))
+        debug_assert_eq!(self.log_end_offset(), pending.appends.last().map_or(0, |a| a.last_offset + 1));
+        let appends = pending.appends.into_iter().map(|info| {
+            self.messages_since_flush += info.records;
+            let flush_by_count = self.config.flush_messages.is_some_and(|n| self.messages_since_flush >= n);
+            (info, flush_by_count || !self.config.write_caching)
+        });
+        Ok(appends.collect())
     }
 
-    /// The whole append on a log owned by the caller (tests, tools): begin, write, finish, and
+    /// The whole append on a log owned by the caller (tests, tools): stage, write, finish, and
     /// the fsync `flush.messages` asks for.
     pub async fn append(&mut self, batches: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (pending, write) = loop {
-            match self.begin_append(&batches, leader_epoch, now_ms)? {
-                Begun::Writing(pending, write) => break (pending, write),
-                Begun::RollFirst => self.roll(now_ms).await?,
+        let mut staged = Staged::with_capacity(batches.len());
+        loop {
+            match self.stage(&mut staged, &batches, leader_epoch, now_ms)? {
+                Staging::Staged => break,
+                Staging::RollFirst => self.roll(now_ms).await?,
+                Staging::WriteFirst => unreachable!("nothing else is staged"),
             }
-        };
+        }
+        let (pending, write) = self.write_staged(staged);
         let written = write.await;
-        let (info, flush) = self.finish_append(pending, written)?;
+        let (info, flush) = self.finish_write(pending, written)?.pop().expect("one append was written");
         if flush {
             self.sync_now(now_ms).await?;
         }
@@ -336,19 +406,16 @@ impl Log {
         Ok(())
     }
 
-    /// Whether the active segment must roll before taking `incoming_bytes` more: it is
-    /// non-empty and would outgrow `segment.bytes`, is older than `segment.ms`, or would
-    /// overflow its relative offsets.
-    fn roll_due(&self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> bool {
+    /// Whether the active segment takes `incoming_bytes` and `incoming_offsets` more: it would
+    /// not outgrow `segment.bytes`, is younger than `segment.ms`, and would not overflow its
+    /// relative offsets.
+    fn fits(&self, incoming_bytes: u64, incoming_offsets: i64, now_ms: i64) -> bool {
         let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT);
         let active = self.active();
-        if active.is_empty() {
-            return false;
-        }
         let too_big = active.size() + incoming_bytes > segment_bytes;
         let too_old = now_ms - active.created_ms >= self.config.segment_ms;
         let offsets_overflow = active.next_offset + incoming_offsets - active.base_offset > i64::from(u32::MAX);
-        too_big || too_old || offsets_overflow
+        !(too_big || too_old || offsets_overflow)
     }
 
     /// Starts closing the active segment so that a new one takes the appends: see [`Roll`].

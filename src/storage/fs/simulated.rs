@@ -16,6 +16,10 @@
 //! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
 //! makes the blocking syncs (`sync_data`, made on helper threads) of some files wait, so that a
 //! test can hold such work halfway and see what the shard does meanwhile.
+//! Asynchronous writes are held and failed as fsyncs are: [`SimDisk::hold_writes`] keeps them
+//! from completing (their bytes are in the file at once, as in a page cache, but the writer
+//! does not know it yet) until [`SimDisk::release_writes`], and [`SimDisk::fail_writes`] makes
+//! them write half their bytes and fail with EIO.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IoSlice};
@@ -91,6 +95,11 @@ struct State {
     /// Asynchronous fsyncs submitted so far.
     syncs_submitted: u64,
     fail_syncs: bool,
+    /// While holding: the submitted asynchronous writes, each completing when its sender fires.
+    held_writes: Option<Vec<oneshot::Sender<()>>>,
+    /// Asynchronous writes submitted so far.
+    writes_submitted: u64,
+    fail_writes: bool,
     /// Holds blocking syncs while set.
     blocking_syncs: Arc<Gate>,
 }
@@ -176,6 +185,9 @@ impl SimDisk {
             syncs_submitted: 0,
             fail_syncs: false,
             blocking_syncs: Arc::default(),
+            held_writes: None,
+            writes_submitted: 0,
+            fail_writes: false,
         };
         Arc::new(SimDisk { state: Arc::new(Mutex::new(state)) })
     }
@@ -229,6 +241,39 @@ impl SimDisk {
     /// Makes every fsync from now on fail with EIO (`false`: succeed again).
     pub fn fail_syncs(&self, fail: bool) {
         self.state().fail_syncs = fail;
+    }
+
+    /// From now on, asynchronous writes submitted do not complete until
+    /// [`SimDisk::release_writes`].
+    pub fn hold_writes(&self) {
+        self.state().held_writes.get_or_insert_with(Vec::new);
+    }
+
+    /// Completes the asynchronous writes held so far (they stay held from now on too);
+    /// returns how many.
+    pub fn release_writes(&self) -> usize {
+        let held = self.state().held_writes.as_mut().map(std::mem::take).unwrap_or_default();
+        let count = held.len();
+        for write in held {
+            let _ = write.send(());
+        }
+        count
+    }
+
+    /// Asynchronous writes submitted and held, not yet released.
+    pub fn held_writes(&self) -> usize {
+        self.state().held_writes.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Asynchronous writes submitted so far.
+    pub fn writes_submitted(&self) -> u64 {
+        self.state().writes_submitted
+    }
+
+    /// Makes every asynchronous write from now on write half its bytes and fail with EIO
+    /// (`false`: succeed again).
+    pub fn fail_writes(&self, fail: bool) {
+        self.state().fail_writes = fail;
     }
 
     /// From the `n`th operation on (0: the next one), every call fails.
@@ -504,8 +549,28 @@ impl FileHandle for SimFile {
     }
 
     fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture {
-        let written = self.write_vectored_at(&[IoSlice::new(&bytes)], position);
-        Box::pin(std::future::ready(written.map(|_| ())))
+        let (fail, gate) = {
+            let mut state = lock(&self.state);
+            state.writes_submitted += 1;
+            let gate = state.held_writes.as_mut().map(|held| {
+                let (release, wait) = oneshot::channel();
+                held.push(release);
+                wait
+            });
+            (state.fail_writes, gate)
+        };
+        let written = if fail {
+            self.write_vectored_at(&[IoSlice::new(&bytes[..bytes.len() / 2])], position)
+                .and(Err(io::Error::from_raw_os_error(libc::EIO)))
+        } else {
+            self.write_vectored_at(&[IoSlice::new(&bytes)], position).map(|_| ())
+        };
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.await.map_err(|_| dead())?;
+            }
+            written
+        })
     }
 
     fn fdatasync(&self) -> IoFuture {
