@@ -2,7 +2,10 @@
 //! and heartbeat; Metadata from any of them lists all three; a broker killed with `kill -9` is
 //! fenced once its session times out and unfenced when it comes back; a broker stopped with
 //! SIGTERM is fenced at once (controlled shutdown). A topic's partitions are spread over the
-//! brokers; a replication factor above one is refused until followers replicate. The
+//! brokers; each node serves only the partitions it leads (NOT_LEADER_OR_FOLLOWER elsewhere),
+//! real clients find them through one broker's address, a group is coordinated by the leader
+//! of its offsets partition, and a dead broker's partitions are leaderless until it returns
+//! with their data. A replication factor above one is refused until followers replicate. The
 //! controller listener answers Kafka's
 //! BrokerRegistration and BrokerHeartbeat after its preamble, and closes a connection that
 //! sends anything else.
@@ -14,12 +17,17 @@ use std::time::{Duration, Instant};
 use common::cluster::Cluster;
 use common::{Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId, CreateTopicsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerId, CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 const BROKER_ID_NOT_REGISTERED: i16 = 102;
 const STALE_BROKER_EPOCH: i16 = 77;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const LEADER_NOT_AVAILABLE: i16 = 5;
 /// Short sessions, so that a dead broker is fenced within the test's time.
 const FAST_SESSIONS: [&str; 4] =
     ["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"];
@@ -159,4 +167,104 @@ fn the_controller_listener_answers_broker_calls_and_closes_on_anything_else() {
     common::wait_until(Duration::from_secs(10), "the reason is logged", || {
         cluster.node(0).stderr_text().contains("is not served on the controller listener")
     });
+}
+
+/// Each partition of `topic` in node's Metadata: (leader, error code), by partition.
+fn leaders(node: &Broker, topic: &str) -> Vec<(i32, i16)> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response = Raw::connect(node.addr()).send(&request, 12);
+    let mut partitions: Vec<(i32, i32, i16)> =
+        response.topics[0].partitions.iter().map(|p| (p.partition_index, p.leader_id.0, p.error_code)).collect();
+    partitions.sort();
+    partitions.into_iter().map(|(_, leader, error)| (leader, error)).collect()
+}
+
+/// The node id FindCoordinator names for `group`, asked of `node`.
+fn coordinator(node: &Broker, group: &str) -> i32 {
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+    let response = Raw::connect(node.addr()).send(&request, 3);
+    assert_eq!(response.error_code, 0);
+    response.node_id.0
+}
+
+#[test]
+fn each_node_serves_what_it_leads_and_a_dead_leaders_partitions_come_back_with_it() {
+    let _serial = common::serial();
+    let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            brokers(cluster.node(i)).len() == 3
+        });
+    }
+    cluster.create_topic(0, "led", 6, Duration::from_secs(30));
+    let mut placed = Vec::new();
+    common::wait_until(Duration::from_secs(10), "every node names the same leaders", || {
+        placed = leaders(cluster.node(0), "led");
+        placed.len() == 6 && (1..3).all(|i| leaders(cluster.node(i), "led") == placed)
+    });
+    for broker in 1..=3 {
+        assert_eq!(placed.iter().filter(|(leader, _)| *leader == broker).count(), 2, "{placed:?}");
+    }
+
+    // A produce to each partition's leader is taken; one sent to another node is refused.
+    for (partition, (leader, _)) in placed.iter().enumerate() {
+        let leader = *leader as usize - 1;
+        let other = (leader + 1) % 3;
+        let value = format!("p{partition}");
+        let (error, _) =
+            cluster.connect(other).produce("led", partition as i32, common::batch(&[value.as_bytes()]), -1);
+        assert_eq!(error, NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(
+            cluster.connect(leader).produce("led", partition as i32, common::batch(&[value.as_bytes()]), -1),
+            (0, 0)
+        );
+        let (error, _, _) = cluster.connect(other).fetch("led", partition as i32, 0, 0);
+        assert_eq!(error, NOT_LEADER_OR_FOLLOWER);
+    }
+
+    // kafka-python through one broker's address: it finds every partition's leader.
+    let summary = common::driver(cluster.node(0), "kafka_python_tutorial", &[], Duration::from_secs(120));
+    assert_eq!(summary["keys"], 10, "{summary}");
+
+    // A group whose coordinator is another node than the one the client bootstraps from.
+    let group = (0..).map(|i| format!("group-{i}")).find(|g| coordinator(cluster.node(0), g) != 1).unwrap();
+    cluster.create_topic(0, "grouped", 1, Duration::from_secs(30));
+    // Answered once node 1 has the topic; the others apply it moments later.
+    common::wait_until(Duration::from_secs(10), "every node has the topic", || {
+        (0..3).all(|i| leaders(cluster.node(i), "grouped").first().is_some_and(|(_, error)| *error == 0))
+    });
+    let grouped_leader = leaders(cluster.node(0), "grouped")[0].0 as usize - 1;
+    for i in 0..10 {
+        let value = format!("g{i}");
+        assert_eq!(cluster.connect(grouped_leader).produce("grouped", 0, common::batch(&[value.as_bytes()]), -1).0, 0);
+    }
+    let args = ["commit", "--topic", "grouped", "--group", group.as_str(), "--upto", "10"];
+    let summary = common::driver(cluster.node(0), "groups_kafka_python", &args, Duration::from_secs(120));
+    assert_eq!(summary["committed"], 10, "{summary}");
+
+    // kill -9 one node: once its session is over, its partitions have no leader; restarted,
+    // it leads them again, with their data.
+    cluster.node_mut(2).kill9();
+    let orphaned: Vec<usize> = placed.iter().enumerate().filter(|(_, (l, _))| *l == 3).map(|(p, _)| p).collect();
+    common::wait_until(Duration::from_secs(20), "the dead node's partitions have no leader", || {
+        let now = leaders(cluster.node(0), "led");
+        orphaned.iter().all(|&p| now[p] == (-1, LEADER_NOT_AVAILABLE))
+    });
+    assert!(placed.iter().enumerate().all(|(p, l)| orphaned.contains(&p) || leaders(cluster.node(1), "led")[p] == *l));
+    cluster.node_mut(2).restart();
+    common::wait_until(Duration::from_secs(20), "the restarted node leads its partitions again", || {
+        leaders(cluster.node(0), "led") == placed
+    });
+    for &partition in &orphaned {
+        let mut raw = cluster.connect(2);
+        common::wait_until(Duration::from_secs(10), "the restarted node serves its partition", || {
+            raw.fetch("led", partition as i32, 0, 0).0 == 0
+        });
+        let records = raw.fetch_all("led", partition as i32);
+        assert_eq!(records[0], (0, format!("p{partition}").into_bytes()));
+    }
 }

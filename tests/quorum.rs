@@ -34,11 +34,10 @@ fn the_quorum_survives_its_leader_and_the_leader_catches_up() {
     cluster.node_mut(leader).restart();
     cluster.wait_for_topic(leader, "first", Duration::from_secs(20));
     cluster.wait_for_topic(leader, "second", Duration::from_secs(20));
-    // And it serves what it learnt (once installed, just after it is in the log): a partition
-    // of the topic created while it was down.
-    let mut raw = cluster.connect(leader);
-    common::wait_until(Duration::from_secs(10), "the restarted node serves the new topic", || {
-        raw.produce("second", 1, common::batch(&[b"x"]), -1).0 == 0
+    // And it serves what it learnt (once installed, just after it is in the log): it names
+    // the leader of a partition of the topic created while it was down, which takes a produce.
+    common::wait_until(Duration::from_secs(10), "the restarted node knows the new topic's leader", || {
+        cluster.produce_via(leader, "second", 1, common::batch(&[b"x"])) == 0
     });
 }
 
@@ -89,9 +88,8 @@ fn a_node_behind_the_leaders_snapshot_installs_it() {
     common::wait_until(Duration::from_secs(10), "the restarted node logs the snapshot's install", || {
         cluster.node(2).stderr_text().contains("installed a metadata snapshot from the leader")
     });
-    let mut raw = cluster.connect(2);
-    common::wait_until(Duration::from_secs(10), "it serves a topic it learnt from the snapshot", || {
-        raw.produce("while-down-0", 0, common::batch(&[b"x"]), -1).0 == 0
+    common::wait_until(Duration::from_secs(10), "it knows the leader of a topic it learnt from the snapshot", || {
+        cluster.produce_via(2, "while-down-0", 0, common::batch(&[b"x"])) == 0
     });
 }
 

@@ -120,6 +120,37 @@ impl MetadataImage {
         }
     }
 
+    /// Fences or unfences broker `node_id` and elects leaders as KRaft's controller does: a
+    /// fenced broker leads nothing (its partitions move to another unfenced in-sync replica,
+    /// or have none), and one unfenced leads the leaderless partitions whose ISR holds it. The
+    /// ISR never shrinks below its last member, so that the partition's data is known to be
+    /// there. Every leader change bumps the partition's leader epoch.
+    pub fn set_fenced(&mut self, node_id: i32, fenced: bool) {
+        let Some(broker) = self.brokers.get_mut(&node_id) else { return };
+        broker.fenced = fenced;
+        let unfenced: std::collections::HashSet<i32> = self.unfenced_brokers().map(|b| b.node_id).collect();
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+            let leader = match fenced {
+                true if p.leader == node_id => {
+                    if p.isr.len() > 1 {
+                        p.isr.retain(|&r| r != node_id);
+                    }
+                    p.isr.iter().copied().find(|r| unfenced.contains(r)).unwrap_or(NO_LEADER)
+                }
+                false if p.leader == NO_LEADER && p.isr.contains(&node_id) => node_id,
+                _ => continue,
+            };
+            p.leader = leader;
+            p.leader_epoch += 1;
+        }
+    }
+
+    /// The broker leading `partition` of `topic`, if both exist ([`NO_LEADER`]: none).
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(index).map(|p| p.leader)
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
         self.topics.get(name)
     }
@@ -209,5 +240,42 @@ mod topics_as_list {
     ) -> Result<BTreeMap<String, TopicMetadata>, D::Error> {
         let list = Vec::<TopicMetadata>::deserialize(deserializer)?;
         Ok(list.into_iter().map(|t| (t.name.clone(), t)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_broker_leads_nothing_until_it_is_back() {
+        let mut image = MetadataImage::default();
+        for node_id in [1, 2] {
+            let broker = BrokerRegistration {
+                node_id,
+                incarnation_id: uuid::Uuid::new_v4(),
+                epoch: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+            };
+            image.brokers.insert(node_id, broker);
+        }
+        let partitions = vec![PartitionMetadata::new(0, 0, vec![1]), PartitionMetadata::new(1, 0, vec![2])];
+        let topic =
+            TopicMetadata { name: "t".into(), topic_id: uuid::Uuid::new_v4(), partitions, configs: BTreeMap::new() };
+        image.topics.insert("t".into(), topic);
+
+        image.set_fenced(1, true);
+        assert_eq!((image.leader("t", 0), image.leader("t", 1)), (Some(NO_LEADER), Some(2)));
+        let p0 = &image.topics["t"].partitions[0];
+        assert_eq!((p0.leader_epoch, p0.isr.as_slice()), (1, [1].as_slice()), "the last replica stays in sync");
+        assert_eq!(image.topics["t"].partitions[1].leader_epoch, 0, "untouched");
+        assert!(image.brokers[&1].fenced);
+
+        image.set_fenced(1, false);
+        assert_eq!(image.leader("t", 0), Some(1));
+        assert_eq!(image.topics["t"].partitions[0].leader_epoch, 2);
     }
 }

@@ -51,6 +51,14 @@ pub enum MetadataRecord {
     /// A broker's whole registration after the change: registered (a new epoch), fenced or
     /// unfenced (the same epoch).
     Broker(BrokerRegistration),
+    /// A partition's new leader (or none: -1) and ISR, at a higher leader epoch.
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// The records that turn `old` into `new`.
@@ -70,7 +78,20 @@ pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> 
             records.push(MetadataRecord::CreateTopic(topic.clone()));
             continue;
         };
-        assert!(topic.partitions.starts_with(&before.partitions), "partitions are only ever added to a topic: {name}");
+        assert!(topic.partitions.len() >= before.partitions.len(), "partitions are only ever added to a topic: {name}");
+        for (p, was) in topic.partitions.iter().zip(&before.partitions) {
+            assert_eq!(p.replicas, was.replicas, "replicas are not reassigned yet: {name}-{}", p.partition);
+            if (p.leader, p.leader_epoch, &p.isr) != (was.leader, was.leader_epoch, &was.isr) {
+                assert!(p.leader_epoch > was.leader_epoch, "a leader change bumps the epoch: {name}-{}", p.partition);
+                records.push(MetadataRecord::PartitionChange {
+                    topic: name.clone(),
+                    partition: p.partition,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.clone(),
+                });
+            }
+        }
         if topic.partitions.len() > before.partitions.len() {
             let partitions = topic.partitions[before.partitions.len()..].to_vec();
             records.push(MetadataRecord::AddPartitions { topic: name.clone(), partitions });
@@ -142,6 +163,18 @@ fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), St
                 return Err(format!("producer ids from {} are handed out, not from {from}", image.next_producer_id));
             }
         },
+        MetadataRecord::PartitionChange { topic, partition, leader, leader_epoch, isr } => {
+            let existing = image.topics.get_mut(&topic).ok_or_else(|| missing(&topic))?;
+            let p = usize::try_from(partition)
+                .ok()
+                .and_then(|i| existing.partitions.get_mut(i))
+                .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+            // Decided against an older state of the partition: another change came first.
+            if leader_epoch <= p.leader_epoch {
+                return Err(format!("{topic}-{partition} is at leader epoch {} already", p.leader_epoch));
+            }
+            (p.leader, p.leader_epoch, p.isr) = (leader, leader_epoch, isr);
+        }
         MetadataRecord::Broker(broker) => {
             // A fence or unfence decided on an older registration must not undo a newer one.
             if let Some(current) = image.brokers.get(&broker.node_id)
@@ -217,7 +250,9 @@ mod tests {
         let (old, mut new) = (new.clone(), new);
         new.brokers.get_mut(&1).unwrap().fenced = false;
         new.brokers.insert(2, broker(2, 1));
-        assert_eq!(roundtrip(&old, &new).len(), 2);
+        let moved = &mut new.topics.get_mut("kept").unwrap().partitions[0];
+        (moved.leader, moved.leader_epoch) = (crate::cluster::NO_LEADER, 1);
+        assert_eq!(roundtrip(&old, &new).len(), 3);
     }
 
     #[test]
@@ -236,6 +271,15 @@ mod tests {
         };
         assert!(apply(&mut image, vec![grow(1)]).is_ok());
         assert!(apply(&mut image, vec![grow(1)]).is_err(), "grown by another controller meanwhile");
+        let elect = |leader_epoch| MetadataRecord::PartitionChange {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch,
+            isr: vec![1],
+        };
+        assert!(apply(&mut image, vec![elect(1)]).is_ok());
+        assert!(apply(&mut image, vec![elect(1)]).is_err(), "decided against the epoch before");
         assert!(apply(&mut image, vec![MetadataRecord::InitCluster { cluster_id: "d".into() }]).is_err());
 
         // A broker fenced by a controller that had not seen its new registration stays as it

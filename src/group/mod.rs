@@ -51,13 +51,20 @@ pub struct GroupEntry {
     pub offsets: Offsets,
 }
 
-/// Runs `request` on the shard coordinating `group_id`.
+/// Runs `request` on the shard coordinating `group_id`; NOT_COORDINATOR when this node does
+/// not lead the group's offsets partition (FindCoordinator names the node that does).
 pub fn route<C: ShardCall + 'static>(
     shard: &Rc<Shard>,
     group_id: &str,
     request: C,
-) -> LocalBoxFuture<'static, C::Reply> {
-    shard.invoke_on(coordinator_shard(&shard.metadata(), group_id), request)
+) -> LocalBoxFuture<'static, Result<C::Reply, ResponseError>> {
+    let image = shard.metadata();
+    let tp = offsets_topic_partition(&image, group_id);
+    if image.leader(&tp.topic, tp.partition) != Some(shard.config.node_id) {
+        return Box::pin(async { Err(ResponseError::NotCoordinator) });
+    }
+    let reply = shard.invoke_on(coordinator_shard(&image, group_id), request);
+    Box::pin(async move { Ok(reply.await) })
 }
 
 /// The shard coordinating `group_id`.

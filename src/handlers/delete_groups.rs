@@ -16,7 +16,8 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGr
         let error = if group_id.0.is_empty() {
             Some(ResponseError::InvalidGroupId)
         } else {
-            route(shard, group_id.0.as_str(), DeleteGroup { group_id: group_id.0.to_string() }).await
+            let deleted = route(shard, group_id.0.as_str(), DeleteGroup { group_id: group_id.0.to_string() }).await;
+            deleted.unwrap_or_else(Some)
         };
         DeletableGroupResult::default().with_group_id(group_id).with_error_code(error.map_or(0, |e| e.code()))
     });

@@ -22,6 +22,10 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: 
         let description = route(shard, group_id.0.as_str(), DescribeGroup { group_id: group_id.0.to_string() }).await;
         let described =
             DescribedGroup::default().with_group_id(group_id).with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        let description = match description {
+            Ok(description) => description,
+            Err(error) => return described.with_error_code(error.code()),
+        };
         let Some(group) = description else {
             return match version >= NOT_FOUND_VERSION {
                 true => {

@@ -65,6 +65,12 @@ pub async fn handle(
                 refused_any = true;
                 continue;
             };
+            if image.leader(&name, p.partition) != Some(shard.config.node_id) {
+                let refused = error_partition(p.partition, ResponseError::NotLeaderOrFollower);
+                topics.last_mut().expect("pushed above").partitions.push(refused);
+                refused_any = true;
+                continue;
+            }
             let partition_max_bytes = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
             let read = PartitionRead {
                 partition: TopicPartition { topic: name.clone(), partition: p.partition },

@@ -20,6 +20,6 @@ pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatRe
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
         generation_id: request.generation_id,
     };
-    let result = route(shard, &group_id, heartbeat).await;
+    let result = route(shard, &group_id, heartbeat).await.and_then(|answer| answer);
     HeartbeatResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))
 }

@@ -51,7 +51,7 @@ pub async fn handle(
         require_known_member_id: version >= KNOWN_MEMBER_ID_VERSION,
     };
     let result = route(shard, &group_id.clone(), JoinGroup { group_id, args }).await;
-    response(result, version)
+    response(result.unwrap_or_else(|error| JoinResult::error(error, "")), version)
 }
 
 fn response(result: JoinResult, version: i16) -> JoinGroupResponse {

@@ -28,7 +28,7 @@ pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16)
             .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
             .collect()
     };
-    let results = match route(shard, &group_id.clone(), LeaveGroup { group_id, members }).await {
+    let results = match route(shard, &group_id.clone(), LeaveGroup { group_id, members }).await.and_then(|a| a) {
         Ok(results) => results,
         Err(error) => return LeaveGroupResponse::default().with_error_code(error.code()),
     };

@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
-use crate::cluster::{TopicMetadata, is_legal_topic_name};
+use crate::cluster::{MetadataImage, NO_LEADER, TopicMetadata, is_legal_topic_name};
 use crate::shard::router::CreateTopics;
 use crate::shard::router::NewTopic;
 use crate::shard::{CONTROLLER_SHARD, Shard};
@@ -29,7 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     };
 
     let topics = match wanted {
-        None => image.topics.values().map(|t| describe(t, node_id)).collect(),
+        None => image.topics.values().map(|t| describe(t, &image, node_id)).collect(),
         Some(requested) => {
             let auto_create =
                 shard.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
@@ -68,7 +68,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                         None => ResponseError::UnknownTopicId,
                     };
                     match found {
-                        Some(topic) => describe(topic, node_id),
+                        Some(topic) => describe(topic, &image, node_id),
                         None => MetadataResponseTopic::default()
                             .with_error_code(error.code())
                             .with_name(t.name.clone())
@@ -98,22 +98,31 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn describe(topic: &TopicMetadata, node_id: BrokerId) -> MetadataResponseTopic {
+/// A topic as the image has it: each partition's replicas, ISR, leader and leader epoch; no
+/// leader (LEADER_NOT_AVAILABLE) while its in-sync replicas are all fenced, or when this node,
+/// its leader, failed to open it (as Kafka answers for a replica on a failed log directory).
+fn describe(topic: &TopicMetadata, image: &MetadataImage, node_id: BrokerId) -> MetadataResponseTopic {
+    let brokers = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
+            let mut offline: Vec<i32> = p.replicas.iter().copied().filter(|id| !live(id)).collect();
+            if p.offline && !offline.contains(&node_id.0) {
+                offline.push(node_id.0);
+            }
             let partition = MetadataResponsePartition::default()
                 .with_partition_index(p.partition)
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![node_id]);
-            match p.offline {
-                false => partition.with_leader_id(node_id).with_isr_nodes(vec![node_id]),
-                // As Kafka answers when the only replica sits on a failed log directory.
+                .with_replica_nodes(brokers(&p.replicas))
+                .with_isr_nodes(brokers(&p.isr))
+                .with_offline_replicas(brokers(&offline));
+            match p.leader == NO_LEADER || p.offline {
+                false => partition.with_leader_id(BrokerId(p.leader)),
                 true => partition
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_offline_replicas(vec![node_id]),
+                    .with_leader_id(BrokerId(NO_LEADER)),
             }
         })
         .collect();

@@ -36,8 +36,10 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
             })
             .collect(),
     };
-    let errors = route(shard, &group_id, commit).await;
-    every_partition(&request, errors)
+    match route(shard, &group_id, commit).await {
+        Ok(errors) => every_partition(&request, errors),
+        Err(error) => every_partition(&request, std::iter::repeat(Some(error))),
+    }
 }
 
 /// A response naming every requested partition, with its error from `errors` (in request order).

@@ -19,7 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDe
     let topics =
         request.topics.iter().map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()));
     let delete = DeleteOffsets { group_id: group_id.clone(), topics: topics.collect() };
-    let mut errors = match route(shard, &group_id, delete).await {
+    let mut errors = match route(shard, &group_id, delete).await.and_then(|answer| answer) {
         Ok(errors) => errors.into_iter(),
         Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
     };

@@ -25,7 +25,7 @@ async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Option<Vec<(String, 
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    route(shard, &group_id.clone(), FetchOffsets { group_id, topics }).await
+    route(shard, &group_id.clone(), FetchOffsets { group_id, topics }).await.and_then(|answer| answer)
 }
 
 /// Committed offsets grouped by topic, in the order they came.

@@ -6,7 +6,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::str_bytes;
-use crate::group::coordinator::SyncGroup;
+use crate::group::coordinator::{SyncGroup, Synced};
 use crate::group::route;
 use crate::shard::Shard;
 
@@ -27,7 +27,11 @@ pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) 
         protocol_type: request.protocol_type.map(|t| t.to_string()),
         protocol_name: request.protocol_name.map(|n| n.to_string()),
     };
-    let synced = route(shard, &group_id, sync).await;
+    let synced = route(shard, &group_id, sync).await.unwrap_or_else(|error| Synced {
+        result: Err(error),
+        protocol_type: None,
+        protocol_name: None,
+    });
     let response = match synced.result {
         Ok(assignment) => SyncGroupResponse::default().with_assignment(assignment),
         Err(error) => SyncGroupResponse::default().with_error_code(error.code()),

@@ -356,7 +356,7 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
         request.want_fence || sessions.is_shutting_down(node_id)
     };
     if broker.fenced != fenced {
-        broker.fenced = fenced;
+        image.set_fenced(node_id, fenced);
         if let Err((error, message)) = propose(shard, records::changes(&shard.metadata(), &image)).await {
             tracing::info!(node_id, %message, "a broker's heartbeat could not change its state");
             return refused(error);
@@ -384,8 +384,8 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>) {
         }
         let (_permit, mut image) = begin_change(&shard).await;
         let sessions = shard.broker_sessions.borrow().expired(&image, Instant::now(), timeout);
-        for node_id in &sessions {
-            image.brokers.get_mut(node_id).expect("listed from the image").fenced = true;
+        for &node_id in &sessions {
+            image.set_fenced(node_id, true);
         }
         if sessions.is_empty() {
             continue;

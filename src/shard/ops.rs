@@ -10,7 +10,7 @@ use super::router::{
     Appended, Call, FoundOffset, OffsetQuery, PartitionRead, PartitionReadResult, Produce, RecordData, WaitForData,
 };
 use super::{Shard, ShardRequest, TopicPartition, controller};
-use crate::cluster::MetadataImage;
+use crate::cluster::{MetadataImage, PartitionMetadata};
 use crate::group::coordinator;
 use crate::partition::{Partition, PartitionError};
 use crate::runtime::{now_ms, sleep};
@@ -245,8 +245,10 @@ fn list_offsets(
 /// on this shard from now on, and the controller must mark them so in the image.
 pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
     let mut owned = HashSet::new();
+    // Only partitions with a replica on this node are opened here.
+    let hosted = |p: &&PartitionMetadata| p.shard == shard.id && p.replicas.contains(&shard.config.node_id);
     for topic in image.topics.values() {
-        for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
+        for p in topic.partitions.iter().filter(hosted) {
             owned.insert(TopicPartition { topic: topic.name.clone(), partition: p.partition });
         }
     }

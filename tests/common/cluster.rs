@@ -19,6 +19,7 @@ pub const NOT_CONTROLLER: i16 = 41;
 pub const REQUEST_TIMED_OUT: i16 = 7;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+const LEADER_NOT_AVAILABLE: i16 = 5;
 
 /// Fresh starts whose controller port another process took in between before giving up.
 const START_ATTEMPTS: usize = 5;
@@ -199,6 +200,23 @@ impl Cluster {
         let mut ids: Vec<i32> = self.connect(i).send(&request, 12).brokers.iter().map(|b| b.node_id.0).collect();
         ids.sort();
         ids
+    }
+
+    /// Produces `records` to `partition` of `topic` on the leader that node `via`'s Metadata
+    /// names (each node serves only the partitions it leads); the error code, or
+    /// LEADER_NOT_AVAILABLE while `via` knows of no leader.
+    pub fn produce_via(&self, via: usize, topic: &str, partition: i32, records: bytes::Bytes) -> i16 {
+        use kafka_protocol::messages::MetadataRequest;
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let wanted = MetadataRequestTopic::default().with_name(Some(super::topic_name(topic)));
+        let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
+        let response = self.connect(via).send(&request, 12);
+        let leader =
+            response.topics[0].partitions.iter().find(|p| p.partition_index == partition).map(|p| p.leader_id.0);
+        match leader.and_then(|id| usize::try_from(id - 1).ok()).filter(|&i| i < self.nodes.len()) {
+            Some(leader) => self.connect(leader).produce(topic, partition, records, -1).0,
+            None => LEADER_NOT_AVAILABLE,
+        }
     }
 
     /// The topics in node `i`'s metadata log (read from its data dir).
