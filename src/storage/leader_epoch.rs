@@ -8,13 +8,14 @@
 //! applied its changes (appends, truncation, a moved log start). The file
 //! `leader-epoch-checkpoint` in the partition directory holds them in Kafka's text format
 //! (`0`, the count, then one `epoch start_offset` line each), replaced atomically through
-//! [`super::fs::replace`] on every change. The log writes it before the first batch of a new
-//! epoch is written, so the file is never behind the log; at open, entries past the log end
-//! (a tail a crash cut off) are dropped, and a missing or unreadable file is rebuilt from the
-//! batches' `partition_leader_epoch`.
+//! [`super::fs::replace`] when the log's end changes them (a new epoch, a truncation). The log
+//! writes it before the first batch of a new epoch is written, so the file is never behind
+//! the log; at open, entries past the log end (a tail a crash cut off) are dropped, entries
+//! below the log start cut (a moved log start only cuts the cache in memory), and a missing or
+//! unreadable file is rebuilt from the batches' `partition_leader_epoch`.
 //!
-//! Changes are rare (a leader change, a truncation, the log start moving), so the file is
-//! written on the owning shard's thread, like `log-start-offset`.
+//! Those writes are rare (a leader change, a truncation), so the file is written on the owning
+//! shard's thread.
 
 use std::path::{Path, PathBuf};
 

@@ -684,7 +684,7 @@ impl Log {
             // A segment can go once the next one starts at or below the new start.
             let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
             self.delete_head_segments(below)?;
-            self.epochs_follow_log_start()?;
+            self.epochs_follow_log_start();
         }
         Ok(self.log_start_offset)
     }
@@ -785,15 +785,16 @@ impl Log {
                 None => segment.delete()?,
             }
         }
-        self.epochs_follow_log_start()
+        self.epochs_follow_log_start();
+        Ok(())
     }
 
-    /// Drops the epochs wholly below the log start from the cache and its checkpoint.
-    fn epochs_follow_log_start(&mut self) -> Result<(), StorageError> {
-        if self.epochs.truncate_from_start(self.log_start_offset) {
-            self.epochs.write(&*self.fs)?;
-        }
-        Ok(())
+    /// Drops the epochs wholly below the log start from the cache. The checkpoint is not
+    /// rewritten for it (that would be an fsync on the shard's thread at every DeleteRecords and
+    /// retention pass): entries below the log start are harmless there, cut at open and
+    /// gone at its next write.
+    fn epochs_follow_log_start(&mut self) {
+        self.epochs.truncate_from_start(self.log_start_offset);
     }
 
     /// OffsetForLeaderEpoch: the largest epoch at or below `leader_epoch` that wrote to this
@@ -1857,16 +1858,25 @@ mod epoch_tests {
             let dir = tempfile::tempdir().unwrap();
             let one_batch = LogConfig { segment_bytes: batch(2, 0).len() as u64, ..config() };
             let mut log = log_with_epochs(dir.path(), one_batch, &[0, 0, 1, 1, 1, 2, 2, 2]).await;
+            let entries =
+                |log: &Log| log.epochs.entries().iter().map(|e| (e.epoch, e.start_offset)).collect::<Vec<_>>();
             assert_eq!(log.delete_records(3).await.unwrap(), 3);
-            assert_eq!(checkpoint(dir.path()), "0\n3\n0 3\n1 4\n2 10\n");
+            assert_eq!(entries(&log), vec![(0, 3), (1, 4), (2, 10)]);
             assert_eq!(log.delete_records(5).await.unwrap(), 5);
-            assert_eq!(checkpoint(dir.path()), "0\n2\n1 5\n2 10\n");
+            assert_eq!(entries(&log), vec![(1, 5), (2, 10)]);
             // Retention moves it to a segment's base.
             let config = LogConfig { retention_bytes: Some(0), ..log.config().clone() };
-            log.set_config(config);
+            log.set_config(config.clone());
             log.apply_retention(0).unwrap();
             let start = log.log_start_offset();
             assert!(start > 10, "{start}");
+            assert_eq!(entries(&log), vec![(2, start)]);
+            // The checkpoint still has the older entries; the next open cuts them and writes it.
+            assert_eq!(checkpoint(dir.path()), "0\n3\n0 0\n1 4\n2 10\n");
+            log.close().unwrap();
+            drop(log);
+            let log = Log::open(&os(), dir.path(), config, true).unwrap();
+            assert_eq!(entries(&log), vec![(2, start)]);
             assert_eq!(checkpoint(dir.path()), format!("0\n1\n2 {start}\n"));
             assert_eq!(log.end_offset_for_epoch(1), (1, start), "an epoch wholly deleted: the first start");
         })
