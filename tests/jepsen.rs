@@ -1,7 +1,8 @@
 //! The Jepsen-style checker (`tests/driver/jepsen.py`, run through `common::jepsen`) can fail:
 //! it finds each fault in deliberately broken histories, and it reports, exactly, the
 //! acknowledged records a real broker lost when its log was cut behind its back. Three brokers,
-//! each killed and restarted in turn under the workload, lose nothing acknowledged. (More runs
+//! each killed and restarted in turn under the workload, lose nothing acknowledged; a consumer
+//! group whose coordinator's broker is killed resumes from its commits. (More runs
 //! it judges are in `idempotence.rs`: `kill -9` and SIGSTOP under an idempotent producer.)
 
 mod common;
@@ -109,4 +110,32 @@ fn three_brokers_each_killed_in_turn_lose_nothing_acknowledged() {
         .finish(|| (0..3).map(|i| format!("node {} stderr:\n{}", i + 1, cluster.node(i).stderr_text())).collect());
     jepsen::assert_clean(&check, acked);
     assert_eq!(check["acked"], check["produced"], "{check:#}");
+}
+
+/// A consumer group reading under load while its coordinator's broker is killed with SIGKILL
+/// and restarted: it goes on from its committed offsets (never reading again below an offset
+/// it had committed) and in the end has read every acknowledged value.
+#[test]
+fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_killed() {
+    let _one_at_a_time = common::serial();
+    let mut cluster = Cluster::start(3, 1, &[]);
+    cluster.create_topic(0, "grouped", 6, Duration::from_secs(30));
+    for i in 0..3 {
+        cluster.wait_for_topic(i, "grouped", Duration::from_secs(10));
+    }
+    let mut workload = Workload::start(&cluster.bootstrap(), "grouped");
+    workload.produce("p", 500);
+    workload.join_group("readers");
+    common::wait_until(Duration::from_secs(60), "the group read 1000 records", || workload.consumed() >= 1000);
+    let coordinator = cluster.coordinator(0, "readers");
+    cluster.node_mut(coordinator).kill9();
+    cluster.node_mut(coordinator).restart();
+    let before = workload.consumed();
+    common::wait_until(Duration::from_secs(60), "the group read 1000 more", || workload.consumed() >= before + 1000);
+    let check = workload
+        .finish(|| (0..3).map(|i| format!("node {} stderr:\n{}", i + 1, cluster.node(i).stderr_text())).collect());
+    println!("coordinator: node {}; {}", coordinator + 1, check["groups"]);
+    jepsen::assert_clean(&check, 1000);
+    assert_eq!(check["group_missed"], 0, "{check:#}");
+    assert_eq!(check["groups"][0]["reread_below_commit"], 0, "{check:#}");
 }

@@ -219,6 +219,15 @@ impl Cluster {
         }
     }
 
+    /// The node (index) that node `i`'s FindCoordinator names for consumer group `group`.
+    pub fn coordinator(&self, i: usize, group: &str) -> usize {
+        let request = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(kafka_protocol::protocol::StrBytes::from_string(group.to_string()));
+        let response = self.connect(i).send(&request, 3);
+        assert_eq!(response.error_code, 0, "FindCoordinator {group} through node {}", i + 1);
+        usize::try_from(response.node_id.0 - 1).expect("a node of the cluster")
+    }
+
     /// The topics in node `i`'s metadata log (read from its data dir).
     pub fn topics(&self, i: usize) -> Vec<String> {
         let image = super::metadata_image(self.nodes[i].data_dir());

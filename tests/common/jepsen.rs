@@ -21,6 +21,8 @@ pub struct Workload {
     prefixes: Vec<String>,
     producers: Vec<(String, Running)>,
     follower: Option<Running>,
+    /// Consumer groups' members: (group, process).
+    groups: Vec<(String, Running)>,
     /// What each stopped producer printed.
     producer_summaries: Vec<serde_json::Value>,
 }
@@ -35,6 +37,7 @@ impl Workload {
             prefixes: Vec::new(),
             producers: Vec::new(),
             follower: None,
+            groups: Vec::new(),
             producer_summaries: Vec::new(),
         };
         let reads = workload.file("follower-reads");
@@ -63,14 +66,23 @@ impl Workload {
         self.producers.push((prefix.to_string(), Running::spawn(command)));
     }
 
+    /// Starts a member of consumer group `group` reading the topic, committing as it goes; at
+    /// the end the checker counts the acknowledged values it never read (`group_missed`).
+    pub fn join_group(&mut self, group: &str) {
+        let reads = self.file(&format!("group-{group}"));
+        let command = self.command(&["consume", "--follow", "--group", group, "--reads", &reads]);
+        self.groups.push((group.to_string(), Running::spawn(command)));
+    }
+
     /// How many values the running producers have had acknowledged so far (each reports it
     /// every 100 ms).
     pub fn acked(&self) -> u64 {
-        let reported = |running: &Running| {
-            let out = running.stdout_so_far();
-            out.lines().filter_map(|l| l.strip_prefix("acked ")?.parse::<u64>().ok()).next_back().unwrap_or(0)
-        };
-        self.producers.iter().map(|(_, running)| reported(running)).sum()
+        self.producers.iter().map(|(_, running)| reported(running, "acked ")).sum()
+    }
+
+    /// How many records the groups' members have read so far.
+    pub fn consumed(&self) -> u64 {
+        self.groups.iter().map(|(_, running)| reported(running, "consumed ")).sum()
     }
 
     /// Stops the producers (each flushes what it has), then the follower; reads the whole topic
@@ -81,6 +93,12 @@ impl Workload {
         self.stop_producers(&context);
         let follower = self.follower.take().expect("a follower");
         json_summary("the following consumer", follower.finish(FINISH_DEADLINE), &context);
+        let mut groups = Vec::new();
+        for (group, member) in std::mem::take(&mut self.groups) {
+            let mut printed = json_summary(&format!("group {group}"), member.finish(FINISH_DEADLINE), &context);
+            printed["group"] = group.into();
+            groups.push(printed);
+        }
         let final_reads = self.file("final-reads");
         self.run(&["consume", "--reads", &final_reads], &context);
         let mut check = vec!["check".to_string(), "--final".to_string(), final_reads];
@@ -88,9 +106,14 @@ impl Workload {
             check.extend(["--history".to_string(), self.file(&format!("history-{prefix}"))]);
         }
         check.extend(["--reads".to_string(), self.file("follower-reads")]);
+        for group in &groups {
+            let reads = self.file(&format!("group-{}", group["group"].as_str().expect("named")));
+            check.extend(["--reads".to_string(), reads.clone(), "--group-reads".to_string(), reads]);
+        }
         let args: Vec<&str> = check.iter().map(String::as_str).collect();
         let mut summary = self.run(&args, &context);
         summary["producers"] = std::mem::take(&mut self.producer_summaries).into();
+        summary["groups"] = groups.into();
         summary
     }
 
@@ -122,6 +145,12 @@ impl Workload {
         let what = format!("jepsen {}", args[0]);
         json_summary(&what, super::run_with_deadline(self.command(args), b"", FINISH_DEADLINE), context)
     }
+}
+
+/// The last `PREFIX COUNT` progress line a driver printed (0 before its first).
+fn reported(running: &Running, prefix: &str) -> u64 {
+    let out = running.stdout_so_far();
+    out.lines().filter_map(|l| l.strip_prefix(prefix)?.parse::<u64>().ok()).next_back().unwrap_or(0)
 }
 
 /// Asserts that the checker found nothing wrong, that no producer met a fatal error, and that

@@ -10,13 +10,17 @@ Subcommands (each prints one JSON summary line last):
   consume   reads every partition of the topic from the start up to its high watermark and
             writes every record read, as [partition, offset, value], to --reads. With --follow
             it keeps reading (re-reading from the start when an offset is out of range) until
-            its stdin closes, then reads up to the high watermarks of that moment.
+            its stdin closes, then reads up to the high watermarks of that moment. With --group
+            it is a member of that consumer group (subscribed, committing after every poll that
+            read something, printing `consumed COUNT` lines) and counts the records it read
+            again below an offset the group had committed: a group resumes from its commits.
   check     judges producer histories against reads (--final: the read that must hold
             everything; the others only add observations): acknowledged values lost,
             duplicates (one value at two positions), reordering (a producer's values out of
             order within a partition), conflicts (one position that returned two values, the
-            positions acks reported included), unexpected values (never produced), and values
-            whose produce failed yet are visible.
+            positions acks reported included), unexpected values (never produced), values
+            whose produce failed yet are visible, and (--group-reads) acknowledged values a
+            consumer group never read.
   self-test runs the checker on deliberately broken histories; fails unless it finds each fault.
 """
 import argparse
@@ -124,13 +128,15 @@ def produce(args):
 
 
 def consume(args):
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     stop = stdin_closed() if args.follow else None
     config = client_config(args.bootstrap)
     config.update(
         {
-            "group.id": f"jepsen-{uuid.uuid4()}",
+            "group.id": args.group or f"jepsen-{uuid.uuid4()}",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "error_cb": lambda err: print(f"client error: {err}", file=sys.stderr),
@@ -140,18 +146,37 @@ def consume(args):
     metadata = consumer.list_topics(args.topic, timeout=READ_TIMEOUT_S)
     partitions = sorted(metadata.topics[args.topic].partitions)
     assert partitions, f"{args.topic} has no partitions"
-    consumer.assign([TopicPartition(args.topic, p, 0) for p in partitions])
+    if args.group:
+        consumer.subscribe([args.topic])
+    else:
+        consumer.assign([TopicPartition(args.topic, p, 0) for p in partitions])
     reads = []
     next_offset = {p: 0 for p in partitions}
+    committed = {}
+    counts = {"commit_failures": 0, "reread_below_commit": 0}
+    reported = [time.monotonic()]
 
     def poll():
-        for m in consumer.consume(1000, 0.1):
+        messages = consumer.consume(1000, 0.1)
+        for m in messages:
             if m.error() is not None:
                 if m.error().code() != KafkaError._PARTITION_EOF:
                     print(f"read error: {m.error()}", file=sys.stderr)
                 continue
+            if m.offset() < committed.get(m.partition(), 0):
+                counts["reread_below_commit"] += 1
             reads.append([m.partition(), m.offset(), m.value().decode()])
             next_offset[m.partition()] = m.offset() + 1
+        if args.group and any(m.error() is None for m in messages):
+            try:
+                for tp in consumer.commit(asynchronous=False):
+                    committed[tp.partition] = max(committed.get(tp.partition, 0), tp.offset)
+            except KafkaException as e:  # the coordinator may be away
+                counts["commit_failures"] += 1
+                print(f"commit failed: {e}", file=sys.stderr)
+        if time.monotonic() - reported[0] >= 0.1:
+            reported[0] = time.monotonic()
+            print(f"consumed {len(reads)}", flush=True)
 
     if stop is not None:
         while not stop.is_set():
@@ -172,7 +197,7 @@ def consume(args):
     consumer.close()
     with open(args.reads, "w") as f:
         json.dump(reads, f)
-    print(json.dumps({"read": len(reads), "high_watermarks": ends}))
+    print(json.dumps(dict(read=len(reads), high_watermarks=ends, **counts)))
 
 
 def sequence(value):
@@ -249,7 +274,13 @@ def check(args):
     histories = [load(p) for p in args.history]
     reads = [load(p) for p in args.reads]
     final = load(args.final)
-    print(json.dumps(check_histories(histories, reads + [final], final)))
+    summary = check_histories(histories, reads + [final], final)
+    if args.group_reads:
+        group_read = {value for path in args.group_reads for _, _, value in load(path)}
+        summary["group_missed"] = sum(
+            1 for history in histories for h in history if h["status"] == "acked" and h["value"] not in group_read
+        )
+    print(json.dumps(summary))
 
 
 def self_test(_args):
@@ -303,11 +334,13 @@ def main():
     c.add_argument("--topic", required=True)
     c.add_argument("--reads", required=True)
     c.add_argument("--follow", action="store_true")
+    c.add_argument("--group", help="read as a member of this consumer group")
     c.set_defaults(run=consume)
     k = commands.add_parser("check")
     k.add_argument("--history", action="append", required=True)
     k.add_argument("--reads", action="append", default=[])
     k.add_argument("--final", required=True)
+    k.add_argument("--group-reads", action="append", default=[])
     k.set_defaults(run=check)
     commands.add_parser("self-test").set_defaults(run=self_test)
     args = parser.parse_args()
