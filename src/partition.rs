@@ -185,6 +185,34 @@ impl Partition {
         let mut log = Log::open(fs, dir, config, clean_shutdown)?;
         become_leader(&mut log, leader_epoch, dir);
         let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
+        Ok(Partition::of(log, producers, dir, leader_epoch, counters))
+    }
+
+    /// [`Partition::open`] without blocking the shard: the log is opened (and recovered) and
+    /// the producers' state loaded on the shard's blocking pool, as long work (a few partitions
+    /// of a shard at once); the shard then only opens the segments' files again.
+    pub async fn open_off_thread(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        expiry: ProducerExpiry,
+        leader_epoch: i32,
+        clean_shutdown: bool,
+        counters: Rc<SyncCounters>,
+    ) -> Result<Partition, StorageError> {
+        let (helper_fs, helper_dir) = (fs.clone(), dir.to_path_buf());
+        let (log, producers) = crate::runtime::file::run_long(move || {
+            let mut log = Log::open(&helper_fs, &helper_dir, config, clean_shutdown)?;
+            become_leader(&mut log, leader_epoch, &helper_dir);
+            let producers = ProducerStates::load(&helper_dir, &log, expiry, crate::runtime::now_ms())?;
+            Ok::<_, StorageError>((log.detach(), producers))
+        })
+        .await?;
+        Ok(Partition::of(Log::attach(fs, log)?, producers, dir, leader_epoch, counters))
+    }
+
+    /// The partition of an opened log and its producers' state.
+    fn of(log: Log, producers: ProducerStates, dir: &Path, leader_epoch: i32, counters: Rc<SyncCounters>) -> Partition {
         let high_watermark = log.log_end_offset();
         let state = State {
             log,
@@ -200,12 +228,12 @@ impl Partition {
             writing: false,
             deleted: false,
         };
-        Ok(Partition(Rc::new(Shared {
+        Partition(Rc::new(Shared {
             state: RefCell::new(state),
             counters,
             delete_records_turn: Semaphore::new(1),
             compaction_turn: Rc::new(Semaphore::new(1)),
-        })))
+        }))
     }
 
     /// Validates and appends the batches of one produce request, wakes parked fetches, and
@@ -676,8 +704,7 @@ impl Partition {
                 let _turn = turn;
                 let outcome = crate::runtime::file::run_long(move || job.run()).await;
                 let mut state = partition.0.state.borrow_mut();
-                let now_ms = crate::runtime::now_ms();
-                if let Err(e) = state.log.finish_compaction(outcome, now_ms) {
+                if let Err(e) = state.log.finish_compaction(outcome) {
                     tracing::error!(dir = %state.dir.display(), error = %e, "compaction");
                 }
             })
@@ -1424,5 +1451,46 @@ mod tests {
 
     fn base_offsets(answers: &Answers) -> Vec<i64> {
         answers.borrow().iter().map(|a| a.as_ref().unwrap().as_ref().unwrap().base_offset).collect()
+    }
+
+    #[test]
+    fn recovery_runs_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            use crate::storage::fs::{Open, write_all_at};
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let recovering = simulated(&disk, "t-0", config(), &counters);
+            for _ in 0..5 {
+                recovering.append(batch(2, 0), 0).await.unwrap();
+            }
+            drop(recovering);
+            // A torn tail after the last batch, as a crash in the middle of a write leaves.
+            let log = fs.open(Path::new("/data/t-0/00000000000000000000.log"), Open::Existing).unwrap();
+            write_all_at(&*log, &mut [std::io::IoSlice::new(&[7; 100])], log.len().unwrap()).unwrap();
+            drop(log);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            disk.hold_blocking_syncs("t-0/00000000000000000000.log");
+            let (finished, watchdog) = release_in_time(&disk);
+            let opened = Rc::new(RefCell::new(None));
+            let (answer, fs, counters) = (opened.clone(), fs.clone(), counters.clone());
+            spawn_local(async move {
+                let dir = Path::new("/data/t-0");
+                *answer.borrow_mut() =
+                    Some(Partition::open_off_thread(&fs, dir, config(), EXPIRY, 0, false, counters).await)
+            })
+            .detach();
+            // Recovery cut the tail and syncs the cut: the shard serves meanwhile.
+            until("the recovery's sync is held", || disk.blocked_syncs() == 1).await;
+            assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert!(opened.borrow().is_none(), "the partition is not there before it is recovered");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the partition is open", || opened.borrow().is_some()).await;
+            let recovered = opened.borrow_mut().take().unwrap().unwrap();
+            assert_eq!(recovered.log_end_offset(), 10);
+            assert_eq!(recovered.append(batch(1, 0), 0).await.unwrap().base_offset, 10);
+            assert_eq!(recovered.read(0, 1 << 20).unwrap().len(), 5 * batch(2, 0).len() + batch(1, 0).len());
+        })
     }
 }

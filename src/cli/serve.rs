@@ -188,7 +188,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
-                let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown);
+                let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let alone = quorum_config.voters.len() == 1;
                 let (quorum_task, broker) = match shard_id == CONTROLLER_SHARD {
                     true => {

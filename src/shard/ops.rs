@@ -99,7 +99,9 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
         ShardRequest::DeleteOffsets(Call { request, reply }) => {
             reply.send(coordinator::delete_offsets(shard, request).await)
         }
-        ShardRequest::ApplyMetadata(Call { request, reply }) => reply.send(apply_metadata(shard, request.image, false)),
+        ShardRequest::ApplyMetadata(Call { request, reply }) => {
+            reply.send(apply_metadata(shard, request.image, false).await)
+        }
         ShardRequest::PartitionsOffline(Call { request, reply }) => {
             controller::mark_offline(shard, request.partitions).await;
             reply.send(())
@@ -243,7 +245,11 @@ fn list_offsets(
 /// deletes those whose topic is gone. `clean_shutdown` says whether recovery may be skipped
 /// (only meaningful at startup). Returns the partitions that failed to open: they are offline
 /// on this shard from now on, and the controller must mark them so in the image.
-pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
+///
+/// New partitions are opened (recovered, at startup) on the shard's blocking pool, a few at a
+/// time, while the shard serves: each joins the table, and so answers, once it is open.
+/// Installs never overlap (the controller makes them one at a time).
+pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
     let mut owned = HashSet::new();
     // Only partitions with a replica on this node are opened here.
     let hosted = |p: &&PartitionMetadata| p.shard == shard.id && p.replicas.contains(&shard.config.node_id);
@@ -271,7 +277,6 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
         }
         keep
     });
-    let mut failed = Vec::new();
     let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
     for tp in gone {
         let partition = table.remove(&tp).expect("key listed from the table");
@@ -279,6 +284,7 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting partition");
         }
     }
+    let mut opening = Vec::new();
     for tp in owned {
         if offline.contains_key(&tp) {
             continue;
@@ -293,24 +299,34 @@ pub fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool)
             continue;
         }
         let dir = partition_dir(&shard.config.data_dir, &tp);
-        let opened = log_config_of(&tp.topic).and_then(|config| {
-            let counters = shard.sync_counters.clone();
-            Partition::open(&shard.fs, &dir, config, shard.config.producer_expiry(), epoch, clean_shutdown, counters)
-                .map_err(|e| e.to_string())
+        let config = log_config_of(&tp.topic);
+        let (fs, expiry, counters) = (shard.fs.clone(), shard.config.producer_expiry(), shard.sync_counters.clone());
+        opening.push(async move {
+            let opened = match config {
+                Ok(config) => Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            (tp, dir, opened)
         });
+    }
+    drop((table, offline));
+    let mut failed = Vec::new();
+    let mut opening: futures::stream::FuturesUnordered<_> = opening.into_iter().collect();
+    while let Some((tp, dir, opened)) = futures::StreamExt::next(&mut opening).await {
         match opened {
             Ok(partition) => {
-                table.insert(tp, partition);
+                shard.partitions.borrow_mut().insert(tp, partition);
             }
             // Reads and writes get KAFKA_STORAGE_ERROR for it; the rest keeps serving.
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "opening partition failed; it is offline");
-                offline.insert(tp.clone(), e);
+                shard.offline.borrow_mut().insert(tp.clone(), e);
                 failed.push(tp);
             }
         }
     }
-    drop((table, offline));
     shard.set_metadata(image, effective);
     failed
 }

@@ -143,15 +143,15 @@ impl<E: Entry> IndexFile<E> {
         IndexFile { path: path.to_path_buf(), entries: Vec::new(), synced: Cell::new(0) }
     }
 
-    /// The index whose file at `path` holds `entries` durably (written off the shard's thread).
-    pub fn synced(path: &Path, entries: Vec<E>) -> IndexFile<E> {
-        let synced = Cell::new(entries.len());
-        IndexFile { path: path.to_path_buf(), entries, synced }
+    /// The index at `path` with `entries`, of which its file holds the first `synced` (what
+    /// [`IndexFile::into_parts`] gave, maybe on another thread).
+    pub fn from_parts(path: &Path, (entries, synced): (Vec<E>, usize)) -> IndexFile<E> {
+        IndexFile { path: path.to_path_buf(), entries, synced: Cell::new(synced) }
     }
 
-    /// The entries, leaving the index.
-    pub fn into_entries(self) -> Vec<E> {
-        self.entries
+    /// The entries, and how many of them the file holds.
+    pub fn into_parts(self) -> (Vec<E>, usize) {
+        (self.entries, self.synced.get())
     }
 
     pub fn append(&mut self, entry: E) {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{Claimed, DirClaim, FileSystem, IoFuture};
 use super::leader_epoch::LeaderEpochCache;
-use super::segment::{Check, SEGMENT_BYTES_LIMIT, Segment, Tail};
+use super::segment::{Check, SEGMENT_BYTES_LIMIT, Sealed, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
 use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
@@ -134,7 +134,57 @@ pub struct Log {
     claim: DirClaim,
 }
 
+/// A log opened on a helper thread, as plain data that can cross threads (its files closed),
+/// for its owner to take in with [`Log::attach`].
+pub struct Detached {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Sealed>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    last_flush_ms: i64,
+    epochs: LeaderEpochCache,
+}
+
 impl Log {
+    /// The log as plain data, for another thread: only a log that nothing is under way on
+    /// (just opened).
+    pub fn detach(self) -> Detached {
+        assert!(!self.write_in_flight && self.compacting.is_none(), "a log is detached only at rest");
+        Detached {
+            dir: self.dir,
+            config: self.config,
+            segments: self.segments.into_iter().map(Segment::detach).collect(),
+            log_start_offset: self.log_start_offset,
+            recovery_point: self.recovery_point,
+            last_flush_ms: self.last_flush_ms,
+            epochs: self.epochs,
+        }
+    }
+
+    /// The log that [`Log::detach`] made plain data of, its segments' files opened again.
+    pub fn attach(fs: &Arc<dyn FileSystem>, detached: Detached) -> Result<Log, StorageError> {
+        let Detached { dir, config, segments, log_start_offset, recovery_point, last_flush_ms, epochs } = detached;
+        let segments = segments.into_iter().map(|s| Segment::attach(fs, &dir, s)).collect::<Result<_, _>>()?;
+        Ok(Log {
+            fs: fs.clone(),
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            recovery_point,
+            messages_since_flush: 0,
+            last_flush_ms,
+            write_in_flight: false,
+            compacted_segments: 0,
+            tombstones_due_ms: None,
+            epochs,
+            compacting: None,
+            deleted_meanwhile: Vec::new(),
+            claim: DirClaim::default(),
+        })
+    }
+
     /// Opens the log in `dir` (created if missing). After an unclean shutdown every segment from
     /// the one holding the recovery point is CRC-checked, a torn tail truncated and the
     /// indexes rebuilt; after a clean one only the last batches of each segment are read.
@@ -597,11 +647,7 @@ impl Log {
     /// made from (unless that one was deleted meanwhile); then the segments deleted meanwhile
     /// go. A failed pass changes nothing here (it left the old or the new file of each
     /// segment, both holding its latest records); the next upkeep tries again.
-    pub fn finish_compaction(
-        &mut self,
-        outcome: Result<compaction::Done, StorageError>,
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
+    pub fn finish_compaction(&mut self, outcome: Result<compaction::Done, StorageError>) -> Result<(), StorageError> {
         let closed = self.compacting.take().expect("a compaction was in flight");
         let deleted = std::mem::take(&mut self.deleted_meanwhile);
         if self.claim.check().is_err() {
@@ -611,7 +657,7 @@ impl Log {
         let swapped = outcome.and_then(|done| {
             for cleaned in done.cleaned {
                 if let Ok(i) = self.segments.binary_search_by_key(&cleaned.base_offset, |s| s.base_offset) {
-                    self.segments[i] = Segment::open_sealed(&self.fs, &self.dir, cleaned, now_ms)?;
+                    self.segments[i] = Segment::attach(&self.fs, &self.dir, cleaned)?;
                 }
             }
             self.tombstones_due_ms = done.tombstones_due_ms;
@@ -628,7 +674,7 @@ impl Log {
     pub async fn compact_if_due(&mut self, now_ms: i64) -> Result<(), StorageError> {
         if let Some(job) = self.begin_compaction(now_ms) {
             let outcome = crate::runtime::file::run_long(move || job.run()).await;
-            self.finish_compaction(outcome, now_ms)?;
+            self.finish_compaction(outcome)?;
         }
         Ok(())
     }

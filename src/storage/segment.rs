@@ -60,15 +60,19 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
-/// What the owner needs to take in a closed segment that a helper thread opened (and indexed):
-/// plain data, so that it can cross threads.
+/// A segment that a helper thread opened (recovered, or rewrote and indexed), as plain data
+/// that can cross threads, for its owner to take in with [`Segment::attach`]: everything but
+/// the open file.
 pub struct Sealed {
     pub base_offset: i64,
     size: u64,
     next_offset: i64,
     max_timestamp: i64,
-    offsets: Vec<OffsetEntry>,
-    times: Vec<TimeEntry>,
+    /// Each index's entries, and how many of them its file holds.
+    offsets: (Vec<OffsetEntry>, usize),
+    times: (Vec<TimeEntry>, usize),
+    bytes_since_index_entry: u64,
+    created_ms: i64,
 }
 
 impl Segment {
@@ -188,32 +192,43 @@ impl Segment {
         Ok(segment)
     }
 
-    /// The segment as plain data, its index files synced: for the owner to take in with
-    /// [`Segment::open_sealed`].
+    /// The segment as plain data, its index files synced first.
     pub fn into_sealed(self) -> Result<Sealed, StorageError> {
         self.sync()?;
-        Ok(Sealed {
+        Ok(self.detach())
+    }
+
+    /// The segment as plain data (its file closed), for another thread to [`Segment::attach`].
+    pub fn detach(self) -> Sealed {
+        Sealed {
             base_offset: self.base_offset,
             size: self.size,
             next_offset: self.next_offset,
             max_timestamp: self.max_timestamp,
-            offsets: self.offset_index.into_entries(),
-            times: self.time_index.into_entries(),
-        })
+            offsets: self.offset_index.into_parts(),
+            times: self.time_index.into_parts(),
+            bytes_since_index_entry: self.bytes_since_index_entry,
+            created_ms: self.created_ms,
+        }
     }
 
-    /// Opens the closed segment that a helper thread indexed ([`Segment::into_sealed`]).
-    pub fn open_sealed(
-        fs: &Arc<dyn FileSystem>,
-        dir: &Path,
-        sealed: Sealed,
-        now_ms: i64,
-    ) -> Result<Segment, StorageError> {
-        let Sealed { base_offset, size, next_offset, max_timestamp, offsets, times } = sealed;
-        let mut segment = Segment::open_created(fs, dir, base_offset, now_ms)?;
-        segment.offset_index = IndexFile::synced(&dir.join(file_name(base_offset, "index")), offsets);
-        segment.time_index = IndexFile::synced(&dir.join(file_name(base_offset, "timeindex")), times);
+    /// The segment that [`Segment::detach`] made plain data of, its file opened again.
+    pub fn attach(fs: &Arc<dyn FileSystem>, dir: &Path, sealed: Sealed) -> Result<Segment, StorageError> {
+        let Sealed {
+            base_offset,
+            size,
+            next_offset,
+            max_timestamp,
+            offsets,
+            times,
+            bytes_since_index_entry,
+            created_ms,
+        } = sealed;
+        let mut segment = Segment::open_created(fs, dir, base_offset, created_ms)?;
+        segment.offset_index = IndexFile::from_parts(&dir.join(file_name(base_offset, "index")), offsets);
+        segment.time_index = IndexFile::from_parts(&dir.join(file_name(base_offset, "timeindex")), times);
         (segment.size, segment.next_offset, segment.max_timestamp) = (size, next_offset, max_timestamp);
+        segment.bytes_since_index_entry = bytes_since_index_entry;
         Ok(segment)
     }
 
