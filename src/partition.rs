@@ -152,6 +152,9 @@ struct State {
     dir: PathBuf,
     high_watermark: i64,
     leader_epoch: i32,
+    /// Whether this node leads the partition: only a leader puts its epoch in the leader-epoch
+    /// cache before it has written (a follower's cache follows the leader's batches).
+    leads: bool,
     /// Fetches parked until this partition gets new data (woken on every append).
     data_waiters: Vec<oneshot::Sender<()>>,
     producers: ProducerStates,
@@ -172,7 +175,7 @@ struct State {
 
 impl Partition {
     /// Opens (and on an unclean start, recovers) the partition's log in `dir`, and its
-    /// producers' state.
+    /// producers' state. It leads in no epoch until [`Partition::set_leadership`] says so.
     pub fn open(
         fs: &Arc<dyn FileSystem>,
         dir: &Path,
@@ -182,8 +185,7 @@ impl Partition {
         clean_shutdown: bool,
         counters: Rc<SyncCounters>,
     ) -> Result<Partition, StorageError> {
-        let mut log = Log::open(fs, dir, config, clean_shutdown)?;
-        become_leader(&mut log, leader_epoch, dir);
+        let log = Log::open(fs, dir, config, clean_shutdown)?;
         let producers = ProducerStates::load(dir, &log, expiry, crate::runtime::now_ms())?;
         Ok(Partition::of(log, producers, dir, leader_epoch, counters))
     }
@@ -202,8 +204,7 @@ impl Partition {
     ) -> Result<Partition, StorageError> {
         let (helper_fs, helper_dir) = (fs.clone(), dir.to_path_buf());
         let (log, producers) = crate::runtime::file::run_long(move || {
-            let mut log = Log::open(&helper_fs, &helper_dir, config, clean_shutdown)?;
-            become_leader(&mut log, leader_epoch, &helper_dir);
+            let log = Log::open(&helper_fs, &helper_dir, config, clean_shutdown)?;
             let producers = ProducerStates::load(&helper_dir, &log, expiry, crate::runtime::now_ms())?;
             Ok::<_, StorageError>((log.detach(), producers))
         })
@@ -219,6 +220,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             high_watermark,
             leader_epoch,
+            leads: false,
             data_waiters: Vec::new(),
             producers,
             sync_in_flight: None,
@@ -297,8 +299,8 @@ impl Partition {
                     if members.is_empty() {
                         let state = &mut *state;
                         state.writing = false;
-                        // The leader epoch changed while appends were written (`set_leader_epoch`).
-                        if state.log.latest_epoch() != Some(state.leader_epoch) {
+                        // The leader epoch changed while appends were written (`set_leadership`).
+                        if state.leads && state.log.latest_epoch() != Some(state.leader_epoch) {
                             become_leader(&mut state.log, state.leader_epoch, &state.dir);
                         }
                         return None;
@@ -636,14 +638,16 @@ impl Partition {
         self.0.state.borrow().log.epoch_for_offset(offset)
     }
 
-    /// The leader epoch the metadata image gives the partition (`ops::apply_metadata`, the one
-    /// place that reads it): appends from now on are stamped with it.
-    pub fn set_leader_epoch(&self, leader_epoch: i32) {
+    /// The leader epoch the metadata image gives the partition, and whether this node leads
+    /// it (`ops::apply_metadata`, the one place that reads them): appends from now on are
+    /// stamped with the epoch, and a leader's epoch enters the cache at once.
+    pub fn set_leadership(&self, leader_epoch: i32, leads: bool) {
         let state = &mut *self.0.state.borrow_mut();
         state.leader_epoch = leader_epoch;
+        state.leads = leads;
         // An append being written was stamped with the epoch before: the writer task takes
         // the new one into the cache once it is done (`write_queued`).
-        if !state.writing && state.log.latest_epoch() != Some(leader_epoch) {
+        if leads && !state.writing && state.log.latest_epoch() != Some(leader_epoch) {
             become_leader(&mut state.log, leader_epoch, &state.dir);
         }
     }
@@ -850,15 +854,21 @@ mod tests {
 
     const EXPIRY: ProducerExpiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
 
+    /// A partition this node leads in epoch 0.
     fn partition(dir: &Path) -> Partition {
-        Partition::open(&crate::storage::fs::os(), dir, config(), EXPIRY, 0, false, Rc::default()).unwrap()
+        let p = Partition::open(&crate::storage::fs::os(), dir, config(), EXPIRY, 0, false, Rc::default()).unwrap();
+        p.set_leadership(0, true);
+        p
     }
 
     /// A partition `name` on the simulated disk, counting its fsyncs in `counters`.
     fn simulated(disk: &Arc<SimDisk>, name: &str, config: LogConfig, counters: &Rc<SyncCounters>) -> Partition {
         let fs: Arc<dyn FileSystem> = disk.clone();
         fs.create_dir_all(Path::new("/data")).unwrap();
-        Partition::open(&fs, &Path::new("/data").join(name), config, EXPIRY, 0, false, counters.clone()).unwrap()
+        let p =
+            Partition::open(&fs, &Path::new("/data").join(name), config, EXPIRY, 0, false, counters.clone()).unwrap();
+        p.set_leadership(0, true);
+        p
     }
 
     /// Lets the other tasks run once.
@@ -1066,7 +1076,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let p = partition(dir.path());
             p.append(batch(1, 0), 0).await.unwrap();
-            p.set_leader_epoch(4);
+            p.set_leadership(4, true);
             p.append(batch(1, 0), 0).await.unwrap();
             let epochs: Vec<i32> = (0..2)
                 .map(|offset| BatchHeader::parse(&p.read(offset, 1).unwrap()).unwrap().partition_leader_epoch)
@@ -1083,7 +1093,7 @@ mod tests {
             // Leader from the start: epoch 0 is known before any append, as in Kafka.
             assert_eq!(p.end_offset_for_epoch(-1, 0).unwrap(), (0, 0));
             p.append(batch(3, 0), 0).await.unwrap();
-            p.set_leader_epoch(2);
+            p.set_leadership(2, true);
             assert_eq!(p.end_offset_for_epoch(2, 1).unwrap(), (0, 3), "epoch 1 never wrote: epoch 0 ends at 3");
             assert_eq!(p.end_offset_for_epoch(2, 2).unwrap(), (2, 3));
             p.append(batch(2, 0), 0).await.unwrap();
@@ -1109,6 +1119,22 @@ mod tests {
     }
 
     #[test]
+    fn only_a_leader_puts_its_epoch_in_the_cache_before_writing() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.append(batch(2, 0), 0).await.unwrap();
+            // Another node leads in epoch 1: this replica's cache follows the batches only.
+            p.set_leadership(1, false);
+            assert_eq!(p.end_offset_for_epoch(-1, 1).unwrap(), (-1, -1));
+            // Leading again in epoch 2, from its log end.
+            p.set_leadership(2, true);
+            assert_eq!(p.end_offset_for_epoch(-1, 1).unwrap(), (0, 2));
+            assert_eq!(p.end_offset_for_epoch(-1, 2).unwrap(), (2, 2));
+        })
+    }
+
+    #[test]
     fn a_leader_epoch_changed_while_the_writer_is_busy_starts_at_its_next_batch() {
         crate::runtime::file::block_on(async {
             let disk = SimDisk::new();
@@ -1120,7 +1146,7 @@ mod tests {
             // The writer task is busy rolling the segment (its fsync held) for the next append.
             let answers = append_concurrently(&p, 1);
             until("the roll's fsync is submitted", || disk.held_syncs() == 1).await;
-            p.set_leader_epoch(1);
+            p.set_leadership(1, true);
             disk.release_syncs();
             until("the append is answered", || answered(&answers) == 1).await;
             assert_eq!(p.end_offset_for_epoch(-1, 0).unwrap(), (0, 1));

@@ -289,9 +289,10 @@ pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown:
         if offline.contains_key(&tp) {
             continue;
         }
-        let epoch = image.topics[&tp.topic].partitions[tp.partition as usize].leader_epoch;
+        let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
+        let (epoch, leads) = (metadata.leader_epoch, metadata.leader == shard.config.node_id);
         if let Some(partition) = table.get_mut(&tp) {
-            partition.set_leader_epoch(epoch);
+            partition.set_leadership(epoch, leads);
             match log_config_of(&tp.topic) {
                 Ok(config) => partition.set_config(config),
                 Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
@@ -305,6 +306,7 @@ pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown:
             let opened = match config {
                 Ok(config) => Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
                     .await
+                    .inspect(|partition| partition.set_leadership(epoch, leads))
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };

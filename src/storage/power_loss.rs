@@ -213,7 +213,7 @@ async fn truncate_on_shard(seed: u64) -> Result<(), String> {
     for _ in 0..rng.below(1, 60) {
         if rng.below(0, 5) == 0 {
             epoch += 1;
-            partition.set_leader_epoch(epoch);
+            partition.set_leadership(epoch, true);
         }
         let batch = random_batch(&mut rng);
         let info = partition.append(batch.clone(), NOW_MS).await.map_err(|e| format!("append: {e}"))?;
