@@ -2,14 +2,15 @@
 //! it finds each fault in deliberately broken histories, and it reports, exactly, the
 //! acknowledged records a real broker lost when its log was cut behind its back. Three brokers,
 //! each killed and restarted in turn under the workload, lose nothing acknowledged; a consumer
-//! group whose coordinator's broker is killed resumes from its commits. (More runs
-//! it judges are in `idempotence.rs`: `kill -9` and SIGSTOP under an idempotent producer.)
+//! group whose coordinator's broker is killed resumes from its commits; a broker paused until
+//! fenced, then resumed, loses nothing. (More runs it judges: `idempotence.rs`, `kill -9` and
+//! SIGSTOP of one broker; `network_partition.rs`, a broker cut off.)
 
 mod common;
 
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, FAST_SESSIONS};
 use common::jepsen::{self, Workload};
 use common::{Broker, Raw};
 
@@ -138,4 +139,14 @@ fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_kil
     jepsen::assert_clean(&check, 1000);
     assert_eq!(check["group_missed"], 0, "{check:#}");
     assert_eq!(check["groups"][0]["reread_below_commit"], 0, "{check:#}");
+}
+
+/// The workload over three brokers while one of them is paused (SIGSTOP) until fenced, then
+/// resumed (SIGCONT): it is unfenced, leads its partitions again, and nothing acknowledged is
+/// lost, duplicated or reordered.
+#[test]
+fn the_workload_loses_nothing_while_a_broker_is_paused_and_resumed() {
+    let _one_at_a_time = common::serial();
+    let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
+    jepsen::through_a_broker_fault(&cluster, |c, i| c.node(i).pause(), |c, i| c.node(i).resume());
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, NOT_CONTROLLER, REQUEST_TIMED_OUT};
+use common::cluster::{Cluster, FAST_SESSIONS, NOT_CONTROLLER, REQUEST_TIMED_OUT};
 
 #[test]
 fn the_quorum_survives_its_leader_and_the_leader_catches_up() {
@@ -122,8 +122,7 @@ fn a_paused_metadata_leader_steps_down_once_resumed() {
 #[test]
 fn a_broker_paused_past_its_session_is_fenced_until_resumed() {
     let _one_at_a_time = common::serial();
-    let cluster =
-        Cluster::start(3, 1, &["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"]);
+    let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
     for i in 0..3 {
         common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
             cluster.brokers_seen_by(i) == [1, 2, 3]

@@ -21,6 +21,10 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 
+/// Broker sessions short enough that a broker gone silent is fenced within a test.
+pub const FAST_SESSIONS: [&str; 4] =
+    ["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=2000"];
+
 /// Fresh starts whose controller port another process took in between before giving up.
 const START_ATTEMPTS: usize = 5;
 /// A node's ports inside its own network namespace: nothing else binds there.
