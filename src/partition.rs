@@ -541,12 +541,16 @@ impl Partition {
         rx
     }
 
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        self.0.state.borrow().log.offset_for_timestamp(timestamp_ms)
+    /// ListOffsets by time: the first record at or after `timestamp_ms` (offset, timestamp).
+    /// Like a fetch, it never waits for the disk on the shard's thread: what is not cached is
+    /// loaded through the ring ([`Partition::read_for_fetch`]).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        self.read_for_fetch(&mut 0, |log, _, wait| log.offset_for_timestamp(timestamp_ms, wait)).await
     }
 
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
-        self.0.state.borrow().log.max_timestamp_offset()
+    /// ListOffsets' max-timestamp query, read as [`Partition::offset_for_timestamp`] reads.
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        self.read_for_fetch(&mut 0, |log, _, wait| log.max_timestamp_offset(wait)).await
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -25,7 +25,7 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
             wait_for_data(shard, request).await;
             reply.send(())
         }
-        ShardRequest::ListOffsets(Call { request, reply }) => reply.send(list_offsets(shard, request.queries)),
+        ShardRequest::ListOffsets(Call { request, reply }) => reply.send(list_offsets(shard, request.queries).await),
         ShardRequest::OffsetForLeaderEpoch(Call { request, reply }) => {
             let table = shard.partitions.borrow();
             let results = request
@@ -210,35 +210,42 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
 }
 
 /// Each query's answer, with the leader epoch of the offset found as Kafka gives it: the
-/// current one for the latest offset, the cache's for the others.
-fn list_offsets(
+/// current one for the latest offset, the cache's for the others. Lookups by time read the
+/// segments as fetches do (never waiting for the disk on the shard's thread), all at once.
+async fn list_offsets(
     shard: &Shard,
     queries: Vec<(TopicPartition, (OffsetQuery, i32))>,
 ) -> Vec<Result<FoundOffset, PartitionError>> {
-    let table = shard.partitions.borrow();
-    queries
-        .into_iter()
-        .map(|(tp, (query, current_leader_epoch))| {
-            let p = table.get(&tp).ok_or_else(|| shard.missing_partition_error(&tp))?;
-            p.check_leader_epoch(current_leader_epoch)?;
-            let found = match query {
-                OffsetQuery::Latest => {
-                    return Ok(FoundOffset {
-                        offset: p.high_watermark(),
-                        timestamp: -1,
-                        leader_epoch: p.leader_epoch(),
-                    });
+    let found = {
+        let table = shard.partitions.borrow();
+        queries
+            .into_iter()
+            .map(|(tp, (query, current_leader_epoch))| {
+                let p = table.get(&tp).cloned().ok_or_else(|| shard.missing_partition_error(&tp));
+                async move {
+                    let p = p?;
+                    p.check_leader_epoch(current_leader_epoch)?;
+                    let found = match query {
+                        OffsetQuery::Latest => {
+                            return Ok(FoundOffset {
+                                offset: p.high_watermark(),
+                                timestamp: -1,
+                                leader_epoch: p.leader_epoch(),
+                            });
+                        }
+                        OffsetQuery::Earliest => Some((p.log_start_offset(), -1)),
+                        OffsetQuery::MaxTimestamp => p.max_timestamp_offset().await?,
+                        OffsetQuery::AtTime(timestamp) => p.offset_for_timestamp(timestamp).await?,
+                    };
+                    // Kafka answers "no such record" with offset -1 and timestamp -1.
+                    let (offset, timestamp) = found.unwrap_or((-1, -1));
+                    let leader_epoch = found.and_then(|_| p.epoch_for_offset(offset)).unwrap_or(-1);
+                    Ok(FoundOffset { offset, timestamp, leader_epoch })
                 }
-                OffsetQuery::Earliest => Some((p.log_start_offset(), -1)),
-                OffsetQuery::MaxTimestamp => p.max_timestamp_offset()?,
-                OffsetQuery::AtTime(timestamp) => p.offset_for_timestamp(timestamp)?,
-            };
-            // Kafka answers "no such record" with offset -1 and timestamp -1.
-            let (offset, timestamp) = found.unwrap_or((-1, -1));
-            let leader_epoch = found.and_then(|_| p.epoch_for_offset(offset)).unwrap_or(-1);
-            Ok(FoundOffset { offset, timestamp, leader_epoch })
-        })
-        .collect()
+            })
+            .collect::<Vec<_>>()
+    };
+    futures::future::join_all(found).await
 }
 
 /// Makes this shard's partition table match `image`: opens the partitions it now owns and

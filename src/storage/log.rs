@@ -591,9 +591,9 @@ impl Log {
 
     /// The first record with a timestamp at or after `timestamp_ms`: (offset, timestamp).
     /// Records below the log start offset are not considered.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64, wait: Wait) -> Result<Option<(i64, i64)>, StorageError> {
         for segment in self.segments.iter().filter(|s| s.next_offset > self.log_start_offset) {
-            if let Some((offset, timestamp)) = segment.find_timestamp(timestamp_ms)? {
+            if let Some((offset, timestamp)) = segment.find_timestamp(timestamp_ms, wait)? {
                 return Ok(Some((offset.max(self.log_start_offset), timestamp)));
             }
         }
@@ -603,14 +603,14 @@ impl Log {
     /// The first record holding the largest timestamp in the log: (offset, timestamp), as
     /// ListOffsets answers the max-timestamp query (KIP-734). Of segments with equal maximum
     /// timestamps the earliest is searched, as in Kafka.
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn max_timestamp_offset(&self, wait: Wait) -> Result<Option<(i64, i64)>, StorageError> {
         let latest = self
             .segments
             .iter()
             .filter(|s| !s.is_empty())
             .reduce(|best, s| if s.max_timestamp > best.max_timestamp { s } else { best });
         match latest {
-            Some(segment) => segment.find_timestamp(segment.max_timestamp),
+            Some(segment) => segment.find_timestamp(segment.max_timestamp, wait),
             None => Ok(None),
         }
     }
@@ -1063,6 +1063,13 @@ pub(crate) mod tests {
             let bytes = read_evicted(&log, &segment, |log, wait| log.read(offset, max_bytes, i64::MAX, wait)).await;
             assert_eq!(bytes, log.read(offset, max_bytes, i64::MAX, Wait::Yes).unwrap());
             assert_eq!(batches_in(&bytes)[0].0, 150 * 100);
+
+            // ListOffsets by time reads the same way.
+            let found = read_evicted(&log, &segment, |log, wait| log.offset_for_timestamp(1150, wait)).await;
+            assert_eq!(found, log.offset_for_timestamp(1150, Wait::Yes).unwrap());
+            assert!(found.is_some(), "a record at that time");
+            let latest = read_evicted(&log, &segment, |log, wait| log.max_timestamp_offset(wait)).await;
+            assert_eq!(latest, log.max_timestamp_offset(Wait::Yes).unwrap());
         })
     }
 
@@ -1215,11 +1222,11 @@ pub(crate) mod tests {
             for i in 0..40 {
                 log.append(batch(2, 1000 + 10 * i), 0, 0).await.unwrap();
             }
-            assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+            assert_eq!(log.offset_for_timestamp(0, Wait::Yes).unwrap(), Some((0, 1000)));
             // Batch 20 holds timestamps 1200 and 1201 at offsets 40 and 41.
-            assert_eq!(log.offset_for_timestamp(1201).unwrap(), Some((41, 1201)));
-            assert_eq!(log.offset_for_timestamp(1202).unwrap(), Some((42, 1210)));
-            assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+            assert_eq!(log.offset_for_timestamp(1201, Wait::Yes).unwrap(), Some((41, 1201)));
+            assert_eq!(log.offset_for_timestamp(1202, Wait::Yes).unwrap(), Some((42, 1210)));
+            assert_eq!(log.offset_for_timestamp(5000, Wait::Yes).unwrap(), None);
         })
     }
 
@@ -1267,7 +1274,7 @@ pub(crate) mod tests {
                     let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
                     assert_eq!(log.log_end_offset(), 2 * damaged as i64, "base offset {bad}, clean {clean}");
                     assert_eq!(read_all(&log, 0).len(), damaged as usize);
-                    assert_eq!(log.offset_for_timestamp(100 * damaged as i64).unwrap(), None);
+                    assert_eq!(log.offset_for_timestamp(100 * damaged as i64, Wait::Yes).unwrap(), None);
                 }
             }
         })
@@ -1306,7 +1313,7 @@ pub(crate) mod tests {
             let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
             assert_eq!(batches_in(&log.read(0, 1, i64::MAX, Wait::Yes).unwrap()), vec![(0, 2)]);
             assert!(log.read(4, 1 << 30, i64::MAX, Wait::Yes).unwrap().is_empty());
-            assert_eq!(log.offset_for_timestamp(200).unwrap(), None);
+            assert_eq!(log.offset_for_timestamp(200, Wait::Yes).unwrap(), None);
         })
     }
 
@@ -1550,7 +1557,7 @@ pub(crate) mod tests {
                 Err(StorageError::OffsetOutOfRange { .. })
             ));
             assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
-            assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0, active_base);
+            assert_eq!(log.offset_for_timestamp(0, Wait::Yes).unwrap().unwrap().0, active_base);
             // The start survives a reopen: the segment files say where the log begins.
             log.close().unwrap();
             drop(log);

@@ -513,8 +513,9 @@ impl Segment {
         Ok(Some(FileSlice { file: self.log.os_file()?, position, len }))
     }
 
-    /// The first record with a timestamp at or after `timestamp`: (offset, its timestamp).
-    pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    /// The first record with a timestamp at or after `timestamp`: (offset, its timestamp). With
+    /// [`Wait::No`], reads only from the page cache.
+    pub fn find_timestamp(&self, timestamp: i64, wait: Wait) -> Result<Option<(i64, i64)>, StorageError> {
         if self.max_timestamp < timestamp {
             return Ok(None);
         }
@@ -527,10 +528,10 @@ impl Segment {
             }
             None => 0,
         };
-        while let Some(header) = self.read_header(position, self.size, Wait::Yes)? {
+        while let Some(header) = self.read_header(position, self.size, wait)? {
             if header.max_timestamp >= timestamp {
                 let mut bytes = vec![0u8; header.size()];
-                self.log.read_exact_at(&mut bytes, position)?;
+                self.read_at(&mut bytes, position, wait)?;
                 return Ok(Some(first_record_at_or_after(&header, Bytes::from(bytes), timestamp)));
             }
             position += header.size() as u64;
