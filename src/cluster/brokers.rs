@@ -212,7 +212,6 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// The broker side of this node; `first_unfenced` resolves when it is first unfenced.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         identity: Identity,
         quorum: Quorum,
@@ -356,7 +355,9 @@ impl Lifecycle {
             return Ok(self.local.as_ref()(call).await);
         }
         let address = *self.voters.get(&leader).ok_or_else(|| format!("the leader {leader} is not a voter"))?;
-        let mut stream = match self.connection.borrow_mut().take() {
+        // Taken out first: no borrow may live across the awaits below (shut_down calls too).
+        let kept = self.connection.borrow_mut().take();
+        let mut stream = match kept {
             Some((to, stream)) if to == leader => stream,
             _ => {
                 let mut stream = within(TcpStream::connect(address)).await?.map_err(|e| e.to_string())?;

@@ -61,7 +61,7 @@ pub fn assign(
     let mut replicas = Vec::with_capacity(partitions.max(0) as usize);
     for partition in first_partition.max(0)..first_partition.max(0) + partitions {
         let partition = partition as usize;
-        if partition > 0 && partition % n == 0 {
+        if partition > 0 && partition.is_multiple_of(n) {
             shift += 1;
         }
         let first = (partition + start_index) % n;

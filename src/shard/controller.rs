@@ -111,7 +111,7 @@ fn place(
     let brokers: Vec<Candidate> =
         image.unfenced_brokers().map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect();
     let wanted = replication_factor.max(1) as usize;
-    if wanted > brokers.len() && !shard.quorum.get().is_some_and(|q| q.leader().is_some()) {
+    if wanted > brokers.len() && shard.quorum.get().is_none_or(|q| q.leader().is_none()) {
         // Without a leader this node may not have heard of the brokers; and nothing commits.
         return Err((ResponseError::NotController, "the controller quorum has no leader now".into()));
     }
