@@ -187,7 +187,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             async move {
                 let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
-                let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised, image.clone(), senders));
+                let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised.clone(), image.clone(), senders));
                 let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let alone = quorum_config.voters.len() == 1;
                 let (quorum_task, broker) = match shard_id == CONTROLLER_SHARD {
@@ -228,8 +228,15 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let (lifecycle, broker_tasks) = match broker {
                     Some((lifecycle, first_unfenced, tasks)) => {
                         // Alone, the node is its own controller: it is ready once it can lead
-                        // partitions. In a quorum of several it waits for no one.
-                        if alone {
+                        // partitions, at once if the image still lists it unfenced at this
+                        // address (its new registration follows; a full disk may hold it back,
+                        // and reads must not wait for that). In a quorum of several it waits
+                        // for no one.
+                        let listed = shard.metadata().unfenced_brokers().any(|b| {
+                            b.node_id == config.node_id
+                                && (b.host.as_str(), b.port) == (advertised.0.as_str(), advertised.1)
+                        });
+                        if alone && !listed {
                             let _ = first_unfenced.await;
                         }
                         (Some(lifecycle), Some(tasks))

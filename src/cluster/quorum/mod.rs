@@ -44,6 +44,9 @@ use super::MetadataImage;
 use super::brokers::Controller;
 use super::records::{self, MetadataRecord};
 
+/// How long the node waits after a failed write before it goes on from what is durable.
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+
 /// raft-rs counts time in ticks.
 const TICK: Duration = Duration::from_millis(100);
 /// Ticks without a leader's heartbeat before a follower stands for election (at random up to
@@ -245,6 +248,9 @@ impl Node {
             while self.raft.has_ready() {
                 if let Err(e) = self.handle_ready().await {
                     self.restart(format!("{e:#}"));
+                    // A disk that stays full would fail the next write at once (a lone voter
+                    // campaigns, wins and appends straight away): not in a tight loop.
+                    crate::runtime::sleep(RESTART_BACKOFF).await;
                 }
             }
         }
