@@ -340,19 +340,26 @@ impl Partition {
                 }
             };
             let outcome = roll.run().await;
-            let mut state = self.0.state.borrow_mut();
-            match state.log.finish_roll(roll, outcome, next.now_ms) {
-                Ok(()) => {
-                    // The state so far is the state at the new segment's base.
-                    if let Err(e) = state.producers.write_snapshot(state.log.active_base_offset()) {
-                        tracing::warn!(dir = %state.dir.display(), error = %e, "writing a producer snapshot");
+            let snapshot = {
+                let mut state = self.0.state.borrow_mut();
+                match state.log.finish_roll(roll, outcome, next.now_ms) {
+                    Ok(()) => {
+                        // The state so far is the state at the new segment's base.
+                        let snapshot = state.producers.snapshot_writer(state.log.active_base_offset());
+                        // Staged again, into the new segment.
+                        state.appends.push_front(next);
+                        Some((snapshot, state.dir.clone()))
                     }
-                    // Staged again, into the new segment.
-                    state.appends.push_front(next);
+                    Err(e) => {
+                        let _ = next.done.send(Err(state.refused(e)));
+                        None
+                    }
                 }
-                Err(e) => {
-                    let _ = next.done.send(Err(state.refused(e)));
-                }
+            };
+            if let Some((snapshot, dir)) = snapshot
+                && let Err(e) = crate::runtime::file::run_blocking(snapshot).await
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "writing a producer snapshot");
             }
         }
     }
@@ -1236,7 +1243,7 @@ mod tests {
         let disk = disk.clone();
         let watchdog = std::thread::spawn(move || {
             let timed_out = wait.recv_timeout(std::time::Duration::from_secs(10)).is_err();
-            disk.release_blocking_syncs();
+            disk.release_blocking_calls();
             timed_out
         });
         (finished, watchdog)
@@ -1255,12 +1262,12 @@ mod tests {
             compacting.maintain(crate::runtime::now_ms(), false).unwrap();
             // The pass is held halfway, at the sync of its first rewritten segment: the shard
             // serves meanwhile, the compacting partition included.
-            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0);
             assert_eq!(other.read(0, 1 << 20).unwrap().len(), batch(2, 0).len());
             assert!(!compacting.read(0, 1 << 20).unwrap().is_empty(), "the old segments still serve");
             assert_eq!(compacting.size(), size, "nothing is swapped in before the pass is done");
-            assert_eq!(disk.blocked_syncs(), 1, "the compaction is still held");
+            assert_eq!(disk.blocked_calls(), 1, "the compaction is still held");
             let _ = finished.send(());
             assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
             until("the compacted segments are swapped in", || compacting.size() < size).await;
@@ -1277,7 +1284,7 @@ mod tests {
             disk.hold_blocking_syncs(".cleaned");
             let (finished, watchdog) = release_in_time(&disk);
             p.maintain(crate::runtime::now_ms(), false).unwrap();
-            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
             // DeleteRecords past the first segments: they are gone for reads at once, and their
             // files stay until the compaction that may be rewriting them is done.
             let start = p.delete_records(-1).await.unwrap();
@@ -1307,7 +1314,7 @@ mod tests {
             let answer = Rc::new(RefCell::new(None));
             let (answered, deletion) = (answer.clone(), p.delete_records(2));
             spawn_local(async move { *answered.borrow_mut() = Some(deletion.await) }).detach();
-            until("the log start offset's file is being synced", || disk.blocked_syncs() == 1).await;
+            until("the log start offset's file is being synced", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
             assert!(answer.borrow().is_none());
             assert_eq!(p.log_start_offset(), 0, "the start moves once its file holds it");
@@ -1329,7 +1336,7 @@ mod tests {
             disk.hold_blocking_syncs(".cleaned");
             let (finished, watchdog) = release_in_time(&disk);
             p.maintain(crate::runtime::now_ms(), false).unwrap();
-            until("the compaction waits for its sync", || disk.blocked_syncs() == 1).await;
+            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
             // A cut inside the closed segments the pass is rewriting.
             let answer = Rc::new(RefCell::new(None));
             let (answered, truncating) = (answer.clone(), p.clone());
@@ -1511,7 +1518,7 @@ mod tests {
             })
             .detach();
             // Recovery cut the tail and syncs the cut: the shard serves meanwhile.
-            until("the recovery's sync is held", || disk.blocked_syncs() == 1).await;
+            until("the recovery's sync is held", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
             assert!(opened.borrow().is_none(), "the partition is not there before it is recovered");
             let _ = finished.send(());
@@ -1521,6 +1528,30 @@ mod tests {
             assert_eq!(recovered.log_end_offset(), 10);
             assert_eq!(recovered.append(batch(1, 0), 0).await.unwrap().base_offset, 10);
             assert_eq!(recovered.read(0, 1 << 20).unwrap().len(), 5 * batch(2, 0).len() + batch(1, 0).len());
+        })
+    }
+
+    #[test]
+    fn a_roll_writes_the_producers_snapshot_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            // Room for one batch a segment: the second append rolls.
+            let one_batch = LogConfig { segment_bytes: producer_batch(1, 0, 7, 0, 0).len() as u64, ..config() };
+            let rolling = simulated(&disk, "t-0", one_batch, &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            rolling.append(producer_batch(1, 0, 7, 0, 0), 0).await.unwrap();
+            disk.hold_opens(".snapshot");
+            let (finished, watchdog) = release_in_time(&disk);
+            let waiting = append_concurrently(&rolling, 1);
+            until("the roll's producer snapshot is being written", || disk.blocked_calls() == 1).await;
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the call");
+            until("the append after the roll is answered", || answered(&waiting) == 1).await;
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let files = fs.list_dir(Path::new("/data/t-0")).unwrap();
+            assert!(files.contains(&"00000000000000000001.snapshot".to_string()), "{files:?}");
         })
     }
 }

@@ -279,22 +279,31 @@ impl ProducerStates {
     /// Writes `<offset>.snapshot` (through a temporary file and a rename) and removes all but
     /// the newest [`SNAPSHOTS_KEPT`]. `offset` must be the log end the state reflects.
     pub fn write_snapshot(&self, offset: i64) -> Result<(), StorageError> {
-        let path = snapshot_path(&self.dir, offset);
-        let tmp = path.with_extension("snapshot.tmp");
-        let file = self.fs.open(&tmp, Open::Truncate)?;
-        if let Err(e) = write_all_at(&*file, &mut [IoSlice::new(&encode(&self.producers))], 0) {
-            // Gives the space back on a full disk.
-            let _ = self.fs.remove_file(&tmp);
-            return Err(e.into());
+        self.snapshot_writer(offset)()
+    }
+
+    /// [`ProducerStates::write_snapshot`] as work for a helper thread: the state is taken now,
+    /// the files written when it runs.
+    pub fn snapshot_writer(&self, offset: i64) -> impl FnOnce() -> Result<(), StorageError> + Send + use<> {
+        let (fs, dir, bytes) = (self.fs.clone(), self.dir.clone(), encode(&self.producers));
+        move || {
+            let path = snapshot_path(&dir, offset);
+            let tmp = path.with_extension("snapshot.tmp");
+            let file = fs.open(&tmp, Open::Truncate)?;
+            if let Err(e) = write_all_at(&*file, &mut [IoSlice::new(&bytes)], 0) {
+                // Gives the space back on a full disk.
+                let _ = fs.remove_file(&tmp);
+                return Err(e.into());
+            }
+            drop(file);
+            fs.rename(&tmp, &path)?;
+            let mut offsets = snapshot_offsets(&*fs, &dir)?;
+            offsets.sort_unstable_by(|a, b| b.cmp(a));
+            for &old in offsets.iter().skip(SNAPSHOTS_KEPT) {
+                remove_snapshot(&*fs, &dir, old)?;
+            }
+            Ok(())
         }
-        drop(file);
-        self.fs.rename(&tmp, &path)?;
-        let mut offsets = snapshot_offsets(&*self.fs, &self.dir)?;
-        offsets.sort_unstable_by(|a, b| b.cmp(a));
-        for &old in offsets.iter().skip(SNAPSHOTS_KEPT) {
-            remove_snapshot(&*self.fs, &self.dir, old)?;
-        }
-        Ok(())
     }
 
     #[cfg(test)]

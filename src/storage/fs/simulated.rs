@@ -14,8 +14,9 @@
 //! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
 //! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
 //! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
-//! makes the blocking syncs (`sync_data`, made on helper threads) of some files wait, so that a
-//! test can hold such work halfway and see what the shard does meanwhile.
+//! (and [`SimDisk::hold_opens`]) makes the blocking syncs (`sync_data`) or opens of some files
+//! wait (made on helper threads), so that a test can hold such work halfway and see what the
+//! shard does meanwhile.
 //! Asynchronous writes are held and failed as fsyncs are: [`SimDisk::hold_writes`] keeps them
 //! from completing (their bytes are in the file at once, as in a page cache, but the writer
 //! does not know it yet) until [`SimDisk::release_writes`], and [`SimDisk::fail_writes`] makes
@@ -100,21 +101,30 @@ struct State {
     /// Asynchronous writes submitted so far.
     writes_submitted: u64,
     fail_writes: bool,
-    /// Holds blocking syncs while set.
-    blocking_syncs: Arc<Gate>,
+    /// Holds blocking syncs and opens while set.
+    blocking_calls: Arc<Gate>,
 }
 
-/// A gate at which blocking calls on some files wait while it is closed.
+/// Which blocking calls a [`Gate`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Sync,
+    Open,
+}
+
+/// A gate at which blocking calls of one kind on some files wait while it is closed.
 #[derive(Default)]
 struct Gate {
-    /// While closed, the text in the paths of the files held, and how many calls wait.
-    state: Mutex<(Option<String>, usize)>,
+    /// While closed, the calls held and the text in the paths of their files; how many wait.
+    state: Mutex<(Option<(Call, String)>, usize)>,
     opened: std::sync::Condvar,
 }
 
 impl Gate {
-    fn pass(&self, path: &Path) {
-        let held = |closed: &Option<String>| closed.as_ref().is_some_and(|text| path.to_string_lossy().contains(text));
+    fn pass(&self, path: &Path, call: Call) {
+        let held = |closed: &Option<(Call, String)>| {
+            closed.as_ref().is_some_and(|(held, text)| *held == call && path.to_string_lossy().contains(text))
+        };
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !held(&state.0) {
             return;
@@ -126,7 +136,7 @@ impl Gate {
         state.1 -= 1;
     }
 
-    fn set(&self, closed: Option<String>) {
+    fn set(&self, closed: Option<(Call, String)>) {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0 = closed;
         self.opened.notify_all();
     }
@@ -184,7 +194,7 @@ impl SimDisk {
             held_syncs: None,
             syncs_submitted: 0,
             fail_syncs: false,
-            blocking_syncs: Arc::default(),
+            blocking_calls: Arc::default(),
             held_writes: None,
             writes_submitted: 0,
             fail_writes: false,
@@ -222,20 +232,25 @@ impl SimDisk {
     }
 
     /// From now on, blocking syncs ([`FileHandle::sync_data`]) of files whose path contains
-    /// `text` wait until [`SimDisk::release_blocking_syncs`]; only helper threads may make them
+    /// `text` wait until [`SimDisk::release_blocking_calls`]; only helper threads may make them
     /// then.
     pub fn hold_blocking_syncs(&self, text: &str) {
-        self.state().blocking_syncs.set(Some(text.to_string()));
+        self.state().blocking_calls.set(Some((Call::Sync, text.to_string())));
     }
 
-    /// Lets the blocking syncs held go on, and those made later.
-    pub fn release_blocking_syncs(&self) {
-        self.state().blocking_syncs.set(None);
+    /// The same for opens.
+    pub fn hold_opens(&self, text: &str) {
+        self.state().blocking_calls.set(Some((Call::Open, text.to_string())));
     }
 
-    /// Blocking syncs waiting to be released.
-    pub fn blocked_syncs(&self) -> usize {
-        self.state().blocking_syncs.waiting()
+    /// Lets the blocking calls held go on, and those made later.
+    pub fn release_blocking_calls(&self) {
+        self.state().blocking_calls.set(None);
+    }
+
+    /// Blocking calls waiting to be released.
+    pub fn blocked_calls(&self) -> usize {
+        self.state().blocking_calls.waiting()
     }
 
     /// Makes every fsync from now on fail with EIO (`false`: succeed again).
@@ -352,6 +367,8 @@ fn tear(durable: &[u8], current: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 impl FileSystem for SimDisk {
     fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+        let gate = self.state().blocking_calls.clone();
+        gate.pass(path, Call::Open);
         let mut state = self.state();
         state.operate()?;
         let id = match (state.entries.get(path).copied(), mode) {
@@ -539,8 +556,8 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let gate = lock(&self.state).blocking_syncs.clone();
-        gate.pass(&self.path);
+        let gate = lock(&self.state).blocking_calls.clone();
+        gate.pass(&self.path, Call::Sync);
         self.with(|inode| {
             inode.durable = inode.current.clone();
             inode.syncs += 1;
