@@ -43,8 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut log) = Log::open(&sluice::storage::fs::os(), dir.path(), common::log_config(), clean_shutdown) else {
         return;
     };
-    let _ = log.offset_for_timestamp(0);
-    let _ = log.max_timestamp_offset();
+    let _ = log.offset_for_timestamp(0, Wait::Yes);
+    let _ = log.max_timestamp_offset(Wait::Yes);
     let mut offset = log.log_start_offset();
     for _ in 0..READS_MAX {
         let Ok(bytes) = log.read(offset, 1 << 20, log.log_end_offset(), Wait::Yes) else { break };
