@@ -1249,20 +1249,30 @@ mod tests {
         (finished, watchdog)
     }
 
+    /// A compactable partition whose compaction pass is under way and held at the sync of its
+    /// first rewritten segment; the watchdog releases it if the test blocks the shard.
+    async fn held_compaction(
+        disk: &Arc<SimDisk>,
+        counters: &Rc<SyncCounters>,
+    ) -> (Partition, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+        let p = compactable(disk, "t-0", 20, counters).await;
+        disk.hold_blocking_syncs(".cleaned");
+        let (finished, watchdog) = release_in_time(disk);
+        p.maintain(crate::runtime::now_ms(), false).unwrap();
+        until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
+        (p, finished, watchdog)
+    }
+
     #[test]
     fn compaction_runs_off_the_shards_thread() {
         crate::runtime::file::block_on(async {
             let disk = SimDisk::new();
             let counters = Rc::new(SyncCounters::default());
-            let compacting = compactable(&disk, "t-0", 20, &counters).await;
-            let other = simulated(&disk, "t-1", config(), &counters);
-            let (size, end) = (compacting.size(), compacting.log_end_offset());
-            disk.hold_blocking_syncs(".cleaned");
-            let (finished, watchdog) = release_in_time(&disk);
-            compacting.maintain(crate::runtime::now_ms(), false).unwrap();
             // The pass is held halfway, at the sync of its first rewritten segment: the shard
             // serves meanwhile, the compacting partition included.
-            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
+            let (compacting, finished, watchdog) = held_compaction(&disk, &counters).await;
+            let other = simulated(&disk, "t-1", config(), &counters);
+            let (size, end) = (compacting.size(), compacting.log_end_offset());
             assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0);
             assert_eq!(other.read(0, 1 << 20).unwrap().len(), batch(2, 0).len());
             assert!(!compacting.read(0, 1 << 20).unwrap().is_empty(), "the old segments still serve");
@@ -1280,11 +1290,7 @@ mod tests {
         crate::runtime::file::block_on(async {
             let disk = SimDisk::new();
             let counters = Rc::new(SyncCounters::default());
-            let p = compactable(&disk, "t-0", 20, &counters).await;
-            disk.hold_blocking_syncs(".cleaned");
-            let (finished, watchdog) = release_in_time(&disk);
-            p.maintain(crate::runtime::now_ms(), false).unwrap();
-            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
+            let (p, finished, watchdog) = held_compaction(&disk, &counters).await;
             // DeleteRecords past the first segments: they are gone for reads at once, and their
             // files stay until the compaction that may be rewriting them is done.
             let start = p.delete_records(-1).await.unwrap();
@@ -1332,11 +1338,7 @@ mod tests {
         crate::runtime::file::block_on(async {
             let disk = SimDisk::new();
             let counters = Rc::new(SyncCounters::default());
-            let p = compactable(&disk, "t-0", 20, &counters).await;
-            disk.hold_blocking_syncs(".cleaned");
-            let (finished, watchdog) = release_in_time(&disk);
-            p.maintain(crate::runtime::now_ms(), false).unwrap();
-            until("the compaction waits for its sync", || disk.blocked_calls() == 1).await;
+            let (p, finished, watchdog) = held_compaction(&disk, &counters).await;
             // A cut inside the closed segments the pass is rewriting.
             let answer = Rc::new(RefCell::new(None));
             let (answered, truncating) = (answer.clone(), p.clone());

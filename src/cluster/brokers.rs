@@ -416,16 +416,7 @@ mod tests {
     fn image(unfenced: &[i32]) -> MetadataImage {
         let mut image = MetadataImage::default();
         for &node_id in unfenced {
-            let broker = BrokerRegistration {
-                node_id,
-                incarnation_id: uuid::Uuid::new_v4(),
-                epoch: 1,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-                fenced: false,
-            };
-            image.brokers.insert(node_id, broker);
+            image.brokers.insert(node_id, BrokerRegistration::unfenced_for_test(node_id));
         }
         image
     }

@@ -64,6 +64,22 @@ pub struct BrokerRegistration {
     pub fenced: bool,
 }
 
+#[cfg(test)]
+impl BrokerRegistration {
+    /// A registered, unfenced broker at a placeholder address.
+    pub fn unfenced_for_test(node_id: i32) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            incarnation_id: uuid::Uuid::new_v4(),
+            epoch: 1,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicMetadata {
     pub name: String,
@@ -251,16 +267,7 @@ mod tests {
     fn a_fenced_broker_leads_nothing_until_it_is_back() {
         let mut image = MetadataImage::default();
         for node_id in [1, 2] {
-            let broker = BrokerRegistration {
-                node_id,
-                incarnation_id: uuid::Uuid::new_v4(),
-                epoch: 1,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-                fenced: false,
-            };
-            image.brokers.insert(node_id, broker);
+            image.brokers.insert(node_id, BrokerRegistration::unfenced_for_test(node_id));
         }
         let partitions = vec![PartitionMetadata::new(0, 0, vec![1]), PartitionMetadata::new(1, 0, vec![2])];
         let topic =
