@@ -18,8 +18,8 @@
 //! through [`Claimed`], under its log's [`DirClaim`], so that it never touches a directory that
 //! a deleted partition left and a topic created again may have taken.
 //!
-//! Cost on the hot path: one dynamic call per write or sync; the write takes an owned buffer
-//! (the one copy of a request's batches for one partition).
+//! Cost on the hot path: one dynamic call per write or sync; the write takes the request's own
+//! `Bytes` (a vectored write, no copy), beside small owned pieces (stamped batch headers).
 //!
 //! Durability contract that callers rely on (and the simulated disk enforces): data written
 //! to a file is durable only once the file is synced; a new, renamed or removed directory
@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 
 use crate::runtime::file::RingFile;
@@ -85,9 +86,10 @@ pub trait FileHandle {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the data and the length durable (fdatasync), blocking: for cold paths.
     fn sync_data(&self) -> io::Result<()>;
-    /// Writes all of `bytes` at `position` without blocking the shard. Fails as a whole (the
-    /// file may then hold part of it: the caller cuts it back).
-    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture;
+    /// Writes all of `pieces`, one after the other, at `position` without blocking the shard
+    /// and without copying them (they are kept until the write completes). Fails as a whole
+    /// (the file may then hold part of it: the caller cuts it back).
+    fn write_at(&self, pieces: Vec<Bytes>, position: u64) -> IoFuture;
     /// fdatasync without blocking the shard: covers every write completed before it was
     /// submitted.
     fn fdatasync(&self) -> IoFuture;
@@ -315,9 +317,9 @@ impl FileHandle for OsFile {
         nix::sys::uio::pwritev(self.file.as_fd(), slices, position as i64).map_err(io::Error::from)
     }
 
-    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture {
+    fn write_at(&self, pieces: Vec<Bytes>, position: u64) -> IoFuture {
         match self.ring() {
-            Ok(ring) => Box::pin(ring.write_all_at(bytes, position)),
+            Ok(ring) => Box::pin(ring.write_all_at(pieces, position)),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{Claimed, DirClaim, FileSystem, IoFuture};
@@ -67,21 +67,40 @@ impl Roll {
     }
 }
 
+/// Batch bodies (all but the header) at least this long are written from the request's own
+/// bytes; shorter ones are copied beside the stamped headers, where a piece of their own would
+/// cost the kernel more than the copy. So a write of `n` bytes has at most
+/// `2 * n / BORROWED_BODY_BYTES_MIN + 1` pieces.
+const BORROWED_BODY_BYTES_MIN: usize = 4096;
+
+/// Room first set aside for the stamped headers and short bodies of one write.
+const COPIED_BYTES_INITIAL: usize = 64 * 1024;
+
 /// Appends stamped for one write at the end of the active segment ([`Log::stage`]), in the
-/// order they were staged: their bytes one after the other (the one copy of the requests'
-/// batches), each append's offsets and each batch's stamped header.
+/// order they were staged: their bytes as pieces written one after the other (each batch's
+/// stamped header, then its records: sliced from the request, not copied, unless short), each
+/// append's offsets and each batch's stamped header.
 pub struct Staged {
-    bytes: Vec<u8>,
+    /// The write so far, in order; `copied` follows them.
+    pieces: Vec<Bytes>,
+    /// Stamped headers and short bodies after the last piece.
+    copied: BytesMut,
+    len: usize,
     appends: Vec<AppendInfo>,
     /// Each stamped batch header with its max timestamp, in order.
     stamped: Vec<(BatchHeader, i64)>,
 }
 
 impl Staged {
-    /// Room for `bytes` of batches (stamped batches are as long as they came): a buffer that
-    /// grew would be moved, onto fresh pages that each cost a fault.
+    /// For a write of about `bytes` bytes of batches.
     pub fn with_capacity(bytes: usize) -> Staged {
-        Staged { bytes: Vec::with_capacity(bytes), appends: Vec::new(), stamped: Vec::new() }
+        Staged {
+            pieces: Vec::new(),
+            copied: BytesMut::with_capacity(bytes.min(COPIED_BYTES_INITIAL)),
+            len: 0,
+            appends: Vec::new(),
+            stamped: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,12 +109,38 @@ impl Staged {
 
     /// Bytes staged.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// Offsets staged.
     fn offsets(&self) -> i64 {
         self.appends.iter().map(|a| a.last_offset + 1 - a.base_offset).sum()
+    }
+
+    /// Adds `batch` (validated, whole, a slice of `request`) with `header` in place of its own.
+    fn push_batch(&mut self, request: &Bytes, batch: std::ops::Range<usize>, header: &[u8; HEADER_LEN]) {
+        self.copied.extend_from_slice(header);
+        let body = batch.start + HEADER_LEN..batch.end;
+        if body.len() >= BORROWED_BODY_BYTES_MIN {
+            self.seal_copied();
+            self.pieces.push(request.slice(body));
+        } else {
+            self.copied.extend_from_slice(&request[body]);
+        }
+        self.len += batch.len();
+    }
+
+    /// Ends the copied run: it becomes a piece (sharing its buffer with the next run).
+    fn seal_copied(&mut self) {
+        if !self.copied.is_empty() {
+            self.pieces.push(self.copied.split().freeze());
+        }
+    }
+
+    /// The pieces to write, in order.
+    fn into_pieces(mut self) -> (Vec<Bytes>, Vec<AppendInfo>, Vec<(BatchHeader, i64)>) {
+        self.seal_copied();
+        (self.pieces, self.appends, self.stamped)
     }
 }
 
@@ -284,7 +329,7 @@ impl Log {
     /// Validates every batch of `batches` (all or nothing); unless it must wait
     /// ([`Staging::RollFirst`], [`Staging::WriteFirst`]), assigns offsets after the log end
     /// and the appends staged before it, stamps the leader epoch (and LogAppendTime when
-    /// configured), and copies the stamped batches into `staged`. Nothing is visible (log end,
+    /// configured), and adds the stamped batches to `staged`. Nothing is visible (log end,
     /// indexes, reads) until [`Log::finish_write`] gets the write's outcome; no append may be
     /// staged while a write is in flight.
     pub fn stage(
@@ -328,10 +373,10 @@ impl Log {
         }
         let mut next_offset = base_offset;
         let mut records = 0u64;
-        staged.bytes.reserve(batches.len());
         // Each batch is written as its stamped header followed by its untouched records.
         for (position, header) in &parsed {
-            let batch = &batches[*position..*position + header.size()];
+            let range = *position..*position + header.size();
+            let batch = &batches[range.clone()];
             let stamp = Stamp {
                 base_offset: next_offset,
                 leader_epoch,
@@ -339,8 +384,7 @@ impl Log {
                 attributes: header.attributes,
                 max_timestamp: header.max_timestamp,
             };
-            staged.bytes.extend_from_slice(&batch::stamped_header(batch, &stamp));
-            staged.bytes.extend_from_slice(&batch[HEADER_LEN..]);
+            staged.push_batch(batches, range, &batch::stamped_header(batch, &stamp));
             let mut header = *header;
             header.base_offset = next_offset;
             staged.stamped.push((header, log_append_time.unwrap_or(header.max_timestamp)));
@@ -360,13 +404,10 @@ impl Log {
     /// through the shard's ring.
     pub fn write_staged(&mut self, staged: Staged) -> (PendingWrite, IoFuture) {
         assert!(!staged.is_empty() && !self.write_in_flight, "one write at a time, of staged appends");
-        let write = self.active().write_at_end(staged.bytes);
+        let (pieces, appends, stamped) = staged.into_pieces();
+        let write = self.active().write_at_end(pieces);
         self.write_in_flight = true;
-        let pending = PendingWrite {
-            appends: staged.appends,
-            stamped: staged.stamped,
-            segment_base_offset: self.active_base_offset(),
-        };
+        let pending = PendingWrite { appends, stamped, segment_base_offset: self.active_base_offset() };
         (pending, write)
     }
 
@@ -1104,6 +1145,33 @@ pub(crate) mod tests {
             let info = log.append(two.freeze(), 0, 0).await.unwrap();
             assert_eq!((info.base_offset, info.last_offset, info.records), (0, 5, 6));
             assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 4)]);
+        })
+    }
+
+    #[test]
+    fn long_batch_bodies_are_written_from_the_request_not_copied() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(&os(), dir.path(), config(), false).unwrap();
+            let (short, long) = (batch(2, 0), batch(400, 0));
+            assert!(long.len() - HEADER_LEN >= BORROWED_BODY_BYTES_MIN);
+            let mut request = BytesMut::from(&short[..]);
+            request.extend_from_slice(&long);
+            request.extend_from_slice(&batch(3, 0));
+            let request = request.freeze();
+            let mut staged = Staged::with_capacity(request.len());
+            assert!(matches!(log.stage(&mut staged, &request, 0, 0).unwrap(), Staging::Staged));
+            // The short batch and the long one's stamped header, copied; the long one's
+            // records, the request's own memory; the last batch still being copied.
+            assert_eq!(staged.pieces.len(), 2);
+            assert_eq!(staged.pieces[0].len(), short.len() + HEADER_LEN);
+            let long_body = &request[short.len() + HEADER_LEN..short.len() + long.len()];
+            assert_eq!(staged.pieces[1].as_ptr(), long_body.as_ptr());
+            assert_eq!(staged.len(), request.len());
+            let (pending, write) = log.write_staged(staged);
+            let written = write.await;
+            log.finish_write(pending, written).unwrap();
+            assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 400), (402, 3)]);
         })
     }
 

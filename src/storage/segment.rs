@@ -381,12 +381,13 @@ impl Segment {
         Ok(())
     }
 
-    /// Starts writing `bytes` (whole stamped batches) at the end. Nothing about the segment
-    /// changes until [`Segment::finish_append`] is given the outcome, so reads never reach
-    /// bytes still being written.
-    pub fn write_at_end(&self, bytes: Vec<u8>) -> IoFuture {
-        assert!(self.size + bytes.len() as u64 <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
-        self.log.write_at(bytes, self.size)
+    /// Starts writing `pieces` (whole stamped batches, one after the other) at the end.
+    /// Nothing about the segment changes until [`Segment::finish_append`] is given the
+    /// outcome, so reads never reach bytes still being written.
+    pub fn write_at_end(&self, pieces: Vec<Bytes>) -> IoFuture {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        assert!(self.size + len as u64 <= SEGMENT_BYTES_LIMIT, "the log rolls before a segment overflows");
+        self.log.write_at(pieces, self.size)
     }
 
     /// Takes the batches [`Segment::write_at_end`] wrote (`batches`: each stamped header with

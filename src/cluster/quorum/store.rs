@@ -264,7 +264,7 @@ impl DurableLog {
         let bytes = padded;
         let len = bytes.len() as u64;
         let written = async {
-            self.log.write_at(bytes, self.log_len).await?;
+            self.log.write_at(vec![bytes.into()], self.log_len).await?;
             self.log.fdatasync().await
         }
         .await;
@@ -307,7 +307,7 @@ impl DurableLog {
         let (tmp, path) = (self.dir.join("log.tmp"), self.dir.join(LOG_FILE));
         let new_log = self.fs.open(&tmp, Open::Truncate)?;
         let len = rest.len() as u64;
-        new_log.write_at(rest, 0).await?;
+        new_log.write_at(vec![rest.into()], 0).await?;
         new_log.fdatasync().await?;
         let (fs, dir) = (self.fs.clone(), self.dir.clone());
         crate::runtime::file::run_blocking(move || {

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 
 use super::{FileHandle, FileSystem, IoFuture, Open};
@@ -565,7 +566,8 @@ impl FileHandle for SimFile {
         })
     }
 
-    fn write_at(&self, bytes: Vec<u8>, position: u64) -> IoFuture {
+    fn write_at(&self, pieces: Vec<Bytes>, position: u64) -> IoFuture {
+        let bytes = pieces.concat();
         let (fail, gate) = {
             let mut state = lock(&self.state);
             state.writes_submitted += 1;

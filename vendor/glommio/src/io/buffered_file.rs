@@ -159,6 +159,32 @@ impl BufferedFile {
         })
     }
 
+    /// Sluice patch (PATCHES.md): writes the buffers of `bufs`, one after the other, at `pos`
+    /// with one vectored write (IORING_OP_WRITEV), without copying them. They are kept
+    /// alive until the kernel is done with them, even if this future is dropped first.
+    /// Returns the bytes written (short only on errors such as a full disk). At most
+    /// `IOV_MAX` (1024) buffers.
+    pub async fn write_vectored_at<B: AsRef<[u8]> + 'static>(
+        &self,
+        bufs: Vec<B>,
+        pos: u64,
+    ) -> Result<usize> {
+        let source = self
+            .file
+            .reactor
+            .upgrade()
+            .unwrap()
+            .write_buffered_vectored(self.as_raw_fd(), bufs, pos);
+        source.collect_rw().await.map_err(|source| {
+            GlommioError::create_enhanced(
+                source,
+                "Writing",
+                self.file.path.borrow().as_ref(),
+                Some(self.as_raw_fd()),
+            )
+        })
+    }
+
     /// Reads data at the specified position into a buffer allocated by this
     /// library.
     ///

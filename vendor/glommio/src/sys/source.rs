@@ -31,6 +31,9 @@ use std::{
                     // but they are certainly used, and read by debug
 pub(crate) enum SourceType {
     Write(PollableStatus, IoBuffer),
+    /// Sluice patch (PATCHES.md): a vectored buffered write; the iovecs point into the
+    /// buffers the `Box` keeps alive until the source is consumed (after the completion).
+    WriteVectored(Vec<libc::iovec>, Box<dyn std::any::Any>),
     Read(PollableStatus, Option<IoBuffer>),
     PollAdd,
     SockSend(DmaBuffer),
