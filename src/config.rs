@@ -26,7 +26,11 @@ pub struct BrokerConfig {
     /// The controller quorum (`controller.quorum.voters`, `ID@HOST:PORT,...`, KRaft's form):
     /// every voter's node id and the address its Raft messages go to. Empty: this node alone.
     pub controller_quorum_voters: Vec<(i32, String)>,
+    /// `process.roles`: what this node is (KRaft's roles); both by default.
+    pub roles: Roles,
     pub listen: SocketAddr,
+    /// Whether `listeners` was set (a controller-only node has no client listener to set).
+    pub listen_set: bool,
     /// The admin HTTP listener (Prometheus `/metrics`); `None` turns it off.
     pub admin: Option<SocketAddr>,
     /// Address handed to clients in Metadata; defaults to the listen address.
@@ -125,7 +129,9 @@ impl Default for BrokerConfig {
         Self {
             node_id: 0,
             controller_quorum_voters: Vec::new(),
+            roles: Roles { broker: true, controller: true },
             listen: "127.0.0.1:9092".parse().expect("valid literal address"),
+            listen_set: false,
             admin: Some("127.0.0.1:9644".parse().expect("valid literal address")),
             advertise: None,
             data_dir: PathBuf::from("sluice-data"),
@@ -317,7 +323,7 @@ impl BrokerConfig {
             "controller.quorum.voters" => Some(
                 self.controller_quorum_voters.iter().map(|(id, at)| format!("{id}@{at}")).collect::<Vec<_>>().join(","),
             ),
-            "process.roles" => Some("broker,controller".to_string()),
+            "process.roles" => Some(self.roles.to_string()),
             "listeners" => text(&self.listen),
             "admin.listen" => Some(self.admin.map_or("off".to_string(), |a| a.to_string())),
             "advertised.listeners" => self.advertise.clone(),
@@ -389,15 +395,11 @@ impl BrokerConfig {
         match key {
             "node.id" | "broker.id" => self.node_id = value.parse().with_context(context)?,
             "controller.quorum.voters" => self.controller_quorum_voters = parse_quorum_voters(value)?,
-            // KRaft's roles: every node is both until broker-only and controller-only nodes exist.
-            "process.roles" => {
-                let mut roles: Vec<&str> = value.split(',').map(str::trim).collect();
-                roles.sort_unstable();
-                if roles != ["broker", "controller"] {
-                    bail!("process.roles = {value}: only \"broker,controller\" (both) is supported so far");
-                }
+            "process.roles" => self.roles = value.parse()?,
+            "listeners" | "listen" => {
+                self.listen = value.parse().with_context(context)?;
+                self.listen_set = true;
             }
-            "listeners" | "listen" => self.listen = value.parse().with_context(context)?,
             "admin.listen" | "admin" => {
                 self.admin = if value == "off" { None } else { Some(value.parse().with_context(context)?) }
             }
@@ -529,11 +531,7 @@ impl BrokerConfig {
         if self.node_id < 0 {
             bail!("node.id must not be negative");
         }
-        if !self.controller_quorum_voters.is_empty()
-            && !self.controller_quorum_voters.iter().any(|(id, _)| *id == self.node_id)
-        {
-            bail!("node.id {} is not among controller.quorum.voters", self.node_id);
-        }
+        self.validate_roles()?;
         if self.metadata_log_max_record_bytes_between_snapshots == 0 {
             bail!("metadata.log.max.record.bytes.between.snapshots must be at least 1");
         }
@@ -548,6 +546,38 @@ impl BrokerConfig {
         }
         if self.offset_metadata_max_bytes > crate::group::offsets::STRING_MAX_BYTES {
             bail!("offset.metadata.max.bytes cannot exceed {}", crate::group::offsets::STRING_MAX_BYTES);
+        }
+        Ok(())
+    }
+
+    /// KRaft's rules for `process.roles` against the quorum: a node with the controller role
+    /// is a voter, a broker-only node is not (it follows the voters), and a controller-only node
+    /// has no client listener.
+    fn validate_roles(&self) -> anyhow::Result<()> {
+        let voter = self.controller_quorum_voters.iter().any(|(id, _)| *id == self.node_id);
+        let (roles, id) = (self.roles, self.node_id);
+        if roles.controller && !self.controller_quorum_voters.is_empty() && !voter {
+            bail!(
+                "node.id {id} is not among controller.quorum.voters, but process.roles = {roles} makes it a controller"
+            );
+        }
+        if !roles.broker && self.controller_quorum_voters.is_empty() {
+            bail!(
+                "process.roles = controller needs controller.quorum.voters (this node's controller listener, and the brokers' way in)"
+            );
+        }
+        if !roles.controller && self.controller_quorum_voters.is_empty() {
+            bail!("process.roles = broker needs controller.quorum.voters: a broker-only node follows the controllers");
+        }
+        if !roles.controller && voter {
+            bail!(
+                "node.id {id} is among controller.quorum.voters, but process.roles = broker: a broker-only node does not vote (make it broker,controller, or take it out of the voters)"
+            );
+        }
+        if !roles.broker && (self.listen_set || self.advertise.is_some()) {
+            bail!(
+                "process.roles = controller: a controller-only node has no client listener (no listeners nor advertised.listeners)"
+            );
         }
         Ok(())
     }
@@ -672,6 +702,42 @@ fn parse_non_negative(key: &str, value: &str) -> anyhow::Result<i64> {
 
 /// Exactly "true" or "false", as Kafka's boolean configs.
 /// `ID@HOST:PORT,...`: distinct non-negative ids, each with an address.
+/// KRaft's `process.roles`: `broker`, `controller`, or both (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Holds partitions, serves clients, registers with the active controller.
+    pub broker: bool,
+    /// Votes in the metadata quorum and serves the controller listener.
+    pub controller: bool,
+}
+
+impl std::str::FromStr for Roles {
+    type Err = anyhow::Error;
+
+    fn from_str(value: &str) -> anyhow::Result<Roles> {
+        let mut roles = Roles { broker: false, controller: false };
+        for role in value.split(',').map(str::trim) {
+            let seen = match role {
+                "broker" => std::mem::replace(&mut roles.broker, true),
+                "controller" => std::mem::replace(&mut roles.controller, true),
+                other => bail!("process.roles = {value}: {other:?} is neither broker nor controller"),
+            };
+            if seen {
+                bail!("process.roles = {value}: {role} is named twice");
+            }
+        }
+        Ok(roles)
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [("broker", self.broker), ("controller", self.controller)];
+        let named: Vec<&str> = names.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect();
+        f.write_str(&named.join(","))
+    }
+}
+
 fn parse_quorum_voters(value: &str) -> anyhow::Result<Vec<(i32, String)>> {
     let mut voters: Vec<(i32, String)> = Vec::new();
     for voter in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
@@ -803,6 +869,43 @@ mod tests {
         config.set("queued.max.request.bytes", "-1").unwrap();
         config.set("connections.max.idle.ms", "0").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn roles_must_fit_the_quorum() {
+        let quorum = "1@127.0.0.1:9093,2@127.0.0.1:9094,3@127.0.0.1:9095";
+        let check = |settings: &[(&str, &str)]| {
+            let mut config = BrokerConfig::default();
+            for (key, value) in settings {
+                config.set(key, value)?;
+            }
+            config.validate()
+        };
+        let refused = |settings: &[(&str, &str)], why: &str| {
+            let error = format!("{:#}", check(settings).expect_err(why));
+            assert!(error.contains("process.roles"), "{why}: {error}");
+        };
+        check(&[("node.id", "2"), ("controller.quorum.voters", quorum)]).unwrap();
+        check(&[("node.id", "2"), ("controller.quorum.voters", quorum), ("process.roles", "controller")]).unwrap();
+        check(&[("node.id", "4"), ("controller.quorum.voters", quorum), ("process.roles", "broker")]).unwrap();
+        check(&[("process.roles", "controller , broker")]).unwrap();
+        refused(
+            &[("node.id", "4"), ("controller.quorum.voters", quorum), ("process.roles", "controller")],
+            "not a voter",
+        );
+        refused(&[("node.id", "4"), ("controller.quorum.voters", quorum)], "both, not a voter");
+        refused(&[("node.id", "1"), ("controller.quorum.voters", quorum), ("process.roles", "broker")], "a voter");
+        refused(&[("process.roles", "broker")], "a broker alone has no controller");
+        refused(&[("process.roles", "controller")], "a controller alone serves no one");
+        let listening = [("node.id", "1"), ("controller.quorum.voters", quorum), ("process.roles", "controller")];
+        refused(&[listening.as_slice(), &[("listeners", "127.0.0.1:9092")]].concat(), "no client listener");
+        for roles in ["", "broker,broker", "observer"] {
+            refused(&[("process.roles", roles)], roles);
+        }
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.get("process.roles").as_deref(), Some("broker,controller"));
+        config.set("process.roles", "controller").unwrap();
+        assert_eq!(config.get("process.roles").as_deref(), Some("controller"));
     }
 
     #[test]

@@ -6,18 +6,16 @@ use std::rc::Rc;
 
 use anyhow::Context;
 
+use crate::cluster::MetadataImage;
 use crate::cluster::brokers::{BrokerAnswer, BrokerCall, Controller, Identity, Lifecycle};
 use crate::cluster::quorum::store::DurableLog;
 use crate::cluster::quorum::{self, QuorumConfig};
-use crate::cluster::replicas::{self, Candidate, Start};
-use crate::cluster::{MetadataImage, PartitionMetadata, TopicMetadata};
+use crate::cluster::replicas::Candidate;
 use crate::config::BrokerConfig;
 use crate::group;
 use crate::runtime::{self, MeshBuilder, bind_reuseport, spawn_local};
-use crate::shard::placement::shard_for_partition;
 use crate::shard::router::PartitionsOffline;
 use crate::shard::{CONTROLLER_SHARD, Shard, ShardRequest, controller, ops};
-use std::collections::BTreeMap;
 
 /// Left in the data directory by a clean shutdown; its absence at start means recovery.
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -50,7 +48,9 @@ pub struct ServeArgs {
     /// votes, with the address of its controller listener. Default: this node alone.
     #[arg(long)]
     controller_quorum: Option<String>,
-    /// `broker`, `controller` or `both` (`process.roles`); only `both` so far.
+    /// `broker`, `controller` or `both` (`process.roles`; default both). A controller votes in
+    /// the quorum (its id must be in `--controller-quorum`); a broker-only node, not listed
+    /// there, follows it and serves clients; a controller-only node has no client listener.
     #[arg(long)]
     role: Option<String>,
     /// Any setting as key=value with its Kafka name; repeatable.
@@ -91,15 +91,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(role) = &args.role {
         let roles = match role.as_str() {
             "both" => "broker,controller",
-            "broker" | "controller" => anyhow::bail!(
-                "--role {role}: every node is a broker and a controller so far (--role both); separate roles are not supported yet"
-            ),
+            "broker" | "controller" => role,
             other => anyhow::bail!("--role {other}: expected broker, controller or both"),
         };
         config.set("process.roles", roles)?;
     }
     if let Some(listen) = args.listen {
-        config.listen = listen;
+        config.set("listeners", &listen.to_string())?;
     }
     if let Some(admin) = &args.admin {
         config.set("admin.listen", admin)?;
@@ -121,10 +119,17 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     config.data_dir = config.data_dir.canonicalize()?;
+    let roles = config.roles;
     // The ports first: a start refused for a busy port must leave the marker where it is.
-    let (listen, port_guard) =
-        runtime::reserve_port(config.listen).with_context(|| format!("the listen address {}", config.listen))?;
-    config.listen = listen;
+    let port_guard = match roles.broker {
+        true => {
+            let (listen, guard) = runtime::reserve_port(config.listen)
+                .with_context(|| format!("the listen address {}", config.listen))?;
+            config.listen = listen;
+            Some(guard)
+        }
+        false => None,
+    };
     let admin = config.admin.map(runtime::reserve_port).transpose().context("the admin listener")?;
     config.admin = admin.as_ref().map(|(address, _)| *address);
     let advertised = advertised_address(&config)?;
@@ -144,25 +149,18 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
     // disk serves what is there. Shard 0 opens it again for its Raft task.
     let quorum_config = quorum_config(&config)?;
     let several = quorum_config.voters.len() > 1;
-    let recovered = DurableLog::recover(crate::storage::fs::os(), &config.data_dir, &quorum_config.voters, || {
-        if !several {
-            let mut image = MetadataImage::load_legacy_or_create(&config.data_dir)?;
-            ensure_offsets_topic(&mut image, &config);
-            return Ok(image);
-        }
-        if MetadataImage::legacy_exists(&config.data_dir) {
-            anyhow::bail!(
-                "{} holds a single-node Sluice's metadata.json: it can only be opened as a one-node cluster (without --controller-quorum)",
-                config.data_dir.display()
-            );
-        }
-        // The same on every voter; the first leader proposes the cluster's first records.
-        Ok(MetadataImage::default())
-    })?;
-    MetadataImage::retire_legacy(&config.data_dir)?;
+    let recovered = match roles.controller {
+        true => Some(recover_metadata_log(&config, &quorum_config)?),
+        // A broker-only node keeps no metadata log: it fetches the image from the voters.
+        false if MetadataImage::legacy_exists(&config.data_dir) => anyhow::bail!(
+            "{} holds a single-node Sluice's metadata.json: it can only be opened as a one-node cluster",
+            config.data_dir.display()
+        ),
+        false => None,
+    };
     // Directories of partitions deleted before a crash are removed in the background.
     crate::storage::deleter::remove_leftovers(&crate::storage::fs::os(), &config.data_dir)?;
-    let mut image = recovered.image;
+    let mut image = recovered.unwrap_or_default();
     // Shard placement is this node's own affair: not in the log, redone at every start.
     image.place_orphans(config.cores);
     if !several {
@@ -190,12 +188,19 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised.clone(), image.clone(), senders));
                 let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let alone = quorum_config.voters.len() == 1;
-                let (quorum_task, broker) = match shard_id == CONTROLLER_SHARD {
+                let (quorum_task, broker, fencing) = match shard_id == CONTROLLER_SHARD {
                     true => {
-                        let quorum_task = start_quorum(&shard, quorum_config.clone(), image)?;
-                        (Some(quorum_task), Some(start_broker(&shard, &quorum_config)))
+                        let quorum_task = match roles.controller {
+                            true => start_quorum(&shard, quorum_config.clone(), image)?,
+                            false => start_observer(&shard, &quorum_config)?,
+                        };
+                        let broker = roles.broker.then(|| start_broker(&shard, &quorum_config));
+                        // The active controller's duty, on any node that may become it.
+                        let fencing =
+                            roles.controller.then(|| spawn_local(controller::fence_silent_brokers(shard.clone())));
+                        (Some(quorum_task), broker, fencing)
                     }
-                    false => (None, None),
+                    false => (None, None, None),
                 };
                 // Before this shard accepts clients, it knows its groups' committed offsets.
                 group::load(&shard);
@@ -208,7 +213,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 }
                 let upkeep_task = spawn_local(ops::maintain_partitions(shard.clone()));
                 let group_task = spawn_local(group::maintain(shard.clone()));
-                let listener = match bind_reuseport(config.listen) {
+                // A controller-only node serves no clients.
+                let listener = match roles.broker.then(|| bind_reuseport(config.listen)).transpose() {
                     Ok(listener) => listener,
                     Err(e) => {
                         let _ = bound_tx.send(Err(e.into()));
@@ -231,12 +237,13 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                         // partitions, at once if the image still lists it unfenced at this
                         // address (its new registration follows; a full disk may hold it back,
                         // and reads must not wait for that). In a quorum of several it waits
-                        // for no one.
+                        // for no one; but a broker-only node waits until it has the image and
+                        // is unfenced: it knows nothing before.
                         let listed = shard.metadata().unfenced_brokers().any(|b| {
                             b.node_id == config.node_id
                                 && (b.host.as_str(), b.port) == (advertised.0.as_str(), advertised.1)
                         });
-                        if alone && !listed {
+                        if (alone && !listed) || !roles.controller {
                             let _ = first_unfenced.await;
                         }
                         (Some(lifecycle), Some(tasks))
@@ -246,7 +253,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop((bound_tx, ticks));
                 let closed = run_shard(shard, listener, shutdown, lifecycle).await;
-                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, quorum_task));
+                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, fencing, quorum_task));
                 closed
             }
         })
@@ -269,9 +276,13 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
         }
     }
     drop((port_guard, admin));
+    let serving = match roles.broker {
+        true => format!("listening on {}", config.listen),
+        false => "controller only, no client listener".to_string(),
+    };
     match config.admin {
-        Some(admin) => println!("sluice ready: listening on {listen}, admin on {admin}"),
-        None => println!("sluice ready: listening on {listen}"),
+        Some(admin) => println!("sluice ready: {serving}, admin on {admin}"),
+        None => println!("sluice ready: {serving}"),
     }
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -305,12 +316,16 @@ fn exit_on_panic() {
 /// fails when any of them could not be closed and synced.
 async fn run_shard(
     shard: Rc<Shard>,
-    listener: runtime::TcpListener,
+    listener: Option<runtime::TcpListener>,
     mut shutdown: runtime::shutdown::ShardShutdown,
     lifecycle: Option<Rc<Lifecycle>>,
 ) -> anyhow::Result<()> {
     use futures::FutureExt;
-    let accept = crate::server::accept_loop(shard.clone(), listener).fuse();
+    let accept = match listener {
+        Some(listener) => crate::server::accept_loop(shard.clone(), listener).left_future(),
+        None => futures::future::pending().right_future(),
+    }
+    .fuse();
     futures::pin_mut!(accept);
     futures::select! {
         _ = accept => {},
@@ -391,13 +406,13 @@ fn controller_calls(shard: &Rc<Shard>) -> Controller {
     })
 }
 
-/// This node as a broker (on the controller shard, once its quorum runs): registration and
-/// heartbeats, and, while it is the active controller, the fencing of silent brokers. Returns
-/// the lifecycle, what resolves once this broker is first unfenced, and the tasks.
+/// This node as a broker (on the controller shard, once its quorum or observer runs):
+/// registration and heartbeats. Returns the lifecycle, what resolves once this broker is first
+/// unfenced, and its task.
 fn start_broker(
     shard: &Rc<Shard>,
     quorum_config: &QuorumConfig,
-) -> (Rc<Lifecycle>, futures::channel::oneshot::Receiver<()>, [runtime::Task<()>; 2]) {
+) -> (Rc<Lifecycle>, futures::channel::oneshot::Receiver<()>, runtime::Task<()>) {
     let identity = Identity {
         node_id: shard.config.node_id,
         host: shard.advertised_host.clone(),
@@ -413,8 +428,8 @@ fn start_broker(
     let voters = quorum_config.peers.iter().copied().collect();
     let (lifecycle, first_unfenced) =
         Lifecycle::new(identity, quorum, quorum_config.node_id, voters, controller_calls(shard), image);
-    let tasks = [spawn_local(lifecycle.clone().run()), spawn_local(controller::fence_silent_brokers(shard.clone()))];
-    (lifecycle, first_unfenced, tasks)
+    let task = spawn_local(lifecycle.clone().run());
+    (lifecycle, first_unfenced, task)
 }
 
 /// Starts the metadata log's Raft task on the controller shard, on the log as it is on disk
@@ -423,48 +438,65 @@ fn start_quorum(shard: &Rc<Shard>, config: QuorumConfig, image: MetadataImage) -
     let mut recovered =
         DurableLog::recover(shard.fs.clone(), &shard.config.data_dir, &config.voters, || unreachable!("bootstrapped"))?;
     recovered.image = image;
-    let install: quorum::Install = {
-        let shard = shard.clone();
-        Rc::new(move |image| {
-            let shard = shard.clone();
-            Box::pin(async move { controller::install_committed(&shard, image).await })
-        })
-    };
-    let (handle, task) = quorum::start(config, recovered, install, controller_calls(shard))?;
+    let (handle, task) = quorum::start(config, recovered, install_on(shard), controller_calls(shard))?;
     shard.quorum.set(handle).map_err(|_| anyhow::anyhow!("the quorum started twice"))?;
     Ok(spawn_local(task))
 }
 
-/// Creates `__consumer_offsets` when the metadata log is bootstrapped; its partition count is
-/// then fixed, since it decides which partition (and shard) holds each group.
+/// A broker-only node's way to the quorum: its observer task fetches the committed image from
+/// the voters and installs it on every shard (`quorum::observer`).
+fn start_observer(shard: &Rc<Shard>, config: &QuorumConfig) -> anyhow::Result<runtime::Task<()>> {
+    let (handle, task) = quorum::observer::start(config.node_id, config.peers.clone(), install_on(shard));
+    shard.quorum.set(handle).map_err(|_| anyhow::anyhow!("the quorum started twice"))?;
+    Ok(spawn_local(task))
+}
+
+/// Installs committed images on every shard of this node (from the controller shard).
+fn install_on(shard: &Rc<Shard>) -> quorum::Install {
+    let shard = shard.clone();
+    Rc::new(move |image| {
+        let shard = shard.clone();
+        Box::pin(async move { controller::install_committed(&shard, image).await })
+    })
+}
+
+/// Reads the metadata log, bootstrapping it on a first start (migrating a `metadata.json` an
+/// older Sluice wrote, when alone). Writes nothing else.
+fn recover_metadata_log(config: &BrokerConfig, quorum_config: &QuorumConfig) -> anyhow::Result<MetadataImage> {
+    let several = quorum_config.voters.len() > 1;
+    let recovered = DurableLog::recover(crate::storage::fs::os(), &config.data_dir, &quorum_config.voters, || {
+        if !several {
+            let mut image = MetadataImage::load_legacy_or_create(&config.data_dir)?;
+            ensure_offsets_topic(&mut image, config);
+            return Ok(image);
+        }
+        if MetadataImage::legacy_exists(&config.data_dir) {
+            anyhow::bail!(
+                "{} holds a single-node Sluice's metadata.json: it can only be opened as a one-node cluster (without --controller-quorum)",
+                config.data_dir.display()
+            );
+        }
+        // The same on every voter; the first leader proposes the cluster's first records.
+        Ok(MetadataImage::default())
+    })?;
+    MetadataImage::retire_legacy(&config.data_dir)?;
+    Ok(recovered.image)
+}
+
+/// Creates `__consumer_offsets` when the metadata log is bootstrapped, placed over this node
+/// alone, or over the voters when this node is a broker as well (then they all are, as KRaft's
+/// combined mode has it). A quorum of controller-only nodes leaves it to the active controller,
+/// which creates it once a broker is unfenced (`controller::broker_heartbeat`).
 fn ensure_offsets_topic(image: &mut MetadataImage, config: &BrokerConfig) {
-    if image.topic(group::OFFSETS_TOPIC).is_some() {
+    if image.topic(group::OFFSETS_TOPIC).is_some() || !config.roles.broker {
         return;
     }
-    // Every voter is a broker: the offsets topic is placed over them before any registers.
     let brokers: Vec<Candidate> = match config.controller_quorum_voters.is_empty() {
         true => vec![Candidate { node_id: config.node_id, rack: None }],
         false => config.controller_quorum_voters.iter().map(|(id, _)| Candidate { node_id: *id, rack: None }).collect(),
     };
-    let replicas = replicas::assign(&brokers, config.offsets_topic_num_partitions, 1, 0, Start::random());
-    let partitions = (0..config.offsets_topic_num_partitions)
-        .zip(replicas)
-        .map(|(partition, replicas)| {
-            PartitionMetadata::new(
-                partition,
-                shard_for_partition(group::OFFSETS_TOPIC, partition, config.cores),
-                replicas,
-            )
-        })
-        .collect();
-    let configs = BTreeMap::from([
-        ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), config.offsets_topic_segment_bytes.to_string()),
-    ]);
-    image.topics.insert(
-        group::OFFSETS_TOPIC.to_string(),
-        TopicMetadata { name: group::OFFSETS_TOPIC.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs },
-    );
+    let topic = controller::offsets_topic(config, &brokers);
+    image.topics.insert(topic.name.clone(), topic);
 }
 
 fn advertised_address(config: &BrokerConfig) -> anyhow::Result<(String, i32)> {

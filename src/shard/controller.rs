@@ -108,8 +108,7 @@ fn place(
     replication_factor: i16,
     first: i32,
 ) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
-    let brokers: Vec<Candidate> =
-        image.unfenced_brokers().map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect();
+    let brokers = candidates(image);
     let wanted = replication_factor.max(1) as usize;
     if wanted > brokers.len() && shard.quorum.get().is_none_or(|q| q.leader().is_none()) {
         // Without a leader this node may not have heard of the brokers; and nothing commits.
@@ -125,6 +124,30 @@ fn place(
     }
     check_replication_factor(wanted)?;
     Ok(replicas::assign(&brokers, count, wanted, first, Start::random()))
+}
+
+/// The brokers new replicas may go to: the unfenced ones.
+fn candidates(image: &MetadataImage) -> Vec<Candidate> {
+    image.unfenced_brokers().map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect()
+}
+
+/// `__consumer_offsets`, placed over `brokers` with one replica per partition; its partition
+/// count is fixed from then on, since it decides which partition (and shard) holds each group.
+pub fn offsets_topic(config: &crate::config::BrokerConfig, brokers: &[Candidate]) -> TopicMetadata {
+    let name = crate::group::OFFSETS_TOPIC;
+    let count = config.offsets_topic_num_partitions;
+    let replicas = replicas::assign(brokers, count, 1, 0, Start::random());
+    let partitions = (0..count)
+        .zip(replicas)
+        .map(|(partition, replicas)| {
+            PartitionMetadata::new(partition, shard_for_partition(name, partition, config.cores), replicas)
+        })
+        .collect();
+    let configs = std::collections::BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), config.offsets_topic_segment_bytes.to_string()),
+    ]);
+    TopicMetadata { name: name.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs }
 }
 
 /// Until followers replicate, a partition has one replica: more would be accepted and not kept.
@@ -357,6 +380,12 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
     };
     if broker.fenced != fenced {
         image.set_fenced(node_id, fenced);
+        if !fenced && image.topic(crate::group::OFFSETS_TOPIC).is_none() && !image.cluster_id.is_empty() {
+            // A quorum of controller-only nodes has no broker to place it on at its bootstrap.
+            let brokers = candidates(&image);
+            let topic = offsets_topic(&shard.config, &brokers);
+            image.topics.insert(topic.name.clone(), topic);
+        }
         if let Err((error, message)) = propose(shard, records::changes(&shard.metadata(), &image)).await {
             tracing::info!(node_id, %message, "a broker's heartbeat could not change its state");
             return refused(error);

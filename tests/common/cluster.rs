@@ -1,5 +1,6 @@
 //! A cluster of `sluice` processes on this machine: nodes 1..=N, each with its own data dir and
-//! ports, all voters of one metadata quorum (`--node-id`, `--controller-quorum`). Either on
+//! ports, all voters of one metadata quorum (`--node-id`, `--controller-quorum`), or
+//! controller-only voters followed by broker-only nodes ([`Cluster::start_roles`]). Either on
 //! loopback (controller ports picked by the kernel; a start that lost a port to another
 //! process is redone on fresh ones) or each node in its own network namespace
 //! ([`super::netns::Network`]), where links can be cut. Nodes are `kill -9`ed, paused, resumed
@@ -68,6 +69,33 @@ impl Cluster {
         panic!("no free controller ports after {START_ATTEMPTS} attempts: {last_failure}")
     }
 
+    /// `controllers` controller-only voters (nodes 1..=controllers, `--role controller`) and
+    /// `brokers` broker-only nodes after them (`--role broker`), on loopback.
+    pub fn start_roles(controllers: usize, brokers: usize, cores: usize, extra: &[&str]) -> Cluster {
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let ports = free_ports(controllers);
+            let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let quorum = quorum_flag(&addresses);
+            let started = (0..controllers + brokers)
+                .map(|i| {
+                    let id = (i + 1).to_string();
+                    let role = if i < controllers { "controller" } else { "broker" };
+                    let mut args = vec!["--node-id", &id, "--controller-quorum", &quorum, "--role", role];
+                    args.extend_from_slice(extra);
+                    Broker::try_start_placed(cores, &args, Placement::default())
+                        .map_err(|failure| format!("node {}: {failure}", i + 1))
+                })
+                .collect();
+            match started {
+                Ok(nodes) => return Cluster { nodes, controllers: addresses, network: None },
+                Err(failure) if failure.contains("binding the controller listener") => last_failure = failure,
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        panic!("no free controller ports after {START_ATTEMPTS} attempts: {last_failure}")
+    }
+
     /// `n` nodes, node `i` in namespace `i` of a fresh [`Network`] with fixed ports on its own
     /// address. Panics unless run as root.
     pub fn start_in_namespaces(n: usize, cores: usize, extra: &[&str]) -> Cluster {
@@ -100,8 +128,7 @@ impl Cluster {
         extra: &[&str],
         placement: impl Fn(usize) -> Placement,
     ) -> Result<Vec<Broker>, String> {
-        let quorum =
-            controllers.iter().enumerate().map(|(i, at)| format!("{}@{at}", i + 1)).collect::<Vec<_>>().join(",");
+        let quorum = quorum_flag(controllers);
         (0..started)
             .map(|i| {
                 let id = (i + 1).to_string();
@@ -138,7 +165,7 @@ impl Cluster {
 
     /// Every node's Kafka address, as a client's `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        self.nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",")
+        self.nodes.iter().map(|n| n.addr()).filter(|a| !a.is_empty()).collect::<Vec<_>>().join(",")
     }
 
     /// A Kafka connection to node `i`, made from inside its namespace when it has one, so that
@@ -244,6 +271,11 @@ impl Cluster {
             self.topics(i).iter().any(|t| t == topic)
         });
     }
+}
+
+/// `--controller-quorum` for voters 1..=N listening at `controllers`.
+fn quorum_flag(controllers: &[String]) -> String {
+    controllers.iter().enumerate().map(|(i, at)| format!("{}@{at}", i + 1)).collect::<Vec<_>>().join(",")
 }
 
 /// Loopback ports free now, picked by the kernel (released before the nodes bind them: see

@@ -113,6 +113,9 @@ impl Broker {
     fn try_spawn(&mut self) -> Result<(), String> {
         // A restart binds the ports of the first start, as a supervisor's restart would.
         let listen = if self.addr.is_empty() { "127.0.0.1:0" } else { &self.addr };
+        // A controller-only node has no client listener to be given.
+        let controller_only = self.args.windows(2).any(|w| w == ["--role", "controller"]);
+        let listen: &[&str] = if controller_only { &[] } else { &["--listen", listen] };
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
@@ -124,7 +127,8 @@ impl Broker {
         };
         let mut child = command
             .arg("serve")
-            .args(["--listen", listen, "--admin", admin, "--data-dir"])
+            .args(listen)
+            .args(["--admin", admin, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -149,8 +153,10 @@ impl Broker {
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("sluice ready: listening on ") {
-                    let kafka = rest.split(',').next().unwrap_or_default().trim().to_string();
+                if let Some(rest) = line.strip_prefix("sluice ready: ") {
+                    // A controller-only node has no Kafka address.
+                    let kafka = rest.strip_prefix("listening on ").unwrap_or_default();
+                    let kafka = kafka.split(',').next().unwrap_or_default().trim().to_string();
                     let admin = rest.split_once(", admin on ").map(|(_, a)| a.trim().to_string());
                     let _ = ready_tx.send((kafka, admin));
                 }

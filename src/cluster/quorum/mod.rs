@@ -19,11 +19,15 @@
 //! voters travel over [`transport`]. Every `metadata.log.max.record.bytes.between.snapshots`
 //! of applied records, the image becomes the snapshot and the log is cut behind it.
 //!
+//! A broker-only node runs no Raft node: it follows the applied image of a voter
+//! ([`observer`]), and its changes are proposed through one.
+//!
 //! Invariants: nothing is applied before it is committed; nothing counts for a commit before
 //! it is durable; a proposer is answered once, after its change is installed everywhere or
 //! once it is certain it will not be (an error). A failed log write restarts the node from what
 //! is durable, failing the proposals in flight.
 
+pub mod observer;
 pub mod store;
 pub mod transport;
 
@@ -61,7 +65,7 @@ const INBOX_MAX: usize = 1024;
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a change was not made.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// This node is not the quorum's leader (or lost leadership before the change committed).
     NotLeader,
@@ -83,6 +87,8 @@ pub struct Quorum {
     /// The Raft id of the leader this node last heard of (0: none), kept by the Raft task.
     leader: Rc<Cell<u64>>,
     node_id: u64,
+    /// What this node has applied: served to observers by a voter, awaited by an observer.
+    published: Rc<observer::Published>,
 }
 
 struct Proposal {
@@ -149,11 +155,10 @@ pub fn start(
         None => None,
     };
     let peers = transport::Peers::start(config.peers.clone());
-    let leader = Rc::new(Cell::new(0));
-    let quorum = Quorum { proposals, leader: leader.clone(), node_id: config.node_id };
-    let mut node = Node::new(config, recovered, install, peers, leader)?;
-    node._listener =
-        listener.map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox, controller)));
+    let quorum = Quorum { proposals, leader: Rc::new(Cell::new(0)), node_id: config.node_id, published: Rc::default() };
+    let mut node = Node::new(config, recovered, install, peers, quorum.clone())?;
+    node._listener = listener
+        .map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox, controller, quorum.clone())));
     Ok((quorum, node.run(receiver, messages).boxed_local()))
 }
 
@@ -174,6 +179,7 @@ struct Node {
     bootstrap_proposed: Option<Instant>,
     /// Shared with the [`Quorum`] handle.
     leader: Rc<Cell<u64>>,
+    published: Rc<observer::Published>,
     _listener: Option<crate::runtime::Task<()>>,
 }
 
@@ -204,9 +210,10 @@ impl Node {
         recovered: Recovered,
         install: Install,
         peers: transport::Peers,
-        leader: Rc<Cell<u64>>,
+        quorum: Quorum,
     ) -> anyhow::Result<Node> {
         let Recovered { storage, image, applied, log } = recovered;
+        quorum.published.publish(applied, image.clone());
         Ok(Node {
             raft: raft_node(&config, storage, applied)?,
             config,
@@ -219,7 +226,8 @@ impl Node {
             bytes_since_snapshot: 0,
             peers,
             bootstrap_proposed: None,
-            leader,
+            leader: quorum.leader,
+            published: quorum.published,
             _listener: None,
         })
     }
@@ -357,6 +365,7 @@ impl Node {
         self.applied = index;
         self.bytes_since_snapshot = 0;
         (self.install)(self.image.clone()).await;
+        self.published.publish(index, self.image.clone());
         Ok(())
     }
 
@@ -379,6 +388,7 @@ impl Node {
         }
         if changed {
             (self.install)(self.image.clone()).await;
+            self.published.publish(self.applied, self.image.clone());
         }
         for (done, outcome) in answered {
             let _ = done.send(outcome);

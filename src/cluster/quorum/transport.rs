@@ -24,6 +24,8 @@ use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use protobuf::Message as _;
 use raft::prelude::Message;
 
+use super::Quorum;
+use super::observer::{self, OBSERVER_PREAMBLE};
 use crate::cluster::brokers::{self, Controller};
 use crate::runtime::{Task, TcpListener, TcpStream, sleep, spawn_local};
 
@@ -115,8 +117,8 @@ async fn send_to(address: SocketAddr, mut messages: mpsc::Receiver<Message>) {
 }
 
 /// Accepts other controllers' connections and hands every message read to `inbox`; brokers'
-/// connections are answered by `controller`.
-pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>, controller: Controller) {
+/// connections are answered by `controller`, observers' from what `quorum` applied.
+pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>, controller: Controller, quorum: Quorum) {
     let accept = || async {
         loop {
             match listener.accept().await {
@@ -129,10 +131,10 @@ pub async fn serve(listener: TcpListener, inbox: mpsc::Sender<Message>, controll
         }
     };
     crate::runtime::serve_bounded(INCOMING_MAX, accept, |stream| {
-        let (inbox, controller) = (inbox.clone(), controller.clone());
+        let (inbox, controller, quorum) = (inbox.clone(), controller.clone(), quorum.clone());
         async move {
             let peer = stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-            if let Err(reason) = read_messages(stream, inbox, controller).await {
+            if let Err(reason) = read_messages(stream, inbox, controller, quorum).await {
                 tracing::warn!(%peer, %reason, "closing a controller connection");
             }
         }
@@ -145,6 +147,7 @@ async fn read_messages(
     mut stream: TcpStream,
     mut inbox: mpsc::Sender<Message>,
     controller: Controller,
+    quorum: Quorum,
 ) -> Result<(), String> {
     let mut first = true;
     loop {
@@ -154,8 +157,12 @@ async fn read_messages(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
-        if std::mem::take(&mut first) && length == BROKER_CALLS_PREAMBLE {
-            return brokers::answer_calls(stream, controller).await;
+        if std::mem::take(&mut first) {
+            match length {
+                BROKER_CALLS_PREAMBLE => return brokers::answer_calls(stream, controller).await,
+                OBSERVER_PREAMBLE => return observer::answer(stream, quorum).await,
+                _ => {}
+            }
         }
         let length = u32::from_be_bytes(length) as usize;
         if length > MESSAGE_MAX_BYTES {
