@@ -117,7 +117,8 @@ pub struct BrokerConfig {
     /// acks=all produces need this many in-sync replicas; with one, anything above 1 refuses
     /// them with NOT_ENOUGH_REPLICAS, as Kafka does.
     pub min_insync_replicas: i32,
-    /// Whether an out-of-sync replica may become leader; with one replica there is no other.
+    /// Whether a replica outside the ISR may become leader when no in-sync one is live
+    /// (losing what it lacks of acknowledged records); a topic's own value wins.
     pub unclean_leader_election_enable: bool,
     /// The keys set explicitly (file, `--set`, flags): DescribeConfigs reports them as static
     /// broker configs rather than defaults.
@@ -598,6 +599,15 @@ impl BrokerConfig {
         }
     }
 
+    /// Whether a topic with `topic_configs` may elect a leader outside its ISR: its own
+    /// `unclean.leader.election.enable` (validated when it was set) over this broker's.
+    pub fn unclean_leader_election(&self, topic_configs: &BTreeMap<String, String>) -> bool {
+        topic_configs
+            .get("unclean.leader.election.enable")
+            .and_then(|value| parse_bool("unclean.leader.election.enable", value).ok())
+            .unwrap_or(self.unclean_leader_election_enable)
+    }
+
     /// The log settings of one topic: its own configs over the broker-wide defaults.
     pub fn log_config(&self, topic_configs: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
         let mut config = LogConfig {
@@ -633,11 +643,11 @@ impl BrokerConfig {
                     let policy = parse_cleanup_policy(value)?;
                     (config.compact, config.delete) = (policy.compact, policy.delete);
                 }
-                // Checked here, applied by the produce path (acks=all) and, being about leader
-                // election among replicas, meaningless with the single replica there is.
+                // Checked here, applied by the produce path (acks=all).
                 "min.insync.replicas" => {
                     parse_min_insync_replicas(value)?;
                 }
+                // Checked here, applied by the controller's elections (`unclean_leader_election`).
                 "unclean.leader.election.enable" => {
                     parse_bool(key, value)?;
                 }

@@ -401,6 +401,9 @@ fn controller_calls(shard: &Rc<Shard>) -> Controller {
                 BrokerCall::Heartbeat(request) => {
                     BrokerAnswer::Heartbeat(controller::broker_heartbeat(&shard, request).await)
                 }
+                BrokerCall::AlterPartition(request) => {
+                    BrokerAnswer::AlterPartition(controller::alter_partition(&shard, request).await)
+                }
             }
         })
     })

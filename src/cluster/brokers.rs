@@ -13,7 +13,8 @@
 //!   Controlled shutdown (SIGTERM) heartbeats `want_shut_down` until the controller answers
 //!   that the broker is fenced and may stop, within a deadline.
 //! - **Controller side**: `shard::controller` answers both requests, changing the image through
-//!   the metadata log (`records::MetadataRecord::Broker`). When each broker was last heard of
+//!   the metadata log (`records::MetadataRecord::Broker`), and AlterPartition (56), a partition
+//!   leader's change of its ISR (`cluster::election::alter_isr`), sent the same way. When each broker was last heard of
 //!   is in memory on the active controller only ([`Sessions`], on shard 0), as in Kafka: a
 //!   controller that becomes the leader counts every broker as heard of at that moment, and
 //!   fences those it then does not hear from within `broker.session.timeout.ms`.
@@ -32,10 +33,11 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use futures::{AsyncWriteExt, FutureExt};
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_partition_request::BrokerState;
 use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::{
-    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, RequestHeader,
+    AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 
@@ -48,6 +50,7 @@ use crate::runtime::{TcpStream, sleep};
 /// The versions this node sends; the controller answers any version the protocol crate knows.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
+const ALTER_PARTITION_VERSION: i16 = 3;
 /// Registrations and heartbeats are small; a larger frame is refused before it is read.
 const CALL_MAX_BYTES: usize = 1 << 20;
 /// A call not answered by then is given up (its controller may have died); the next goes to
@@ -62,20 +65,23 @@ const CLIENT_ID: &str = "sluice-broker";
 pub enum BrokerCall {
     Register(BrokerRegistrationRequest),
     Heartbeat(BrokerHeartbeatRequest),
+    /// A partition leader's new ISRs (always as version 3's, members with broker epochs).
+    AlterPartition(AlterPartitionRequest),
 }
 
 /// The controller's answer, of the request's own type.
 pub enum BrokerAnswer {
     Register(BrokerRegistrationResponse),
     Heartbeat(BrokerHeartbeatResponse),
+    AlterPartition(AlterPartitionResponse),
 }
 
 /// Answers brokers' calls on this node's controller (shard 0).
 pub type Controller = Rc<dyn Fn(BrokerCall) -> LocalBoxFuture<'static, BrokerAnswer>>;
 
 /// Serves a broker's connection to the controller listener (after its preamble): Kafka frames
-/// of BrokerRegistration and BrokerHeartbeat, answered in order. Anything else closes the
-/// connection, with the reason returned.
+/// of BrokerRegistration, BrokerHeartbeat and AlterPartition, answered in order. Anything else
+/// closes the connection, with the reason returned.
 pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Result<(), String> {
     loop {
         let mut frame = match read_frame(&mut stream, CALL_MAX_BYTES).await {
@@ -93,6 +99,7 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
                 ApiKey::BrokerRegistration
             }
             Ok(ApiKey::BrokerHeartbeat) if supported(BrokerHeartbeatRequest::VERSIONS) => ApiKey::BrokerHeartbeat,
+            Ok(ApiKey::AlterPartition) if supported(AlterPartitionRequest::VERSIONS) => ApiKey::AlterPartition,
             _ => return Err(format!("API key {key} v{version} is not served on the controller listener")),
         };
         // The header again, whole (its key and version were only peeked at).
@@ -109,6 +116,16 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
                 let request = BrokerRegistrationRequest::decode(&mut body, version).map_err(malformed)?;
                 controller(BrokerCall::Register(request)).await
             }
+            ApiKey::AlterPartition => {
+                let mut request = AlterPartitionRequest::decode(&mut body, version).map_err(malformed)?;
+                if version < 3 {
+                    for p in request.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        let any_epoch = |id| BrokerState::default().with_broker_id(id).with_broker_epoch(-1);
+                        p.new_isr_with_epochs = std::mem::take(&mut p.new_isr).into_iter().map(any_epoch).collect();
+                    }
+                }
+                controller(BrokerCall::AlterPartition(request)).await
+            }
             _ => {
                 let request = BrokerHeartbeatRequest::decode(&mut body, version).map_err(malformed)?;
                 controller(BrokerCall::Heartbeat(request)).await
@@ -118,6 +135,7 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
         let frame = match &answer {
             BrokerAnswer::Register(r) => encode_response(header.correlation_id, header_version, r, version),
             BrokerAnswer::Heartbeat(r) => encode_response(header.correlation_id, header_version, r, version),
+            BrokerAnswer::AlterPartition(r) => encode_response(header.correlation_id, header_version, r, version),
         }
         .map_err(|e| format!("encoding an answer: {e}"))?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -304,7 +322,7 @@ impl Lifecycle {
             .with_listeners(vec![listener])
             .with_rack(self.identity.rack.clone().map(StrBytes::from_string));
         let BrokerAnswer::Register(response) = self.call(BrokerCall::Register(request)).await? else {
-            return Err("a registration answered as a heartbeat".into());
+            return Err("a registration answered as another call".into());
         };
         match ResponseError::try_from_code(response.error_code) {
             None => Ok(response.broker_epoch),
@@ -320,7 +338,7 @@ impl Lifecycle {
             .with_want_shut_down(want_shut_down);
         match self.call(BrokerCall::Heartbeat(request)).await? {
             BrokerAnswer::Heartbeat(response) => Ok(response),
-            BrokerAnswer::Register(_) => Err("a heartbeat answered as a registration".into()),
+            _ => Err("a heartbeat answered as another call".into()),
         }
     }
 
@@ -382,6 +400,9 @@ impl Lifecycle {
             BrokerCall::Heartbeat(r) => {
                 encode_request_into(&mut frame, r, HEARTBEAT_VERSION, correlation_id, CLIENT_ID)
             }
+            BrokerCall::AlterPartition(r) => {
+                encode_request_into(&mut frame, r, ALTER_PARTITION_VERSION, correlation_id, CLIENT_ID)
+            }
         }
         .map_err(|e| e.to_string())?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -394,6 +415,10 @@ impl Lifecycle {
             BrokerCall::Heartbeat(_) => {
                 decode_response::<BrokerHeartbeatRequest>(body, HEARTBEAT_VERSION, correlation_id)
                     .map(BrokerAnswer::Heartbeat)
+            }
+            BrokerCall::AlterPartition(_) => {
+                decode_response::<AlterPartitionRequest>(body, ALTER_PARTITION_VERSION, correlation_id)
+                    .map(BrokerAnswer::AlterPartition)
             }
         };
         answer.map_err(|e| e.to_string())

@@ -104,6 +104,10 @@ pub struct PartitionMetadata {
     #[serde(default)]
     pub isr: Vec<i32>,
     pub leader_epoch: i32,
+    /// Bumped by every change of its leader or ISR (Kafka's partition epoch): AlterPartition
+    /// names the one it was decided against, and is refused if another change came first.
+    #[serde(default)]
+    pub partition_epoch: i32,
     /// Its owner failed to open it in this run (damaged files, I/O errors): Metadata reports
     /// no leader, reads and writes get KAFKA_STORAGE_ERROR. Never persisted.
     #[serde(skip)]
@@ -121,7 +125,16 @@ impl PartitionMetadata {
     /// A new partition on `replicas`, led by the first, all in sync, at leader epoch 0.
     pub fn new(partition: i32, shard: ShardId, replicas: Vec<i32>) -> PartitionMetadata {
         let leader = replicas.first().copied().unwrap_or(NO_LEADER);
-        PartitionMetadata { partition, shard, isr: replicas.clone(), replicas, leader, leader_epoch: 0, offline: false }
+        PartitionMetadata {
+            partition,
+            shard,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            offline: false,
+        }
     }
 }
 
@@ -133,31 +146,6 @@ impl MetadataImage {
             if p.replicas.is_empty() {
                 (p.replicas, p.isr, p.leader) = (vec![node_id], vec![node_id], node_id);
             }
-        }
-    }
-
-    /// Fences or unfences broker `node_id` and elects leaders as KRaft's controller does: a
-    /// fenced broker leads nothing (its partitions move to another unfenced in-sync replica,
-    /// or have none), and one unfenced leads the leaderless partitions whose ISR holds it. The
-    /// ISR never shrinks below its last member, so that the partition's data is known to be
-    /// there. Every leader change bumps the partition's leader epoch.
-    pub fn set_fenced(&mut self, node_id: i32, fenced: bool) {
-        let Some(broker) = self.brokers.get_mut(&node_id) else { return };
-        broker.fenced = fenced;
-        let unfenced: std::collections::HashSet<i32> = self.unfenced_brokers().map(|b| b.node_id).collect();
-        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
-            let leader = match fenced {
-                true if p.leader == node_id => {
-                    if p.isr.len() > 1 {
-                        p.isr.retain(|&r| r != node_id);
-                    }
-                    p.isr.iter().copied().find(|r| unfenced.contains(r)).unwrap_or(NO_LEADER)
-                }
-                false if p.leader == NO_LEADER && p.isr.contains(&node_id) => node_id,
-                _ => continue,
-            };
-            p.leader = leader;
-            p.leader_epoch += 1;
         }
     }
 
@@ -256,33 +244,5 @@ mod topics_as_list {
     ) -> Result<BTreeMap<String, TopicMetadata>, D::Error> {
         let list = Vec::<TopicMetadata>::deserialize(deserializer)?;
         Ok(list.into_iter().map(|t| (t.name.clone(), t)).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_fenced_broker_leads_nothing_until_it_is_back() {
-        let mut image = MetadataImage::default();
-        for node_id in [1, 2] {
-            image.brokers.insert(node_id, BrokerRegistration::unfenced_for_test(node_id));
-        }
-        let partitions = vec![PartitionMetadata::new(0, 0, vec![1]), PartitionMetadata::new(1, 0, vec![2])];
-        let topic =
-            TopicMetadata { name: "t".into(), topic_id: uuid::Uuid::new_v4(), partitions, configs: BTreeMap::new() };
-        image.topics.insert("t".into(), topic);
-
-        image.set_fenced(1, true);
-        assert_eq!((image.leader("t", 0), image.leader("t", 1)), (Some(NO_LEADER), Some(2)));
-        let p0 = &image.topics["t"].partitions[0];
-        assert_eq!((p0.leader_epoch, p0.isr.as_slice()), (1, [1].as_slice()), "the last replica stays in sync");
-        assert_eq!(image.topics["t"].partitions[1].leader_epoch, 0, "untouched");
-        assert!(image.brokers[&1].fenced);
-
-        image.set_fenced(1, false);
-        assert_eq!(image.leader("t", 0), Some(1));
-        assert_eq!(image.topics["t"].partitions[0].leader_epoch, 2);
     }
 }

@@ -51,13 +51,17 @@ pub enum MetadataRecord {
     /// A broker's whole registration after the change: registered (a new epoch), fenced or
     /// unfenced (the same epoch).
     Broker(BrokerRegistration),
-    /// A partition's new leader (or none: -1) and ISR, at a higher leader epoch.
+    /// A partition's new leader (or none: -1) and ISR, at a higher partition epoch (the
+    /// leader epoch grows too when the leader changed). Records written before partition
+    /// epochs were kept have none: they changed the leader epoch, and count as one change.
     PartitionChange {
         topic: String,
         partition: i32,
         leader: i32,
         leader_epoch: i32,
         isr: Vec<i32>,
+        #[serde(default)]
+        partition_epoch: Option<i32>,
     },
 }
 
@@ -81,14 +85,18 @@ pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> 
         assert!(topic.partitions.len() >= before.partitions.len(), "partitions are only ever added to a topic: {name}");
         for (p, was) in topic.partitions.iter().zip(&before.partitions) {
             assert_eq!(p.replicas, was.replicas, "replicas are not reassigned yet: {name}-{}", p.partition);
-            if (p.leader, p.leader_epoch, &p.isr) != (was.leader, was.leader_epoch, &was.isr) {
-                assert!(p.leader_epoch > was.leader_epoch, "a leader change bumps the epoch: {name}-{}", p.partition);
+            if (p.leader, p.leader_epoch, &p.isr, p.partition_epoch)
+                != (was.leader, was.leader_epoch, &was.isr, was.partition_epoch)
+            {
+                assert!(p.partition_epoch > was.partition_epoch, "a change bumps the epoch: {name}-{}", p.partition);
+                assert!(p.leader == was.leader || p.leader_epoch > was.leader_epoch, "a new leader, a new epoch");
                 records.push(MetadataRecord::PartitionChange {
                     topic: name.clone(),
                     partition: p.partition,
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     isr: p.isr.clone(),
+                    partition_epoch: Some(p.partition_epoch),
                 });
             }
         }
@@ -163,17 +171,25 @@ fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), St
                 return Err(format!("producer ids from {} are handed out, not from {from}", image.next_producer_id));
             }
         },
-        MetadataRecord::PartitionChange { topic, partition, leader, leader_epoch, isr } => {
+        MetadataRecord::PartitionChange { topic, partition, leader, leader_epoch, isr, partition_epoch } => {
             let existing = image.topics.get_mut(&topic).ok_or_else(|| missing(&topic))?;
             let p = usize::try_from(partition)
                 .ok()
                 .and_then(|i| existing.partitions.get_mut(i))
                 .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
             // Decided against an older state of the partition: another change came first.
-            if leader_epoch <= p.leader_epoch {
-                return Err(format!("{topic}-{partition} is at leader epoch {} already", p.leader_epoch));
+            let stale = match partition_epoch {
+                Some(epoch) => epoch <= p.partition_epoch,
+                None => leader_epoch <= p.leader_epoch,
+            };
+            if stale || leader_epoch < p.leader_epoch {
+                return Err(format!(
+                    "{topic}-{partition} is at leader epoch {}, partition epoch {} already",
+                    p.leader_epoch, p.partition_epoch
+                ));
             }
-            (p.leader, p.leader_epoch, p.isr) = (leader, leader_epoch, isr);
+            let partition_epoch = partition_epoch.unwrap_or(p.partition_epoch + 1);
+            (p.leader, p.leader_epoch, p.isr, p.partition_epoch) = (leader, leader_epoch, isr, partition_epoch);
         }
         MetadataRecord::Broker(broker) => {
             // A fence or unfence decided on an older registration must not undo a newer one.
@@ -251,8 +267,14 @@ mod tests {
         new.brokers.get_mut(&1).unwrap().fenced = false;
         new.brokers.insert(2, broker(2, 1));
         let moved = &mut new.topics.get_mut("kept").unwrap().partitions[0];
-        (moved.leader, moved.leader_epoch) = (crate::cluster::NO_LEADER, 1);
+        (moved.leader, moved.leader_epoch, moved.partition_epoch) = (crate::cluster::NO_LEADER, 1, 1);
         assert_eq!(roundtrip(&old, &new).len(), 3);
+
+        // An ISR change alone keeps the leader epoch.
+        let (old, mut new) = (new.clone(), new);
+        let shrunk = &mut new.topics.get_mut("kept").unwrap().partitions[0];
+        (shrunk.isr, shrunk.partition_epoch) = (vec![2], 2);
+        assert_eq!(roundtrip(&old, &new).len(), 1);
     }
 
     #[test]
@@ -271,15 +293,21 @@ mod tests {
         };
         assert!(apply(&mut image, vec![grow(1)]).is_ok());
         assert!(apply(&mut image, vec![grow(1)]).is_err(), "grown by another controller meanwhile");
-        let elect = |leader_epoch| MetadataRecord::PartitionChange {
+        let elect = |leader_epoch, partition_epoch| MetadataRecord::PartitionChange {
             topic: "t".into(),
             partition: 0,
             leader: 1,
             leader_epoch,
             isr: vec![1],
+            partition_epoch,
         };
-        assert!(apply(&mut image, vec![elect(1)]).is_ok());
-        assert!(apply(&mut image, vec![elect(1)]).is_err(), "decided against the epoch before");
+        assert!(apply(&mut image, vec![elect(1, Some(1))]).is_ok());
+        assert!(apply(&mut image, vec![elect(1, Some(1))]).is_err(), "decided against the epoch before");
+        assert!(apply(&mut image, vec![elect(1, Some(2))]).is_ok(), "an ISR change keeps the leader epoch");
+        // A record from before partition epochs: one change, if its leader epoch is new.
+        assert!(apply(&mut image, vec![elect(1, None)]).is_err());
+        assert!(apply(&mut image, vec![elect(2, None)]).is_ok());
+        assert_eq!(image.topics["t"].partitions[0].partition_epoch, 3);
         assert!(apply(&mut image, vec![MetadataRecord::InitCluster { cluster_id: "d".into() }]).is_err());
 
         // A broker fenced by a controller that had not seen its new registration stays as it

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 
 use super::placement::shard_for_partition;
 use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
+use crate::cluster::election::{self, IsrProposal, IsrRefusal};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::records::{self, MetadataRecord};
 use crate::cluster::replicas::{self, Candidate, Start};
@@ -379,7 +381,7 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
         request.want_fence || sessions.is_shutting_down(node_id)
     };
     if broker.fenced != fenced {
-        image.set_fenced(node_id, fenced);
+        set_fenced(shard, &mut image, node_id, fenced);
         if !fenced && image.topic(crate::group::OFFSETS_TOPIC).is_none() && !image.cluster_id.is_empty() {
             // A quorum of controller-only nodes has no broker to place it on at its bootstrap.
             let brokers = candidates(&image);
@@ -398,6 +400,94 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
         .with_should_shut_down(request.want_shut_down && fenced)
 }
 
+/// AlterPartition on the active controller: a leader's proposed ISRs (`election::alter_isr`
+/// says which hold), written to the metadata log together; each partition is answered with its
+/// state after the change, or why it was refused. Versions before 3 name the ISR without
+/// broker epochs; `cluster::brokers` hands them over as version 3's, with epoch -1 (any).
+pub async fn alter_partition(shard: &Rc<Shard>, request: AlterPartitionRequest) -> AlterPartitionResponse {
+    use kafka_protocol::messages::alter_partition_response::{PartitionData, TopicData};
+    let refused = |error: ResponseError| AlterPartitionResponse::default().with_error_code(error.code());
+    if !leads(shard) {
+        return refused(ResponseError::NotController);
+    }
+    let (_permit, mut image) = begin_change(shard).await;
+    let broker_id = request.broker_id.0;
+    if image.brokers.get(&broker_id).is_none_or(|b| b.epoch != request.broker_epoch) {
+        return refused(ResponseError::StaleBrokerEpoch);
+    }
+    // The brokers as they are before this change (which changes no broker).
+    let brokers = image.brokers.clone();
+    let shutting_down: Vec<i32> = {
+        let sessions = shard.broker_sessions.borrow();
+        brokers.keys().copied().filter(|&id| sessions.is_shutting_down(id)).collect()
+    };
+    let ineligible = |id: i32, epoch: i64| match brokers.get(&id) {
+        None => Some("not registered"),
+        Some(_) if shutting_down.contains(&id) => Some("shutting down"),
+        Some(b) if b.fenced => Some("fenced"),
+        Some(b) if epoch != -1 && epoch != b.epoch => Some("registered again since"),
+        Some(_) => None,
+    };
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = image.topic_by_id(topic.topic_id).map(|t| t.name.clone());
+        let mut answers = Vec::with_capacity(topic.partitions.len());
+        for data in topic.partitions {
+            let answer = PartitionData::default().with_partition_index(data.partition_index);
+            let Some(name) = &name else {
+                answers.push(answer.with_error_code(ResponseError::UnknownTopicId.code()));
+                continue;
+            };
+            let partitions = &mut image.topics.get_mut(name).expect("found by its id").partitions;
+            let Some(p) = usize::try_from(data.partition_index).ok().and_then(|i| partitions.get_mut(i)) else {
+                answers.push(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let proposal = IsrProposal {
+                broker_id,
+                leader_epoch: data.leader_epoch,
+                partition_epoch: data.partition_epoch,
+                new_isr: data.new_isr_with_epochs.iter().map(|b| (b.broker_id.0, b.broker_epoch)).collect(),
+                leader_recovery_state: data.leader_recovery_state,
+            };
+            let answer = match election::alter_isr(p, &proposal, &ineligible) {
+                Ok(()) => answer
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_isr(p.isr.iter().copied().map(BrokerId).collect())
+                    .with_partition_epoch(p.partition_epoch),
+                Err(refusal) => {
+                    let (error, reason) = match refusal {
+                        IsrRefusal::Behind => (ResponseError::NotController, None),
+                        IsrRefusal::FencedLeaderEpoch => (ResponseError::FencedLeaderEpoch, None),
+                        IsrRefusal::StalePartitionEpoch => (ResponseError::InvalidUpdateVersion, None),
+                        IsrRefusal::Invalid(reason) => (ResponseError::InvalidRequest, Some(reason)),
+                        IsrRefusal::Ineligible(reason) => (ResponseError::IneligibleReplica, Some(reason)),
+                    };
+                    if let Some(reason) = reason {
+                        let partition = data.partition_index;
+                        tracing::info!(broker_id, topic = %name, partition, %reason, "AlterPartition refused");
+                    }
+                    answer.with_error_code(error.code())
+                }
+            };
+            answers.push(answer);
+        }
+        topics.push(TopicData::default().with_topic_id(topic.topic_id).with_partitions(answers));
+    }
+    let records = records::changes(&shard.metadata(), &image);
+    if !records.is_empty()
+        && let Err((error, message)) = propose(shard, records).await
+    {
+        tracing::info!(broker_id, %message, "an AlterPartition could not be written");
+        for answer in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()).filter(|a| a.error_code == 0) {
+            *answer =
+                PartitionData::default().with_partition_index(answer.partition_index).with_error_code(error.code());
+        }
+    }
+    AlterPartitionResponse::default().with_topics(topics)
+}
+
 /// Runs on the controller shard of every node: while this node is the active controller, it
 /// fences the brokers whose sessions expired.
 pub async fn fence_silent_brokers(shard: Rc<Shard>) {
@@ -414,7 +504,7 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>) {
         let (_permit, mut image) = begin_change(&shard).await;
         let sessions = shard.broker_sessions.borrow().expired(&image, Instant::now(), timeout);
         for &node_id in &sessions {
-            image.set_fenced(node_id, true);
+            set_fenced(&shard, &mut image, node_id, true);
         }
         if sessions.is_empty() {
             continue;
@@ -424,6 +514,13 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>) {
             Err((_, message)) => tracing::info!(brokers = ?sessions, %message, "fencing brokers failed"),
         }
     }
+}
+
+/// Fences or unfences a broker in `image`, electing leaders by each topic's
+/// `unclean.leader.election.enable`.
+fn set_fenced(shard: &Shard, image: &mut MetadataImage, node_id: i32, fenced: bool) {
+    let config = shard.effective_config();
+    election::set_fenced(image, node_id, fenced, &|configs| config.unclean_leader_election(configs));
 }
 
 fn leads(shard: &Shard) -> bool {

@@ -1,0 +1,146 @@
+//! ISRs and leaders through the controller: AlterPartition (API 56) on the controller
+//! listener, from a broker this test registers itself (node 7, heartbeating by hand), refused
+//! when stale or invalid, and answered with the partition's state as the metadata log holds it.
+
+mod common;
+
+use common::Raw;
+use common::cluster::Cluster;
+use kafka_protocol::messages::alter_partition_request::{BrokerState, PartitionData, TopicData};
+use kafka_protocol::messages::broker_registration_request::Listener;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::{
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest,
+    CreateTopicsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+const NOT_CONTROLLER: i16 = 41;
+const INVALID_REQUEST: i16 = 42;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const STALE_BROKER_EPOCH: i16 = 77;
+const INVALID_UPDATE_VERSION: i16 = 95;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// A broker of this test's own, registered with a node's controller listener.
+struct FakeBroker {
+    raw: Raw,
+    node_id: i32,
+    epoch: i64,
+}
+
+impl FakeBroker {
+    fn register(controller: &str, cluster_id: &str, node_id: i32) -> FakeBroker {
+        let mut raw = Raw::connect(controller);
+        raw.send_bytes(b"KAFK");
+        let listener = Listener::default()
+            .with_name(StrBytes::from_static_str("PLAINTEXT"))
+            .with_host(StrBytes::from_static_str("127.0.0.1"))
+            .with_port(1);
+        let request = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(node_id))
+            .with_cluster_id(StrBytes::from_string(cluster_id.to_string()))
+            .with_incarnation_id(uuid::Uuid::new_v4())
+            .with_listeners(vec![listener]);
+        let response = raw.send(&request, 0);
+        assert_eq!(response.error_code, 0);
+        let mut broker = FakeBroker { raw, node_id, epoch: response.broker_epoch };
+        assert!(!broker.heartbeat(false), "unfenced by its first heartbeat");
+        broker
+    }
+
+    /// Heartbeats, asking to be fenced or not; returns whether it is fenced.
+    fn heartbeat(&mut self, want_fence: bool) -> bool {
+        let request = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(self.node_id))
+            .with_broker_epoch(self.epoch)
+            .with_want_fence(want_fence);
+        let response = self.raw.send(&request, 0);
+        assert_eq!(response.error_code, 0);
+        response.is_fenced
+    }
+
+    /// AlterPartition of one partition of `topic_id` at `version`: the answer.
+    fn alter(&mut self, topic_id: uuid::Uuid, epochs: (i32, i32), isr: &[i32], version: i16) -> AlterPartitionResponse {
+        let (leader_epoch, partition_epoch) = epochs;
+        let mut partition = PartitionData::default()
+            .with_partition_index(0)
+            .with_leader_epoch(leader_epoch)
+            .with_partition_epoch(partition_epoch);
+        match version {
+            2 => partition.new_isr = isr.iter().map(|&id| BrokerId(id)).collect(),
+            _ => {
+                partition.new_isr_with_epochs = isr
+                    .iter()
+                    .map(|&id| BrokerState::default().with_broker_id(BrokerId(id)).with_broker_epoch(-1))
+                    .collect()
+            }
+        }
+        let request = AlterPartitionRequest::default()
+            .with_broker_id(BrokerId(self.node_id))
+            .with_broker_epoch(self.epoch)
+            .with_topics(vec![TopicData::default().with_topic_id(topic_id).with_partitions(vec![partition])]);
+        self.raw.send(&request, version)
+    }
+}
+
+/// The error of partition 0's answer, or its (leader, leader epoch, ISR, partition epoch).
+fn outcome(response: &AlterPartitionResponse) -> Result<(i32, i32, Vec<i32>, i32), i16> {
+    assert_eq!(response.error_code, 0);
+    let p = &response.topics[0].partitions[0];
+    match p.error_code {
+        0 => Ok((p.leader_id.0, p.leader_epoch, p.isr.iter().map(|b| b.0).collect(), p.partition_epoch)),
+        error => Err(error),
+    }
+}
+
+/// Partition 0 of `topic` in a node's metadata log: (leader, leader epoch, ISR, partition epoch).
+fn recorded(cluster: &Cluster, topic: &str) -> (i64, i64, Vec<i64>, i64) {
+    let image = common::metadata_image(cluster.node(0).data_dir());
+    let topic = image["topics"].as_array().unwrap().iter().find(|t| t["name"] == topic).unwrap().clone();
+    let p = &topic["partitions"][0];
+    let isr = p["isr"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    (p["leader"].as_i64().unwrap(), p["leader_epoch"].as_i64().unwrap(), isr, p["partition_epoch"].as_i64().unwrap())
+}
+
+#[test]
+fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale() {
+    let cluster = Cluster::start(1, 1, &[]);
+    let metadata = cluster.connect(0).send(&MetadataRequest::default().with_topics(Some(vec![])), 12);
+    let cluster_id = metadata.cluster_id.unwrap().to_string();
+    let mut broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
+
+    // A partition whose one replica is the test's broker.
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("isr")))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(7)])]);
+    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![topic]), 7);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    let topic_id = created.topics[0].topic_id;
+
+    // The ISR as it is: answered with the partition's state, at either version.
+    for version in [2, 3] {
+        assert_eq!(outcome(&broker.alter(topic_id, (0, 0), &[7], version)), Ok((7, 0, vec![7], 0)));
+    }
+    assert_eq!(outcome(&broker.alter(topic_id, (-1, 0), &[7], 3)), Err(FENCED_LEADER_EPOCH));
+    assert_eq!(outcome(&broker.alter(topic_id, (1, 0), &[7], 3)), Err(NOT_CONTROLLER), "ahead of the controller");
+    assert_eq!(outcome(&broker.alter(topic_id, (0, 0), &[7, 1], 3)), Err(INVALID_REQUEST), "1 holds no replica");
+    assert_eq!(outcome(&broker.alter(topic_id, (0, 0), &[], 3)), Err(INVALID_REQUEST), "without its leader");
+    assert_eq!(outcome(&broker.alter(uuid::Uuid::new_v4(), (0, 0), &[7], 3)), Err(UNKNOWN_TOPIC_ID));
+    let stale = FakeBroker { epoch: broker.epoch - 1, ..broker };
+    let mut broker = stale;
+    assert_eq!(broker.alter(topic_id, (0, 0), &[7], 3).error_code, STALE_BROKER_EPOCH);
+    broker.epoch += 1;
+
+    // Fenced, the broker leads nothing and may not change the ISR; unfenced, it leads in a new
+    // leader epoch, and the partition has changed twice.
+    assert!(broker.heartbeat(true));
+    assert_eq!(recorded(&cluster, "isr"), (-1, 1, vec![7], 1));
+    assert_eq!(outcome(&broker.alter(topic_id, (1, 1), &[7], 3)), Err(INVALID_REQUEST), "no longer its leader");
+    assert!(!broker.heartbeat(false));
+    assert_eq!(recorded(&cluster, "isr"), (7, 2, vec![7], 2));
+    assert_eq!(outcome(&broker.alter(topic_id, (2, 1), &[7], 3)), Err(INVALID_UPDATE_VERSION));
+    assert_eq!(outcome(&broker.alter(topic_id, (2, 2), &[7], 3)), Ok((7, 2, vec![7], 2)));
+}
