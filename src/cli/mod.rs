@@ -34,7 +34,8 @@ enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
-    /// Describe the cluster: brokers, controller, log directories and their sizes.
+    /// Describe the cluster (brokers, controller, log directories and their sizes); move
+    /// partitions between brokers.
     Cluster {
         #[command(subcommand)]
         command: cluster::ClusterCommand,

@@ -188,17 +188,22 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised.clone(), image.clone(), senders));
                 let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let alone = quorum_config.voters.len() == 1;
-                let (quorum_task, broker, fencing) = match shard_id == CONTROLLER_SHARD {
+                let (quorum_task, broker, controller_duties) = match shard_id == CONTROLLER_SHARD {
                     true => {
                         let quorum_task = match roles.controller {
                             true => start_quorum(&shard, quorum_config.clone(), image)?,
                             false => start_observer(&shard, &quorum_config)?,
                         };
                         let broker = roles.broker.then(|| start_broker(&shard, &quorum_config));
-                        // The active controller's duty, on any node that may become it.
-                        let fencing =
-                            roles.controller.then(|| spawn_local(controller::fence_silent_brokers(shard.clone())));
-                        (Some(quorum_task), broker, fencing)
+                        // The active controller's duties, on any node that may become it.
+                        let duties = roles.controller.then(|| {
+                            let shard = shard.clone();
+                            spawn_local(async move {
+                                let fencing = controller::fence_silent_brokers(shard.clone());
+                                futures::join!(fencing, controller::complete_reassignments(shard));
+                            })
+                        });
+                        (Some(quorum_task), broker, duties)
                     }
                     false => (None, None, None),
                 };
@@ -253,7 +258,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop((bound_tx, ticks));
                 let closed = run_shard(shard, listener, shutdown, lifecycle).await;
-                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, fencing, quorum_task));
+                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, controller_duties, quorum_task));
                 closed
             }
         })

@@ -1,5 +1,5 @@
 //! The blocking client's admin requests: partitions, configs, DeleteRecords, cluster and log
-//! directories. Each turns the broker's error codes into errors with its message.
+//! directories, partition reassignments. Each turns the broker's error codes into errors with its message.
 
 use anyhow::Context;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -38,6 +38,15 @@ pub struct BrokerInfo {
     pub port: i32,
 }
 
+/// A reassignment in progress as ListPartitionReassignments reports it.
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// A log directory as DescribeLogDirs reports it: its path, total and usable bytes, and
 /// (topic, partition, size in bytes) of every partition in it.
 pub struct LogDirInfo {
@@ -48,6 +57,46 @@ pub struct LogDirInfo {
 }
 
 impl Client {
+    /// Reassigns `partition` of `topic` to `replicas`, or cancels its reassignment (`None`).
+    pub fn reassign(&mut self, topic: &str, partition: i32, replicas: Option<&[i32]>) -> anyhow::Result<()> {
+        use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+        let replicas = replicas.map(|r| r.iter().map(|&id| BrokerId(id)).collect());
+        let wanted = ReassignablePartition::default().with_partition_index(partition).with_replicas(replicas);
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(true)
+            .with_topics(vec![
+                ReassignableTopic::default().with_name(TopicName(str_bytes(topic))).with_partitions(vec![wanted]),
+            ]);
+        let response = self.send(request)?;
+        let message = response.error_message.map(|m| m.to_string()).unwrap_or_default();
+        check(response.error_code, &format!("reassigning {topic}-{partition}: {message}"))?;
+        for p in response.responses.iter().flat_map(|t| &t.partitions) {
+            let message = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            check(p.error_code, &format!("reassigning {topic}-{partition}: {message}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every reassignment in progress.
+    pub fn reassignments(&mut self) -> anyhow::Result<Vec<Reassignment>> {
+        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000).with_topics(None);
+        let response = self.send(request)?;
+        let message = response.error_message.map(|m| m.to_string()).unwrap_or_default();
+        check(response.error_code, &format!("listing reassignments: {message}"))?;
+        let ids = |ids: &[BrokerId]| ids.iter().map(|id| id.0).collect();
+        let listed = response.topics.iter().flat_map(|t| {
+            t.partitions.iter().map(|p| Reassignment {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                replicas: ids(&p.replicas),
+                adding: ids(&p.adding_replicas),
+                removing: ids(&p.removing_replicas),
+            })
+        });
+        Ok(listed.collect())
+    }
+
     /// Grows `topic` to `count` partitions.
     pub fn create_partitions(&mut self, topic: &str, count: i32) -> anyhow::Result<()> {
         let request = CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![

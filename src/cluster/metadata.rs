@@ -94,9 +94,15 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// The shard that owns this partition's log on this broker.
     pub shard: ShardId,
-    /// The brokers holding its replicas (`cluster::replicas`), the preferred leader first.
+    /// The brokers holding its replicas (`cluster::replicas`), the preferred leader first;
+    /// during a reassignment, the union of the old and the target replicas (as Kafka reports
+    /// them), with these two saying which come and which go (`cluster::reassignment`).
     #[serde(default)]
     pub replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
     /// The broker leading it; [`NO_LEADER`] while none of its in-sync replicas is unfenced.
     #[serde(default = "no_leader")]
     pub leader: i32,
@@ -130,6 +136,8 @@ impl PartitionMetadata {
             shard,
             isr: replicas.clone(),
             replicas,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
             leader,
             leader_epoch: 0,
             partition_epoch: 0,

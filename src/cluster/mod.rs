@@ -6,8 +6,9 @@
 //! on shard 0), and once they are committed the image with them applied is installed on every
 //! shard. Every shard reads only its own copy. [`brokers`]: each node's registration and
 //! heartbeats with the active controller, and its record of brokers' sessions. [`replicas`]:
-//! which brokers hold each partition's replicas. [`election`]: how leaders and ISRs change
-//! (fencing, AlterPartition, preferred and unclean elections). [`configs`] says what the admin APIs see of
+//! which brokers hold each partition's replicas, and [`reassignment`] how they move.
+//! [`election`]: how leaders and ISRs change (fencing, AlterPartition, preferred and unclean
+//! elections). [`configs`] says what the admin APIs see of
 //! topic and broker configs, and how they change.
 
 pub mod brokers;
@@ -15,6 +16,7 @@ pub mod configs;
 pub mod election;
 mod metadata;
 pub mod quorum;
+pub mod reassignment;
 pub mod records;
 pub mod replicas;
 

@@ -51,6 +51,17 @@ pub enum MetadataRecord {
     /// A broker's whole registration after the change: registered (a new epoch), fenced or
     /// unfenced (the same epoch).
     Broker(BrokerRegistration),
+    /// A partition's replicas changed (a reassignment began, was replaced, cancelled or
+    /// completed), decided against `was`, its replicas before; comes before the
+    /// `PartitionChange` (a new partition epoch) of the same change.
+    PartitionReplicas {
+        topic: String,
+        partition: i32,
+        was: Vec<i32>,
+        replicas: Vec<i32>,
+        adding_replicas: Vec<i32>,
+        removing_replicas: Vec<i32>,
+    },
     /// A partition's new leader (or none: -1) and ISR, at a higher partition epoch (the
     /// leader epoch grows too when the leader changed). Records written before partition
     /// epochs were kept have none: they changed the leader epoch, and count as one change.
@@ -84,7 +95,19 @@ pub fn changes(old: &MetadataImage, new: &MetadataImage) -> Vec<MetadataRecord> 
         };
         assert!(topic.partitions.len() >= before.partitions.len(), "partitions are only ever added to a topic: {name}");
         for (p, was) in topic.partitions.iter().zip(&before.partitions) {
-            assert_eq!(p.replicas, was.replicas, "replicas are not reassigned yet: {name}-{}", p.partition);
+            let assignment =
+                |p: &PartitionMetadata| (p.replicas.clone(), p.adding_replicas.clone(), p.removing_replicas.clone());
+            if assignment(p) != assignment(was) {
+                assert!(p.partition_epoch > was.partition_epoch, "a change bumps the epoch: {name}-{}", p.partition);
+                records.push(MetadataRecord::PartitionReplicas {
+                    topic: name.clone(),
+                    partition: p.partition,
+                    was: was.replicas.clone(),
+                    replicas: p.replicas.clone(),
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
+                });
+            }
             if (p.leader, p.leader_epoch, &p.isr, p.partition_epoch)
                 != (was.leader, was.leader_epoch, &was.isr, was.partition_epoch)
             {
@@ -171,12 +194,16 @@ fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), St
                 return Err(format!("producer ids from {} are handed out, not from {from}", image.next_producer_id));
             }
         },
+        MetadataRecord::PartitionReplicas { topic, partition, was, replicas, adding_replicas, removing_replicas } => {
+            let p = partition_mut(image, &topic, partition)?;
+            // Decided against other replicas: another change came first.
+            if p.replicas != was {
+                return Err(format!("{topic}-{partition} has replicas {:?} now, not {was:?}", p.replicas));
+            }
+            (p.replicas, p.adding_replicas, p.removing_replicas) = (replicas, adding_replicas, removing_replicas);
+        }
         MetadataRecord::PartitionChange { topic, partition, leader, leader_epoch, isr, partition_epoch } => {
-            let existing = image.topics.get_mut(&topic).ok_or_else(|| missing(&topic))?;
-            let p = usize::try_from(partition)
-                .ok()
-                .and_then(|i| existing.partitions.get_mut(i))
-                .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+            let p = partition_mut(image, &topic, partition)?;
             // Decided against an older state of the partition: another change came first.
             let stale = match partition_epoch {
                 Some(epoch) => epoch <= p.partition_epoch,
@@ -202,6 +229,18 @@ fn apply_one(image: &mut MetadataImage, record: MetadataRecord) -> Result<(), St
         }
     }
     Ok(())
+}
+
+fn partition_mut<'a>(
+    image: &'a mut MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionMetadata, String> {
+    let existing = image.topics.get_mut(topic).ok_or_else(|| format!("topic {topic:?} does not exist"))?;
+    usize::try_from(partition)
+        .ok()
+        .and_then(|i| existing.partitions.get_mut(i))
+        .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))
 }
 
 #[cfg(test)]
@@ -275,6 +314,31 @@ mod tests {
         let shrunk = &mut new.topics.get_mut("kept").unwrap().partitions[0];
         (shrunk.isr, shrunk.partition_epoch) = (vec![2], 2);
         assert_eq!(roundtrip(&old, &new).len(), 1);
+
+        // A reassignment's start: replicas, and a new partition epoch.
+        let (old, mut new) = (new.clone(), new);
+        let moving = &mut new.topics.get_mut("kept").unwrap().partitions[1];
+        (moving.replicas, moving.adding_replicas, moving.removing_replicas) = (vec![2, 1], vec![2], vec![1]);
+        moving.partition_epoch += 1;
+        assert!(matches!(
+            roundtrip(&old, &new).as_slice(),
+            [MetadataRecord::PartitionReplicas { .. }, MetadataRecord::PartitionChange { .. }]
+        ));
+        // Its end: replicas, then leader and ISR.
+        let (old, mut new) = (new.clone(), new);
+        let moved = &mut new.topics.get_mut("kept").unwrap().partitions[1];
+        (moved.replicas, moved.adding_replicas, moved.removing_replicas) = (vec![2], vec![], vec![]);
+        (moved.leader, moved.leader_epoch, moved.isr) = (2, 1, vec![2]);
+        moved.partition_epoch += 1;
+        let records = roundtrip(&old, &new);
+        assert!(matches!(
+            records.as_slice(),
+            [MetadataRecord::PartitionReplicas { .. }, MetadataRecord::PartitionChange { .. }]
+        ));
+        // Decided against replicas that changed since: refused.
+        let mut moved_again = old.clone();
+        apply(&mut moved_again, records.clone()).unwrap();
+        assert!(apply(&mut moved_again, records[..1].to_vec()).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! other shards only through `Shard::invoke_on`.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -25,6 +26,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -163,6 +165,14 @@ pub async fn handle(
         ApiKey::IncrementalAlterConfigs => {
             let request = IncrementalAlterConfigsRequest::decode(body, version)?;
             respond(&header, &incremental_alter_configs::handle(shard, request).await)
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let request = AlterPartitionReassignmentsRequest::decode(body, version)?;
+            respond(&header, &alter_partition_reassignments::handle(shard, request).await)
+        }
+        ApiKey::ListPartitionReassignments => {
+            let request = ListPartitionReassignmentsRequest::decode(body, version)?;
+            respond(&header, &list_partition_reassignments::handle(shard, request))
         }
         ApiKey::DescribeCluster => {
             respond(&header, &describe_cluster::handle(shard, DescribeClusterRequest::decode(body, version)?))

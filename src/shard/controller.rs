@@ -23,6 +23,7 @@ use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::election::{self, IsrProposal, IsrRefusal};
 use crate::cluster::quorum::ProposeError;
+use crate::cluster::reassignment;
 use crate::cluster::records::{self, MetadataRecord};
 use crate::cluster::replicas::{self, Candidate, Start};
 use crate::cluster::{BrokerRegistration, MetadataImage, PartitionMetadata, TopicMetadata, is_legal_topic_name};
@@ -32,6 +33,8 @@ type TopicResult = (String, TopicOutcome);
 
 /// More partitions than this in one topic is surely a typo, and would exhaust file handles.
 const PARTITIONS_MAX: i32 = 100_000;
+/// How often the active controller looks for reassignments whose new replicas are all in sync.
+const REASSIGNMENT_CHECK_PERIOD: Duration = Duration::from_millis(100);
 
 pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
     let (_permit, mut image) = begin_change(shard).await;
@@ -296,6 +299,66 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
         publish_for(shard, image, &mut results).await;
     }
     results
+}
+
+/// AlterPartitionReassignments: each partition's target (or cancellation) applied to the next
+/// image in request order (`cluster::reassignment`), the valid ones published together.
+pub async fn alter_reassignments(
+    shard: &Rc<Shard>,
+    topics: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
+    allow_replication_factor_change: bool,
+) -> Vec<(String, Vec<(i32, TopicOutcome)>)> {
+    let (_permit, mut image) = begin_change(shard).await;
+    let mut results: Vec<(String, Vec<(i32, TopicOutcome)>)> = topics
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let outcomes = partitions
+                .into_iter()
+                .map(|(partition, target)| {
+                    // Until followers replicate, a target holds one replica, as a new topic does.
+                    let valid = target.as_ref().map_or(Ok(()), |t| check_replication_factor(t.len().max(1)));
+                    let outcome = valid.and_then(|()| {
+                        reassignment::alter(&mut image, &topic, partition, target, allow_replication_factor_change)
+                    });
+                    (partition, outcome)
+                })
+                .collect();
+            (topic, outcomes)
+        })
+        .collect();
+    let mut made: Vec<&mut TopicOutcome> = results
+        .iter_mut()
+        .flat_map(|(_, partitions)| partitions.iter_mut().map(|(_, o)| o))
+        .filter(|o| o.is_ok())
+        .collect();
+    if !made.is_empty()
+        && let Err(error) = propose(shard, records::changes(&shard.metadata(), &image)).await
+    {
+        for outcome in made.iter_mut() {
+            **outcome = Err(error.clone());
+        }
+    }
+    results
+}
+
+/// Runs on the controller shard of every controller: while this node is the active controller,
+/// completes the reassignments whose target replicas have all joined the ISR.
+pub async fn complete_reassignments(shard: Rc<Shard>) {
+    loop {
+        crate::runtime::sleep(REASSIGNMENT_CHECK_PERIOD).await;
+        if !leads(&shard) || !reassignment::any_ready(&shard.metadata()) {
+            continue;
+        }
+        let (_permit, mut image) = begin_change(&shard).await;
+        let completed = reassignment::complete_ready(&mut image);
+        if completed == 0 {
+            continue;
+        }
+        match propose(&shard, records::changes(&shard.metadata(), &image)).await {
+            Ok(()) => tracing::info!(completed, "partition reassignments completed"),
+            Err((_, message)) => tracing::info!(%message, "completing partition reassignments failed"),
+        }
+    }
 }
 
 /// Reserves `count` producer ids for one shard to hand out, durably, so that no id is ever

@@ -76,6 +76,10 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
         ShardRequest::AlterConfigs(Call { request, reply }) => {
             reply.send(controller::alter_configs(shard, request.changes, request.validate_only).await)
         }
+        ShardRequest::AlterReassignments(Call { request, reply }) => {
+            let allow = request.allow_replication_factor_change;
+            reply.send(controller::alter_reassignments(shard, request.topics, allow).await)
+        }
         ShardRequest::DeleteTopics(Call { request, reply }) => {
             reply.send(controller::delete_topics(shard, request.topics).await)
         }

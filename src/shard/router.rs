@@ -100,6 +100,9 @@ shard_calls! {
     AlterConfigs => Vec<(String, TopicOutcome)>,
     /// Controller only: delete topics.
     DeleteTopics => Vec<(String, TopicOutcome)>,
+    /// Controller only: start, replace or cancel reassignments; answered per partition, in
+    /// request order.
+    AlterReassignments => Vec<(String, Vec<(i32, TopicOutcome)>)>,
     /// Controller only: reserve producer ids; answered with the first.
     AllocateProducerIds => Result<i64, ResponseError>,
     /// Install a new metadata image: open partitions now owned, drop deleted ones. Answered
@@ -196,6 +199,12 @@ pub struct AlterConfigs {
 
 pub struct DeleteTopics {
     pub topics: Vec<String>,
+}
+
+/// Each topic's partitions with their target replicas (`None`: cancel).
+pub struct AlterReassignments {
+    pub topics: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
+    pub allow_replication_factor_change: bool,
 }
 
 pub struct AllocateProducerIds {

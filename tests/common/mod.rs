@@ -673,7 +673,7 @@ fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ka
     ])
 }
 
-fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
 }
 
