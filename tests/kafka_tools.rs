@@ -1,7 +1,8 @@
 //! Kafka's own command-line tools (4.4, run through their main classes from the Maven jars that
 //! `scripts/test` puts on the Java driver's classpath) against the real broker: kafka-topics,
 //! kafka-console-producer and -consumer, kafka-consumer-groups (describe with lag, reset
-//! offsets), kafka-configs, kafka-delete-records, and the producer and consumer perf tests.
+//! offsets), kafka-configs, kafka-delete-records, kafka-reassign-partitions (execute, list,
+//! verify, cancel), and the producer and consumer perf tests.
 
 mod common;
 
@@ -170,4 +171,48 @@ fn producer_and_consumer_perf_tests() {
     // data.consumed.in.nMsg, ...
     let fields: Vec<&str> = out.lines().last().unwrap_or_default().split(", ").collect();
     assert_eq!(fields.get(4).map(|n| n.trim()), Some("200000"), "{out}");
+}
+
+const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+
+#[test]
+fn kafka_reassign_partitions_starts_lists_verifies_and_cancels_a_move() {
+    let _serial = serial();
+    let cluster = common::cluster::Cluster::start(2, 1, &[]);
+    cluster.create_topic(0, "moved", 1, Duration::from_secs(30));
+    common::wait_until(Duration::from_secs(10), "both brokers registered", || cluster.brokers_seen_by(0).len() == 2);
+    let broker = cluster.node(0);
+    let server = ["--bootstrap-server", broker.addr()];
+    let out = tool(broker, TOPICS, &[&server[..], &["--describe", "--topic", "moved"]].concat(), "");
+    let leader: i32 = out
+        .split("Leader: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let other = 3 - leader;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        format!(r#"{{"version":1,"partitions":[{{"topic":"moved","partition":0,"replicas":[{other}]}}]}}"#),
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let with_plan = [&server[..], &["--reassignment-json-file", plan]].concat();
+
+    let out = tool(broker, REASSIGN, &[&with_plan[..], &["--execute"]].concat(), "");
+    assert!(out.contains("Successfully started partition reassignment for moved-0"), "{out}");
+    let out = tool(broker, REASSIGN, &[&server[..], &["--list"]].concat(), "");
+    assert!(
+        out.contains(&format!("moved-0: replicas: {other},{leader}. adding: {other}. removing: {leader}.")),
+        "{out}"
+    );
+    // Its newcomer does not catch up until followers replicate: still in progress.
+    let out = tool(broker, REASSIGN, &[&with_plan[..], &["--verify", "--preserve-throttles"]].concat(), "");
+    assert!(out.contains("Reassignment of partition moved-0 is still in progress."), "{out}");
+    let out = tool(broker, REASSIGN, &[&with_plan[..], &["--cancel", "--preserve-throttles"]].concat(), "");
+    assert!(out.contains("Successfully cancelled partition reassignment for: moved-0"), "{out}");
+    let out = tool(broker, REASSIGN, &[&server[..], &["--list"]].concat(), "");
+    assert!(out.contains("No partition reassignments found."), "{out}");
 }
