@@ -144,3 +144,51 @@ fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale
     assert_eq!(outcome(&broker.alter(topic_id, (2, 1), &[7], 3)), Err(INVALID_UPDATE_VERSION));
     assert_eq!(outcome(&broker.alter(topic_id, (2, 2), &[7], 3)), Ok((7, 2, vec![7], 2)));
 }
+
+/// A reassignment completes once its leader has added the new replica to the ISR: the test's
+/// broker leads a partition moved to the real node 1, says through AlterPartition that node 1
+/// caught up, and the controller then gives node 1 the partition alone, as its leader.
+#[test]
+fn a_reassignment_completes_when_its_new_replica_joins_the_isr() {
+    use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    // The test's broker heartbeats only once: a session long enough for a slow machine.
+    let cluster = Cluster::start(1, 1, &["--set", "broker.session.timeout.ms=60000"]);
+    let metadata = cluster.connect(0).send(&MetadataRequest::default().with_topics(Some(vec![])), 12);
+    let cluster_id = metadata.cluster_id.unwrap().to_string();
+    let mut broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("moving")))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(7)])]);
+    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![topic]), 7);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    let topic_id = created.topics[0].topic_id;
+
+    let target = ReassignablePartition::default().with_partition_index(0).with_replicas(Some(vec![BrokerId(1)]));
+    let moving = ReassignableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("moving")))
+        .with_partitions(vec![target]);
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![moving]);
+    let response = cluster.connect(0).send(&request, 0);
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    // Started: one change (the replicas), the leader and ISR as they were.
+    assert_eq!(recorded(&cluster, "moving"), (7, 0, vec![7], 1));
+    common::wait_until(std::time::Duration::from_secs(10), "node 1 opens its new replica", || {
+        cluster.node(0).data_dir().join("moving-0").exists()
+    });
+
+    // Node 1 caught up (says its leader): in the ISR, then the move completes on its own.
+    assert_eq!(outcome(&broker.alter(topic_id, (0, 1), &[7, 1], 3)), Ok((7, 0, vec![7, 1], 2)));
+    let replicas = || {
+        let image = common::metadata_image(cluster.node(0).data_dir());
+        let moved = image["topics"].as_array().unwrap().iter().find(|t| t["name"] == "moving").unwrap().clone();
+        moved["partitions"][0]["replicas"].clone()
+    };
+    common::wait_until(std::time::Duration::from_secs(10), "the controller completes the move", || {
+        replicas() == serde_json::json!([1])
+    });
+    assert_eq!(recorded(&cluster, "moving"), (1, 1, vec![1], 3), "node 1 leads, in a new leader epoch");
+    assert_eq!(cluster.produce_via(0, "moving", 0, common::batch(&[b"x"])), 0, "node 1 leads it");
+}
