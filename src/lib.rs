@@ -10,6 +10,7 @@
 //! - [`handlers`]: one file per Kafka API.
 //! - [`group`]: consumer groups: the membership state machine and committed offsets.
 //! - [`partition`]: one partition on its owning shard: log, offsets, high watermark, epoch.
+//! - [`replication`]: followers fetching from leaders; the leader's view of its replicas.
 //! - [`storage`]: segmented logs of Kafka v2 record batches, indexes and recovery.
 //! - [`metrics`]: per-shard counters and the Prometheus exposition.
 //! - [`cluster`]: the metadata image (topics, placement, configs) and its persistence.
@@ -30,6 +31,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;
+pub mod replication;
 pub mod runtime;
 pub mod server;
 pub mod shard;

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::replication::replicas::ReplicaSet;
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Semaphore, spawn_local};
 use crate::storage::batch::BatchHeader;
@@ -68,6 +69,19 @@ pub enum PartitionError {
     /// Transactional and control batches are refused until transactions are supported.
     #[error("transactional and control batches are not supported")]
     Transactional,
+    /// This node does not lead the partition (any more): a produce or a replica's fetch went to
+    /// a follower, a broker that holds no replica fetched as one, or leadership moved while an
+    /// acks=-1 produce waited for its replicas (NOT_LEADER_OR_FOLLOWER).
+    #[error("not the leader")]
+    NotLeader,
+    /// acks=-1: written, but the ISR had shrunk below `min.insync.replicas` once the high
+    /// watermark covered it (NOT_ENOUGH_REPLICAS_AFTER_APPEND; the produce handler refuses an
+    /// ISR already too small before anything is written, NOT_ENOUGH_REPLICAS).
+    #[error("written, but {isr} in-sync replicas, {min_insync_replicas} required")]
+    NotEnoughReplicasAfterAppend { isr: usize, min_insync_replicas: usize },
+    /// acks=-1: the replicas did not all have it within the request's timeout (REQUEST_TIMED_OUT).
+    #[error("the in-sync replicas did not replicate it in time")]
+    ReplicationTimedOut,
     /// DeleteRecords to an offset outside `[0, high_watermark]`.
     #[error("offset {offset} outside [0, {high_watermark}]")]
     BeyondHighWatermark { offset: i64, high_watermark: i64 },
@@ -128,6 +142,8 @@ type Outcome = Result<(AppendInfo, bool), PartitionError>;
 struct QueuedAppend {
     batches: Bytes,
     now_ms: i64,
+    /// Batches a follower fetched from its leader, kept as they are (`Log::stage_replica`).
+    replica: bool,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -136,6 +152,7 @@ struct Member {
     /// Its batches' headers, for the producers' state once it is written.
     headers: Vec<BatchHeader>,
     now_ms: i64,
+    replica: bool,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -155,6 +172,17 @@ struct State {
     /// Whether this node leads the partition: only a leader puts its epoch in the leader-epoch
     /// cache before it has written (a follower's cache follows the leader's batches).
     leads: bool,
+    /// Whether another node leads it: its high watermark is then the leader's, as its fetcher
+    /// hears it, capped by the log end ([`Partition::set_follower_high_watermark`]). Otherwise
+    /// (leading, or not told yet) it is the lowest log end in the ISR.
+    follows: bool,
+    /// What this node knows of the other replicas while it leads.
+    replicas: ReplicaSet,
+    /// acks=-1 appends waiting for the high watermark to reach their end: (end,
+    /// `min.insync.replicas`, where to answer). Bounded by the requests in flight.
+    replication_waiters: Vec<(i64, usize, oneshot::Sender<Result<(), PartitionError>>)>,
+    /// Truncations waiting for the writer and the fsync in flight to be done.
+    idle_waiters: Vec<oneshot::Sender<()>>,
     /// Fetches parked until this partition gets new data (woken on every append).
     data_waiters: Vec<oneshot::Sender<()>>,
     producers: ProducerStates,
@@ -221,6 +249,10 @@ impl Partition {
             high_watermark,
             leader_epoch,
             leads: false,
+            follows: false,
+            replicas: ReplicaSet::default(),
+            replication_waiters: Vec::new(),
+            idle_waiters: Vec::new(),
             data_waiters: Vec::new(),
             producers,
             sync_in_flight: None,
@@ -250,18 +282,54 @@ impl Partition {
         let (done, answer) = oneshot::channel();
         let start_writer = {
             let mut state = self.0.state.borrow_mut();
-            state.appends.push_back(QueuedAppend { batches, now_ms, done });
+            state.appends.push_back(QueuedAppend { batches, now_ms, replica: false, done });
             !std::mem::replace(&mut state.writing, true)
         };
         if start_writer {
-            let partition = self.clone();
-            spawn_local(async move { partition.write_queued().await }).detach();
+            self.start_writer();
         }
         let partition = self.clone();
         async move {
             let (info, durable_before_answer) = answer.await.unwrap_or(Err(PartitionError::SyncFailed))?;
             partition.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
             Ok(info)
+        }
+    }
+
+    fn start_writer(&self) {
+        let partition = self.clone();
+        spawn_local(async move { partition.write_queued().await }).detach();
+    }
+
+    /// A follower's append of the batches its fetcher got from the leader, kept as they are
+    /// (offsets, epochs, timestamps; `Log::stage_replica` checks each CRC). Queued behind the
+    /// appends made before it, one append per run of batches of one leader epoch (the cache
+    /// takes a new epoch at the start of a write). Returns the new log end.
+    pub fn append_replica(
+        &self,
+        batches: Bytes,
+        now_ms: i64,
+    ) -> impl std::future::Future<Output = Result<i64, PartitionError>> + 'static {
+        let mut answers = Vec::new();
+        let start_writer = {
+            let mut state = self.0.state.borrow_mut();
+            for run in epoch_runs(&batches) {
+                let (done, answer) = oneshot::channel();
+                state.appends.push_back(QueuedAppend { batches: run, now_ms, replica: true, done });
+                answers.push(answer);
+            }
+            !answers.is_empty() && !std::mem::replace(&mut state.writing, true)
+        };
+        if start_writer {
+            self.start_writer();
+        }
+        let partition = self.clone();
+        async move {
+            for answer in answers {
+                let (info, durable_before_answer) = answer.await.unwrap_or(Err(PartitionError::SyncFailed))?;
+                partition.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
+            }
+            Ok(partition.log_end_offset())
         }
     }
 
@@ -303,11 +371,12 @@ impl Partition {
                         if state.leads && state.log.latest_epoch() != Some(state.leader_epoch) {
                             become_leader(&mut state.log, state.leader_epoch, &state.dir);
                         }
+                        state.wake_idle_waiters();
                         return None;
                     }
                     return Some((staged, members));
                 };
-                let headers = match batch_headers(&next.batches) {
+                let headers = match batch_headers(&next.batches, next.replica) {
                     Ok(headers) => headers,
                     Err(e) => {
                         let next = state.appends.pop_front().expect("looked at");
@@ -323,13 +392,14 @@ impl Partition {
                     return Some((staged, members));
                 }
                 let next = state.appends.pop_front().expect("looked at");
-                match state.stage(&mut staged, &next.batches, &headers, next.now_ms) {
+                match state.stage(&mut staged, &next.batches, &headers, next.now_ms, next.replica) {
                     Stage::Answer(outcome) => {
                         let _ = next.done.send(outcome);
                         continue;
                     }
                     Stage::Log(Staging::Staged) => {
-                        members.push(Member { headers, now_ms: next.now_ms, done: next.done });
+                        let replica = next.replica;
+                        members.push(Member { headers, now_ms: next.now_ms, replica, done: next.done });
                         continue;
                     }
                     Stage::Log(Staging::WriteFirst) => {
@@ -381,16 +451,20 @@ impl Partition {
                 return;
             }
         };
-        // One replica: everything written is committed.
-        state.high_watermark = state.log.log_end_offset();
         for (member, (info, durable_before_answer)) in members.into_iter().zip(appends) {
-            state.producers.record(&member.headers, &info, member.now_ms);
-            debug_assert!(state.high_watermark > info.last_offset);
+            if member.replica {
+                // The leader's batches keep their offsets, which compaction may have spaced.
+                for header in &member.headers {
+                    state.producers.record(std::slice::from_ref(header), &replicated(header), member.now_ms);
+                }
+            } else {
+                state.producers.record(&member.headers, &info, member.now_ms);
+            }
             let _ = member.done.send(Ok((info, durable_before_answer)));
         }
-        for waiter in state.data_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
+        // Wakes fetches parked for data, replicas' among them, whether or not it is committed.
+        state.advance_high_watermark();
+        state.wake_data_waiters();
     }
 
     /// Waits until everything below `end` is durable when `durable_before_answer`
@@ -455,6 +529,7 @@ impl Partition {
             let mut state = self.0.state.borrow_mut();
             if state.sync_in_flight == Some(target) {
                 state.sync_in_flight = None;
+                state.wake_idle_waiters();
             }
             match synced {
                 Ok(()) => {
@@ -493,8 +568,14 @@ impl Partition {
 
     /// The batches [`Partition::read`] would return, for a fetch: the shard never waits for
     /// the disk ([`Partition::read_for_fetch`]); `loads` counts the loads it took.
-    pub async fn fetch_bytes(&self, offset: i64, max_bytes: usize, loads: &mut u64) -> Result<Bytes, StorageError> {
-        self.read_for_fetch(loads, |log, high_watermark, wait| log.read(offset, max_bytes, high_watermark, wait)).await
+    pub async fn fetch_bytes(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+        loads: &mut u64,
+    ) -> Result<Bytes, StorageError> {
+        self.read_for_fetch(loads, limit, |log, max_offset, wait| log.read(offset, max_bytes, max_offset, wait)).await
     }
 
     /// The same batches as a file range to send without a copy, for a fetch.
@@ -502,13 +583,14 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
+        limit: ReadLimit,
         loads: &mut u64,
     ) -> Result<Option<FileSlice>, StorageError> {
-        self.read_for_fetch(loads, |log, high_watermark, wait| log.read_slice(offset, max_bytes, high_watermark, wait))
+        self.read_for_fetch(loads, limit, |log, max_offset, wait| log.read_slice(offset, max_bytes, max_offset, wait))
             .await
     }
 
-    /// Runs `read` (given the log, the high watermark and how to wait) from the page cache
+    /// Runs `read` (given the log, the offset `limit` stands for and how to wait) from the page cache
     /// only; where it meets bytes that are not cached (a consumer far behind), loads them
     /// through the shard's io_uring, the shard serving others meanwhile, and reads again from
     /// scratch (the log may have moved). Only the last of [`FETCH_LOADS_MAX`] tries may wait
@@ -517,13 +599,14 @@ impl Partition {
     async fn read_for_fetch<T>(
         &self,
         loads: &mut u64,
+        limit: ReadLimit,
         read: impl Fn(&Log, i64, Wait) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         for tries in 0.. {
             let wait = if tries < FETCH_LOADS_MAX { Wait::No } else { Wait::Yes };
             let load = {
                 let state = self.0.state.borrow();
-                match read(&state.log, state.high_watermark, wait) {
+                match read(&state.log, state.read_limit(limit), wait) {
                     Err(StorageError::NotCached { base_offset, position, len }) => {
                         state.log.load(base_offset, position, len)
                     }
@@ -538,7 +621,7 @@ impl Partition {
         unreachable!("the tries end with the one that may wait")
     }
 
-    /// A receiver that fires on the next append.
+    /// A receiver that fires on the next append or move of the high watermark.
     pub fn wait_for_data(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.0.state.borrow_mut();
@@ -552,12 +635,15 @@ impl Partition {
     /// Like a fetch, it never waits for the disk on the shard's thread: what is not cached is
     /// loaded through the ring ([`Partition::read_for_fetch`]).
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        self.read_for_fetch(&mut 0, |log, _, wait| log.offset_for_timestamp(timestamp_ms, wait)).await
+        self.read_for_fetch(&mut 0, ReadLimit::HighWatermark, |log, _, wait| {
+            log.offset_for_timestamp(timestamp_ms, wait)
+        })
+        .await
     }
 
     /// ListOffsets' max-timestamp query, read as [`Partition::offset_for_timestamp`] reads.
     pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
-        self.read_for_fetch(&mut 0, |log, _, wait| log.max_timestamp_offset(wait)).await
+        self.read_for_fetch(&mut 0, ReadLimit::HighWatermark, |log, _, wait| log.max_timestamp_offset(wait)).await
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -576,6 +662,89 @@ impl Partition {
         self.0.state.borrow().leader_epoch
     }
 
+    /// Where a read up to `limit` stops: the high watermark or the log end.
+    pub fn read_limit(&self, limit: ReadLimit) -> i64 {
+        self.0.state.borrow().read_limit(limit)
+    }
+
+    /// Whether both handles are on one partition (not a deleted one's namesake).
+    pub fn same(&self, other: &Partition) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether this node leads the partition in its current leader epoch.
+    pub fn leads(&self) -> bool {
+        self.0.state.borrow().leads
+    }
+
+    /// The newest leader epoch that wrote to the log (a follower's `last_fetched_epoch`).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.0.state.borrow().log.latest_epoch()
+    }
+
+    /// The replicas and ISR of the metadata image, on the leader (`ops::apply_metadata`, after
+    /// [`Partition::set_leadership`]): the high watermark may move (a smaller ISR), and
+    /// acks=-1 appends waiting for it are answered. Followers' states start over at each new
+    /// leader epoch.
+    pub fn set_replicas(&self, node_id: i32, replicas: &[i32], isr: &[i32], now_ms: i64) {
+        let state = &mut *self.0.state.borrow_mut();
+        let log_end_offset = state.log.log_end_offset();
+        let epoch = state.leader_epoch;
+        state.replicas.set_assignment(node_id, epoch, replicas, isr, log_end_offset, now_ms);
+        state.advance_high_watermark();
+        state.wake_data_waiters();
+    }
+
+    /// A fetch from replica `replica_id` at `fetch_offset` (the leader's side of replication):
+    /// that follower's log ends there, so the high watermark may move, waking acks=-1 appends
+    /// and parked consumers. Refused unless this node leads and `replica_id` holds a replica.
+    pub fn replica_fetched(&self, replica_id: i32, fetch_offset: i64, now_ms: i64) -> Result<(), PartitionError> {
+        let state = &mut *self.0.state.borrow_mut();
+        let log_end_offset = state.log.log_end_offset();
+        if !state.leads || !state.replicas.fetched(replica_id, fetch_offset, log_end_offset, now_ms) {
+            return Err(PartitionError::NotLeader);
+        }
+        if state.advance_high_watermark() {
+            state.wake_data_waiters();
+        }
+        Ok(())
+    }
+
+    /// Resolves once the high watermark reaches `end` (acks=-1): with an error if by then the
+    /// ISR is smaller than `min_insync_replicas` (Kafka checks it then too), or if this node
+    /// stops leading first. The caller bounds the wait (the request's timeout).
+    pub fn wait_replicated(
+        &self,
+        end: i64,
+        min_insync_replicas: usize,
+    ) -> impl std::future::Future<Output = Result<(), PartitionError>> + 'static {
+        let (tell, answer) = oneshot::channel();
+        {
+            let state = &mut *self.0.state.borrow_mut();
+            state.replication_waiters.push((end, min_insync_replicas, tell));
+            state.answer_replication_waiters();
+        }
+        async move { answer.await.unwrap_or(Err(PartitionError::NotLeader)) }
+    }
+
+    /// The ISR changes Kafka's leader would propose now (see
+    /// [`ReplicaSet::isr_candidates`]): `(to_remove, to_add)`, empty unless this node leads.
+    pub fn isr_candidates(&self, now_ms: i64, lag_max_ms: i64) -> (Vec<i32>, Vec<i32>) {
+        let state = self.0.state.borrow();
+        if !state.leads {
+            return (Vec::new(), Vec::new());
+        }
+        let (_, epoch_start) = state.log.end_offset_for_epoch(state.leader_epoch - 1);
+        state.replicas.isr_candidates(now_ms, lag_max_ms, state.high_watermark, epoch_start.max(0))
+    }
+
+    /// A follower's high watermark: the leader's, as its last fetch answered, within this log.
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
+        let state = &mut *self.0.state.borrow_mut();
+        let log_end_offset = state.log.log_end_offset();
+        state.high_watermark = leader_high_watermark.min(log_end_offset).max(state.log.log_start_offset());
+    }
+
     /// Cuts the log before the batch holding `offset` (`Log::truncate_to`: a follower dropping
     /// a tail that diverged from its leader's) and rolls back what depends on it: the
     /// idempotent producers' state (reloaded from a snapshot at or below the new end and the
@@ -585,9 +754,27 @@ impl Partition {
     /// starts meanwhile.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
         let _no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
+        // The writer may still be finishing the last append (its answer went out first), and
+        // `flush.ms` may have an fsync in flight: both end soon, and no client appends here.
+        loop {
+            let busy = {
+                let mut state = self.0.state.borrow_mut();
+                (state.writing || state.sync_in_flight.is_some()).then(|| {
+                    let (tell, wait) = oneshot::channel();
+                    state.idle_waiters.push(tell);
+                    wait
+                })
+            };
+            match busy {
+                Some(wait) => {
+                    let _ = wait.await;
+                }
+                None => break,
+            }
+        }
         let state = &mut *self.0.state.borrow_mut();
         assert!(
-            !state.writing && state.durability_waiters.is_empty() && state.sync_in_flight.is_none(),
+            state.durability_waiters.is_empty() && state.replication_waiters.is_empty(),
             "a log is truncated only while no append is under way"
         );
         let log_end_offset = state.log.truncate_to(offset)?;
@@ -656,6 +843,12 @@ impl Partition {
         let state = &mut *self.0.state.borrow_mut();
         state.leader_epoch = leader_epoch;
         state.leads = leads;
+        state.follows = !leads;
+        if !leads {
+            for (_, _, tell) in state.replication_waiters.drain(..) {
+                let _ = tell.send(Err(PartitionError::NotLeader));
+            }
+        }
         // An append being written was stamped with the epoch before: the writer task takes
         // the new one into the cache once it is done (`write_queued`).
         if leads && !state.writing && state.log.latest_epoch() != Some(leader_epoch) {
@@ -773,13 +966,31 @@ impl Partition {
 
 impl State {
     /// Stages one append (whose batches have `headers`) into `staged`, unless it is answered
-    /// at once: refused (topic deleted, a failed fsync, out of sequence, invalid) or a retry.
-    fn stage(&mut self, staged: &mut Staged, batches: &Bytes, headers: &[BatchHeader], now_ms: i64) -> Stage {
+    /// at once: refused (topic deleted, a failed fsync, a client's append to a follower, out of
+    /// sequence, invalid) or a retry. A `replica` append (a follower's) is the leader's batches
+    /// as they are: the leader checked their sequences.
+    fn stage(
+        &mut self,
+        staged: &mut Staged,
+        batches: &Bytes,
+        headers: &[BatchHeader],
+        now_ms: i64,
+        replica: bool,
+    ) -> Stage {
         if self.deleted {
             return Stage::Answer(Err(PartitionError::Unknown));
         }
         if self.failed.is_some() {
             return Stage::Answer(Err(PartitionError::SyncFailed));
+        }
+        if replica {
+            return match self.log.stage_replica(staged, batches, now_ms) {
+                Ok(staging) => Stage::Log(staging),
+                Err(e) => Stage::Answer(Err(self.refused(e))),
+            };
+        }
+        if self.follows {
+            return Stage::Answer(Err(PartitionError::NotLeader));
         }
         match self.producers.check(headers) {
             // The original may still wait for its fsync: so does its retry.
@@ -790,6 +1001,60 @@ impl State {
         match self.log.stage(staged, batches, self.leader_epoch, now_ms) {
             Ok(staging) => Stage::Log(staging),
             Err(e) => Stage::Answer(Err(self.refused(e))),
+        }
+    }
+
+    /// Where a read up to `limit` stops.
+    fn read_limit(&self, limit: ReadLimit) -> i64 {
+        match limit {
+            ReadLimit::HighWatermark => self.high_watermark,
+            ReadLimit::LogEnd => self.log.log_end_offset(),
+        }
+    }
+
+    /// Moves a leader's high watermark (or a partition's not told it follows) up to the
+    /// lowest log end in the ISR, never back, and answers the acks=-1 appends it now covers.
+    /// Returns whether it moved.
+    fn advance_high_watermark(&mut self) -> bool {
+        if self.follows {
+            return false;
+        }
+        let allowed = self.replicas.high_watermark(self.log.log_end_offset());
+        let moved = allowed > self.high_watermark;
+        if moved {
+            self.high_watermark = allowed;
+        }
+        self.answer_replication_waiters();
+        moved
+    }
+
+    /// Answers the acks=-1 appends the high watermark covers: in error if the ISR is smaller
+    /// than their `min.insync.replicas` (NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka's
+    /// `checkEnoughReplicasReachOffset`).
+    fn answer_replication_waiters(&mut self) {
+        let (high_watermark, isr) = (self.high_watermark, self.replicas.isr_len());
+        let waiters = std::mem::take(&mut self.replication_waiters);
+        for (end, min_insync_replicas, tell) in waiters {
+            if end > high_watermark {
+                self.replication_waiters.push((end, min_insync_replicas, tell));
+            } else if isr < min_insync_replicas {
+                let _ = tell.send(Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min_insync_replicas }));
+            } else {
+                let _ = tell.send(Ok(()));
+            }
+        }
+    }
+
+    fn wake_data_waiters(&mut self) {
+        for waiter in self.data_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Truncations wait for the writer and the fsync in flight: one of them just ended.
+    fn wake_idle_waiters(&mut self) {
+        for waiter in self.idle_waiters.drain(..) {
+            let _ = waiter.send(());
         }
     }
 
@@ -809,6 +1074,45 @@ fn become_leader(log: &mut Log, leader_epoch: i32, dir: &Path) {
     }
 }
 
+/// How far a fetch reads: a consumer up to the high watermark (what every in-sync replica
+/// has), a follower replica up to the log end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    HighWatermark,
+    LogEnd,
+}
+
+/// A replicated batch's offsets, for the producers' state.
+fn replicated(header: &BatchHeader) -> AppendInfo {
+    AppendInfo {
+        base_offset: header.base_offset,
+        last_offset: header.last_offset(),
+        log_append_time_ms: header.log_append_time().unwrap_or(-1),
+        records: header.records_count as u64,
+    }
+}
+
+/// Splits batches fetched from a leader where their leader epoch changes (each run is one
+/// append: a new epoch enters the cache at the start of a write). Bytes that do not parse stay
+/// with the run before them, for the log to refuse.
+fn epoch_runs(batches: &Bytes) -> Vec<Bytes> {
+    let mut runs = Vec::new();
+    let (mut start, mut position, mut epoch) = (0, 0, None);
+    while position < batches.len() {
+        let Ok(header) = BatchHeader::parse(&batches[position..]) else { break };
+        if epoch.is_some_and(|e| e != header.partition_leader_epoch) {
+            runs.push(batches.slice(start..position));
+            start = position;
+        }
+        epoch = Some(header.partition_leader_epoch);
+        position = position.saturating_add(header.size());
+    }
+    if start < batches.len() {
+        runs.push(batches.slice(start..));
+    }
+    runs
+}
+
 /// Whether two appends carry batches of the same idempotent producer.
 fn shares_producer(a: &[BatchHeader], b: &[BatchHeader]) -> bool {
     a.iter()
@@ -817,15 +1121,16 @@ fn shares_producer(a: &[BatchHeader], b: &[BatchHeader]) -> bool {
 }
 
 /// The headers of every batch of a request, for the producer checks. Transactional and
-/// control batches are refused until transactions are supported. A request whose batches do
-/// not even parse gives no headers: the log refuses it with the precise error.
-fn batch_headers(mut batches: &[u8]) -> Result<Vec<BatchHeader>, PartitionError> {
+/// control batches are refused until transactions are supported (a client's; a `replica`
+/// append is refused by the leader first). A request whose batches do not even parse gives no
+/// headers: the log refuses it with the precise error.
+fn batch_headers(mut batches: &[u8], replica: bool) -> Result<Vec<BatchHeader>, PartitionError> {
     let mut headers = Vec::with_capacity(1);
     while !batches.is_empty() {
         let Some(header) = BatchHeader::parse(batches).ok().filter(|h| h.size() <= batches.len()) else {
             return Ok(Vec::new());
         };
-        if header.is_transactional() || header.is_control() {
+        if !replica && (header.is_transactional() || header.is_control()) {
             return Err(PartitionError::Transactional);
         }
         headers.push(header);

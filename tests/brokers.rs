@@ -98,7 +98,7 @@ fn every_node_lists_every_live_broker_and_a_dead_one_is_fenced_until_it_returns(
 }
 
 #[test]
-fn partitions_are_spread_over_the_brokers_and_more_replicas_than_one_are_refused() {
+fn partitions_are_spread_over_the_brokers_and_more_replicas_than_brokers_are_refused() {
     let _serial = common::serial();
     let cluster = Cluster::start(3, 1, &[]);
     for i in 0..3 {
@@ -118,13 +118,17 @@ fn partitions_are_spread_over_the_brokers_and_more_replicas_than_one_are_refused
             .all(|i| cluster.topics(i).contains(&"spread".to_string()) && replicas(cluster.node(i), "spread") == placed)
     });
 
-    let (error, message) = create(&mut raw, "twice", 3, 2);
-    assert_eq!(error, INVALID_REPLICATION_FACTOR);
-    assert!(message.contains("replication between brokers is not there yet"), "{message}");
+    // Two replicas each, on distinct brokers, the preferred leaders spread too.
+    assert_eq!(create(&mut raw, "twice", 3, 2).0, 0);
+    let placed = replicas(cluster.node(1), "twice");
+    assert!(placed.iter().all(|r| r.len() == 2 && r[0] != r[1]), "{placed:?}");
+    let mut leaders: Vec<i64> = placed.iter().map(|r| r[0]).collect();
+    leaders.sort();
+    assert_eq!(leaders, [1, 2, 3], "{placed:?}");
     let (error, message) = create(&mut raw, "too-many", 3, 4);
     assert_eq!(error, INVALID_REPLICATION_FACTOR);
     assert!(message.contains("only 3 broker(s) are registered"), "{message}");
-    assert!(!cluster.topics(1).iter().any(|t| t == "twice" || t == "too-many"));
+    assert!(!cluster.topics(1).iter().any(|t| t == "too-many"));
 }
 
 #[test]

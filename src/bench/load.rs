@@ -26,8 +26,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::stats::{Stats, new_histogram, now_ns};
-use super::wire::{self, ResponseReader, Sent};
 use crate::client::check;
+use crate::client::wire::{self, ResponseReader, Sent};
 use crate::protocol::records::plain_record;
 use crate::runtime::{Semaphore, StaticPermit, sleep, spawn_local};
 use crate::storage::batch::{BatchHeader, HEADER_LEN};
@@ -134,7 +134,7 @@ struct InFlight {
 
 pub async fn produce(plan: ProducerPlan, stats: Arc<Stats>) -> anyhow::Result<()> {
     assert!(plan.record_size >= STAMP_BYTES && plan.batch_records > 0 && !plan.partitions.is_empty());
-    let (mut writer, reader) = wire::connect(plan.address).await?;
+    let (mut writer, reader) = wire::connect(plan.address, "sluice-bench").await?;
     let in_flight = Rc::new(Semaphore::new(plan.max_in_flight as u64));
     let (acks_queue, unacked) = mpsc::unbounded::<InFlight>();
     let acker = (plan.acks != 0).then(|| spawn_local(read_acks(reader, unacked, stats.clone())));
@@ -252,7 +252,7 @@ async fn read_acks(
 }
 
 pub async fn consume(plan: ConsumerPlan, stats: Arc<Stats>) -> anyhow::Result<()> {
-    let (mut writer, mut reader) = wire::connect(plan.address).await?;
+    let (mut writer, mut reader) = wire::connect(plan.address, "sluice-bench").await?;
     let topic = TopicName(StrBytes::from_string(plan.topic.clone()));
     let mut offsets = plan.partitions.clone();
     let mut last_progress = Instant::now();

@@ -11,7 +11,6 @@ pub mod host;
 pub mod load;
 pub mod report;
 pub mod stats;
-mod wire;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -21,6 +21,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 
 mod admin;
+pub mod wire;
 
 pub use admin::{BrokerInfo, ConfigChange, ConfigEntry, LogDirInfo, SOURCE_DEFAULT};
 

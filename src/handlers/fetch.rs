@@ -8,6 +8,12 @@
 //! The response-wide `max_bytes` bounds the response: no partition reads more than it, and
 //! it is applied in request order, letting only the first non-empty partition exceed it, and
 //! only by its first batch (KIP-74).
+//!
+//! A fetch from a follower replica (`replica_id`, or `replica_state` from v15, at least 0) is
+//! the leader's side of replication: it reads to the log end rather than the high watermark,
+//! and its fetch offset tells the leader where that follower's log ends, which may move the
+//! high watermark (`Partition::replica_fetched`). It long-polls like a consumer's, waiting for
+//! data past the log end it saw. A broker holding no replica gets NOT_LEADER_OR_FOLLOWER.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -18,6 +24,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
+use crate::partition::ReadLimit;
 use crate::protocol::errors::partition_error_code;
 use crate::runtime::sleep;
 use crate::runtime::zero_copy::FileSlice;
@@ -26,6 +33,8 @@ use crate::shard::{Shard, ShardId, TopicPartition};
 
 /// Fetch v13+ names topics by id.
 const TOPIC_ID_VERSION: i16 = 13;
+/// Fetch v15+ names the fetching replica in `replica_state` (KIP-903), no longer `replica_id`.
+pub const REPLICA_STATE_VERSION: i16 = 15;
 
 /// A partition to read: its owner, and where its answer goes in the response.
 struct Wanted {
@@ -41,6 +50,9 @@ pub async fn handle(
     version: i16,
 ) -> (FetchResponse, Vec<(Bytes, FileSlice)>) {
     let image = shard.metadata();
+    // A follower replica names itself (v15+ in `replica_state`); a consumer gives -1.
+    let replica_id =
+        if version >= REPLICA_STATE_VERSION { request.replica_state.replica_id.0 } else { request.replica_id.0 };
     let response_max_bytes = usize::try_from(request.max_bytes.max(0)).unwrap_or(0);
     let mut refused_any = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
@@ -79,6 +91,7 @@ pub async fn handle(
                 zero_copy: shard.config.fetch_zero_copy,
                 current_leader_epoch: p.current_leader_epoch,
                 last_fetched_epoch: p.last_fetched_epoch,
+                replica_id,
             };
             wanted.push(Wanted { topic_index: topics.len() - 1, owner, read });
         }
@@ -98,8 +111,10 @@ pub async fn handle(
         }
         // Woken by data that still falls short of `min_bytes`, the next wait is for data
         // past what this read saw.
-        let seen: Vec<i64> = results.iter().map(|r| r.high_watermark).collect();
-        let waits = wanted.iter().zip(seen).map(|(w, seen)| (w.owner, (w.read.partition.clone(), seen))).collect();
+        let limit = if replica_id >= 0 { ReadLimit::LogEnd } else { ReadLimit::HighWatermark };
+        let seen: Vec<i64> = results.iter().map(|r| r.read_limit).collect();
+        let waits =
+            wanted.iter().zip(seen).map(|(w, seen)| (w.owner, (w.read.partition.clone(), seen, limit))).collect();
         let woken = shard.scatter_first(waits, |partitions| WaitForData { partitions, timeout: left });
         // The owners time out too, but an envelope may wait in a full mesh channel.
         futures::future::select(pin!(woken), pin!(sleep(left))).await;

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::protocol::errors::owner_answer;
 use crate::shard::Shard;
-use crate::shard::router::{Appended, Produce};
+use crate::shard::router::{Appended, Produce, ProducePart};
 
 /// `min.insync.replicas` of a topic: its own, else the broker's.
 fn min_insync_replicas(shard: &Shard, image: &crate::cluster::MetadataImage, topic: &str) -> i32 {
@@ -36,14 +36,20 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
             return Err(ResponseError::InvalidTopicException);
         }
         let records = data.records.clone().ok_or(ResponseError::CorruptMessage)?;
-        // The one replica there is cannot make up a larger in-sync set.
-        if acks == -1 && min_insync_replicas(shard, &image, topic) > 1 {
+        if acks != -1 {
+            return Ok(ProducePart { records, min_insync_replicas: None });
+        }
+        // As Kafka's leader: too small an ISR refuses acks=all before anything is written.
+        let min_insync_replicas = usize::try_from(min_insync_replicas(shard, &image, topic)).unwrap_or(1);
+        let isr = image.topic(topic).and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?));
+        if isr.map_or(0, |p| p.isr.len()) < min_insync_replicas {
             return Err(ResponseError::NotEnoughReplicas);
         }
-        Ok(records)
+        Ok(ProducePart { records, min_insync_replicas: Some(min_insync_replicas) })
     });
+    let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let outcomes: Vec<Result<Appended, ResponseError>> =
-        shard.scatter(parts, |parts| Produce { parts }).await.into_iter().map(owner_answer).collect();
+        shard.scatter(parts, |parts| Produce { parts, timeout }).await.into_iter().map(owner_answer).collect();
     let partitions = request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(move |p| (&t.name, p.index)));
 
     if acks == 0 {

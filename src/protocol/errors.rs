@@ -25,6 +25,9 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Sequence(SequenceError::OutOfOrder) => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::Transactional => ResponseError::InvalidRecord,
         PartitionError::BeyondHighWatermark { .. } => ResponseError::OffsetOutOfRange,
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
+        PartitionError::ReplicationTimedOut => ResponseError::RequestTimedOut,
         PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
     }
@@ -77,6 +80,12 @@ mod tests {
             (PartitionError::Transactional, ResponseError::InvalidRecord),
             (PartitionError::BeyondHighWatermark { offset: 5, high_watermark: 4 }, ResponseError::OffsetOutOfRange),
             (PartitionError::FencedLeaderEpoch { requested: 1, current: 2 }, ResponseError::FencedLeaderEpoch),
+            (PartitionError::NotLeader, ResponseError::NotLeaderOrFollower),
+            (
+                PartitionError::NotEnoughReplicasAfterAppend { isr: 1, min_insync_replicas: 2 },
+                ResponseError::NotEnoughReplicasAfterAppend,
+            ),
+            (PartitionError::ReplicationTimedOut, ResponseError::RequestTimedOut),
             (PartitionError::UnknownLeaderEpoch { requested: 3, current: 2 }, ResponseError::UnknownLeaderEpoch),
         ];
         for (error, code) in cases {

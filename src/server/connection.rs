@@ -246,10 +246,10 @@ async fn until_idle(activity: &Activity, idle: Duration) {
 /// One request counted in its shard's `in_flight` from the moment it is read until its
 /// response is written, or until it is dropped unanswered (the peer went away with requests
 /// still queued): shutdown waits for the count to reach zero, so it must never leak.
-struct InFlight(Rc<Shard>);
+pub(crate) struct InFlight(Rc<Shard>);
 
 impl InFlight {
-    fn new(shard: &Rc<Shard>) -> InFlight {
+    pub(crate) fn new(shard: &Rc<Shard>) -> InFlight {
         shard.in_flight.set(shard.in_flight.get() + 1);
         InFlight(shard.clone())
     }

@@ -127,7 +127,6 @@ fn place(
         );
         return Err((ResponseError::InvalidReplicationFactor, message));
     }
-    check_replication_factor(wanted)?;
     Ok(replicas::assign(&brokers, count, wanted, first, Start::random()))
 }
 
@@ -155,20 +154,7 @@ pub fn offsets_topic(config: &crate::config::BrokerConfig, brokers: &[Candidate]
     TopicMetadata { name: name.to_string(), topic_id: uuid::Uuid::new_v4(), partitions, configs }
 }
 
-/// Until followers replicate, a partition has one replica: more would be accepted and not kept.
-fn check_replication_factor(replicas: usize) -> Result<(), (ResponseError, String)> {
-    match replicas {
-        1 => Ok(()),
-        n => Err((
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {n}: replication between brokers is not there yet, so every partition has exactly one replica"
-            ),
-        )),
-    }
-}
-
-/// A client's own replica assignment: one replica per partition, on a registered broker.
+/// A client's own replica assignment: distinct registered brokers for each partition.
 fn check_assignments(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<(), (ResponseError, String)> {
     for replicas in assignments {
         let distinct: std::collections::HashSet<_> = replicas.iter().collect();
@@ -178,7 +164,6 @@ fn check_assignments(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<
         if let Some(unknown) = replicas.iter().find(|id| !image.brokers.contains_key(id)) {
             return Err((ResponseError::InvalidReplicaAssignment, format!("broker {unknown} is not registered")));
         }
-        check_replication_factor(replicas.len())?;
     }
     Ok(())
 }

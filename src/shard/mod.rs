@@ -63,6 +63,8 @@ pub struct Shard {
     /// Partitions this shard owns that failed to open, with the reason; they stay offline
     /// until a restart.
     pub offline: RefCell<BTreeMap<TopicPartition, String>>,
+    /// The fetchers of the partitions this shard follows (`replication::fetcher`).
+    pub fetchers: crate::replication::fetcher::Fetchers,
     /// The consumer groups this shard coordinates.
     pub groups: RefCell<HashMap<String, GroupEntry>>,
     senders: Senders<ShardRequest>,
@@ -109,6 +111,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             sync_counters: Rc::new(SyncCounters::default()),
             offline: RefCell::new(BTreeMap::new()),
+            fetchers: Default::default(),
             groups: RefCell::new(HashMap::new()),
             senders,
             controller_lock: Semaphore::new(1),

@@ -12,7 +12,7 @@ use super::router::{
 use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::{MetadataImage, PartitionMetadata};
 use crate::group::coordinator;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Partition, PartitionError, ReadLimit};
 use crate::runtime::{now_ms, sleep};
 use crate::storage::deleter;
 
@@ -118,11 +118,12 @@ async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitF
     let waiters: Vec<_> = {
         let table = shard.partitions.borrow();
         // Data may have arrived since the caller's read: then there is nothing to wait for.
-        let arrived = partitions.iter().any(|(tp, offset)| table.get(tp).is_some_and(|p| p.high_watermark() > *offset));
+        let arrived =
+            partitions.iter().any(|(tp, offset, limit)| table.get(tp).is_some_and(|p| p.read_limit(*limit) > *offset));
         if arrived {
             return;
         }
-        partitions.iter().filter_map(|(tp, _)| table.get(tp).map(Partition::wait_for_data)).collect()
+        partitions.iter().filter_map(|(tp, _, _)| table.get(tp).map(Partition::wait_for_data)).collect()
     };
     if !waiters.is_empty() {
         futures::select! {
@@ -133,22 +134,33 @@ async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitF
 }
 
 /// Appends to each partition at once; the partition table is not borrowed while they wait
-/// for their writes and fsyncs.
-async fn produce(shard: &Shard, Produce { parts }: Produce) -> Vec<Result<Appended, PartitionError>> {
+/// for their writes and fsyncs, and with acks=-1 for the in-sync replicas (at most `timeout`,
+/// then REQUEST_TIMED_OUT as Kafka's DelayedProduce; the records stay written).
+async fn produce(shard: &Shard, Produce { parts, timeout }: Produce) -> Vec<Result<Appended, PartitionError>> {
     let now = now_ms();
     let appends: Vec<_> = {
         let table = shard.partitions.borrow();
         parts
             .into_iter()
-            .map(|(tp, records)| match table.get(&tp) {
+            .map(|(tp, part)| match table.get(&tp) {
                 None => Err(shard.missing_partition_error(&tp)),
-                Some(p) => Ok((p.append(records, now), p.clone())),
+                Some(p) => Ok((p.append(part.records, now), part.min_insync_replicas, p.clone())),
             })
             .collect()
     };
+    let deadline = std::time::Instant::now() + timeout;
     futures::future::join_all(appends.into_iter().map(|append| async move {
-        let (append, p) = append?;
+        let (append, min_insync_replicas, p) = append?;
         let info = append.await?;
+        if let Some(min_insync_replicas) = min_insync_replicas {
+            let replicated = p.wait_replicated(info.last_offset + 1, min_insync_replicas).fuse();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            futures::pin_mut!(replicated);
+            futures::select! {
+                replicated = replicated => replicated?,
+                _ = sleep(left).fuse() => return Err(PartitionError::ReplicationTimedOut),
+            }
+        }
         Ok(Appended {
             base_offset: info.base_offset,
             log_append_time_ms: info.log_append_time_ms,
@@ -171,14 +183,17 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
         return PartitionReadResult {
             error: Some(shard.missing_partition_error(&r.partition)),
             high_watermark: -1,
+            read_limit: -1,
             log_start_offset: -1,
             records: RecordData::Memory(bytes::Bytes::new()),
             diverging_epoch: None,
         };
     };
+    let limit = if r.replica_id >= 0 { ReadLimit::LogEnd } else { ReadLimit::HighWatermark };
     let answer = |error, records, diverging_epoch| PartitionReadResult {
         error,
         high_watermark: p.high_watermark(),
+        read_limit: p.read_limit(limit),
         log_start_offset: p.log_start_offset(),
         records,
         diverging_epoch,
@@ -193,21 +208,28 @@ async fn read_one(shard: &Shard, r: PartitionRead) -> PartitionReadResult {
     }
     let mut loads = 0;
     let records = match r.zero_copy {
-        true => p.fetch_slice(r.offset, r.max_bytes, &mut loads).await.map(|slice| match slice {
+        true => p.fetch_slice(r.offset, r.max_bytes, limit, &mut loads).await.map(|slice| match slice {
             Some(slice) => RecordData::File(slice),
             None => RecordData::Memory(bytes::Bytes::new()),
         }),
-        false => p.fetch_bytes(r.offset, r.max_bytes, &mut loads).await.map(RecordData::Memory),
+        false => p.fetch_bytes(r.offset, r.max_bytes, limit, &mut loads).await.map(RecordData::Memory),
     };
+    // A replica's fetch offset is its log end: the high watermark may move (as Kafka, only
+    // for a fetch that found its offset in this log and did not diverge). The answer then
+    // carries the new one.
+    let records = records.map_err(PartitionError::from).and_then(|records| match r.replica_id >= 0 {
+        true => p.replica_fetched(r.replica_id, r.offset, now_ms()).map(|()| records),
+        false => Ok(records),
+    });
     shard.metrics.borrow_mut().fetch_owner_loads += loads;
     let (error, records) = match records {
         Ok(records) => (None, records),
         Err(e) => {
-            if matches!(e, crate::storage::StorageError::Io(_)) {
+            if matches!(e, PartitionError::Storage(crate::storage::StorageError::Io(_))) {
                 let tp = &r.partition;
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = r.offset, error = %e, "read failed");
             }
-            (Some(e.into()), no_records())
+            (Some(e), no_records())
         }
     };
     answer(error, records, None)
@@ -260,7 +282,7 @@ async fn list_offsets(
 /// New partitions are opened (recovered, at startup) on the shard's blocking pool, a few at a
 /// time, while the shard serves: each joins the table, and so answers, once it is open.
 /// Installs never overlap (the controller makes them one at a time).
-pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
+pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutdown: bool) -> Vec<TopicPartition> {
     let mut owned = HashSet::new();
     // Only partitions with a replica on this node are opened here.
     let hosted = |p: &&PartitionMetadata| p.shard == shard.id && p.replicas.contains(&shard.config.node_id);
@@ -302,8 +324,15 @@ pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown:
         }
         let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
         let (epoch, leads) = (metadata.leader_epoch, metadata.leader == shard.config.node_id);
-        if let Some(partition) = table.get_mut(&tp) {
+        let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
+        let assign = move |partition: &Partition| {
             partition.set_leadership(epoch, leads);
+            if leads {
+                partition.set_replicas(node_id, &replicas, &isr, now_ms());
+            }
+        };
+        if let Some(partition) = table.get_mut(&tp) {
+            assign(partition);
             match log_config_of(&tp.topic) {
                 Ok(config) => partition.set_config(config),
                 Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
@@ -317,7 +346,7 @@ pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown:
             let opened = match config {
                 Ok(config) => Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
                     .await
-                    .inspect(|partition| partition.set_leadership(epoch, leads))
+                    .inspect(assign)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
@@ -340,6 +369,8 @@ pub async fn apply_metadata(shard: &Shard, image: MetadataImage, clean_shutdown:
             }
         }
     }
+    // Followers fetch from the leaders this image names, from now on.
+    crate::replication::fetcher::follow(shard, &image);
     shard.set_metadata(image, effective);
     failed
 }

@@ -23,7 +23,7 @@ use crate::group::coordinator::{
     JoinGroup, LeaveGroup, ListGroups, ListedGroup, SyncGroup, Synced,
 };
 use crate::group::state::JoinResult;
-use crate::partition::PartitionError;
+use crate::partition::{PartitionError, ReadLimit};
 use crate::runtime::zero_copy::FileSlice;
 use crate::runtime::{Receivers, serve_bounded, spawn_local};
 use crate::storage::producer_state::ActiveProducer;
@@ -131,7 +131,16 @@ shard_calls! {
 
 /// Each partition with the batches to append to it (a slice of the request frame).
 pub struct Produce {
-    pub parts: Vec<(TopicPartition, Bytes)>,
+    pub parts: Vec<(TopicPartition, ProducePart)>,
+    /// acks=-1: how long an append may wait for the in-sync replicas (the request's timeout).
+    pub timeout: Duration,
+}
+
+pub struct ProducePart {
+    pub records: Bytes,
+    /// acks=-1: its topic's `min.insync.replicas`, and the answer waits until the high
+    /// watermark covers the append; `None` for acks 0 and 1 (answered once written).
+    pub min_insync_replicas: Option<usize>,
 }
 
 /// Where a partition put a produce's batches.
@@ -147,8 +156,10 @@ pub struct Read {
     pub reads: Vec<PartitionRead>,
 }
 
+/// Wait until one of the partitions can be read past the offset given for it (to its high
+/// watermark, or to its log end for a replica's fetch).
 pub struct WaitForData {
-    pub partitions: Vec<(TopicPartition, i64)>,
+    pub partitions: Vec<(TopicPartition, i64, ReadLimit)>,
     pub timeout: Duration,
 }
 
@@ -245,6 +256,9 @@ pub struct PartitionRead {
     pub current_leader_epoch: i32,
     /// The epoch of the last batch the fetcher took (-1: none given), to detect divergence.
     pub last_fetched_epoch: i32,
+    /// The broker fetching as a follower replica (reads to the log end, and tells the leader
+    /// where the follower's log ends), or -1 for a consumer (reads to the high watermark).
+    pub replica_id: i32,
 }
 
 /// A partition's records in a read answer.
@@ -270,6 +284,9 @@ impl RecordData {
 pub struct PartitionReadResult {
     pub error: Option<PartitionError>,
     pub high_watermark: i64,
+    /// Where this read had to stop (the high watermark, or the log end for a replica): a
+    /// fetch waiting for more waits for data past it.
+    pub read_limit: i64,
     pub log_start_offset: i64,
     pub records: RecordData,
     /// Where the fetcher's log diverged from this one: (epoch, end offset); no records then.

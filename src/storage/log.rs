@@ -130,6 +130,14 @@ impl Staged {
         self.len += batch.len();
     }
 
+    /// Adds whole batches written as they are (a follower's, fetched from its leader): one
+    /// piece, no copy.
+    fn push_as_is(&mut self, batches: Bytes) {
+        self.seal_copied();
+        self.len += batches.len();
+        self.pieces.push(batches);
+    }
+
     /// Ends the copied run: it becomes a piece (sharing its buffer with the next run).
     fn seal_copied(&mut self) {
         if !self.copied.is_empty() {
@@ -397,6 +405,75 @@ impl Log {
             log_append_time_ms: log_append_time.unwrap_or(-1),
             records,
         });
+        Ok(Staging::Staged)
+    }
+
+    /// A follower's append: stages batches fetched from the leader as they are, keeping their
+    /// offsets, leader epochs and timestamps (nothing is stamped; Kafka's `appendAsFollower`).
+    /// Every batch's length and CRC are checked, and offsets must increase from the log end
+    /// (compaction on the leader may leave gaps). All batches must carry one leader epoch (the
+    /// caller splits a fetched range where it changes): a newer one than the cache's enters it
+    /// at the first batch's offset before anything is written, and starts a write of its own.
+    pub fn stage_replica(
+        &mut self,
+        staged: &mut Staged,
+        batches: &Bytes,
+        now_ms: i64,
+    ) -> Result<Staging, StorageError> {
+        assert!(!self.write_in_flight, "appends to one log never interleave");
+        let mut parsed = Vec::new();
+        let mut next_offset = staged.appends.last().map_or(self.log_end_offset(), |a| a.last_offset + 1);
+        let mut position = 0;
+        while position < batches.len() {
+            let header = BatchHeader::parse(&batches[position..])?;
+            let end = position.checked_add(header.size()).filter(|&end| end <= batches.len());
+            let Some(end) = end else {
+                return Err(StorageError::CorruptBatch("a replicated batch runs past its records".into()));
+            };
+            let header = batch::validate(&batches[position..end])?;
+            if header.base_offset < next_offset {
+                return Err(StorageError::CorruptBatch(format!(
+                    "replicated batch at offset {} does not follow offset {}",
+                    header.base_offset,
+                    next_offset - 1
+                )));
+            }
+            if parsed.first().is_some_and(|(_, first): &(usize, BatchHeader)| {
+                first.partition_leader_epoch != header.partition_leader_epoch
+            }) {
+                return Err(StorageError::CorruptBatch("one replicated append, several leader epochs".into()));
+            }
+            next_offset = header.last_offset() + 1;
+            parsed.push((position, header));
+            position = end;
+        }
+        let (Some((_, first)), Some((_, last))) = (parsed.first(), parsed.last()) else {
+            return Err(StorageError::CorruptBatch("no replicated batch".into()));
+        };
+        let (base_offset, last_offset, epoch) = (first.base_offset, last.last_offset(), first.partition_leader_epoch);
+        let offsets = last_offset + 1 - staged.appends.last().map_or(self.log_end_offset(), |a| a.last_offset + 1);
+        if !self.fits((staged.len() + batches.len()) as u64, staged.offsets() + offsets, now_ms) {
+            if !staged.is_empty() {
+                return Ok(Staging::WriteFirst);
+            }
+            if !self.active().is_empty() {
+                return Ok(Staging::RollFirst);
+            }
+        }
+        let new_epoch = self.latest_epoch().is_none_or(|latest| epoch > latest);
+        if new_epoch && !staged.is_empty() {
+            return Ok(Staging::WriteFirst);
+        }
+        if new_epoch {
+            self.assign_epoch(epoch, base_offset)?;
+        }
+        staged.push_as_is(batches.clone());
+        let mut records = 0u64;
+        for (_, header) in &parsed {
+            staged.stamped.push((*header, header.log_append_time().unwrap_or(header.max_timestamp)));
+            records += header.records_count as u64;
+        }
+        staged.appends.push(AppendInfo { base_offset, last_offset, log_append_time_ms: -1, records });
         Ok(Staging::Staged)
     }
 

@@ -1,6 +1,6 @@
-//! The load generator's side of the Kafka protocol: one pipelined connection on the
-//! thread-per-core runtime, split into a request writer and a response reader so that a
-//! sender can keep several requests in flight while another task reads the answers.
+//! A Kafka connection on the thread-per-core runtime (the bench's load generator, a follower's
+//! fetcher): pipelined, split into a request writer and a response reader so that a sender can
+//! keep several requests in flight while another task reads the answers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,13 +17,13 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use crate::protocol::frame::{decode_response, encode_request_into, read_frame};
 use crate::runtime::TcpStream;
 
-const CLIENT_ID: &str = "sluice-bench";
 /// Fetch responses are bounded by the request's max bytes; this only refuses nonsense.
 const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// Writes requests at the highest version both sides serve.
 pub struct RequestWriter {
     writer: WriteHalf<TcpStream>,
+    client_id: &'static str,
     versions: Rc<HashMap<i16, i16>>,
     correlation_id: i32,
     frame: BytesMut,
@@ -41,20 +41,26 @@ pub struct Sent {
     pub version: i16,
 }
 
-/// Connects to `address` and negotiates versions (ApiVersions v3, falling back to v0).
-pub async fn connect(address: SocketAddr) -> anyhow::Result<(RequestWriter, ResponseReader)> {
+/// Connects to `address` as `client_id` and negotiates versions (ApiVersions v3, falling back
+/// to v0).
+pub async fn connect(address: SocketAddr, client_id: &'static str) -> anyhow::Result<(RequestWriter, ResponseReader)> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(std::io::Error::from)
         .with_context(|| format!("connecting to {address}"))?;
     stream.set_nodelay(true).map_err(std::io::Error::from)?;
     let (reader, writer) = stream.split();
-    let mut writer =
-        RequestWriter { writer, versions: Rc::new(HashMap::new()), correlation_id: 0, frame: BytesMut::new() };
+    let mut writer = RequestWriter {
+        writer,
+        client_id,
+        versions: Rc::new(HashMap::new()),
+        correlation_id: 0,
+        frame: BytesMut::new(),
+    };
     let mut reader = ResponseReader { reader };
 
     let request = ApiVersionsRequest::default()
-        .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+        .with_client_software_name(StrBytes::from_static_str(client_id))
         .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
     let sent = writer.write_at(&request, 3).await?;
     let mut response: ApiVersionsResponse = reader.read::<ApiVersionsRequest>(sent).await?;
@@ -81,7 +87,7 @@ impl RequestWriter {
 
     async fn write_at<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<Sent> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        encode_request_into(&mut self.frame, request, version, self.correlation_id, CLIENT_ID)?;
+        encode_request_into(&mut self.frame, request, version, self.correlation_id, self.client_id)?;
         self.writer.write_all(&self.frame).await.context("sending a request")?;
         Ok(Sent { correlation_id: self.correlation_id, version })
     }

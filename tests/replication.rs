@@ -1,0 +1,239 @@
+//! Replication between brokers: followers fetch from the leader, acks=all waits for the
+//! in-sync replicas, consumers never read above the high watermark, `min.insync.replicas`
+//! refuses acks=all when too few replicas are in sync, and leadership moves to a follower
+//! that has everything acknowledged.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Raw;
+use common::cluster::{Cluster, FAST_SESSIONS, REQUEST_TIMED_OUT};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const TOPIC: &str = "replicated";
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// Three brokers on loopback, sessions short enough that a dead one is fenced within a test,
+/// each listing all three; `TOPIC` created with one partition on all three,
+/// `min.insync.replicas=2`.
+fn three_brokers_and_a_topic() -> Cluster {
+    let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+    let config = CreatableTopicConfig::default()
+        .with_name(StrBytes::from_static_str("min.insync.replicas"))
+        .with_value(Some(StrBytes::from_static_str("2")));
+    let topic = CreatableTopic::default()
+        .with_name(name(TOPIC))
+        .with_num_partitions(1)
+        .with_replication_factor(3)
+        .with_configs(vec![config]);
+    let request = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000);
+    let created = cluster.connect(0).send(&request, 7);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    for i in 0..3 {
+        cluster.wait_for_topic(i, TOPIC, Duration::from_secs(10));
+    }
+    cluster
+}
+
+/// The node (index) node `via` names as the partition's leader, once it names one.
+fn leader(cluster: &Cluster, via: usize) -> usize {
+    let mut leader = None;
+    common::wait_until(Duration::from_secs(20), "a leader is named", || {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(TOPIC)))]))
+            .with_allow_auto_topic_creation(false);
+        let response = cluster.connect(via).send(&request, 12);
+        let id = response.topics[0].partitions.first().map_or(-1, |p| p.leader_id.0);
+        leader = usize::try_from(id - 1).ok().filter(|&i| i < cluster.len());
+        leader.is_some()
+    });
+    leader.expect("found")
+}
+
+/// Produce v9 of one batch with `acks` and a timeout: (error code, base offset).
+fn produce(raw: &mut Raw, records: Bytes, acks: i16, timeout_ms: i32) -> (i16, i64) {
+    let data = PartitionProduceData::default().with_index(0).with_records(Some(records));
+    let topic = TopicProduceData::default().with_name(name(TOPIC)).with_partition_data(vec![data]);
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![topic]);
+    let response = raw.send(&request, 9);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// Produces one batch with `acks` through whichever node leads now, retrying while leadership
+/// moves (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE) up to a deadline: (error, offset).
+fn produce_to_leader(cluster: &Cluster, among: &[usize], value: &[u8], acks: i16) -> (i16, i64) {
+    let start = Instant::now();
+    loop {
+        let via = among[0];
+        let leader = leader(cluster, via);
+        let outcome = produce(&mut cluster.connect(leader), common::batch(&[value]), acks, 5_000);
+        let moving = matches!(outcome.0, NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE);
+        if !moving || start.elapsed() > Duration::from_secs(20) {
+            return outcome;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The partition's first segment on node `i`, as its files hold it.
+fn segment(cluster: &Cluster, i: usize) -> Vec<u8> {
+    let path = cluster.node(i).data_dir().join(format!("{TOPIC}-0")).join("00000000000000000000.log");
+    std::fs::read(&path).unwrap_or_default()
+}
+
+#[test]
+fn acks_all_records_are_on_every_replica_and_a_killed_follower_catches_up() {
+    let _serial = common::serial();
+    let mut cluster = three_brokers_and_a_topic();
+    let leader = leader(&cluster, 0);
+    let mut raw = cluster.connect(leader);
+    for i in 0..20 {
+        let value = format!("v{i}");
+        assert_eq!(produce(&mut raw, common::batch(&[value.as_bytes()]), -1, 10_000), (0, i));
+    }
+    // Acknowledged with acks=all: every in-sync replica has it already, byte for byte (offsets
+    // and leader epochs as the leader stamped them).
+    let written = segment(&cluster, leader);
+    assert!(!written.is_empty());
+    for i in 0..3 {
+        assert_eq!(segment(&cluster, i), written, "node {} differs from the leader", i + 1);
+    }
+
+    // A follower killed stays in the ISR (until the controller shrinks it): acks=all waits for
+    // it and times out, as Kafka's DelayedProduce; acks=1 is answered once written.
+    let follower = (leader + 1) % 3;
+    cluster.node_mut(follower).kill9();
+    let started = Instant::now();
+    assert_eq!(produce(&mut raw, common::batch(&[b"late"]), -1, 1_000).0, REQUEST_TIMED_OUT);
+    assert!(started.elapsed() >= Duration::from_millis(900), "answered after {:?}", started.elapsed());
+    assert_eq!(produce(&mut raw, common::batch(&[b"one"]), 1, 10_000), (0, 21));
+    // Consumers see nothing the killed follower lacks.
+    let (error, high_watermark, _) = raw.fetch(TOPIC, 0, 20, 0);
+    assert_eq!((error, high_watermark), (0, 20));
+
+    cluster.node_mut(follower).restart();
+    common::wait_until(Duration::from_secs(30), "the restarted follower caught up", || {
+        segment(&cluster, follower) == segment(&cluster, leader)
+    });
+    common::wait_until(Duration::from_secs(10), "the high watermark reaches the log end", || {
+        raw.fetch(TOPIC, 0, 0, 0).1 == 22
+    });
+    let values: Vec<Vec<u8>> = raw.fetch_all(TOPIC, 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values.len(), 22);
+    assert_eq!((values[20].as_slice(), values[21].as_slice()), (b"late".as_slice(), b"one".as_slice()));
+}
+
+#[test]
+fn consumers_never_read_above_the_high_watermark() {
+    let _serial = common::serial();
+    let cluster = three_brokers_and_a_topic();
+    let leader = leader(&cluster, 0);
+    let mut raw = cluster.connect(leader);
+    assert_eq!(produce(&mut raw, common::batch(&[b"first"]), -1, 10_000), (0, 0));
+
+    // A follower that stops fetching holds the high watermark back.
+    let follower = (leader + 2) % 3;
+    cluster.node(follower).pause();
+    assert_eq!(produce(&mut raw, common::batch(&[b"second"]), 1, 10_000), (0, 1));
+    let (error, high_watermark, records) = raw.fetch(TOPIC, 0, 1, 0);
+    assert_eq!((error, high_watermark, records.len()), (0, 1, 0), "nothing above the high watermark");
+    assert_eq!(raw.fetch_all(TOPIC, 0).len(), 1);
+    assert_eq!(list_latest(&mut raw), 1, "ListOffsets LATEST is the high watermark");
+
+    cluster.node(follower).resume();
+    // A consumer parked at the high watermark is woken once it moves.
+    let (error, high_watermark, records) = raw.fetch(TOPIC, 0, 1, 10_000);
+    assert_eq!((error, high_watermark), (0, 2));
+    assert!(!records.is_empty());
+    assert_eq!(list_latest(&mut raw), 2);
+}
+
+/// IncrementalAlterConfigs of the topic's `min.insync.replicas`: the error code.
+fn set_min_insync_replicas(raw: &mut Raw, value: &str) -> i16 {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let config = AlterableConfig::default()
+        .with_name(StrBytes::from_static_str("min.insync.replicas"))
+        .with_config_operation(0)
+        .with_value(Some(StrBytes::from_string(value.to_string())));
+    let resource = AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_static_str(TOPIC))
+        .with_configs(vec![config]);
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+    raw.send(&request, 1).responses[0].error_code
+}
+
+/// ListOffsets v4 LATEST of partition 0.
+fn list_latest(raw: &mut Raw) -> i64 {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
+    let topic = ListOffsetsTopic::default().with_name(name(TOPIC)).with_partitions(vec![partition]);
+    let request =
+        ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![topic]);
+    let response = raw.send(&request, 4);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+#[test]
+fn leadership_moves_to_a_follower_with_everything_acknowledged_and_too_small_an_isr_refuses_acks_all() {
+    let _serial = common::serial();
+    let mut cluster = three_brokers_and_a_topic();
+    let first = leader(&cluster, 0);
+    for i in 0..10 {
+        let value = format!("a{i}");
+        assert_eq!(produce_to_leader(&cluster, &[first], value.as_bytes(), -1), (0, i));
+    }
+
+    // The leader dies: fenced, it leaves the ISR, and a follower in it takes over with
+    // everything acknowledged; two in sync still make up min.insync.replicas=2.
+    cluster.node_mut(first).kill9();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let second = {
+        let mut second = first;
+        common::wait_until(Duration::from_secs(20), "another node leads", || {
+            second = leader(&cluster, rest[0]);
+            second != first
+        });
+        second
+    };
+    for i in 10..15 {
+        let value = format!("b{i}");
+        assert_eq!(produce_to_leader(&cluster, &rest, value.as_bytes(), -1), (0, i));
+    }
+
+    // Three replicas required, two in sync: acks=all is refused before anything is written;
+    // acks=1 is still taken.
+    assert_eq!(set_min_insync_replicas(&mut cluster.connect(second), "3"), 0);
+    common::wait_until(Duration::from_secs(10), "acks=all is refused", || {
+        produce_to_leader(&cluster, &rest, b"refused", -1).0 == NOT_ENOUGH_REPLICAS
+    });
+    assert_eq!(produce_to_leader(&cluster, &rest, b"c15", 1), (0, 15));
+
+    let values: Vec<String> =
+        cluster.connect(second).fetch_all(TOPIC, 0).into_iter().map(|(_, v)| String::from_utf8(v).unwrap()).collect();
+    let expected: Vec<String> =
+        (0..10).map(|i| format!("a{i}")).chain((10..15).map(|i| format!("b{i}"))).chain(["c15".into()]).collect();
+    assert_eq!(values, expected, "nothing acknowledged was lost, nothing refused was written");
+}
