@@ -304,7 +304,7 @@ impl Partition {
     /// A follower's append of the batches its fetcher got from the leader, kept as they are
     /// (offsets, epochs, timestamps; `Log::stage_replica` checks each CRC). Queued behind the
     /// appends made before it, one append per run of batches of one leader epoch (the cache
-    /// takes a new epoch at the start of a write). Returns the new log end.
+    /// takes a new epoch at the start of a write). Returns the offset after its last batch.
     pub fn append_replica(
         &self,
         batches: Bytes,
@@ -325,11 +325,13 @@ impl Partition {
         }
         let partition = self.clone();
         async move {
+            let mut end = partition.log_end_offset();
             for answer in answers {
                 let (info, durable_before_answer) = answer.await.unwrap_or(Err(PartitionError::SyncFailed))?;
-                partition.wait_durable_if_required(info.last_offset + 1, durable_before_answer).await?;
+                end = info.last_offset + 1;
+                partition.wait_durable_if_required(end, durable_before_answer).await?;
             }
-            Ok(partition.log_end_offset())
+            Ok(end)
         }
     }
 
@@ -1487,6 +1489,118 @@ mod tests {
             assert_eq!((again.base_offset, p.log_end_offset()), (3, 5));
             let refused = p.append(producer_batch(1, 0, 7, 0, 9), 0).await.unwrap_err();
             assert!(matches!(refused, PartitionError::Sequence(SequenceError::OutOfOrder)), "{refused:?}");
+        })
+    }
+
+    /// The log of `p` from offset 0 to its log end, as a follower fetches it.
+    async fn everything(p: &Partition) -> Bytes {
+        p.fetch_bytes(0, 1 << 20, ReadLimit::LogEnd, &mut 0).await.unwrap()
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_every_in_sync_replica_and_so_do_acks_all_appends() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.set_replicas(1, &[1, 2, 3], &[1, 2, 3], 0);
+            let info = p.append(batch(3, 0), 0).await.unwrap();
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 0), "written, not replicated");
+            let acked = Rc::new(Cell::new(None));
+            let waiting = p.wait_replicated(info.last_offset + 1, 2);
+            let answer = acked.clone();
+            spawn_local(async move { answer.set(Some(waiting.await)) }).detach();
+            // Consumers read to the high watermark, followers to the log end.
+            assert!(p.fetch_bytes(0, 1 << 20, ReadLimit::HighWatermark, &mut 0).await.unwrap().is_empty());
+            assert!(!everything(&p).await.is_empty());
+
+            p.replica_fetched(2, 3, 0).unwrap();
+            yield_now().await;
+            assert_eq!(p.high_watermark(), 0, "replica 3 has not fetched yet");
+            assert!(acked.take().is_none());
+            p.replica_fetched(3, 2, 0).unwrap();
+            assert_eq!(p.high_watermark(), 2);
+            p.replica_fetched(3, 3, 0).unwrap();
+            assert_eq!(p.high_watermark(), 3);
+            until("the acks=all append is answered", || matches!(acked.take(), Some(Ok(())))).await;
+            assert!(matches!(p.replica_fetched(4, 3, 0), Err(PartitionError::NotLeader)), "not a replica");
+
+            // The ISR shrinks below min.insync.replicas while an append waits: once the high
+            // watermark covers it, NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+            let info = p.append(batch(1, 0), 0).await.unwrap();
+            let waiting = p.wait_replicated(info.last_offset + 1, 2);
+            let answer = acked.clone();
+            spawn_local(async move { answer.set(Some(waiting.await)) }).detach();
+            p.set_replicas(1, &[1, 2, 3], &[1], 0);
+            assert_eq!(p.high_watermark(), 4, "alone in sync: the log end");
+            until("the append is answered", || {
+                matches!(acked.take(), Some(Err(PartitionError::NotEnoughReplicasAfterAppend { isr: 1, .. })))
+            })
+            .await;
+
+            // Leadership moves away while an append waits: NOT_LEADER_OR_FOLLOWER.
+            p.set_replicas(1, &[1, 2], &[1, 2], 0);
+            let info = p.append(batch(1, 0), 0).await.unwrap();
+            let waiting = p.wait_replicated(info.last_offset + 1, 1);
+            p.set_leadership(1, false);
+            assert!(matches!(waiting.await, Err(PartitionError::NotLeader)));
+        })
+    }
+
+    #[test]
+    fn a_follower_appends_the_leader_s_batches_as_they_are_and_refuses_clients() {
+        crate::runtime::file::block_on(async {
+            let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let leader = partition(leader_dir.path());
+            leader.append(producer_batch(2, 0, 7, 0, 0), 0).await.unwrap();
+            leader.set_leadership(3, true);
+            leader.append(batch(3, 0), 0).await.unwrap();
+            let fetched = everything(&leader).await;
+
+            let follower = partition(follower_dir.path());
+            follower.set_leadership(3, false);
+            assert!(matches!(follower.append(batch(1, 0), 0).await, Err(PartitionError::NotLeader)));
+            // Two leader epochs in one fetch: each enters the cache where its batches start.
+            assert_eq!(follower.append_replica(fetched.clone(), 0).await.unwrap(), 5);
+            assert_eq!(everything(&follower).await, fetched, "byte for byte");
+            assert_eq!(follower.end_offset_for_epoch(-1, 0).unwrap(), (0, 2));
+            assert_eq!(follower.end_offset_for_epoch(-1, 3).unwrap(), (3, 5));
+            assert_eq!(follower.high_watermark(), 0, "the leader's, once it says");
+            follower.set_follower_high_watermark(9);
+            assert_eq!(follower.high_watermark(), 5, "capped by the own log end");
+            // The producer's state followed: it continues its sequence once this one leads.
+            assert_eq!(follower.active_producers()[0].last_sequence, 1);
+
+            // What does not follow the log end, or is damaged, is refused.
+            let again = follower.append_replica(fetched.clone(), 0).await.unwrap_err();
+            assert!(matches!(again, PartitionError::Storage(StorageError::CorruptBatch(_))), "{again:?}");
+            // A batch that would follow (its base offset, outside the CRC, says 5), but whose
+            // records do not match its CRC.
+            let mut damaged = batch(1, 0).to_vec();
+            damaged[..8].copy_from_slice(&5i64.to_be_bytes());
+            *damaged.last_mut().unwrap() ^= 1;
+            let refused = follower.append_replica(Bytes::from(damaged), 0).await.unwrap_err();
+            assert!(matches!(refused, PartitionError::Storage(StorageError::CorruptBatch(_))), "{refused:?}");
+            assert_eq!(follower.log_end_offset(), 5);
+        })
+    }
+
+    #[test]
+    fn a_truncation_waits_for_the_writer_to_finish() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.append(batch(2, 0), 0).await.unwrap();
+            p.append(batch(2, 0), 0).await.unwrap();
+            let fetched = everything(&p).await;
+            let follower_dir = tempfile::tempdir().unwrap();
+            let follower = partition(follower_dir.path());
+            follower.set_leadership(0, false);
+            // Started together: the truncation comes after the append, never in its middle.
+            let append = follower.append_replica(fetched, 0);
+            let truncation = follower.truncate_to(3);
+            assert_eq!(truncation.await.unwrap(), 2, "the batch holding offset 3 goes whole");
+            assert_eq!(append.await.unwrap(), 4, "the append was done before it");
+            assert_eq!(follower.log_end_offset(), 2);
         })
     }
 
