@@ -164,6 +164,13 @@ enum Stage {
     Log(Staging),
 }
 
+/// An acks=-1 append waiting for the high watermark to reach its `end`.
+struct ReplicationWaiter {
+    end: i64,
+    min_insync_replicas: usize,
+    tell: oneshot::Sender<Result<(), PartitionError>>,
+}
+
 struct State {
     log: Log,
     dir: PathBuf,
@@ -178,9 +185,8 @@ struct State {
     follows: bool,
     /// What this node knows of the other replicas while it leads.
     replicas: ReplicaSet,
-    /// acks=-1 appends waiting for the high watermark to reach their end: (end,
-    /// `min.insync.replicas`, where to answer). Bounded by the requests in flight.
-    replication_waiters: Vec<(i64, usize, oneshot::Sender<Result<(), PartitionError>>)>,
+    /// acks=-1 appends waiting for the high watermark; bounded by the requests in flight.
+    replication_waiters: Vec<ReplicationWaiter>,
     /// Truncations waiting for the writer and the fsync in flight to be done.
     idle_waiters: Vec<oneshot::Sender<()>>,
     /// Fetches parked until this partition gets new data (woken on every append).
@@ -723,7 +729,7 @@ impl Partition {
         let (tell, answer) = oneshot::channel();
         {
             let state = &mut *self.0.state.borrow_mut();
-            state.replication_waiters.push((end, min_insync_replicas, tell));
+            state.replication_waiters.push(ReplicationWaiter { end, min_insync_replicas, tell });
             state.answer_replication_waiters();
         }
         async move { answer.await.unwrap_or(Err(PartitionError::NotLeader)) }
@@ -741,8 +747,12 @@ impl Partition {
     }
 
     /// A follower's high watermark: the leader's, as its last fetch answered, within this log.
+    /// Ignored once this node leads (a new image came while the fetcher appended).
     pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
         let state = &mut *self.0.state.borrow_mut();
+        if !state.follows {
+            return;
+        }
         let log_end_offset = state.log.log_end_offset();
         state.high_watermark = leader_high_watermark.min(log_end_offset).max(state.log.log_start_offset());
     }
@@ -847,8 +857,8 @@ impl Partition {
         state.leads = leads;
         state.follows = !leads;
         if !leads {
-            for (_, _, tell) in state.replication_waiters.drain(..) {
-                let _ = tell.send(Err(PartitionError::NotLeader));
+            for waiter in state.replication_waiters.drain(..) {
+                let _ = waiter.tell.send(Err(PartitionError::NotLeader));
             }
         }
         // An append being written was stamped with the epoch before: the writer task takes
@@ -1036,13 +1046,15 @@ impl State {
     fn answer_replication_waiters(&mut self) {
         let (high_watermark, isr) = (self.high_watermark, self.replicas.isr_len());
         let waiters = std::mem::take(&mut self.replication_waiters);
-        for (end, min_insync_replicas, tell) in waiters {
-            if end > high_watermark {
-                self.replication_waiters.push((end, min_insync_replicas, tell));
+        for waiter in waiters {
+            let min_insync_replicas = waiter.min_insync_replicas;
+            if waiter.end > high_watermark {
+                self.replication_waiters.push(waiter);
             } else if isr < min_insync_replicas {
-                let _ = tell.send(Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min_insync_replicas }));
+                let _ =
+                    waiter.tell.send(Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min_insync_replicas }));
             } else {
-                let _ = tell.send(Ok(()));
+                let _ = waiter.tell.send(Ok(()));
             }
         }
     }
