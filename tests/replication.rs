@@ -25,11 +25,14 @@ fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-/// Three brokers on loopback, sessions short enough that a dead one is fenced within a test,
-/// each listing all three; `TOPIC` created with one partition on all three,
-/// `min.insync.replicas=2`.
-fn three_brokers_and_a_topic() -> Cluster {
-    let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
+/// Broker sessions far longer than a test: a broker stopped or paused stays unfenced, and so
+/// in the ISR (fencing takes a broker out of every ISR).
+const LONG_SESSIONS: [&str; 2] = ["--set", "broker.session.timeout.ms=120000"];
+
+/// Three brokers on loopback with the `sessions` flags, each listing all three; `TOPIC`
+/// created with one partition on all three, `min.insync.replicas=2`.
+fn three_brokers_and_a_topic(sessions: &[&str]) -> Cluster {
+    let cluster = Cluster::start(3, 1, sessions);
     for i in 0..3 {
         common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
             cluster.brokers_seen_by(i) == [1, 2, 3]
@@ -102,7 +105,7 @@ fn segment(cluster: &Cluster, i: usize) -> Vec<u8> {
 #[test]
 fn acks_all_records_are_on_every_replica_and_a_killed_follower_catches_up() {
     let _serial = common::serial();
-    let mut cluster = three_brokers_and_a_topic();
+    let mut cluster = three_brokers_and_a_topic(&LONG_SESSIONS);
     let leader = leader(&cluster, 0);
     let mut raw = cluster.connect(leader);
     for i in 0..20 {
@@ -117,8 +120,8 @@ fn acks_all_records_are_on_every_replica_and_a_killed_follower_catches_up() {
         assert_eq!(segment(&cluster, i), written, "node {} differs from the leader", i + 1);
     }
 
-    // A follower killed stays in the ISR (until the controller shrinks it): acks=all waits for
-    // it and times out, as Kafka's DelayedProduce; acks=1 is answered once written.
+    // A follower killed stays in the ISR while it is not fenced: acks=all waits for it and
+    // times out, as Kafka's DelayedProduce; acks=1 is answered once written.
     let follower = (leader + 1) % 3;
     cluster.node_mut(follower).kill9();
     let started = Instant::now();
@@ -129,6 +132,8 @@ fn acks_all_records_are_on_every_replica_and_a_killed_follower_catches_up() {
     let (error, high_watermark, _) = raw.fetch(TOPIC, 0, 20, 0);
     assert_eq!((error, high_watermark), (0, 20));
 
+    // Restarted, it registers anew (and so leaves the ISR, as in KRaft), fetches what it
+    // missed, and the high watermark moves past what it held back.
     cluster.node_mut(follower).restart();
     common::wait_until(Duration::from_secs(30), "the restarted follower caught up", || {
         segment(&cluster, follower) == segment(&cluster, leader)
@@ -144,7 +149,7 @@ fn acks_all_records_are_on_every_replica_and_a_killed_follower_catches_up() {
 #[test]
 fn consumers_never_read_above_the_high_watermark() {
     let _serial = common::serial();
-    let cluster = three_brokers_and_a_topic();
+    let cluster = three_brokers_and_a_topic(&LONG_SESSIONS);
     let leader = leader(&cluster, 0);
     let mut raw = cluster.connect(leader);
     assert_eq!(produce(&mut raw, common::batch(&[b"first"]), -1, 10_000), (0, 0));
@@ -199,7 +204,7 @@ fn list_latest(raw: &mut Raw) -> i64 {
 #[test]
 fn leadership_moves_to_a_follower_with_everything_acknowledged_and_too_small_an_isr_refuses_acks_all() {
     let _serial = common::serial();
-    let mut cluster = three_brokers_and_a_topic();
+    let mut cluster = three_brokers_and_a_topic(&FAST_SESSIONS);
     let first = leader(&cluster, 0);
     for i in 0..10 {
         let value = format!("a{i}");

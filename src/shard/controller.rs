@@ -300,11 +300,8 @@ pub async fn alter_reassignments(
             let outcomes = partitions
                 .into_iter()
                 .map(|(partition, target)| {
-                    // Until followers replicate, a target holds one replica, as a new topic does.
-                    let valid = target.as_ref().map_or(Ok(()), |t| check_replication_factor(t.len().max(1)));
-                    let outcome = valid.and_then(|()| {
-                        reassignment::alter(&mut image, &topic, partition, target, allow_replication_factor_change)
-                    });
+                    let outcome =
+                        reassignment::alter(&mut image, &topic, partition, target, allow_replication_factor_change);
                     (partition, outcome)
                 })
                 .collect();
