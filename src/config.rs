@@ -111,6 +111,12 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// A broker not heard from for this long is fenced by the active controller.
     pub broker_session_timeout_ms: u64,
+    /// Whether the active controller moves leadership back to preferred replicas, every
+    /// `leader.imbalance.check.interval.seconds`, for the brokers that lead fewer than
+    /// `leader.imbalance.per.broker.percentage` of the partitions they are preferred for.
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Bytes of records applied to the metadata log after which the image becomes its new
     /// snapshot and the log is cut behind it (KRaft's name and default, 20 MiB).
     pub metadata_log_max_record_bytes_between_snapshots: u64,
@@ -180,6 +186,9 @@ impl Default for BrokerConfig {
             // Kafka's defaults.
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             metadata_log_max_record_bytes_between_snapshots: 20 << 20,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
@@ -269,6 +278,9 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "broker.rack",
     "broker.heartbeat.interval.ms",
     "broker.session.timeout.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
 ];
 
 /// The broker settings that AlterConfigs may change while the broker runs: the defaults of
@@ -374,6 +386,9 @@ impl BrokerConfig {
             "broker.rack" => self.broker_rack.clone(),
             "broker.heartbeat.interval.ms" => text(&self.broker_heartbeat_interval_ms),
             "broker.session.timeout.ms" => text(&self.broker_session_timeout_ms),
+            "auto.leader.rebalance.enable" => text(&self.auto_leader_rebalance_enable),
+            "leader.imbalance.check.interval.seconds" => text(&self.leader_imbalance_check_interval_seconds),
+            "leader.imbalance.per.broker.percentage" => text(&self.leader_imbalance_per_broker_percentage),
             "metadata.log.max.record.bytes.between.snapshots" => {
                 text(&self.metadata_log_max_record_bytes_between_snapshots)
             }
@@ -478,6 +493,13 @@ impl BrokerConfig {
                 self.broker_heartbeat_interval_ms = value.parse().with_context(context)?
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = value.parse().with_context(context)?,
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable = parse_bool(key, value)?,
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_imbalance_check_interval_seconds = value.parse().with_context(context)?
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                self.leader_imbalance_per_broker_percentage = value.parse().with_context(context)?
+            }
             "producer.id.expiration.check.interval.ms" => {
                 self.producer_id_expiration_check_interval_ms = value.parse().with_context(context)?
             }
@@ -531,6 +553,11 @@ impl BrokerConfig {
         }
         if self.node_id < 0 {
             bail!("node.id must not be negative");
+        }
+        if self.leader_imbalance_check_interval_seconds < 1 || self.leader_imbalance_per_broker_percentage > 100 {
+            bail!(
+                "leader.imbalance.check.interval.seconds must be at least 1, leader.imbalance.per.broker.percentage at most 100"
+            );
         }
         self.validate_roles()?;
         if self.metadata_log_max_record_bytes_between_snapshots == 0 {

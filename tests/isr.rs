@@ -1,6 +1,7 @@
 //! ISRs and leaders through the controller: AlterPartition (API 56) on the controller
 //! listener, from a broker this test registers itself (node 7, heartbeating by hand), refused
-//! when stale or invalid, and answered with the partition's state as the metadata log holds it.
+//! when stale or invalid, and answered with the partition's state as the metadata log holds it;
+//! ElectLeaders (API 43) and `sluice cluster elect-leaders` with Kafka's per-partition errors.
 
 mod common;
 
@@ -11,7 +12,7 @@ use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest,
-    CreateTopicsRequest, MetadataRequest, TopicName,
+    CreateTopicsRequest, ElectLeadersRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,6 +22,10 @@ const FENCED_LEADER_EPOCH: i16 = 74;
 const STALE_BROKER_EPOCH: i16 = 77;
 const INVALID_UPDATE_VERSION: i16 = 95;
 const UNKNOWN_TOPIC_ID: i16 = 100;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+const ELECTION_NOT_NEEDED: i16 = 84;
 
 /// A broker of this test's own, registered with a node's controller listener.
 struct FakeBroker {
@@ -103,14 +108,13 @@ fn recorded(cluster: &Cluster, topic: &str) -> (i64, i64, Vec<i64>, i64) {
     (p["leader"].as_i64().unwrap(), p["leader_epoch"].as_i64().unwrap(), isr, p["partition_epoch"].as_i64().unwrap())
 }
 
-#[test]
-fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale() {
+/// A one-node cluster, a broker of the test's own (node 7) registered with it, and topic `isr`
+/// whose one partition has its one replica on node 7; the topic's id.
+fn cluster_with_a_fake_broker() -> (Cluster, FakeBroker, uuid::Uuid) {
     let cluster = Cluster::start(1, 1, &[]);
     let metadata = cluster.connect(0).send(&MetadataRequest::default().with_topics(Some(vec![])), 12);
     let cluster_id = metadata.cluster_id.unwrap().to_string();
-    let mut broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
-
-    // A partition whose one replica is the test's broker.
+    let broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
     let topic = CreatableTopic::default()
         .with_name(TopicName(StrBytes::from_static_str("isr")))
         .with_num_partitions(-1)
@@ -119,6 +123,12 @@ fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale
     let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![topic]), 7);
     assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
     let topic_id = created.topics[0].topic_id;
+    (cluster, broker, topic_id)
+}
+
+#[test]
+fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale() {
+    let (cluster, mut broker, topic_id) = cluster_with_a_fake_broker();
 
     // The ISR as it is: answered with the partition's state, at either version.
     for version in [2, 3] {
@@ -191,4 +201,57 @@ fn a_reassignment_completes_when_its_new_replica_joins_the_isr() {
     });
     assert_eq!(recorded(&cluster, "moving"), (1, 1, vec![1], 3), "node 1 leads, in a new leader epoch");
     assert_eq!(cluster.produce_via(0, "moving", 0, common::batch(&[b"x"])), 0, "node 1 leads it");
+}
+
+/// ElectLeaders of `election_type` for `partitions` of `isr` (all partitions: `None`): each
+/// answered partition's (topic, partition, error code), and the request's own error code.
+fn elect(cluster: &Cluster, election_type: i8, partitions: Option<&[i32]>) -> (i16, Vec<(String, i32, i16)>) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let topics = partitions.map(|partitions| {
+        vec![
+            TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_static_str("isr")))
+                .with_partitions(partitions.to_vec()),
+        ]
+    });
+    let request = ElectLeadersRequest::default().with_election_type(election_type).with_topic_partitions(topics);
+    let response = cluster.connect(0).send(&request, 2);
+    let results = response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code)))
+        .collect();
+    (response.error_code, results)
+}
+
+#[test]
+fn elect_leaders_answers_each_partition_with_kafkas_errors() {
+    let (cluster, mut broker, _) = cluster_with_a_fake_broker();
+    let isr = |partition, error| ("isr".to_string(), partition, error);
+    let (preferred, unclean) = (0, 1);
+
+    // Led by its preferred replica: nothing to do, and unreported when every partition is asked.
+    assert_eq!(
+        elect(&cluster, preferred, Some(&[0, 1])),
+        (0, vec![isr(0, ELECTION_NOT_NEEDED), isr(1, UNKNOWN_TOPIC_OR_PARTITION)])
+    );
+    assert_eq!(elect(&cluster, unclean, Some(&[0])), (0, vec![isr(0, ELECTION_NOT_NEEDED)]));
+    let (error, every) = elect(&cluster, preferred, None);
+    assert_eq!(error, 0);
+    assert!(every.is_empty(), "{every:?}");
+    assert_eq!(elect(&cluster, 2, Some(&[0])).0, INVALID_REQUEST, "no such election type");
+
+    // Its one replica fenced: no election finds a leader.
+    assert!(broker.heartbeat(true));
+    assert_eq!(elect(&cluster, preferred, Some(&[0])), (0, vec![isr(0, PREFERRED_LEADER_NOT_AVAILABLE)]));
+    assert_eq!(elect(&cluster, unclean, Some(&[0])), (0, vec![isr(0, ELIGIBLE_LEADERS_NOT_AVAILABLE)]));
+    let (ok, out, _) = common::cli(
+        &["cluster", "elect-leaders", "--bootstrap", cluster.node(0).addr(), "--topic", "isr", "--partition", "0"],
+        "",
+    );
+    assert!(!ok && out.contains("isr-0\tPreferredLeaderNotAvailable"), "{out}");
+    assert!(!broker.heartbeat(false));
+    let (ok, out, _) =
+        common::cli(&["cluster", "elect-leaders", "--bootstrap", cluster.node(0).addr(), "--type", "unclean"], "");
+    assert!(ok && out.contains("No partition needed an election"), "{out}");
 }

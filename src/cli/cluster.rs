@@ -1,9 +1,11 @@
 //! `sluice cluster describe`: the cluster id, its brokers and controller, and each log
 //! directory with its free space and the size of every partition in it. `sluice cluster
 //! reassign` moves a partition to other brokers (AlterPartitionReassignments) or cancels its
-//! move; `sluice cluster reassignments` lists the moves in progress.
+//! move; `sluice cluster reassignments` lists the moves in progress. `sluice cluster
+//! elect-leaders`: a preferred or unclean election (ElectLeaders) for one partition or all.
 
 use clap::Subcommand;
+use kafka_protocol::ResponseError;
 
 use crate::client::Client;
 
@@ -35,6 +37,25 @@ pub enum ClusterCommand {
         #[arg(long, default_value = super::DEFAULT_BOOTSTRAP)]
         bootstrap: String,
     },
+    /// Elect leaders: the preferred replica where it is in sync and live (preferred), or any
+    /// live replica for partitions without a leader (unclean: may lose acknowledged records).
+    ElectLeaders {
+        #[arg(long, default_value = super::DEFAULT_BOOTSTRAP)]
+        bootstrap: String,
+        /// One partition, with --partition; every partition that needs an election without.
+        #[arg(long, requires = "partition")]
+        topic: Option<String>,
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        #[arg(long = "type", value_enum, default_value = "preferred")]
+        election: ElectionType,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ElectionType {
+    Preferred,
+    Unclean,
 }
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
@@ -83,6 +104,32 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 for (topic, partition, size) in dir.partitions {
                     println!("\t{topic}-{partition}\t{size}");
                 }
+            }
+        }
+        ClusterCommand::ElectLeaders { bootstrap, topic, partition, election } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let election_type = match election {
+                ElectionType::Preferred => 0,
+                ElectionType::Unclean => 1,
+            };
+            let one = topic.as_deref().zip(partition);
+            let outcomes = client.elect_leaders(election_type, one)?;
+            let mut failed = 0;
+            for (topic, partition, error, message) in &outcomes {
+                match ResponseError::try_from_code(*error) {
+                    None => println!("{topic}-{partition}\telected"),
+                    Some(ResponseError::ElectionNotNeeded) => println!("{topic}-{partition}\tnot needed"),
+                    Some(error) => {
+                        failed += 1;
+                        println!("{topic}-{partition}\t{error:?}: {message}");
+                    }
+                }
+            }
+            if outcomes.is_empty() {
+                println!("No partition needed an election");
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} elections failed", outcomes.len());
             }
         }
     }

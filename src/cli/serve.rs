@@ -200,7 +200,8 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                             let shard = shard.clone();
                             spawn_local(async move {
                                 let fencing = controller::fence_silent_brokers(shard.clone());
-                                futures::join!(fencing, controller::complete_reassignments(shard));
+                                let balancing = controller::balance_leaders(shard.clone());
+                                futures::join!(fencing, balancing, controller::complete_reassignments(shard));
                             })
                         });
                         (Some(quorum_task), broker, duties)

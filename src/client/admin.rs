@@ -216,4 +216,32 @@ impl Client {
             })
             .collect()
     }
+
+    /// ElectLeaders: election type 0 (preferred) or 1 (unclean), for one partition or (`None`)
+    /// every partition that needs it. Each partition's outcome: (topic, partition, error code,
+    /// message).
+    pub fn elect_leaders(
+        &mut self,
+        election_type: i8,
+        partition: Option<(&str, i32)>,
+    ) -> anyhow::Result<Vec<(String, i32, i16, String)>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let partitions = partition.map(|(topic, partition)| {
+            vec![TopicPartitions::default().with_topic(TopicName(str_bytes(topic))).with_partitions(vec![partition])]
+        });
+        let request = ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_topic_partitions(partitions)
+            .with_timeout_ms(30_000);
+        let response = self.send(request)?;
+        check(response.error_code, "electing leaders")?;
+        let mut outcomes = Vec::new();
+        for topic in response.replica_election_results {
+            for p in topic.partition_result {
+                let message = p.error_message.map(|m| m.to_string()).unwrap_or_default();
+                outcomes.push((topic.topic.0.to_string(), p.partition_id, p.error_code, message));
+            }
+        }
+        Ok(outcomes)
+    }
 }

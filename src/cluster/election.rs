@@ -102,6 +102,58 @@ pub fn set_fenced(image: &mut MetadataImage, node_id: i32, fenced: bool, unclean
     }
 }
 
+/// What an election asked for by name (ElectLeaders, or the controller's own rebalancing) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elected {
+    /// A new leader (the partition changed).
+    Done,
+    /// Preferred: the first replica leads already; unclean: the partition has a leader.
+    NotNeeded,
+    /// No replica the election may take is live (PREFERRED_LEADER_NOT_AVAILABLE,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NoneEligible,
+}
+
+/// Kafka's `electLeader` for ElectLeaders: a preferred election when the first replica does
+/// not lead, an unclean one when nothing leads.
+pub fn elect(p: &mut PartitionMetadata, election: Election, eligible: &dyn Fn(i32) -> bool) -> Elected {
+    let needed = match election {
+        Election::Preferred => p.replicas.first() != Some(&p.leader),
+        Election::Unclean | Election::Online => p.leader == NO_LEADER,
+    };
+    match needed {
+        false => Elected::NotNeeded,
+        true if change(p, p.isr.clone(), election, eligible) => Elected::Done,
+        true => Elected::NoneEligible,
+    }
+}
+
+/// The partitions (topic, partition) whose leadership should go back to their preferred
+/// replica, by the rule of Kafka's `auto.leader.rebalance.enable`: for each broker, the share
+/// of the partitions it is preferred for that it does not lead; above `percentage`
+/// (`leader.imbalance.per.broker.percentage`), those of them where it is in the ISR and
+/// `eligible` are moved back.
+pub fn imbalanced(image: &MetadataImage, percentage: u32, eligible: &dyn Fn(i32) -> bool) -> Vec<(String, i32)> {
+    /// For one preferred broker: its partitions, how many it does not lead, those it could.
+    type Share = (usize, usize, Vec<(String, i32)>);
+    let mut brokers: BTreeMap<i32, Share> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for p in &topic.partitions {
+            let Some(&first) = p.replicas.first() else { continue };
+            let (count, not_led, movable) = brokers.entry(first).or_default();
+            *count += 1;
+            if p.leader != first {
+                *not_led += 1;
+                if p.isr.contains(&first) && eligible(first) {
+                    movable.push((topic.name.clone(), p.partition));
+                }
+            }
+        }
+    }
+    let over = |(count, not_led, _): &Share| *not_led * 100 > percentage as usize * *count;
+    brokers.into_values().filter(over).flat_map(|(_, _, movable)| movable).collect()
+}
+
 /// A leader's AlterPartition for one partition: the ISR it proposes, with the epochs it knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrProposal {
@@ -289,6 +341,54 @@ mod tests {
         assert!(change(&mut p, vec![1, 2, 3], Election::Preferred, &all));
         assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 1, 1));
         assert!(!change(&mut p, vec![1, 2, 3], Election::Preferred, &all), "nothing left to do");
+    }
+
+    #[test]
+    fn elect_leaders_answers_per_partition_as_kafka_does() {
+        let all = |_| true;
+        let mut led = partition(&[1, 2], 1, &[1, 2]);
+        assert_eq!(elect(&mut led, Election::Preferred, &all), Elected::NotNeeded);
+        assert_eq!(elect(&mut led, Election::Unclean, &all), Elected::NotNeeded);
+        let mut moved = partition(&[1, 2], 2, &[1, 2]);
+        assert_eq!(elect(&mut moved, Election::Preferred, &|r| r == 2), Elected::NoneEligible);
+        assert_eq!(elect(&mut moved, Election::Preferred, &all), Elected::Done);
+        assert_eq!((moved.leader, moved.leader_epoch), (1, 1));
+        let mut out_of_sync = partition(&[1, 2], 2, &[2]);
+        assert_eq!(elect(&mut out_of_sync, Election::Preferred, &all), Elected::NoneEligible);
+        let mut leaderless = partition(&[1, 2], NO_LEADER, &[1]);
+        assert_eq!(elect(&mut leaderless, Election::Unclean, &|r| r == 3), Elected::NoneEligible);
+        assert_eq!(elect(&mut leaderless, Election::Unclean, &|r| r == 2), Elected::Done);
+        assert_eq!((leaderless.leader, leaderless.isr.as_slice()), (2, &[2][..]));
+    }
+
+    #[test]
+    fn leaders_go_back_to_brokers_whose_imbalance_passes_the_percentage() {
+        let mut image = MetadataImage::default();
+        // Broker 1 is preferred for 4 partitions and leads 3; broker 2 for 2 and leads none.
+        let partitions = vec![
+            partition(&[1, 2], 1, &[1, 2]),
+            partition(&[1, 2], 1, &[1, 2]),
+            partition(&[1, 2], 1, &[1, 2]),
+            partition(&[1, 2], 2, &[1, 2]),
+            partition(&[2, 1], 1, &[1, 2]),
+            partition(&[2, 1], 1, &[1]),
+        ];
+        let partitions =
+            partitions.into_iter().enumerate().map(|(i, p)| PartitionMetadata { partition: i as i32, ..p });
+        let topic = TopicMetadata {
+            name: "t".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: partitions.collect(),
+            configs: BTreeMap::new(),
+        };
+        image.topics.insert("t".into(), topic);
+        let all = |_| true;
+        let moved = |percentage| imbalanced(&image, percentage, &all);
+        // 25% for broker 1, 100% for broker 2 (of which partition 5 lacks it in its ISR).
+        assert_eq!(moved(10), [("t".to_string(), 3), ("t".to_string(), 4)]);
+        assert_eq!(moved(25), [("t".to_string(), 4)]);
+        assert_eq!(moved(100), []);
+        assert_eq!(imbalanced(&image, 10, &|r| r == 1), [("t".to_string(), 3)], "2 is fenced");
     }
 
     fn proposal(leader_epoch: i32, partition_epoch: i32, new_isr: &[i32]) -> IsrProposal {

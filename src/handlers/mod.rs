@@ -17,6 +17,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -153,6 +154,10 @@ pub async fn handle(
         }
         ApiKey::CreatePartitions => {
             let response = create_partitions::handle(shard, CreatePartitionsRequest::decode(body, version)?).await;
+            respond(&header, &response)
+        }
+        ApiKey::ElectLeaders => {
+            let response = elect_leaders::handle(shard, ElectLeadersRequest::decode(body, version)?).await;
             respond(&header, &response)
         }
         ApiKey::DescribeConfigs => {

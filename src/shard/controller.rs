@@ -21,7 +21,7 @@ use super::placement::shard_for_partition;
 use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
-use crate::cluster::election::{self, IsrProposal, IsrRefusal};
+use crate::cluster::election::{self, Elected, Election, IsrProposal, IsrRefusal};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::reassignment;
 use crate::cluster::records::{self, MetadataRecord};
@@ -531,6 +531,91 @@ pub async fn alter_partition(shard: &Rc<Shard>, request: AlterPartitionRequest) 
         }
     }
     AlterPartitionResponse::default().with_topics(topics)
+}
+
+/// ElectLeaders: a preferred or unclean election (`election::elect`) for each partition named,
+/// or for every partition when none are (then those that need none go unreported, as in
+/// Kafka); the changes are written together. Answered per topic, in request order.
+pub async fn elect_leaders(
+    shard: &Rc<Shard>,
+    election: Election,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, TopicOutcome)>)> {
+    let (_permit, mut image) = begin_change(shard).await;
+    let every = topics.is_none();
+    let topics = topics.unwrap_or_else(|| {
+        image.topics.values().map(|t| (t.name.clone(), (0..t.partitions.len() as i32).collect())).collect()
+    });
+    let eligible = eligible_leaders(shard, &image);
+    let mut results = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let mut outcomes = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let found = image
+                .topics
+                .get_mut(&name)
+                .and_then(|t| usize::try_from(partition).ok().and_then(|i| t.partitions.get_mut(i)));
+            let outcome = match found.map(|p| election::elect(p, election, &|r| eligible.contains(&r))) {
+                None => Err((ResponseError::UnknownTopicOrPartition, format!("no partition {name}-{partition}"))),
+                Some(Elected::Done) => Ok(()),
+                Some(Elected::NotNeeded) if every => continue,
+                Some(Elected::NotNeeded) => Err((ResponseError::ElectionNotNeeded, "not needed".to_string())),
+                Some(Elected::NoneEligible) => Err(match election {
+                    Election::Preferred => {
+                        (ResponseError::PreferredLeaderNotAvailable, "the preferred leader is not available".into())
+                    }
+                    _ => (ResponseError::EligibleLeadersNotAvailable, "no live replica may lead".into()),
+                }),
+            };
+            outcomes.push((partition, outcome));
+        }
+        results.push((name, outcomes));
+    }
+    let records = records::changes(&shard.metadata(), &image);
+    if !records.is_empty()
+        && let Err(error) = propose(shard, records).await
+    {
+        for (_, outcome) in results.iter_mut().flat_map(|(_, outcomes)| outcomes.iter_mut()) {
+            if outcome.is_ok() {
+                *outcome = Err(error.clone());
+            }
+        }
+    }
+    results
+}
+
+/// Runs on the controller shard of every node: while this node is the active controller and
+/// `auto.leader.rebalance.enable` holds, it moves leadership back to preferred replicas every
+/// `leader.imbalance.check.interval.seconds` (`election::imbalanced` says which).
+pub async fn balance_leaders(shard: Rc<Shard>) {
+    let period = Duration::from_secs(shard.config.leader_imbalance_check_interval_seconds);
+    loop {
+        crate::runtime::sleep(period).await;
+        if !shard.config.auto_leader_rebalance_enable || !leads(&shard) {
+            continue;
+        }
+        let (_permit, mut image) = begin_change(&shard).await;
+        let eligible = eligible_leaders(&shard, &image);
+        let eligible = |r| eligible.contains(&r);
+        let moved = election::imbalanced(&image, shard.config.leader_imbalance_per_broker_percentage, &eligible);
+        for (topic, partition) in &moved {
+            let p = &mut image.topics.get_mut(topic).expect("found in the image").partitions[*partition as usize];
+            election::elect(p, Election::Preferred, &eligible);
+        }
+        if moved.is_empty() {
+            continue;
+        }
+        match propose(&shard, records::changes(&shard.metadata(), &image)).await {
+            Ok(()) => tracing::info!(partitions = ?moved, "leadership moved back to preferred replicas"),
+            Err((_, message)) => tracing::info!(%message, "moving leadership back to preferred replicas failed"),
+        }
+    }
+}
+
+/// The brokers that may lead now: unfenced and not shutting down.
+fn eligible_leaders(shard: &Shard, image: &MetadataImage) -> std::collections::HashSet<i32> {
+    let sessions = shard.broker_sessions.borrow();
+    image.unfenced_brokers().map(|b| b.node_id).filter(|&id| !sessions.is_shutting_down(id)).collect()
 }
 
 /// Runs on the controller shard of every node: while this node is the active controller, it

@@ -83,6 +83,9 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
         ShardRequest::DeleteTopics(Call { request, reply }) => {
             reply.send(controller::delete_topics(shard, request.topics).await)
         }
+        ShardRequest::ElectLeaders(Call { request, reply }) => {
+            reply.send(controller::elect_leaders(shard, request.election, request.topics).await)
+        }
         ShardRequest::AllocateProducerIds(Call { request, reply }) => {
             reply.send(controller::allocate_producer_ids(shard, request.count).await)
         }

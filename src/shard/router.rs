@@ -103,6 +103,8 @@ shard_calls! {
     /// Controller only: start, replace or cancel reassignments; answered per partition, in
     /// request order.
     AlterReassignments => Vec<(String, Vec<(i32, TopicOutcome)>)>,
+    /// Controller only: elect leaders (ElectLeaders); each topic's partitions' outcomes.
+    ElectLeaders => Vec<(String, Vec<(i32, TopicOutcome)>)>,
     /// Controller only: reserve producer ids; answered with the first.
     AllocateProducerIds => Result<i64, ResponseError>,
     /// Install a new metadata image: open partitions now owned, drop deleted ones. Answered
@@ -216,6 +218,13 @@ pub struct DeleteTopics {
 pub struct AlterReassignments {
     pub topics: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
     pub allow_replication_factor_change: bool,
+}
+
+/// ElectLeaders: a preferred or unclean election for these partitions of each topic, or, when
+/// `None`, for every partition that needs one.
+pub struct ElectLeaders {
+    pub election: crate::cluster::election::Election,
+    pub topics: Option<Vec<(String, Vec<i32>)>>,
 }
 
 pub struct AllocateProducerIds {
