@@ -44,7 +44,7 @@ use crate::storage::batch::BatchHeader;
 use crate::storage::fs::FileSystem;
 use crate::storage::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use crate::storage::producer_state::{Checked, ProducerExpiry, ProducerStates, SequenceError};
-use crate::storage::{AppendInfo, Log, LogConfig, Staged, Staging, StorageError, Wait};
+use crate::storage::{AppendInfo, CheckpointWrite, Log, LogConfig, Roll, Staged, Staging, StorageError, Wait};
 
 /// Why an operation on a partition failed. Kafka's error codes come from it at the handler edge
 /// (`protocol::errors::partition_error_code`), nowhere else.
@@ -162,6 +162,15 @@ enum Stage {
     Answer(Outcome),
     /// What the log did with it.
     Log(Staging),
+}
+
+/// What the writer waits for, on a helper thread, before it stages again.
+enum Before {
+    /// The active segment's roll, for this append that did not fit in it.
+    Roll(Roll, QueuedAppend),
+    /// The leader-epoch checkpoint, for this append of a new epoch, or (`None`) for the epoch
+    /// the partition became leader in.
+    Checkpoint(CheckpointWrite, Option<QueuedAppend>),
 }
 
 /// An acks=-1 append waiting for the high watermark to reach its `end`.
@@ -342,7 +351,8 @@ impl Partition {
     }
 
     /// The writer task: writes the queued appends in order until none is left, those queued
-    /// together in one write.
+    /// together in one write, and the leader-epoch checkpoint when the partition became
+    /// leader in a new epoch. The one task that writes the partition's files while `writing`.
     async fn write_queued(&self) {
         while let Some((staged, members)) = self.stage_queued().await {
             self.write(staged, members).await;
@@ -351,9 +361,10 @@ impl Partition {
 
     /// Stages the appends at the head of the queue, in order, for one write: as many as fit in
     /// [`COALESCED_WRITE_BYTES_MAX`] (at least one) and in the active segment, rolling it
-    /// first if the first does not fit. Appends refused, and retries (answered with their
-    /// original offsets), are answered at once. `None` when the queue is empty: the writer
-    /// stops.
+    /// first if the first does not fit, and writing the leader-epoch checkpoint first if its
+    /// epoch is new. Appends refused, and retries (answered with their original offsets), are
+    /// answered at once. `None` when the queue is empty and the checkpoint written (or failed):
+    /// the writer stops.
     async fn stage_queued(&self) -> Option<(Staged, Vec<Member>)> {
         let mut staged = {
             let state = self.0.state.borrow();
@@ -367,18 +378,26 @@ impl Partition {
             Staged::with_capacity(bytes)
         };
         let mut members: Vec<Member> = Vec::new();
-        loop {
-            // Stages appends until the write is full, or the first must wait for a roll.
-            let (mut roll, next) = {
+        // A checkpoint for a new leader epoch alone (no append waiting) failed: not retried
+        // until an append needs it.
+        let mut leading_checkpoint_failed = false;
+        'queue: loop {
+            // Stages appends until the write is full, or the first must wait for a roll or for
+            // the leader-epoch checkpoint.
+            let before = 'stage: {
                 let mut state = self.0.state.borrow_mut();
                 let Some(next) = state.appends.front() else {
                     if members.is_empty() {
                         let state = &mut *state;
-                        state.writing = false;
                         // The leader epoch changed while appends were written (`set_leadership`).
                         if state.leads && state.log.latest_epoch() != Some(state.leader_epoch) {
-                            become_leader(&mut state.log, state.leader_epoch, &state.dir);
+                            let log_end_offset = state.log.log_end_offset();
+                            state.log.assign_epoch(state.leader_epoch, log_end_offset);
                         }
+                        if !leading_checkpoint_failed && let Some(write) = state.log.begin_checkpoint(None) {
+                            break 'stage Before::Checkpoint(write, None);
+                        }
+                        state.writing = false;
                         state.wake_idle_waiters();
                         return None;
                     }
@@ -389,7 +408,7 @@ impl Partition {
                     Err(e) => {
                         let next = state.appends.pop_front().expect("looked at");
                         let _ = next.done.send(Err(e));
-                        continue;
+                        continue 'queue;
                     }
                 };
                 // A producer's next batch is checked against the state its previous one
@@ -403,42 +422,70 @@ impl Partition {
                 match state.stage(&mut staged, &next.batches, &headers, next.now_ms, next.replica) {
                     Stage::Answer(outcome) => {
                         let _ = next.done.send(outcome);
-                        continue;
+                        continue 'queue;
                     }
                     Stage::Log(Staging::Staged) => {
                         let replica = next.replica;
                         members.push(Member { headers, now_ms: next.now_ms, replica, done: next.done });
-                        continue;
+                        continue 'queue;
                     }
                     Stage::Log(Staging::WriteFirst) => {
                         state.appends.push_front(next);
                         return Some((staged, members));
                     }
-                    Stage::Log(Staging::RollFirst) => (state.log.begin_roll(), next),
-                }
-            };
-            let outcome = roll.run().await;
-            let snapshot = {
-                let mut state = self.0.state.borrow_mut();
-                match state.log.finish_roll(roll, outcome, next.now_ms) {
-                    Ok(()) => {
-                        // The state so far is the state at the new segment's base.
-                        let snapshot = state.producers.snapshot_writer(state.log.active_base_offset());
-                        // Staged again, into the new segment.
-                        state.appends.push_front(next);
-                        Some((snapshot, state.dir.clone()))
-                    }
-                    Err(e) => {
-                        let _ = next.done.send(Err(state.refused(e)));
-                        None
+                    Stage::Log(Staging::RollFirst) => Before::Roll(state.log.begin_roll(), next),
+                    Stage::Log(Staging::CheckpointFirst(assign)) => {
+                        let write = state.log.begin_checkpoint(assign);
+                        Before::Checkpoint(write.expect("the checkpoint is behind"), Some(next))
                     }
                 }
             };
-            if let Some((snapshot, dir)) = snapshot
-                && let Err(e) = crate::runtime::file::run_blocking(snapshot).await
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "writing a producer snapshot");
+            match before {
+                Before::Roll(roll, next) => self.roll(roll, next).await,
+                Before::Checkpoint(mut write, next) => {
+                    let outcome = write.run().await;
+                    let mut state = self.0.state.borrow_mut();
+                    match (state.log.finish_checkpoint(write, outcome), next) {
+                        // Staged again, now that the file holds its epoch.
+                        (Ok(()), Some(next)) => state.appends.push_front(next),
+                        (Ok(()), None) => {}
+                        (Err(e), Some(next)) => {
+                            let _ = next.done.send(Err(state.refused(e)));
+                        }
+                        (Err(e), None) => {
+                            leading_checkpoint_failed = true;
+                            tracing::warn!(dir = %state.dir.display(), error = %e, "writing the leader-epoch checkpoint");
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Rolls the active segment for `next`, which did not fit in it, and puts `next` back at
+    /// the head of the queue (or refuses it if the roll failed).
+    async fn roll(&self, mut roll: Roll, next: QueuedAppend) {
+        let outcome = roll.run().await;
+        let snapshot = {
+            let mut state = self.0.state.borrow_mut();
+            match state.log.finish_roll(roll, outcome, next.now_ms) {
+                Ok(()) => {
+                    // The state so far is the state at the new segment's base.
+                    let snapshot = state.producers.snapshot_writer(state.log.active_base_offset());
+                    // Staged again, into the new segment.
+                    state.appends.push_front(next);
+                    Some((snapshot, state.dir.clone()))
+                }
+                Err(e) => {
+                    let _ = next.done.send(Err(state.refused(e)));
+                    None
+                }
+            }
+        };
+        if let Some((snapshot, dir)) = snapshot
+            && let Err(e) = crate::runtime::file::run_blocking(snapshot).await
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "writing a producer snapshot");
         }
     }
 
@@ -763,7 +810,7 @@ impl Partition {
     /// log), the high watermark. Returns the new log end. Only for a log that takes no appends
     /// of its own (a follower's, or in tests): none may be queued, written or waiting. A
     /// compaction pass in flight is waited for (it may be rewriting what is cut), and none
-    /// starts meanwhile.
+    /// starts meanwhile; so is the writer task (the last append, a leader-epoch checkpoint).
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
         let _no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
         // The writer may still be finishing the last append (its answer went out first), and
@@ -852,7 +899,7 @@ impl Partition {
     /// it (`ops::apply_metadata`, the one place that reads them): appends from now on are
     /// stamped with the epoch, and a leader's epoch enters the cache at once.
     pub fn set_leadership(&self, leader_epoch: i32, leads: bool) {
-        let state = &mut *self.0.state.borrow_mut();
+        let mut state = self.0.state.borrow_mut();
         state.leader_epoch = leader_epoch;
         state.leads = leads;
         state.follows = !leads;
@@ -864,7 +911,12 @@ impl Partition {
         // An append being written was stamped with the epoch before: the writer task takes
         // the new one into the cache once it is done (`write_queued`).
         if leads && !state.writing && state.log.latest_epoch() != Some(leader_epoch) {
-            become_leader(&mut state.log, leader_epoch, &state.dir);
+            let log_end_offset = state.log.log_end_offset();
+            state.log.assign_epoch(leader_epoch, log_end_offset);
+            // The writer task writes the checkpoint on a helper thread, before any append.
+            state.writing = true;
+            drop(state);
+            self.start_writer();
         }
     }
 
@@ -1076,15 +1128,6 @@ impl State {
     fn refused(&self, error: StorageError) -> PartitionError {
         tracing::debug!(dir = %self.dir.display(), error = %error, "append refused");
         error.into()
-    }
-}
-
-/// The partition leads in `leader_epoch` from its log end on: the epoch enters the cache now,
-/// as in Kafka, so OffsetForLeaderEpoch and ListOffsets know it before its first append. If
-/// its checkpoint cannot be written (a full disk), the first append tries again.
-fn become_leader(log: &mut Log, leader_epoch: i32, dir: &Path) {
-    if let Err(e) = log.assign_epoch(leader_epoch, log.log_end_offset()) {
-        tracing::warn!(dir = %dir.display(), error = %e, "writing the leader-epoch checkpoint");
     }
 }
 
@@ -1961,6 +2004,64 @@ mod tests {
             assert_eq!(recovered.log_end_offset(), 10);
             assert_eq!(recovered.append(batch(1, 0), 0).await.unwrap().base_offset, 10);
             assert_eq!(recovered.read(0, 1 << 20).unwrap().len(), 5 * batch(2, 0).len() + batch(1, 0).len());
+        })
+    }
+
+    #[test]
+    fn a_new_leader_epoch_is_checkpointed_off_the_shards_thread_before_its_first_batch() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", config(), &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            p.append(batch(1, 0), 0).await.unwrap();
+            disk.hold_blocking_syncs("t-0/leader-epoch-checkpoint");
+            let (finished, watchdog) = release_in_time(&disk);
+            p.set_leadership(1, true);
+            let waiting = append_concurrently(&p, 1);
+            until("the new epoch's checkpoint is being synced", || disk.blocked_calls() == 1).await;
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert_eq!(p.end_offset_for_epoch(1, 1).unwrap(), (1, 1), "the leader's epoch is known at once");
+            assert_eq!(answered(&waiting), 0, "the epoch's first batch waits for its checkpoint");
+            assert_eq!(p.log_end_offset(), 1);
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the append is answered", || answered(&waiting) == 1).await;
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let checkpoint = fs.read(Path::new("/data/t-0/leader-epoch-checkpoint")).unwrap();
+            assert_eq!(String::from_utf8(checkpoint).unwrap(), "0\n2\n0 0\n1 1\n");
+            assert_eq!(p.epoch_for_offset(1), Some(1));
+        })
+    }
+
+    #[test]
+    fn a_truncation_waits_for_the_leader_epoch_checkpoint_being_written() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", config(), &counters);
+            p.append(batch(2, 0), 0).await.unwrap();
+            p.append(batch(2, 0), 0).await.unwrap();
+            disk.hold_blocking_syncs("t-0/leader-epoch-checkpoint");
+            let (finished, watchdog) = release_in_time(&disk);
+            p.set_leadership(1, true);
+            until("the new epoch's checkpoint is being synced", || disk.blocked_calls() == 1).await;
+            p.set_leadership(2, false);
+            let answer = Rc::new(RefCell::new(None));
+            let (answered, truncating) = (answer.clone(), p.clone());
+            spawn_local(async move { *answered.borrow_mut() = Some(truncating.truncate_to(2).await) }).detach();
+            for _ in 0..10 {
+                yield_now().await;
+            }
+            assert!(answer.borrow().is_none(), "the truncation waits for the checkpoint");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
+            until("the truncation is done", || answer.borrow().is_some()).await;
+            assert_eq!(answer.borrow_mut().take().unwrap().unwrap(), 2);
+            assert_eq!(p.log_end_offset(), 2);
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let checkpoint = fs.read(Path::new("/data/t-0/leader-epoch-checkpoint")).unwrap();
+            assert_eq!(String::from_utf8(checkpoint).unwrap(), "0\n1\n0 0\n");
         })
     }
 

@@ -14,10 +14,12 @@
 //! below the log start cut (a moved log start only cuts the cache in memory), and a missing or
 //! unreadable file is rebuilt from the batches' `partition_leader_epoch`.
 //!
-//! Those writes are rare (a leader change, a truncation), so the file is written on the owning
-//! shard's thread.
+//! A new epoch's write (a leader change) runs on the shard's blocking pool, before the epoch's
+//! first batch is written (`Log::begin_checkpoint`); a truncation, rare and blocking as a
+//! whole, writes it on the shard's thread.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::fs::FileSystem;
 
@@ -38,7 +40,7 @@ pub struct EpochEntry {
 }
 
 /// The epochs of one partition's log, with the file that keeps them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LeaderEpochCache {
     entries: Vec<EpochEntry>,
     path: PathBuf,
@@ -73,27 +75,25 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.epoch)
     }
 
-    /// Puts back entries taken from [`LeaderEpochCache::entries`] (a change that could not be
-    /// written).
-    pub fn restore(&mut self, entries: Vec<EpochEntry>) {
-        self.entries = entries;
-    }
-
     /// Records that `epoch` wrote a batch at `start_offset`, as Kafka's `assign`: nothing
     /// changes if that is the latest epoch already (from an offset at or below); otherwise
     /// every entry of that epoch or later, or starting at or after the offset, is dropped and
     /// the new one added. Batches without an epoch (negative) are ignored. Returns whether the
     /// cache changed.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
-        if epoch < 0 || start_offset < 0 {
-            return false;
-        }
-        if self.entries.last().is_some_and(|e| e.epoch == epoch && e.start_offset <= start_offset) {
+        if !self.assigns(epoch, start_offset) {
             return false;
         }
         self.entries.retain(|e| e.epoch < epoch && e.start_offset < start_offset);
         self.entries.push(EpochEntry { epoch, start_offset });
         true
+    }
+
+    /// Whether [`LeaderEpochCache::assign`] would change the cache.
+    pub fn assigns(&self, epoch: i32, start_offset: i64) -> bool {
+        epoch >= 0
+            && start_offset >= 0
+            && !self.entries.last().is_some_and(|e| e.epoch == epoch && e.start_offset <= start_offset)
     }
 
     /// The log was cut at `end_offset`: drops the epochs that started at or after it. Returns
@@ -153,6 +153,12 @@ impl LeaderEpochCache {
     /// Writes the checkpoint (atomically and durably).
     pub fn write(&self, fs: &dyn FileSystem) -> std::io::Result<()> {
         super::fs::replace(fs, &self.path, encode(&self.entries).as_bytes())
+    }
+
+    /// The same write of the entries as they are now, for a helper thread.
+    pub fn writer(&self, fs: Arc<dyn FileSystem>) -> impl FnOnce() -> std::io::Result<()> + Send + use<> {
+        let (path, text) = (self.path.clone(), encode(&self.entries));
+        move || super::fs::replace(&*fs, &path, text.as_bytes())
     }
 }
 

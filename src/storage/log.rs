@@ -44,6 +44,10 @@ pub enum Staging {
     WriteFirst,
     /// The active segment must roll first ([`Log::begin_roll`]); then stage it again.
     RollFirst,
+    /// The leader-epoch checkpoint must be written first ([`Log::begin_checkpoint`]): it lacks
+    /// an epoch assigned in memory, or the append's own (this epoch from this offset, which
+    /// enters the cache once the file holds it); then stage it again.
+    CheckpointFirst(Option<(i32, i64)>),
 }
 
 /// Closing the active segment: its `.log` fdatasync on the shard's ring, then on a helper
@@ -75,6 +79,24 @@ const BORROWED_BODY_BYTES_MIN: usize = 4096;
 
 /// Room first set aside for the stamped headers and short bodies of one write.
 const COPIED_BYTES_INITIAL: usize = 64 * 1024;
+
+/// The leader-epoch checkpoint written on a helper thread (its two fsyncs and rename never on
+/// the shard's), before the first batch of a new epoch is written.
+pub struct CheckpointWrite {
+    write: Option<Box<dyn FnOnce() -> std::io::Result<()> + Send>>,
+    /// The epochs assigned in memory when it was taken: the file holds those once written...
+    assigned: u64,
+    /// ...and this epoch from this offset, which enters the cache once the file holds it.
+    assign: Option<(i32, i64)>,
+}
+
+impl CheckpointWrite {
+    /// Writes the file (atomically and durably), on a helper thread.
+    pub async fn run(&mut self) -> Result<(), StorageError> {
+        let write = self.write.take().expect("a checkpoint write runs once");
+        Ok(crate::runtime::file::run_blocking(write).await?)
+    }
+}
 
 /// Appends stamped for one write at the end of the active segment ([`Log::stage`]), in the
 /// order they were staged: their bytes as pieces written one after the other (each batch's
@@ -178,6 +200,10 @@ pub struct Log {
     tombstones_due_ms: Option<i64>,
     /// Where each leader epoch's batches start (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
+    /// Epochs assigned in memory so far, and how many of them the checkpoint holds: a batch is
+    /// written only while they are equal (see [`Log::begin_checkpoint`]).
+    epochs_assigned: u64,
+    epochs_written: u64,
     /// Closed segments when the compaction in flight (on a helper thread) began.
     compacting: Option<usize>,
     /// Segments deleted while a compaction was in flight: their files are renamed away once it
@@ -232,6 +258,8 @@ impl Log {
             compacted_segments: 0,
             tombstones_due_ms: None,
             epochs,
+            epochs_assigned: 0,
+            epochs_written: 0,
             compacting: None,
             deleted_meanwhile: Vec::new(),
             claim: DirClaim::default(),
@@ -297,6 +325,8 @@ impl Log {
             compacted_segments: 0,
             tombstones_due_ms: None,
             epochs: LeaderEpochCache::empty(dir),
+            epochs_assigned: 0,
+            epochs_written: 0,
             compacting: None,
             deleted_meanwhile: Vec::new(),
             claim: DirClaim::default(),
@@ -373,7 +403,10 @@ impl Log {
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let base_offset = staged.appends.last().map_or(self.log_end_offset(), |a| a.last_offset + 1);
         if staged.is_empty() {
-            self.assign_epoch(leader_epoch, base_offset)?;
+            let assign = self.epochs.assigns(leader_epoch, base_offset).then_some((leader_epoch, base_offset));
+            if assign.is_some() || self.epochs_assigned != self.epochs_written {
+                return Ok(Staging::CheckpointFirst(assign));
+            }
         } else if self.latest_epoch() != Some(leader_epoch) {
             // The cache takes an epoch from an offset at the log end, not one that a failed
             // write may never reach: the new epoch starts the next write.
@@ -413,7 +446,8 @@ impl Log {
     /// Every batch's length and CRC are checked, and offsets must increase from the log end
     /// (compaction on the leader may leave gaps). All batches must carry one leader epoch (the
     /// caller splits a fetched range where it changes): a newer one than the cache's enters it
-    /// at the first batch's offset before anything is written, and starts a write of its own.
+    /// at the first batch's offset before anything is written (once the checkpoint holds it,
+    /// [`Staging::CheckpointFirst`]), and starts a write of its own.
     pub fn stage_replica(
         &mut self,
         staged: &mut Staged,
@@ -464,8 +498,11 @@ impl Log {
         if new_epoch && !staged.is_empty() {
             return Ok(Staging::WriteFirst);
         }
-        if new_epoch {
-            self.assign_epoch(epoch, base_offset)?;
+        if staged.is_empty() {
+            let assign = (new_epoch && self.epochs.assigns(epoch, base_offset)).then_some((epoch, base_offset));
+            if assign.is_some() || self.epochs_assigned != self.epochs_written {
+                return Ok(Staging::CheckpointFirst(assign));
+            }
         }
         staged.push_as_is(batches.clone());
         let mut records = 0u64;
@@ -519,6 +556,11 @@ impl Log {
             match self.stage(&mut staged, &batches, leader_epoch, now_ms)? {
                 Staging::Staged => break,
                 Staging::RollFirst => self.roll(now_ms).await?,
+                Staging::CheckpointFirst(assign) => {
+                    let mut write = self.begin_checkpoint(assign).expect("the checkpoint is behind");
+                    let outcome = write.run().await;
+                    self.finish_checkpoint(write, outcome)?;
+                }
                 Staging::WriteFirst => unreachable!("nothing else is staged"),
             }
         }
@@ -531,18 +573,49 @@ impl Log {
         Ok(info)
     }
 
-    /// Records that `leader_epoch` writes from `base_offset`: when the partition becomes leader
-    /// in that epoch (from its log end, as Kafka's `maybeAssignEpochStartOffset`), and at each
-    /// append. A new epoch's entry reaches the checkpoint before its first batch is written, so
-    /// the file is never behind the log; if it cannot be written, the append is refused and
-    /// the cache left as it was.
-    pub fn assign_epoch(&mut self, leader_epoch: i32, base_offset: i64) -> Result<(), StorageError> {
-        let before = self.epochs.entries().to_vec();
-        if self.epochs.assign(leader_epoch, base_offset)
-            && let Err(e) = self.epochs.write(&*self.fs)
+    /// Records in memory that the partition leads in `leader_epoch` from `base_offset` (its log
+    /// end, as Kafka's `makeLeader` and `maybeAssignEpochStartOffset`), so that
+    /// OffsetForLeaderEpoch knows the epoch at once. The checkpoint is then behind: it is
+    /// written ([`Log::begin_checkpoint`]) before the next batch is staged.
+    pub fn assign_epoch(&mut self, leader_epoch: i32, base_offset: i64) {
+        if self.epochs.assign(leader_epoch, base_offset) {
+            self.epochs_assigned += 1;
+        }
+    }
+
+    /// The checkpoint write that brings the file up to the epochs assigned in memory and, with
+    /// `assign`, an append's epoch from its first offset ([`Staging::CheckpointFirst`]; it
+    /// enters the cache only once the file holds it: a refused append leaves the cache as it
+    /// was). To run on a helper thread: the file is replaced atomically, with two fsyncs and a
+    /// rename. `None` when there is nothing to write. A new epoch's entry reaches the file
+    /// before its first batch is written, so the file is never behind the log.
+    pub fn begin_checkpoint(&self, assign: Option<(i32, i64)>) -> Option<CheckpointWrite> {
+        let mut next = self.epochs.clone();
+        let assigns = assign.is_some_and(|(epoch, offset)| next.assign(epoch, offset));
+        (assigns || self.epochs_assigned != self.epochs_written).then(|| CheckpointWrite {
+            write: Some(Box::new(next.writer(self.claimed_fs()))),
+            assigned: self.epochs_assigned,
+            assign,
+        })
+    }
+
+    /// Records the outcome of a [`Log::begin_checkpoint`] write: on success the file holds the
+    /// epochs assigned when it began, and the append's epoch enters the cache.
+    pub fn finish_checkpoint(
+        &mut self,
+        write: CheckpointWrite,
+        outcome: Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        outcome?;
+        self.epochs_written = self.epochs_written.max(write.assigned);
+        let up_to_date = self.epochs_written == self.epochs_assigned;
+        if let Some((epoch, offset)) = write.assign
+            && self.epochs.assign(epoch, offset)
         {
-            self.epochs.restore(before);
-            return Err(e.into());
+            self.epochs_assigned += 1;
+            if up_to_date {
+                self.epochs_written = self.epochs_assigned;
+            }
         }
         Ok(())
     }
@@ -902,8 +975,9 @@ impl Log {
         self.recovery_point = self.recovery_point.min(log_end_offset);
         self.compacted_segments = self.compacted_segments.min(self.segments.len() - 1);
         self.messages_since_flush = 0;
-        if self.epochs.truncate_from_end(log_end_offset) {
+        if self.epochs.truncate_from_end(log_end_offset) || self.epochs_assigned != self.epochs_written {
             self.epochs.write(&*self.fs)?;
+            self.epochs_written = self.epochs_assigned;
         }
         Ok(log_end_offset)
     }
@@ -1237,6 +1311,11 @@ pub(crate) mod tests {
             request.extend_from_slice(&batch(3, 0));
             let request = request.freeze();
             let mut staged = Staged::with_capacity(request.len());
+            // Epoch 0 is new to the log.
+            assert!(matches!(log.stage(&mut staged, &request, 0, 0).unwrap(), Staging::CheckpointFirst(Some((0, 0)))));
+            let mut checkpoint = log.begin_checkpoint(Some((0, 0))).unwrap();
+            let outcome = checkpoint.run().await;
+            log.finish_checkpoint(checkpoint, outcome).unwrap();
             assert!(matches!(log.stage(&mut staged, &request, 0, 0).unwrap(), Staging::Staged));
             // The short batch and the long one's stamped header, copied; the long one's
             // records, the request's own memory; the last batch still being copied.
