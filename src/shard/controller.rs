@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 
 use super::placement::shard_for_partition;
-use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, TopicOutcome};
+use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, ReassignmentTargets, TopicOutcome};
 use super::{CONTROLLER_SHARD, Shard, TopicPartition};
 use crate::cluster::configs::{self, Alteration, ConfigResource};
 use crate::cluster::election::{self, Elected, Election, IsrProposal, IsrRefusal};
@@ -290,7 +290,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicRe
 /// image in request order (`cluster::reassignment`), the valid ones published together.
 pub async fn alter_reassignments(
     shard: &Rc<Shard>,
-    topics: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
+    topics: ReassignmentTargets,
     allow_replication_factor_change: bool,
 ) -> Vec<(String, Vec<(i32, TopicOutcome)>)> {
     let (_permit, mut image) = begin_change(shard).await;

@@ -215,8 +215,10 @@ pub struct DeleteTopics {
 }
 
 /// Each topic's partitions with their target replicas (`None`: cancel).
+pub type ReassignmentTargets = Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>;
+
 pub struct AlterReassignments {
-    pub topics: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
+    pub topics: ReassignmentTargets,
     pub allow_replication_factor_change: bool,
 }
 
