@@ -1,7 +1,8 @@
 //! KRaft's roles (`--role broker|controller|both`): three controller-only voters and a
 //! broker-only node. Topics are created and used through the broker, which follows the metadata
 //! log without a vote; the cluster keeps working when a controller is killed, and the quorum
-//! keeps committing without the broker. Inconsistent roles are refused at start.
+//! keeps committing without the broker. Inconsistent roles are refused at start, and bad bytes
+//! on an observer's connection close it.
 
 mod common;
 
@@ -93,4 +94,31 @@ fn inconsistent_roles_are_refused_at_start() {
         assert!(!output.status.success(), "{args:?} started");
         assert!(stderr.contains("process.roles"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn bad_bytes_from_an_observer_close_that_connection_only() {
+    use std::io::{Read, Write};
+    // Two voters, the second never started: the first still answers observers.
+    let mut cluster = Cluster::start_voters(2, 1, 1, &[]);
+    let frames: [&[u8]; 3] = [
+        // A length far above the limit: refused before anything is allocated.
+        &[0x7f, 0xff, 0xff, 0xf0],
+        // A negative length.
+        &[0xff, 0xff, 0xff, 0xff],
+        // A frame that is no observer request.
+        &[0, 0, 0, 4, b'n', b'o', b'p', b'e'],
+    ];
+    for frame in frames {
+        let mut stream = std::net::TcpStream::connect(cluster.controller_addr(0)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"SLMD").unwrap();
+        stream.write_all(frame).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).unwrap(), 0, "the node closes the connection");
+    }
+    assert!(cluster.node_mut(0).is_running());
+    common::wait_until(Duration::from_secs(10), "the reasons are logged", || {
+        cluster.node(0).stderr_text().contains("an undecodable observer message")
+    });
 }
