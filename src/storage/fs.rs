@@ -54,7 +54,12 @@ pub enum Open {
 /// directory, as with `std::fs`.
 pub trait FileSystem: Send + Sync {
     /// Opens a file for reading and writing.
-    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>>;
+    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+        self.open_to_send(path, mode).map(Opened::into_handle)
+    }
+    /// Opens a file on a helper thread for a shard to use ([`Opened::into_handle`]), so that
+    /// the shard makes no open call.
+    fn open_to_send(&self, path: &Path, mode: Open) -> io::Result<Opened>;
     /// The whole content of a (small) file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates `path` and any missing parents.
@@ -66,6 +71,20 @@ pub trait FileSystem: Send + Sync {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// A file opened on one thread, to become a [`FileHandle`] on the shard that uses it (a
+/// handle is tied to its shard's io_uring once used, so it cannot cross threads itself).
+pub struct Opened(Box<dyn FnOnce() -> Box<dyn FileHandle> + Send>);
+
+impl Opened {
+    pub fn new(handle: impl FnOnce() -> Box<dyn FileHandle> + Send + 'static) -> Opened {
+        Opened(Box::new(handle))
+    }
+
+    pub fn into_handle(self) -> Box<dyn FileHandle> {
+        (self.0)()
+    }
 }
 
 /// An operation in flight on a file; it owns what it needs.
@@ -159,8 +178,8 @@ pub struct Claimed {
 }
 
 impl FileSystem for Claimed {
-    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
-        self.claim.under(|| self.fs.open(path, mode))
+    fn open_to_send(&self, path: &Path, mode: Open) -> io::Result<Opened> {
+        self.claim.under(|| self.fs.open_to_send(path, mode))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -219,7 +238,7 @@ pub fn os() -> Arc<dyn FileSystem> {
 }
 
 impl FileSystem for Os {
-    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+    fn open_to_send(&self, path: &Path, mode: Open) -> io::Result<Opened> {
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true);
         match mode {
@@ -231,7 +250,8 @@ impl FileSystem for Os {
                 options.create(true).truncate(true);
             }
         }
-        Ok(Box::new(OsFile { file: options.open(path)?, ring: OnceCell::new() }))
+        let file = options.open(path)?;
+        Ok(Opened::new(move || Box::new(OsFile { file, ring: OnceCell::new() })))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

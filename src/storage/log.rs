@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
-use super::fs::{Claimed, DirClaim, FileSystem, IoFuture};
+use super::fs::{Claimed, DirClaim, FileSystem, IoFuture, Opened};
 use super::leader_epoch::LeaderEpochCache;
 use super::segment::{Check, SEGMENT_BYTES_LIMIT, Sealed, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
@@ -52,11 +52,14 @@ pub enum Staging {
 
 /// Closing the active segment: its `.log` fdatasync on the shard's ring, then on a helper
 /// thread its index entries, the recovery point, and the next segment's files (with their
-/// directory entry synced), so that a roll never blocks the shard on the disk. The
+/// directory entry synced; its `.log` opened there and handed over), so that a roll never
+/// blocks the shard on the disk nor makes a file-system call on its thread. The
 /// closing segment is durable before the next one exists: recovery relies on it.
 pub struct Roll {
     sync: Option<IoFuture>,
-    seal: Option<Box<dyn FnOnce() -> Result<(), StorageError> + Send>>,
+    seal: Option<Box<dyn FnOnce() -> Result<Opened, StorageError> + Send>>,
+    /// The next segment's `.log`, opened by the helper thread that created it.
+    next_log: Option<Opened>,
     closing_end: i64,
     /// How many entries each index file holds once sealed (`None`: it had them all).
     entries: [Option<usize>; 2],
@@ -67,7 +70,8 @@ impl Roll {
     pub async fn run(&mut self) -> Result<(), StorageError> {
         self.sync.take().expect("a roll runs once").await?;
         let seal = self.seal.take().expect("a roll runs once");
-        crate::runtime::file::run_blocking(seal).await
+        self.next_log = Some(crate::runtime::file::run_blocking(seal).await?);
+        Ok(())
     }
 }
 
@@ -668,7 +672,7 @@ impl Log {
         let pending = active.pending_index_entries();
         let entries = [0, 1].map(|i| pending[i].as_ref().map(|p| p.entries));
         let (fs, dir) = (self.fs.clone(), self.dir.clone());
-        let seal = move || -> Result<(), StorageError> {
+        let seal = move || -> Result<Opened, StorageError> {
             for entries in pending.iter().flatten() {
                 entries.write(&*fs)?;
             }
@@ -676,7 +680,7 @@ impl Log {
             write_offset_file(&*fs, &dir, RECOVERY_POINT_FILE, closing_end)?;
             Segment::create_files(&*fs, &dir, closing_end)
         };
-        Roll { sync: Some(active.fdatasync()), seal: Some(Box::new(seal)), closing_end, entries }
+        Roll { sync: Some(active.fdatasync()), seal: Some(Box::new(seal)), next_log: None, closing_end, entries }
     }
 
     /// Takes the roll in once [`Roll::run`] succeeded: the new segment becomes the active one.
@@ -692,8 +696,8 @@ impl Log {
         let closing = self.active();
         closing.index_entries_synced(roll.entries.map(|e| e.unwrap_or(0)));
         self.recovery_point = self.recovery_point.max(roll.closing_end);
-        let next = Segment::open_created(&self.fs, &self.dir, roll.closing_end, now_ms)?;
-        self.segments.push(next);
+        let log = roll.next_log.expect("a roll that succeeded created the next segment").into_handle();
+        self.segments.push(Segment::with_log(&self.fs, &self.dir, roll.closing_end, log, now_ms));
         Ok(())
     }
 
@@ -1328,6 +1332,23 @@ pub(crate) mod tests {
             let written = write.await;
             log.finish_write(pending, written).unwrap();
             assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 400), (402, 3)]);
+        })
+    }
+
+    #[test]
+    fn a_roll_opens_the_next_segment_where_it_creates_it_not_again_on_the_shard() {
+        crate::runtime::file::block_on(async {
+            let disk = crate::storage::fs::simulated::SimDisk::new();
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            fs.create_dir_all(Path::new("/data")).unwrap();
+            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
+            let mut log = Log::open(&fs, Path::new("/data/t-0"), one_batch, false).unwrap();
+            log.append(batch(1, 0), 0, 0).await.unwrap();
+            log.append(batch(1, 0), 0, 0).await.unwrap();
+            assert_eq!(log.active_base_offset(), 1, "the second append rolled");
+            let next = Path::new("/data/t-0").join(super::super::segment::file_name(1, "log"));
+            assert_eq!(disk.opens(&next), 1, "opened once, by the helper thread that created it");
+            assert_eq!(read_all(&log, 0), vec![(0, 1), (1, 1)]);
         })
     }
 

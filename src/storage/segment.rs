@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{BatchHeader, CRC_FROM, HEADER_LEN};
-use super::fs::{FileHandle, FileSystem, IoFuture, Open};
+use super::fs::{FileHandle, FileSystem, IoFuture, Open, Opened};
 use super::index::{IndexFile, OffsetEntry, PendingEntries, TimeEntry};
 use super::{StorageError, Wait};
 use crate::runtime::zero_copy::FileSlice;
@@ -83,31 +83,44 @@ impl Segment {
         base_offset: i64,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
-        Segment::create_files(&**fs, dir, base_offset)?;
-        Segment::open_created(fs, dir, base_offset, now_ms)
+        let log = Segment::create_files(&**fs, dir, base_offset)?;
+        Ok(Segment::with_log(fs, dir, base_offset, log.into_handle(), now_ms))
     }
 
     /// Creates the empty files of a new segment and makes their directory entries durable:
-    /// plain file-system calls, for a helper thread.
-    pub fn create_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Result<(), StorageError> {
-        for extension in ["log", "index", "timeindex"] {
+    /// plain file-system calls, for a helper thread. Returns the `.log` open, for the shard to
+    /// take ([`Segment::with_log`]) without opening it again.
+    pub fn create_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Result<Opened, StorageError> {
+        let log = fs.open_to_send(&dir.join(file_name(base_offset, "log")), Open::Truncate)?;
+        for extension in ["index", "timeindex"] {
             fs.open(&dir.join(file_name(base_offset, extension)), Open::Truncate)?;
         }
         // Without this, a record fsynced into the new file could vanish with its directory entry.
         fs.sync_dir(dir)?;
-        Ok(())
+        Ok(log)
     }
 
-    /// The empty segment whose files [`Segment::create_files`] made.
+    /// The empty segment whose files exist, its `.log` opened again.
     pub fn open_created(
         fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base_offset: i64,
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
+        let log = fs.open(&dir.join(file_name(base_offset, "log")), Open::Existing)?;
+        Ok(Segment::with_log(fs, dir, base_offset, log, now_ms))
+    }
+
+    /// The empty segment whose files [`Segment::create_files`] made, on its open `.log`.
+    pub fn with_log(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base_offset: i64,
+        log: Box<dyn FileHandle>,
+        now_ms: i64,
+    ) -> Segment {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = fs.open(&log_path, Open::Existing)?;
-        Ok(Segment {
+        Segment {
             base_offset,
             fs: fs.clone(),
             log,
@@ -119,7 +132,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: -1,
             created_ms: now_ms,
-        })
+        }
     }
 
     pub fn open(

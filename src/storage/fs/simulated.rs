@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
-use super::{FileHandle, FileSystem, IoFuture, Open};
+use super::{FileHandle, FileSystem, IoFuture, Open, Opened};
 
 /// Unit of tearing: a page either made it to the platter or did not.
 pub const PAGE: usize = 4096;
@@ -104,6 +104,8 @@ struct State {
     fail_writes: bool,
     /// Holds blocking syncs and opens while set.
     blocking_calls: Arc<Gate>,
+    /// How many times each path was opened.
+    opens: HashMap<PathBuf, usize>,
 }
 
 /// Which blocking calls a [`Gate`] holds.
@@ -196,6 +198,7 @@ impl SimDisk {
             syncs_submitted: 0,
             fail_syncs: false,
             blocking_calls: Arc::default(),
+            opens: HashMap::new(),
             held_writes: None,
             writes_submitted: 0,
             fail_writes: false,
@@ -242,6 +245,11 @@ impl SimDisk {
     /// The same for opens.
     pub fn hold_opens(&self, text: &str) {
         self.state().blocking_calls.set(Some((Call::Open, text.to_string())));
+    }
+
+    /// How many times `path` was opened.
+    pub fn opens(&self, path: &Path) -> usize {
+        self.state().opens.get(path).copied().unwrap_or(0)
     }
 
     /// Lets the blocking calls held go on, and those made later.
@@ -367,7 +375,7 @@ fn tear(durable: &[u8], current: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 impl FileSystem for SimDisk {
-    fn open(&self, path: &Path, mode: Open) -> io::Result<Box<dyn FileHandle>> {
+    fn open_to_send(&self, path: &Path, mode: Open) -> io::Result<Opened> {
         let gate = self.state().blocking_calls.clone();
         gate.pass(path, Call::Open);
         let mut state = self.state();
@@ -393,7 +401,9 @@ impl FileSystem for SimDisk {
                 id
             }
         };
-        Ok(Box::new(SimFile { state: self.state.clone(), id, path: path.to_path_buf() }))
+        *state.opens.entry(path.to_path_buf()).or_default() += 1;
+        let file = SimFile { state: self.state.clone(), id, path: path.to_path_buf() };
+        Ok(Opened::new(move || Box::new(file)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
