@@ -114,6 +114,9 @@ pub trait FileHandle {
     fn fdatasync(&self) -> IoFuture;
     /// When the file was last written.
     fn modified(&self) -> io::Result<SystemTime>;
+    /// The handle as an [`Opened`] file, for another thread (a helper's handle handed to the
+    /// shard): the file stays open.
+    fn into_opened(self: Box<Self>) -> Opened;
     /// A descriptor of the same file, for sending it with sendfile; only the real file system
     /// has one.
     fn os_file(&self) -> io::Result<std::fs::File>;
@@ -361,6 +364,13 @@ impl FileHandle for OsFile {
 
     fn modified(&self) -> io::Result<SystemTime> {
         self.file.metadata()?.modified()
+    }
+
+    fn into_opened(self: Box<Self>) -> Opened {
+        // The ring file, if any, stays here (it belongs to this thread's ring); the shard
+        // that takes the file makes its own.
+        let OsFile { file, .. } = *self;
+        Opened::new(move || Box::new(OsFile { file, ring: OnceCell::new() }))
     }
 
     fn os_file(&self) -> io::Result<std::fs::File> {

@@ -248,7 +248,7 @@ impl Log {
     /// The log that [`Log::detach`] made plain data of, its segments' files opened again.
     pub fn attach(fs: &Arc<dyn FileSystem>, detached: Detached) -> Result<Log, StorageError> {
         let Detached { dir, config, segments, log_start_offset, recovery_point, last_flush_ms, epochs } = detached;
-        let segments = segments.into_iter().map(|s| Segment::attach(fs, &dir, s)).collect::<Result<_, _>>()?;
+        let segments = segments.into_iter().map(|s| Segment::attach(fs, &dir, s)).collect();
         Ok(Log {
             fs: fs.clone(),
             dir,
@@ -852,7 +852,7 @@ impl Log {
         let swapped = outcome.and_then(|done| {
             for cleaned in done.cleaned {
                 if let Ok(i) = self.segments.binary_search_by_key(&cleaned.base_offset, |s| s.base_offset) {
-                    self.segments[i] = Segment::attach(&self.fs, &self.dir, cleaned)?;
+                    self.segments[i] = Segment::attach(&self.fs, &self.dir, cleaned);
                 }
             }
             self.tombstones_due_ms = done.tombstones_due_ms;
@@ -1348,6 +1348,32 @@ pub(crate) mod tests {
             assert_eq!(log.active_base_offset(), 1, "the second append rolled");
             let next = Path::new("/data/t-0").join(super::super::segment::file_name(1, "log"));
             assert_eq!(disk.opens(&next), 1, "opened once, by the helper thread that created it");
+            assert_eq!(read_all(&log, 0), vec![(0, 1), (1, 1)]);
+        })
+    }
+
+    #[test]
+    fn a_log_opened_on_a_helper_thread_hands_its_open_files_over() {
+        crate::runtime::file::block_on(async {
+            let disk = crate::storage::fs::simulated::SimDisk::new();
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            fs.create_dir_all(Path::new("/data")).unwrap();
+            let dir = Path::new("/data/t-0");
+            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
+            let mut log = Log::open(&fs, dir, one_batch.clone(), false).unwrap();
+            log.append(batch(1, 0), 0, 0).await.unwrap();
+            log.append(batch(1, 0), 0, 0).await.unwrap();
+            log.close().unwrap();
+            drop(log);
+            let (opener, detached) = (fs.clone(), dir.to_path_buf());
+            let detached = crate::runtime::file::run_blocking(move || {
+                Log::open(&opener, &detached, one_batch, true).map(Log::detach).unwrap()
+            })
+            .await;
+            let logs = [0, 1].map(|base| dir.join(super::super::segment::file_name(base, "log")));
+            let opens = logs.clone().map(|path| disk.opens(&path));
+            let log = Log::attach(&fs, detached).unwrap();
+            assert_eq!(logs.map(|path| disk.opens(&path)), opens, "the shard opened nothing again");
             assert_eq!(read_all(&log, 0), vec![(0, 1), (1, 1)]);
         })
     }

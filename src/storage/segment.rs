@@ -60,11 +60,12 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
-/// A segment that a helper thread opened (recovered, or rewrote and indexed), as plain data
-/// that can cross threads, for its owner to take in with [`Segment::attach`]: everything but
-/// the open file.
+/// A segment that a helper thread opened (recovered, or rewrote and indexed), as data that
+/// can cross threads, for its owner to take in with [`Segment::attach`]: its `.log` still
+/// open, so that the owner makes no open call.
 pub struct Sealed {
     pub base_offset: i64,
+    log: Opened,
     size: u64,
     next_offset: i64,
     max_timestamp: i64,
@@ -211,10 +212,11 @@ impl Segment {
         Ok(self.detach())
     }
 
-    /// The segment as plain data (its file closed), for another thread to [`Segment::attach`].
+    /// The segment as data for another thread to [`Segment::attach`].
     pub fn detach(self) -> Sealed {
         Sealed {
             base_offset: self.base_offset,
+            log: self.log.into_opened(),
             size: self.size,
             next_offset: self.next_offset,
             max_timestamp: self.max_timestamp,
@@ -225,10 +227,11 @@ impl Segment {
         }
     }
 
-    /// The segment that [`Segment::detach`] made plain data of, its file opened again.
-    pub fn attach(fs: &Arc<dyn FileSystem>, dir: &Path, sealed: Sealed) -> Result<Segment, StorageError> {
+    /// The segment that [`Segment::detach`] handed over.
+    pub fn attach(fs: &Arc<dyn FileSystem>, dir: &Path, sealed: Sealed) -> Segment {
         let Sealed {
             base_offset,
+            log,
             size,
             next_offset,
             max_timestamp,
@@ -237,12 +240,12 @@ impl Segment {
             bytes_since_index_entry,
             created_ms,
         } = sealed;
-        let mut segment = Segment::open_created(fs, dir, base_offset, created_ms)?;
+        let mut segment = Segment::with_log(fs, dir, base_offset, log.into_handle(), created_ms);
         segment.offset_index = IndexFile::from_parts(&dir.join(file_name(base_offset, "index")), offsets);
         segment.time_index = IndexFile::from_parts(&dir.join(file_name(base_offset, "timeindex")), times);
         (segment.size, segment.next_offset, segment.max_timestamp) = (size, next_offset, max_timestamp);
         segment.bytes_since_index_entry = bytes_since_index_entry;
-        Ok(segment)
+        segment
     }
 
     /// Walks every batch with its CRC, re-indexing as it goes; truncates the file at the first

@@ -642,6 +642,10 @@ impl FileHandle for SimFile {
         self.with(|inode| Ok(inode.modified.unwrap_or(SystemTime::UNIX_EPOCH)))
     }
 
+    fn into_opened(self: Box<Self>) -> Opened {
+        Opened::new(move || self)
+    }
+
     fn os_file(&self) -> io::Result<std::fs::File> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "the simulated disk has no descriptors; read by copy"))
     }
