@@ -39,6 +39,10 @@ fn three_brokers_and_a_topic(sessions: &[&str]) -> Cluster {
         });
     }
     create_replicated(&cluster, TOPIC, 1);
+    // Nodes name the leader once they applied the topic, maybe before it opened the partition.
+    common::wait_until(Duration::from_secs(10), "the leader has the partition open", || {
+        cluster.connect(leader(&cluster, 0)).fetch(TOPIC, 0, 0, 0).0 == 0
+    });
     cluster
 }
 
@@ -241,6 +245,10 @@ fn leadership_moves_to_a_follower_with_everything_acknowledged_and_too_small_an_
         produce_to_leader(&cluster, &rest, b"refused", -1).0 == NOT_ENOUGH_REPLICAS
     });
     assert_eq!(produce_to_leader(&cluster, &rest, b"c15", 1), (0, 15));
+    // acks=1 was answered before the other in-sync replica had it: consumers see it once it has.
+    common::wait_until(Duration::from_secs(10), "the high watermark covers it", || {
+        cluster.connect(second).fetch(TOPIC, 0, 0, 0).1 == 16
+    });
 
     let values: Vec<String> =
         cluster.connect(second).fetch_all(TOPIC, 0).into_iter().map(|(_, v)| String::from_utf8(v).unwrap()).collect();
