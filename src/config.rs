@@ -115,6 +115,9 @@ pub struct BrokerConfig {
     /// `leader.imbalance.check.interval.seconds`, for the brokers that lead fewer than
     /// `leader.imbalance.per.broker.percentage` of the partitions they are preferred for.
     pub auto_leader_rebalance_enable: bool,
+    /// A follower not caught up with its leader for this long leaves the ISR (its leader asks
+    /// the controller with AlterPartition); one caught up again rejoins it.
+    pub replica_lag_time_max_ms: i64,
     pub leader_imbalance_check_interval_seconds: u64,
     pub leader_imbalance_per_broker_percentage: u32,
     /// Bytes of records applied to the metadata log after which the image becomes its new
@@ -187,6 +190,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             auto_leader_rebalance_enable: true,
+            replica_lag_time_max_ms: 30_000,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
             metadata_log_max_record_bytes_between_snapshots: 20 << 20,
@@ -279,6 +283,7 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "broker.heartbeat.interval.ms",
     "broker.session.timeout.ms",
     "auto.leader.rebalance.enable",
+    "replica.lag.time.max.ms",
     "leader.imbalance.check.interval.seconds",
     "leader.imbalance.per.broker.percentage",
 ];
@@ -387,6 +392,7 @@ impl BrokerConfig {
             "broker.heartbeat.interval.ms" => text(&self.broker_heartbeat_interval_ms),
             "broker.session.timeout.ms" => text(&self.broker_session_timeout_ms),
             "auto.leader.rebalance.enable" => text(&self.auto_leader_rebalance_enable),
+            "replica.lag.time.max.ms" => text(&self.replica_lag_time_max_ms),
             "leader.imbalance.check.interval.seconds" => text(&self.leader_imbalance_check_interval_seconds),
             "leader.imbalance.per.broker.percentage" => text(&self.leader_imbalance_per_broker_percentage),
             "metadata.log.max.record.bytes.between.snapshots" => {
@@ -494,6 +500,7 @@ impl BrokerConfig {
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = value.parse().with_context(context)?,
             "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable = parse_bool(key, value)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = value.parse().with_context(context)?,
             "leader.imbalance.check.interval.seconds" => {
                 self.leader_imbalance_check_interval_seconds = value.parse().with_context(context)?
             }
@@ -553,6 +560,9 @@ impl BrokerConfig {
         }
         if self.node_id < 0 {
             bail!("node.id must not be negative");
+        }
+        if self.replica_lag_time_max_ms < 1 {
+            bail!("replica.lag.time.max.ms must be at least 1");
         }
         if self.leader_imbalance_check_interval_seconds < 1 || self.leader_imbalance_per_broker_percentage > 100 {
             bail!(

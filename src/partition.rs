@@ -194,6 +194,14 @@ struct State {
     follows: bool,
     /// What this node knows of the other replicas while it leads.
     replicas: ReplicaSet,
+    /// The image's assignment as last set: this node, the replicas, the ISR, the partition epoch.
+    assignment: (i32, Vec<i32>, Vec<i32>, i32),
+    /// An ISR change this leader proposed (AlterPartition) against the image's partition epoch,
+    /// until an image past that epoch, or a refusal, settles it. Meanwhile the high watermark
+    /// counts every replica in the ISR before or after the change (KIP-497's maximal ISR): a
+    /// replica being added may lead once the change commits, so it must have all that is
+    /// acknowledged by then.
+    proposed_isr: Option<(i32, Vec<i32>)>,
     /// acks=-1 appends waiting for the high watermark; bounded by the requests in flight.
     replication_waiters: Vec<ReplicationWaiter>,
     /// Truncations waiting for the writer and the fsync in flight to be done.
@@ -266,6 +274,8 @@ impl Partition {
             leads: false,
             follows: false,
             replicas: ReplicaSet::default(),
+            assignment: (crate::cluster::NO_LEADER, Vec::new(), Vec::new(), 0),
+            proposed_isr: None,
             replication_waiters: Vec::new(),
             idle_waiters: Vec::new(),
             data_waiters: Vec::new(),
@@ -741,13 +751,33 @@ impl Partition {
     /// [`Partition::set_leadership`]): the high watermark may move (a smaller ISR), and
     /// acks=-1 appends waiting for it are answered. Followers' states start over at each new
     /// leader epoch.
-    pub fn set_replicas(&self, node_id: i32, replicas: &[i32], isr: &[i32], now_ms: i64) {
+    pub fn set_replicas(&self, node_id: i32, replicas: &[i32], isr: &[i32], partition_epoch: i32, now_ms: i64) {
         let state = &mut *self.0.state.borrow_mut();
-        let log_end_offset = state.log.log_end_offset();
-        let epoch = state.leader_epoch;
-        state.replicas.set_assignment(node_id, epoch, replicas, isr, log_end_offset, now_ms);
-        state.advance_high_watermark();
-        state.wake_data_waiters();
+        state.assignment = (node_id, replicas.to_vec(), isr.to_vec(), partition_epoch);
+        if state.proposed_isr.as_ref().is_some_and(|(at, _)| partition_epoch > *at) {
+            state.proposed_isr = None;
+        }
+        state.assign_isr(now_ms);
+    }
+
+    /// This leader proposed `isr` to the controller, against the partition epoch its image
+    /// has: until settled, the high watermark counts the ISR before and after it.
+    pub fn isr_proposed(&self, isr: &[i32], now_ms: i64) {
+        let state = &mut *self.0.state.borrow_mut();
+        state.proposed_isr = Some((state.assignment.3, isr.to_vec()));
+        state.assign_isr(now_ms);
+    }
+
+    /// The controller refused the proposed ISR, or kept the ISR as it was: the image's rules.
+    pub fn isr_settled(&self, now_ms: i64) {
+        let state = &mut *self.0.state.borrow_mut();
+        state.proposed_isr = None;
+        state.assign_isr(now_ms);
+    }
+
+    /// Whether an ISR change this leader proposed is not settled yet (one at a time).
+    pub fn isr_pending(&self) -> bool {
+        self.0.state.borrow().proposed_isr.is_some()
     }
 
     /// A fetch from replica `replica_id` at `fetch_offset` (the leader's side of replication):
@@ -1074,6 +1104,20 @@ impl State {
             ReadLimit::HighWatermark => self.high_watermark,
             ReadLimit::LogEnd => self.log.log_end_offset(),
         }
+    }
+
+    /// Gives the replica set the image's assignment, with the ISR widened by a proposed change
+    /// not yet settled; the high watermark may move, and waiters are woken.
+    fn assign_isr(&mut self, now_ms: i64) {
+        let (node_id, replicas, isr, _) = &self.assignment;
+        let mut maximal = isr.clone();
+        if let Some((_, proposed)) = &self.proposed_isr {
+            maximal.extend(proposed.iter().filter(|r| !isr.contains(r)));
+        }
+        let log_end_offset = self.log.log_end_offset();
+        self.replicas.set_assignment(*node_id, self.leader_epoch, replicas, &maximal, log_end_offset, now_ms);
+        self.advance_high_watermark();
+        self.wake_data_waiters();
     }
 
     /// Moves a leader's high watermark (or a partition's not told it follows) up to the
@@ -1557,7 +1601,7 @@ mod tests {
         crate::runtime::file::block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let p = partition(dir.path());
-            p.set_replicas(1, &[1, 2, 3], &[1, 2, 3], 0);
+            p.set_replicas(1, &[1, 2, 3], &[1, 2, 3], 0, 0);
             let info = p.append(batch(3, 0), 0).await.unwrap();
             assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 0), "written, not replicated");
             let acked = Rc::new(Cell::new(None));
@@ -1585,7 +1629,7 @@ mod tests {
             let waiting = p.wait_replicated(info.last_offset + 1, 2);
             let answer = acked.clone();
             spawn_local(async move { answer.set(Some(waiting.await)) }).detach();
-            p.set_replicas(1, &[1, 2, 3], &[1], 0);
+            p.set_replicas(1, &[1, 2, 3], &[1], 0, 0);
             assert_eq!(p.high_watermark(), 4, "alone in sync: the log end");
             until("the append is answered", || {
                 matches!(acked.take(), Some(Err(PartitionError::NotEnoughReplicasAfterAppend { isr: 1, .. })))
@@ -1593,11 +1637,43 @@ mod tests {
             .await;
 
             // Leadership moves away while an append waits: NOT_LEADER_OR_FOLLOWER.
-            p.set_replicas(1, &[1, 2], &[1, 2], 0);
+            p.set_replicas(1, &[1, 2], &[1, 2], 0, 0);
             let info = p.append(batch(1, 0), 0).await.unwrap();
             let waiting = p.wait_replicated(info.last_offset + 1, 1);
             p.set_leadership(1, false);
             assert!(matches!(waiting.await, Err(PartitionError::NotLeader)));
+        })
+    }
+
+    #[test]
+    fn a_proposed_isr_holds_the_high_watermark_for_its_new_members_until_settled() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            p.set_replicas(1, &[1, 2, 3], &[1, 2], 5, 0);
+            p.append(batch(3, 0), 0).await.unwrap();
+            p.replica_fetched(2, 3, 0).unwrap();
+            p.replica_fetched(3, 1, 0).unwrap();
+            assert_eq!(p.high_watermark(), 3, "3 is out of sync");
+            // Adding 3 is proposed: until the image carries it, the high watermark waits for 3
+            // too (KIP-497), since 3 may lead once the change commits.
+            p.isr_proposed(&[1, 2, 3], 0);
+            assert!(p.isr_pending());
+            p.append(batch(2, 0), 0).await.unwrap();
+            p.replica_fetched(2, 5, 0).unwrap();
+            assert_eq!(p.high_watermark(), 3, "held for 3");
+            // An image of the same partition epoch (another topic changed) keeps it pending.
+            p.set_replicas(1, &[1, 2, 3], &[1, 2], 5, 0);
+            assert_eq!((p.isr_pending(), p.high_watermark()), (true, 3));
+            p.replica_fetched(3, 4, 0).unwrap();
+            assert_eq!(p.high_watermark(), 4);
+            // The image carries the change: settled.
+            p.set_replicas(1, &[1, 2, 3], &[1, 2, 3], 6, 0);
+            assert!(!p.isr_pending());
+            // A refused proposal settles back to the image's ISR.
+            p.isr_proposed(&[1, 2], 0);
+            p.isr_settled(0);
+            assert!(!p.isr_pending());
         })
     }
 

@@ -1,9 +1,12 @@
 //! ISRs and leaders through the controller: AlterPartition (API 56) on the controller
 //! listener, from a broker this test registers itself (node 7, heartbeating by hand), refused
 //! when stale or invalid, and answered with the partition's state as the metadata log holds it;
-//! ElectLeaders (API 43) and `sluice cluster elect-leaders` with Kafka's per-partition errors.
+//! ElectLeaders (API 43) and `sluice cluster elect-leaders` with Kafka's per-partition errors;
+//! a follower lagging past `replica.lag.time.max.ms` leaves the ISR and rejoins it.
 
 mod common;
+
+use std::time::Duration;
 
 use common::Raw;
 use common::cluster::Cluster;
@@ -254,4 +257,72 @@ fn elect_leaders_answers_each_partition_with_kafkas_errors() {
     let (ok, out, _) =
         common::cli(&["cluster", "elect-leaders", "--bootstrap", cluster.node(0).addr(), "--type", "unclean"], "");
     assert!(ok && out.contains("No partition needed an election"), "{out}");
+}
+
+/// (leader, ISR) of partition 0 of `topic` in node `via`'s Metadata, the ISR sorted.
+fn leader_and_isr(cluster: &Cluster, via: usize, topic: &str) -> (i32, Vec<i32>) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let wanted = MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))));
+    let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
+    let response = cluster.connect(via).send(&request, 12);
+    let p = &response.topics[0].partitions[0];
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort();
+    (p.leader_id.0, isr)
+}
+
+/// Three brokers whose sessions outlast the test (a paused broker stays unfenced, so only
+/// its leader can take it out of the ISR) and a short `replica.lag.time.max.ms`; `topic`
+/// created with one partition on all three.
+fn three_brokers_lagging_fast(topic: &str) -> Cluster {
+    let flags = ["--set", "broker.session.timeout.ms=120000", "--set", "replica.lag.time.max.ms=1500"];
+    let cluster = Cluster::start(3, 1, &flags);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+    let created = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.into())))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![created]), 7);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    for i in 0..3 {
+        cluster.wait_for_topic(i, topic, Duration::from_secs(10));
+    }
+    cluster
+}
+
+#[test]
+fn a_follower_lagging_past_the_limit_leaves_the_isr_and_rejoins_once_caught_up() {
+    let _serial = common::serial();
+    let cluster = three_brokers_lagging_fast("lagging");
+    let (leader, isr) = leader_and_isr(&cluster, 0, "lagging");
+    assert_eq!(isr, [1, 2, 3]);
+    let leader = leader as usize - 1;
+    let follower = (leader + 1) % 3;
+    let acked = |acks| cluster.connect(leader).produce("lagging", 0, common::batch(&[b"v"]), acks).0;
+    // The leader's shard opens the partition moments after its Metadata names it.
+    common::wait_until(Duration::from_secs(10), "the leader takes a write", || acked(-1) == 0);
+
+    // Paused past replica.lag.time.max.ms (its session goes on): its leader takes it out.
+    cluster.node(follower).pause();
+    let without: Vec<i32> = (1..=3).filter(|&id| id != follower as i32 + 1).collect();
+    common::wait_until(Duration::from_secs(15), "the paused follower leaves the ISR", || {
+        leader_and_isr(&cluster, leader, "lagging").1 == without
+    });
+    // acks=all needs only the ISR in force: the two left.
+    assert_eq!(acked(-1), 0);
+    for _ in 0..5 {
+        assert_eq!(acked(1), 0);
+    }
+
+    // Resumed, it catches up and its leader adds it back.
+    cluster.node(follower).resume();
+    common::wait_until(Duration::from_secs(20), "the follower rejoins the ISR", || {
+        leader_and_isr(&cluster, leader, "lagging").1 == [1, 2, 3]
+    });
+    assert_eq!(acked(-1), 0);
+    assert_eq!(leader_and_isr(&cluster, leader, "lagging").0, leader as i32 + 1, "the leader never changed");
 }

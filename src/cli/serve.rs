@@ -218,6 +218,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                     shard.invoke_on(CONTROLLER_SHARD, report).await;
                 }
                 let upkeep_task = spawn_local(ops::maintain_partitions(shard.clone()));
+                let isr_task = spawn_local(crate::replication::isr::maintain(shard.clone()));
                 let group_task = spawn_local(group::maintain(shard.clone()));
                 // A controller-only node serves no clients.
                 let listener = match roles.broker.then(|| bind_reuseport(config.listen)).transpose() {
@@ -259,7 +260,16 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let _ = bound_tx.send(Ok(()));
                 drop((bound_tx, ticks));
                 let closed = run_shard(shard, listener, shutdown, lifecycle).await;
-                drop((mesh_task, upkeep_task, group_task, admin_task, broker_tasks, controller_duties, quorum_task));
+                drop((
+                    mesh_task,
+                    upkeep_task,
+                    isr_task,
+                    group_task,
+                    admin_task,
+                    broker_tasks,
+                    controller_duties,
+                    quorum_task,
+                ));
                 closed
             }
         })
@@ -438,6 +448,7 @@ fn start_broker(
     let (lifecycle, first_unfenced) =
         Lifecycle::new(identity, quorum, quorum_config.node_id, voters, controller_calls(shard), image);
     let task = spawn_local(lifecycle.clone().run());
+    assert!(shard.lifecycle.set(lifecycle.clone()).is_ok(), "one broker lifecycle per node");
     (lifecycle, first_unfenced, task)
 }
 

@@ -342,6 +342,16 @@ impl Lifecycle {
         }
     }
 
+    /// AlterPartition from this broker (its leaders' ISR changes) to the active controller.
+    pub async fn alter_partition(&self, request: AlterPartitionRequest) -> Result<AlterPartitionResponse, String> {
+        let epoch = self.epoch.get().ok_or("this broker is not registered")?;
+        let request = request.with_broker_id(BrokerId(self.identity.node_id)).with_broker_epoch(epoch);
+        match self.call(BrokerCall::AlterPartition(request)).await? {
+            BrokerAnswer::AlterPartition(response) => Ok(response),
+            _ => Err("an AlterPartition answered as another call".into()),
+        }
+    }
+
     /// Controlled shutdown: stops heartbeating and asks the controller to fence this broker,
     /// until it says so or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
     pub async fn shut_down(&self) {

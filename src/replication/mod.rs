@@ -4,6 +4,8 @@
 //! - [`replicas`] (pure): on the leader, what it knows of each follower (log end offset, when
 //!   it was last caught up) and the high watermark that follows from it; the ISR candidates
 //!   for the controller's ISR changes.
+//! - [`isr`]: on the leader, a task per shard that proposes ISR changes to the controller
+//!   (AlterPartition): followers lagging past `replica.lag.time.max.ms` out, caught-up ones in.
 //! - [`fetcher`]: on a follower, the tasks that fetch from the leaders. Each shard runs one
 //!   fetcher per leader broker for the partitions it owns, with one connection, and batches
 //!   all of them in one Fetch (as Kafka's `ReplicaFetcherThread`).
@@ -13,4 +15,5 @@
 //! leader's owning shard.
 
 pub mod fetcher;
+pub mod isr;
 pub mod replicas;

@@ -75,6 +75,9 @@ pub struct Shard {
     /// On the controller shard: when each broker was last heard of, while this node is the
     /// active controller.
     pub broker_sessions: RefCell<crate::cluster::brokers::Sessions>,
+    /// On the controller shard of a broker: its registration with the active controller, the
+    /// way its calls (heartbeats, its partitions' ISR changes) reach it (set at startup).
+    pub lifecycle: std::cell::OnceCell<Rc<crate::cluster::brokers::Lifecycle>>,
     /// On the controller shard: serialises installs of images on every shard.
     install_lock: Semaphore,
     /// On the controller shard: partitions that failed to open in this run; every installed
@@ -117,6 +120,7 @@ impl Shard {
             controller_lock: Semaphore::new(1),
             quorum: std::cell::OnceCell::new(),
             broker_sessions: RefCell::new(Default::default()),
+            lifecycle: std::cell::OnceCell::new(),
             install_lock: Semaphore::new(1),
             offline_marks: RefCell::new(Vec::new()),
             producer_ids: Cell::new((0, 0)),

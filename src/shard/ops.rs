@@ -83,6 +83,9 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
         ShardRequest::DeleteTopics(Call { request, reply }) => {
             reply.send(controller::delete_topics(shard, request.topics).await)
         }
+        ShardRequest::AlterIsr(Call { request, reply }) => {
+            reply.send(crate::replication::isr::send(shard, request.changes).await)
+        }
         ShardRequest::ElectLeaders(Call { request, reply }) => {
             reply.send(controller::elect_leaders(shard, request.election, request.topics).await)
         }
@@ -328,10 +331,11 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
         let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
         let (epoch, leads) = (metadata.leader_epoch, metadata.leader == shard.config.node_id);
         let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
+        let partition_epoch = metadata.partition_epoch;
         let assign = move |partition: &Partition| {
             partition.set_leadership(epoch, leads);
             if leads {
-                partition.set_replicas(node_id, &replicas, &isr, now_ms());
+                partition.set_replicas(node_id, &replicas, &isr, partition_epoch, now_ms());
             }
         };
         if let Some(partition) = table.get_mut(&tp) {

@@ -103,6 +103,9 @@ shard_calls! {
     /// Controller only: start, replace or cancel reassignments; answered per partition, in
     /// request order.
     AlterReassignments => Vec<(String, Vec<(i32, TopicOutcome)>)>,
+    /// Controller shard of a broker: send its leaders' ISR changes to the active controller
+    /// (AlterPartition); each change's new partition epoch, or why it was refused, in order.
+    AlterIsr => Vec<Result<i32, String>>,
     /// Controller only: elect leaders (ElectLeaders); each topic's partitions' outcomes.
     ElectLeaders => Vec<(String, Vec<(i32, TopicOutcome)>)>,
     /// Controller only: reserve producer ids; answered with the first.
@@ -220,6 +223,11 @@ pub type ReassignmentTargets = Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>;
 pub struct AlterReassignments {
     pub topics: ReassignmentTargets,
     pub allow_replication_factor_change: bool,
+}
+
+/// ISR changes proposed by this broker's leaders (`replication::isr`).
+pub struct AlterIsr {
+    pub changes: Vec<crate::replication::isr::IsrChange>,
 }
 
 /// ElectLeaders: a preferred or unclean election for these partitions of each topic, or, when
