@@ -2,7 +2,9 @@
 //! listener, from a broker this test registers itself (node 7, heartbeating by hand), refused
 //! when stale or invalid, and answered with the partition's state as the metadata log holds it;
 //! ElectLeaders (API 43) and `sluice cluster elect-leaders` with Kafka's per-partition errors;
-//! a follower lagging past `replica.lag.time.max.ms` leaves the ISR and rejoins it.
+//! a follower lagging past `replica.lag.time.max.ms` leaves the ISR and rejoins it; a
+//! preferred leader stopped and restarted gets its leadership back through Kafka's
+//! `kafka-leader-election` tool, or by itself with `auto.leader.rebalance.enable`.
 
 mod common;
 
@@ -325,4 +327,94 @@ fn a_follower_lagging_past_the_limit_leaves_the_isr_and_rejoins_once_caught_up()
     });
     assert_eq!(acked(-1), 0);
     assert_eq!(leader_and_isr(&cluster, leader, "lagging").0, leader as i32 + 1, "the leader never changed");
+}
+
+/// The topic's partition 0 as node `via`'s Metadata names it: (leader, replicas in order).
+fn leader_and_replicas(cluster: &Cluster, via: usize, topic: &str) -> (i32, Vec<i32>) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let wanted = MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))));
+    let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
+    let response = cluster.connect(via).send(&request, 12);
+    let p = &response.topics[0].partitions[0];
+    (p.leader_id.0, p.replica_nodes.iter().map(|b| b.0).collect())
+}
+
+/// Three brokers (`flags` added) and `topic` with one partition on all three, whose preferred
+/// leader is stopped (controlled shutdown), written to meanwhile, and restarted: returned once
+/// it is back in the ISR, led by another node. Returns the cluster and the preferred leader's
+/// node id.
+fn preferred_leader_restarted(flags: &[&str], topic: &str) -> (Cluster, i32) {
+    let mut cluster = Cluster::start(3, 1, flags);
+    for i in 0..3 {
+        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
+            cluster.brokers_seen_by(i) == [1, 2, 3]
+        });
+    }
+    let created = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.into())))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![created]), 7);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    for i in 0..3 {
+        cluster.wait_for_topic(i, topic, Duration::from_secs(10));
+    }
+    let (leader, replicas) = leader_and_replicas(&cluster, 0, topic);
+    assert_eq!(leader, replicas[0], "a new partition is led by its preferred replica");
+    let preferred = leader;
+    let produce =
+        |cluster: &Cluster, via: i32| cluster.connect(via as usize - 1).produce(topic, 0, common::batch(&[b"v"]), -1).0;
+    common::wait_until(Duration::from_secs(10), "the leader takes a write", || produce(&cluster, preferred) == 0);
+
+    cluster.node_mut(preferred as usize - 1).terminate();
+    let other = (0..3).find(|&i| i != preferred as usize - 1).unwrap();
+    let mut leader = preferred;
+    common::wait_until(Duration::from_secs(10), "another replica leads", || {
+        leader = leader_and_replicas(&cluster, other, topic).0;
+        leader != preferred && leader > 0
+    });
+    common::wait_until(Duration::from_secs(10), "the new leader takes writes", || produce(&cluster, leader) == 0);
+    cluster.node_mut(preferred as usize - 1).restart();
+    common::wait_until(Duration::from_secs(20), "the restarted replica rejoins the ISR", || {
+        leader_and_isr(&cluster, other, topic).1 == [1, 2, 3]
+    });
+    (cluster, preferred)
+}
+
+#[test]
+fn kafkas_leader_election_tool_brings_leadership_back_to_the_preferred_replica() {
+    let _serial = common::serial();
+    let (cluster, preferred) = preferred_leader_restarted(&["--set", "auto.leader.rebalance.enable=false"], "back");
+    assert_ne!(leader_and_replicas(&cluster, 0, "back").0, preferred, "not moved back by itself");
+    let mut command = common::java_command("org.apache.kafka.tools.LeaderElectionCommand");
+    let bootstrap = cluster.bootstrap();
+    command.args([
+        "--bootstrap-server",
+        bootstrap.as_str(),
+        "--election-type",
+        "preferred",
+        "--topic",
+        "back",
+        "--partition",
+        "0",
+    ]);
+    let (ok, out, err) = common::run_with_deadline(command, b"", Duration::from_secs(120));
+    assert!(ok && out.contains("Successfully completed leader election (PREFERRED)"), "{out}\n{err}");
+    common::wait_until(Duration::from_secs(10), "every node names the preferred leader", || {
+        (0..3).all(|i| leader_and_replicas(&cluster, i, "back").0 == preferred)
+    });
+    let records = cluster.connect(preferred as usize - 1).fetch_all("back", 0);
+    assert_eq!(records.len(), 2, "everything acknowledged, on the preferred leader again");
+}
+
+#[test]
+fn the_controller_moves_leadership_back_to_preferred_replicas_by_itself() {
+    let _serial = common::serial();
+    // Any imbalance counts: the broker also leads its share of __consumer_offsets.
+    let flags =
+        ["--set", "leader.imbalance.check.interval.seconds=1", "--set", "leader.imbalance.per.broker.percentage=0"];
+    let (cluster, preferred) = preferred_leader_restarted(&flags, "rebalanced");
+    common::wait_until(Duration::from_secs(10), "the preferred replica leads again", || {
+        leader_and_replicas(&cluster, 0, "rebalanced").0 == preferred
+    });
 }
