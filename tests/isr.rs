@@ -4,7 +4,8 @@
 //! ElectLeaders (API 43) and `sluice cluster elect-leaders` with Kafka's per-partition errors;
 //! a follower lagging past `replica.lag.time.max.ms` leaves the ISR and rejoins it; a
 //! preferred leader stopped and restarted gets its leadership back through Kafka's
-//! `kafka-leader-election` tool, or by itself with `auto.leader.rebalance.enable`.
+//! `kafka-leader-election` tool (and `sluice cluster status` shows it), or by itself with
+//! `auto.leader.rebalance.enable`.
 
 mod common;
 
@@ -405,6 +406,16 @@ fn kafkas_leader_election_tool_brings_leadership_back_to_the_preferred_replica()
     });
     let records = cluster.connect(preferred as usize - 1).fetch_all("back", 0);
     assert_eq!(records.len(), 2, "everything acknowledged, on the preferred leader again");
+
+    // `sluice cluster status` shows the brokers and the partition as it is now.
+    let node = cluster.node(0).addr();
+    let (ok, out, err) = common::cli(&["cluster", "status", "--bootstrap", node, "--topic", "back"], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("Broker: ")).count(), 3, "{out}");
+    let (_, replicas) = leader_and_replicas(&cluster, 0, "back");
+    let replicas = replicas.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
+    let line = format!("back-0\tLeader: {preferred}\tReplicas: {replicas}\tIsr: ");
+    assert!(out.lines().any(|l| l.starts_with(&line)), "{out}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! reassign` moves a partition to other brokers (AlterPartitionReassignments) or cancels its
 //! move; `sluice cluster reassignments` lists the moves in progress. `sluice cluster
 //! elect-leaders`: a preferred or unclean election (ElectLeaders) for one partition or all.
+//! `sluice cluster status`: the live brokers and every partition's leader, replicas and ISR.
 
 use clap::Subcommand;
 use kafka_protocol::ResponseError;
@@ -36,6 +37,14 @@ pub enum ClusterCommand {
     Reassignments {
         #[arg(long, default_value = super::DEFAULT_BOOTSTRAP)]
         bootstrap: String,
+    },
+    /// Show the live brokers and each partition's leader, replicas and in-sync replicas.
+    Status {
+        #[arg(long, default_value = super::DEFAULT_BOOTSTRAP)]
+        bootstrap: String,
+        /// Only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
     },
     /// Elect leaders: the preferred replica where it is in sync and live (preferred), or any
     /// live replica for partitions without a leader (unclean: may lose acknowledged records).
@@ -103,6 +112,33 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 );
                 for (topic, partition, size) in dir.partitions {
                     println!("\t{topic}-{partition}\t{size}");
+                }
+            }
+        }
+        ClusterCommand::Status { bootstrap, topic } => {
+            let mut client = Client::connect(&bootstrap)?;
+            let (_, controller, brokers) = client.describe_cluster()?;
+            for broker in brokers {
+                let role = if broker.node_id == controller { "\tController" } else { "" };
+                println!("Broker: {}\t{}:{}{role}", broker.node_id, broker.host, broker.port);
+            }
+            let ids = |ids: &[i32]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",");
+            let only: Vec<&str> = topic.iter().map(String::as_str).collect();
+            for t in client.metadata(topic.is_some().then_some(only.as_slice()))? {
+                for p in t.partitions {
+                    let leader = match p.leader {
+                        -1 => "none".to_string(),
+                        id if p.replicas.first() != Some(&id) => format!("{id} (not preferred)"),
+                        id => id.to_string(),
+                    };
+                    println!(
+                        "{}-{}\tLeader: {leader}\tReplicas: {}\tIsr: {}\tOffline: {}",
+                        t.name,
+                        p.partition,
+                        ids(&p.replicas),
+                        ids(&p.isr),
+                        ids(&p.offline_replicas)
+                    );
                 }
             }
         }
