@@ -2142,32 +2142,6 @@ mod tests {
     }
 
     #[test]
-    fn segments_deleted_from_the_head_are_renamed_off_the_shards_thread() {
-        crate::runtime::file::block_on(async {
-            let disk = SimDisk::new();
-            let counters = Rc::new(SyncCounters::default());
-            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
-            let p = simulated(&disk, "t-0", one_batch, &counters);
-            let other = simulated(&disk, "t-1", config(), &counters);
-            for _ in 0..3 {
-                p.append(batch(1, 0), 0).await.unwrap();
-            }
-            disk.hold_renames("t-0/00000000000000000000.");
-            let (finished, watchdog) = release_in_time(&disk);
-            assert_eq!(p.delete_records(2).await.unwrap(), 2, "answered while the renames wait");
-            until("the first segment's files are being renamed", || disk.blocked_calls() == 1).await;
-            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
-            let _ = finished.send(());
-            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
-            let fs: Arc<dyn FileSystem> = disk.clone();
-            let segments =
-                || fs.list_dir(Path::new("/data/t-0")).unwrap().into_iter().filter(|n| n.ends_with(".log")).count();
-            until("the deleted segments' files are gone", || segments() == 1).await;
-            assert_eq!(p.log_start_offset(), 2);
-        })
-    }
-
-    #[test]
     fn a_roll_writes_the_producers_snapshot_off_the_shards_thread() {
         crate::runtime::file::block_on(async {
             let disk = SimDisk::new();

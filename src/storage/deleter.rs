@@ -2,13 +2,9 @@
 //! on a helper thread, so that a shard never waits for the file system to free a large file's
 //! blocks.
 //!
-//! A segment deleted from the head of its log (retention, DeleteRecords) is dropped by its
-//! shard (descriptors closed) and its files queued here, to be renamed to `<name>.deleted` and
-//! then unlinked, so that the shard makes no call on the file system for it. The renames go
-//! through the log's `fs::Claimed`, so none touches a directory that a deleted partition left
-//! and a topic created again took. A truncation renames its segments itself (it syncs the
-//! directory after each, see `Log::truncate_to`) and queues the renamed paths. The helper
-//! thread thus only ever touches files that no shard reads or writes any more. A fetch still sending from a
+//! A shard first renames a segment's files to `<name>.deleted` (a metadata change, quick) and
+//! drops its descriptors; only then are the renamed paths queued here. The helper thread thus
+//! only ever touches files that no shard reads or writes any more. A fetch still sending from a
 //! dup'ed descriptor of such a file keeps working: unlinking frees the blocks at its last close.
 //! Files left `.deleted` by a crash are queued again when their log is next opened.
 //!
@@ -33,8 +29,6 @@ pub const DELETED_DIR_SUFFIX: &str = "-delete";
 /// What the helper removes.
 enum Doomed {
     File,
-    /// A file still under its live name: renamed to `.deleted` first.
-    Live,
     Dir,
 }
 
@@ -75,12 +69,6 @@ pub fn delete_later(fs: &Arc<dyn FileSystem>, path: &Path) -> std::io::Result<()
     }
     unlink_later(fs, renamed);
     Ok(())
-}
-
-/// Queues `path` to be renamed to `<path>.deleted` and unlinked, both on the helper thread; a
-/// missing file is fine.
-pub fn rename_and_unlink_later(fs: &Arc<dyn FileSystem>, path: PathBuf) {
-    remove_later(fs, path, Doomed::Live);
 }
 
 /// Queues a file already renamed to `.deleted` for unlinking.
@@ -127,12 +115,6 @@ fn remove_later(fs: &Arc<dyn FileSystem>, path: PathBuf, doomed: Doomed) {
 fn remove(fs: &dyn FileSystem, path: &Path, doomed: Doomed) {
     let removed = match doomed {
         Doomed::File => fs.remove_file(path),
-        Doomed::Live => {
-            let mut renamed = path.as_os_str().to_owned();
-            renamed.push(DELETED_SUFFIX);
-            let renamed = PathBuf::from(renamed);
-            fs.rename(path, &renamed).and_then(|()| fs.remove_file(&renamed))
-        }
         Doomed::Dir => fs.remove_dir_all(path),
     };
     if let Err(e) = removed

@@ -859,9 +859,8 @@ impl Log {
             self.compacted_segments = closed.saturating_sub(deleted.len());
             Ok(())
         });
-        let fs = self.claimed_fs();
         for segment in deleted {
-            segment.delete_later(&fs);
+            segment.delete()?;
         }
         swapped
     }
@@ -1021,12 +1020,11 @@ impl Log {
         assert!(count < self.segments.len(), "the active segment is never deleted");
         self.log_start_offset = self.log_start_offset.max(self.segments[count].base_offset);
         self.compacted_segments = self.compacted_segments.saturating_sub(count);
-        let fs = self.claimed_fs();
         for segment in self.segments.drain(..count) {
             tracing::debug!(dir = %self.dir.display(), base_offset = segment.base_offset, "deleting segment");
             match self.compacting {
                 Some(_) => self.deleted_meanwhile.push(segment),
-                None => segment.delete_later(&fs),
+                None => segment.delete()?,
             }
         }
         self.epochs_follow_log_start();
@@ -1788,22 +1786,16 @@ pub(crate) mod tests {
 
     /// The `.log` files in `dir`, by base offset, once the deleter has unlinked the rest.
     fn segment_files(dir: &Path) -> Vec<i64> {
-        segment_files_once(dir, |_| true)
-    }
-
-    /// [`segment_files`] once `settled` holds for them: the deleter renames and unlinks deleted
-    /// segments' files on its own thread.
-    fn segment_files_once(dir: &Path, settled: impl Fn(&[i64]) -> bool) -> Vec<i64> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let names: Vec<String> = std::fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
-            let mut bases: Vec<i64> =
-                names.iter().filter_map(|n| n.strip_suffix(".log")).map(|b| b.parse().unwrap()).collect();
-            bases.sort_unstable();
-            if !names.iter().any(|n| n.ends_with(deleter::DELETED_SUFFIX)) && settled(&bases) {
+            if !names.iter().any(|n| n.ends_with(deleter::DELETED_SUFFIX)) {
+                let mut bases: Vec<i64> =
+                    names.iter().filter_map(|n| n.strip_suffix(".log")).map(|b| b.parse().unwrap()).collect();
+                bases.sort_unstable();
                 return bases;
             }
             assert!(std::time::Instant::now() < deadline, "deleted files linger: {names:?}");
@@ -1830,7 +1822,7 @@ pub(crate) mod tests {
             let active_base = log.segments[0].base_offset;
             assert_eq!(log.segments.len(), 1);
             assert_eq!(log.log_start_offset(), active_base);
-            assert_eq!(segment_files_once(dir.path(), |bases| bases.len() == 1), vec![active_base]);
+            assert_eq!(segment_files(dir.path()), vec![active_base]);
             assert!(matches!(
                 log.read(active_base - 1, 1000, i64::MAX, Wait::Yes),
                 Err(StorageError::OffsetOutOfRange { .. })
@@ -1920,7 +1912,7 @@ pub(crate) mod tests {
             let start = second_base + 3;
             assert_eq!(log.delete_records(start).await.unwrap(), start);
             assert_eq!(log.segments[0].base_offset, second_base);
-            assert_eq!(segment_files_once(dir.path(), |bases| bases[0] != 0)[0], second_base);
+            assert_eq!(segment_files(dir.path())[0], second_base);
             assert!(matches!(
                 log.read(start - 1, 1000, i64::MAX, Wait::Yes),
                 Err(StorageError::OffsetOutOfRange { .. })

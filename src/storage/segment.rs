@@ -592,16 +592,6 @@ impl Segment {
         Ok(self.next_offset)
     }
 
-    /// Drops the segment and queues its files for the deleter thread to rename and unlink
-    /// (through `fs`, the log's claimed file system): no call on this thread.
-    pub fn delete_later(self, fs: &Arc<dyn FileSystem>) {
-        let Segment { log, log_path, .. } = self;
-        drop(log);
-        for extension in ["log", "index", "timeindex"] {
-            super::deleter::rename_and_unlink_later(fs, log_path.with_extension(extension));
-        }
-    }
-
     /// Removes the segment: its files are renamed at once and unlinked off this thread.
     pub fn delete(self) -> Result<(), StorageError> {
         let Segment { fs, log, log_path, .. } = self;

@@ -14,8 +14,7 @@
 //! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
 //! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
 //! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
-//! (and [`SimDisk::hold_opens`], [`SimDisk::hold_renames`]) makes the blocking syncs
-//! (`sync_data`), opens or renames of some files
+//! (and [`SimDisk::hold_opens`]) makes the blocking syncs (`sync_data`) or opens of some files
 //! wait (made on helper threads), so that a test can hold such work halfway and see what the
 //! shard does meanwhile.
 //! Asynchronous writes are held and failed as fsyncs are: [`SimDisk::hold_writes`] keeps them
@@ -114,7 +113,6 @@ struct State {
 enum Call {
     Sync,
     Open,
-    Rename,
 }
 
 /// A gate at which blocking calls of one kind on some files wait while it is closed.
@@ -247,11 +245,6 @@ impl SimDisk {
     /// The same for opens.
     pub fn hold_opens(&self, text: &str) {
         self.state().blocking_calls.set(Some((Call::Open, text.to_string())));
-    }
-
-    /// The same for renames (of files whose old path holds `text`).
-    pub fn hold_renames(&self, text: &str) {
-        self.state().blocking_calls.set(Some((Call::Rename, text.to_string())));
     }
 
     /// How many times `path` was opened.
@@ -456,8 +449,6 @@ impl FileSystem for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let gate = self.state().blocking_calls.clone();
-        gate.pass(from, Call::Rename);
         let mut state = self.state();
         state.operate()?;
         let entry = match state.entries.get(from) {
