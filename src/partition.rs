@@ -823,6 +823,16 @@ impl Partition {
         state.replicas.isr_candidates(now_ms, lag_max_ms, state.high_watermark, epoch_start.max(0))
     }
 
+    /// A partition with several replicas, just opened: what its log holds past the log start
+    /// may not be committed (this node may have led an epoch the others moved on from, and a
+    /// restart may find an image not caught up yet), so its high watermark starts at the log
+    /// start and moves up as the ISR's log ends become known (leading) or the leader says
+    /// (following). Kafka keeps it in a checkpoint; starting lower is the safe side of it.
+    pub fn forget_high_watermark(&self) {
+        let state = &mut *self.0.state.borrow_mut();
+        state.high_watermark = state.log.log_start_offset();
+    }
+
     /// A follower's high watermark: the leader's, as its last fetch answered, within this log.
     /// Ignored once this node leads (a new image came while the fetcher appended).
     pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
@@ -1674,6 +1684,21 @@ mod tests {
             p.isr_proposed(&[1, 2], 0);
             p.isr_settled(0);
             assert!(!p.isr_pending());
+        })
+    }
+
+    #[test]
+    fn a_replicated_partition_opened_again_commits_nothing_until_its_isr_says_so() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            partition(dir.path()).append(batch(3, 0), 0).await.unwrap();
+            let p = partition(dir.path());
+            p.forget_high_watermark();
+            p.set_replicas(1, &[1, 2], &[1, 2], 0, 0);
+            assert_eq!((p.high_watermark(), p.log_end_offset()), (0, 3), "maybe never replicated");
+            assert!(p.fetch_bytes(0, 1 << 20, ReadLimit::HighWatermark, &mut 0).await.unwrap().is_empty());
+            p.replica_fetched(2, 3, 0).unwrap();
+            assert_eq!(p.high_watermark(), 3);
         })
     }
 

@@ -332,6 +332,7 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
         let (epoch, leads) = (metadata.leader_epoch, metadata.leader == shard.config.node_id);
         let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
         let partition_epoch = metadata.partition_epoch;
+        let replicated = replicas.len() > 1;
         let assign = move |partition: &Partition| {
             partition.set_leadership(epoch, leads);
             if leads {
@@ -353,7 +354,12 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
             let opened = match config {
                 Ok(config) => Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
                     .await
-                    .inspect(assign)
+                    .inspect(|partition| {
+                        if replicated {
+                            partition.forget_high_watermark();
+                        }
+                        assign(partition)
+                    })
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
