@@ -178,19 +178,25 @@ const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsComman
 #[test]
 fn kafka_reassign_partitions_starts_lists_verifies_and_cancels_a_move() {
     let _serial = serial();
-    let cluster = common::cluster::Cluster::start(2, 1, &[]);
+    // A killed broker stays registered and unfenced through the test.
+    let mut cluster = common::cluster::Cluster::start(3, 1, &["--set", "broker.session.timeout.ms=60000"]);
     cluster.create_topic(0, "moved", 1, Duration::from_secs(30));
-    common::wait_until(Duration::from_secs(10), "both brokers registered", || cluster.brokers_seen_by(0).len() == 2);
-    let broker = cluster.node(0);
-    let server = ["--bootstrap-server", broker.addr()];
-    let out = tool(broker, TOPICS, &[&server[..], &["--describe", "--topic", "moved"]].concat(), "");
-    let leader: i32 = out
-        .split("Leader: ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
-    let other = 3 - leader;
+    common::wait_until(Duration::from_secs(10), "every broker registered", || cluster.brokers_seen_by(0).len() == 3);
+    let controller = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
+    let leader = |out: &str| -> i32 {
+        let id = out.split("Leader: ").nth(1).and_then(|rest| rest.split_whitespace().next());
+        id.and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+    };
+    let bootstrap = cluster.node(controller).addr().to_string();
+    let server = ["--bootstrap-server", bootstrap.as_str()];
+    let out = tool(cluster.node(controller), TOPICS, &[&server[..], &["--describe", "--topic", "moved"]].concat(), "");
+    let leader = leader(&out);
+    // The move goes to a killed broker (neither the partition's leader nor the controller), so
+    // that it stays in progress: it cannot catch up.
+    let killed = (0..3).find(|&i| i as i32 + 1 != leader && i != controller).unwrap();
+    let other = killed as i32 + 1;
+    cluster.node_mut(killed).kill9();
+    let broker = cluster.node(controller);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     std::fs::write(
@@ -208,7 +214,6 @@ fn kafka_reassign_partitions_starts_lists_verifies_and_cancels_a_move() {
         out.contains(&format!("moved-0: replicas: {other},{leader}. adding: {other}. removing: {leader}.")),
         "{out}"
     );
-    // Its newcomer does not catch up until followers replicate: still in progress.
     let out = tool(broker, REASSIGN, &[&with_plan[..], &["--verify", "--preserve-throttles"]].concat(), "");
     assert!(out.contains("Reassignment of partition moved-0 is still in progress."), "{out}");
     let out = tool(broker, REASSIGN, &[&with_plan[..], &["--cancel", "--preserve-throttles"]].concat(), "");

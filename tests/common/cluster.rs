@@ -140,6 +140,19 @@ impl Cluster {
             .collect()
     }
 
+    /// Starts a broker-only node joining the cluster (on loopback) with the next node id,
+    /// following the voters; returns its index.
+    pub fn add_broker(&mut self, extra: &[&str]) -> usize {
+        let id = (self.nodes.len() + 1).to_string();
+        let quorum = quorum_flag(&self.controllers);
+        let mut args = vec!["--node-id", &id, "--controller-quorum", &quorum, "--role", "broker"];
+        args.extend_from_slice(extra);
+        let node =
+            Broker::try_start_placed(1, &args, Placement::default()).unwrap_or_else(|f| panic!("node {id}: {f}"));
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
