@@ -250,17 +250,22 @@ impl Cluster {
     /// names (each node serves only the partitions it leads); the error code, or
     /// LEADER_NOT_AVAILABLE while `via` knows of no leader.
     pub fn produce_via(&self, via: usize, topic: &str, partition: i32, records: bytes::Bytes) -> i16 {
-        use kafka_protocol::messages::MetadataRequest;
-        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-        let wanted = MetadataRequestTopic::default().with_name(Some(super::topic_name(topic)));
-        let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
-        let response = self.connect(via).send(&request, 12);
-        let leader =
-            response.topics[0].partitions.iter().find(|p| p.partition_index == partition).map(|p| p.leader_id.0);
+        let leader = self.leaders_seen_by(via, topic).into_iter().find(|&(p, _)| p == partition).map(|(_, id)| id);
         match leader.and_then(|id| usize::try_from(id - 1).ok()).filter(|&i| i < self.nodes.len()) {
             Some(leader) => self.connect(leader).produce(topic, partition, records, -1).0,
             None => LEADER_NOT_AVAILABLE,
         }
+    }
+
+    /// Each partition of `topic` with the node id of its leader (-1: none) as node `i`'s
+    /// Metadata names them.
+    pub fn leaders_seen_by(&self, i: usize, topic: &str) -> Vec<(i32, i32)> {
+        use kafka_protocol::messages::MetadataRequest;
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let wanted = MetadataRequestTopic::default().with_name(Some(super::topic_name(topic)));
+        let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
+        let response = self.connect(i).send(&request, 12);
+        response.topics[0].partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
     }
 
     /// The node (index) that node `i`'s FindCoordinator names for consumer group `group`.
