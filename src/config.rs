@@ -95,6 +95,9 @@ pub struct BrokerConfig {
     pub group_max_size: usize,
     /// Partitions of `__consumer_offsets`, fixed when the topic is first created.
     pub offsets_topic_num_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition, capped by the unfenced brokers when
+    /// the topic is created.
+    pub offsets_topic_replication_factor: i16,
     pub offsets_topic_segment_bytes: u64,
     /// Offsets of a group that stays empty this long are deleted.
     pub offsets_retention_minutes: i64,
@@ -179,6 +182,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: i32::MAX as usize,
             offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
             offsets_topic_segment_bytes: 100 << 20,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
@@ -273,6 +277,7 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "group.max.size",
     "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
@@ -382,6 +387,7 @@ impl BrokerConfig {
             "group.initial.rebalance.delay.ms" => text(&self.group_initial_rebalance_delay_ms),
             "group.max.size" => text(&self.group_max_size),
             "offsets.topic.num.partitions" => text(&self.offsets_topic_num_partitions),
+            "offsets.topic.replication.factor" => text(&self.offsets_topic_replication_factor),
             "offsets.topic.segment.bytes" => text(&self.offsets_topic_segment_bytes),
             "offsets.retention.minutes" => text(&self.offsets_retention_minutes),
             "offsets.retention.check.interval.ms" => text(&self.offsets_retention_check_interval_ms),
@@ -487,6 +493,9 @@ impl BrokerConfig {
             "offsets.topic.num.partitions" => {
                 self.offsets_topic_num_partitions = value.parse().with_context(context)?
             }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = value.parse().with_context(context)?
+            }
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = value.parse().with_context(context)?,
             "offsets.retention.minutes" => self.offsets_retention_minutes = value.parse().with_context(context)?,
             "offsets.retention.check.interval.ms" => {
@@ -545,6 +554,9 @@ impl BrokerConfig {
         }
         if self.offsets_topic_num_partitions < 1 {
             bail!("offsets.topic.num.partitions must be at least 1");
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            bail!("offsets.topic.replication.factor must be at least 1");
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group.min.session.timeout.ms exceeds group.max.session.timeout.ms");

@@ -631,6 +631,13 @@ impl Partition {
         state.log.read(offset, max_bytes, state.high_watermark, Wait::Yes)
     }
 
+    /// As [`Partition::read`], up to the log end: a new group coordinator loads all its
+    /// offsets partition holds, as Kafka's does on election.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let state = self.0.state.borrow();
+        state.log.read(offset, max_bytes, state.log.log_end_offset(), Wait::Yes)
+    }
+
     /// The batches [`Partition::read`] would return, for a fetch: the shard never waits for
     /// the disk ([`Partition::read_for_fetch`]); `loads` counts the loads it took.
     pub async fn fetch_bytes(

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 
@@ -103,53 +104,102 @@ pub async fn append_offset_records(
     let records: Vec<_> = records.into_iter().map(|(key, value)| (Some(key), value)).collect();
     let batch = encode_batch(&records, now);
     let partition = shard.partitions.borrow().get(&tp).cloned().ok_or(ResponseError::CoordinatorNotAvailable)?;
-    partition.append(batch, now).await.map(|_| ()).map_err(|e| partition_error_code(&e))
+    let appended = partition.append(batch, now).await.map_err(|e| commit_error(partition_error_code(&e)))?;
+    // As Kafka's coordinator, acks=-1: answered once the high watermark covers the records.
+    let min_insync_replicas = usize::try_from(shard.effective_config().min_insync_replicas).unwrap_or(1);
+    let replicated = partition.wait_replicated(appended.last_offset + 1, min_insync_replicas).fuse();
+    futures::pin_mut!(replicated);
+    futures::select! {
+        replicated = replicated => replicated.map_err(|e| commit_error(partition_error_code(&e))),
+        _ = sleep(COMMIT_TIMEOUT).fuse() => Err(commit_error(ResponseError::RequestTimedOut)),
+    }
 }
 
-/// Replays this shard's `__consumer_offsets` partitions into its group table. Runs at startup,
-/// before the shard accepts clients.
-pub fn load(shard: &Shard) {
+/// What a client hears for a failed offsets append, as Kafka's coordinator maps it: retry
+/// here, or find the coordinator again.
+fn commit_error(error: ResponseError) -> ResponseError {
+    use ResponseError::*;
+    match error {
+        UnknownTopicOrPartition | NotEnoughReplicas | NotEnoughReplicasAfterAppend | RequestTimedOut => {
+            CoordinatorNotAvailable
+        }
+        NotLeaderOrFollower | KafkaStorageError => NotCoordinator,
+        other => other,
+    }
+}
+
+/// How long a commit waits for the in-sync replicas (Kafka's `offsets.commit.timeout.ms`
+/// default).
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes this shard's group table match the `__consumer_offsets` partitions it leads now:
+/// one it has just come to lead is replayed from its replica's log, up to the log end (as
+/// Kafka's coordinator loads on election), before the shard answers anything for its groups
+/// (the replay is synchronous); the groups of one it no longer leads are dropped, so their
+/// members hear NOT_COORDINATOR (`route`) and find the new coordinator. Runs at startup
+/// before the shard accepts clients, and after each metadata image is applied.
+pub fn follow_leadership(shard: &Shard) {
     let image = shard.metadata();
     let Some(topic) = image.topic(OFFSETS_TOPIC) else { return };
+    let partitions = topic.partitions.len() as i32;
+    let led: std::collections::BTreeSet<i32> = topic
+        .partitions
+        .iter()
+        .filter(|p| p.shard == shard.id && p.leader == shard.config.node_id)
+        .map(|p| p.partition)
+        .collect();
+    let mut loaded = shard.offsets_loaded.borrow_mut();
+    let lost: Vec<i32> = loaded.difference(&led).copied().collect();
+    if !lost.is_empty() {
+        let mut groups = shard.groups.borrow_mut();
+        let before = groups.len();
+        groups.retain(|id, _| !lost.contains(&offsets_partition(id, partitions)));
+        tracing::info!(shard = shard.id, partitions = ?lost, groups = before - groups.len(), "no longer coordinating");
+    }
+    for partition in led.difference(&loaded.clone()) {
+        load_partition(shard, *partition);
+    }
+    *loaded = led;
+}
+
+/// Replays one `__consumer_offsets` partition of this shard into its group table.
+fn load_partition(shard: &Shard, partition_index: i32) {
     let now = now_ms();
     let mut groups = shard.groups.borrow_mut();
-    let table = shard.partitions.borrow();
+    let tp = TopicPartition { topic: OFFSETS_TOPIC.to_string(), partition: partition_index };
+    let Some(partition) = shard.partitions.borrow().get(&tp).cloned() else { return };
     let mut loaded = 0usize;
-    for p in topic.partitions.iter().filter(|p| p.shard == shard.id) {
-        let tp = TopicPartition { topic: OFFSETS_TOPIC.to_string(), partition: p.partition };
-        let Some(partition) = table.get(&tp) else { continue };
-        let mut offset = partition.log_start_offset();
-        while offset < partition.high_watermark() {
-            let bytes = match partition.read(offset, 1 << 20) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::error!(partition = p.partition, offset, error = %e, "reading committed offsets");
-                    break;
-                }
-            };
-            let records = match decode_records(bytes, offset) {
-                Ok(records) if !records.is_empty() => records,
-                _ => break,
-            };
-            offset = records.last().map_or(offset, |r| r.offset + 1);
-            for record in records {
-                let Some((group_id, topic, partition, value)) = offsets::decode(record.key, record.value) else {
-                    continue;
-                };
-                let entry = groups
-                    .entry(group_id.clone())
-                    .or_insert_with(|| GroupEntry { group: Group::new(&group_id, now), offsets: Offsets::new() });
-                match value {
-                    Some(committed) => entry.offsets.insert((topic, partition), committed),
-                    None => entry.offsets.remove(&(topic, partition)),
-                };
-                loaded += 1;
+    let mut offset = partition.log_start_offset();
+    while offset < partition.log_end_offset() {
+        let bytes = match partition.read_to_log_end(offset, 1 << 20) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(partition = partition_index, offset, error = %e, "reading committed offsets");
+                break;
             }
+        };
+        let records = match decode_records(bytes, offset) {
+            Ok(records) if !records.is_empty() => records,
+            _ => break,
+        };
+        offset = records.last().map_or(offset, |r| r.offset + 1);
+        for record in records {
+            let Some((group_id, topic, partition, value)) = offsets::decode(record.key, record.value) else {
+                continue;
+            };
+            let entry = groups
+                .entry(group_id.clone())
+                .or_insert_with(|| GroupEntry { group: Group::new(&group_id, now), offsets: Offsets::new() });
+            match value {
+                Some(committed) => entry.offsets.insert((topic, partition), committed),
+                None => entry.offsets.remove(&(topic, partition)),
+            };
+            loaded += 1;
         }
     }
-    groups.retain(|_, e| !e.offsets.is_empty());
+    groups.retain(|_, e| !e.offsets.is_empty() || !e.group.is_idle());
     if loaded > 0 {
-        tracing::info!(shard = shard.id, groups = groups.len(), records = loaded, "loaded committed offsets");
+        tracing::info!(shard = shard.id, partition = partition_index, records = loaded, "loaded committed offsets");
     }
 }
 

@@ -135,12 +135,14 @@ fn candidates(image: &MetadataImage) -> Vec<Candidate> {
     image.unfenced_brokers().map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect()
 }
 
-/// `__consumer_offsets`, placed over `brokers` with one replica per partition; its partition
-/// count is fixed from then on, since it decides which partition (and shard) holds each group.
+/// `__consumer_offsets`, placed over `brokers` with `offsets.topic.replication.factor`
+/// replicas per partition (fewer when there are fewer brokers, as Kafka); its partition count
+/// is fixed from then on, since it decides which partition (and shard) holds each group.
 pub fn offsets_topic(config: &crate::config::BrokerConfig, brokers: &[Candidate]) -> TopicMetadata {
     let name = crate::group::OFFSETS_TOPIC;
     let count = config.offsets_topic_num_partitions;
-    let replicas = replicas::assign(brokers, count, 1, 0, Start::random());
+    let wanted = usize::try_from(config.offsets_topic_replication_factor).unwrap_or(1).clamp(1, brokers.len().max(1));
+    let replicas = replicas::assign(brokers, count, wanted, 0, Start::random());
     let partitions = (0..count)
         .zip(replicas)
         .map(|(partition, replicas)| {

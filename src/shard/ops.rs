@@ -385,6 +385,8 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
     // Followers fetch from the leaders this image names, from now on.
     crate::replication::fetcher::follow(shard, &image);
     shard.set_metadata(image, effective);
+    // A new leader of an offsets partition loads its groups before it answers for them.
+    crate::group::follow_leadership(shard);
     failed
 }
 

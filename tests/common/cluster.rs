@@ -222,10 +222,22 @@ impl Cluster {
     /// REQUEST_TIMED_OUT) or no broker has registered yet (INVALID_REPLICATION_FACTOR) up to
     /// `deadline`; returns how long it took.
     pub fn create_topic(&self, i: usize, topic: &str, partitions: i32, deadline: Duration) -> Duration {
+        self.create_replicated_topic(i, topic, partitions, 1, deadline)
+    }
+
+    /// [`Cluster::create_topic`] with `replication_factor` replicas per partition.
+    pub fn create_replicated_topic(
+        &self,
+        i: usize,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+        deadline: Duration,
+    ) -> Duration {
         let start = Instant::now();
         let mut retried = false;
         loop {
-            match self.connect(i).create_topic(topic, partitions, &[]) {
+            match self.connect(i).create_replicated_topic(topic, partitions, replication_factor, &[]) {
                 0 => return start.elapsed(),
                 // A proposal that timed out may still have committed: the retry finds the topic.
                 TOPIC_ALREADY_EXISTS if retried => return start.elapsed(),

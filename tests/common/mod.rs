@@ -678,13 +678,24 @@ pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
 }
 
 impl Raw {
-    /// CreateTopics v7; returns the error code.
+    /// CreateTopics v7 with one replica per partition; returns the error code.
     pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+        self.create_replicated_topic(name, partitions, 1, configs)
+    }
+
+    /// CreateTopics v7 with `replication_factor`; returns the error code.
+    pub fn create_replicated_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> i16 {
         use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
         let topic = CreatableTopic::default()
             .with_name(topic_name(name))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)
+            .with_replication_factor(replication_factor)
             .with_configs(
                 configs
                     .iter()
