@@ -1,4 +1,4 @@
-//! Metadata: the unfenced brokers, topics, partitions and their leaders; creates unknown
+//! Metadata: the unfenced brokers (and this one), topics, partitions and their leaders; creates unknown
 //! topics on the fly when `auto.create.topics.enable` and the client allow it.
 
 use std::rc::Rc;
@@ -80,8 +80,13 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         }
     };
 
+    // This node stays listed while fenced (between a restart's registration and its
+    // unfencing): the client reached it, and librdkafka drops every broker it knows on an
+    // answer that lists none, then can never ask again ("no usable brokers").
     let brokers = image
-        .unfenced_brokers()
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || b.node_id == node_id.0)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
