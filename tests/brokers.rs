@@ -101,11 +101,7 @@ fn every_node_lists_every_live_broker_and_a_dead_one_is_fenced_until_it_returns(
 fn partitions_are_spread_over_the_brokers_and_more_replicas_than_brokers_are_refused() {
     let _serial = common::serial();
     let cluster = Cluster::start(3, 1, &[]);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            brokers(cluster.node(i)).len() == 3
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
     let mut raw = cluster.connect(1);
     assert_eq!(create(&mut raw, "spread", 6, 1).0, 0);
     let placed = replicas(cluster.node(1), "spread");
@@ -136,11 +132,7 @@ fn a_broker_stopped_with_sigterm_is_fenced_at_once() {
     let _serial = common::serial();
     // Sessions far longer than the test: only the controlled shutdown can fence in time.
     let mut cluster = Cluster::start(3, 1, &["--set", "broker.session.timeout.ms=120000"]);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            brokers(cluster.node(i)).len() == 3
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
     cluster.node_mut(1).terminate();
     let gone = |node: &Broker| brokers(node).iter().map(|(id, _)| *id).collect::<Vec<_>>() == [1, 3];
     common::wait_until(Duration::from_secs(10), "the stopped broker is fenced", || {
@@ -199,11 +191,7 @@ fn coordinator(node: &Broker, group: &str) -> i32 {
 fn each_node_serves_what_it_leads_and_a_dead_leaders_partitions_come_back_with_it() {
     let _serial = common::serial();
     let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            brokers(cluster.node(i)).len() == 3
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
     cluster.create_topic(0, "led", 6, Duration::from_secs(30));
     let mut placed = Vec::new();
     common::wait_until(Duration::from_secs(10), "every node names the same leaders", || {

@@ -280,20 +280,8 @@ fn leader_and_isr(cluster: &Cluster, via: usize, topic: &str) -> (i32, Vec<i32>)
 fn three_brokers_lagging_fast(topic: &str) -> Cluster {
     let flags = ["--set", "broker.session.timeout.ms=120000", "--set", "replica.lag.time.max.ms=1500"];
     let cluster = Cluster::start(3, 1, &flags);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
-    let created = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.into())))
-        .with_num_partitions(1)
-        .with_replication_factor(3);
-    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![created]), 7);
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
-    for i in 0..3 {
-        cluster.wait_for_topic(i, topic, Duration::from_secs(10));
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere(topic, 1, 3, &[]);
     cluster
 }
 
@@ -346,20 +334,8 @@ fn leader_and_replicas(cluster: &Cluster, via: usize, topic: &str) -> (i32, Vec<
 /// node id.
 fn preferred_leader_restarted(flags: &[&str], topic: &str) -> (Cluster, i32) {
     let mut cluster = Cluster::start(3, 1, flags);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
-    let created = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.into())))
-        .with_num_partitions(1)
-        .with_replication_factor(3);
-    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![created]), 7);
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
-    for i in 0..3 {
-        cluster.wait_for_topic(i, topic, Duration::from_secs(10));
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere(topic, 1, 3, &[]);
     let (leader, replicas) = leader_and_replicas(&cluster, 0, topic);
     assert_eq!(leader, replicas[0], "a new partition is led by its preferred replica");
     let preferred = leader;

@@ -150,10 +150,7 @@ fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_kil
 fn a_consumer_group_resumes_from_its_commits_on_a_new_coordinator_when_the_old_ones_broker_stays_down() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    cluster.create_replicated_topic(0, "grouped", 6, 3, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "grouped", Duration::from_secs(10));
-    }
+    cluster.create_topic_everywhere("grouped", 6, 3, &[]);
     let mut workload = Workload::start(&cluster.bootstrap(), "grouped");
     workload.produce("p", 500);
     workload.join_group("readers");

@@ -181,7 +181,7 @@ fn kafka_reassign_partitions_starts_lists_verifies_and_cancels_a_move() {
     // A killed broker stays registered and unfenced through the test.
     let mut cluster = common::cluster::Cluster::start(3, 1, &["--set", "broker.session.timeout.ms=60000"]);
     cluster.create_topic(0, "moved", 1, Duration::from_secs(30));
-    common::wait_until(Duration::from_secs(10), "every broker registered", || cluster.brokers_seen_by(0).len() == 3);
+    cluster.wait_for_every_broker(Duration::from_secs(10));
     let controller = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
     let leader = |out: &str| -> i32 {
         let id = out.split("Leader: ").nth(1).and_then(|rest| rest.split_whitespace().next());

@@ -59,11 +59,7 @@ fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_h
 fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
     let _one_at_a_time = common::serial();
     let cluster = Cluster::start_in_namespaces(3, 1, &FAST_SESSIONS);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
     let cut = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
     let majority: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
     let rest: Vec<i32> = majority.iter().map(|&i| i as i32 + 1).collect();
@@ -72,11 +68,7 @@ fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
         common::wait_until(Duration::from_secs(20), "the cut broker is fenced", || cluster.brokers_seen_by(i) == rest);
     }
     cluster.network().heal(cut);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(20), "the healed broker is listed again", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(20));
 }
 
 /// The Jepsen workload (clients in the test's namespace) over three brokers while one of them

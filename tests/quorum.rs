@@ -123,11 +123,7 @@ fn a_paused_metadata_leader_steps_down_once_resumed() {
 fn a_broker_paused_past_its_session_is_fenced_until_resumed() {
     let _one_at_a_time = common::serial();
     let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
     let controller = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
     let paused = (controller + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
@@ -139,9 +135,5 @@ fn a_broker_paused_past_its_session_is_fenced_until_resumed() {
         });
     }
     cluster.node(paused).resume();
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(20), "the resumed broker is listed again", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(20));
 }

@@ -14,12 +14,10 @@ use std::time::Duration;
 use common::cluster::{Cluster, FAST_SESSIONS};
 use common::jepsen::{self, Workload};
 use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_partition_reassignments_response::OngoingTopicReassignment;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, ListPartitionReassignmentsRequest,
-    MetadataRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest, MetadataRequest,
 };
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -72,7 +70,7 @@ fn a_move_starts_is_listed_and_a_cancel_takes_it_back() {
     let _one_at_a_time = common::serial();
     let cluster = Cluster::start(3, 1, &LONG_SESSIONS);
     cluster.create_topic(0, "moving", 1, Duration::from_secs(30));
-    common::wait_until(Duration::from_secs(10), "every broker registered", || cluster.brokers_seen_by(0).len() == 3);
+    cluster.wait_for_every_broker(Duration::from_secs(10));
     let (leader, replicas, _) = described(&cluster, 0, "moving");
     assert_eq!(replicas, [leader]);
     // Once its leader has opened it (just after the topic is in the image).
@@ -143,7 +141,7 @@ fn the_cli_starts_lists_and_cancels_a_reassignment() {
     let _one_at_a_time = common::serial();
     let cluster = Cluster::start(3, 1, &LONG_SESSIONS);
     cluster.create_topic(0, "cli", 1, Duration::from_secs(30));
-    common::wait_until(Duration::from_secs(10), "every broker registered", || cluster.brokers_seen_by(0).len() == 3);
+    cluster.wait_for_every_broker(Duration::from_secs(10));
     let (leader, _, _) = described(&cluster, 0, "cli");
     // The newcomer is paused, so that the move stays in progress.
     let paused = bystander(&cluster, "cli");
@@ -180,16 +178,8 @@ fn the_cli_starts_lists_and_cancels_a_reassignment() {
 fn a_partition_moves_onto_a_fourth_broker_under_load_and_loses_nothing() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    common::wait_until(Duration::from_secs(30), "three brokers registered", || cluster.brokers_seen_by(0).len() == 3);
-    let topic = CreatableTopic::default()
-        .with_name(common::topic_name("growing"))
-        .with_num_partitions(1)
-        .with_replication_factor(3);
-    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![topic]), 7);
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "growing", Duration::from_secs(10));
-    }
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere("growing", 1, 3, &[]);
     let mut workload = Workload::start(&cluster.bootstrap(), "growing");
     workload.produce("p", 500);
     common::wait_until(Duration::from_secs(60), "1000 acknowledged", || workload.acked() >= 1000);

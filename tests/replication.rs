@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Raw;
 use common::cluster::{Cluster, FAST_SESSIONS, REQUEST_TIMED_OUT};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -33,36 +32,13 @@ const LONG_SESSIONS: [&str; 2] = ["--set", "broker.session.timeout.ms=120000"];
 /// created with one partition on all three, `min.insync.replicas=2`.
 fn three_brokers_and_a_topic(sessions: &[&str]) -> Cluster {
     let cluster = Cluster::start(3, 1, sessions);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
-    create_replicated(&cluster, TOPIC, 1);
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere(TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
     // Nodes name the leader once they applied the topic, maybe before it opened the partition.
     common::wait_until(Duration::from_secs(10), "the leader has the partition open", || {
         cluster.connect(leader(&cluster, 0)).fetch(TOPIC, 0, 0, 0).0 == 0
     });
     cluster
-}
-
-/// `topic` with `partitions` partitions on all three brokers, `min.insync.replicas=2`, known
-/// to every node.
-fn create_replicated(cluster: &Cluster, topic: &str, partitions: i32) {
-    let config = CreatableTopicConfig::default()
-        .with_name(StrBytes::from_static_str("min.insync.replicas"))
-        .with_value(Some(StrBytes::from_static_str("2")));
-    let creatable = CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(3)
-        .with_configs(vec![config]);
-    let request = CreateTopicsRequest::default().with_topics(vec![creatable]).with_timeout_ms(10_000);
-    let created = cluster.connect(0).send(&request, 7);
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
-    for i in 0..3 {
-        cluster.wait_for_topic(i, topic, Duration::from_secs(10));
-    }
 }
 
 /// The node (index) node `via` names as the partition's leader, once it names one.
@@ -269,12 +245,8 @@ fn leadership_moves_to_a_follower_with_everything_acknowledged_and_too_small_an_
 fn a_leader_killed_under_the_workload_loses_nothing_acknowledged() {
     let _serial = common::serial();
     let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    for i in 0..3 {
-        common::wait_until(Duration::from_secs(30), "every node lists the three brokers", || {
-            cluster.brokers_seen_by(i) == [1, 2, 3]
-        });
-    }
-    create_replicated(&cluster, "jepsen", 3);
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere("jepsen", 3, 3, &[("min.insync.replicas", "2")]);
     let mut workload = common::jepsen::Workload::start(&cluster.bootstrap(), "jepsen");
     workload.produce("p", 500);
     common::wait_until(Duration::from_secs(60), "500 acknowledged", || workload.acked() >= 500);

@@ -222,22 +222,23 @@ impl Cluster {
     /// REQUEST_TIMED_OUT) or no broker has registered yet (INVALID_REPLICATION_FACTOR) up to
     /// `deadline`; returns how long it took.
     pub fn create_topic(&self, i: usize, topic: &str, partitions: i32, deadline: Duration) -> Duration {
-        self.create_replicated_topic(i, topic, partitions, 1, deadline)
+        self.create_replicated_topic(i, topic, partitions, 1, &[], deadline)
     }
 
-    /// [`Cluster::create_topic`] with `replication_factor` replicas per partition.
+    /// [`Cluster::create_topic`] with `replication_factor` replicas per partition and `configs`.
     pub fn create_replicated_topic(
         &self,
         i: usize,
         topic: &str,
         partitions: i32,
         replication_factor: i16,
+        configs: &[(&str, &str)],
         deadline: Duration,
     ) -> Duration {
         let start = Instant::now();
         let mut retried = false;
         loop {
-            match self.connect(i).create_replicated_topic(topic, partitions, replication_factor, &[]) {
+            match self.connect(i).create_replicated_topic(topic, partitions, replication_factor, configs) {
                 0 => return start.elapsed(),
                 // A proposal that timed out may still have committed: the retry finds the topic.
                 TOPIC_ALREADY_EXISTS if retried => return start.elapsed(),
@@ -247,6 +248,32 @@ impl Cluster {
                 }
                 other => panic!("creating {topic} through node {}: error {other} after {:?}", i + 1, start.elapsed()),
             }
+        }
+    }
+
+    /// Waits up to `deadline` until every node's Metadata lists every node as a broker
+    /// (each has registered and is unfenced, as every node's image shows).
+    pub fn wait_for_every_broker(&self, deadline: Duration) {
+        let everyone: Vec<i32> = (1..=self.nodes.len() as i32).collect();
+        for i in 0..self.nodes.len() {
+            super::wait_until(deadline, &format!("node {} lists every broker", i + 1), || {
+                self.brokers_seen_by(i) == everyone
+            });
+        }
+    }
+
+    /// Creates `topic` through node 1 as [`Cluster::create_replicated_topic`] does, with
+    /// `configs`, and waits until every node has it.
+    pub fn create_topic_everywhere(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) {
+        self.create_replicated_topic(0, topic, partitions, replication_factor, configs, Duration::from_secs(30));
+        for i in 0..self.nodes.len() {
+            self.wait_for_topic(i, topic, Duration::from_secs(10));
         }
     }
 

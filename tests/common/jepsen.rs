@@ -157,12 +157,9 @@ pub fn through_a_broker_fault(cluster: &Cluster, fault: impl Fn(&Cluster, usize)
     // Replicas are placed over the brokers registered when the topic is made (as in Kafka),
     // as the creating node knows them: a node ready before the others have registered would
     // put every partition on the brokers it has heard of, and the fault might leave none.
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere("spread", 6, 1, &[]);
     let everyone: Vec<i32> = (1..=cluster.len() as i32).collect();
-    super::wait_until(Duration::from_secs(30), "node 1 lists every broker", || cluster.brokers_seen_by(0) == everyone);
-    cluster.create_topic(0, "spread", 6, Duration::from_secs(30));
-    for i in 0..cluster.len() {
-        cluster.wait_for_topic(i, "spread", Duration::from_secs(10));
-    }
     let mut leaders: Vec<i32> = cluster.leaders_seen_by(0, "spread").into_iter().map(|(_, leader)| leader).collect();
     leaders.sort();
     leaders.dedup();
