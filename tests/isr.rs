@@ -114,15 +114,15 @@ fn recorded(cluster: &Cluster, topic: &str) -> (i64, i64, Vec<i64>, i64) {
     (p["leader"].as_i64().unwrap(), p["leader_epoch"].as_i64().unwrap(), isr, p["partition_epoch"].as_i64().unwrap())
 }
 
-/// A one-node cluster, a broker of the test's own (node 7) registered with it, and topic `isr`
-/// whose one partition has its one replica on node 7; the topic's id.
-fn cluster_with_a_fake_broker() -> (Cluster, FakeBroker, uuid::Uuid) {
-    let cluster = Cluster::start(1, 1, &[]);
+/// A one-node cluster started with `flags`, a broker of the test's own (node 7) registered with
+/// it, and `topic` whose one partition has its one replica on node 7; the topic's id.
+fn cluster_with_a_fake_broker(flags: &[&str], topic: &'static str) -> (Cluster, FakeBroker, uuid::Uuid) {
+    let cluster = Cluster::start(1, 1, flags);
     let metadata = cluster.connect(0).send(&MetadataRequest::default().with_topics(Some(vec![])), 12);
     let cluster_id = metadata.cluster_id.unwrap().to_string();
     let broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
     let topic = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_static_str("isr")))
+        .with_name(TopicName(StrBytes::from_static_str(topic)))
         .with_num_partitions(-1)
         .with_replication_factor(-1)
         .with_assignments(vec![CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(7)])]);
@@ -134,7 +134,7 @@ fn cluster_with_a_fake_broker() -> (Cluster, FakeBroker, uuid::Uuid) {
 
 #[test]
 fn alter_partition_is_answered_on_the_controller_listener_and_refused_when_stale() {
-    let (cluster, mut broker, topic_id) = cluster_with_a_fake_broker();
+    let (cluster, mut broker, topic_id) = cluster_with_a_fake_broker(&[], "isr");
 
     // The ISR as it is: answered with the partition's state, at either version.
     for version in [2, 3] {
@@ -169,18 +169,8 @@ fn a_reassignment_completes_when_its_new_replica_joins_the_isr() {
     use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
     use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
     // The test's broker heartbeats only once: a session long enough for a slow machine.
-    let cluster = Cluster::start(1, 1, &["--set", "broker.session.timeout.ms=60000"]);
-    let metadata = cluster.connect(0).send(&MetadataRequest::default().with_topics(Some(vec![])), 12);
-    let cluster_id = metadata.cluster_id.unwrap().to_string();
-    let mut broker = FakeBroker::register(cluster.controller_addr(0), &cluster_id, 7);
-    let topic = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_static_str("moving")))
-        .with_num_partitions(-1)
-        .with_replication_factor(-1)
-        .with_assignments(vec![CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(7)])]);
-    let created = cluster.connect(0).send(&CreateTopicsRequest::default().with_topics(vec![topic]), 7);
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
-    let topic_id = created.topics[0].topic_id;
+    let (cluster, mut broker, topic_id) =
+        cluster_with_a_fake_broker(&["--set", "broker.session.timeout.ms=60000"], "moving");
 
     let target = ReassignablePartition::default().with_partition_index(0).with_replicas(Some(vec![BrokerId(1)]));
     let moving = ReassignableTopic::default()
@@ -232,7 +222,7 @@ fn elect(cluster: &Cluster, election_type: i8, partitions: Option<&[i32]>) -> (i
 
 #[test]
 fn elect_leaders_answers_each_partition_with_kafkas_errors() {
-    let (cluster, mut broker, _) = cluster_with_a_fake_broker();
+    let (cluster, mut broker, _) = cluster_with_a_fake_broker(&[], "isr");
     let isr = |partition, error| ("isr".to_string(), partition, error);
     let (preferred, unclean) = (0, 1);
 

@@ -113,24 +113,18 @@ fn three_brokers_each_killed_in_turn_lose_nothing_acknowledged() {
     assert_eq!(check["acked"], check["produced"], "{check:#}");
 }
 
-/// A consumer group reading under load while its coordinator's broker is killed with SIGKILL
-/// and restarted: it goes on from its committed offsets (never reading again below an offset
-/// it had committed) and in the end has read every acknowledged value.
-#[test]
-fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_killed() {
-    let _one_at_a_time = common::serial();
-    let mut cluster = Cluster::start(3, 1, &[]);
-    cluster.create_topic(0, "grouped", 6, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "grouped", Duration::from_secs(10));
-    }
+/// A consumer group reading topic "grouped" of `cluster` under load while its coordinator's
+/// broker is killed with SIGKILL and then `after_kill` (given the coordinator's index) runs: the
+/// group goes on from its committed offsets (never reading again below an offset it had
+/// committed, skipping nothing) and in the end has read every acknowledged value.
+fn a_group_through_its_coordinators_kill(cluster: &mut Cluster, after_kill: impl Fn(&mut Cluster, usize)) {
     let mut workload = Workload::start(&cluster.bootstrap(), "grouped");
     workload.produce("p", 500);
     workload.join_group("readers");
     common::wait_until(Duration::from_secs(60), "the group read 1000 records", || workload.consumed() >= 1000);
     let coordinator = cluster.coordinator(0, "readers");
     cluster.node_mut(coordinator).kill9();
-    cluster.node_mut(coordinator).restart();
+    after_kill(cluster, coordinator);
     let before = workload.consumed();
     common::wait_until(Duration::from_secs(60), "the group read 1000 more", || workload.consumed() >= before + 1000);
     let check = workload
@@ -141,34 +135,32 @@ fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_kil
     assert_eq!(check["groups"][0]["reread_below_commit"], 0, "{check:#}");
 }
 
-/// A consumer group reading a topic of three replicas when its coordinator's broker is killed
-/// with SIGKILL and kept down: `__consumer_offsets` has three replicas too, so the new leader
-/// of the group's offsets partition loads its commits and coordinates; the group goes on from
-/// them (never reading again below a commit, skipping nothing) and reads every acknowledged
-/// value.
+/// The coordinator's broker is restarted after its SIGKILL.
+#[test]
+fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_killed() {
+    let _one_at_a_time = common::serial();
+    let mut cluster = Cluster::start(3, 1, &[]);
+    cluster.create_topic(0, "grouped", 6, Duration::from_secs(30));
+    for i in 0..3 {
+        cluster.wait_for_topic(i, "grouped", Duration::from_secs(10));
+    }
+    a_group_through_its_coordinators_kill(&mut cluster, |cluster, coordinator| cluster.node_mut(coordinator).restart());
+}
+
+/// The topic has three replicas and the coordinator's broker stays down after its SIGKILL:
+/// `__consumer_offsets` has three replicas too, so the new leader of the group's offsets
+/// partition loads its commits and coordinates.
 #[test]
 fn a_consumer_group_resumes_from_its_commits_on_a_new_coordinator_when_the_old_ones_broker_stays_down() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
     cluster.create_topic_everywhere("grouped", 6, 3, &[]);
-    let mut workload = Workload::start(&cluster.bootstrap(), "grouped");
-    workload.produce("p", 500);
-    workload.join_group("readers");
-    common::wait_until(Duration::from_secs(60), "the group read 1000 records", || workload.consumed() >= 1000);
-    let coordinator = cluster.coordinator(0, "readers");
-    cluster.node_mut(coordinator).kill9();
-    let other = (coordinator + 1) % 3;
-    common::wait_until(Duration::from_secs(30), "another broker coordinates", || {
-        cluster.coordinator(other, "readers") != coordinator
+    a_group_through_its_coordinators_kill(&mut cluster, |cluster, coordinator| {
+        let other = (coordinator + 1) % 3;
+        common::wait_until(Duration::from_secs(30), "another broker coordinates", || {
+            cluster.coordinator(other, "readers") != coordinator
+        });
     });
-    let before = workload.consumed();
-    common::wait_until(Duration::from_secs(60), "the group read 1000 more", || workload.consumed() >= before + 1000);
-    let check = workload
-        .finish(|| (0..3).map(|i| format!("node {} stderr:\n{}", i + 1, cluster.node(i).stderr_text())).collect());
-    println!("coordinator: node {}; {}", coordinator + 1, check["groups"]);
-    jepsen::assert_clean(&check, 1000);
-    assert_eq!(check["group_missed"], 0, "{check:#}");
-    assert_eq!(check["groups"][0]["reread_below_commit"], 0, "{check:#}");
 }
 
 /// The workload over three brokers while one of them is paused (SIGSTOP) until fenced, then
