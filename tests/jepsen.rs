@@ -90,10 +90,7 @@ fn clients_dropped_unfinished_are_killed_with_their_helpers() {
 fn three_brokers_each_killed_in_turn_lose_nothing_acknowledged() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &[]);
-    cluster.create_topic(0, "spread", 6, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "spread", Duration::from_secs(10));
-    }
+    cluster.create_topic_everywhere("spread", 6, 1, &[]);
     let mut workload = Workload::start(&cluster.bootstrap(), "spread");
     workload.produce("p", 1000);
     let mut acked = 0;
@@ -140,10 +137,7 @@ fn a_group_through_its_coordinators_kill(cluster: &mut Cluster, after_kill: impl
 fn a_consumer_group_resumes_from_its_commits_when_its_coordinators_broker_is_killed() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &[]);
-    cluster.create_topic(0, "grouped", 6, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "grouped", Duration::from_secs(10));
-    }
+    cluster.create_topic_everywhere("grouped", 6, 1, &[]);
     a_group_through_its_coordinators_kill(&mut cluster, |cluster, coordinator| cluster.node_mut(coordinator).restart());
 }
 

@@ -18,10 +18,7 @@ use common::jepsen;
 fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_healed() {
     let _one_at_a_time = common::serial();
     let cluster = Cluster::start_in_namespaces(3, 1, &[]);
-    cluster.create_topic(0, "before", 2, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "before", Duration::from_secs(10));
-    }
+    cluster.create_topic_everywhere("before", 2, 1, &[]);
     let isolated = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
     let majority: Vec<usize> = (0..3).filter(|&i| i != isolated).collect();
     cluster.network().cut(isolated);

@@ -14,10 +14,7 @@ use common::cluster::{Cluster, FAST_SESSIONS, NOT_CONTROLLER, REQUEST_TIMED_OUT}
 fn the_quorum_survives_its_leader_and_the_leader_catches_up() {
     let _one_at_a_time = common::serial();
     let mut cluster = Cluster::start(3, 1, &[]);
-    cluster.create_topic(0, "first", 2, Duration::from_secs(30));
-    for i in 0..3 {
-        cluster.wait_for_topic(i, "first", Duration::from_secs(10));
-    }
+    cluster.create_topic_everywhere("first", 2, 1, &[]);
     // One cluster: the same id (drawn by its first leader) and __consumer_offsets everywhere.
     common::wait_until(Duration::from_secs(10), "every node has the cluster's id", || {
         let ids: Vec<_> =
