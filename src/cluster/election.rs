@@ -3,9 +3,10 @@
 //! image and which brokers may lead; the controller (`shard::controller`) calls these and
 //! writes the result to the metadata log as `PartitionChange` records.
 //!
-//! - A broker fenced (silent past its session, or shutting down) leaves every ISR it is in,
-//!   unless it is the last member, and leads nothing: its partitions elect the first replica
-//!   (in replica order) that is in the ISR and unfenced, else have no leader, unless unclean
+//! - A broker fenced (silent past its session, shutting down, or registered from a new
+//!   incarnation, which replaces the old one) leaves every ISR it is in, unless it is the
+//!   last member, and leads nothing: its partitions elect the first replica (in replica
+//!   order) that is in the ISR and unfenced, else have no leader, unless unclean
 //!   leader election is enabled for the topic: then the first unfenced replica leads, with the
 //!   ISR cut to it alone (what it lacks of acknowledged records is lost, by the operator's
 //!   choice).
@@ -25,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{MetadataImage, NO_LEADER, PartitionMetadata};
+use super::{BrokerRegistration, MetadataImage, NO_LEADER, PartitionMetadata};
 
 /// A topic's own configs.
 pub type TopicConfigs = BTreeMap<String, String>;
@@ -100,6 +101,17 @@ pub fn set_fenced(image: &mut MetadataImage, node_id: i32, fenced: bool, unclean
             change(p, target_isr, election, &eligible);
         }
     }
+}
+
+/// A broker's registration from a new incarnation (a restart, however fast): the old
+/// incarnation is gone, so it is fenced as any broker that stops (out of every ISR but as the
+/// last member, its leaderships moved; Kafka's `handleBrokerShutdown` on re-registration,
+/// without eligible leader replicas), and `broker`, fenced until its first heartbeat, takes
+/// its place.
+pub fn register(image: &mut MetadataImage, broker: BrokerRegistration, unclean: &dyn Fn(&TopicConfigs) -> bool) {
+    assert!(broker.fenced, "a broker registers fenced");
+    set_fenced(image, broker.node_id, true, unclean);
+    image.brokers.insert(broker.node_id, broker);
 }
 
 /// What an election asked for by name (ElectLeaders, or the controller's own rebalancing) did.
@@ -232,7 +244,7 @@ pub fn alter_isr(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{BrokerRegistration, TopicMetadata};
+    use crate::cluster::TopicMetadata;
 
     fn partition(replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionMetadata {
         PartitionMetadata { leader, isr: isr.to_vec(), ..PartitionMetadata::new(0, 0, replicas.to_vec()) }
@@ -314,6 +326,31 @@ mod tests {
         assert_eq!(state(&image), (NO_LEADER, vec![1], 1, 2));
         set_fenced(&mut image, 1, false, CLEAN);
         assert_eq!(state(&image), (1, vec![1], 2, 3));
+    }
+
+    #[test]
+    fn a_new_incarnation_fences_the_old_one_and_its_leaderships_move() {
+        let mut image = cluster(3, partition(&[1, 2, 3], 1, &[1, 2, 3]));
+        let mut follower = partition(&[2, 1, 3], 2, &[2, 1]);
+        follower.partition = 1;
+        let mut sole = partition(&[1, 3], 1, &[1]);
+        sole.partition = 2;
+        image.topics.get_mut("t").unwrap().partitions.extend([follower, sole]);
+        let restarted = BrokerRegistration { epoch: 2, fenced: true, ..BrokerRegistration::unfenced_for_test(1) };
+        register(&mut image, restarted.clone(), CLEAN);
+        assert_eq!(image.brokers[&1], restarted);
+        let t = &image.topics["t"].partitions;
+        assert_eq!(state(&image), (2, vec![2, 3], 1, 1), "led: leadership moves, the old one leaves the ISR");
+        assert_eq!((t[1].leader, t[1].isr.as_slice(), t[1].leader_epoch), (2, &[2][..], 0), "followed: out of the ISR");
+        assert_eq!(
+            (t[2].leader, t[2].isr.as_slice()),
+            (NO_LEADER, &[1][..]),
+            "the last ISR member stays, leading nothing"
+        );
+        // Its first heartbeat unfences it: it leads again only where it is the last ISR member.
+        set_fenced(&mut image, 1, false, CLEAN);
+        let t = &image.topics["t"].partitions;
+        assert_eq!((t[0].leader, t[1].leader, t[2].leader), (2, 2, 1));
     }
 
     #[test]

@@ -358,7 +358,8 @@ pub async fn allocate_producer_ids(shard: &Rc<Shard>, count: i64) -> Result<i64,
 }
 
 /// BrokerRegistration on the active controller: records the broker, fenced until its first
-/// heartbeat, with a new epoch (the same one again for a retry of the same incarnation).
+/// heartbeat, with a new epoch (the same one again for a retry of the same incarnation); a
+/// previous incarnation is fenced first, its leaderships and ISR memberships moved.
 pub async fn register_broker(shard: &Rc<Shard>, request: BrokerRegistrationRequest) -> BrokerRegistrationResponse {
     let refused = |error: ResponseError| BrokerRegistrationResponse::default().with_error_code(error.code());
     if !leads(shard) {
@@ -393,7 +394,7 @@ pub async fn register_broker(shard: &Rc<Shard>, request: BrokerRegistrationReque
         rack: request.rack.map(|r| r.to_string()),
         fenced: true,
     };
-    image.brokers.insert(node_id, broker);
+    election::register(&mut image, broker, &unclean_election(shard));
     if let Err((error, message)) = propose(shard, records::changes(&shard.metadata(), &image)).await {
         tracing::info!(node_id, %message, "a broker registration failed");
         return refused(error);
@@ -651,8 +652,14 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>) {
 /// Fences or unfences a broker in `image`, electing leaders by each topic's
 /// `unclean.leader.election.enable`.
 fn set_fenced(shard: &Shard, image: &mut MetadataImage, node_id: i32, fenced: bool) {
+    election::set_fenced(image, node_id, fenced, &unclean_election(shard));
+}
+
+/// Whether a topic with these configs allows unclean leader election, by the broker's configs
+/// in force.
+fn unclean_election(shard: &Shard) -> impl Fn(&election::TopicConfigs) -> bool {
     let config = shard.effective_config();
-    election::set_fenced(image, node_id, fenced, &|configs| config.unclean_leader_election(configs));
+    move |configs| config.unclean_leader_election(configs)
 }
 
 fn leads(shard: &Shard) -> bool {
