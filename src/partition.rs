@@ -859,9 +859,50 @@ impl Partition {
     /// compaction pass in flight is waited for (it may be rewriting what is cut), and none
     /// starts meanwhile; so is the writer task (the last append, a leader-epoch checkpoint).
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
-        let _no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
-        // The writer may still be finishing the last append (its answer went out first), and
-        // `flush.ms` may have an fsync in flight: both end soon, and no client appends here.
+        let _no_compaction = self.quiesce().await?;
+        let state = &mut *self.0.state.borrow_mut();
+        let log_end_offset = state.log.truncate_to(offset)?;
+        let expiry = state.producers.expiry();
+        state.producers = ProducerStates::load(&state.dir, &state.log, expiry, crate::runtime::now_ms())?;
+        state.high_watermark = state.high_watermark.min(log_end_offset);
+        Ok(log_end_offset)
+    }
+
+    /// Empties the log and starts it again at `offset`, past its end (`Log::begin_restart_at`,
+    /// Kafka's `truncateFullyAndStartAt`: a follower whose log ends below its leader's log
+    /// start), with what depends on it: no idempotent producer, the high watermark at `offset`.
+    /// The files are done on a helper thread; meanwhile the partition counts as writing (no
+    /// append nor leader-epoch checkpoint starts) and no compaction pass runs. Only for a log
+    /// that takes no appends of its own, as [`Partition::truncate_to`].
+    pub async fn restart_at(&self, offset: i64) -> Result<(), PartitionError> {
+        let _no_compaction = self.quiesce().await?;
+        let mut restart = {
+            let mut state = self.0.state.borrow_mut();
+            state.writing = true;
+            state.log.begin_restart_at(offset)
+        };
+        let outcome = restart.run().await;
+        let finished = {
+            let state = &mut *self.0.state.borrow_mut();
+            let finished = state.log.finish_restart_at(restart, outcome, crate::runtime::now_ms());
+            if finished.is_ok() {
+                state.producers.clear();
+                state.high_watermark = offset;
+            }
+            finished
+        };
+        // The writer ends the turn: it takes in what waited meanwhile (appends, a new leader
+        // epoch's checkpoint), then stops.
+        self.start_writer();
+        Ok(finished?)
+    }
+
+    /// Waits until nothing writes to the log, for a truncation or restart: the compaction turn
+    /// taken (kept by the caller, so that no pass starts), the writer done with the last
+    /// append (its answer went out first) and any `flush.ms` fsync in flight done; both end
+    /// soon, and no client appends to a follower.
+    async fn quiesce(&self) -> Result<crate::runtime::Permit<'_>, PartitionError> {
+        let no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
         loop {
             let busy = {
                 let mut state = self.0.state.borrow_mut();
@@ -878,16 +919,12 @@ impl Partition {
                 None => break,
             }
         }
-        let state = &mut *self.0.state.borrow_mut();
+        let state = self.0.state.borrow();
         assert!(
             state.durability_waiters.is_empty() && state.replication_waiters.is_empty(),
-            "a log is truncated only while no append is under way"
+            "a log is cut only while no append is under way"
         );
-        let log_end_offset = state.log.truncate_to(offset)?;
-        let expiry = state.producers.expiry();
-        state.producers = ProducerStates::load(&state.dir, &state.log, expiry, crate::runtime::now_ms())?;
-        state.high_watermark = state.high_watermark.min(log_end_offset);
-        Ok(log_end_offset)
+        Ok(no_compaction)
     }
 
     /// Checks a request's `current_leader_epoch` against the partition's, as Kafka's

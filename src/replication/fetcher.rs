@@ -20,9 +20,12 @@
 //! following it. Nothing here crosses cores: the fetcher's state lives on the partition's
 //! shard, and a response's partitions are taken in one at a time there.
 //!
-//! Not done yet: a follower whose fetch offset is below the leader's log start (retention or
-//! DeleteRecords ran while it was away) logs it and retries; Kafka would empty its log and
-//! start again at the leader's log start.
+//! A follower whose log ends below the leader's log start (retention or DeleteRecords ran
+//! there while it was away) gets OFFSET_OUT_OF_RANGE: as Kafka's fetcher, it asks the leader's
+//! log start (ListOffsets EARLIEST as this replica), empties its log and starts it again there
+//! (`Partition::restart_at`, Kafka's `truncateFullyAndStartAt`), and fetches on from there
+//! ([`restart_below_log_start`]). Not done: a follower whose log ends past the leader's (which
+//! Kafka cuts to the leader's end after an unclean election) pauses and retries.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +36,10 @@ use std::time::{Duration, Instant};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::client::wire::{self, RequestWriter, ResponseReader};
@@ -55,6 +61,8 @@ const RESPONSE_MAX_BYTES: i32 = 10 << 20;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Fetch v13+ names topics by id.
 const TOPIC_ID_VERSION: i16 = 13;
+/// ListOffsets' timestamp asking for the log start offset.
+const EARLIEST_TIMESTAMP: i64 = -2;
 
 /// The fetchers of one shard, by leader broker.
 #[derive(Default)]
@@ -185,7 +193,10 @@ async fn fetch_once(
     if let Some(error) = ResponseError::try_from_code(response.error_code) {
         anyhow::bail!("the leader refused the fetch: {error:?}");
     }
-    take_in(shard, fetcher, version, &fetched, response).await;
+    let out_of_range = take_in(shard, fetcher, version, &fetched, response).await;
+    if !out_of_range.is_empty() {
+        restart_below_log_start(shard, fetcher, writer, reader, &out_of_range).await?;
+    }
     Ok(true)
 }
 
@@ -242,15 +253,17 @@ fn fetch_request(node_id: i32, version: i16, fetched: &[(TopicPartition, Followe
 
 /// Takes each partition's answer in, one after the other, unless the partition is no longer
 /// followed in the epoch it was fetched in. Counted in flight, so that shutdown waits for it
-/// before it closes the partitions.
+/// before it closes the partitions. Returns the partitions the leader answered
+/// OFFSET_OUT_OF_RANGE.
 async fn take_in(
     shard: &Rc<Shard>,
     fetcher: &Fetcher,
     version: i16,
     fetched: &[(TopicPartition, Followed)],
     response: FetchResponse,
-) {
+) -> Vec<(TopicPartition, Followed)> {
     let _in_flight = InFlight::new(shard);
+    let mut out_of_range = Vec::new();
     let by_id: HashMap<uuid::Uuid, &str> = fetched.iter().map(|(tp, f)| (f.topic_id, tp.topic.as_str())).collect();
     for topic in response.responses {
         let name = match version >= TOPIC_ID_VERSION {
@@ -264,14 +277,88 @@ async fn take_in(
             if shard.stopping.get() || !still_followed(fetcher, &tp, asked) {
                 continue;
             }
+            if data.error_code == ResponseError::OffsetOutOfRange.code() {
+                out_of_range.push((tp, asked.clone()));
+                continue;
+            }
             if let Err(e) = take_in_partition(&asked.partition, data).await {
-                tracing::info!(topic = %tp.topic, partition = tp.partition, leader = fetcher.leader, error = %e, "replica fetch refused; retrying");
-                if let Some(followed) = fetcher.partitions.borrow_mut().get_mut(&tp) {
-                    followed.paused_until = Some(Instant::now() + RETRY_BACKOFF);
-                }
+                pause(fetcher, &tp, &e);
             }
         }
     }
+    out_of_range
+}
+
+/// Not fetched for [`RETRY_BACKOFF`]: the leader refused it, and the image should move on.
+fn pause(fetcher: &Fetcher, tp: &TopicPartition, error: &anyhow::Error) {
+    tracing::info!(topic = %tp.topic, partition = tp.partition, leader = fetcher.leader, error = %error, "replica fetch refused; retrying");
+    if let Some(followed) = fetcher.partitions.borrow_mut().get_mut(tp) {
+        followed.paused_until = Some(Instant::now() + RETRY_BACKOFF);
+    }
+}
+
+/// The partitions whose fetch offset the leader found out of range: as Kafka's
+/// `AbstractFetcherThread.fetchOffsetAndTruncate`, asks the leader's log start (ListOffsets
+/// EARLIEST, as this replica, in the followed epoch); a log ending below it is emptied and
+/// started again there, and the next fetch goes on from there. Any other answer pauses the
+/// partition. Counted in flight, as [`take_in`].
+async fn restart_below_log_start(
+    shard: &Rc<Shard>,
+    fetcher: &Fetcher,
+    writer: &mut RequestWriter,
+    reader: &mut ResponseReader,
+    out_of_range: &[(TopicPartition, Followed)],
+) -> anyhow::Result<()> {
+    let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+    for (tp, followed) in out_of_range {
+        let partition = ListOffsetsPartition::default()
+            .with_partition_index(tp.partition)
+            .with_current_leader_epoch(followed.leader_epoch)
+            .with_timestamp(EARLIEST_TIMESTAMP);
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == tp.topic => last.partitions.push(partition),
+            _ => topics.push(
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(shard.config.node_id)).with_topics(topics);
+    let sent = writer.write(&request).await?;
+    let response: ListOffsetsResponse = reader.read::<ListOffsetsRequest>(sent).await?;
+    let _in_flight = InFlight::new(shard);
+    for topic in response.topics {
+        for answer in topic.partitions {
+            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: answer.partition_index };
+            let Some((_, asked)) = out_of_range.iter().find(|(t, _)| *t == tp) else { continue };
+            if shard.stopping.get() || !still_followed(fetcher, &tp, asked) {
+                continue;
+            }
+            let log_end_offset = asked.partition.log_end_offset();
+            let outcome = match ResponseError::try_from_code(answer.error_code) {
+                Some(error) => Err(anyhow::anyhow!("the leader's log start: {error:?}")),
+                None if answer.offset > log_end_offset => {
+                    asked.partition.restart_at(answer.offset).await.map_err(anyhow::Error::from)
+                }
+                None => Err(anyhow::anyhow!(
+                    "OffsetOutOfRange at {log_end_offset}, at or above the leader's log start {}",
+                    answer.offset
+                )),
+            };
+            match outcome {
+                Ok(()) => tracing::info!(
+                    topic = %tp.topic,
+                    partition = tp.partition,
+                    log_end_offset,
+                    leader_log_start_offset = answer.offset,
+                    "the log ended below the leader's log start; started it again there"
+                ),
+                Err(e) => pause(fetcher, &tp, &e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `tp` is still followed as it was when fetched: same partition, same leader epoch,

@@ -12,7 +12,9 @@
 //! whole from the head of the log by retention (`retention.ms` / `retention.bytes` under
 //! `cleanup.policy=delete`) or once DeleteRecords moved the log start offset past it. The
 //! active segment is never deleted. Deletion renames the files to `.deleted` and leaves the
-//! unlinking to [`super::deleter`]. A follower may cut the tail ([`Log::truncate_to`]).
+//! unlinking to [`super::deleter`]. A follower may cut the tail ([`Log::truncate_to`]), or
+//! empty the log and start it again past its end ([`RestartAt`]); a log whose start is past
+//! the end of its segments opens empty at its start.
 //!
 //! Each leader epoch's first offset is kept in the leader-epoch cache ([`LeaderEpochCache`]),
 //! cut with the log at either end.
@@ -71,6 +73,33 @@ impl Roll {
         self.sync.take().expect("a roll runs once").await?;
         let seal = self.seal.take().expect("a roll runs once");
         self.next_log = Some(crate::runtime::file::run_blocking(seal).await?);
+        Ok(())
+    }
+}
+
+/// Emptying the log to start it again at an offset past its end (Kafka's
+/// `truncateFullyAndStartAt`: a follower whose log ends below its leader's log start): the
+/// files are done on a helper thread ([`RestartAt::run`]), then [`Log::finish_restart_at`]
+/// swaps the segments on the shard, making no open call.
+///
+/// Crash-safe, as Kafka's log loading: the `log-start-offset` file is written first, and a log
+/// whose start file is past the end of its segments opens restarted there (see [`Log::open`]);
+/// then the leader-epoch checkpoint is emptied, the producer snapshots removed, the recovery
+/// point moved to the new start, and the new segment's files created. The old segments' files are
+/// renamed away last, on the shard (a log opened with segments wholly below its start drops
+/// them).
+pub struct RestartAt {
+    offset: i64,
+    work: Option<Box<dyn FnOnce() -> Result<Opened, StorageError> + Send>>,
+    /// The new segment's `.log`, opened by the helper thread that created it.
+    log: Option<Opened>,
+}
+
+impl RestartAt {
+    /// Writes the new start and creates the new segment's files, on a helper thread.
+    pub async fn run(&mut self) -> Result<(), StorageError> {
+        let work = self.work.take().expect("a restart runs once");
+        self.log = Some(crate::runtime::file::run_blocking(work).await?);
         Ok(())
     }
 }
@@ -313,8 +342,24 @@ impl Log {
             }
             segments.push(segment);
         }
+        let log_start_offset = read_offset_file(&**fs, dir, LOG_START_OFFSET_FILE);
+        if segments.last().is_some_and(|last| last.next_offset < log_start_offset) {
+            // A restart past the end (`Log::begin_restart_at`) that a crash interrupted, or
+            // files lost: as Kafka's log loading, the log starts again empty at its start.
+            tracing::warn!(dir = %dir.display(), log_start_offset, "every segment ends below the log start; starting the log there");
+            for segment in segments.drain(..) {
+                segment.delete()?;
+            }
+            LeaderEpochCache::empty(dir).write(&**fs)?;
+            super::producer_state::remove_snapshots(&**fs, dir)?;
+        }
         if segments.is_empty() {
-            segments.push(Segment::create(fs, dir, 0, now)?);
+            segments.push(Segment::create(fs, dir, log_start_offset, now)?);
+        }
+        // Segments wholly below the log start (a crash before their deletion) go.
+        let below = segments[1..].partition_point(|s| s.base_offset <= log_start_offset);
+        for segment in segments.drain(..below) {
+            segment.delete()?;
         }
         let mut log = Log {
             fs: fs.clone(),
@@ -337,8 +382,7 @@ impl Log {
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
         let first_base = log.segments[0].base_offset;
-        log.log_start_offset =
-            read_offset_file(&**fs, dir, LOG_START_OFFSET_FILE).max(first_base).min(log.log_end_offset());
+        log.log_start_offset = log_start_offset.max(first_base).min(log.log_end_offset());
         log.epochs = log.recover_epochs(clean_shutdown)?;
         Ok(log)
     }
@@ -984,6 +1028,60 @@ impl Log {
             self.epochs_written = self.epochs_assigned;
         }
         Ok(log_end_offset)
+    }
+
+    /// Starts emptying the log to start it again at `offset`, past its end: see [`RestartAt`].
+    /// Nothing changes in memory until [`Log::finish_restart_at`]; no append nor compaction
+    /// pass may be under way meanwhile.
+    pub fn begin_restart_at(&self, offset: i64) -> RestartAt {
+        assert!(offset > self.log_end_offset(), "a log restarts only past its end");
+        let (fs, dir) = (self.claimed_fs(), self.dir.clone());
+        let epochs = LeaderEpochCache::empty(&self.dir);
+        let work = move || -> Result<Opened, StorageError> {
+            write_offset_file(&*fs, &dir, LOG_START_OFFSET_FILE, offset)?;
+            epochs.write(&*fs)?;
+            super::producer_state::remove_snapshots(&*fs, &dir)?;
+            write_offset_file(&*fs, &dir, RECOVERY_POINT_FILE, offset)?;
+            Segment::create_files(&*fs, &dir, offset)
+        };
+        RestartAt { offset, work: Some(Box::new(work)), log: None }
+    }
+
+    /// Takes the restart in once [`RestartAt::run`] succeeded: one empty segment at the new
+    /// start, which is the log start, log end and recovery point; the leader-epoch cache empty;
+    /// the old segments' files renamed away. A failed restart changes nothing in memory (a
+    /// reopen finishes it if its start file was written).
+    pub fn finish_restart_at(
+        &mut self,
+        restart: RestartAt,
+        outcome: Result<(), StorageError>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        outcome?;
+        assert!(!self.write_in_flight && self.compacting.is_none(), "a log restarts at rest");
+        let offset = restart.offset;
+        let log = restart.log.expect("a restart that succeeded created its segment").into_handle();
+        let new = Segment::with_log(&self.fs, &self.dir, offset, log, now_ms);
+        let old = std::mem::replace(&mut self.segments, vec![new]);
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.messages_since_flush = 0;
+        self.compacted_segments = 0;
+        self.tombstones_due_ms = None;
+        self.epochs = LeaderEpochCache::empty(&self.dir);
+        self.epochs_written = self.epochs_assigned;
+        // Not synced: a reopen drops segments left wholly below the log start.
+        for segment in old {
+            segment.delete()?;
+        }
+        Ok(())
+    }
+
+    /// Both halves of a restart on a log owned by the caller.
+    pub async fn restart_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let mut restart = self.begin_restart_at(offset);
+        let outcome = restart.run().await;
+        self.finish_restart_at(restart, outcome, crate::runtime::now_ms())
     }
 
     /// Under `cleanup.policy=delete`, deletes closed segments from the head while the oldest
@@ -1785,7 +1883,7 @@ pub(crate) mod tests {
     }
 
     /// The `.log` files in `dir`, by base offset, once the deleter has unlinked the rest.
-    fn segment_files(dir: &Path) -> Vec<i64> {
+    pub(super) fn segment_files(dir: &Path) -> Vec<i64> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let names: Vec<String> = std::fs::read_dir(dir)
@@ -2086,12 +2184,12 @@ mod epoch_tests {
     use crate::storage::fs::os;
     use crate::storage::leader_epoch::CHECKPOINT_FILE;
 
-    fn checkpoint(dir: &Path) -> String {
+    pub(super) fn checkpoint(dir: &Path) -> String {
         std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap()
     }
 
     /// Appends one batch of two records per epoch given, returning the log.
-    async fn log_with_epochs(dir: &Path, config: LogConfig, epochs: &[i32]) -> Log {
+    pub(super) async fn log_with_epochs(dir: &Path, config: LogConfig, epochs: &[i32]) -> Log {
         let mut log = Log::open(&os(), dir, config, false).unwrap();
         for &epoch in epochs {
             log.append(batch(2, 0), epoch, 0).await.unwrap();
@@ -2209,7 +2307,8 @@ mod epoch_tests {
 
 #[cfg(test)]
 mod truncation_tests {
-    use super::tests::config;
+    use super::epoch_tests::{checkpoint, log_with_epochs};
+    use super::tests::{config, segment_files};
     use super::*;
     use crate::storage::batch::tests::batch;
     use crate::storage::fs::os;
@@ -2284,6 +2383,68 @@ mod truncation_tests {
             assert!(matches!(log.truncate_to(3), Err(StorageError::OffsetOutOfRange { .. })));
             assert_eq!(log.truncate_to(4).unwrap(), 4);
             assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 4));
+        })
+    }
+
+    fn snapshot_files(dir: &Path) -> Vec<String> {
+        let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.ends_with(".snapshot")).collect()
+    }
+
+    #[test]
+    fn a_restart_past_the_end_empties_the_log_and_survives_a_reopen() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { segment_bytes: 2 * batch(2, 0).len() as u64, ..config() };
+            let mut log = log_with_epochs(dir.path(), config.clone(), &[0, 0, 1, 1, 1]).await;
+            assert_eq!(log.segments.len(), 3);
+            std::fs::write(dir.path().join(format!("{:020}.snapshot", 4)), b"producers").unwrap();
+            log.restart_at(20).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset(), log.recovery_point()), (20, 20, 20));
+            assert_eq!(segment_files(dir.path()), vec![20]);
+            assert_eq!(log.latest_epoch(), None);
+            assert_eq!(checkpoint(dir.path()), "0\n0\n");
+            assert!(snapshot_files(dir.path()).is_empty());
+            assert!(matches!(log.read(10, 100, i64::MAX, Wait::Yes), Err(StorageError::OffsetOutOfRange { .. })));
+            // Appends go on from the new start, in the leader's epoch.
+            assert_eq!(log.append(batch(2, 0), 3, 0).await.unwrap().base_offset, 20);
+            assert_eq!(batches(&log), vec![(20, 3)]);
+            log.close().unwrap();
+            drop(log);
+            for clean in [true, false] {
+                let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
+                assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 22), "clean: {clean}");
+                assert_eq!(batches(&log), vec![(20, 3)]);
+                assert_eq!(log.end_offset_for_epoch(3), (3, 22));
+                assert_eq!(log.end_offset_for_epoch(1), (1, 20), "no epoch before the new start");
+            }
+        })
+    }
+
+    #[test]
+    fn a_restart_cut_short_by_a_crash_is_finished_at_open() {
+        crate::runtime::file::block_on(async {
+            let config = LogConfig { segment_bytes: 2 * batch(2, 0).len() as u64, ..config() };
+            // A crash once the log start's file was written, and once the new segment existed
+            // too, before the old segments were renamed away.
+            for with_new_segment in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut log = log_with_epochs(dir.path(), config.clone(), &[0, 0, 1, 1, 1]).await;
+                log.close().unwrap();
+                drop(log);
+                std::fs::write(dir.path().join(format!("{:020}.snapshot", 4)), b"producers").unwrap();
+                write_offset_file(&*os(), dir.path(), LOG_START_OFFSET_FILE, 20).unwrap();
+                if with_new_segment {
+                    LeaderEpochCache::empty(dir.path()).write(&*os()).unwrap();
+                    crate::storage::producer_state::remove_snapshots(&*os(), dir.path()).unwrap();
+                    Segment::create_files(&*os(), dir.path(), 20).unwrap();
+                }
+                let log = Log::open(&os(), dir.path(), config.clone(), false).unwrap();
+                assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20), "{with_new_segment}");
+                assert_eq!(segment_files(dir.path()), vec![20]);
+                assert_eq!(log.latest_epoch(), None);
+                assert!(snapshot_files(dir.path()).is_empty());
+            }
         })
     }
 }

@@ -172,6 +172,12 @@ impl ProducerStates {
         Ok(states)
     }
 
+    /// Forgets every producer: the log was emptied and started again (`Log::begin_restart_at`,
+    /// which removed the snapshots too).
+    pub fn clear(&mut self) {
+        self.producers.clear();
+    }
+
     /// When producers are forgotten, as given to [`ProducerStates::load`].
     pub fn expiry(&self) -> ProducerExpiry {
         self.expiry
@@ -348,6 +354,15 @@ fn snapshot_offsets(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<i64>, Storage
         }
     }
     Ok(offsets)
+}
+
+/// Removes every snapshot: the log was emptied to start again past its end
+/// (`Log::begin_restart_at`), and they describe batches that are gone.
+pub fn remove_snapshots(fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
+    for offset in snapshot_offsets(fs, dir)? {
+        remove_snapshot(fs, dir, offset)?;
+    }
+    Ok(())
 }
 
 fn remove_snapshot(fs: &dyn FileSystem, dir: &Path, offset: i64) -> Result<(), StorageError> {

@@ -746,9 +746,14 @@ impl Raw {
 
     /// Every record of a partition, from offset 0 to the high watermark, CRC-checked.
     pub fn fetch_all(&mut self, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
+        self.fetch_from(topic, partition, 0)
+    }
+
+    /// Every record of `topic`-`partition` from `start` up to the high watermark.
+    pub fn fetch_from(&mut self, topic: &str, partition: i32, start: i64) -> Vec<(i64, Vec<u8>)> {
         let mut records: Vec<(i64, Vec<u8>)> = Vec::new();
         loop {
-            let offset = records.last().map_or(0, |r| r.0 + 1);
+            let offset = records.last().map_or(start, |r| r.0 + 1);
             let (error, high_watermark, bytes) = self.fetch(topic, partition, offset, 0);
             assert_eq!(error, 0, "fetch {topic}-{partition} at {offset}");
             if offset >= high_watermark {
