@@ -10,8 +10,14 @@
 //!   `transport::BROKER_CALLS_PREAMBLE`, then Kafka frames). A controller that no longer
 //!   leads answers NOT_CONTROLLER, and the next try goes to the leader this node has heard
 //!   of since. A heartbeat that names a stale epoch, or an unknown broker, registers again.
-//!   Controlled shutdown (SIGTERM) heartbeats `want_shut_down` until the controller answers
-//!   that the broker is fenced and may stop, within a deadline.
+//!   Every heartbeat reports the metadata offset this node has installed. Controlled
+//!   shutdown (SIGTERM) heartbeats `want_shut_down` until the controller answers that the
+//!   broker may stop, within a deadline.
+//! - **Controlled shutdown**, Kafka's rule: the controller fences the broker, which moves its
+//!   leaderships and ISR memberships away, and answers `should_shut_down` only once every
+//!   other active broker (unfenced, not shutting down) reports a metadata offset at or past
+//!   that change ([`Sessions::may_shut_down`]): the new leaders know they lead before the old
+//!   one goes, so clients meet no gap beyond the metadata propagation.
 //! - **Controller side**: `shard::controller` answers both requests, changing the image through
 //!   the metadata log (`records::MetadataRecord::Broker`), and AlterPartition (56), a partition
 //!   leader's change of its ISR (`cluster::election::alter_isr`), sent the same way. When each broker was last heard of
@@ -23,7 +29,7 @@
 //! against an older registration of that broker never applies (`records::apply`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -60,6 +66,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 const CLIENT_ID: &str = "sluice-broker";
+/// Logged when the controller lets this broker stop (tests look for it).
+const SHUT_DOWN_LOG: &str = "controlled shutdown done: leaderships moved, every broker knows";
 
 /// A request from a broker to the active controller.
 pub enum BrokerCall {
@@ -149,8 +157,11 @@ pub struct Sessions {
     last_heard: HashMap<i32, Instant>,
     /// Since when this node has led the quorum, if it does.
     leading_since: Option<Instant>,
-    /// Brokers that asked to shut down: fenced, and kept so until they register again.
-    shutting_down: HashSet<i32>,
+    /// Brokers that asked to shut down: fenced, and kept so until they register again; with
+    /// the metadata offset by which their leaderships had moved away, once they have.
+    shutting_down: HashMap<i32, Option<i64>>,
+    /// The metadata offset each broker last reported installed (its heartbeats).
+    metadata_offsets: HashMap<i32, i64>,
 }
 
 impl Sessions {
@@ -167,17 +178,45 @@ impl Sessions {
         self.last_heard.insert(node_id, now);
     }
 
+    /// A new incarnation of `node_id`: nothing it or the old one reported holds any more.
     pub fn registered(&mut self, node_id: i32, now: Instant) {
         self.shutting_down.remove(&node_id);
+        self.metadata_offsets.remove(&node_id);
         self.heard(node_id, now);
     }
 
+    /// `node_id` has installed the metadata log up to `offset` (its heartbeat says so).
+    pub fn reported(&mut self, node_id: i32, offset: i64) {
+        self.metadata_offsets.insert(node_id, offset);
+    }
+
     pub fn shut_down(&mut self, node_id: i32) {
-        self.shutting_down.insert(node_id);
+        self.shutting_down.entry(node_id).or_insert(None);
+    }
+
+    /// The leaderships of `node_id`, shutting down, have moved away in the metadata log by
+    /// `offset` (the first offset given counts).
+    pub fn moved_away(&mut self, node_id: i32, offset: i64) {
+        if let Some(moved) = self.shutting_down.get_mut(&node_id) {
+            moved.get_or_insert(offset);
+        }
     }
 
     pub fn is_shutting_down(&self, node_id: i32) -> bool {
-        self.shutting_down.contains(&node_id)
+        self.shutting_down.contains_key(&node_id)
+    }
+
+    /// Whether `node_id`, shutting down, may stop now (Kafka's `should_shut_down`): its
+    /// leaderships have moved away, and every other active broker of `image` (unfenced, not
+    /// shutting down) has reported installing that change, so that it knows who leads now.
+    pub fn may_shut_down(&self, node_id: i32, image: &MetadataImage) -> bool {
+        let Some(&Some(moved)) = self.shutting_down.get(&node_id) else {
+            return false;
+        };
+        image
+            .unfenced_brokers()
+            .filter(|b| b.node_id != node_id && !self.is_shutting_down(b.node_id))
+            .all(|b| self.metadata_offsets.get(&b.node_id).is_some_and(|&offset| offset >= moved))
     }
 
     /// Whether `node_id` was heard of within `timeout` (counting from the start of this
@@ -334,6 +373,7 @@ impl Lifecycle {
         let request = BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(self.identity.node_id))
             .with_broker_epoch(epoch)
+            .with_current_metadata_offset(i64::try_from(self.quorum.applied()).unwrap_or(i64::MAX))
             .with_want_fence(false)
             .with_want_shut_down(want_shut_down);
         match self.call(BrokerCall::Heartbeat(request)).await? {
@@ -352,8 +392,9 @@ impl Lifecycle {
         }
     }
 
-    /// Controlled shutdown: stops heartbeating and asks the controller to fence this broker,
-    /// until it says so or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
+    /// Controlled shutdown: asks the controller, in every heartbeat, to move this broker's
+    /// leaderships away and let it stop, until it says so (once the other brokers have caught
+    /// up with the move) or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
     pub async fn shut_down(&self) {
         self.stopping.set(true);
         let deadline = Instant::now() + SHUTDOWN_DEADLINE;
@@ -362,7 +403,7 @@ impl Lifecycle {
         {
             match self.heartbeat(epoch, true).await {
                 Ok(response) if response.error_code == 0 && response.should_shut_down => {
-                    tracing::info!("the controller fenced this broker for its shutdown");
+                    tracing::info!("{SHUT_DOWN_LOG}");
                     return;
                 }
                 Ok(response)
@@ -475,6 +516,30 @@ mod tests {
         sessions.leading(false, start + Duration::from_secs(17));
         sessions.leading(true, start + Duration::from_secs(18));
         assert!(sessions.expired(&image, start + Duration::from_secs(20), timeout).is_empty());
+    }
+
+    #[test]
+    fn a_broker_shutting_down_may_stop_once_every_active_broker_has_its_move() {
+        let mut image = image(&[1, 2, 3, 4]);
+        image.brokers.get_mut(&4).unwrap().fenced = true;
+        let mut sessions = Sessions::default();
+        assert!(!sessions.may_shut_down(1, &image), "it never asked");
+        sessions.shut_down(1);
+        sessions.reported(2, 50);
+        sessions.reported(3, 50);
+        assert!(!sessions.may_shut_down(1, &image), "its leaderships have not moved yet");
+        sessions.moved_away(1, 40);
+        sessions.moved_away(1, 60);
+        assert!(sessions.may_shut_down(1, &image), "the first move counts: 2 and 3 are past it");
+        sessions.reported(3, 39);
+        assert!(!sessions.may_shut_down(1, &image), "3 has not installed the move");
+        // A broker shutting down, or fenced (4, silent), holds nobody up.
+        sessions.shut_down(3);
+        assert!(sessions.may_shut_down(1, &image));
+        assert!(!sessions.may_shut_down(3, &image), "3's own move is not known yet");
+        // A new incarnation of 2 reported nothing yet.
+        sessions.registered(2, Instant::now());
+        assert!(!sessions.may_shut_down(1, &image));
     }
 
     #[test]

@@ -404,8 +404,9 @@ pub async fn register_broker(shard: &Rc<Shard>, request: BrokerRegistrationReque
     BrokerRegistrationResponse::default().with_broker_epoch(epoch)
 }
 
-/// BrokerHeartbeat on the active controller: the broker lives; it is unfenced unless it asks
-/// to be fenced or to shut down (then it is fenced, and told it may stop).
+/// BrokerHeartbeat on the active controller: the broker lives, at the metadata offset it
+/// reports; it is unfenced unless it asks to be fenced or to shut down (then it is fenced,
+/// and told it may stop once the other brokers have installed that: `Sessions::may_shut_down`).
 pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
     let refused =
         |error: ResponseError| BrokerHeartbeatResponse::default().with_error_code(error.code()).with_is_fenced(true);
@@ -423,6 +424,7 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
     let fenced = {
         let mut sessions = shard.broker_sessions.borrow_mut();
         sessions.heard(node_id, Instant::now());
+        sessions.reported(node_id, request.current_metadata_offset);
         if request.want_shut_down {
             sessions.shut_down(node_id);
         }
@@ -442,10 +444,22 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
         }
         tracing::info!(node_id, fenced, "broker {}", if fenced { "fenced at its request" } else { "unfenced" });
     }
+    let should_shut_down = request.want_shut_down && fenced && {
+        let mut sessions = shard.broker_sessions.borrow_mut();
+        // Fenced, it leads nothing, in the log up to what this node has applied by now.
+        sessions.moved_away(node_id, applied_offset(shard));
+        sessions.may_shut_down(node_id, &image)
+    };
     BrokerHeartbeatResponse::default()
         .with_is_caught_up(true)
         .with_is_fenced(fenced)
-        .with_should_shut_down(request.want_shut_down && fenced)
+        .with_should_shut_down(should_shut_down)
+}
+
+/// The metadata offset this controller has applied and installed.
+fn applied_offset(shard: &Shard) -> i64 {
+    let quorum = shard.quorum.get().expect("the controller shard has the quorum");
+    i64::try_from(quorum.applied()).unwrap_or(i64::MAX)
 }
 
 /// AlterPartition on the active controller: a leader's proposed ISRs (`election::alter_isr`

@@ -307,6 +307,20 @@ impl Cluster {
         response.topics[0].partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
     }
 
+    /// The leader of `topic`-`partition` (-1: none) and its ISR, sorted, as node `i`'s Metadata
+    /// names them.
+    pub fn leader_and_isr_seen_by(&self, i: usize, topic: &str, partition: i32) -> (i32, Vec<i32>) {
+        use kafka_protocol::messages::MetadataRequest;
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let wanted = MetadataRequestTopic::default().with_name(Some(super::topic_name(topic)));
+        let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
+        let response = self.connect(i).send(&request, 12);
+        let p = response.topics[0].partitions.iter().find(|p| p.partition_index == partition).expect("the partition");
+        let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+        isr.sort();
+        (p.leader_id.0, isr)
+    }
+
     /// The node (index) that node `i`'s FindCoordinator names for consumer group `group`.
     pub fn coordinator(&self, i: usize, group: &str) -> usize {
         let request = kafka_protocol::messages::FindCoordinatorRequest::default()

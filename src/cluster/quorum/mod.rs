@@ -116,6 +116,12 @@ impl Quorum {
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
     }
+
+    /// The index of the metadata log up to which this node has applied the records and
+    /// installed the image on every shard: what its broker reports as its metadata offset.
+    pub fn applied(&self) -> u64 {
+        self.published.applied()
+    }
 }
 
 /// What the node is: its id, the voters, when to snapshot.
