@@ -26,6 +26,8 @@ pub struct Workload {
     groups: Vec<(String, Running)>,
     /// What each stopped producer printed.
     producer_summaries: Vec<serde_json::Value>,
+    /// When each fault marked with [`Workload::fault_now`] happened (seconds since the epoch).
+    faults: Vec<f64>,
 }
 
 impl Workload {
@@ -40,6 +42,7 @@ impl Workload {
             follower: None,
             groups: Vec::new(),
             producer_summaries: Vec::new(),
+            faults: Vec::new(),
         };
         let reads = workload.file("follower-reads");
         workload.follower = Some(Running::spawn(workload.command(&["consume", "--follow", "--reads", &reads])));
@@ -73,6 +76,14 @@ impl Workload {
         let reads = self.file(&format!("group-{group}"));
         let command = self.command(&["consume", "--follow", "--group", group, "--reads", &reads]);
         self.groups.push((group.to_string(), Running::spawn(command)));
+    }
+
+    /// Marks a fault (a broker killed, ...) as happening now: the checker's summary lists, in
+    /// `first_ack_after_fault_s`, the seconds from each one to the first acknowledgement of a
+    /// value produced after it (null if none was).
+    pub fn fault_now(&mut self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after the epoch");
+        self.faults.push(now.as_secs_f64());
     }
 
     /// How many values the running producers have had acknowledged so far (each reports it
@@ -110,6 +121,9 @@ impl Workload {
         for group in &groups {
             let reads = self.file(&format!("group-{}", group["group"].as_str().expect("named")));
             check.extend(["--reads".to_string(), reads.clone(), "--group-reads".to_string(), reads]);
+        }
+        for at in &self.faults {
+            check.extend(["--fault-at".to_string(), at.to_string()]);
         }
         let args: Vec<&str> = check.iter().map(String::as_str).collect();
         let mut summary = self.run(&args, &context);

@@ -19,8 +19,10 @@ Subcommands (each prints one JSON summary line last):
             duplicates (one value at two positions), reordering (a producer's values out of
             order within a partition), conflicts (one position that returned two values, the
             positions acks reported included), unexpected values (never produced), values
-            whose produce failed yet are visible, and (--group-reads) acknowledged values a
-            consumer group never read.
+            whose produce failed yet are visible, (--group-reads) acknowledged values a
+            consumer group never read, and (--fault-at, wall-clock times) the seconds from each
+            fault to the first acknowledgement of a value produced after it (answers the old
+            leader sent before it died may still be handled after the fault: not counted).
   self-test runs the checker on deliberately broken histories; fails unless it finds each fault.
 """
 import argparse
@@ -63,11 +65,17 @@ def produce(args):
     outcomes = {}
     acked = [0]
 
-    def delivered(err, msg):
+    def delivered(err, msg, sent):
         value = msg.value().decode()
         if err is None:
             acked[0] += 1
-            outcomes[value] = {"status": "acked", "partition": msg.partition(), "offset": msg.offset()}
+            outcomes[value] = {
+                "status": "acked",
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "produced_at": sent,
+                "acked_at": time.time(),
+            }
         else:
             outcomes[value] = {"status": "failed", "error": str(err)}
 
@@ -102,7 +110,11 @@ def produce(args):
         while len(produced) < due:
             value = f"{args.prefix}:{len(produced)}"
             try:
-                producer.produce(args.topic, value=value.encode(), on_delivery=delivered)
+                producer.produce(
+                    args.topic,
+                    value=value.encode(),
+                    on_delivery=lambda err, msg, sent=time.time(): delivered(err, msg, sent),
+                )
             except BufferError:
                 break
             produced.append(value)
@@ -269,6 +281,12 @@ def check_histories(histories, reads, final):
     }
 
 
+def first_ack_after(acked, t):
+    """Seconds from `t` to the first acknowledgement of a value produced after `t` (None: none)."""
+    after = [h["acked_at"] for h in acked if h["produced_at"] > t]
+    return round(min(after) - t, 3) if after else None
+
+
 def check(args):
     load = lambda path: json.load(open(path))
     histories = [load(p) for p in args.history]
@@ -280,6 +298,9 @@ def check(args):
         summary["group_missed"] = sum(
             1 for history in histories for h in history if h["status"] == "acked" and h["value"] not in group_read
         )
+    if args.fault_at:
+        acked = [h for history in histories for h in history if h["status"] == "acked"]
+        summary["first_ack_after_fault_s"] = [first_ack_after(acked, t) for t in args.fault_at]
     print(json.dumps(summary))
 
 
@@ -341,6 +362,7 @@ def main():
     k.add_argument("--reads", action="append", default=[])
     k.add_argument("--final", required=True)
     k.add_argument("--group-reads", action="append", default=[])
+    k.add_argument("--fault-at", action="append", type=float, default=[], help="a fault's wall-clock time")
     k.set_defaults(run=check)
     commands.add_parser("self-test").set_defaults(run=self_test)
     args = parser.parse_args()
