@@ -209,7 +209,7 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                     false => (None, None, None),
                 };
                 // Before this shard accepts clients, it knows its groups' committed offsets.
-                group::follow_leadership(&shard);
+                group::follow_leadership(&shard).await;
                 let mesh_task = spawn_local(shard.clone().serve_mesh(receivers));
                 // ...and every shard's Metadata knows which of its partitions are offline (the
                 // controller reaches this shard through the mesh, so that serves first).

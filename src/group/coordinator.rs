@@ -4,7 +4,9 @@
 //! send them to the coordinating shard ([`super::route`]) and encode the answers, so nothing
 //! here knows a wire version. Every function runs on the shard that owns the group's
 //! `__consumer_offsets` partition, which is also where commits are appended; a commit is
-//! acknowledged only once its records are in the log.
+//! acknowledged only once its records are in the log. Each first checks that the shard holds
+//! the group's offsets partition loaded ([`coordinating`]): COORDINATOR_LOAD_IN_PROGRESS while
+//! it loads, NOT_COORDINATOR when it does not hold it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,7 +14,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
 use super::state::{Group, GroupState, JoinArgs, JoinResult, Reply, SyncResult};
-use super::{CommittedOffset, GroupEntry, Offsets, append_offset_records, limits, offsets};
+use super::{CommittedOffset, GroupEntry, Offsets, append_offset_records, coordinating, limits, offsets};
 use crate::runtime::now_ms;
 use crate::shard::Shard;
 
@@ -124,6 +126,9 @@ pub struct DeleteOffsets {
 }
 
 pub async fn join(shard: &Shard, JoinGroup { group_id, args }: JoinGroup) -> JoinResult {
+    if let Err(error) = coordinating(shard, &group_id) {
+        return JoinResult::error(error, "");
+    }
     let now = now_ms();
     let reply = {
         let mut groups = shard.groups.borrow_mut();
@@ -142,6 +147,9 @@ pub async fn join(shard: &Shard, JoinGroup { group_id, args }: JoinGroup) -> Joi
 
 pub async fn sync(shard: &Shard, request: SyncGroup) -> Synced {
     let refused = |error| Synced { result: Err(error), protocol_type: None, protocol_name: None };
+    if let Err(error) = coordinating(shard, &request.group_id) {
+        return refused(error);
+    }
     let (reply, protocol_type, protocol_name) = {
         let mut groups = shard.groups.borrow_mut();
         let Some(entry) = groups.get_mut(&request.group_id) else {
@@ -171,6 +179,7 @@ pub async fn sync(shard: &Shard, request: SyncGroup) -> Synced {
 }
 
 pub fn heartbeat(shard: &Shard, request: Heartbeat) -> Result<(), ResponseError> {
+    coordinating(shard, &request.group_id)?;
     let mut groups = shard.groups.borrow_mut();
     let entry = groups.get_mut(&request.group_id).ok_or(ResponseError::UnknownMemberId)?;
     entry.group.heartbeat(&request.member_id, request.group_instance_id.as_deref(), request.generation_id, now_ms())
@@ -178,6 +187,7 @@ pub fn heartbeat(shard: &Shard, request: Heartbeat) -> Result<(), ResponseError>
 
 /// Each member's result in request order, or the group-level error.
 pub fn leave(shard: &Shard, request: LeaveGroup) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+    coordinating(shard, &request.group_id)?;
     let limits = limits(shard);
     let now = now_ms();
     let mut groups = shard.groups.borrow_mut();
@@ -193,6 +203,9 @@ pub fn leave(shard: &Shard, request: LeaveGroup) -> Result<Vec<Result<(), Respon
 pub async fn commit(shard: &Shard, request: CommitOffsets) -> Vec<Option<ResponseError>> {
     let group_id = &request.group_id;
     let now = now_ms();
+    if let Err(error) = coordinating(shard, group_id) {
+        return request.offsets.iter().map(|_| Some(error)).collect();
+    }
     let membership = match shard.groups.borrow().get(group_id) {
         Some(entry) => {
             entry.group.check_commit(&request.member_id, request.group_instance_id.as_deref(), request.generation_id)
@@ -246,6 +259,7 @@ pub async fn commit(shard: &Shard, request: CommitOffsets) -> Vec<Option<Respons
 }
 
 pub fn fetch_offsets(shard: &Shard, FetchOffsets { group_id, topics }: FetchOffsets) -> Committed {
+    coordinating(shard, &group_id)?;
     let groups = shard.groups.borrow();
     let offsets = groups.get(&group_id).map(|e| &e.offsets);
     Ok(match topics {
@@ -275,9 +289,11 @@ pub fn list(shard: &Shard) -> Vec<ListedGroup> {
 }
 
 /// `None` when this coordinator has no such group.
-pub fn describe(shard: &Shard, group_id: &str) -> Option<GroupDescription> {
+pub fn describe(shard: &Shard, group_id: &str) -> Result<Option<GroupDescription>, ResponseError> {
+    coordinating(shard, group_id)?;
     let groups = shard.groups.borrow();
-    let group = &groups.get(group_id)?.group;
+    let Some(entry) = groups.get(group_id) else { return Ok(None) };
+    let group = &entry.group;
     let protocol = group.protocol_name.clone().unwrap_or_default();
     let members = group
         .members
@@ -291,15 +307,18 @@ pub fn describe(shard: &Shard, group_id: &str) -> Option<GroupDescription> {
             assignment: m.assignment.clone(),
         })
         .collect();
-    Some(GroupDescription {
+    Ok(Some(GroupDescription {
         state: group.state,
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
         protocol,
         members,
-    })
+    }))
 }
 
 pub async fn delete(shard: &Shard, group_id: &str) -> Option<ResponseError> {
+    if let Err(error) = coordinating(shard, group_id) {
+        return Some(error);
+    }
     let keys: Vec<(String, i32)> = {
         let groups = shard.groups.borrow();
         let Some(entry) = groups.get(group_id) else { return Some(ResponseError::GroupIdNotFound) };
@@ -323,6 +342,7 @@ pub async fn delete_offsets(
     request: DeleteOffsets,
 ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
     let group_id = &request.group_id;
+    coordinating(shard, group_id)?;
     let (subscribed, known) = {
         let groups = shard.groups.borrow();
         let entry = groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;

@@ -7,15 +7,17 @@
 //! partition through the normal storage path ([`offsets`]), so a commit never crosses a core
 //! twice.
 //!
-//! At startup each shard replays its offsets partitions before it accepts clients, so a
-//! coordinator never answers before it knows its groups' offsets. Offsets of a group that
+//! At startup each shard replays its offsets partitions before it accepts clients; a shard
+//! that comes to lead one later loads it in the background, answering its groups' requests
+//! COORDINATOR_LOAD_IN_PROGRESS meanwhile ([`coordinating`]), so a coordinator never answers
+//! before it knows its groups' offsets. Offsets of a group that
 //! stays empty expire after `offsets.retention.minutes`.
 
 pub mod coordinator;
 pub mod offsets;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -132,45 +134,87 @@ fn commit_error(error: ResponseError) -> ResponseError {
 /// default).
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Makes this shard's group table match the `__consumer_offsets` partitions it leads now:
-/// one it has just come to lead is replayed from its replica's log, up to the log end (as
-/// Kafka's coordinator loads on election), before the shard answers anything for its groups
-/// (the replay is synchronous); the groups of one it no longer leads are dropped, so their
-/// members hear NOT_COORDINATOR (`route`) and find the new coordinator. Runs at startup
-/// before the shard accepts clients, and after each metadata image is applied.
-pub fn follow_leadership(shard: &Shard) {
+/// The `__consumer_offsets` partitions whose groups this shard holds (those its node leads):
+/// loaded, or being loaded. Each load has its own number, so that a load overtaken by a loss
+/// of the partition and a new lead of it is not taken for the new one.
+#[derive(Default)]
+pub struct OffsetsPartitions {
+    loaded: BTreeSet<i32>,
+    loading: BTreeMap<i32, u64>,
+    loads: u64,
+}
+
+/// Whether this shard may answer for `group_id` now, checked on the coordinating shard before
+/// each group request: COORDINATOR_LOAD_IN_PROGRESS while the group's offsets partition is
+/// being loaded (as Kafka's coordinator), NOT_COORDINATOR when this shard does not hold it
+/// (its image names another leader: a request routed by a shard whose image differs).
+pub fn coordinating(shard: &Shard, group_id: &str) -> Result<(), ResponseError> {
+    let partition = offsets_topic_partition(&shard.metadata(), group_id).partition;
+    let partitions = shard.offsets_partitions.borrow();
+    if partitions.loaded.contains(&partition) {
+        Ok(())
+    } else if partitions.loading.contains_key(&partition) {
+        Err(ResponseError::CoordinatorLoadInProgress)
+    } else {
+        Err(ResponseError::NotCoordinator)
+    }
+}
+
+/// Makes this shard's group table follow the `__consumer_offsets` partitions it leads now:
+/// one it has just come to lead is loaded, replayed from its replica's log up to the log end
+/// (as Kafka's coordinator loads on election), its groups' requests answered
+/// COORDINATOR_LOAD_IN_PROGRESS meanwhile ([`coordinating`]); the groups of one it no longer
+/// leads are dropped, so their members hear NOT_COORDINATOR and find the new coordinator. The
+/// table changes at once; the returned future is the loads, which the caller awaits at
+/// startup (before the shard accepts clients) and spawns after each metadata image.
+pub fn follow_leadership(shard: &Rc<Shard>) -> impl Future<Output = ()> + 'static {
     let image = shard.metadata();
-    let Some(topic) = image.topic(OFFSETS_TOPIC) else { return };
+    let mut loads = Vec::new();
+    let Some(topic) = image.topic(OFFSETS_TOPIC) else { return futures::future::join_all(loads).map(drop) };
     let partitions = topic.partitions.len() as i32;
-    let led: std::collections::BTreeSet<i32> = topic
+    let led: BTreeSet<i32> = topic
         .partitions
         .iter()
         .filter(|p| p.shard == shard.id && p.leader == shard.config.node_id)
         .map(|p| p.partition)
         .collect();
-    let mut loaded = shard.offsets_loaded.borrow_mut();
-    let lost: Vec<i32> = loaded.difference(&led).copied().collect();
+    let mut held = shard.offsets_partitions.borrow_mut();
+    let held = &mut *held;
+    let lost: Vec<i32> = held.loaded.iter().chain(held.loading.keys()).filter(|p| !led.contains(p)).copied().collect();
     if !lost.is_empty() {
+        held.loaded.retain(|p| led.contains(p));
+        held.loading.retain(|p, _| led.contains(p));
         let mut groups = shard.groups.borrow_mut();
         let before = groups.len();
         groups.retain(|id, _| !lost.contains(&offsets_partition(id, partitions)));
         tracing::info!(shard = shard.id, partitions = ?lost, groups = before - groups.len(), "no longer coordinating");
     }
-    for partition in led.difference(&loaded.clone()) {
-        load_partition(shard, *partition);
+    for &partition in &led {
+        if held.loaded.contains(&partition) || held.loading.contains_key(&partition) {
+            continue;
+        }
+        held.loads += 1;
+        held.loading.insert(partition, held.loads);
+        loads.push(load_partition(shard.clone(), partition, held.loads));
     }
-    *loaded = led;
+    futures::future::join_all(loads).map(drop)
 }
 
-/// Replays one `__consumer_offsets` partition of this shard into its group table.
-fn load_partition(shard: &Shard, partition_index: i32) {
+/// Replays one `__consumer_offsets` partition of this shard into its group table (load number
+/// `load`), then counts it loaded, unless the partition was lost meanwhile.
+async fn load_partition(shard: Rc<Shard>, partition_index: i32, load: u64) {
+    hold_load_in_tests().await;
+    let still_loading = |shard: &Shard| shard.offsets_partitions.borrow().loading.get(&partition_index) == Some(&load);
     let now = now_ms();
-    let mut groups = shard.groups.borrow_mut();
     let tp = TopicPartition { topic: OFFSETS_TOPIC.to_string(), partition: partition_index };
-    let Some(partition) = shard.partitions.borrow().get(&tp).cloned() else { return };
-    let mut loaded = 0usize;
-    let mut offset = partition.log_start_offset();
-    while offset < partition.log_end_offset() {
+    let partition = shard.partitions.borrow().get(&tp).cloned();
+    let mut loaded: HashMap<String, GroupEntry> = HashMap::new();
+    let mut records_loaded = 0usize;
+    let mut offset = partition.as_ref().map_or(0, |p| p.log_start_offset());
+    while let Some(partition) = partition.as_ref().filter(|p| offset < p.log_end_offset()) {
+        if !still_loading(&shard) {
+            return;
+        }
         let bytes = match partition.read_to_log_end(offset, 1 << 20) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -187,19 +231,39 @@ fn load_partition(shard: &Shard, partition_index: i32) {
             let Some((group_id, topic, partition, value)) = offsets::decode(record.key, record.value) else {
                 continue;
             };
-            let entry = groups
+            let entry = loaded
                 .entry(group_id.clone())
                 .or_insert_with(|| GroupEntry { group: Group::new(&group_id, now), offsets: Offsets::new() });
             match value {
                 Some(committed) => entry.offsets.insert((topic, partition), committed),
                 None => entry.offsets.remove(&(topic, partition)),
             };
-            loaded += 1;
+            records_loaded += 1;
         }
+        // Other work of the shard goes on between chunks.
+        crate::runtime::yield_if_needed().await;
     }
-    groups.retain(|_, e| !e.offsets.is_empty() || !e.group.is_idle());
-    if loaded > 0 {
-        tracing::info!(shard = shard.id, partition = partition_index, records = loaded, "loaded committed offsets");
+    if !still_loading(&shard) {
+        return;
+    }
+    loaded.retain(|_, e| !e.offsets.is_empty());
+    shard.groups.borrow_mut().extend(loaded);
+    let mut held = shard.offsets_partitions.borrow_mut();
+    held.loading.remove(&partition_index);
+    held.loaded.insert(partition_index);
+    tracing::info!(shard = shard.id, partition = partition_index, records = records_loaded, "loaded committed offsets");
+}
+
+/// Debug builds only: a load of committed offsets first waits `$SLUICE_TEST_OFFSETS_LOAD_DELAY_MS`,
+/// so that tests see requests arrive while it is under way.
+async fn hold_load_in_tests() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    static DELAY_MS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let delay = DELAY_MS.get_or_init(|| std::env::var("SLUICE_TEST_OFFSETS_LOAD_DELAY_MS").ok()?.parse().ok());
+    if let Some(ms) = *delay {
+        sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 

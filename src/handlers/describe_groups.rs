@@ -19,7 +19,9 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
     let lookups = request.groups.into_iter().map(|group_id| async move {
-        let description = route(shard, group_id.0.as_str(), DescribeGroup { group_id: group_id.0.to_string() }).await;
+        let description = route(shard, group_id.0.as_str(), DescribeGroup { group_id: group_id.0.to_string() })
+            .await
+            .and_then(|answer| answer);
         let described =
             DescribedGroup::default().with_group_id(group_id).with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         let description = match description {

@@ -15,7 +15,7 @@ pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders}
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::sync::{Permit, Semaphore, StaticPermit};
 pub use glommio::timer::sleep;
-pub use glommio::{Task, spawn_local};
+pub use glommio::{Task, spawn_local, yield_if_needed};
 
 /// How often a starting shard's reactor wakes while its mesh channels connect.
 const CONNECT_TICK: std::time::Duration = std::time::Duration::from_millis(1);

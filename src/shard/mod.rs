@@ -67,9 +67,9 @@ pub struct Shard {
     pub fetchers: crate::replication::fetcher::Fetchers,
     /// The consumer groups this shard coordinates.
     pub groups: RefCell<HashMap<String, GroupEntry>>,
-    /// The `__consumer_offsets` partitions whose groups are in `groups`: those this node
-    /// leads, loaded when it became their leader (`group::follow_leadership`).
-    pub offsets_loaded: RefCell<std::collections::BTreeSet<i32>>,
+    /// The `__consumer_offsets` partitions whose groups are in `groups` (those this node
+    /// leads), loaded or being loaded (`group::follow_leadership`).
+    pub offsets_partitions: RefCell<crate::group::OffsetsPartitions>,
     senders: Senders<ShardRequest>,
     /// Serialises metadata changes on the controller shard (they await other shards).
     controller_lock: Semaphore,
@@ -119,7 +119,7 @@ impl Shard {
             offline: RefCell::new(BTreeMap::new()),
             fetchers: Default::default(),
             groups: RefCell::new(HashMap::new()),
-            offsets_loaded: RefCell::new(Default::default()),
+            offsets_partitions: RefCell::new(Default::default()),
             senders,
             controller_lock: Semaphore::new(1),
             quorum: std::cell::OnceCell::new(),

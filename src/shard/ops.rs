@@ -13,7 +13,7 @@ use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::{MetadataImage, PartitionMetadata};
 use crate::group::coordinator;
 use crate::partition::{Partition, PartitionError, ReadLimit};
-use crate::runtime::{now_ms, sleep};
+use crate::runtime::{now_ms, sleep, spawn_local};
 use crate::storage::deleter;
 
 /// Serves one envelope and sends its answer back.
@@ -386,7 +386,7 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
     crate::replication::fetcher::follow(shard, &image);
     shard.set_metadata(image, effective);
     // A new leader of an offsets partition loads its groups before it answers for them.
-    crate::group::follow_leadership(shard);
+    spawn_local(crate::group::follow_leadership(shard)).detach();
     failed
 }
 

@@ -128,7 +128,7 @@ shard_calls! {
     FetchOffsets => Committed,
     ListGroups => Vec<ListedGroup>,
     /// `None` when the coordinator has no such group.
-    DescribeGroup => Option<GroupDescription>,
+    DescribeGroup => Result<Option<GroupDescription>, ResponseError>,
     DeleteGroup => Option<ResponseError>,
     /// Each partition's error, in request order, or the group-level error.
     DeleteOffsets => Result<Vec<Option<ResponseError>>, ResponseError>,

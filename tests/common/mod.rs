@@ -272,6 +272,11 @@ impl Broker {
         self.spawn();
     }
 
+    /// Sets an environment variable for the broker's next starts (a test hook, say).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Whether the process is still running (it must survive bad input).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
