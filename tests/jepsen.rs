@@ -2,8 +2,8 @@
 //! it finds each fault in deliberately broken histories, and it reports, exactly, the
 //! acknowledged records a real broker lost when its log was cut behind its back. Three brokers,
 //! each killed and restarted in turn under the workload, lose nothing acknowledged; a consumer
-//! group whose coordinator's broker is killed resumes from its commits; a broker paused until
-//! fenced, then resumed, loses nothing. (More runs it judges: `idempotence.rs`, `kill -9` and
+//! group whose coordinator's broker is killed resumes from its commits; a leader paused past
+//! its session steps down, truncates and rejoins, losing nothing. (More runs it judges: `idempotence.rs`, `kill -9` and
 //! SIGSTOP of one broker; `network_partition.rs`, a broker cut off.)
 
 mod common;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::cluster::{Cluster, FAST_SESSIONS};
 use common::jepsen::{self, Workload};
 use common::{Broker, Raw};
+use kafka_protocol::messages::ProduceRequest;
 
 #[test]
 fn the_checker_finds_each_fault_in_broken_histories() {
@@ -157,12 +158,37 @@ fn a_consumer_group_resumes_from_its_commits_on_a_new_coordinator_when_the_old_o
     });
 }
 
-/// The workload over three brokers while one of them is paused (SIGSTOP) until fenced, then
-/// resumed (SIGCONT): it is unfenced, leads its partitions again, and nothing acknowledged is
-/// lost, duplicated or reordered.
+/// Issue 11: a leader paused (SIGSTOP) past its broker session and `replica.lag.time.max.ms`,
+/// under the workload over three replicas (`min.insync.replicas=2`), then resumed (SIGCONT).
+/// Meanwhile another in-sync replica leads in a newer epoch and takes the producer's writes.
+/// An acks=all produce sent to the paused leader waits in its socket: resumed, it reads it
+/// while it may still believe it leads, and must not acknowledge it, nor may its values ever
+/// be read. It steps down, cuts what of its old epoch no one else had (its epoch history ends
+/// as the new leader's), rejoins the ISR, and nothing acknowledged is lost.
 #[test]
-fn the_workload_loses_nothing_while_a_broker_is_paused_and_resumed() {
+fn a_leader_paused_past_its_session_steps_down_truncates_and_rejoins_losing_nothing() {
     let _one_at_a_time = common::serial();
-    let cluster = Cluster::start(3, 1, &FAST_SESSIONS);
-    jepsen::through_a_broker_fault(&cluster, |c, i| c.node(i).pause(), |c, i| c.node(i).resume());
+    let cluster = Cluster::start(3, 1, &jepsen::fast_failover());
+    let (broken, _) = jepsen::through_a_broker_fault(
+        &cluster,
+        3,
+        &[("min.insync.replicas", "2")],
+        |cluster, i| {
+            let (request, led, values) = jepsen::writes_to_what_it_leads(cluster, i, "stale");
+            let mut raw = cluster.connect(i);
+            cluster.node(i).pause();
+            raw.send_only(&request, 9);
+            (raw, led, values)
+        },
+        |cluster, i, (mut raw, led, values)| {
+            cluster.node(i).resume();
+            let response = raw.receive::<ProduceRequest>(9);
+            let errors: Vec<i16> = response.responses[0].partition_responses.iter().map(|p| p.error_code).collect();
+            assert_eq!(errors.len(), led.len());
+            assert!(errors.iter().all(|&e| e != 0), "the resumed leader acknowledged acks=all writes: {errors:?}");
+            values
+        },
+    );
+    let truncations = cluster.node(broken).stderr_text().matches("truncated a log that diverged").count();
+    println!("node {} truncated {truncations} times", broken + 1);
 }

@@ -6,22 +6,6 @@
 mod common;
 
 use common::{Broker, Raw, batch};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
-use kafka_protocol::messages::{BrokerId, OffsetForLeaderEpochRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-
-/// OffsetForLeaderEpoch v4 for partition `partition` of `topic`: (error, epoch, end offset).
-fn end_offset_for_epoch(raw: &mut Raw, topic: &str, partition: i32, leader_epoch: i32) -> (i16, i32, i64) {
-    let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        OffsetForLeaderTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![
-                OffsetForLeaderPartition::default().with_partition(partition).with_leader_epoch(leader_epoch),
-            ]),
-    ]);
-    let p = raw.send(&request, 4).topics[0].partitions[0].clone();
-    (p.error_code, p.leader_epoch, p.end_offset)
-}
 
 #[test]
 fn the_checkpoint_survives_a_kill_and_is_rebuilt_when_lost() {
@@ -38,18 +22,18 @@ fn the_checkpoint_survives_a_kill_and_is_rebuilt_when_lost() {
     // Both partitions lead in epoch 0 from their start, the empty one too.
     assert_eq!(checkpoint(0), "0\n1\n0 0\n");
     assert_eq!(checkpoint(1), "0\n1\n0 0\n");
-    assert_eq!(end_offset_for_epoch(&mut raw, "epochs", 0, 0), (0, 0, 80));
-    assert_eq!(end_offset_for_epoch(&mut raw, "epochs", 1, 0), (0, 0, 0));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 80));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 1, 0), (0, 0, 0));
     drop(raw);
 
     broker.kill9();
     std::fs::remove_file(dir(0).join("leader-epoch-checkpoint")).unwrap();
     broker.restart();
     let mut raw = Raw::connect(broker.addr());
-    assert_eq!(end_offset_for_epoch(&mut raw, "epochs", 0, 0), (0, 0, 80));
-    assert_eq!(end_offset_for_epoch(&mut raw, "epochs", 0, 1), (0, -1, -1), "an epoch after the last");
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 80));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 1), (0, -1, -1), "an epoch after the last");
     assert_eq!(checkpoint(0), "0\n1\n0 0\n", "rebuilt from the batches");
     // Appends go on in the same epoch.
     assert_eq!(raw.produce("epochs", 0, batch(&[b"after"]), -1), (0, 80));
-    assert_eq!(end_offset_for_epoch(&mut raw, "epochs", 0, 0), (0, 0, 81));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 81));
 }

@@ -41,6 +41,19 @@ pub struct Cluster {
     network: Option<Network>,
 }
 
+/// A partition as one node's Metadata describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionView {
+    pub partition: i32,
+    /// The leader's node id (-1: none).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// The replicas' node ids, in the image's order.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas' node ids, sorted.
+    pub isr: Vec<i32>,
+}
+
 /// What a node's latest `metadata quorum` log line says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuorumView {
@@ -299,12 +312,33 @@ impl Cluster {
     /// Each partition of `topic` with the node id of its leader (-1: none) as node `i`'s
     /// Metadata names them.
     pub fn leaders_seen_by(&self, i: usize, topic: &str) -> Vec<(i32, i32)> {
+        self.partitions_seen_by(i, topic).iter().map(|p| (p.partition, p.leader)).collect()
+    }
+
+    /// Each partition of `topic` as node `i`'s Metadata describes it, in partition order.
+    pub fn partitions_seen_by(&self, i: usize, topic: &str) -> Vec<PartitionView> {
         use kafka_protocol::messages::MetadataRequest;
         use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
         let wanted = MetadataRequestTopic::default().with_name(Some(super::topic_name(topic)));
         let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
         let response = self.connect(i).send(&request, 12);
-        response.topics[0].partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect()
+        let mut partitions: Vec<PartitionView> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+                isr.sort();
+                PartitionView {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr,
+                }
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        partitions
     }
 
     /// The leader of `topic`-`partition` (-1: none) and its ISR, sorted, as node `i`'s Metadata

@@ -7,7 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::cluster::Cluster;
+use kafka_protocol::messages::ProduceRequest;
+
+use super::cluster::{Cluster, FAST_SESSIONS, PartitionView};
 use super::{Clients, Running, json_summary, script_command};
 
 const SCRIPT: &str = "jepsen";
@@ -162,47 +164,164 @@ impl Workload {
     }
 }
 
-/// The workload over `cluster`'s brokers (started with [`super::cluster::FAST_SESSIONS`]; a topic of six
-/// partitions, one replica each, spread over them) through a fault: `fault` on a broker that
-/// is not the active controller, held until the others fence it and the partitions left go
-/// on taking records, then `mend`. Asserts that the checker finds nothing lost, duplicated or
-/// reordered and that every value produced was acknowledged in the end.
-pub fn through_a_broker_fault(cluster: &Cluster, fault: impl Fn(&Cluster, usize), mend: impl Fn(&Cluster, usize)) {
+/// The topic [`through_a_broker_fault`] makes and runs the workload over.
+pub const TOPIC: &str = "spread";
+
+/// Broker settings for [`through_a_broker_fault`]: sessions as [`FAST_SESSIONS`], and
+/// `replica.lag.time.max.ms` as short, so that a broker held broken until it is fenced is
+/// also past the replica lag.
+pub fn fast_failover() -> Vec<&'static str> {
+    FAST_SESSIONS.iter().copied().chain(["--set", "replica.lag.time.max.ms=2000"]).collect()
+}
+
+/// A partition the broken broker led: as a majority node's Metadata described it before the
+/// fault, and once another replica led it.
+pub struct Moved {
+    pub before: PartitionView,
+    pub after: PartitionView,
+}
+
+/// The workload over `cluster`'s brokers (started with [`fast_failover`]'s settings) and a
+/// topic of six partitions with `replication_factor` replicas (at least two) and `configs`,
+/// through a fault: `fault` on a broker that is not the active controller and leads some
+/// partitions, held until the others fence it, every partition it led has another leader from
+/// its ISR in a newer leader epoch, and the producer goes on; then `mend`, given what `fault`
+/// returned, which returns the values written to the broken broker that it never acknowledged.
+///
+/// Asserts that once mended every node reports the same leaders and ISRs, with the mended
+/// broker back in every ISR; that the producer goes on; that on every partition it led, its
+/// epoch history (`leader-epoch-checkpoint`) is its new leader's up to the new epoch, so any
+/// tail it had written in its old epoch and no one else had is cut; that the checker finds
+/// nothing lost, duplicated or reordered, no value whose produce failed visible, every value
+/// produced acknowledged in the end; and that none of the values `mend` returned is in the log.
+/// Returns the broken broker and the partitions whose leadership moved.
+pub fn through_a_broker_fault<T>(
+    cluster: &Cluster,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+    fault: impl FnOnce(&Cluster, usize) -> T,
+    mend: impl FnOnce(&Cluster, usize, T) -> Vec<String>,
+) -> (usize, Vec<Moved>) {
+    assert!(replication_factor >= 2, "leadership can move only to another replica");
     // Replicas are placed over the brokers registered when the topic is made (as in Kafka),
     // as the creating node knows them: a node ready before the others have registered would
     // put every partition on the brokers it has heard of, and the fault might leave none.
     cluster.wait_for_every_broker(Duration::from_secs(30));
-    cluster.create_topic_everywhere("spread", 6, 1, &[]);
+    cluster.create_topic_everywhere(TOPIC, 6, replication_factor, configs);
     let everyone: Vec<i32> = (1..=cluster.len() as i32).collect();
-    let mut leaders: Vec<i32> = cluster.leaders_seen_by(0, "spread").into_iter().map(|(_, leader)| leader).collect();
+    let mut leaders: Vec<i32> = cluster.leaders_seen_by(0, TOPIC).into_iter().map(|(_, leader)| leader).collect();
     leaders.sort();
     leaders.dedup();
-    assert_eq!(leaders, everyone, "the partitions of \"spread\" are led by every broker");
-    let mut workload = Workload::start(&cluster.bootstrap(), "spread");
+    assert_eq!(leaders, everyone, "the partitions of {TOPIC:?} are led by every broker");
+    let mut workload = Workload::start(&cluster.bootstrap(), TOPIC);
     workload.produce("p", 500);
     super::wait_until(Duration::from_secs(60), "500 acknowledged", || workload.acked() >= 500);
     let all: Vec<usize> = (0..cluster.len()).collect();
     let broken = (cluster.quorum_leader(&all, Duration::from_secs(10)) + 1) % cluster.len();
-    let rest: Vec<i32> = all.iter().filter(|&&i| i != broken).map(|&i| i as i32 + 1).collect();
-    fault(cluster, broken);
+    let id = broken as i32 + 1;
+    let rest: Vec<i32> = everyone.iter().copied().filter(|&other| other != id).collect();
+    // A node of the majority, which goes on answering while `broken` is broken.
     let other = (broken + 1) % cluster.len();
+    let led: Vec<PartitionView> =
+        cluster.partitions_seen_by(other, TOPIC).into_iter().filter(|p| p.leader == id).collect();
+    assert!(!led.is_empty(), "node {id} leads a partition");
+
+    let held = fault(cluster, broken);
     super::wait_until(Duration::from_secs(20), "the broken broker is fenced", || {
         cluster.brokers_seen_by(other) == rest
     });
+    let mut moved = Vec::new();
+    super::wait_until(Duration::from_secs(20), "another in-sync replica leads what it led, in a newer epoch", || {
+        let now = cluster.partitions_seen_by(other, TOPIC);
+        moved = led
+            .iter()
+            .filter_map(|before| {
+                let after = now[before.partition as usize].clone();
+                let took_over = after.leader != id
+                    && before.isr.contains(&after.leader)
+                    && after.leader_epoch > before.leader_epoch
+                    && !after.isr.contains(&id);
+                took_over.then(|| Moved { before: before.clone(), after })
+            })
+            .collect();
+        moved.len() == led.len()
+    });
     let before = workload.acked();
-    super::wait_until(Duration::from_secs(30), "the other partitions take more", || workload.acked() >= before + 200);
-    mend(cluster, broken);
+    super::wait_until(Duration::from_secs(30), "the producer goes on", || workload.acked() >= before + 200);
+
+    let unacknowledged = mend(cluster, broken, held);
+    super::wait_until(
+        Duration::from_secs(60),
+        "every node reports the same leaders and ISRs, the mended one in sync",
+        || {
+            let views: Vec<Vec<PartitionView>> = all.iter().map(|&i| cluster.partitions_seen_by(i, TOPIC)).collect();
+            views.iter().all(|view| view == &views[0])
+                && views[0].iter().all(|p| p.leader > 0 && (!p.replicas.contains(&id) || p.isr.contains(&id)))
+        },
+    );
     let mended = workload.acked();
     super::wait_until(Duration::from_secs(60), "500 more acknowledged once mended", || {
         workload.acked() >= mended + 500
     });
+    for Moved { after, .. } in &moved {
+        let up_to_new_epoch = |node: usize| {
+            let mut epochs = leader_epochs(cluster, node, after.partition);
+            epochs.retain(|&(epoch, _)| epoch <= after.leader_epoch);
+            epochs
+        };
+        let new_leader = after.leader as usize - 1;
+        super::wait_until(Duration::from_secs(20), "the mended broker's epochs are its new leader's", || {
+            up_to_new_epoch(broken) == up_to_new_epoch(new_leader)
+        });
+    }
     let acked = workload.acked();
-    let check = workload.finish(|| {
-        (0..cluster.len()).map(|i| format!("node {} stderr:\n{}", i + 1, cluster.node(i).stderr_text())).collect()
-    });
+    let context =
+        || (0..cluster.len()).map(|i| format!("node {} stderr:\n{}", i + 1, cluster.node(i).stderr_text())).collect();
+    let check = workload.finish(context);
     assert_clean(&check, acked);
     assert_eq!(check["acked"], check["produced"], "{check:#}");
     assert_eq!(check["failed_visible"], 0, "{check:#}");
+    for (partition, leader) in cluster.leaders_seen_by(other, TOPIC) {
+        let records = cluster.connect(leader as usize - 1).fetch_all(TOPIC, partition);
+        let visible = records.iter().find(|(_, value)| unacknowledged.iter().any(|v| v.as_bytes() == value.as_slice()));
+        assert!(visible.is_none(), "partition {partition} holds {visible:?}, never acknowledged\n{}", context());
+    }
+    (broken, moved)
+}
+
+/// An acks=all Produce of three values `{prefix}-{partition}-{k}` to each partition of
+/// [`TOPIC`] that node `i` leads, as its own Metadata says (ask before breaking it): the
+/// request, the partitions (as node `i` describes them) and the values.
+pub fn writes_to_what_it_leads(
+    cluster: &Cluster,
+    i: usize,
+    prefix: &str,
+) -> (ProduceRequest, Vec<PartitionView>, Vec<String>) {
+    let id = i as i32 + 1;
+    let led: Vec<PartitionView> = cluster.partitions_seen_by(i, TOPIC).into_iter().filter(|p| p.leader == id).collect();
+    let mut values = Vec::new();
+    let mut batches = Vec::new();
+    for p in &led {
+        let these: Vec<String> = (0..3).map(|k| format!("{prefix}-{}-{k}", p.partition)).collect();
+        batches.push((p.partition, super::batch(&these.iter().map(String::as_bytes).collect::<Vec<_>>())));
+        values.extend(these);
+    }
+    (super::produce_request_to(TOPIC, batches, -1), led, values)
+}
+
+/// Node `i`'s leader-epoch cache of partition `partition` of [`TOPIC`], as its
+/// `leader-epoch-checkpoint` holds it: (epoch, start offset) in order.
+pub fn leader_epochs(cluster: &Cluster, i: usize, partition: i32) -> Vec<(i32, i64)> {
+    let path = cluster.node(i).data_dir().join(format!("{TOPIC}-{partition}/leader-epoch-checkpoint"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Kafka's format: the version, the count, then `epoch start_offset` lines.
+    text.lines()
+        .skip(2)
+        .map(|line| {
+            let (epoch, start) = line.split_once(' ').expect("`epoch start_offset`");
+            (epoch.parse().expect("an epoch"), start.parse().expect("an offset"))
+        })
+        .collect()
 }
 
 /// The last `PREFIX COUNT` progress line a driver printed (0 before its first).

@@ -559,6 +559,11 @@ impl Raw {
     /// Sends `request` at `version` and decodes the response.
     pub fn send<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
         self.send_only(request, version);
+        self.receive::<R>(version)
+    }
+
+    /// Reads and decodes the response to the last request sent with [`Raw::send_only`].
+    pub fn receive<R: Request>(&mut self, version: i16) -> R::Response {
         let mut response = self.read_frame().expect("a response frame");
         let header = ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation_id);
@@ -670,11 +675,22 @@ pub fn decode(bytes: &Bytes) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> kafka_protocol::messages::ProduceRequest {
+    produce_request_to(topic, vec![(partition, records)], acks)
+}
+
+/// A Produce request (10 s timeout) of one records blob to each partition named.
+pub fn produce_request_to(
+    topic: &str,
+    partitions: Vec<(i32, Bytes)>,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let partition_data = partitions
+        .into_iter()
+        .map(|(partition, records)| PartitionProduceData::default().with_index(partition).with_records(Some(records)))
+        .collect();
     kafka_protocol::messages::ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-        ]),
+        TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(partition_data),
     ])
 }
 
@@ -747,6 +763,20 @@ impl Raw {
         let response = self.send(&request, 11);
         let p = &response.responses[0].partitions[0];
         (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
+    }
+
+    /// OffsetForLeaderEpoch v4 for partition `partition` of `topic`: (error, epoch, end offset).
+    pub fn end_offset_for_epoch(&mut self, topic: &str, partition: i32, leader_epoch: i32) -> (i16, i32, i64) {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+                OffsetForLeaderPartition::default().with_partition(partition).with_leader_epoch(leader_epoch),
+            ])]);
+        let p = self.send(&request, 4).topics[0].partitions[0].clone();
+        (p.error_code, p.leader_epoch, p.end_offset)
     }
 
     /// Every record of a partition, from offset 0 to the high watermark, CRC-checked.
