@@ -281,7 +281,7 @@ async fn take_in(
                 out_of_range.push((tp, asked.clone()));
                 continue;
             }
-            if let Err(e) = take_in_partition(&asked.partition, data).await {
+            if let Err(e) = take_in_partition(&tp, &asked.partition, data).await {
                 pause(fetcher, &tp, &e);
             }
         }
@@ -374,7 +374,7 @@ fn still_followed(fetcher: &Fetcher, tp: &TopicPartition, asked: &Followed) -> b
 }
 
 /// One partition's answer: an error, a divergence to cut, or batches to append.
-async fn take_in_partition(partition: &Partition, data: PartitionData) -> anyhow::Result<()> {
+async fn take_in_partition(tp: &TopicPartition, partition: &Partition, data: PartitionData) -> anyhow::Result<()> {
     if let Some(error) = ResponseError::try_from_code(data.error_code) {
         anyhow::bail!("{error:?}");
     }
@@ -384,6 +384,8 @@ async fn take_in_partition(partition: &Partition, data: PartitionData) -> anyhow
         let offset = truncation_offset((leader_epoch, leader_end_offset), own, partition.log_end_offset());
         let log_end_offset = partition.truncate_to(offset).await?;
         tracing::info!(
+            topic = %tp.topic,
+            partition = tp.partition,
             leader_epoch,
             leader_end_offset,
             log_end_offset,
