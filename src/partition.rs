@@ -127,6 +127,9 @@ struct Shared {
     delete_records_turn: Semaphore,
     /// One permit, held by a compaction pass in flight (truncation waits for it).
     compaction_turn: Rc<Semaphore>,
+    /// One permit, held while the files of segments deleted from the head are renamed on a
+    /// helper thread (a close waits for it).
+    renames_turn: Rc<Semaphore>,
 }
 
 /// Most bytes the writer gathers into one write from the appends queued on a partition
@@ -292,6 +295,7 @@ impl Partition {
             counters,
             delete_records_turn: Semaphore::new(1),
             compaction_turn: Rc::new(Semaphore::new(1)),
+            renames_turn: Rc::new(Semaphore::new(1)),
         }))
     }
 
@@ -891,6 +895,7 @@ impl Partition {
             }
             finished
         };
+        self.rename_deleted();
         // The writer ends the turn: it takes in what waited meanwhile (appends, a new leader
         // epoch's checkpoint), then stops.
         self.start_writer();
@@ -903,6 +908,18 @@ impl Partition {
     /// soon, and no client appends to a follower.
     async fn quiesce(&self) -> Result<crate::runtime::Permit<'_>, PartitionError> {
         let no_compaction = self.0.compaction_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
+        self.wait_idle().await;
+        let state = self.0.state.borrow();
+        assert!(
+            state.durability_waiters.is_empty() && state.replication_waiters.is_empty(),
+            "a log is cut only while no append is under way"
+        );
+        Ok(no_compaction)
+    }
+
+    /// Waits until the writer task has stopped and no fsync is in flight. The caller then acts
+    /// on the log before it yields again.
+    async fn wait_idle(&self) {
         loop {
             let busy = {
                 let mut state = self.0.state.borrow_mut();
@@ -916,15 +933,9 @@ impl Partition {
                 Some(wait) => {
                     let _ = wait.await;
                 }
-                None => break,
+                None => return,
             }
         }
-        let state = self.0.state.borrow();
-        assert!(
-            state.durability_waiters.is_empty() && state.replication_waiters.is_empty(),
-            "a log is cut only while no append is under way"
-        );
-        Ok(no_compaction)
     }
 
     /// Checks a request's `current_leader_epoch` against the partition's, as Kafka's
@@ -1026,8 +1037,27 @@ impl Partition {
             if let Some(write) = write {
                 crate::runtime::file::run_blocking(write).await?;
             }
-            Ok(partition.0.state.borrow_mut().log.finish_delete_records(offset)?)
+            let log_start_offset = partition.0.state.borrow_mut().log.finish_delete_records(offset)?;
+            partition.rename_deleted();
+            Ok(log_start_offset)
         }
+    }
+
+    /// Renames away, on a helper thread, the files of the segments deleted from the head of
+    /// the log (retention, DeleteRecords, those a compaction pass kept until it was done), one
+    /// batch at a time: [`Partition::close`] waits for the batch in flight and does the rest.
+    fn rename_deleted(&self) {
+        let partition = self.clone();
+        spawn_local(async move {
+            let Ok(_turn) = partition.0.renames_turn.acquire_permit(1).await else { return };
+            let Some(deleted) = partition.0.state.borrow_mut().log.take_deleted() else { return };
+            if let Err(e) = crate::runtime::file::run_blocking(move || deleted.rename()).await {
+                // The partition was deleted or closed meanwhile (its claim released), or the
+                // disk failed: the files stay, and the next open deletes them again.
+                tracing::warn!(dir = %partition.0.state.borrow().dir.display(), error = %e, "renaming deleted segments");
+            }
+        })
+        .detach();
     }
 
     /// Background upkeep: the time-based flush policy (`flush.ms`, an fsync through the ring),
@@ -1042,6 +1072,7 @@ impl Partition {
                 if deleted > 0 {
                     let log_start_offset = state.log.log_start_offset();
                     tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
+                    self.rename_deleted();
                 }
             }
             // No pass starts while a truncation waits for its turn.
@@ -1063,6 +1094,8 @@ impl Partition {
                 if let Err(e) = state.log.finish_compaction(outcome) {
                     tracing::error!(dir = %state.dir.display(), error = %e, "compaction");
                 }
+                drop(state);
+                partition.rename_deleted();
             })
             .detach();
         }
@@ -1084,22 +1117,37 @@ impl Partition {
         self.0.state.borrow().log.size()
     }
 
-    /// Flushes and checkpoints the log and snapshots its producers; used on clean shutdown.
-    pub fn close(self) -> Result<(), StorageError> {
-        let mut state = self.0.state.borrow_mut();
-        if let Some(reason) = &state.failed {
-            return Err(StorageError::Io(std::io::Error::other(format!("an fsync failed: {reason}"))));
-        }
-        // A compaction in flight stops at its next step: what it leaves is recovered at open.
-        state.log.release_dir();
-        state.log.close()?;
-        let log_end_offset = state.log.log_end_offset();
-        state.producers.write_snapshot(log_end_offset)
+    /// Flushes and checkpoints the log, renames away the files of segments deleted from its
+    /// head, and snapshots its producers; used on clean shutdown. The `.log` is synced on the
+    /// shard's ring and the rest done on a helper thread, so the partitions of a shard close
+    /// at once. Returns once all of it is durable: a segment deleted before the close never
+    /// comes back at the next open.
+    pub async fn close(self) -> Result<(), StorageError> {
+        // The renames in flight first: they go through the claim that the close releases.
+        let _renames = self.0.renames_turn.acquire_permit(1).await.expect("the semaphore is never closed");
+        self.wait_idle().await;
+        let mut close = {
+            let mut state = self.0.state.borrow_mut();
+            if let Some(reason) = &state.failed {
+                return Err(StorageError::Io(std::io::Error::other(format!("an fsync failed: {reason}"))));
+            }
+            // A compaction in flight stops at its next step: what it leaves is recovered at open.
+            state.log.release_dir();
+            state.log.begin_close()
+        };
+        let outcome = close.run().await;
+        let snapshot = {
+            let mut state = self.0.state.borrow_mut();
+            state.log.finish_close(close, outcome)?;
+            state.producers.snapshot_writer(state.log.log_end_offset())
+        };
+        crate::runtime::file::run_blocking(snapshot).await
     }
 
-    /// Closes the log and removes its directory (renamed at once, removed on a helper thread);
-    /// used when the topic is deleted.
-    pub fn delete(self) -> Result<(), StorageError> {
+    /// Closes the log and removes its directory (renamed on a helper thread, removed on the
+    /// deleter's); used when the topic is deleted. The directory's name is free once this
+    /// returns, for a topic created again under it.
+    pub async fn delete(self) -> Result<(), StorageError> {
         let (dir, fs) = {
             let mut state = self.0.state.borrow_mut();
             state.deleted = true;
@@ -1107,7 +1155,7 @@ impl Partition {
             (state.dir.clone(), state.log.file_system())
         };
         drop(self);
-        crate::storage::deleter::delete_dir_later(&fs, &dir)?;
+        crate::runtime::file::run_blocking(move || crate::storage::deleter::delete_dir_later(&fs, &dir)).await?;
         Ok(())
     }
 }
@@ -1422,7 +1470,7 @@ mod tests {
             // The first one's write is under way by now (the writer task starts at once); the
             // others wait in the queue.
             let queued = appends.split_off(1);
-            p.clone().delete().unwrap();
+            p.clone().delete().await.unwrap();
             for append in queued {
                 let outcome = append.await;
                 assert!(matches!(outcome, Err(PartitionError::Unknown)), "{outcome:?}");
@@ -1537,7 +1585,7 @@ mod tests {
             assert!(matches!(p.append(batch(1, 0), 0).await.unwrap_err(), PartitionError::SyncFailed));
             assert_eq!(p.high_watermark(), 2);
             assert!(!p.read(0, 1 << 20).unwrap().is_empty(), "reads go on");
-            assert!(p.close().is_err(), "no clean shutdown over a failed fsync");
+            assert!(p.close().await.is_err(), "no clean shutdown over a failed fsync");
         })
     }
 
@@ -1923,6 +1971,140 @@ mod tests {
             assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the sync");
             until("the deleted segments' files are gone", || logs() == 1).await;
             assert_eq!(p.log_start_offset(), start);
+        })
+    }
+
+    /// A partition of one-batch segments holding offsets 0, 1 and 2, whose first segment's
+    /// renames are held once DeleteRecords(2) deleted it and the next; the watchdog releases
+    /// them if the test blocks the shard.
+    async fn held_renames(
+        disk: &Arc<SimDisk>,
+        counters: &Rc<SyncCounters>,
+    ) -> (Partition, LogConfig, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+        let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, ..config() };
+        let p = simulated(disk, "t-0", one_batch.clone(), counters);
+        for _ in 0..3 {
+            p.append(batch(1, 0), 0).await.unwrap();
+        }
+        disk.hold_renames("t-0/00000000000000000000.");
+        let (finished, watchdog) = release_in_time(disk);
+        assert_eq!(p.delete_records(2).await.unwrap(), 2, "answered while the renames wait");
+        until("the first segment's files are being renamed", || disk.blocked_calls() == 1).await;
+        (p, one_batch, finished, watchdog)
+    }
+
+    /// The `.log` files under `/data/t-0`.
+    fn segment_logs(disk: &Arc<SimDisk>) -> Vec<String> {
+        let fs: Arc<dyn FileSystem> = disk.clone();
+        let mut logs: Vec<String> =
+            fs.list_dir(Path::new("/data/t-0")).unwrap().into_iter().filter(|n| n.ends_with(".log")).collect();
+        logs.sort();
+        logs
+    }
+
+    #[test]
+    fn segments_deleted_from_the_head_are_renamed_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let (p, _, finished, watchdog) = held_renames(&disk, &counters).await;
+            let other = simulated(&disk, "t-1", config(), &counters);
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert!(p.read(0, 1 << 20).is_err(), "gone for reads at once");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
+            until("the deleted segments' files are gone", || segment_logs(&disk).len() == 1).await;
+            assert_eq!(p.log_start_offset(), 2);
+        })
+    }
+
+    #[test]
+    fn a_close_waits_for_the_renames_of_deleted_segments_and_none_comes_back() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let (p, one_batch, finished, watchdog) = held_renames(&disk, &counters).await;
+            let closed = Rc::new(RefCell::new(None));
+            let closing = closed.clone();
+            spawn_local(async move {
+                let outcome = p.close().await;
+                *closing.borrow_mut() = Some(outcome.is_ok());
+            })
+            .detach();
+            // The shard serves while the close waits (an append is several turns of it).
+            let other = simulated(&disk, "t-1", config(), &counters);
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0);
+            assert!(closed.borrow().is_none(), "the close waits for the renames in flight");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
+            until("the partition is closed", || closed.borrow().is_some()).await;
+            assert_eq!(*closed.borrow(), Some(true));
+            // Opened again after that clean close: the deleted segments stay deleted.
+            assert_eq!(segment_logs(&disk), ["00000000000000000002.log"]);
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let p = Partition::open(&fs, Path::new("/data/t-0"), one_batch, EXPIRY, 0, true, counters).unwrap();
+            assert_eq!((p.log_start_offset(), p.log_end_offset()), (2, 3));
+        })
+    }
+
+    #[test]
+    fn a_deleted_partition_s_directory_is_renamed_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", config(), &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            p.append(batch(1, 0), 0).await.unwrap();
+            disk.hold_renames("/data/t-0");
+            let (finished, watchdog) = release_in_time(&disk);
+            let deleted = Rc::new(RefCell::new(None));
+            let deleting = deleted.clone();
+            spawn_local(async move {
+                let outcome = p.delete().await;
+                *deleting.borrow_mut() = Some(outcome.is_ok());
+            })
+            .detach();
+            until("the directory is being renamed", || disk.blocked_calls() == 1).await;
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert!(deleted.borrow().is_none(), "the delete returns once the name is free");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
+            until("the partition is deleted", || deleted.borrow().is_some()).await;
+            assert_eq!(*deleted.borrow(), Some(true));
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            assert!(!fs.list_dir(Path::new("/data")).unwrap().contains(&"t-0".to_string()), "the name is free");
+        })
+    }
+
+    #[test]
+    fn closes_sync_on_the_ring_all_at_once() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let partitions = ["t-0", "t-1"].map(|name| simulated(&disk, name, config(), &counters));
+            for p in &partitions {
+                p.append(batch(2, 0), 0).await.unwrap();
+            }
+            disk.hold_syncs();
+            let closed = Rc::new(RefCell::new(None));
+            let closing = closed.clone();
+            spawn_local(async move {
+                let outcomes = futures::future::join_all(partitions.map(Partition::close)).await;
+                *closing.borrow_mut() = Some(outcomes.iter().all(Result::is_ok));
+            })
+            .detach();
+            until("both partitions' fsyncs are in flight", || disk.held_syncs() == 2).await;
+            assert!(closed.borrow().is_none(), "a close waits for its fsync");
+            assert_eq!(disk.release_syncs(), 2);
+            until("both partitions are closed", || closed.borrow().is_some()).await;
+            assert_eq!(*closed.borrow(), Some(true));
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            for name in ["t-0", "t-1"] {
+                let p =
+                    Partition::open(&fs, &Path::new("/data").join(name), config(), EXPIRY, 0, true, counters.clone())
+                        .unwrap();
+                assert_eq!(p.log_end_offset(), 2);
+            }
         })
     }
 

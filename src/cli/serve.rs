@@ -355,10 +355,12 @@ async fn run_shard(
     // Connections still open when this returns (a client that never reads its response, say)
     // are dropped with the executor.
     shutdown.drain(shard.id, || shard.in_flight.get() == 0).await;
+    // Every partition of the shard at once: their fsyncs are in flight together on the ring.
     let partitions: Vec<_> = shard.partitions.borrow_mut().drain().collect();
+    let closes = partitions.into_iter().map(|(tp, partition)| async move { (tp, partition.close().await) });
     let mut failed = 0;
-    for (tp, partition) in partitions {
-        if let Err(e) = partition.close() {
+    for (tp, closed) in futures::future::join_all(closes).await {
+        if let Err(e) = closed {
             tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition");
             failed += 1;
         }

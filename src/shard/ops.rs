@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 
 use super::router::{
     Appended, Call, FoundOffset, OffsetQuery, PartitionRead, PartitionReadResult, Produce, RecordData, WaitForData,
@@ -13,6 +14,7 @@ use super::{Shard, ShardRequest, TopicPartition, controller};
 use crate::cluster::{MetadataImage, PartitionMetadata};
 use crate::group::coordinator;
 use crate::partition::{Partition, PartitionError, ReadLimit};
+use crate::runtime::file::run_blocking;
 use crate::runtime::{now_ms, sleep, spawn_local};
 use crate::storage::deleter;
 
@@ -307,22 +309,33 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
             .or_insert_with(|| effective.log_config(&image.topics[topic].configs).map_err(|e| format!("{e:#}")))
             .clone()
     };
-    let mut table = shard.partitions.borrow_mut();
-    let mut offline = shard.offline.borrow_mut();
-    offline.retain(|tp, _| {
+    // Partitions whose topic is gone: their directories are renamed away on the blocking pool,
+    // all before any partition opens, since a topic created again takes the same names.
+    let mut deletions: Vec<LocalBoxFuture<'static, ()>> = Vec::new();
+    shard.offline.borrow_mut().retain(|tp, _| {
         let keep = owned.contains(tp);
-        if !keep && let Err(e) = deleter::delete_dir_later(&shard.fs, &partition_dir(&shard.config.data_dir, tp)) {
-            tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting an offline partition");
+        if !keep {
+            let (fs, dir, tp) = (shard.fs.clone(), partition_dir(&shard.config.data_dir, tp), tp.clone());
+            deletions.push(Box::pin(async move {
+                if let Err(e) = run_blocking(move || deleter::delete_dir_later(&fs, &dir)).await {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting an offline partition");
+                }
+            }));
         }
         keep
     });
-    let gone: Vec<_> = table.keys().filter(|tp| !owned.contains(tp)).cloned().collect();
+    let gone: Vec<_> = shard.partitions.borrow().keys().filter(|tp| !owned.contains(tp)).cloned().collect();
     for tp in gone {
-        let partition = table.remove(&tp).expect("key listed from the table");
-        if let Err(e) = partition.delete() {
-            tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting partition");
-        }
+        let partition = shard.partitions.borrow_mut().remove(&tp).expect("key listed from the table");
+        deletions.push(Box::pin(async move {
+            if let Err(e) = partition.delete().await {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting partition");
+            }
+        }));
     }
+    futures::future::join_all(deletions).await;
+    let mut table = shard.partitions.borrow_mut();
+    let offline = shard.offline.borrow();
     let mut opening = Vec::new();
     for tp in owned {
         if offline.contains_key(&tp) {

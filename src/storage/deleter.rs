@@ -2,16 +2,17 @@
 //! on a helper thread, so that a shard never waits for the file system to free a large file's
 //! blocks.
 //!
-//! A shard first renames a segment's files to `<name>.deleted` (a metadata change, quick) and
-//! drops its descriptors; only then are the renamed paths queued here. The helper thread thus
+//! A shard first drops a segment's descriptors and has its files renamed to `<name>.deleted`
+//! on its blocking pool (a metadata change, quick; [`delete_later`]); only then are the renamed
+//! paths queued here. The helper thread thus
 //! only ever touches files that no shard reads or writes any more. A fetch still sending from a
 //! dup'ed descriptor of such a file keeps working: unlinking frees the blocks at its last close.
 //! Files left `.deleted` by a crash are queued again when their log is next opened.
 //!
-//! A deleted partition's directory is renamed at once to `<name>.<unique>-delete` (Kafka's
-//! convention; a partition directory always ends in its number, so no live one ends so): its
-//! name is free at once for a topic created again under it, and the helper removes the old
-//! one. Directories a crash left behind are queued at startup ([`remove_leftovers`]).
+//! A deleted partition's directory is renamed to `<name>.<unique>-delete` (Kafka's
+//! convention; a partition directory always ends in its number, so no live one ends so) on
+//! the shard's blocking pool, before the install that deleted it opens any partition: its name
+//! is free for a topic created again under it, and the helper removes the old one. Directories a crash left behind are queued at startup ([`remove_leftovers`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

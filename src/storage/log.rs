@@ -11,10 +11,11 @@
 //! fsynced and closed (read-only, compacted in place under `cleanup.policy=compact`); deleted
 //! whole from the head of the log by retention (`retention.ms` / `retention.bytes` under
 //! `cleanup.policy=delete`) or once DeleteRecords moved the log start offset past it. The
-//! active segment is never deleted. Deletion renames the files to `.deleted` and leaves the
-//! unlinking to [`super::deleter`]. A follower may cut the tail ([`Log::truncate_to`]), or
-//! empty the log and start it again past its end ([`RestartAt`]); a log whose start is past
-//! the end of its segments opens empty at its start.
+//! active segment is never deleted. Deletion from the head drops the segment at once and
+//! renames its files to `.deleted` later, on a helper thread ([`Log::take_deleted`]; a close
+//! does what is left), leaving the unlinking to [`super::deleter`]. A follower may cut the
+//! tail ([`Log::truncate_to`]), or empty the log and start it again past its end
+//! ([`RestartAt`]); a log whose start is past the end of its segments opens empty at its start.
 //!
 //! Each leader epoch's first offset is kept in the leader-epoch cache ([`LeaderEpochCache`]),
 //! cut with the log at either end.
@@ -52,30 +53,37 @@ pub enum Staging {
     CheckpointFirst(Option<(i32, i64)>),
 }
 
-/// Closing the active segment: its `.log` fdatasync on the shard's ring, then on a helper
-/// thread its index entries, the recovery point, and the next segment's files (with their
-/// directory entry synced; its `.log` opened there and handed over), so that a roll never
-/// blocks the shard on the disk nor makes a file-system call on its thread. The
-/// closing segment is durable before the next one exists: recovery relies on it.
-pub struct Roll {
+/// Making the active segment durable up to its end: its `.log` fdatasync on the shard's ring,
+/// then on a helper thread its index entries, the recovery point, and what follows (`T`), so
+/// that it never blocks the shard on the disk nor makes a file-system call on its thread.
+pub struct Seal<T> {
     sync: Option<IoFuture>,
-    seal: Option<Box<dyn FnOnce() -> Result<Opened, StorageError> + Send>>,
-    /// The next segment's `.log`, opened by the helper thread that created it.
-    next_log: Option<Opened>,
+    seal: Option<Box<dyn FnOnce() -> Result<T, StorageError> + Send>>,
+    /// What the helper thread made, once it ran.
+    made: Option<T>,
     closing_end: i64,
     /// How many entries each index file holds once sealed (`None`: it had them all).
     entries: [Option<usize>; 2],
 }
 
-impl Roll {
-    /// Syncs and seals the closing segment and creates the next one's files.
+impl<T: Send + 'static> Seal<T> {
+    /// Syncs the `.log`, then runs the helper thread's part.
     pub async fn run(&mut self) -> Result<(), StorageError> {
-        self.sync.take().expect("a roll runs once").await?;
-        let seal = self.seal.take().expect("a roll runs once");
-        self.next_log = Some(crate::runtime::file::run_blocking(seal).await?);
+        self.sync.take().expect("a seal runs once").await?;
+        let seal = self.seal.take().expect("a seal runs once");
+        self.made = Some(crate::runtime::file::run_blocking(seal).await?);
         Ok(())
     }
 }
+
+/// Closing the active segment ([`Log::begin_roll`]): the seal then creates the next segment's
+/// files (with their directory entry synced; its `.log` opened there and handed over). The
+/// closing segment is durable before the next one exists: recovery relies on it.
+pub type Roll = Seal<Opened>;
+
+/// Closing the log at clean shutdown ([`Log::begin_close`]): the seal also renames away the
+/// files of segments deleted from the head, so that none comes back at the next open.
+pub type Close = Seal<()>;
 
 /// Emptying the log to start it again at an offset past its end (Kafka's
 /// `truncateFullyAndStartAt`: a follower whose log ends below its leader's log start): the
@@ -86,8 +94,8 @@ impl Roll {
 /// whose start file is past the end of its segments opens restarted there (see [`Log::open`]);
 /// then the leader-epoch checkpoint is emptied, the producer snapshots removed, the recovery
 /// point moved to the new start, and the new segment's files created. The old segments' files are
-/// renamed away last, on the shard (a log opened with segments wholly below its start drops
-/// them).
+/// renamed away last, off the shard's thread as those deleted from the head
+/// ([`Log::take_deleted`]; a log opened with segments wholly below its start drops them).
 pub struct RestartAt {
     offset: i64,
     work: Option<Box<dyn FnOnce() -> Result<Opened, StorageError> + Send>>,
@@ -242,6 +250,11 @@ pub struct Log {
     /// Segments deleted while a compaction was in flight: their files are renamed away once it
     /// is done, since it may be rewriting them.
     deleted_meanwhile: Vec<Segment>,
+    /// Files of segments deleted from the head whose renames to `.deleted` are still to be
+    /// done, off the shard's thread ([`Log::take_deleted`]; [`Log::begin_close`] does what is
+    /// left). Their base offsets are below the log start, and no file is ever created there, so
+    /// a pending rename never meets a new file of the same name.
+    deleted_files: Vec<PathBuf>,
     /// Whether the directory is still this log's, for work on helper threads.
     claim: DirClaim,
 }
@@ -262,7 +275,10 @@ impl Log {
     /// The log as plain data, for another thread: only a log that nothing is under way on
     /// (just opened).
     pub fn detach(self) -> Detached {
-        assert!(!self.write_in_flight && self.compacting.is_none(), "a log is detached only at rest");
+        assert!(
+            !self.write_in_flight && self.compacting.is_none() && self.deleted_files.is_empty(),
+            "a log is detached only at rest"
+        );
         Detached {
             dir: self.dir,
             config: self.config,
@@ -295,6 +311,7 @@ impl Log {
             epochs_written: 0,
             compacting: None,
             deleted_meanwhile: Vec::new(),
+            deleted_files: Vec::new(),
             claim: DirClaim::default(),
         })
     }
@@ -378,6 +395,7 @@ impl Log {
             epochs_written: 0,
             compacting: None,
             deleted_meanwhile: Vec::new(),
+            deleted_files: Vec::new(),
             claim: DirClaim::default(),
         };
         log.recovery_point = recovery_point.min(log.log_end_offset());
@@ -711,20 +729,36 @@ impl Log {
     /// Nothing changes until [`Log::finish_roll`]; no append may start meanwhile.
     pub fn begin_roll(&mut self) -> Roll {
         assert!(!self.write_in_flight, "a roll happens between appends");
+        self.seal(|fs, dir, closing_end| Segment::create_files(fs, dir, closing_end))
+    }
+
+    /// The active segment's seal: its `.log` synced, then on a helper thread its index entries
+    /// written and synced, the recovery point moved to its end, and `then` run.
+    fn seal<T: Send + 'static>(
+        &self,
+        then: impl FnOnce(&dyn FileSystem, &Path, i64) -> Result<T, StorageError> + Send + 'static,
+    ) -> Seal<T> {
         let active = self.active();
         let closing_end = active.next_offset;
         let pending = active.pending_index_entries();
         let entries = [0, 1].map(|i| pending[i].as_ref().map(|p| p.entries));
         let (fs, dir) = (self.fs.clone(), self.dir.clone());
-        let seal = move || -> Result<Opened, StorageError> {
+        let seal = move || -> Result<T, StorageError> {
             for entries in pending.iter().flatten() {
                 entries.write(&*fs)?;
             }
-            // The closed segment is durable now, so recovery never needs to look at it again.
+            // The segment is durable now, so recovery never needs to look at it again.
             write_offset_file(&*fs, &dir, RECOVERY_POINT_FILE, closing_end)?;
-            Segment::create_files(&*fs, &dir, closing_end)
+            then(&*fs, &dir, closing_end)
         };
-        Roll { sync: Some(active.fdatasync()), seal: Some(Box::new(seal)), next_log: None, closing_end, entries }
+        Seal { sync: Some(active.fdatasync()), seal: Some(Box::new(seal)), made: None, closing_end, entries }
+    }
+
+    /// Takes a seal that ran in: the index entries it wrote, the recovery point.
+    fn finish_seal<T>(&mut self, seal: &mut Seal<T>) -> Option<T> {
+        self.active().index_entries_synced(seal.entries.map(|e| e.unwrap_or(0)));
+        self.recovery_point = self.recovery_point.max(seal.closing_end);
+        seal.made.take()
     }
 
     /// Takes the roll in once [`Roll::run`] succeeded: the new segment becomes the active one.
@@ -737,10 +771,8 @@ impl Log {
     ) -> Result<(), StorageError> {
         outcome?;
         assert_eq!(roll.closing_end, self.log_end_offset(), "nothing was appended during the roll");
-        let closing = self.active();
-        closing.index_entries_synced(roll.entries.map(|e| e.unwrap_or(0)));
-        self.recovery_point = self.recovery_point.max(roll.closing_end);
-        let log = roll.next_log.expect("a roll that succeeded created the next segment").into_handle();
+        let mut roll = roll;
+        let log = self.finish_seal(&mut roll).expect("a roll that succeeded created the next segment").into_handle();
         self.segments.push(Segment::with_log(&self.fs, &self.dir, roll.closing_end, log, now_ms));
         Ok(())
     }
@@ -890,7 +922,8 @@ impl Log {
         let closed = self.compacting.take().expect("a compaction was in flight");
         let deleted = std::mem::take(&mut self.deleted_meanwhile);
         if self.claim.check().is_err() {
-            // The directory went with the partition (a new one may have its name): touch nothing.
+            // The directory went with the partition (a new one may have its name), or the log
+            // was closed (which renamed those files): touch nothing.
             return Ok(());
         }
         let swapped = outcome.and_then(|done| {
@@ -903,9 +936,7 @@ impl Log {
             self.compacted_segments = closed.saturating_sub(deleted.len());
             Ok(())
         });
-        for segment in deleted {
-            segment.delete()?;
-        }
+        self.deleted_files.extend(deleted.into_iter().flat_map(Segment::into_files));
         swapped
     }
 
@@ -937,14 +968,50 @@ impl Log {
         self.messages_since_flush > 0 && self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms)
     }
 
-    /// Syncs the active segment with its indexes and records the recovery point; called on
-    /// clean shutdown.
-    pub fn close(&mut self) -> Result<(), StorageError> {
-        self.active().sync()?;
-        self.recovery_point = self.log_end_offset();
+    /// Closing the log at clean shutdown, to run ([`Seal::run`]) and take in with
+    /// [`Log::finish_close`]: the active segment synced with its indexes, the recovery point
+    /// at the log end, and the files of every segment deleted from the head renamed away (the
+    /// caller lets no rename of [`Log::take_deleted`] be in flight). A compaction pass in
+    /// flight must have been stopped first ([`Log::release_dir`]): it may be rewriting the
+    /// segments deleted meanwhile, whose files are renamed now.
+    pub fn begin_close(&mut self) -> Close {
+        assert!(!self.write_in_flight, "a log closes between appends");
+        assert!(self.compacting.is_none() || self.claim.check().is_err(), "a compaction in flight was stopped");
+        let mut deleted = std::mem::take(&mut self.deleted_files);
+        deleted.extend(self.deleted_meanwhile.drain(..).flat_map(Segment::into_files));
+        let fs = self.fs.clone();
+        self.seal(move |_, _, _| rename_deleted(&fs, &deleted))
+    }
+
+    /// Takes a close that ran in.
+    pub fn finish_close(&mut self, mut close: Close, outcome: Result<(), StorageError>) -> Result<(), StorageError> {
+        outcome?;
+        self.finish_seal(&mut close);
         self.messages_since_flush = 0;
-        write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
         Ok(())
+    }
+
+    /// A whole close on a log owned by the caller.
+    pub async fn close(&mut self) -> Result<(), StorageError> {
+        let mut close = self.begin_close();
+        let outcome = close.run().await;
+        self.finish_close(close, outcome)
+    }
+
+    /// The renames to `.deleted` of the files of segments deleted from the head since the last
+    /// call, to run on a helper thread ([`DeletedFiles::rename`]); `None` when there are none.
+    /// They go through the log's claim, so none touches a directory a deleted partition left.
+    pub fn take_deleted(&mut self) -> Option<DeletedFiles> {
+        (!self.deleted_files.is_empty())
+            .then(|| DeletedFiles { fs: self.claimed_fs(), paths: std::mem::take(&mut self.deleted_files) })
+    }
+
+    /// Renames the files of the segments deleted from the head, on a log owned by the caller.
+    pub async fn rename_deleted(&mut self) -> Result<(), StorageError> {
+        match self.take_deleted() {
+            Some(deleted) => crate::runtime::file::run_blocking(move || deleted.rename()).await,
+            None => Ok(()),
+        }
     }
 
     /// The first half of DeleteRecords up to `offset`: the write of the new log start offset to
@@ -968,7 +1035,7 @@ impl Log {
             self.log_start_offset = offset;
             // A segment can go once the next one starts at or below the new start.
             let below = self.segments[1..].partition_point(|s| s.base_offset <= offset);
-            self.delete_head_segments(below)?;
+            self.delete_head_segments(below);
             self.epochs_follow_log_start();
         }
         Ok(self.log_start_offset)
@@ -979,7 +1046,9 @@ impl Log {
         if let Some(write) = self.log_start_offset_write(offset) {
             crate::runtime::file::run_blocking(write).await?;
         }
-        self.finish_delete_records(offset)
+        let log_start_offset = self.finish_delete_records(offset)?;
+        self.rename_deleted().await?;
+        Ok(log_start_offset)
     }
 
     /// Cuts the log before the batch holding `offset` (a follower dropping a tail that diverged
@@ -1070,10 +1139,8 @@ impl Log {
         self.tombstones_due_ms = None;
         self.epochs = LeaderEpochCache::empty(&self.dir);
         self.epochs_written = self.epochs_assigned;
-        // Not synced: a reopen drops segments left wholly below the log start.
-        for segment in old {
-            segment.delete()?;
-        }
+        // Renamed later, not synced: a reopen drops segments left wholly below the log start.
+        self.deleted_files.extend(old.into_iter().flat_map(Segment::into_files));
         Ok(())
     }
 
@@ -1081,12 +1148,14 @@ impl Log {
     pub async fn restart_at(&mut self, offset: i64) -> Result<(), StorageError> {
         let mut restart = self.begin_restart_at(offset);
         let outcome = restart.run().await;
-        self.finish_restart_at(restart, outcome, crate::runtime::now_ms())
+        self.finish_restart_at(restart, outcome, crate::runtime::now_ms())?;
+        self.rename_deleted().await
     }
 
     /// Under `cleanup.policy=delete`, deletes closed segments from the head while the oldest
     /// one's newest record is older than `retention.ms` or the log without it would still
-    /// exceed `retention.bytes`. Returns how many were deleted.
+    /// exceed `retention.bytes`. Returns how many were deleted (their files are renamed away
+    /// later: [`Log::take_deleted`]).
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         if !self.config.delete {
             return Ok(0);
@@ -1105,15 +1174,16 @@ impl Log {
             excess = excess.map(|excess| excess.saturating_sub(segment.size()));
             count += 1;
         }
-        self.delete_head_segments(count)?;
+        self.delete_head_segments(count);
         Ok(count)
     }
 
     /// Deletes the first `count` segments (never the active one) and moves the log start
-    /// offset to the base of the first one kept.
-    fn delete_head_segments(&mut self, count: usize) -> Result<(), StorageError> {
+    /// offset to the base of the first one kept. Their descriptors close now; their files are
+    /// renamed away later, off the shard's thread ([`Log::take_deleted`]).
+    fn delete_head_segments(&mut self, count: usize) {
         if count == 0 {
-            return Ok(());
+            return;
         }
         assert!(count < self.segments.len(), "the active segment is never deleted");
         self.log_start_offset = self.log_start_offset.max(self.segments[count].base_offset);
@@ -1122,11 +1192,10 @@ impl Log {
             tracing::debug!(dir = %self.dir.display(), base_offset = segment.base_offset, "deleting segment");
             match self.compacting {
                 Some(_) => self.deleted_meanwhile.push(segment),
-                None => segment.delete()?,
+                None => self.deleted_files.extend(segment.into_files()),
             }
         }
         self.epochs_follow_log_start();
-        Ok(())
     }
 
     /// Drops the epochs wholly below the log start from the cache. The checkpoint is not
@@ -1196,6 +1265,31 @@ impl Log {
     fn active_mut(&mut self) -> &mut Segment {
         self.segments.last_mut().expect("a log has a segment")
     }
+}
+
+/// Files of segments deleted from the head of a log, to rename to `.deleted` (and queue for
+/// unlinking) on a helper thread: [`Log::take_deleted`].
+pub struct DeletedFiles {
+    fs: Arc<dyn FileSystem>,
+    paths: Vec<PathBuf>,
+}
+
+impl DeletedFiles {
+    /// Renames them (blocking: on a helper thread).
+    pub fn rename(self) -> Result<(), StorageError> {
+        rename_deleted(&self.fs, &self.paths)
+    }
+}
+
+/// Renames each of `paths` to `.deleted` and queues it for unlinking; a file already gone is
+/// fine. A crash before the renames brings the segments back at the next open (below the log
+/// start they are unreadable, and retention deletes them again), as a crash before their
+/// directory is synced would.
+fn rename_deleted(fs: &Arc<dyn FileSystem>, paths: &[PathBuf]) -> Result<(), StorageError> {
+    for path in paths {
+        deleter::delete_later(fs, path)?;
+    }
+    Ok(())
 }
 
 fn delete_segment_files(fs: &dyn FileSystem, dir: &Path, base_offset: i64) -> Result<(), StorageError> {
@@ -1461,7 +1555,7 @@ pub(crate) mod tests {
             let mut log = Log::open(&fs, dir, one_batch.clone(), false).unwrap();
             log.append(batch(1, 0), 0, 0).await.unwrap();
             log.append(batch(1, 0), 0, 0).await.unwrap();
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let (opener, detached) = (fs.clone(), dir.to_path_buf());
             let detached = crate::runtime::file::run_blocking(move || {
@@ -1607,7 +1701,7 @@ pub(crate) mod tests {
             for _ in 0..60 {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let mut log = Log::open(&os(), dir.path(), config(), true).unwrap();
             assert_eq!(log.log_end_offset(), 120);
@@ -1637,7 +1731,7 @@ pub(crate) mod tests {
                     for i in 0..10 {
                         log.append(batch(2, 100 * i), 0, 0).await.unwrap();
                     }
-                    log.close().unwrap();
+                    log.close().await.unwrap();
                     drop(log);
                     patch(dir.path(), &name, damaged * size, &bad.to_be_bytes());
                     let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
@@ -1661,7 +1755,7 @@ pub(crate) mod tests {
                 for i in 0..10 {
                     log.append(batch(2, 100 * i), 0, 0).await.unwrap();
                 }
-                log.close().unwrap();
+                log.close().await.unwrap();
                 drop(log);
                 patch(dir.path(), &name, 9 * size + 8, &i32::MAX.to_be_bytes());
                 let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), clean).unwrap();
@@ -1676,7 +1770,7 @@ pub(crate) mod tests {
             for i in 0..10 {
                 log.append(batch(2, 100 * i), 0, 0).await.unwrap();
             }
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             patch(dir.path(), &name, 2 * size + 8, &(i32::MAX - 12).to_be_bytes());
             let log = Log::open(&crate::storage::fs::os(), dir.path(), config(), true).unwrap();
@@ -1730,7 +1824,7 @@ pub(crate) mod tests {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
             let last = log.active().base_offset;
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             cut(dir.path(), &crate::storage::segment::file_name(last, "log"), 7);
             // The marker says clean, but the last batch is torn: it goes, the rest stays.
@@ -1750,7 +1844,7 @@ pub(crate) mod tests {
             for _ in 0..60 {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let first = crate::storage::segment::file_name(0, "log");
             let length = std::fs::metadata(dir.path().join(&first)).unwrap().len();
@@ -1773,7 +1867,7 @@ pub(crate) mod tests {
             for _ in 0..30 {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             std::fs::write(dir.path().join("00000000000000000000.index"), [1u8; 13]).unwrap();
             // Even a "clean" open refuses an index it cannot trust, and rebuilds it.
@@ -1870,7 +1964,7 @@ pub(crate) mod tests {
             );
 
             // The compacted log reopens, cleanly or not, and takes appends after the same end.
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             for clean in [true, false] {
                 let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
@@ -1920,6 +2014,7 @@ pub(crate) mod tests {
             let active_base = log.segments[0].base_offset;
             assert_eq!(log.segments.len(), 1);
             assert_eq!(log.log_start_offset(), active_base);
+            log.rename_deleted().await.unwrap();
             assert_eq!(segment_files(dir.path()), vec![active_base]);
             assert!(matches!(
                 log.read(active_base - 1, 1000, i64::MAX, Wait::Yes),
@@ -1928,7 +2023,7 @@ pub(crate) mod tests {
             assert_eq!(read_all(&log, active_base).last().unwrap(), &(158, 2));
             assert_eq!(log.offset_for_timestamp(0, Wait::Yes).unwrap().unwrap().0, active_base);
             // The start survives a reopen: the segment files say where the log begins.
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let log = Log::open(&os(), dir.path(), config(), true).unwrap();
             assert_eq!((log.log_start_offset(), log.log_end_offset()), (active_base, 160));
@@ -2075,7 +2170,7 @@ pub(crate) mod tests {
             // Not due yet: no segment closed, the horizon has not passed.
             log.compact_if_due(start + 999).await.unwrap();
             assert!(records(&log).contains(&tombstone));
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let mut log = Log::open(&crate::storage::fs::os(), dir.path(), config, true).unwrap();
             log.compact_if_due(start + 500).await.unwrap();
@@ -2237,7 +2332,7 @@ mod epoch_tests {
             let one_batch = LogConfig { segment_bytes: batch(2, 0).len() as u64, ..config() };
             let mut log = log_with_epochs(dir.path(), one_batch, &[1, 1, 2, 4, 4]).await;
             assert!(log.segments.len() > 2);
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let expected = "0\n3\n1 0\n2 4\n4 6\n";
             for damage in [None, Some("0\n3\n1 0\n")] {
@@ -2257,7 +2352,7 @@ mod epoch_tests {
         crate::runtime::file::block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let mut log = log_with_epochs(dir.path(), config(), &[0, 2, 2]).await;
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             // A checkpoint ahead of the log (its epoch's batch was cut off) ...
             std::fs::write(dir.path().join(CHECKPOINT_FILE), "0\n3\n0 0\n2 2\n7 6\n").unwrap();
@@ -2295,7 +2390,7 @@ mod epoch_tests {
             assert_eq!(entries(&log), vec![(2, start)]);
             // The checkpoint still has the older entries; the next open cuts them and writes it.
             assert_eq!(checkpoint(dir.path()), "0\n3\n0 0\n1 4\n2 10\n");
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             let log = Log::open(&os(), dir.path(), config, true).unwrap();
             assert_eq!(entries(&log), vec![(2, start)]);
@@ -2332,7 +2427,7 @@ mod truncation_tests {
                 log.append(batch(2, 0), epoch, 0).await.unwrap();
             }
             assert_eq!(log.segments.len(), 4);
-            log.close().unwrap();
+            log.close().await.unwrap();
             // Offset 9 is in the batch at 8: the log ends at 8, the third segment (8..12)
             // and the fourth go.
             assert_eq!(log.truncate_to(9).unwrap(), 8);
@@ -2354,7 +2449,7 @@ mod truncation_tests {
             assert_eq!(log.end_offset_for_epoch(2), (1, 6));
             let expected = vec![(0, 0), (2, 0), (4, 1), (6, 3)];
             assert_eq!(batches(&log), expected);
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             for clean in [true, false] {
                 let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();

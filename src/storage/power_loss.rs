@@ -151,7 +151,7 @@ async fn run_on_shard(seed: u64) -> Result<(), String> {
             }
         }
         // Sometimes a clean shutdown comes first; it counts only if it succeeded.
-        clean = rng.coin() && partition.close().is_ok();
+        clean = rng.coin() && partition.close().await.is_ok();
         disk.power_cut(rng.next());
     }
     unreachable!("the last cut returns")

@@ -594,12 +594,19 @@ impl Segment {
 
     /// Removes the segment: its files are renamed at once and unlinked off this thread.
     pub fn delete(self) -> Result<(), StorageError> {
-        let Segment { fs, log, log_path, .. } = self;
-        drop(log);
-        for extension in ["log", "index", "timeindex"] {
-            super::deleter::delete_later(&fs, &log_path.with_extension(extension))?;
+        let fs = self.fs.clone();
+        for path in self.into_files() {
+            super::deleter::delete_later(&fs, &path)?;
         }
         Ok(())
+    }
+
+    /// Closes the segment's descriptors and returns its files' paths (`.log`, `.index`,
+    /// `.timeindex`), for their deletion later on a helper thread.
+    pub fn into_files(self) -> [PathBuf; 3] {
+        let Segment { log, log_path, .. } = self;
+        drop(log);
+        ["log", "index", "timeindex"].map(|extension| log_path.with_extension(extension))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -14,8 +14,8 @@
 //! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
 //! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
 //! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
-//! (and [`SimDisk::hold_opens`]) makes the blocking syncs (`sync_data`) or opens of some files
-//! wait (made on helper threads), so that a test can hold such work halfway and see what the
+//! (and [`SimDisk::hold_opens`], [`SimDisk::hold_renames`]) makes the blocking syncs
+//! (`sync_data`), opens or renames of some files wait (made on helper threads), so that a test can hold such work halfway and see what the
 //! shard does meanwhile.
 //! Asynchronous writes are held and failed as fsyncs are: [`SimDisk::hold_writes`] keeps them
 //! from completing (their bytes are in the file at once, as in a page cache, but the writer
@@ -102,7 +102,7 @@ struct State {
     /// Asynchronous writes submitted so far.
     writes_submitted: u64,
     fail_writes: bool,
-    /// Holds blocking syncs and opens while set.
+    /// Holds blocking syncs, opens or renames while set.
     blocking_calls: Arc<Gate>,
     /// How many times each path was opened.
     opens: HashMap<PathBuf, usize>,
@@ -113,6 +113,7 @@ struct State {
 enum Call {
     Sync,
     Open,
+    Rename,
 }
 
 /// A gate at which blocking calls of one kind on some files wait while it is closed.
@@ -245,6 +246,11 @@ impl SimDisk {
     /// The same for opens.
     pub fn hold_opens(&self, text: &str) {
         self.state().blocking_calls.set(Some((Call::Open, text.to_string())));
+    }
+
+    /// The same for renames (of entries whose old path holds `text`).
+    pub fn hold_renames(&self, text: &str) {
+        self.state().blocking_calls.set(Some((Call::Rename, text.to_string())));
     }
 
     /// How many times `path` was opened.
@@ -449,18 +455,23 @@ impl FileSystem for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let gate = self.state().blocking_calls.clone();
+        gate.pass(from, Call::Rename);
         let mut state = self.state();
         state.operate()?;
-        let entry = match state.entries.get(from) {
-            Some(Entry::File(id)) => Entry::File(*id),
-            Some(Entry::Dir) => return Err(io::Error::other("the simulated disk renames files only")),
-            None => return Err(not_found(from)),
-        };
+        if !state.entries.contains_key(from) {
+            return Err(not_found(from));
+        }
         if !state.parent_is_dir(to) {
             return Err(not_found(to));
         }
-        state.entries.remove(from);
-        state.entries.insert(to.to_path_buf(), entry);
+        // A directory moves with everything under it.
+        let moved: Vec<PathBuf> = state.entries.keys().filter(|p| p.starts_with(from)).cloned().collect();
+        for path in moved {
+            let entry = state.entries.remove(&path).expect("listed");
+            let under = path.strip_prefix(from).expect("listed under it");
+            state.entries.insert(if under.as_os_str().is_empty() { to.to_path_buf() } else { to.join(under) }, entry);
+        }
         Ok(())
     }
 
