@@ -2504,7 +2504,7 @@ mod truncation_tests {
             // Appends go on from the new start, in the leader's epoch.
             assert_eq!(log.append(batch(2, 0), 3, 0).await.unwrap().base_offset, 20);
             assert_eq!(batches(&log), vec![(20, 3)]);
-            log.close().unwrap();
+            log.close().await.unwrap();
             drop(log);
             for clean in [true, false] {
                 let log = Log::open(&os(), dir.path(), config.clone(), clean).unwrap();
@@ -2525,7 +2525,7 @@ mod truncation_tests {
             for with_new_segment in [false, true] {
                 let dir = tempfile::tempdir().unwrap();
                 let mut log = log_with_epochs(dir.path(), config.clone(), &[0, 0, 1, 1, 1]).await;
-                log.close().unwrap();
+                log.close().await.unwrap();
                 drop(log);
                 std::fs::write(dir.path().join(format!("{:020}.snapshot", 4)), b"producers").unwrap();
                 write_offset_file(&*os(), dir.path(), LOG_START_OFFSET_FILE, 20).unwrap();
