@@ -1064,24 +1064,24 @@ impl Partition {
     /// compaction (started on a helper thread, taken in when it is done), `producer.id.expiration.ms`,
     /// and when `check_retention` says so, retention.
     pub fn maintain(&self, now_ms: i64, check_retention: bool) -> Result<(), StorageError> {
-        let (flush_due, compaction) = {
+        let (flush_due, compaction, deleted) = {
             let mut state = self.0.state.borrow_mut();
             state.producers.expire_if_due(now_ms);
-            if check_retention {
-                let deleted = state.log.apply_retention(now_ms)?;
-                if deleted > 0 {
-                    let log_start_offset = state.log.log_start_offset();
-                    tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
-                    self.rename_deleted();
-                }
+            let deleted = if check_retention { state.log.apply_retention(now_ms)? } else { 0 };
+            if deleted > 0 {
+                let log_start_offset = state.log.log_start_offset();
+                tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
             }
             // No pass starts while a truncation waits for its turn.
             let compaction = match self.0.compaction_turn.try_acquire_static_permit(1) {
                 Ok(turn) => state.log.begin_compaction(now_ms).map(|job| (turn, job)),
                 Err(_) => None,
             };
-            (state.log.flush_due(now_ms), compaction)
+            (state.log.flush_due(now_ms), compaction, deleted)
         };
+        if deleted > 0 {
+            self.rename_deleted();
+        }
         if flush_due {
             self.start_sync();
         }
@@ -2015,6 +2015,27 @@ mod tests {
             assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
             until("the deleted segments' files are gone", || segment_logs(&disk).len() == 1).await;
             assert_eq!(p.log_start_offset(), 2);
+        })
+    }
+
+    #[test]
+    fn segments_deleted_by_retention_are_renamed_off_the_shards_thread() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let one_batch = LogConfig { segment_bytes: batch(1, 0).len() as u64, retention_ms: Some(0), ..config() };
+            let p = simulated(&disk, "t-0", one_batch, &counters);
+            for _ in 0..3 {
+                p.append(batch(1, 0), 0).await.unwrap();
+            }
+            disk.hold_renames("t-0/00000000000000000000.");
+            let (finished, watchdog) = release_in_time(&disk);
+            p.maintain(i64::MAX / 2, true).unwrap();
+            assert_eq!(p.log_start_offset(), 2, "gone for reads at once");
+            until("the first segment's files are being renamed", || disk.blocked_calls() == 1).await;
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the rename");
+            until("the deleted segments' files are gone", || segment_logs(&disk).len() == 1).await;
         })
     }
 
