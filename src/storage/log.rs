@@ -926,7 +926,7 @@ impl Log {
             // was closed (which renamed those files): touch nothing.
             return Ok(());
         }
-        let swapped = outcome.and_then(|done| {
+        let swapped = outcome.map(|done| {
             for cleaned in done.cleaned {
                 if let Ok(i) = self.segments.binary_search_by_key(&cleaned.base_offset, |s| s.base_offset) {
                     self.segments[i] = Segment::attach(&self.fs, &self.dir, cleaned);
@@ -934,7 +934,6 @@ impl Log {
             }
             self.tombstones_due_ms = done.tombstones_due_ms;
             self.compacted_segments = closed.saturating_sub(deleted.len());
-            Ok(())
         });
         self.deleted_files.extend(deleted.into_iter().flat_map(Segment::into_files));
         swapped
