@@ -504,15 +504,19 @@ impl Partition {
     }
 
     /// Writes the staged appends with one write and takes them into the log; answers each,
-    /// in order. A failed write fails them all (the log cuts it back off).
+    /// in order. A failed write fails them all, once the log has cut it back off the file (on
+    /// the blocking pool; the writer writes nothing meanwhile).
     async fn write(&self, staged: Staged, members: Vec<Member>) {
         let (pending, write) = self.0.state.borrow_mut().log.write_staged(staged);
         let written = write.await;
+        let finished = self.0.state.borrow_mut().log.finish_write(pending, written);
         let mut state = self.0.state.borrow_mut();
-        let appends = match state.log.finish_write(pending, written) {
+        let appends = match finished {
             Ok(appends) => appends,
-            Err(e) => {
-                let e = state.refused(e);
+            Err(failed) => {
+                drop(state);
+                failed.cut_back.await;
+                let e = self.0.state.borrow().refused(failed.error);
                 for member in members {
                     let each = std::io::Error::other(e.to_string());
                     let _ = member.done.send(Err(PartitionError::Storage(StorageError::Io(each))));
@@ -2218,6 +2222,35 @@ mod tests {
                 read = read.slice(header.size()..);
             }
             assert!(read.is_empty());
+        })
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_off_the_shards_thread_before_the_next_write() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            let p = simulated(&disk, "t-0", config(), &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            p.append(batch(1, 0), 0).await.unwrap();
+            // The next write lands half its bytes and fails; cutting them off is held.
+            disk.fail_writes(true);
+            disk.hold_truncates("t-0/");
+            let (finished, watchdog) = release_in_time(&disk);
+            let failed = append_concurrently(&p, 1);
+            until("the failed write is being cut back", || disk.blocked_calls() == 1).await;
+            disk.fail_writes(false);
+            let queued = append_concurrently(&p, 1);
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert_eq!(answered(&failed) + answered(&queued), 0, "the writer waits for the cut");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the cut");
+            until("both are answered", || answered(&failed) + answered(&queued) == 2).await;
+            assert!(failed.borrow()[0].as_ref().unwrap().is_err());
+            assert_eq!(base_offsets(&queued), [1], "written right after the first batch");
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let log = fs.open(Path::new("/data/t-0/00000000000000000000.log"), crate::storage::fs::Open::Existing);
+            assert_eq!(log.unwrap().len().unwrap(), 2 * batch(1, 0).len() as u64, "nothing of the failed write");
         })
     }
 

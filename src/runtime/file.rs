@@ -77,6 +77,13 @@ impl RingFile {
         async move { file.read_at(position, len).await.map(ReadBytes).map_err(io_error) }
     }
 
+    /// Cuts the file to `len` bytes without blocking the shard: glommio hands the ftruncate to
+    /// the executor's blocking pool (io_uring's own, IORING_OP_FTRUNCATE, needs Linux 6.9).
+    pub fn truncate(&self, len: u64) -> impl Future<Output = io::Result<()>> + 'static {
+        let file = self.0.clone();
+        async move { file.truncate(len).await.map_err(io_error) }
+    }
+
     /// fdatasync: makes the data written so far (and the length) durable.
     pub fn fdatasync(&self) -> impl Future<Output = io::Result<()>> + 'static {
         let file = self.0.clone();

@@ -6,8 +6,8 @@
 //! directory fsync. Tests put a simulated disk behind the same seam (`simulated`), which keeps
 //! written-but-unsynced data apart and can lose or tear it in a power cut.
 //!
-//! The data path's operations, [`FileHandle::write_at`] and [`FileHandle::fdatasync`], are
-//! asynchronous: on the real file system they are submitted to the shard's io_uring
+//! The data path's operations, [`FileHandle::write_at`], [`FileHandle::fdatasync`] and
+//! [`FileHandle::truncate`] (cutting a failed write back off), are asynchronous: on the real file system they are submitted to the shard's io_uring
 //! (`runtime::file`), so a write or an fsync never blocks the shard; the simulated disk
 //! completes writes at once and can hold fsyncs back (to test that nothing is acknowledged
 //! before the fsync covering it). The futures own what they need, so callers hold no borrow
@@ -103,6 +103,8 @@ pub trait FileHandle {
     /// Writes from `slices` at `position`; may write fewer bytes than given (like pwritev).
     fn write_vectored_at(&self, slices: &[IoSlice<'_>], position: u64) -> io::Result<usize>;
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Cuts (or extends) the file to `len` bytes without blocking the shard.
+    fn truncate(&self, len: u64) -> IoFuture;
     /// Makes the data and the length durable (fdatasync), blocking: for cold paths.
     fn sync_data(&self) -> io::Result<()>;
     /// Writes all of `pieces`, one after the other, at `position` without blocking the shard
@@ -356,6 +358,13 @@ impl FileHandle for OsFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+
+    fn truncate(&self, len: u64) -> IoFuture {
+        match self.ring() {
+            Ok(ring) => Box::pin(ring.truncate(len)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{Claimed, DirClaim, FileSystem, IoFuture, Opened};
 use super::leader_epoch::LeaderEpochCache;
-use super::segment::{Check, SEGMENT_BYTES_LIMIT, Sealed, Segment, Tail};
+use super::segment::{Check, FailedWrite, SEGMENT_BYTES_LIMIT, Sealed, Segment, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
 use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
@@ -592,14 +592,15 @@ impl Log {
     }
 
     /// Takes the appends [`Log::write_staged`] wrote into the log once the write completed (or
-    /// cuts them all back off the file if it failed). Returns each append's offsets, in order,
-    /// and whether it must be durable before it is acknowledged: `write.caching=false`, or
-    /// `flush.messages` reached by the records up to it.
+    /// starts cutting them all back off the file if it failed: the caller awaits the cut
+    /// before the next write). Returns each append's offsets, in order, and whether it must be
+    /// durable before it is acknowledged: `write.caching=false`, or `flush.messages` reached by
+    /// the records up to it.
     pub fn finish_write(
         &mut self,
         pending: PendingWrite,
         written: std::io::Result<()>,
-    ) -> Result<Vec<(AppendInfo, bool)>, StorageError> {
+    ) -> Result<Vec<(AppendInfo, bool)>, FailedWrite> {
         assert!(self.write_in_flight, "a write was started");
         self.write_in_flight = false;
         assert_eq!(pending.segment_base_offset, self.active_base_offset(), "the log rolls only between writes");
@@ -632,7 +633,13 @@ impl Log {
         }
         let (pending, write) = self.write_staged(staged);
         let written = write.await;
-        let (info, flush) = self.finish_write(pending, written)?.pop().expect("one append was written");
+        let (info, flush) = match self.finish_write(pending, written) {
+            Ok(mut appends) => appends.pop().expect("one append was written"),
+            Err(failed) => {
+                failed.cut_back.await;
+                return Err(failed.error);
+            }
+        };
         if flush {
             self.sync_now(now_ms).await?;
         }
@@ -1521,7 +1528,7 @@ pub(crate) mod tests {
             assert_eq!(staged.len(), request.len());
             let (pending, write) = log.write_staged(staged);
             let written = write.await;
-            log.finish_write(pending, written).unwrap();
+            assert!(log.finish_write(pending, written).is_ok());
             assert_eq!(read_all(&log, 0), vec![(0, 2), (2, 400), (402, 3)]);
         })
     }

@@ -407,24 +407,29 @@ impl Segment {
     }
 
     /// Takes the batches [`Segment::write_at_end`] wrote (`batches`: each stamped header with
-    /// its max timestamp, in order) into the segment, or on a failed write cuts whatever part
-    /// of them reached the file back off, giving the space back and keeping the file exactly
-    /// its whole batches.
+    /// its max timestamp, in order) into the segment, or on a failed write starts cutting
+    /// whatever part of them reached the file back off, giving the space back and keeping the
+    /// file exactly its whole batches: the caller awaits [`FailedWrite::cut_back`] before it
+    /// writes again.
     pub fn finish_append(
         &mut self,
         written: std::io::Result<()>,
         batches: &[(BatchHeader, i64)],
         index_interval_bytes: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), FailedWrite> {
         if let Err(e) = written {
-            if let Err(truncating) = self.log.set_len(self.size) {
-                tracing::error!(segment = %self.log_path.display(), error = %truncating, "cutting off a failed write");
-            }
-            return Err(e.into());
+            let (truncate, path) = (self.log.truncate(self.size), self.log_path.clone());
+            let cut_back = Box::pin(async move {
+                if let Err(e) = truncate.await {
+                    tracing::error!(segment = %path.display(), error = %e, "cutting off a failed write");
+                }
+            });
+            return Err(FailedWrite { error: e.into(), cut_back });
         }
         let mut position = self.size;
         for (header, max_timestamp) in batches {
-            self.index_batch(header, position, *max_timestamp, index_interval_bytes)?;
+            let indexed = self.index_batch(header, position, *max_timestamp, index_interval_bytes);
+            indexed.map_err(|error| FailedWrite { error, cut_back: Box::pin(std::future::ready(())) })?;
             position += header.size() as u64;
         }
         self.size = position;
@@ -632,6 +637,13 @@ impl Segment {
         self.time_index.sync(&*self.fs)?;
         Ok(())
     }
+}
+
+/// A write at the end of a segment that failed, and the cut of what it left in the file (on
+/// the shard's blocking pool), which must be done before the next write.
+pub struct FailedWrite {
+    pub error: StorageError,
+    pub cut_back: futures::future::LocalBoxFuture<'static, ()>,
 }
 
 /// Exact answer for a timestamp lookup inside one batch. Only this cold path decodes records.

@@ -14,8 +14,8 @@
 //! [`SimDisk::hold_syncs`] keeps submitted fsyncs from completing until
 //! [`SimDisk::release_syncs`], so tests can check that nothing waits on a sync that has not
 //! happened; [`SimDisk::fail_syncs`] makes them fail with EIO. [`SimDisk::hold_blocking_syncs`]
-//! (and [`SimDisk::hold_opens`], [`SimDisk::hold_renames`]) makes the blocking syncs
-//! (`sync_data`), opens or renames of some files wait (made on helper threads), so that a test can hold such work halfway and see what the
+//! (and [`SimDisk::hold_opens`], [`SimDisk::hold_renames`], [`SimDisk::hold_truncates`]) makes
+//! the blocking syncs (`sync_data`), opens, renames or truncations of some files wait (made on helper threads), so that a test can hold such work halfway and see what the
 //! shard does meanwhile.
 //! Asynchronous writes are held and failed as fsyncs are: [`SimDisk::hold_writes`] keeps them
 //! from completing (their bytes are in the file at once, as in a page cache, but the writer
@@ -114,6 +114,7 @@ enum Call {
     Sync,
     Open,
     Rename,
+    Truncate,
 }
 
 /// A gate at which blocking calls of one kind on some files wait while it is closed.
@@ -246,6 +247,11 @@ impl SimDisk {
     /// The same for opens.
     pub fn hold_opens(&self, text: &str) {
         self.state().blocking_calls.set(Some((Call::Open, text.to_string())));
+    }
+
+    /// The same for truncations (`set_len`, of files whose path holds `text`).
+    pub fn hold_truncates(&self, text: &str) {
+        self.state().blocking_calls.set(Some((Call::Truncate, text.to_string())));
     }
 
     /// The same for renames (of entries whose old path holds `text`).
@@ -571,10 +577,18 @@ impl FileHandle for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        let gate = lock(&self.state).blocking_calls.clone();
+        gate.pass(&self.path, Call::Truncate);
         self.with(|inode| {
             inode.current.resize(len as usize, 0);
             Ok(())
         })
+    }
+
+    fn truncate(&self, len: u64) -> IoFuture {
+        // As the real one, on the blocking pool: a test can hold it there.
+        let file = SimFile { state: self.state.clone(), id: self.id, path: self.path.clone() };
+        Box::pin(crate::runtime::file::run_blocking(move || file.set_len(len)))
     }
 
     fn sync_data(&self) -> io::Result<()> {
