@@ -1,13 +1,15 @@
 //! A broker's leaderships around its restarts and stops, with three `sluice` processes and an
-//! RF=3 topic under the Jepsen workload: a leader stopped with SIGTERM (controlled shutdown)
-//! exits only once its leadership has moved and every other active broker knows it (a broker
-//! paused meanwhile holds the exit up), and nothing acknowledged is lost.
+//! RF=3 topic: a leader restarted after its leadership moved leads nothing on its own stale
+//! image until it has caught up with the quorum; a leader stopped with SIGTERM (controlled
+//! shutdown, under the Jepsen workload) exits only once its leadership has moved and every
+//! other active broker knows it (a broker paused meanwhile holds the exit up), and nothing
+//! acknowledged is lost.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, FAST_SESSIONS};
 use common::jepsen::{self, Workload};
 
 const TOPIC: &str = "moving";
@@ -34,6 +36,57 @@ fn wait_for_a_new_leader(cluster: &Cluster, nodes: &[usize], old: usize) {
             leader > 0 && leader != old as i32 + 1
         });
     }
+}
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// A leader killed, its leadership moved, then restarted while the two others are paused: its
+/// own metadata log still names it the leader (it was down when the move was written) and it
+/// cannot catch up, yet it takes no write and serves no read as the leader
+/// (NOT_LEADER_OR_FOLLOWER; before, an acks=1 write was acknowledged there and lost once it
+/// truncated to the real leader's log). Once the others resume, it learns the new leader,
+/// follows it and rejoins the ISR, and every acknowledged record is there.
+#[test]
+fn a_restarted_leader_acts_on_nothing_until_its_image_has_caught_up() {
+    let _one_at_a_time = common::serial();
+    let mut cluster = Cluster::start(3, 1, &FAST_SESSIONS);
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere(TOPIC, 1, 3, &[]);
+    let everyone = vec![1, 2, 3];
+    common::wait_until(Duration::from_secs(30), "all three in sync", || {
+        cluster.leader_and_isr_seen_by(0, TOPIC, 0).1 == everyone
+    });
+    let old = leader(&cluster, 0);
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    assert_eq!(cluster.produce_via(others[0], TOPIC, 0, common::batch(&[b"before"])), 0);
+    cluster.node_mut(old).kill9();
+    wait_for_a_new_leader(&cluster, &others, old);
+    common::wait_until(Duration::from_secs(10), "a write on the new leader", || {
+        cluster.produce_via(others[0], TOPIC, 0, common::batch(&[b"moved"])) == 0
+    });
+
+    for &i in &others {
+        cluster.node(i).pause();
+    }
+    cluster.node_mut(old).restart();
+    let stale = cluster.leader_and_isr_seen_by(old, TOPIC, 0).0;
+    assert_eq!(stale, old as i32 + 1, "its own image still names it the leader");
+    let mut raw = cluster.connect(old);
+    let (produced, _) = raw.produce(TOPIC, 0, common::batch(&[b"stale"]), 1);
+    let (fetched, _, _) = raw.fetch(TOPIC, 0, 0, 0);
+    for &i in &others {
+        cluster.node(i).resume();
+    }
+    assert_eq!(produced, NOT_LEADER_OR_FOLLOWER, "an acks=1 write on a stale image");
+    assert_eq!(fetched, NOT_LEADER_OR_FOLLOWER, "a read on a stale image");
+
+    wait_for_a_new_leader(&cluster, &[old], old);
+    common::wait_until(Duration::from_secs(30), "the restarted broker back in sync", || {
+        cluster.leader_and_isr_seen_by(others[0], TOPIC, 0).1 == everyone
+    });
+    let new = leader(&cluster, others[0]);
+    let values: Vec<Vec<u8>> = cluster.connect(new).fetch_all(TOPIC, 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, [b"before".to_vec(), b"moved".to_vec()]);
 }
 
 fn sigterm(cluster: &Cluster, i: usize) {

@@ -186,8 +186,11 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised.clone(), image.clone(), senders));
-                let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let alone = quorum_config.voters.len() == 1;
+                // A lone controller's log is the quorum's: its image is caught up. Any other node
+                // leads nothing until its broker hears that it has caught up since this start.
+                shard.caught_up.set(alone && roles.controller);
+                let offline = ops::apply_metadata(&shard, image.clone(), clean_shutdown).await;
                 let (quorum_task, broker, controller_duties) = match shard_id == CONTROLLER_SHARD {
                     true => {
                         let quorum_task = match roles.controller {
@@ -241,16 +244,26 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                 let (lifecycle, broker_tasks) = match broker {
                     Some((lifecycle, first_unfenced, tasks)) => {
                         // Alone, the node is its own controller: it is ready once it can lead
-                        // partitions, at once if the image still lists it unfenced at this
-                        // address (its new registration follows; a full disk may hold it back,
-                        // and reads must not wait for that). In a quorum of several it waits
-                        // for no one; but a broker-only node waits until it has the image and
-                        // is unfenced: it knows nothing before.
+                        // partitions (its new registration fences its old one, its first
+                        // heartbeat unfences it). If the image still lists it unfenced at this
+                        // address, it waits for that at most `LONE_READY_WAIT`: a full disk
+                        // may hold its registration back, and reads must not wait for that. In
+                        // a quorum of several it waits for no one; but a broker-only node
+                        // waits until it has the image and is unfenced: it knows nothing
+                        // before.
                         let listed = shard.metadata().unfenced_brokers().any(|b| {
                             b.node_id == config.node_id
                                 && (b.host.as_str(), b.port) == (advertised.0.as_str(), advertised.1)
                         });
-                        if (alone && !listed) || !roles.controller {
+                        if alone && listed && roles.controller {
+                            let waited = runtime::sleep(LONE_READY_WAIT);
+                            futures::pin_mut!(waited);
+                            if let futures::future::Either::Right(_) =
+                                futures::future::select(first_unfenced, waited).await
+                            {
+                                tracing::warn!("not registered yet (a full disk?): serving what the image says");
+                            }
+                        } else if alone || !roles.controller {
                             let _ = first_unfenced.await;
                         }
                         (Some(lifecycle), Some(tasks))
@@ -406,6 +419,13 @@ fn quorum_config(config: &BrokerConfig) -> anyhow::Result<QuorumConfig> {
     Ok(quorum)
 }
 
+/// Resolves once, when the broker is first unfenced.
+type Started = futures::channel::oneshot::Receiver<()>;
+
+/// How long a lone node whose image lists it unfenced waits for its registration to go through
+/// before it is ready anyway (a full disk holds it back).
+const LONE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Brokers' calls answered by this node's controller (`shard`, the controller shard).
 fn controller_calls(shard: &Rc<Shard>) -> Controller {
     let shard = shard.clone();
@@ -430,10 +450,7 @@ fn controller_calls(shard: &Rc<Shard>) -> Controller {
 /// This node as a broker (on the controller shard, once its quorum or observer runs):
 /// registration and heartbeats. Returns the lifecycle, what resolves once this broker is first
 /// unfenced, and its task.
-fn start_broker(
-    shard: &Rc<Shard>,
-    quorum_config: &QuorumConfig,
-) -> (Rc<Lifecycle>, futures::channel::oneshot::Receiver<()>, runtime::Task<()>) {
+fn start_broker(shard: &Rc<Shard>, quorum_config: &QuorumConfig) -> (Rc<Lifecycle>, Started, runtime::Task<()>) {
     let identity = Identity {
         node_id: shard.config.node_id,
         host: shard.advertised_host.clone(),
@@ -447,8 +464,13 @@ fn start_broker(
         Box::new(move || shard.metadata())
     };
     let voters = quorum_config.peers.iter().copied().collect();
+    let caught_up: futures::future::LocalBoxFuture<'static, ()> = {
+        let shard = shard.clone();
+        Box::pin(async move { controller::caught_up(&shard).await })
+    };
+    let caught_up = (!shard.caught_up.get()).then_some(caught_up);
     let (lifecycle, first_unfenced) =
-        Lifecycle::new(identity, quorum, quorum_config.node_id, voters, controller_calls(shard), image);
+        Lifecycle::new(identity, quorum, quorum_config.node_id, voters, controller_calls(shard), image, caught_up);
     let task = spawn_local(lifecycle.clone().run());
     assert!(shard.lifecycle.set(lifecycle.clone()).is_ok(), "one broker lifecycle per node");
     (lifecycle, first_unfenced, task)

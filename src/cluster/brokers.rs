@@ -4,7 +4,12 @@
 //!
 //! - **Broker side** ([`Lifecycle`], a task on shard 0): registers with this node's id, its
 //!   advertised Kafka listener, `broker.rack` and an incarnation id drawn at start; then
-//!   heartbeats every `broker.heartbeat.interval.ms`. The first heartbeat asks to be unfenced.
+//!   heartbeats every `broker.heartbeat.interval.ms`. Its heartbeats ask to stay fenced until
+//!   the controller says that the node's image has caught up (`is_caught_up`: the metadata
+//!   offset it reports has reached its registration); then its shards take up the leaderships
+//!   the image gives them (before, a restarted node's own stale image might make it act as the
+//!   leader of partitions that moved away while it was down), and the next heartbeat asks to
+//!   be unfenced, as a KRaft broker does.
 //!   A node that leads the quorum calls its own controller in place; the others send the
 //!   requests over the leader's controller listener (a connection opened with
 //!   `transport::BROKER_CALLS_PREAMBLE`, then Kafka frames). A controller that no longer
@@ -157,6 +162,11 @@ pub struct Sessions {
     last_heard: HashMap<i32, Instant>,
     /// Since when this node has led the quorum, if it does.
     leading_since: Option<Instant>,
+    /// The metadata offset each broker must report before it is unfenced: that of its
+    /// registration (Kafka's rule), or, for a registration from before this leadership, the
+    /// offset this controller had applied when it first heard of it (at or past it, since its
+    /// heartbeat named the epoch of that registration).
+    catch_up_to: HashMap<i32, i64>,
     /// Brokers that asked to shut down: fenced, and kept so until they register again; with
     /// the metadata offset by which their leaderships had moved away, once they have.
     shutting_down: HashMap<i32, Option<i64>>,
@@ -178,11 +188,20 @@ impl Sessions {
         self.last_heard.insert(node_id, now);
     }
 
-    /// A new incarnation of `node_id`: nothing it or the old one reported holds any more.
-    pub fn registered(&mut self, node_id: i32, now: Instant) {
+    /// A new incarnation of `node_id`, registered at metadata offset `offset`: nothing it or
+    /// the old one reported holds any more.
+    pub fn registered(&mut self, node_id: i32, now: Instant, offset: i64) {
         self.shutting_down.remove(&node_id);
         self.metadata_offsets.remove(&node_id);
+        self.catch_up_to.insert(node_id, offset);
         self.heard(node_id, now);
+    }
+
+    /// Whether `node_id`, reporting metadata offset `reported`, has caught up with its
+    /// registration; `applied` is this controller's offset, the target of a broker it has not
+    /// seen register.
+    pub fn caught_up(&mut self, node_id: i32, reported: i64, applied: i64) -> bool {
+        reported >= *self.catch_up_to.entry(node_id).or_insert(applied)
     }
 
     /// `node_id` has installed the metadata log up to `offset` (its heartbeat says so).
@@ -264,11 +283,15 @@ pub struct Lifecycle {
     correlation_id: Cell<i32>,
     /// Told once, when a heartbeat first finds this broker unfenced.
     unfenced: RefCell<Option<oneshot::Sender<()>>>,
+    /// Run once, when the controller first says that this node's image has caught up: the
+    /// shards take up their leaderships. Until it has run, heartbeats ask to stay fenced.
+    caught_up: RefCell<Option<LocalBoxFuture<'static, ()>>>,
     stopping: Cell<bool>,
 }
 
 impl Lifecycle {
     /// The broker side of this node; `first_unfenced` resolves when it is first unfenced.
+    /// `caught_up` runs once the node's image has caught up (none: it has from the start).
     pub fn new(
         identity: Identity,
         quorum: Quorum,
@@ -276,6 +299,7 @@ impl Lifecycle {
         voters: HashMap<u64, SocketAddr>,
         local: Controller,
         image: Box<dyn Fn() -> Rc<MetadataImage>>,
+        caught_up: Option<LocalBoxFuture<'static, ()>>,
     ) -> (Rc<Lifecycle>, oneshot::Receiver<()>) {
         let (unfenced, first_unfenced) = oneshot::channel();
         let lifecycle = Lifecycle {
@@ -290,6 +314,7 @@ impl Lifecycle {
             connection: RefCell::new(None),
             correlation_id: Cell::new(0),
             unfenced: RefCell::new(Some(unfenced)),
+            caught_up: RefCell::new(caught_up),
             stopping: Cell::new(false),
         };
         (Rc::new(lifecycle), first_unfenced)
@@ -310,7 +335,17 @@ impl Lifecycle {
                 continue;
             };
             let delay = match self.heartbeat(epoch, false).await {
-                Ok(response) => self.heard(epoch, &response),
+                Ok(response) => {
+                    if response.error_code == 0 && response.is_caught_up {
+                        // Taken out first: no borrow may live across the await.
+                        let caught_up = self.caught_up.borrow_mut().take();
+                        if let Some(caught_up) = caught_up {
+                            tracing::info!(node_id = self.identity.node_id, "the metadata image has caught up");
+                            caught_up.await;
+                        }
+                    }
+                    self.heard(epoch, &response)
+                }
                 Err(reason) => {
                     tracing::debug!(%reason, "broker heartbeat");
                     RETRY_DELAY
@@ -374,7 +409,7 @@ impl Lifecycle {
             .with_broker_id(BrokerId(self.identity.node_id))
             .with_broker_epoch(epoch)
             .with_current_metadata_offset(i64::try_from(self.quorum.applied()).unwrap_or(i64::MAX))
-            .with_want_fence(false)
+            .with_want_fence(self.caught_up.borrow().is_some())
             .with_want_shut_down(want_shut_down);
         match self.call(BrokerCall::Heartbeat(request)).await? {
             BrokerAnswer::Heartbeat(response) => Ok(response),
@@ -508,7 +543,7 @@ mod tests {
         // A new leader counts everyone as heard of when it took over.
         assert!(sessions.expired(&image, start + timeout, timeout).is_empty());
         sessions.heard(1, start + Duration::from_secs(7));
-        sessions.registered(2, start + Duration::from_secs(8));
+        sessions.registered(2, start + Duration::from_secs(8), 1);
         assert_eq!(sessions.expired(&image, start + Duration::from_secs(15), timeout), vec![3]);
         assert_eq!(sessions.expired(&image, start + Duration::from_secs(17), timeout), vec![1, 3]);
         assert!(sessions.is_alive(2, start + Duration::from_secs(17), timeout));
@@ -538,7 +573,7 @@ mod tests {
         assert!(sessions.may_shut_down(1, &image));
         assert!(!sessions.may_shut_down(3, &image), "3's own move is not known yet");
         // A new incarnation of 2 reported nothing yet.
-        sessions.registered(2, Instant::now());
+        sessions.registered(2, Instant::now(), 70);
         assert!(!sessions.may_shut_down(1, &image));
     }
 
@@ -548,7 +583,19 @@ mod tests {
         let mut sessions = Sessions::default();
         sessions.shut_down(4);
         assert!(sessions.is_shutting_down(4));
-        sessions.registered(4, now);
+        sessions.registered(4, now, 1);
         assert!(!sessions.is_shutting_down(4));
+    }
+
+    #[test]
+    fn a_broker_has_caught_up_once_it_reports_its_registration_offset() {
+        let mut sessions = Sessions::default();
+        sessions.registered(1, Instant::now(), 40);
+        assert!(!sessions.caught_up(1, 39, 100), "behind its registration");
+        assert!(sessions.caught_up(1, 40, 100));
+        // Registered before this controller led: the offset it had applied when it first heard.
+        assert!(!sessions.caught_up(2, 30, 50));
+        assert!(!sessions.caught_up(2, 49, 80), "the first target stays");
+        assert!(sessions.caught_up(2, 50, 80));
     }
 }

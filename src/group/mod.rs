@@ -63,7 +63,7 @@ pub fn route<C: ShardCall + 'static>(
 ) -> LocalBoxFuture<'static, Result<C::Reply, ResponseError>> {
     let image = shard.metadata();
     let tp = offsets_topic_partition(&image, group_id);
-    if image.leader(&tp.topic, tp.partition) != Some(shard.config.node_id) {
+    if !shard.leads(&image, &tp.topic, tp.partition) {
         return Box::pin(async { Err(ResponseError::NotCoordinator) });
     }
     let reply = shard.invoke_on(coordinator_shard(&image, group_id), request);
@@ -175,7 +175,7 @@ pub fn follow_leadership(shard: &Rc<Shard>) -> impl Future<Output = ()> + 'stati
     let led: BTreeSet<i32> = topic
         .partitions
         .iter()
-        .filter(|p| p.shard == shard.id && p.leader == shard.config.node_id)
+        .filter(|p| p.shard == shard.id && shard.leads(&image, OFFSETS_TOPIC, p.partition))
         .map(|p| p.partition)
         .collect();
     let mut held = shard.offsets_partitions.borrow_mut();

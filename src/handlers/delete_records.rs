@@ -16,7 +16,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
     let image = shard.metadata();
     let entries =
         request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index, p)));
-    let deletions = super::route(shard.config.node_id, &image, entries, |topic, p| {
+    let deletions = super::route(shard, &image, entries, |topic, p| {
         if topic == crate::group::OFFSETS_TOPIC {
             // Kafka refuses it too: committed offsets live there.
             return Err(ResponseError::InvalidTopicException);

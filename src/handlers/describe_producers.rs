@@ -19,7 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> Des
         .flat_map(|t| t.partition_indexes.iter().map(move |&partition| (t.name.0.as_str(), partition)))
         .map(|(topic, partition)| {
             let owner = image.owner(topic, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
-            if image.leader(topic, partition) != Some(shard.config.node_id) {
+            if !shard.leads(&image, topic, partition) {
                 return Err(ResponseError::NotLeaderOrFollower);
             }
             Ok((owner, TopicPartition { topic: topic.to_string(), partition }))

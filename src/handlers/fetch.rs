@@ -77,7 +77,7 @@ pub async fn handle(
                 refused_any = true;
                 continue;
             };
-            if image.leader(&name, p.partition) != Some(shard.config.node_id) {
+            if !shard.leads(&image, &name, p.partition) {
                 let refused = error_partition(p.partition, ResponseError::NotLeaderOrFollower);
                 topics.last_mut().expect("pushed above").partitions.push(refused);
                 refused_any = true;

@@ -33,7 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
     let image = shard.metadata();
     let entries =
         request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str(), p.partition_index, p)));
-    let queries = super::route(shard.config.node_id, &image, entries, |_, p| {
+    let queries = super::route(shard, &image, entries, |_, p| {
         query(p.timestamp).map(|q| (q, p.current_leader_epoch)).ok_or(ResponseError::UnsupportedVersion)
     });
     let mut outcomes = shard.scatter(queries, |queries| ListOffsets { queries }).await.into_iter();

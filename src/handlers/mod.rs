@@ -228,11 +228,11 @@ type Routed<T> = Vec<Result<(ShardId, (TopicPartition, T)), ResponseError>>;
 /// Where each partition a request names goes, in request order: to its owner, with what
 /// `part` makes of its entry, or nowhere, with its answer. A partition named twice gets
 /// INVALID_REQUEST at every mention (Kafka's answer: it cannot tell which one the client
-/// meant), one the image lacks UNKNOWN_TOPIC_OR_PARTITION, one that node `node_id` does not
-/// lead NOT_LEADER_OR_FOLLOWER; `part` refuses the rest as the API requires. The result feeds
+/// meant), one the image lacks UNKNOWN_TOPIC_OR_PARTITION, one that this node does not lead
+/// ([`Shard::leads`]) NOT_LEADER_OR_FOLLOWER; `part` refuses the rest as the API requires. The result feeds
 /// [`Shard::scatter`].
 fn route<'a, E: 'a, T>(
-    node_id: i32,
+    shard: &Shard,
     image: &MetadataImage,
     entries: impl Iterator<Item = (&'a str, i32, &'a E)> + Clone,
     mut part: impl FnMut(&'a str, &'a E) -> Result<T, ResponseError>,
@@ -245,7 +245,7 @@ fn route<'a, E: 'a, T>(
                 return Err(ResponseError::InvalidRequest);
             }
             let owner = image.owner(topic, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
-            if image.leader(topic, partition) != Some(node_id) {
+            if !shard.leads(image, topic, partition) {
                 return Err(ResponseError::NotLeaderOrFollower);
             }
             Ok((owner, (TopicPartition { topic: topic.to_string(), partition }, part(topic, entry)?)))

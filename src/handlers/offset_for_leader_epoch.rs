@@ -18,8 +18,7 @@ use crate::shard::router::OffsetForLeaderEpoch;
 pub async fn handle(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let image = shard.metadata();
     let entries = request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.as_str(), p.partition, p)));
-    let queries =
-        super::route(shard.config.node_id, &image, entries, |_, p| Ok((p.current_leader_epoch, p.leader_epoch)));
+    let queries = super::route(shard, &image, entries, |_, p| Ok((p.current_leader_epoch, p.leader_epoch)));
     let mut outcomes = shard.scatter(queries, |queries| OffsetForLeaderEpoch { queries }).await.into_iter();
     let topics = request
         .topics

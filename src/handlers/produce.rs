@@ -27,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<Produc
     // Every partition in request order: where its batches go, or the answer it gets at once.
     let entries =
         request.topic_data.iter().flat_map(|t| t.partition_data.iter().map(|p| (t.name.0.as_str(), p.index, p)));
-    let parts = super::route(shard.config.node_id, &image, entries, |topic, data| {
+    let parts = super::route(shard, &image, entries, |topic, data| {
         if !matches!(acks, -1..=1) {
             return Err(ResponseError::InvalidRequiredAcks);
         }

@@ -399,13 +399,14 @@ pub async fn register_broker(shard: &Rc<Shard>, request: BrokerRegistrationReque
         tracing::info!(node_id, %message, "a broker registration failed");
         return refused(error);
     }
-    shard.broker_sessions.borrow_mut().registered(node_id, now);
+    shard.broker_sessions.borrow_mut().registered(node_id, now, applied_offset(shard));
     tracing::info!(node_id, epoch, "broker registered");
     BrokerRegistrationResponse::default().with_broker_epoch(epoch)
 }
 
 /// BrokerHeartbeat on the active controller: the broker lives, at the metadata offset it
-/// reports; it is unfenced unless it asks to be fenced or to shut down (then it is fenced,
+/// reports; it is unfenced once that offset has reached its registration, unless it asks to
+/// be fenced or to shut down (then it is fenced,
 /// and told it may stop once the other brokers have installed that: `Sessions::may_shut_down`).
 pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
     let refused =
@@ -421,14 +422,16 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
     if broker.epoch != request.broker_epoch {
         return refused(ResponseError::StaleBrokerEpoch);
     }
-    let fenced = {
+    let (fenced, caught_up) = {
         let mut sessions = shard.broker_sessions.borrow_mut();
         sessions.heard(node_id, Instant::now());
         sessions.reported(node_id, request.current_metadata_offset);
         if request.want_shut_down {
             sessions.shut_down(node_id);
         }
-        request.want_fence || sessions.is_shutting_down(node_id)
+        let caught_up = sessions.caught_up(node_id, request.current_metadata_offset, applied_offset(shard));
+        // Kafka's rule: a fenced broker is unfenced only once its image has caught up.
+        (request.want_fence || sessions.is_shutting_down(node_id) || (broker.fenced && !caught_up), caught_up)
     };
     if broker.fenced != fenced {
         set_fenced(shard, &mut image, node_id, fenced);
@@ -451,7 +454,7 @@ pub async fn broker_heartbeat(shard: &Rc<Shard>, request: BrokerHeartbeatRequest
         sessions.may_shut_down(node_id, &image)
     };
     BrokerHeartbeatResponse::default()
-        .with_is_caught_up(true)
+        .with_is_caught_up(caught_up)
         .with_is_fenced(fenced)
         .with_should_shut_down(should_shut_down)
 }
@@ -736,6 +739,14 @@ pub async fn install_committed(shard: &Rc<Shard>, mut image: MetadataImage) {
     }
 }
 
+/// This node's image has caught up with the quorum's committed metadata since its start (its
+/// broker's heartbeat says so): every shard takes up the leaderships the image gives it, with
+/// the image in force reinstalled.
+pub async fn caught_up(shard: &Rc<Shard>) {
+    shard.caught_up.set(true);
+    install_committed(shard, (*shard.metadata()).clone()).await;
+}
+
 /// Owners report partitions that failed to open (at startup): the image marks them offline,
 /// so that Metadata on every shard answers for them as Kafka does for an offline replica.
 /// Offline is a state of this run, not of the cluster: it is not in the log.
@@ -758,5 +769,6 @@ fn set_offline(image: &mut MetadataImage, partitions: &[TopicPartition]) {
 
 /// Installs `image` on every shard; returns the partitions that failed to open.
 async fn install(shard: &Rc<Shard>, image: &MetadataImage) -> Vec<TopicPartition> {
-    shard.on_every_shard(|| ApplyMetadata { image: image.clone() }).await.into_iter().flatten().collect()
+    let caught_up = shard.caught_up.get();
+    shard.on_every_shard(|| ApplyMetadata { image: image.clone(), caught_up }).await.into_iter().flatten().collect()
 }

@@ -90,6 +90,11 @@ pub struct Shard {
     pub producer_ids: Cell<(i64, i64)>,
     /// This shard's counters; read by scrapes through the mesh.
     pub metrics: RefCell<ShardMetrics>,
+    /// Whether this node's image has caught up with the quorum's committed metadata since this
+    /// start (its broker's registration, as the controller says in a heartbeat; at once for a
+    /// lone controller, whose log is the quorum's). Until then it leads nothing, whatever its
+    /// own, possibly stale, image says: see [`Shard::leads`].
+    pub caught_up: Cell<bool>,
     /// Set when shutdown begins: connections stop reading new requests.
     pub stopping: Cell<bool>,
     /// Requests accepted and not yet answered on this shard.
@@ -129,6 +134,7 @@ impl Shard {
             offline_marks: RefCell::new(Vec::new()),
             producer_ids: Cell::new((0, 0)),
             metrics: RefCell::new(ShardMetrics::default()),
+            caught_up: Cell::new(false),
             stopping: Cell::new(false),
             in_flight: Cell::new(0),
         }
@@ -137,6 +143,13 @@ impl Shard {
     /// This shard's current copy of the metadata image.
     pub fn metadata(&self) -> Rc<MetadataImage> {
         self.metadata.borrow().clone()
+    }
+
+    /// Whether this node acts as the leader of `topic`-`partition` in `image`: the image names
+    /// it, and the image has caught up since this start (a restarted broker's own image may
+    /// still name it for a partition whose leadership moved while it was down).
+    pub fn leads(&self, image: &MetadataImage, topic: &str, partition: i32) -> bool {
+        self.caught_up.get() && image.leader(topic, partition) == Some(self.config.node_id)
     }
 
     /// The error for a partition of the image that this shard's table lacks.

@@ -112,6 +112,7 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
             reply.send(coordinator::delete_offsets(shard, request).await)
         }
         ShardRequest::ApplyMetadata(Call { request, reply }) => {
+            shard.caught_up.set(request.caught_up);
             reply.send(apply_metadata(shard, request.image, false).await)
         }
         ShardRequest::PartitionsOffline(Call { request, reply }) => {
@@ -342,7 +343,7 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
             continue;
         }
         let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
-        let (epoch, leads) = (metadata.leader_epoch, metadata.leader == shard.config.node_id);
+        let (epoch, leads) = (metadata.leader_epoch, shard.leads(&image, &tp.topic, tp.partition));
         let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
         let partition_epoch = metadata.partition_epoch;
         let replicated = replicas.len() > 1;

@@ -243,6 +243,9 @@ pub struct AllocateProducerIds {
 
 pub struct ApplyMetadata {
     pub image: MetadataImage,
+    /// Whether the node has caught up (`Shard::caught_up`, shard 0's, which every install
+    /// carries to the others).
+    pub caught_up: bool,
 }
 
 pub struct PartitionsOffline {
