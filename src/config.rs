@@ -114,6 +114,9 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// A broker not heard from for this long is fenced by the active controller.
     pub broker_session_timeout_ms: u64,
+    /// Whether SIGTERM first moves this broker's leaderships away (controlled shutdown); if
+    /// not, it just stops, and is fenced once its session expires.
+    pub controlled_shutdown_enable: bool,
     /// Whether the active controller moves leadership back to preferred replicas, every
     /// `leader.imbalance.check.interval.seconds`, for the brokers that lead fewer than
     /// `leader.imbalance.per.broker.percentage` of the partitions they are preferred for.
@@ -193,6 +196,7 @@ impl Default for BrokerConfig {
             // Kafka's defaults.
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            controlled_shutdown_enable: true,
             auto_leader_rebalance_enable: true,
             replica_lag_time_max_ms: 30_000,
             leader_imbalance_check_interval_seconds: 300,
@@ -287,6 +291,7 @@ pub const BROKER_CONFIG_NAMES: &[&str] = &[
     "broker.rack",
     "broker.heartbeat.interval.ms",
     "broker.session.timeout.ms",
+    "controlled.shutdown.enable",
     "auto.leader.rebalance.enable",
     "replica.lag.time.max.ms",
     "leader.imbalance.check.interval.seconds",
@@ -397,6 +402,7 @@ impl BrokerConfig {
             "broker.rack" => self.broker_rack.clone(),
             "broker.heartbeat.interval.ms" => text(&self.broker_heartbeat_interval_ms),
             "broker.session.timeout.ms" => text(&self.broker_session_timeout_ms),
+            "controlled.shutdown.enable" => text(&self.controlled_shutdown_enable),
             "auto.leader.rebalance.enable" => text(&self.auto_leader_rebalance_enable),
             "replica.lag.time.max.ms" => text(&self.replica_lag_time_max_ms),
             "leader.imbalance.check.interval.seconds" => text(&self.leader_imbalance_check_interval_seconds),
@@ -508,6 +514,7 @@ impl BrokerConfig {
                 self.broker_heartbeat_interval_ms = value.parse().with_context(context)?
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = value.parse().with_context(context)?,
+            "controlled.shutdown.enable" => self.controlled_shutdown_enable = parse_bool(key, value)?,
             "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable = parse_bool(key, value)?,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = value.parse().with_context(context)?,
             "leader.imbalance.check.interval.seconds" => {

@@ -140,6 +140,28 @@ fn a_broker_stopped_with_sigterm_is_fenced_at_once() {
     assert!(cluster.node(1).stderr_text().contains("controlled shutdown done"));
 }
 
+/// Without controlled shutdown, SIGTERM just stops the broker: it stays listed (unfenced) until
+/// its session expires.
+#[test]
+fn a_broker_stopped_without_controlled_shutdown_stays_listed_until_its_session_expires() {
+    let _serial = common::serial();
+    let mut extra = vec!["--set", "controlled.shutdown.enable=false"];
+    extra.extend(FAST_SESSIONS);
+    let mut cluster = Cluster::start(3, 1, &extra);
+    cluster.wait_for_every_broker(Duration::from_secs(30));
+    let stopped_at = Instant::now();
+    cluster.node_mut(1).terminate();
+    let listed = |node: &Broker| brokers(node).iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    if stopped_at.elapsed() < Duration::from_secs(1) {
+        // Well within its 2 s session: nothing has fenced it yet.
+        assert_eq!(listed(cluster.node(0)), [1, 2, 3]);
+    }
+    assert!(!cluster.node(1).stderr_text().contains("controlled shutdown done"));
+    common::wait_until(Duration::from_secs(10), "the stopped broker is fenced", || {
+        listed(cluster.node(0)) == [1, 3] && listed(cluster.node(2)) == [1, 3]
+    });
+}
+
 #[test]
 fn the_controller_listener_answers_broker_calls_and_closes_on_anything_else() {
     let mut cluster = Cluster::start(1, 1, &[]);

@@ -363,7 +363,10 @@ async fn run_shard(
     shard.stopping.set(true);
     // Controlled shutdown: fenced first, so that the controller stops naming this broker.
     if let Some(lifecycle) = lifecycle {
-        lifecycle.shut_down().await;
+        match shard.config.controlled_shutdown_enable {
+            true => lifecycle.shut_down().await,
+            false => lifecycle.stop_heartbeats(),
+        }
     }
     // Connections still open when this returns (a client that never reads its response, say)
     // are dropped with the executor.

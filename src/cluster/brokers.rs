@@ -427,6 +427,12 @@ impl Lifecycle {
         }
     }
 
+    /// Stops heartbeating without asking anything (`controlled.shutdown.enable=false`): the
+    /// controller fences this broker once its session expires.
+    pub fn stop_heartbeats(&self) {
+        self.stopping.set(true);
+    }
+
     /// Controlled shutdown: asks the controller, in every heartbeat, to move this broker's
     /// leaderships away and let it stop, until it says so (once the other brokers have caught
     /// up with the move) or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
