@@ -41,7 +41,8 @@ pub struct ShardMetrics {
     /// Chunks of fetched file ranges that were not all in the page cache (each read that way).
     pub fetch_cold_chunks: u64,
     /// Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records
-    /// with `fetch.zero.copy.enable=false`) did not find in the page cache.
+    /// with `fetch.zero.copy.enable=false`), or a coordinator loading its committed offsets,
+    /// did not find in the page cache.
     pub fetch_owner_loads: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
@@ -213,7 +214,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         &mut out,
         "sluice_fetch_owner_loads_total",
         "counter",
-        "Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records not sent zero-copy) did not find in the page cache; the read then runs again.",
+        "Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records not sent zero-copy), or a coordinator loading its committed offsets, did not find in the page cache; the read then runs again.",
     );
     for s in snapshots {
         let _ =

@@ -633,17 +633,10 @@ impl Partition {
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high
-    /// watermark; read synchronously (loading groups at startup, tools).
+    /// watermark; read synchronously, waiting for the disk if need be (tests).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let state = self.0.state.borrow();
         state.log.read(offset, max_bytes, state.high_watermark, Wait::Yes)
-    }
-
-    /// As [`Partition::read`], up to the log end: a new group coordinator loads all its
-    /// offsets partition holds, as Kafka's does on election.
-    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        let state = self.0.state.borrow();
-        state.log.read(offset, max_bytes, state.log.log_end_offset(), Wait::Yes)
     }
 
     /// The batches [`Partition::read`] would return, for a fetch: the shard never waits for

@@ -1,6 +1,7 @@
 //! Fetches of records that are not in the page cache: read through the shard's io_uring
 //! instead of sent with sendfile (which would stall the shard on the disk), byte for byte what
-//! a fetch of cached pages sends, and counted in `/metrics`.
+//! a fetch of cached pages sends, and counted in `/metrics`; so are the reads of a coordinator
+//! loading its committed offsets.
 
 mod common;
 
@@ -96,4 +97,36 @@ fn cold_ranges_are_read_through_io_uring_and_send_the_same_bytes() {
     let mut raw = Raw::connect(broker.addr());
     let copied = fetch_whole(&mut raw, "cold");
     assert!(copied == hot, "the copying path reads the same bytes");
+}
+
+#[test]
+fn a_coordinator_loads_committed_offsets_not_cached_through_io_uring() {
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut broker = Broker::start_in(data.path(), 1, &["--set", "offsets.topic.num.partitions=1"]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("t", 1, &[]), 0);
+    drop(raw);
+    // About 200 KiB of commits: more than the kernel reads ahead of the log's tail, which
+    // opening the partition reads.
+    let mut client = sluice::client::Client::connect(broker.addr()).unwrap();
+    for offset in 0..2000 {
+        client.commit_offsets("cold-group", "t", &[(0, offset)]).unwrap();
+    }
+    drop(client);
+    broker.terminate();
+    for entry in std::fs::read_dir(data.path().join("__consumer_offsets-0")).unwrap() {
+        evict(&entry.unwrap().path());
+    }
+    // The restarted coordinator replays the partition from pages no longer cached: loaded
+    // through the ring, not read on the shard's thread waiting for the disk.
+    broker.restart();
+    let committed = || {
+        let mut client = sluice::client::Client::connect(broker.addr()).ok()?;
+        let committed = client.committed_offsets("cold-group").ok()?;
+        Some(committed.into_iter().map(|(topic, p, offset, _)| (topic, p, offset)).collect::<Vec<_>>())
+    };
+    common::wait_until(std::time::Duration::from_secs(10), "the offsets are loaded", || {
+        committed() == Some(vec![("t".to_string(), 0, 1999)])
+    });
+    assert!(metric_total(&broker, "sluice_fetch_owner_loads_total") > 0.0, "the load read through io_uring");
 }

@@ -26,6 +26,7 @@ use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 
 use crate::cluster::MetadataImage;
+use crate::partition::ReadLimit;
 use crate::protocol::errors::partition_error_code;
 use crate::protocol::records::{decode_records, encode_batch};
 use crate::runtime::{now_ms, sleep};
@@ -215,7 +216,11 @@ async fn load_partition(shard: Rc<Shard>, partition_index: i32, load: u64) {
         if !still_loading(&shard) {
             return;
         }
-        let bytes = match partition.read_to_log_end(offset, 1 << 20) {
+        // Pages not cached are loaded through the ring, the shard serving others meanwhile.
+        let mut page_loads = 0;
+        let read = partition.fetch_bytes(offset, 1 << 20, ReadLimit::LogEnd, &mut page_loads).await;
+        shard.metrics.borrow_mut().fetch_owner_loads += page_loads;
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::error!(partition = partition_index, offset, error = %e, "reading committed offsets");
