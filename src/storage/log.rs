@@ -1059,7 +1059,8 @@ impl Log {
 
     /// Cuts the log before the batch holding `offset` (a follower dropping a tail that diverged
     /// from its leader's; no Kafka API truncates a leader): the segments after it deleted,
-    /// the one holding it cut with its indexes, the leader-epoch cache cut to match. Returns
+    /// the one holding it cut with its indexes, the leader-epoch cache cut to match (also when
+    /// `offset` is at or past the log end, which cuts no batch). Returns
     /// the new log end (`offset`, or the base of the batch holding it). Offsets below the log
     /// start, or in the batch that holds it, are refused. No append may be under way.
     ///
@@ -1073,6 +1074,10 @@ impl Log {
         assert!(self.compacting.is_none(), "a truncation happens between compaction passes");
         let log_end_offset = self.log_end_offset();
         if offset >= log_end_offset {
+            // No batch to cut, but an epoch may start at the log end with none written (this
+            // node led it and lost the leadership before its first append): it goes, or the
+            // leader names the same divergence at every fetch (Kafka's `truncateTo` too).
+            self.truncate_epochs(log_end_offset)?;
             return Ok(log_end_offset);
         }
         // The batch holding `offset` goes whole: it must not hold the log start too.
@@ -1098,11 +1103,18 @@ impl Log {
         self.recovery_point = self.recovery_point.min(log_end_offset);
         self.compacted_segments = self.compacted_segments.min(self.segments.len() - 1);
         self.messages_since_flush = 0;
+        self.truncate_epochs(log_end_offset)?;
+        Ok(log_end_offset)
+    }
+
+    /// Cuts the leader-epoch cache to a log that ends at `log_end_offset` and writes its
+    /// checkpoint if that changed it (or it was behind).
+    fn truncate_epochs(&mut self, log_end_offset: i64) -> Result<(), StorageError> {
         if self.epochs.truncate_from_end(log_end_offset) || self.epochs_assigned != self.epochs_written {
             self.epochs.write(&*self.fs)?;
             self.epochs_written = self.epochs_assigned;
         }
-        Ok(log_end_offset)
+        Ok(())
     }
 
     /// Starts emptying the log to start it again at `offset`, past its end: see [`RestartAt`].
@@ -2467,6 +2479,23 @@ mod truncation_tests {
                     assert_eq!(header.base_offset, offset / 2 * 2);
                 }
             }
+        })
+    }
+
+    /// A node that led an epoch and lost the leadership before its first append has the epoch
+    /// in its cache at its log end. Its new leader, asked for that epoch, names an older one
+    /// diverging there: the fetcher truncates at its log end, which must drop the empty epoch,
+    /// or every fetch gets the same answer and the follower never catches up.
+    #[test]
+    fn truncation_at_the_log_end_drops_an_epoch_that_wrote_nothing() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = log_with_epochs(dir.path(), config(), &[0, 1]).await;
+            log.assign_epoch(2, 4);
+            log.truncate_to(4).unwrap();
+            assert_eq!(log.latest_epoch(), Some(1));
+            assert_eq!(checkpoint(dir.path()), "0\n2\n0 0\n1 2\n");
+            assert_eq!(log.log_end_offset(), 4);
         })
     }
 
