@@ -28,8 +28,9 @@ pub struct Workload {
     groups: Vec<(String, Running)>,
     /// What each stopped producer printed.
     producer_summaries: Vec<serde_json::Value>,
-    /// When each fault marked with [`Workload::fault_now`] happened (seconds since the epoch).
-    faults: Vec<f64>,
+    /// Each fault marked with [`Workload::fault_now`]: the partition, and when (seconds since
+    /// the epoch).
+    faults: Vec<(i32, f64)>,
 }
 
 impl Workload {
@@ -80,18 +81,24 @@ impl Workload {
         self.groups.push((group.to_string(), Running::spawn(command)));
     }
 
-    /// Marks a fault (a broker killed, ...) as happening now: the checker's summary lists, in
-    /// `first_ack_after_fault_s`, the seconds from each one to the first acknowledgement of a
-    /// value produced after it (null if none was).
-    pub fn fault_now(&mut self) {
+    /// Marks a fault of `partition` (its leader killed, ...) as happening now: the checker's
+    /// summary lists, in `first_ack_after_fault_s`, the seconds from each one to the first
+    /// acknowledgement on that partition of a value produced after it (null if none was).
+    pub fn fault_now(&mut self, partition: i32) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after the epoch");
-        self.faults.push(now.as_secs_f64());
+        self.faults.push((partition, now.as_secs_f64()));
     }
 
     /// How many values the running producers have had acknowledged so far (each reports it
     /// every 100 ms).
     pub fn acked(&self) -> u64 {
         self.producers.iter().map(|(_, running)| reported(running, "acked ")).sum()
+    }
+
+    /// How many values the running producers have had acknowledged on `partition` so far.
+    pub fn acked_on(&self, partition: i32) -> u64 {
+        let prefix = format!("partition {partition} acked ");
+        self.producers.iter().map(|(_, running)| reported(running, &prefix)).sum()
     }
 
     /// How many records the groups' members have read so far.
@@ -124,8 +131,8 @@ impl Workload {
             let reads = self.file(&format!("group-{}", group["group"].as_str().expect("named")));
             check.extend(["--reads".to_string(), reads.clone(), "--group-reads".to_string(), reads]);
         }
-        for at in &self.faults {
-            check.extend(["--fault-at".to_string(), at.to_string()]);
+        for (partition, at) in &self.faults {
+            check.extend(["--fault-at".to_string(), format!("{partition}@{at}")]);
         }
         let args: Vec<&str> = check.iter().map(String::as_str).collect();
         let mut summary = self.run(&args, &context);

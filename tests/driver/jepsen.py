@@ -6,7 +6,8 @@ Subcommands (each prints one JSON summary line last):
             production order) at a steady rate until its stdin closes, then flushing. Writes its
             history to --history: every value with its outcome, "acked" (with the partition and
             offset the broker gave it), "failed" (with the error) or "unknown" (no answer).
-            Prints `acked COUNT` lines as it goes, for a test to follow its progress.
+            Prints `acked COUNT` lines (and `partition P acked COUNT`) as it goes, for a test
+            to follow its progress.
   consume   reads every partition of the topic from the start up to its high watermark and
             writes every record read, as [partition, offset, value], to --reads. With --follow
             it keeps reading (re-reading from the start when an offset is out of range) until
@@ -20,9 +21,10 @@ Subcommands (each prints one JSON summary line last):
             order within a partition), conflicts (one position that returned two values, the
             positions acks reported included), unexpected values (never produced), values
             whose produce failed yet are visible, (--group-reads) acknowledged values a
-            consumer group never read, and (--fault-at, wall-clock times) the seconds from each
-            fault to the first acknowledgement of a value produced after it (answers the old
-            leader sent before it died may still be handled after the fault: not counted).
+            consumer group never read, and (--fault-at PARTITION@TIME, a wall-clock time) the
+            seconds from each fault of a partition to the first acknowledgement there of a
+            value produced after it (answers the old leader sent before it died may still be
+            handled after the fault: not counted).
   self-test runs the checker on deliberately broken histories; fails unless it finds each fault.
 """
 import argparse
@@ -64,11 +66,13 @@ def produce(args):
     fatal = []
     outcomes = {}
     acked = [0]
+    acked_on = {}
 
     def delivered(err, msg, sent):
         value = msg.value().decode()
         if err is None:
             acked[0] += 1
+            acked_on[msg.partition()] = acked_on.get(msg.partition(), 0) + 1
             outcomes[value] = {
                 "status": "acked",
                 "partition": msg.partition(),
@@ -105,6 +109,8 @@ def produce(args):
     while not stop.is_set():
         if time.monotonic() - reported >= 0.1:
             reported = time.monotonic()
+            for partition, count in sorted(acked_on.items()):
+                print(f"partition {partition} acked {count}")
             print(f"acked {acked[0]}", flush=True)
         due = int((time.monotonic() - start) * args.rate)
         while len(produced) < due:
@@ -281,9 +287,12 @@ def check_histories(histories, reads, final):
     }
 
 
-def first_ack_after(acked, t):
-    """Seconds from `t` to the first acknowledgement of a value produced after `t` (None: none)."""
-    after = [h["acked_at"] for h in acked if h["produced_at"] > t]
+def first_ack_after(acked, fault):
+    """Seconds from a fault `PARTITION@TIME` to the first acknowledgement on that partition of a
+    value produced after it (None: none)."""
+    partition, _, t = fault.partition("@")
+    partition, t = int(partition), float(t)
+    after = [h["acked_at"] for h in acked if h["partition"] == partition and h["produced_at"] > t]
     return round(min(after) - t, 3) if after else None
 
 
@@ -362,7 +371,7 @@ def main():
     k.add_argument("--reads", action="append", default=[])
     k.add_argument("--final", required=True)
     k.add_argument("--group-reads", action="append", default=[])
-    k.add_argument("--fault-at", action="append", type=float, default=[], help="a fault's wall-clock time")
+    k.add_argument("--fault-at", action="append", default=[], help="PARTITION@TIME: a partition's fault, wall-clock")
     k.set_defaults(run=check)
     commands.add_parser("self-test").set_defaults(run=self_test)
     args = parser.parse_args()
