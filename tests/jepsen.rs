@@ -174,19 +174,18 @@ fn a_leader_paused_past_its_session_steps_down_truncates_and_rejoins_losing_noth
         3,
         &[("min.insync.replicas", "2")],
         |cluster, i| {
-            let (request, led, values) = jepsen::writes_to_what_it_leads(cluster, i, "stale");
+            let (request, led) = jepsen::writes_to_what_it_leads(cluster, i, "stale");
             let mut raw = cluster.connect(i);
             cluster.node(i).pause();
             raw.send_only(&request, 9);
-            (raw, led, values)
+            (raw, led)
         },
-        |cluster, i, (mut raw, led, values)| {
+        |cluster, i, (mut raw, led)| {
             cluster.node(i).resume();
             let response = raw.receive::<ProduceRequest>(9);
             let errors: Vec<i16> = response.responses[0].partition_responses.iter().map(|p| p.error_code).collect();
             assert_eq!(errors.len(), led.len());
             assert!(errors.iter().all(|&e| e != 0), "the resumed leader acknowledged acks=all writes: {errors:?}");
-            values
         },
     );
     // Its new leader told it where its log diverged (a fetch past the end of its old epoch

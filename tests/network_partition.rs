@@ -90,7 +90,7 @@ fn a_leader_cut_off_acknowledges_nothing_and_the_cluster_converges_once_healed()
         3,
         &[("min.insync.replicas", "2")],
         |cluster, i| {
-            let (request, led, values) = jepsen::writes_to_what_it_leads(cluster, i, "isolated");
+            let (request, led) = jepsen::writes_to_what_it_leads(cluster, i, "isolated");
             cluster.network().cut(i);
             let mut inside = cluster.connect(i);
             let response = inside.send(&request, 9);
@@ -103,12 +103,8 @@ fn a_leader_cut_off_acknowledges_nothing_and_the_cluster_converges_once_healed()
                 assert_eq!(error, 0);
                 tails.borrow_mut().insert(p.partition, log_end_offset);
             }
-            values
         },
-        |cluster, i, values| {
-            cluster.network().heal(i);
-            values
-        },
+        |cluster, i, ()| cluster.network().heal(i),
     );
     for jepsen::Moved { after, .. } in &moved {
         let epochs = jepsen::leader_epochs(&cluster, broken, after.partition);

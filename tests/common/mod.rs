@@ -252,8 +252,18 @@ impl Broker {
     }
 
     /// SIGSTOP: the process freezes with its sockets open, as a long GC pause or a stalled VM.
+    /// Returns once every thread of it has stopped (the signal is delivered asynchronously: a
+    /// request sent right after `kill` returned could otherwise still be read and answered).
     pub fn pause(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        wait_until(Duration::from_secs(10), "every thread of the broker stopped", || {
+            std::fs::read_dir(&tasks).expect("the broker's threads").all(|task| {
+                let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat")).unwrap_or_default();
+                // `pid (comm) state ...`: T is stopped by a signal.
+                stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        });
     }
 
     /// SIGCONT after [`Broker::pause`].
