@@ -445,6 +445,12 @@ fn controller_calls(shard: &Rc<Shard>) -> Controller {
                 BrokerCall::AlterPartition(request) => {
                     BrokerAnswer::AlterPartition(controller::alter_partition(&shard, request).await)
                 }
+                BrokerCall::CreateTopics(request) => {
+                    BrokerAnswer::CreateTopics(controller::forwarded_create_topics(&shard, request).await)
+                }
+                BrokerCall::CreatePartitions(request) => {
+                    BrokerAnswer::CreatePartitions(controller::forwarded_create_partitions(&shard, request).await)
+                }
             }
         })
     })

@@ -25,7 +25,10 @@
 //!   one goes, so clients meet no gap beyond the metadata propagation.
 //! - **Controller side**: `shard::controller` answers both requests, changing the image through
 //!   the metadata log (`records::MetadataRecord::Broker`), and AlterPartition (56), a partition
-//!   leader's change of its ISR (`cluster::election::alter_isr`), sent the same way. When each broker was last heard of
+//!   leader's change of its ISR (`cluster::election::alter_isr`), sent the same way, and
+//!   CreateTopics (19) and CreatePartitions (37) that another broker received (KIP-590's
+//!   forwarding): placed and validated on the active controller's image, which is the one that
+//!   knows every registered broker. When each broker was last heard of
 //!   is in memory on the active controller only ([`Sessions`], on shard 0), as in Kafka: a
 //!   controller that becomes the leader counts every broker as heard of at that moment, and
 //!   fences those it then does not hear from within `broker.session.timeout.ms`.
@@ -48,7 +51,8 @@ use kafka_protocol::messages::alter_partition_request::BrokerState;
 use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
-    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 
@@ -61,12 +65,18 @@ use crate::runtime::{TcpStream, sleep};
 /// The versions this node sends; the controller answers any version the protocol crate knows.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
+/// Forwarded topic creations: CreateTopics v7 answers with topic ids.
+const CREATE_TOPICS_VERSION: i16 = 7;
+const CREATE_PARTITIONS_VERSION: i16 = 3;
 const ALTER_PARTITION_VERSION: i16 = 3;
 /// Registrations and heartbeats are small; a larger frame is refused before it is read.
 const CALL_MAX_BYTES: usize = 1 << 20;
 /// A call not answered by then is given up (its controller may have died); the next goes to
 /// whichever leader is known then.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A forwarded CreateTopics or CreatePartitions waits for its change to commit and install on
+/// the controller's node (a proposal times out after 5 s there).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
 /// Between tries while no controller answers, and the longest controlled shutdown.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -80,6 +90,9 @@ pub enum BrokerCall {
     Heartbeat(BrokerHeartbeatRequest),
     /// A partition leader's new ISRs (always as version 3's, members with broker epochs).
     AlterPartition(AlterPartitionRequest),
+    /// A client's request that another broker received, forwarded.
+    CreateTopics(CreateTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
 }
 
 /// The controller's answer, of the request's own type.
@@ -87,13 +100,16 @@ pub enum BrokerAnswer {
     Register(BrokerRegistrationResponse),
     Heartbeat(BrokerHeartbeatResponse),
     AlterPartition(AlterPartitionResponse),
+    CreateTopics(CreateTopicsResponse),
+    CreatePartitions(CreatePartitionsResponse),
 }
 
 /// Answers brokers' calls on this node's controller (shard 0).
 pub type Controller = Rc<dyn Fn(BrokerCall) -> LocalBoxFuture<'static, BrokerAnswer>>;
 
 /// Serves a broker's connection to the controller listener (after its preamble): Kafka frames
-/// of BrokerRegistration, BrokerHeartbeat and AlterPartition, answered in order. Anything else
+/// of BrokerRegistration, BrokerHeartbeat, AlterPartition, CreateTopics and CreatePartitions,
+/// answered in order. Anything else
 /// closes the connection, with the reason returned.
 pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Result<(), String> {
     loop {
@@ -113,6 +129,8 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
             }
             Ok(ApiKey::BrokerHeartbeat) if supported(BrokerHeartbeatRequest::VERSIONS) => ApiKey::BrokerHeartbeat,
             Ok(ApiKey::AlterPartition) if supported(AlterPartitionRequest::VERSIONS) => ApiKey::AlterPartition,
+            Ok(ApiKey::CreateTopics) if supported(CreateTopicsRequest::VERSIONS) => ApiKey::CreateTopics,
+            Ok(ApiKey::CreatePartitions) if supported(CreatePartitionsRequest::VERSIONS) => ApiKey::CreatePartitions,
             _ => return Err(format!("API key {key} v{version} is not served on the controller listener")),
         };
         // The header again, whole (its key and version were only peeked at).
@@ -139,6 +157,14 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
                 }
                 controller(BrokerCall::AlterPartition(request)).await
             }
+            ApiKey::CreateTopics => {
+                let request = CreateTopicsRequest::decode(&mut body, version).map_err(malformed)?;
+                controller(BrokerCall::CreateTopics(request)).await
+            }
+            ApiKey::CreatePartitions => {
+                let request = CreatePartitionsRequest::decode(&mut body, version).map_err(malformed)?;
+                controller(BrokerCall::CreatePartitions(request)).await
+            }
             _ => {
                 let request = BrokerHeartbeatRequest::decode(&mut body, version).map_err(malformed)?;
                 controller(BrokerCall::Heartbeat(request)).await
@@ -149,6 +175,8 @@ pub async fn answer_calls(mut stream: TcpStream, controller: Controller) -> Resu
             BrokerAnswer::Register(r) => encode_response(header.correlation_id, header_version, r, version),
             BrokerAnswer::Heartbeat(r) => encode_response(header.correlation_id, header_version, r, version),
             BrokerAnswer::AlterPartition(r) => encode_response(header.correlation_id, header_version, r, version),
+            BrokerAnswer::CreateTopics(r) => encode_response(header.correlation_id, header_version, r, version),
+            BrokerAnswer::CreatePartitions(r) => encode_response(header.correlation_id, header_version, r, version),
         }
         .map_err(|e| format!("encoding an answer: {e}"))?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -433,6 +461,26 @@ impl Lifecycle {
         self.stopping.set(true);
     }
 
+    /// CreateTopics that this broker received, to the active controller (KIP-590), which
+    /// places the replicas over the brokers its own image knows.
+    pub async fn create_topics(&self, request: CreateTopicsRequest) -> Result<CreateTopicsResponse, String> {
+        match self.call_within(BrokerCall::CreateTopics(request), FORWARD_TIMEOUT).await? {
+            BrokerAnswer::CreateTopics(response) => Ok(response),
+            _ => Err("a CreateTopics answered as another call".into()),
+        }
+    }
+
+    /// CreatePartitions that this broker received, to the active controller, as CreateTopics.
+    pub async fn create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+    ) -> Result<CreatePartitionsResponse, String> {
+        match self.call_within(BrokerCall::CreatePartitions(request), FORWARD_TIMEOUT).await? {
+            BrokerAnswer::CreatePartitions(response) => Ok(response),
+            _ => Err("a CreatePartitions answered as another call".into()),
+        }
+    }
+
     /// Controlled shutdown: asks the controller, in every heartbeat, to move this broker's
     /// leaderships away and let it stop, until it says so (once the other brokers have caught
     /// up with the move) or [`SHUTDOWN_DEADLINE`] passes (no controller: stop anyway).
@@ -460,6 +508,11 @@ impl Lifecycle {
     /// Sends `call` to the active controller: in place when this node leads, else over the
     /// leader's controller listener.
     async fn call(&self, call: BrokerCall) -> Result<BrokerAnswer, String> {
+        self.call_within(call, CALL_TIMEOUT).await
+    }
+
+    /// [`Lifecycle::call`], given up after `timeout` without an answer.
+    async fn call_within(&self, call: BrokerCall, timeout: Duration) -> Result<BrokerAnswer, String> {
         let leader = self.quorum.leader().ok_or("the controller quorum has no leader")?;
         if leader == self.raft_id {
             return Ok(self.local.as_ref()(call).await);
@@ -470,13 +523,13 @@ impl Lifecycle {
         let mut stream = match kept {
             Some((to, stream)) if to == leader => stream,
             _ => {
-                let mut stream = within(TcpStream::connect(address)).await?.map_err(|e| e.to_string())?;
+                let mut stream = within(TcpStream::connect(address), CALL_TIMEOUT).await?.map_err(|e| e.to_string())?;
                 let _ = stream.set_nodelay(true);
-                within(stream.write_all(&BROKER_CALLS_PREAMBLE)).await?.map_err(|e| e.to_string())?;
+                within(stream.write_all(&BROKER_CALLS_PREAMBLE), CALL_TIMEOUT).await?.map_err(|e| e.to_string())?;
                 stream
             }
         };
-        let answer = within(self.exchange(&mut stream, call)).await??;
+        let answer = within(self.exchange(&mut stream, call), timeout).await??;
         *self.connection.borrow_mut() = Some((leader, stream));
         Ok(answer)
     }
@@ -495,6 +548,12 @@ impl Lifecycle {
             BrokerCall::AlterPartition(r) => {
                 encode_request_into(&mut frame, r, ALTER_PARTITION_VERSION, correlation_id, CLIENT_ID)
             }
+            BrokerCall::CreateTopics(r) => {
+                encode_request_into(&mut frame, r, CREATE_TOPICS_VERSION, correlation_id, CLIENT_ID)
+            }
+            BrokerCall::CreatePartitions(r) => {
+                encode_request_into(&mut frame, r, CREATE_PARTITIONS_VERSION, correlation_id, CLIENT_ID)
+            }
         }
         .map_err(|e| e.to_string())?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -512,16 +571,24 @@ impl Lifecycle {
                 decode_response::<AlterPartitionRequest>(body, ALTER_PARTITION_VERSION, correlation_id)
                     .map(BrokerAnswer::AlterPartition)
             }
+            BrokerCall::CreateTopics(_) => {
+                decode_response::<CreateTopicsRequest>(body, CREATE_TOPICS_VERSION, correlation_id)
+                    .map(BrokerAnswer::CreateTopics)
+            }
+            BrokerCall::CreatePartitions(_) => {
+                decode_response::<CreatePartitionsRequest>(body, CREATE_PARTITIONS_VERSION, correlation_id)
+                    .map(BrokerAnswer::CreatePartitions)
+            }
         };
         answer.map_err(|e| e.to_string())
     }
 }
 
-/// `future`'s output, or an error after [`CALL_TIMEOUT`].
-async fn within<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+/// `future`'s output, or an error after `timeout`.
+async fn within<T>(future: impl std::future::Future<Output = T>, timeout: Duration) -> Result<T, String> {
     futures::select! {
         output = future.fuse() => Ok(output),
-        _ = sleep(CALL_TIMEOUT).fuse() => Err("the controller did not answer in time".into()),
+        _ = sleep(timeout).fuse() => Err("the controller did not answer in time".into()),
     }
 }
 

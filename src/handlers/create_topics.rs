@@ -1,4 +1,6 @@
-//! CreateTopics: validated and applied by the controller shard.
+//! CreateTopics: validated, placed and applied by the active controller (forwarded there by
+//! the controller shard of any other broker, `controller::create_topics`), which also resolves
+//! the defaults (-1: `num.partitions`, one replica) with its own settings, as in KRaft.
 
 use std::rc::Rc;
 
@@ -38,39 +40,40 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTo
             results.push(failure(&name, ResponseError::InvalidReplicaAssignment, message));
             continue;
         }
-        let partitions = match topic.num_partitions {
-            -1 if assigned => assignments.len() as i32,
-            -1 => shard.config.num_partitions,
-            n => n,
-        };
+        // -1 (the defaults) is resolved by the active controller, with its settings, as in KRaft.
+        let partitions = if assigned { assignments.len() as i32 } else { topic.num_partitions };
         let assignments = assigned
             .then(|| assignments.into_iter().map(|(_, ids)| ids.into_iter().map(|id| id.0).collect()).collect());
-        let replication_factor = if topic.replication_factor == -1 { 1 } else { topic.replication_factor };
+        let replication_factor = topic.replication_factor;
         let configs =
             topic.configs.into_iter().filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string()))).collect();
         new_topics.push(NewTopic { name, partitions, replication_factor, assignments, configs });
     }
-    let partitions_of: std::collections::HashMap<String, i32> =
-        new_topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
-    let replicas_of: std::collections::HashMap<String, i16> = new_topics
+    // A validation only makes nothing: it reports what was asked.
+    let asked: std::collections::HashMap<String, (i32, i16)> = new_topics
         .iter()
         .map(|t| {
-            (
-                t.name.clone(),
-                t.assignments.as_ref().and_then(|a| a.first()).map_or(t.replication_factor, |r| r.len() as i16),
-            )
+            let replicas =
+                t.assignments.as_ref().and_then(|a| a.first()).map_or(t.replication_factor, |r| r.len() as i16);
+            (t.name.clone(), (t.partitions, replicas))
         })
         .collect();
     let create = CreateTopics { topics: new_topics, validate_only: request.validate_only };
     let outcomes = shard.invoke_on(CONTROLLER_SHARD, create).await;
     let image = shard.metadata();
     for (name, outcome) in outcomes {
+        // As the controller made it.
+        let topic = image.topic(&name).filter(|_| !request.validate_only);
+        let (partitions, replicas) = match topic {
+            Some(t) => (t.partitions.len() as i32, t.partitions.first().map_or(0, |p| p.replicas.len() as i16)),
+            None => asked[&name],
+        };
         results.push(match outcome {
             Ok(()) => CreatableTopicResult::default()
                 .with_name(super::topic_name(&name))
-                .with_topic_id(image.topic(&name).map(|t| t.topic_id).unwrap_or_default())
-                .with_num_partitions(partitions_of[&name])
-                .with_replication_factor(replicas_of[&name]),
+                .with_topic_id(topic.map(|t| t.topic_id).unwrap_or_default())
+                .with_num_partitions(partitions)
+                .with_replication_factor(replicas),
             Err((error, message)) => failure(&name, error, &message),
         });
     }

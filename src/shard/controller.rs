@@ -6,16 +6,25 @@
 //! serialised by `controller_lock`, held until the change is installed, so that each one is
 //! validated against the image its predecessor left. Installs (of committed images, and of
 //! partitions found offline) are serialised by `install_lock`, and each carries the offline
-//! marks of this run.
+//! marks of this run. CreateTopics and CreatePartitions are made on the active controller's
+//! image only: the controller shard of any other broker forwards them there (KIP-590).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
-    BrokerRegistrationRequest, BrokerRegistrationResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use super::placement::shard_for_partition;
 use super::router::{ApplyMetadata, NewTopic, PartitionGrowth, ReassignmentTargets, TopicOutcome};
@@ -35,8 +44,143 @@ type TopicResult = (String, TopicOutcome);
 const PARTITIONS_MAX: i32 = 100_000;
 /// How often the active controller looks for reassignments whose new replicas are all in sync.
 const REASSIGNMENT_CHECK_PERIOD: Duration = Duration::from_millis(100);
+/// A forwarded CreateTopics' own timeout, as the controller's proposal's.
+const FORWARDED_TIMEOUT_MS: i32 = 5_000;
+/// How long a broker that forwarded a change waits to install it before it answers anyway.
+const FORWARDED_INSTALL_WAIT: Duration = Duration::from_secs(5);
 
+/// CreateTopics: on the active controller, placed and validated against its image; on any
+/// other broker, forwarded to it (KIP-590), since this node's image may lag (a broker
+/// registered that it has not heard of yet, or just restarted), and answered once this node
+/// has the topics too.
 pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
+    match forwarder(shard) {
+        Some(lifecycle) => {
+            let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+            let request = CreateTopicsRequest::default()
+                .with_topics(topics.iter().map(creatable_topic).collect())
+                .with_timeout_ms(FORWARDED_TIMEOUT_MS)
+                .with_validate_only(validate_only);
+            let answered = lifecycle.create_topics(request).await.map(|response| {
+                let results = response.topics.into_iter().map(|t| {
+                    let outcome = outcome(t.error_code, t.error_message.as_deref());
+                    (t.name.0.to_string(), outcome.map(|()| t.topic_id))
+                });
+                results.collect::<Vec<_>>()
+            });
+            let results = forwarded_outcomes(names, answered);
+            let made = results.iter().filter_map(|(name, r)| Some((name.clone(), *r.as_ref().ok()?)));
+            let made: Vec<(String, uuid::Uuid)> = made.filter(|_| !validate_only).collect();
+            known_here(shard, |image| {
+                made.iter().all(|(name, id)| image.topic(name).is_some_and(|t| t.topic_id == *id))
+            })
+            .await;
+            results.into_iter().map(|(name, r)| (name, r.map(|_| ()))).collect()
+        }
+        None => create_topics_here(shard, topics, validate_only).await,
+    }
+}
+
+/// A CreateTopics another broker forwarded: created as one received here, and answered with
+/// each topic's id.
+pub async fn forwarded_create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let topics = request.topics.into_iter().map(new_topic).collect();
+    let results = create_topics_here(shard, topics, request.validate_only).await;
+    let image = shard.metadata();
+    let topics = results.into_iter().map(|(name, outcome)| {
+        let result = CreatableTopicResult::default().with_name(TopicName(StrBytes::from_string(name.clone())));
+        match outcome {
+            Ok(()) => result.with_topic_id(image.topic(&name).map(|t| t.topic_id).unwrap_or_default()),
+            Err((error, message)) => {
+                result.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
+            }
+        }
+    });
+    CreateTopicsResponse::default().with_topics(topics.collect())
+}
+
+/// A [`NewTopic`] as a forwarded CreateTopics carries it.
+fn creatable_topic(topic: &NewTopic) -> CreatableTopic {
+    let assignments = topic.assignments.iter().flatten().enumerate().map(|(partition, replicas)| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition as i32)
+            .with_broker_ids(replicas.iter().map(|&id| BrokerId(id)).collect())
+    });
+    let configs = topic.configs.iter().map(|(name, value)| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_string(name.clone()))
+            .with_value(Some(StrBytes::from_string(value.clone())))
+    });
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.name.clone())))
+        .with_num_partitions(topic.partitions)
+        .with_replication_factor(topic.replication_factor)
+        .with_assignments(assignments.collect())
+        .with_configs(configs.collect())
+}
+
+/// The [`NewTopic`] that [`creatable_topic`] carried.
+fn new_topic(topic: CreatableTopic) -> NewTopic {
+    let assigned = !topic.assignments.is_empty();
+    NewTopic {
+        name: topic.name.0.to_string(),
+        partitions: topic.num_partitions,
+        replication_factor: topic.replication_factor,
+        assignments: assigned.then(|| {
+            topic.assignments.into_iter().map(|a| a.broker_ids.into_iter().map(|id| id.0).collect()).collect()
+        }),
+        configs: topic.configs.into_iter().filter_map(|c| Some((c.name.to_string(), c.value?.to_string()))).collect(),
+    }
+}
+
+/// The lifecycle to forward this node's CreateTopics and CreatePartitions through: `None` on
+/// the active controller (or with no broker lifecycle, or no leader known: then the change is
+/// made here and its proposal goes to whichever leader raft-rs knows).
+fn forwarder(shard: &Shard) -> Option<Rc<crate::cluster::brokers::Lifecycle>> {
+    let led_elsewhere = shard.quorum.get().is_some_and(|q| q.leader().is_some() && !q.is_leader());
+    shard.lifecycle.get().filter(|_| led_elsewhere).cloned()
+}
+
+/// A forwarded call's answer per topic, in request order: a topic the controller did not
+/// answer for, or a call that failed, gets NOT_CONTROLLER (retriable).
+fn forwarded_outcomes<T>(
+    names: Vec<String>,
+    answered: Result<Vec<(String, Result<T, (ResponseError, String)>)>, String>,
+) -> Vec<(String, Result<T, (ResponseError, String)>)> {
+    let mut answered = match answered {
+        Ok(answered) => answered.into_iter().collect::<std::collections::HashMap<_, _>>(),
+        Err(e) => {
+            let refused =
+                |name| (name, Err((ResponseError::NotController, format!("forwarding to the controller: {e}"))));
+            return names.into_iter().map(refused).collect();
+        }
+    };
+    let missing = || Err((ResponseError::NotController, "the controller did not answer for it".to_string()));
+    names.into_iter().map(|name| (name.clone(), answered.remove(&name).unwrap_or_else(missing))).collect()
+}
+
+/// An error code and message as a [`TopicOutcome`].
+fn outcome(code: i16, message: Option<&str>) -> TopicOutcome {
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(error) => Err((error, message.unwrap_or_default().to_string())),
+    }
+}
+
+/// Waits until this node's image satisfies `known` (a forwarded change has reached it), up
+/// to [`FORWARDED_INSTALL_WAIT`]: the client then finds what it made here.
+async fn known_here(shard: &Shard, known: impl Fn(&MetadataImage) -> bool) {
+    let Some(quorum) = shard.quorum.get() else { return };
+    let deadline = Instant::now() + FORWARDED_INSTALL_WAIT;
+    while !known(&shard.metadata()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !quorum.installed_newer(left).await {
+            return;
+        }
+    }
+}
+
+async fn create_topics_here(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicResult> {
     let (_permit, mut image) = begin_change(shard).await;
     let mut results = Vec::with_capacity(topics.len());
     let mut changed = false;
@@ -45,7 +189,7 @@ pub async fn create_topics(shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_on
         if let Ok(replicas) = &result
             && !validate_only
         {
-            let partitions = (0..topic.partitions)
+            let partitions = (0..)
                 .zip(replicas.clone())
                 .map(|(partition, replicas)| {
                     PartitionMetadata::new(
@@ -81,13 +225,16 @@ fn validate_new_topic(
     topic: &NewTopic,
 ) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
     let name = &topic.name;
+    // The defaults (-1) are this controller's.
+    let partitions = if topic.partitions == -1 { shard.config.num_partitions } else { topic.partitions };
+    let replication_factor = if topic.replication_factor == -1 { 1 } else { topic.replication_factor };
     if !is_legal_topic_name(name) {
         return Err((ResponseError::InvalidTopicException, format!("illegal topic name {name:?}")));
     }
     if image.topics.contains_key(name) {
         return Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
     }
-    if topic.partitions < 1 || topic.partitions > PARTITIONS_MAX {
+    if !(1..=PARTITIONS_MAX).contains(&partitions) {
         return Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {PARTITIONS_MAX}")));
     }
     if let Some(key) = topic.configs.keys().find(|k| !crate::config::is_topic_config(k)) {
@@ -100,7 +247,7 @@ fn validate_new_topic(
             check_assignments(image, assignments)?;
             Ok(assignments.clone())
         }
-        None => place(shard, image, topic.partitions, topic.replication_factor, 0),
+        None => place(shard, image, partitions, replication_factor, 0),
     }
 }
 
@@ -172,7 +319,78 @@ fn check_assignments(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<
 
 /// Grows topics to the partition counts asked; new partitions are placed on shards as the
 /// first ones were, persisted, and opened by their owners before the answer.
+/// CreatePartitions: as [`create_topics`], made on the active controller, forwarded there by
+/// any other broker, which answers once it has the new partitions too.
 pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    topics: Vec<PartitionGrowth>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    let Some(lifecycle) = forwarder(shard) else {
+        return create_partitions_here(shard, topics, validate_only).await;
+    };
+    let wanted: Vec<(String, i32)> = topics.iter().map(|t| (t.name.clone(), t.count)).collect();
+    let request = CreatePartitionsRequest::default()
+        .with_topics(topics.iter().map(partitions_topic).collect())
+        .with_timeout_ms(FORWARDED_TIMEOUT_MS)
+        .with_validate_only(validate_only);
+    let answered = lifecycle.create_partitions(request).await.map(|response| {
+        let results = response.results.into_iter();
+        results.map(|r| (r.name.0.to_string(), outcome(r.error_code, r.error_message.as_deref()))).collect()
+    });
+    let results = forwarded_outcomes(wanted.iter().map(|(name, _)| name.clone()).collect(), answered);
+    let grown: Vec<&(String, i32)> = wanted
+        .iter()
+        .filter(|(name, _)| !validate_only && results.iter().any(|(n, r)| n == name && r.is_ok()))
+        .collect();
+    known_here(shard, |image| {
+        grown.iter().all(|(name, count)| image.topic(name).is_some_and(|t| t.partitions.len() as i32 >= *count))
+    })
+    .await;
+    results
+}
+
+/// A CreatePartitions another broker forwarded: made as one received here.
+pub async fn forwarded_create_partitions(
+    shard: &Rc<Shard>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let growths = request.topics.into_iter().map(|t| PartitionGrowth {
+        name: t.name.0.to_string(),
+        count: t.count,
+        assignments: t
+            .assignments
+            .map(|list| list.into_iter().map(|a| a.broker_ids.into_iter().map(|id| id.0).collect()).collect()),
+    });
+    let results = create_partitions_here(shard, growths.collect(), request.validate_only).await;
+    let results = results.into_iter().map(|(name, outcome)| {
+        let result = CreatePartitionsTopicResult::default().with_name(TopicName(StrBytes::from_string(name)));
+        match outcome {
+            Ok(()) => result,
+            Err((error, message)) => {
+                result.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
+            }
+        }
+    });
+    CreatePartitionsResponse::default().with_results(results.collect())
+}
+
+/// A [`PartitionGrowth`] as a forwarded CreatePartitions carries it.
+fn partitions_topic(growth: &PartitionGrowth) -> CreatePartitionsTopic {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment;
+    let assignments = growth.assignments.as_ref().map(|list| {
+        let each = |replicas: &Vec<i32>| {
+            CreatePartitionsAssignment::default().with_broker_ids(replicas.iter().map(|&id| BrokerId(id)).collect())
+        };
+        list.iter().map(each).collect()
+    });
+    CreatePartitionsTopic::default()
+        .with_name(TopicName(StrBytes::from_string(growth.name.clone())))
+        .with_count(growth.count)
+        .with_assignments(assignments)
+}
+
+async fn create_partitions_here(
     shard: &Rc<Shard>,
     topics: Vec<PartitionGrowth>,
     validate_only: bool,

@@ -317,8 +317,10 @@ pub struct PartitionReadResult {
 
 pub struct NewTopic {
     pub name: String,
+    /// -1: the active controller's `num.partitions`.
     pub partitions: i32,
-    /// Replicas per partition, placed by the controller; ignored when `assignments` are given.
+    /// Replicas per partition, placed by the controller (-1: one); ignored when `assignments`
+    /// are given.
     pub replication_factor: i16,
     /// The replicas of each partition, in partition order, when the client chose them.
     pub assignments: Option<Vec<Vec<i32>>>,

@@ -287,6 +287,11 @@ impl Broker {
         self.env.push((key.to_string(), value.to_string()));
     }
 
+    /// Adds flags to the broker's next starts (later ones win: `--set` a setting again).
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// Whether the process is still running (it must survive bad input).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())

@@ -122,6 +122,12 @@ impl Quorum {
     pub fn applied(&self) -> u64 {
         self.published.applied()
     }
+
+    /// Waits until this node installs an image newer than the one it has, up to `wait`; says
+    /// whether it did.
+    pub async fn installed_newer(&self, wait: std::time::Duration) -> bool {
+        self.published.wait_past(self.applied(), wait).await
+    }
 }
 
 /// What the node is: its id, the voters, when to snapshot.

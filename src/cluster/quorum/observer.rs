@@ -101,7 +101,7 @@ impl Published {
     }
 
     /// Waits until something past `index` is published, up to `wait`; says whether it was.
-    async fn wait_past(&self, index: u64, wait: Duration) -> bool {
+    pub(super) async fn wait_past(&self, index: u64, wait: Duration) -> bool {
         let deadline = std::time::Instant::now() + wait;
         while self.applied() <= index {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
