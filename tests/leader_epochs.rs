@@ -30,10 +30,25 @@ fn the_checkpoint_survives_a_kill_and_is_rebuilt_when_lost() {
     std::fs::remove_file(dir(0).join("leader-epoch-checkpoint")).unwrap();
     broker.restart();
     let mut raw = Raw::connect(broker.addr());
+    // The restart's registration fenced the old incarnation (no leader) and unfenced the new
+    // one (leader again): each a leadership change, as in KRaft, so the epoch moved on.
+    let epoch = leader_epoch(&mut raw, "epochs", 0);
+    assert!(epoch > 0, "a new leader epoch after the restart, not {epoch}");
     assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 80));
-    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 1), (0, -1, -1), "an epoch after the last");
-    assert_eq!(checkpoint(0), "0\n1\n0 0\n", "rebuilt from the batches");
-    // Appends go on in the same epoch.
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, epoch), (0, epoch, 80));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, epoch + 1), (0, -1, -1), "an epoch after the last");
+    assert_eq!(checkpoint(0), format!("0\n2\n0 0\n{epoch} 80\n"), "rebuilt from the batches, then the new epoch");
+    // Appends go on in the new epoch.
     assert_eq!(raw.produce("epochs", 0, batch(&[b"after"]), -1), (0, 80));
-    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 81));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, 0), (0, 0, 80));
+    assert_eq!(raw.end_offset_for_epoch("epochs", 0, epoch), (0, epoch, 81));
+}
+
+/// The leader epoch of `topic`-`partition` in the broker's Metadata.
+fn leader_epoch(raw: &mut Raw, topic: &str, partition: i32) -> i32 {
+    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let wanted = MetadataRequestTopic::default().with_name(Some(common::topic_name(topic)));
+    let response = raw.send(&MetadataRequest::default().with_topics(Some(vec![wanted])), 12);
+    response.topics[0].partitions.iter().find(|p| p.partition_index == partition).expect("the partition").leader_epoch
 }
