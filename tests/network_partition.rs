@@ -53,19 +53,32 @@ fn a_metadata_leader_cut_off_by_the_network_commits_nothing_and_converges_once_h
 }
 
 /// The active controller's own link cut: the majority elects another controller, which fences
-/// the cut broker once its session ends (heartbeats no longer arrive); healed, it heartbeats
-/// again and every node lists it.
+/// the cut broker once its session ends (heartbeats no longer arrive), and only it: the other
+/// brokers move their heartbeats to the new controller in time, so the partitions of three
+/// replicas that the cut broker led get leaders among them (were they fenced too, those
+/// partitions would keep the cut broker as their last in-sync replica, and no leader).
+/// Healed, it heartbeats again and every node lists it.
 #[test]
 fn a_broker_cut_off_from_the_controller_is_fenced_and_returns_once_healed() {
     let _one_at_a_time = common::serial();
-    let cluster = Cluster::start_in_namespaces(3, 1, &FAST_SESSIONS);
+    // Sessions shorter than a call to a silent controller may wait for its answer (3 s): only
+    // brokers that give it up once they hear of the new controller stay alive on it.
+    let sessions = ["--set", "broker.heartbeat.interval.ms=200", "--set", "broker.session.timeout.ms=1500"];
+    let cluster = Cluster::start_in_namespaces(3, 1, &sessions);
     cluster.wait_for_every_broker(Duration::from_secs(30));
+    cluster.create_topic_everywhere("replicated", 6, 3, &[]);
     let cut = cluster.quorum_leader(&[0, 1, 2], Duration::from_secs(10));
     let majority: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
     let rest: Vec<i32> = majority.iter().map(|&i| i as i32 + 1).collect();
+    let led_by_cut =
+        cluster.partitions_seen_by(majority[0], "replicated").iter().filter(|p| p.leader == cut as i32 + 1).count();
+    assert!(led_by_cut > 0, "the controller's broker leads partitions of \"replicated\"");
     cluster.network().cut(cut);
     for &i in &majority {
         common::wait_until(Duration::from_secs(20), "the cut broker is fenced", || cluster.brokers_seen_by(i) == rest);
+        common::wait_until(Duration::from_secs(20), "every partition is led by the majority, in sync", || {
+            cluster.partitions_seen_by(i, "replicated").iter().all(|p| rest.contains(&p.leader) && p.isr == rest)
+        });
     }
     cluster.network().heal(cut);
     cluster.wait_for_every_broker(Duration::from_secs(20));

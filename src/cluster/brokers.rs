@@ -77,6 +77,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A forwarded CreateTopics or CreatePartitions waits for its change to commit and install on
 /// the controller's node (a proposal times out after 5 s there).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often a call in flight checks whether the quorum's leader has changed (Raft's tick).
+const LEADER_POLL: Duration = Duration::from_millis(100);
 /// Between tries while no controller answers, and the longest controlled shutdown.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -511,12 +513,30 @@ impl Lifecycle {
         self.call_within(call, CALL_TIMEOUT).await
     }
 
-    /// [`Lifecycle::call`], given up after `timeout` without an answer.
+    /// [`Lifecycle::call`], given up after `timeout` without an answer, or as soon as this
+    /// node's Raft node hears of another leader (as Kafka's brokers move to a new controller):
+    /// a call stuck on a controller cut off by the network must not outlast the brokers'
+    /// sessions on its successor, which counts them as heard of only from its takeover on.
     async fn call_within(&self, call: BrokerCall, timeout: Duration) -> Result<BrokerAnswer, String> {
         let leader = self.quorum.leader().ok_or("the controller quorum has no leader")?;
         if leader == self.raft_id {
             return Ok(self.local.as_ref()(call).await);
         }
+        futures::select! {
+            answer = self.call_remote(leader, call, timeout).fuse() => answer,
+            _ = self.leader_moves_from(leader).fuse() => Err("the controller quorum has a new leader".into()),
+        }
+    }
+
+    /// Resolves once this node's Raft node knows of a leader other than `leader` (or of none).
+    async fn leader_moves_from(&self, leader: u64) {
+        while self.quorum.leader() == Some(leader) {
+            sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// `call` over the controller listener of `leader`, a voter other than this node.
+    async fn call_remote(&self, leader: u64, call: BrokerCall, timeout: Duration) -> Result<BrokerAnswer, String> {
         let address = *self.voters.get(&leader).ok_or_else(|| format!("the leader {leader} is not a voter"))?;
         // Taken out first: no borrow may live across the awaits below (shut_down calls too).
         let kept = self.connection.borrow_mut().take();
