@@ -1400,6 +1400,14 @@ mod tests {
         .await
     }
 
+    /// Runs `future` on the shard; the cell holds its output once it is done.
+    fn started<T: 'static>(future: impl std::future::Future<Output = T> + 'static) -> Rc<RefCell<Option<T>>> {
+        let outcome = Rc::new(RefCell::new(None));
+        let filled = outcome.clone();
+        spawn_local(async move { *filled.borrow_mut() = Some(future.await) }).detach();
+        outcome
+    }
+
     /// Waits until `condition` holds, for at most a few seconds.
     async fn until(what: &str, condition: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -2042,13 +2050,7 @@ mod tests {
             let disk = SimDisk::new();
             let counters = Rc::new(SyncCounters::default());
             let (p, one_batch, finished, watchdog) = held_renames(&disk, &counters).await;
-            let closed = Rc::new(RefCell::new(None));
-            let closing = closed.clone();
-            spawn_local(async move {
-                let outcome = p.close().await;
-                *closing.borrow_mut() = Some(outcome.is_ok());
-            })
-            .detach();
+            let closed = started(async move { p.close().await.is_ok() });
             // The shard serves while the close waits (an append is several turns of it).
             let other = simulated(&disk, "t-1", config(), &counters);
             assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0);
@@ -2075,13 +2077,7 @@ mod tests {
             p.append(batch(1, 0), 0).await.unwrap();
             disk.hold_renames("/data/t-0");
             let (finished, watchdog) = release_in_time(&disk);
-            let deleted = Rc::new(RefCell::new(None));
-            let deleting = deleted.clone();
-            spawn_local(async move {
-                let outcome = p.delete().await;
-                *deleting.borrow_mut() = Some(outcome.is_ok());
-            })
-            .detach();
+            let deleted = started(async move { p.delete().await.is_ok() });
             until("the directory is being renamed", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
             assert!(deleted.borrow().is_none(), "the delete returns once the name is free");
@@ -2104,13 +2100,10 @@ mod tests {
                 p.append(batch(2, 0), 0).await.unwrap();
             }
             disk.hold_syncs();
-            let closed = Rc::new(RefCell::new(None));
-            let closing = closed.clone();
-            spawn_local(async move {
+            let closed = started(async move {
                 let outcomes = futures::future::join_all(partitions.map(Partition::close)).await;
-                *closing.borrow_mut() = Some(outcomes.iter().all(Result::is_ok));
-            })
-            .detach();
+                outcomes.iter().all(Result::is_ok)
+            });
             until("both partitions' fsyncs are in flight", || disk.held_syncs() == 2).await;
             assert!(closed.borrow().is_none(), "a close waits for its fsync");
             assert_eq!(disk.release_syncs(), 2);
@@ -2136,9 +2129,7 @@ mod tests {
             p.append(batch(3, 0), 0).await.unwrap();
             disk.hold_blocking_syncs("log-start-offset");
             let (finished, watchdog) = release_in_time(&disk);
-            let answer = Rc::new(RefCell::new(None));
-            let (answered, deletion) = (answer.clone(), p.delete_records(2));
-            spawn_local(async move { *answered.borrow_mut() = Some(deletion.await) }).detach();
+            let answer = started(p.delete_records(2));
             until("the log start offset's file is being synced", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
             assert!(answer.borrow().is_none());
@@ -2159,9 +2150,8 @@ mod tests {
             let counters = Rc::new(SyncCounters::default());
             let (p, finished, watchdog) = held_compaction(&disk, &counters).await;
             // A cut inside the closed segments the pass is rewriting.
-            let answer = Rc::new(RefCell::new(None));
-            let (answered, truncating) = (answer.clone(), p.clone());
-            spawn_local(async move { *answered.borrow_mut() = Some(truncating.truncate_to(10).await) }).detach();
+            let truncating = p.clone();
+            let answer = started(async move { truncating.truncate_to(10).await });
             for _ in 0..10 {
                 yield_now().await;
             }
@@ -2359,14 +2349,10 @@ mod tests {
             let other = simulated(&disk, "t-1", config(), &counters);
             disk.hold_blocking_syncs("t-0/00000000000000000000.log");
             let (finished, watchdog) = release_in_time(&disk);
-            let opened = Rc::new(RefCell::new(None));
-            let (answer, fs, counters) = (opened.clone(), fs.clone(), counters.clone());
-            spawn_local(async move {
-                let dir = Path::new("/data/t-0");
-                *answer.borrow_mut() =
-                    Some(Partition::open_off_thread(&fs, dir, config(), EXPIRY, 0, false, counters).await)
-            })
-            .detach();
+            let (fs, counters) = (fs.clone(), counters.clone());
+            let opened = started(async move {
+                Partition::open_off_thread(&fs, Path::new("/data/t-0"), config(), EXPIRY, 0, false, counters).await
+            });
             // Recovery cut the tail and syncs the cut: the shard serves meanwhile.
             until("the recovery's sync is held", || disk.blocked_calls() == 1).await;
             assert_eq!(other.append(batch(1, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
@@ -2421,9 +2407,8 @@ mod tests {
             p.set_leadership(1, true);
             until("the new epoch's checkpoint is being synced", || disk.blocked_calls() == 1).await;
             p.set_leadership(2, false);
-            let answer = Rc::new(RefCell::new(None));
-            let (answered, truncating) = (answer.clone(), p.clone());
-            spawn_local(async move { *answered.borrow_mut() = Some(truncating.truncate_to(2).await) }).detach();
+            let truncating = p.clone();
+            let answer = started(async move { truncating.truncate_to(2).await });
             for _ in 0..10 {
                 yield_now().await;
             }

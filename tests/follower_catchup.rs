@@ -8,22 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{Cluster, FAST_SESSIONS};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 const TOPIC: &str = "catchup";
-
-/// Partition 0 of `TOPIC` as node `via`'s Metadata names it: (leader node id, sorted ISR).
-fn leader_and_isr(cluster: &Cluster, via: usize) -> (i32, Vec<i32>) {
-    let wanted = MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))));
-    let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
-    let response = cluster.connect(via).send(&request, 12);
-    let p = &response.topics[0].partitions[0];
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort();
-    (p.leader_id.0, isr)
-}
 
 /// The records of the partition's segment files on node `i`, as their bytes hold them.
 fn records_on_disk(cluster: &Cluster, i: usize) -> Vec<(i64, Vec<u8>)> {
@@ -52,7 +38,7 @@ fn a_follower_below_the_leaders_log_start_starts_its_log_there_and_rejoins_the_i
     cluster.create_topic_everywhere(TOPIC, 1, 3, &[("segment.bytes", "1024")]);
     let mut leader = None;
     common::wait_until(Duration::from_secs(20), "every replica is in the ISR", || {
-        let (id, isr) = leader_and_isr(&cluster, 0);
+        let (id, isr) = cluster.leader_and_isr_seen_by(0, TOPIC, 0);
         leader = usize::try_from(id - 1).ok();
         isr == [1, 2, 3]
     });
@@ -67,7 +53,7 @@ fn a_follower_below_the_leaders_log_start_starts_its_log_there_and_rejoins_the_i
     cluster.node_mut(follower).kill9();
     let without: Vec<i32> = (1..=3).filter(|&id| id != follower as i32 + 1).collect();
     common::wait_until(Duration::from_secs(20), "the killed follower leaves the ISR", || {
-        leader_and_isr(&cluster, leader).1 == without
+        cluster.leader_and_isr_seen_by(leader, TOPIC, 0).1 == without
     });
     for i in 0..20 {
         produce(&cluster, leader, &format!("while-down-{i}"));
@@ -79,7 +65,7 @@ fn a_follower_below_the_leaders_log_start_starts_its_log_there_and_rejoins_the_i
     // Back, its log ends at 10, below the leader's start.
     cluster.node_mut(follower).restart();
     common::wait_until(Duration::from_secs(30), "the follower rejoins the ISR", || {
-        leader_and_isr(&cluster, leader).1 == [1, 2, 3]
+        cluster.leader_and_isr_seen_by(leader, TOPIC, 0).1 == [1, 2, 3]
     });
     produce(&cluster, leader, "after");
     let mut leader_records = Vec::new();

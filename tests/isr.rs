@@ -254,18 +254,6 @@ fn elect_leaders_answers_each_partition_with_kafkas_errors() {
     assert!(ok && out.contains("No partition needed an election"), "{out}");
 }
 
-/// (leader, ISR) of partition 0 of `topic` in node `via`'s Metadata, the ISR sorted.
-fn leader_and_isr(cluster: &Cluster, via: usize, topic: &str) -> (i32, Vec<i32>) {
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let wanted = MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))));
-    let request = MetadataRequest::default().with_topics(Some(vec![wanted])).with_allow_auto_topic_creation(false);
-    let response = cluster.connect(via).send(&request, 12);
-    let p = &response.topics[0].partitions[0];
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort();
-    (p.leader_id.0, isr)
-}
-
 /// Three brokers whose sessions outlast the test (a paused broker stays unfenced, so only
 /// its leader can take it out of the ISR) and a short `replica.lag.time.max.ms`; `topic`
 /// created with one partition on all three.
@@ -281,7 +269,7 @@ fn three_brokers_lagging_fast(topic: &str) -> Cluster {
 fn a_follower_lagging_past_the_limit_leaves_the_isr_and_rejoins_once_caught_up() {
     let _serial = common::serial();
     let cluster = three_brokers_lagging_fast("lagging");
-    let (leader, isr) = leader_and_isr(&cluster, 0, "lagging");
+    let (leader, isr) = cluster.leader_and_isr_seen_by(0, "lagging", 0);
     assert_eq!(isr, [1, 2, 3]);
     let leader = leader as usize - 1;
     let follower = (leader + 1) % 3;
@@ -293,7 +281,7 @@ fn a_follower_lagging_past_the_limit_leaves_the_isr_and_rejoins_once_caught_up()
     cluster.node(follower).pause();
     let without: Vec<i32> = (1..=3).filter(|&id| id != follower as i32 + 1).collect();
     common::wait_until(Duration::from_secs(15), "the paused follower leaves the ISR", || {
-        leader_and_isr(&cluster, leader, "lagging").1 == without
+        cluster.leader_and_isr_seen_by(leader, "lagging", 0).1 == without
     });
     // acks=all needs only the ISR in force: the two left.
     assert_eq!(acked(-1), 0);
@@ -304,10 +292,10 @@ fn a_follower_lagging_past_the_limit_leaves_the_isr_and_rejoins_once_caught_up()
     // Resumed, it catches up and its leader adds it back.
     cluster.node(follower).resume();
     common::wait_until(Duration::from_secs(20), "the follower rejoins the ISR", || {
-        leader_and_isr(&cluster, leader, "lagging").1 == [1, 2, 3]
+        cluster.leader_and_isr_seen_by(leader, "lagging", 0).1 == [1, 2, 3]
     });
     assert_eq!(acked(-1), 0);
-    assert_eq!(leader_and_isr(&cluster, leader, "lagging").0, leader as i32 + 1, "the leader never changed");
+    assert_eq!(cluster.leader_and_isr_seen_by(leader, "lagging", 0).0, leader as i32 + 1, "the leader never changed");
 }
 
 /// The topic's partition 0 as node `via`'s Metadata names it: (leader, replicas in order).
@@ -345,7 +333,7 @@ fn preferred_leader_restarted(flags: &[&str], topic: &str) -> (Cluster, i32) {
     common::wait_until(Duration::from_secs(10), "the new leader takes writes", || produce(&cluster, leader) == 0);
     cluster.node_mut(preferred as usize - 1).restart();
     common::wait_until(Duration::from_secs(20), "the restarted replica rejoins the ISR", || {
-        leader_and_isr(&cluster, other, topic).1 == [1, 2, 3]
+        cluster.leader_and_isr_seen_by(other, topic, 0).1 == [1, 2, 3]
     });
     (cluster, preferred)
 }

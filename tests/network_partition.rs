@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::cluster::{Cluster, FAST_SESSIONS, NOT_CONTROLLER, REQUEST_TIMED_OUT};
+use common::cluster::{Cluster, NOT_CONTROLLER, REQUEST_TIMED_OUT};
 use common::jepsen;
 
 /// A real network partition: each node in its own network namespace, the metadata leader's
