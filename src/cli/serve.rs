@@ -246,22 +246,23 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
                         // Alone, the node is its own controller: it is ready once it can lead
                         // partitions (its new registration fences its old one, its first
                         // heartbeat unfences it). If the image still lists it unfenced at this
-                        // address, it waits for that at most `LONE_READY_WAIT`: a full disk
-                        // may hold its registration back, and reads must not wait for that. In
-                        // a quorum of several it waits for no one; but a broker-only node
-                        // waits until it has the image and is unfenced: it knows nothing
-                        // before.
+                        // address, a failed write of its metadata log (a full disk, where the
+                        // registration cannot be written) makes it ready at once, serving what
+                        // the image says: reads must not wait for space. In a quorum of several
+                        // it waits for no one; but a broker-only node waits until it has the
+                        // image and is unfenced: it knows nothing before.
                         let listed = shard.metadata().unfenced_brokers().any(|b| {
                             b.node_id == config.node_id
                                 && (b.host.as_str(), b.port) == (advertised.0.as_str(), advertised.1)
                         });
                         if alone && listed && roles.controller {
-                            let waited = runtime::sleep(LONE_READY_WAIT);
-                            futures::pin_mut!(waited);
+                            let quorum = shard.quorum.get().expect("a controller runs the quorum").clone();
+                            let write_failed = quorum.write_failed();
+                            futures::pin_mut!(write_failed);
                             if let futures::future::Either::Right(_) =
-                                futures::future::select(first_unfenced, waited).await
+                                futures::future::select(first_unfenced, write_failed).await
                             {
-                                tracing::warn!("not registered yet (a full disk?): serving what the image says");
+                                tracing::warn!("the metadata log cannot be written: serving what the image says");
                             }
                         } else if alone || !roles.controller {
                             let _ = first_unfenced.await;
@@ -424,10 +425,6 @@ fn quorum_config(config: &BrokerConfig) -> anyhow::Result<QuorumConfig> {
 
 /// Resolves once, when the broker is first unfenced.
 type Started = futures::channel::oneshot::Receiver<()>;
-
-/// How long a lone node whose image lists it unfenced waits for its registration to go through
-/// before it is ready anyway (a full disk holds it back).
-const LONE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Brokers' calls answered by this node's controller (`shard`, the controller shard).
 fn controller_calls(shard: &Rc<Shard>) -> Controller {

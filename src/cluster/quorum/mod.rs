@@ -89,6 +89,9 @@ pub struct Quorum {
     node_id: u64,
     /// What this node has applied: served to observers by a voter, awaited by an observer.
     published: Rc<observer::Published>,
+    /// Resolves once a write of this node's metadata log has failed (a voter's full disk); an
+    /// observer, which writes none, never resolves it.
+    write_failed: futures::future::Shared<oneshot::Receiver<()>>,
 }
 
 struct Proposal {
@@ -97,6 +100,14 @@ struct Proposal {
 }
 
 impl Quorum {
+    /// A handle on a Raft task (or an observer) of `node_id` taking `proposals`, and what its
+    /// task sends when a write of its log fails.
+    fn new(proposals: mpsc::Sender<Proposal>, node_id: u64) -> (Quorum, oneshot::Sender<()>) {
+        let (failed, write_failed) = oneshot::channel();
+        let leader = Rc::new(Cell::new(0));
+        (Quorum { proposals, leader, node_id, published: Rc::default(), write_failed: write_failed.shared() }, failed)
+    }
+
     /// Proposes `records` and waits until they are committed, applied and installed.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), ProposeError> {
         let (done, answer) = oneshot::channel();
@@ -127,6 +138,15 @@ impl Quorum {
     /// whether it did.
     pub async fn installed_newer(&self, wait: std::time::Duration) -> bool {
         self.published.wait_past(self.applied(), wait).await
+    }
+
+    /// Resolves once a write of this node's metadata log has failed since it started (never on
+    /// an observer): a lone node on a full disk learns that its registration cannot be written.
+    pub async fn write_failed(&self) {
+        if self.write_failed.clone().await.is_err() {
+            // The Raft task ended without a failed write: nothing will come.
+            futures::future::pending::<()>().await;
+        }
     }
 }
 
@@ -167,8 +187,8 @@ pub fn start(
         None => None,
     };
     let peers = transport::Peers::start(config.peers.clone());
-    let quorum = Quorum { proposals, leader: Rc::new(Cell::new(0)), node_id: config.node_id, published: Rc::default() };
-    let mut node = Node::new(config, recovered, install, peers, quorum.clone())?;
+    let (quorum, write_failed) = Quorum::new(proposals, config.node_id);
+    let mut node = Node::new(config, recovered, install, peers, quorum.clone(), write_failed)?;
     node._listener = listener
         .map(|listener| crate::runtime::spawn_local(transport::serve(listener, inbox, controller, quorum.clone())));
     Ok((quorum, node.run(receiver, messages).boxed_local()))
@@ -192,6 +212,8 @@ struct Node {
     /// Shared with the [`Quorum`] handle.
     leader: Rc<Cell<u64>>,
     published: Rc<observer::Published>,
+    /// Told of the first failed write of the log (then `None`), for [`Quorum::write_failed`].
+    write_failed: Option<oneshot::Sender<()>>,
     _listener: Option<crate::runtime::Task<()>>,
 }
 
@@ -223,6 +245,7 @@ impl Node {
         install: Install,
         peers: transport::Peers,
         quorum: Quorum,
+        write_failed: oneshot::Sender<()>,
     ) -> anyhow::Result<Node> {
         let Recovered { storage, image, applied, log } = recovered;
         quorum.published.publish(applied, image.clone());
@@ -240,6 +263,7 @@ impl Node {
             bootstrap_proposed: None,
             leader: quorum.leader,
             published: quorum.published,
+            write_failed: Some(write_failed),
             _listener: None,
         })
     }
@@ -436,6 +460,9 @@ impl Node {
     /// not reach it. Those that did are still answered when they commit.
     fn restart(&mut self, error: String) {
         tracing::error!(%error, "writing the metadata log; restarting the Raft node from what is durable");
+        if let Some(failed) = self.write_failed.take() {
+            let _ = failed.send(());
+        }
         let recovered = DurableLog::recover(self.log.fs(), self.log.data_dir(), &self.config.voters, || {
             unreachable!("the log exists")
         });

@@ -148,7 +148,8 @@ pub async fn answer(mut stream: TcpStream, quorum: Quorum) -> Result<(), String>
 /// fetches and installs the committed image from `voters` (Raft id, controller listener).
 pub fn start(node_id: u64, voters: Vec<(u64, SocketAddr)>, install: Install) -> (Quorum, LocalBoxFuture<'static, ()>) {
     let (proposals, receiver) = mpsc::channel(super::PROPOSALS_QUEUED_MAX);
-    let quorum = Quorum { proposals, leader: Rc::new(Cell::new(0)), node_id, published: Rc::default() };
+    // An observer writes no log: its failure signal is dropped, never sent.
+    let (quorum, _) = Quorum::new(proposals, node_id);
     let voters = Rc::new(Voters { all: voters, leader: quorum.leader.clone(), next: Cell::new(0) });
     let fetching = follow(voters.clone(), quorum.published.clone(), install);
     let proposing = forward(voters, quorum.published.clone(), receiver);
