@@ -21,7 +21,8 @@
 //! waiter (KAFKA_STORAGE_ERROR) and marks the partition failed: after a failed fsync the
 //! kernel may have dropped the dirty pages while marking them clean, so the unsynced tail
 //! cannot be trusted or retried; appends are refused until a restart recovers the log from
-//! its recovery point. Reads keep working.
+//! its recovery point. Reads keep working. So after a truncation whose files failed: the log
+//! is cut in memory and maybe not on disk.
 //!
 //! Idempotent producers: each batch carrying a producer id must continue that producer's
 //! sequence; a retry of one of its last few batches is answered with the original offsets
@@ -57,7 +58,8 @@ pub enum PartitionError {
     #[error("partition offline")]
     Offline,
     /// An fsync of the partition failed: what it covered may be lost, so appends are refused
-    /// until a restart recovers the log (see the module doc).
+    /// until a restart recovers the log (see the module doc). So does a truncation whose file
+    /// work failed.
     #[error("an fsync failed; appends are refused until a restart")]
     SyncFailed,
     /// The log refused the operation (validation) or failed (I/O).
@@ -216,12 +218,14 @@ struct State {
     sync_in_flight: Option<i64>,
     /// Appends waiting to be durable: the offset after each, and where to say so.
     durability_waiters: Vec<(i64, oneshot::Sender<Result<(), PartitionError>>)>,
-    /// Why appends are refused: an fsync failed (see the module doc).
+    /// Why appends are refused: an fsync or a truncation failed (see the module doc).
     failed: Option<String>,
     /// Appends made and not yet written, in order; bounded by the requests in flight.
     appends: VecDeque<QueuedAppend>,
     /// Whether the writer task is running (it stops when the queue is empty).
     writing: bool,
+    /// Whether a truncation is under way (`Partition::truncate_to`): no retention meanwhile.
+    truncating: bool,
     /// Set when the topic is deleted: appends still queued are refused, so that none writes
     /// (or rolls a segment) under a directory name a new topic may have taken.
     deleted: bool,
@@ -288,6 +292,7 @@ impl Partition {
             failed: None,
             appends: VecDeque::new(),
             writing: false,
+            truncating: false,
             deleted: false,
         };
         Partition(Rc::new(Shared {
@@ -619,7 +624,7 @@ impl Partition {
                 }
                 Err(e) => {
                     tracing::error!(dir = %state.dir.display(), error = %e, "fsync failed; the partition refuses appends until a restart recovers it");
-                    state.failed = Some(e.to_string());
+                    state.failed = Some(format!("an fsync failed: {e}"));
                     for (_, tell) in state.durability_waiters.drain(..) {
                         let _ = tell.send(Err(PartitionError::SyncFailed));
                     }
@@ -852,21 +857,76 @@ impl Partition {
         state.high_watermark = leader_high_watermark.min(log_end_offset).max(state.log.log_start_offset());
     }
 
-    /// Cuts the log before the batch holding `offset` (`Log::truncate_to`: a follower dropping
-    /// a tail that diverged from its leader's) and rolls back what depends on it: the
-    /// idempotent producers' state (reloaded from a snapshot at or below the new end and the
-    /// log), the high watermark. Returns the new log end. Only for a log that takes no appends
-    /// of its own (a follower's, or in tests): none may be queued, written or waiting. A
-    /// compaction pass in flight is waited for (it may be rewriting what is cut), and none
-    /// starts meanwhile; so is the writer task (the last append, a leader-epoch checkpoint).
+    /// Cuts the log before the batch holding `offset` (a [`crate::storage::Truncation`]: a
+    /// follower dropping a tail that diverged from its leader's) and rolls back what depends on
+    /// it: the idempotent producers' state (reloaded from a snapshot at or below the new end
+    /// and the log), the high watermark. Returns the new log end. Only for a log that takes no appends of its
+    /// own (a follower's, or in tests): none may be queued, written or waiting. A compaction
+    /// pass in flight is waited for (it may be rewriting what is cut), and none starts
+    /// meanwhile; so is the writer task (the last append, a leader-epoch checkpoint), and the
+    /// partition counts as writing until the end; no DeleteRecords nor retention runs
+    /// meanwhile either. The shard's thread makes no file-system call: where to cut is read
+    /// through the page cache (what is missing loaded through the ring), the files are done
+    /// on helper threads. A truncation that failed once the log was cut in memory leaves the
+    /// partition refusing appends until a restart (which recovers the log from the cut).
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+        let _no_delete_records =
+            self.0.delete_records_turn.acquire_permit(1).await.map_err(|_| PartitionError::Unknown)?;
         let _no_compaction = self.quiesce().await?;
-        let state = &mut *self.0.state.borrow_mut();
-        let log_end_offset = state.log.truncate_to(offset)?;
-        let expiry = state.producers.expiry();
-        state.producers = ProducerStates::load(&state.dir, &state.log, expiry, crate::runtime::now_ms())?;
-        state.high_watermark = state.high_watermark.min(log_end_offset);
-        Ok(log_end_offset)
+        {
+            let mut state = self.0.state.borrow_mut();
+            state.writing = true;
+            state.truncating = true;
+        }
+        let truncated = self.truncate_writing(offset).await;
+        self.0.state.borrow_mut().truncating = false;
+        // The writer ends the turn: it takes in what waited meanwhile, then stops.
+        self.start_writer();
+        truncated
+    }
+
+    /// The steps of [`Partition::truncate_to`], the partition counting as writing.
+    async fn truncate_writing(&self, offset: i64) -> Result<i64, PartitionError> {
+        let plan =
+            self.read_for_fetch(&mut 0, ReadLimit::LogEnd, |log, _, wait| log.plan_truncation(offset, wait)).await?;
+        let recovery_point_write = self.0.state.borrow().log.recovery_point_write(&plan);
+        if let Some(write) = recovery_point_write {
+            // A failure here (a full disk) changed nothing: the fetcher tries again.
+            crate::runtime::file::run_blocking(write).await?;
+        }
+        let (mut truncation, headers, dir, expiry) = {
+            let state = &mut *self.0.state.borrow_mut();
+            let truncation = state.log.begin_truncate(plan);
+            state.high_watermark = state.high_watermark.min(state.log.log_end_offset());
+            (truncation, state.log.headers(), state.dir.clone(), state.producers.expiry())
+        };
+        let files = async {
+            truncation.run().await?;
+            let now_ms = crate::runtime::now_ms();
+            crate::runtime::file::run_blocking(move || ProducerStates::load(&dir, &headers, expiry, now_ms)).await
+        };
+        let checkpoint = match files.await {
+            Ok(producers) => {
+                let state = &mut *self.0.state.borrow_mut();
+                state.producers = producers;
+                state.log.begin_checkpoint(None)
+            }
+            Err(e) => {
+                let mut state = self.0.state.borrow_mut();
+                tracing::error!(dir = %state.dir.display(), error = %e, "a truncation failed; the partition refuses appends until a restart recovers it");
+                state.failed = Some(format!("a truncation failed: {e}"));
+                return Err(e.into());
+            }
+        };
+        // Last, as the log's files are cut. If it fails, the file is written before the next batch.
+        if let Some(mut write) = checkpoint {
+            let outcome = write.run().await;
+            let mut state = self.0.state.borrow_mut();
+            if let Err(e) = state.log.finish_checkpoint(write, outcome) {
+                tracing::warn!(dir = %state.dir.display(), error = %e, "writing the leader-epoch checkpoint after a truncation");
+            }
+        }
+        Ok(self.log_end_offset())
     }
 
     /// Empties the log and starts it again at `offset`, past its end (`Log::begin_restart_at`,
@@ -1064,7 +1124,8 @@ impl Partition {
         let (flush_due, compaction, deleted) = {
             let mut state = self.0.state.borrow_mut();
             state.producers.expire_if_due(now_ms);
-            let deleted = if check_retention { state.log.apply_retention(now_ms)? } else { 0 };
+            // A truncation may be planning its cut on the segments retention would delete.
+            let deleted = if check_retention && !state.truncating { state.log.apply_retention(now_ms)? } else { 0 };
             if deleted > 0 {
                 let log_start_offset = state.log.log_start_offset();
                 tracing::info!(dir = %state.dir.display(), deleted, log_start_offset, "retention deleted segments");
@@ -1126,7 +1187,7 @@ impl Partition {
         let mut close = {
             let mut state = self.0.state.borrow_mut();
             if let Some(reason) = &state.failed {
-                return Err(StorageError::Io(std::io::Error::other(format!("an fsync failed: {reason}"))));
+                return Err(StorageError::Io(std::io::Error::other(format!("the partition failed: {reason}"))));
             }
             // A compaction in flight stops at its next step: what it leaves is recovered at open.
             state.log.release_dir();
@@ -2173,6 +2234,43 @@ mod tests {
                 assert!(records.iter().all(|r| r.offset < end), "{records:?}");
                 offset = records.last().unwrap().offset + 1;
             }
+        })
+    }
+
+    #[test]
+    fn a_truncation_cuts_the_files_off_the_shards_thread_and_reads_stop_at_the_cut_first() {
+        crate::runtime::file::block_on(async {
+            let disk = SimDisk::new();
+            let counters = Rc::new(SyncCounters::default());
+            // Two batches of two records a segment: 0..4, 4..8, 8..12.
+            let small = LogConfig { segment_bytes: 2 * batch(2, 0).len() as u64, ..config() };
+            let p = simulated(&disk, "t-0", small, &counters);
+            let other = simulated(&disk, "t-1", config(), &counters);
+            for _ in 0..6 {
+                p.append(batch(2, 0), 0).await.unwrap();
+            }
+            disk.hold_truncates("t-0/00000000000000000004.log");
+            let (finished, watchdog) = release_in_time(&disk);
+            // The batch holding 7 starts at 6: the segment at 8 goes, the one at 4 is cut.
+            let truncating = p.clone();
+            let answer = started(async move { truncating.truncate_to(7).await });
+            until("the cut segment's file is being cut", || disk.blocked_calls() == 1).await;
+            assert_eq!(other.append(batch(2, 0), 0).await.unwrap().base_offset, 0, "the shard goes on");
+            assert_eq!(other.read(0, 1 << 20).unwrap().len(), batch(2, 0).len());
+            assert!(answer.borrow().is_none());
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (6, 6), "reads stop at the cut before the file does");
+            assert_eq!(p.read(4, 1 << 20).unwrap().len(), batch(2, 0).len());
+            assert!(p.read(8, 1 << 20).is_err(), "past the log end");
+            let _ = finished.send(());
+            assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the cut");
+            until("the truncation is done", || answer.borrow().is_some()).await;
+            assert_eq!(answer.borrow_mut().take().unwrap().unwrap(), 6);
+            let fs: Arc<dyn FileSystem> = disk.clone();
+            let files = fs.list_dir(Path::new("/data/t-0")).unwrap();
+            assert!(!files.iter().any(|f| f.starts_with("00000000000000000008.")), "{files:?}");
+            let cut = fs.open(Path::new("/data/t-0/00000000000000000004.log"), crate::storage::fs::Open::Existing);
+            assert_eq!(cut.unwrap().len().unwrap(), batch(2, 0).len() as u64);
+            assert_eq!(p.append(batch(2, 0), 0).await.unwrap().base_offset, 6, "appends go on from the cut");
         })
     }
 

@@ -204,18 +204,20 @@ impl<E: Entry> IndexFile<E> {
         self.synced.set(self.synced.get().max(entries));
     }
 
-    /// Drops the entries about `relative_offset` and later (the log was cut there), from
-    /// memory and, durably, from the file.
-    pub fn truncate_from(&mut self, fs: &dyn FileSystem, relative_offset: u32) -> std::io::Result<()> {
-        let kept = self.entries.partition_point(|e| e.relative_offset() < relative_offset);
+    /// How many entries are about offsets below `relative_offset`: those a cut there keeps.
+    pub fn kept(&self, relative_offset: u32) -> usize {
+        self.entries.partition_point(|e| e.relative_offset() < relative_offset)
+    }
+
+    /// Keeps the first `kept` entries (the log was cut after them). Returns the length the
+    /// file must be cut to if it holds more, for a helper thread to cut it durably; the file
+    /// counts as cut from now on.
+    pub fn cut(&mut self, kept: usize) -> Option<(PathBuf, u64)> {
         self.entries.truncate(kept);
-        if self.synced.get() > kept {
-            let file = fs.open(&self.path, Open::Create)?;
-            file.set_len((kept * E::SIZE) as u64)?;
-            file.sync_data()?;
+        (self.synced.get() > kept).then(|| {
             self.synced.set(kept);
-        }
-        Ok(())
+            (self.path.clone(), (kept * E::SIZE) as u64)
+        })
     }
 }
 

@@ -14,7 +14,7 @@
 //! active segment is never deleted. Deletion from the head drops the segment at once and
 //! renames its files to `.deleted` later, on a helper thread ([`Log::take_deleted`]; a close
 //! does what is left), leaving the unlinking to [`super::deleter`]. A follower may cut the
-//! tail ([`Log::truncate_to`]), or empty the log and start it again past its end
+//! tail ([`Truncation`]), or empty the log and start it again past its end
 //! ([`RestartAt`]); a log whose start is past the end of its segments opens empty at its start.
 //!
 //! Each leader epoch's first offset is kept in the leader-epoch cache ([`LeaderEpochCache`]),
@@ -28,7 +28,8 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{self, BatchHeader, HEADER_LEN, Stamp};
 use super::fs::{Claimed, DirClaim, FileSystem, IoFuture, Opened};
 use super::leader_epoch::LeaderEpochCache;
-use super::segment::{Check, FailedWrite, SEGMENT_BYTES_LIMIT, Sealed, Segment, Tail};
+use super::producer_state::BatchHeaders;
+use super::segment::{Check, FailedWrite, SEGMENT_BYTES_LIMIT, Sealed, Segment, SegmentCut, Tail};
 use super::{AppendInfo, LogConfig, StorageError, TimestampType, Wait};
 use super::{compaction, deleter};
 use crate::runtime::zero_copy::FileSlice;
@@ -109,6 +110,39 @@ impl RestartAt {
         let work = self.work.take().expect("a restart runs once");
         self.log = Some(crate::runtime::file::run_blocking(work).await?);
         Ok(())
+    }
+}
+
+/// Where a truncation cuts ([`Log::plan_truncation`]): `None` when the log ends at or below
+/// the offset asked for (only the leader-epoch cache may change).
+pub struct TruncationPlan {
+    cut: Option<i64>,
+    /// How the last segment kept is cut, if it reaches the cut.
+    segment: Option<SegmentCut>,
+}
+
+/// A follower's cut of its log's tail, in steps that never block the shard on the disk: the
+/// shard plans it reading only through the page cache ([`Log::plan_truncation`]); a helper
+/// thread brings the recovery point down to the cut ([`Log::recovery_point_write`]); the shard
+/// then cuts the log in memory ([`Log::begin_truncate`]), so that nothing reads what is being
+/// cut; a helper thread does the files ([`Truncation::run`]); the leader-epoch checkpoint,
+/// which was cut in memory, is written last ([`Log::begin_checkpoint`]).
+///
+/// Crash-safe: the recovery point comes down first (durably), so that recovery checks
+/// everything from the cut on; segments go from the last one back, each rename synced, so a
+/// crash leaves a prefix of the log; the cut segment is synced; the checkpoint is written last
+/// (one left ahead of the log is cut at open). A failed recovery-point write changes nothing;
+/// a failed [`Truncation::run`] leaves the log cut in memory and maybe not on disk, so the
+/// caller must append nothing more to it until a reopen.
+pub struct Truncation {
+    work: Option<Box<dyn FnOnce() -> Result<(), StorageError> + Send>>,
+}
+
+impl Truncation {
+    /// Renames the segments past the cut away and cuts the last one kept, on a helper thread.
+    pub async fn run(&mut self) -> Result<(), StorageError> {
+        let work = self.work.take().expect("a truncation runs once");
+        crate::runtime::file::run_blocking(work).await
     }
 }
 
@@ -241,8 +275,9 @@ pub struct Log {
     tombstones_due_ms: Option<i64>,
     /// Where each leader epoch's batches start (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
-    /// Epochs assigned in memory so far, and how many of them the checkpoint holds: a batch is
-    /// written only while they are equal (see [`Log::begin_checkpoint`]).
+    /// Changes to the cache in memory so far (epochs assigned, truncations that cut it), and
+    /// how many of them the checkpoint holds: a batch is written only while they are equal
+    /// (see [`Log::begin_checkpoint`]).
     epochs_assigned: u64,
     epochs_written: u64,
     /// Closed segments when the compaction in flight (on a helper thread) began.
@@ -1057,64 +1092,95 @@ impl Log {
         Ok(log_start_offset)
     }
 
-    /// Cuts the log before the batch holding `offset` (a follower dropping a tail that diverged
-    /// from its leader's; no Kafka API truncates a leader): the segments after it deleted,
-    /// the one holding it cut with its indexes, the leader-epoch cache cut to match (also when
-    /// `offset` is at or past the log end, which cuts no batch). Returns
-    /// the new log end (`offset`, or the base of the batch holding it). Offsets below the log
-    /// start, or in the batch that holds it, are refused. No append may be under way.
-    ///
-    /// Crash-safe: the recovery point comes down first (durably), so that recovery checks
-    /// everything from the cut on; segments go from the last one back, each rename synced, so
-    /// a crash leaves a prefix of the log; the cut segment is synced; the checkpoint is
-    /// written last (one left ahead of the log is cut at open).
-    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
-        assert!(!self.write_in_flight, "a truncation happens between appends");
-        // A pass may be rewriting the segments it would cut or delete.
-        assert!(self.compacting.is_none(), "a truncation happens between compaction passes");
+    /// Where a cut before the batch holding `offset` goes (a follower dropping a tail that
+    /// diverged from its leader's; no Kafka API truncates a leader), read without changing
+    /// anything: see [`Truncation`]. Offsets below the log start, or in the batch that holds
+    /// it, are refused. With [`Wait::No`] it fails with `NotCached` rather than wait for the
+    /// disk (the caller loads the bytes and plans again).
+    pub fn plan_truncation(&self, offset: i64, wait: Wait) -> Result<TruncationPlan, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset >= log_end_offset {
             // No batch to cut, but an epoch may start at the log end with none written (this
             // node led it and lost the leadership before its first append): it goes, or the
             // leader names the same divergence at every fetch (Kafka's `truncateTo` too).
-            self.truncate_epochs(log_end_offset)?;
-            return Ok(log_end_offset);
+            return Ok(TruncationPlan { cut: None, segment: None });
         }
         // The batch holding `offset` goes whole: it must not hold the log start too.
-        let cut = match self.read(offset.max(self.log_start_offset), 1, i64::MAX, Wait::Yes) {
-            Ok(bytes) if !bytes.is_empty() => BatchHeader::parse(&bytes)?.base_offset.min(offset),
-            Ok(_) => offset,
-            Err(e) => return Err(e),
+        let cut = match self.read(offset.max(self.log_start_offset), 1, i64::MAX, wait)? {
+            bytes if !bytes.is_empty() => BatchHeader::parse(&bytes)?.base_offset.min(offset),
+            _ => offset,
         };
         if cut < self.log_start_offset || (cut == self.log_start_offset && offset > cut) {
             let log_start_offset = self.log_start_offset;
             return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
         }
-        if self.recovery_point > cut {
-            write_offset_file(&*self.fs, &self.dir, RECOVERY_POINT_FILE, cut)?;
-            self.recovery_point = cut;
+        // The segments starting at or past the cut go (but the first), the last one kept is cut.
+        let kept = self.segments.partition_point(|s| s.base_offset < cut).max(1);
+        let segment = self.segments[kept - 1].plan_cut(cut, wait)?;
+        Ok(TruncationPlan { cut: Some(cut), segment })
+    }
+
+    /// The write that brings the recovery point down to the cut (durably), when it is above:
+    /// the first step of a [`Truncation`], for a helper thread, before anything else changes.
+    pub fn recovery_point_write(
+        &self,
+        plan: &TruncationPlan,
+    ) -> Option<impl FnOnce() -> Result<(), StorageError> + Send + use<>> {
+        let cut = plan.cut.filter(|&cut| cut < self.recovery_point)?;
+        let (fs, dir) = (self.claimed_fs(), self.dir.clone());
+        Some(move || write_offset_file(&*fs, &dir, RECOVERY_POINT_FILE, cut))
+    }
+
+    /// Cuts the log in memory as `plan` says, once the recovery point's file is at or below
+    /// the cut ([`Log::recovery_point_write`]): reads stop at the new log end at once, the
+    /// segments past the cut leave the log, the leader-epoch cache is cut to match (its file
+    /// then counts as behind). Returns what is left to do on the files ([`Truncation::run`]).
+    /// Nothing may have changed the log since the plan, and no append nor compaction pass may
+    /// be under way.
+    pub fn begin_truncate(&mut self, plan: TruncationPlan) -> Truncation {
+        assert!(!self.write_in_flight, "a truncation happens between appends");
+        // A pass may be rewriting the segments it would cut or delete.
+        assert!(self.compacting.is_none(), "a truncation happens between compaction passes");
+        let mut deleted = Vec::new();
+        if let Some(cut) = plan.cut {
+            assert!(cut <= self.log_end_offset() && cut >= self.log_start_offset, "the log changed since the plan");
+            while self.segments.len() > 1 && self.active().base_offset >= cut {
+                deleted.push(self.segments.pop().expect("more than one").into_files());
+            }
         }
-        while self.segments.len() > 1 && self.active().base_offset >= cut {
-            let segment = self.segments.pop().expect("more than one");
-            segment.delete()?;
-            self.fs.sync_dir(&self.dir)?;
-        }
-        let log_end_offset = self.active_mut().truncate_to(cut)?;
+        let cut_files = plan.segment.map(|cut| self.active_mut().cut(cut));
+        let log_end_offset = self.log_end_offset();
         self.recovery_point = self.recovery_point.min(log_end_offset);
         self.compacted_segments = self.compacted_segments.min(self.segments.len() - 1);
         self.messages_since_flush = 0;
-        self.truncate_epochs(log_end_offset)?;
-        Ok(log_end_offset)
+        if self.epochs.truncate_from_end(log_end_offset) {
+            self.epochs_assigned += 1;
+        }
+        let (fs, dir) = (self.claimed_fs(), self.dir.clone());
+        let work = move || -> Result<(), StorageError> {
+            // From the last segment back, each rename synced, so that a crash leaves a prefix.
+            for files in deleted {
+                rename_deleted(&fs, &files)?;
+                fs.sync_dir(&dir)?;
+            }
+            cut_files.map_or(Ok(()), |cuts| cuts.run(&*fs))
+        };
+        Truncation { work: Some(Box::new(work)) }
     }
 
-    /// Cuts the leader-epoch cache to a log that ends at `log_end_offset` and writes its
-    /// checkpoint if that changed it (or it was behind).
-    fn truncate_epochs(&mut self, log_end_offset: i64) -> Result<(), StorageError> {
-        if self.epochs.truncate_from_end(log_end_offset) || self.epochs_assigned != self.epochs_written {
-            self.epochs.write(&*self.fs)?;
-            self.epochs_written = self.epochs_assigned;
+    /// A whole truncation on a log owned by the caller, reading where to cut as it may (waiting
+    /// for the disk); the leader-epoch checkpoint written last. Returns the new log end.
+    pub async fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let plan = self.plan_truncation(offset, Wait::Yes)?;
+        if let Some(write) = self.recovery_point_write(&plan) {
+            crate::runtime::file::run_blocking(write).await?;
         }
-        Ok(())
+        self.begin_truncate(plan).run().await?;
+        if let Some(mut write) = self.begin_checkpoint(None) {
+            let outcome = write.run().await;
+            self.finish_checkpoint(write, outcome)?;
+        }
+        Ok(self.log_end_offset())
     }
 
     /// Starts emptying the log to start it again at `offset`, past its end: see [`RestartAt`].
@@ -1250,6 +1316,17 @@ impl Log {
     }
 
     /// The file system the log lives on.
+    /// The batch headers as they are now, for a helper thread to read.
+    pub fn headers(&self) -> LogHeaders {
+        LogHeaders {
+            fs: self.claimed_fs(),
+            dir: self.dir.clone(),
+            segments: self.segments.iter().map(|s| (s.base_offset, s.size())).collect(),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
     pub fn file_system(&self) -> Arc<dyn FileSystem> {
         self.fs.clone()
     }
@@ -1282,6 +1359,47 @@ impl Log {
 
     fn active_mut(&mut self) -> &mut Segment {
         self.segments.last_mut().expect("a log has a segment")
+    }
+}
+
+/// The batch headers of a log as it is now, for a helper thread to read
+/// ([`super::producer_state::ProducerStates::load`] after a truncation): each segment's `.log`
+/// is opened again there, by its path, through the log's claim.
+pub struct LogHeaders {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    /// Each segment's base offset and size, in order.
+    segments: Vec<(i64, u64)>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+}
+
+impl BatchHeaders for LogHeaders {
+    fn file_system(&self) -> Arc<dyn FileSystem> {
+        self.fs.clone()
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Reads each segment holding `offset` or later from its start (the indexes stay on the
+    /// shard): at most one segment's headers more than [`Log::scan_headers`] reads.
+    fn scan_headers(&self, offset: i64, mut f: impl FnMut(&BatchHeader)) -> Result<(), StorageError> {
+        let first = self.segments.partition_point(|&(base, _)| base <= offset).saturating_sub(1);
+        for &(base_offset, size) in &self.segments[first..] {
+            let segment = Segment::reader(&self.fs, &self.dir, base_offset, size)?;
+            segment.for_each_header(0, &mut |header: &BatchHeader| {
+                if header.last_offset() >= offset {
+                    f(header);
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -2448,7 +2566,7 @@ mod truncation_tests {
             log.close().await.unwrap();
             // Offset 9 is in the batch at 8: the log ends at 8, the third segment (8..12)
             // and the fourth go.
-            assert_eq!(log.truncate_to(9).unwrap(), 8);
+            assert_eq!(log.truncate_to(9).await.unwrap(), 8);
             assert_eq!(log.log_end_offset(), 8);
             assert_eq!(log.segments.len(), 2);
             // What the recovery point promises is durable, on disk too: nothing past the cut.
@@ -2459,9 +2577,9 @@ mod truncation_tests {
             assert_eq!(log.end_offset_for_epoch(1), (1, 8));
             assert!(matches!(log.read(8, 100, i64::MAX, Wait::Yes), Ok(b) if b.is_empty()));
             // Within one segment now: the batch at 6 goes, its index entry with it.
-            assert_eq!(log.truncate_to(6).unwrap(), 6);
+            assert_eq!(log.truncate_to(6).await.unwrap(), 6);
             assert_eq!(batches(&log), vec![(0, 0), (2, 0), (4, 1)]);
-            assert_eq!(log.truncate_to(7).unwrap(), 6, "past the log end: nothing to cut");
+            assert_eq!(log.truncate_to(7).await.unwrap(), 6, "past the log end: nothing to cut");
             // Appends go on from the cut, in a new epoch.
             assert_eq!(log.append(batch(2, 0), 3, 0).await.unwrap().base_offset, 6);
             assert_eq!(log.end_offset_for_epoch(2), (1, 6));
@@ -2492,7 +2610,7 @@ mod truncation_tests {
             let dir = tempfile::tempdir().unwrap();
             let mut log = log_with_epochs(dir.path(), config(), &[0, 1]).await;
             log.assign_epoch(2, 4);
-            log.truncate_to(4).unwrap();
+            log.truncate_to(4).await.unwrap();
             assert_eq!(log.latest_epoch(), Some(1));
             assert_eq!(checkpoint(dir.path()), "0\n2\n0 0\n1 2\n");
             assert_eq!(log.log_end_offset(), 4);
@@ -2508,10 +2626,10 @@ mod truncation_tests {
                 log.append(batch(2, 0), 0, 0).await.unwrap();
             }
             log.delete_records(3).await.unwrap();
-            assert!(matches!(log.truncate_to(2), Err(StorageError::OffsetOutOfRange { .. })));
+            assert!(matches!(log.truncate_to(2).await, Err(StorageError::OffsetOutOfRange { .. })));
             // The batch holding 3 starts at 2, below the log start: it cannot go.
-            assert!(matches!(log.truncate_to(3), Err(StorageError::OffsetOutOfRange { .. })));
-            assert_eq!(log.truncate_to(4).unwrap(), 4);
+            assert!(matches!(log.truncate_to(3).await, Err(StorageError::OffsetOutOfRange { .. })));
+            assert_eq!(log.truncate_to(4).await.unwrap(), 4);
             assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 4));
         })
     }

@@ -137,4 +137,4 @@ pub struct AppendInfo {
     pub records: u64,
 }
 
-pub use log::{CheckpointWrite, Log, Roll, Staged, Staging};
+pub use log::{CheckpointWrite, Log, LogHeaders, Roll, Staged, Staging, Truncation};

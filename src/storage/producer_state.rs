@@ -121,6 +121,35 @@ pub struct ActiveProducer {
     pub last_append_ms: i64,
 }
 
+/// What [`ProducerStates::load`] reads of a log: a [`Log`], or on a helper thread its
+/// [`super::LogHeaders`].
+pub trait BatchHeaders {
+    fn file_system(&self) -> Arc<dyn FileSystem>;
+    fn log_start_offset(&self) -> i64;
+    fn log_end_offset(&self) -> i64;
+    /// Calls `f` with the header of every batch from the one holding `offset` (or the first
+    /// after it) to the log end, in offset order.
+    fn scan_headers(&self, offset: i64, f: impl FnMut(&BatchHeader)) -> Result<(), StorageError>;
+}
+
+impl BatchHeaders for Log {
+    fn file_system(&self) -> Arc<dyn FileSystem> {
+        Log::file_system(self)
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        Log::log_start_offset(self)
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        Log::log_end_offset(self)
+    }
+
+    fn scan_headers(&self, offset: i64, f: impl FnMut(&BatchHeader)) -> Result<(), StorageError> {
+        Log::scan_headers(self, offset, f)
+    }
+}
+
 pub struct ProducerStates {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
@@ -133,7 +162,12 @@ impl ProducerStates {
     /// The state of the partition in `dir` whose log is `log`: the newest valid snapshot at or
     /// below the log end, then every batch after it. Producers found only in the log count as
     /// active now (their batch timestamps are the client's and may be anything).
-    pub fn load(dir: &Path, log: &Log, expiry: ProducerExpiry, now_ms: i64) -> Result<ProducerStates, StorageError> {
+    pub fn load(
+        dir: &Path,
+        log: &impl BatchHeaders,
+        expiry: ProducerExpiry,
+        now_ms: i64,
+    ) -> Result<ProducerStates, StorageError> {
         let log_end_offset = log.log_end_offset();
         let fs = log.file_system();
         let mut snapshots = snapshot_offsets(&*fs, dir)?;

@@ -288,28 +288,40 @@ impl Segment {
     /// After a clean shutdown: the indexes are right; find the end and the max timestamp by
     /// reading the batch headers after the last index entry.
     fn scan_tail(&mut self) -> Result<(), StorageError> {
-        let mut position = 0u64;
-        if let Some(entry) = self.offset_index.last() {
-            position = u64::from(entry.position);
-            self.next_offset = self.base_offset + i64::from(entry.relative_offset);
-        }
-        if let Some(entry) = self.time_index.last() {
-            self.max_timestamp = entry.timestamp;
-        }
-        self.bytes_since_index_entry = 0;
-        while position < self.size {
-            let header = self
-                .read_header(position, self.size, Wait::Yes)?
-                .filter(|h| h.base_offset >= self.next_offset)
-                .ok_or_else(|| {
-                    StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display()))
-                })?;
-            self.next_offset = header.last_offset() + 1;
-            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
-            position += header.size() as u64;
-            self.bytes_since_index_entry += header.size() as u64;
-        }
+        let end = self.end_at((self.offset_index.last(), self.time_index.last()), self.size, Wait::Yes)?;
+        (self.next_offset, self.max_timestamp, self.bytes_since_index_entry) =
+            (end.next_offset, end.max_timestamp, end.bytes_since_index_entry);
         Ok(())
+    }
+
+    /// Where the segment would end if its file ended at `size` with `last` its last index
+    /// entries: from those entries and the headers of the batches after them.
+    fn end_at(
+        &self,
+        last: (Option<OffsetEntry>, Option<TimeEntry>),
+        size: u64,
+        wait: Wait,
+    ) -> Result<End, StorageError> {
+        let mut position = 0u64;
+        let mut end = End { next_offset: self.base_offset, max_timestamp: -1, bytes_since_index_entry: 0 };
+        if let Some(entry) = last.0 {
+            position = u64::from(entry.position);
+            end.next_offset = self.base_offset + i64::from(entry.relative_offset);
+        }
+        if let Some(entry) = last.1 {
+            end.max_timestamp = entry.timestamp;
+        }
+        while position < size {
+            let header =
+                self.read_header(position, size, wait)?.filter(|h| h.base_offset >= end.next_offset).ok_or_else(
+                    || StorageError::CorruptBatch(format!("bad batch at {position} in {}", self.log_path.display())),
+                )?;
+            end.next_offset = header.last_offset() + 1;
+            end.max_timestamp = end.max_timestamp.max(header.max_timestamp);
+            position += header.size() as u64;
+            end.bytes_since_index_entry += header.size() as u64;
+        }
+        Ok(end)
     }
 
     /// The header of the batch at `position`, or `None` when no sane batch is there: a header
@@ -575,26 +587,35 @@ impl Segment {
         Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
     }
 
-    /// Cuts the segment before the batch holding `offset` (a follower's divergent tail):
-    /// the `.log` cut and synced, index entries from there dropped (from their files too).
-    /// Returns the segment's new end (after its last batch kept); unchanged when the segment
-    /// does not reach `offset`.
-    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
-        let Some(position) = self.locate(offset.max(self.base_offset), Wait::Yes)? else {
-            return Ok(self.next_offset);
+    /// Where cutting the segment before the batch holding `offset` (a follower's divergent
+    /// tail) leaves it, read without changing anything: `None` when the segment does not reach
+    /// `offset`. With [`Wait::No`] it fails with `NotCached` rather than wait for the disk.
+    pub fn plan_cut(&self, offset: i64, wait: Wait) -> Result<Option<SegmentCut>, StorageError> {
+        let Some(position) = self.locate(offset.max(self.base_offset), wait)? else {
+            return Ok(None);
         };
-        let header = self.read_header(position, self.size, Wait::Yes)?.expect("locate found a batch there");
+        let header = self.read_header(position, self.size, wait)?.expect("locate found a batch there");
         let cut_relative = u32::try_from(header.base_offset - self.base_offset).expect("offset within segment");
-        self.log.set_len(position)?;
-        self.log.sync_data()?;
-        self.size = position;
-        self.offset_index.truncate_from(&*self.fs, cut_relative)?;
-        self.time_index.truncate_from(&*self.fs, cut_relative)?;
-        // The end and the max timestamp from the headers after the last index entry kept.
-        self.next_offset = self.base_offset;
-        self.max_timestamp = -1;
-        self.scan_tail()?;
-        Ok(self.next_offset)
+        let kept = [self.offset_index.kept(cut_relative), self.time_index.kept(cut_relative)];
+        let last = (
+            kept[0].checked_sub(1).map(|i| self.offset_index.entries()[i]),
+            kept[1].checked_sub(1).map(|i| self.time_index.entries()[i]),
+        );
+        let end = self.end_at(last, position, wait)?;
+        Ok(Some(SegmentCut { position, kept, end }))
+    }
+
+    /// Cuts the segment in memory as [`Segment::plan_cut`] said, which nothing changed since:
+    /// reads stop at the cut at once. Returns the cuts its files need (the `.log`, and the
+    /// index files holding entries past it), for a helper thread.
+    pub fn cut(&mut self, cut: SegmentCut) -> FileCuts {
+        self.size = cut.position;
+        (self.next_offset, self.max_timestamp, self.bytes_since_index_entry) =
+            (cut.end.next_offset, cut.end.max_timestamp, cut.end.bytes_since_index_entry);
+        let mut files = vec![(self.log_path.clone(), cut.position)];
+        files.extend(self.offset_index.cut(cut.kept[0]));
+        files.extend(self.time_index.cut(cut.kept[1]));
+        FileCuts(files)
     }
 
     /// Removes the segment: its files are renamed at once and unlinked off this thread.
@@ -635,6 +656,39 @@ impl Segment {
         self.log.sync_data()?;
         self.offset_index.sync(&*self.fs)?;
         self.time_index.sync(&*self.fs)?;
+        Ok(())
+    }
+}
+
+/// Where a segment ends, as its headers say.
+struct End {
+    /// One past the last offset.
+    next_offset: i64,
+    max_timestamp: i64,
+    bytes_since_index_entry: u64,
+}
+
+/// Where cutting a segment leaves it ([`Segment::plan_cut`]).
+pub struct SegmentCut {
+    /// Where the first batch cut starts: the new size.
+    position: u64,
+    /// Entries kept in the offset index and the time index.
+    kept: [usize; 2],
+    end: End,
+}
+
+/// Files to cut to a length, durably, off the shard's thread: what [`Segment::cut`] leaves
+/// to do.
+pub struct FileCuts(Vec<(PathBuf, u64)>);
+
+impl FileCuts {
+    /// Cuts and syncs each file (blocking: on a helper thread).
+    pub fn run(&self, fs: &dyn FileSystem) -> Result<(), StorageError> {
+        for (path, len) in &self.0 {
+            let file = fs.open(path, Open::Existing)?;
+            file.set_len(*len)?;
+            file.sync_data()?;
+        }
         Ok(())
     }
 }
