@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Broker, Raw, batch, batch_at, cli, java_command, serial};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -399,7 +400,13 @@ fn group_generation_and_member_errors(raw: &mut Raw) -> Value {
         loop {
             let request = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![string(key)]);
             let found = raw.send(&request, 4).coordinators[0].error_code == 0;
-            if found && !matches!(heartbeat(raw, key, "probe", 1), 14 | 15 | 16) {
+            let waiting = [
+                ResponseError::CoordinatorLoadInProgress,
+                ResponseError::CoordinatorNotAvailable,
+                ResponseError::NotCoordinator,
+            ]
+            .map(|e| e.code());
+            if found && !waiting.contains(&heartbeat(raw, key, "probe", 1)) {
                 break;
             }
             assert!(start.elapsed() < Duration::from_secs(60), "no coordinator for {key}");

@@ -39,6 +39,8 @@ use crate::cluster::{BrokerRegistration, MetadataImage, PartitionMetadata, Topic
 use crate::runtime::Permit;
 
 type TopicResult = (String, TopicOutcome);
+/// A topic's answer as the controller gave it to a forwarded call: `T`, or an error and message.
+type ForwardedResult<T> = (String, Result<T, (ResponseError, String)>);
 
 /// More partitions than this in one topic is surely a typo, and would exhaust file handles.
 const PARTITIONS_MAX: i32 = 100_000;
@@ -145,8 +147,8 @@ fn forwarder(shard: &Shard) -> Option<Rc<crate::cluster::brokers::Lifecycle>> {
 /// answer for, or a call that failed, gets NOT_CONTROLLER (retriable).
 fn forwarded_outcomes<T>(
     names: Vec<String>,
-    answered: Result<Vec<(String, Result<T, (ResponseError, String)>)>, String>,
-) -> Vec<(String, Result<T, (ResponseError, String)>)> {
+    answered: Result<Vec<ForwardedResult<T>>, String>,
+) -> Vec<ForwardedResult<T>> {
     let mut answered = match answered {
         Ok(answered) => answered.into_iter().collect::<std::collections::HashMap<_, _>>(),
         Err(e) => {

@@ -335,52 +335,59 @@ pub async fn apply_metadata(shard: &Rc<Shard>, image: MetadataImage, clean_shutd
         }));
     }
     futures::future::join_all(deletions).await;
-    let mut table = shard.partitions.borrow_mut();
-    let offline = shard.offline.borrow();
-    let mut opening = Vec::new();
-    for tp in owned {
-        if offline.contains_key(&tp) {
-            continue;
-        }
-        let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
-        let (epoch, leads) = (metadata.leader_epoch, shard.leads(&image, &tp.topic, tp.partition));
-        let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
-        let partition_epoch = metadata.partition_epoch;
-        let replicated = replicas.len() > 1;
-        let assign = move |partition: &Partition| {
-            partition.set_leadership(epoch, leads);
-            if leads {
-                partition.set_replicas(node_id, &replicas, &isr, partition_epoch, now_ms());
+    // The tables are borrowed in a block of their own: only while the openings are made, never
+    // across an await (a `drop` of the borrows still counts as holding them there).
+    let opening = {
+        let mut table = shard.partitions.borrow_mut();
+        let offline = shard.offline.borrow();
+        let mut opening = Vec::new();
+        for tp in owned {
+            if offline.contains_key(&tp) {
+                continue;
             }
-        };
-        if let Some(partition) = table.get_mut(&tp) {
-            assign(partition);
-            match log_config_of(&tp.topic) {
-                Ok(config) => partition.set_config(config),
-                Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
-            }
-            continue;
-        }
-        let dir = partition_dir(&shard.config.data_dir, &tp);
-        let config = log_config_of(&tp.topic);
-        let (fs, expiry, counters) = (shard.fs.clone(), shard.config.producer_expiry(), shard.sync_counters.clone());
-        opening.push(async move {
-            let opened = match config {
-                Ok(config) => Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
-                    .await
-                    .inspect(|partition| {
-                        if replicated {
-                            partition.forget_high_watermark();
-                        }
-                        assign(partition)
-                    })
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+            let metadata = &image.topics[&tp.topic].partitions[tp.partition as usize];
+            let (epoch, leads) = (metadata.leader_epoch, shard.leads(&image, &tp.topic, tp.partition));
+            let (node_id, replicas, isr) = (shard.config.node_id, metadata.replicas.clone(), metadata.isr.clone());
+            let partition_epoch = metadata.partition_epoch;
+            let replicated = replicas.len() > 1;
+            let assign = move |partition: &Partition| {
+                partition.set_leadership(epoch, leads);
+                if leads {
+                    partition.set_replicas(node_id, &replicas, &isr, partition_epoch, now_ms());
+                }
             };
-            (tp, dir, opened)
-        });
-    }
-    drop((table, offline));
+            if let Some(partition) = table.get_mut(&tp) {
+                assign(partition);
+                match log_config_of(&tp.topic) {
+                    Ok(config) => partition.set_config(config),
+                    Err(e) => tracing::error!(topic = %tp.topic, error = %e, "topic configs left unchanged"),
+                }
+                continue;
+            }
+            let dir = partition_dir(&shard.config.data_dir, &tp);
+            let config = log_config_of(&tp.topic);
+            let (fs, expiry, counters) =
+                (shard.fs.clone(), shard.config.producer_expiry(), shard.sync_counters.clone());
+            opening.push(async move {
+                let opened = match config {
+                    Ok(config) => {
+                        Partition::open_off_thread(&fs, &dir, config, expiry, epoch, clean_shutdown, counters)
+                            .await
+                            .inspect(|partition| {
+                                if replicated {
+                                    partition.forget_high_watermark();
+                                }
+                                assign(partition)
+                            })
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e),
+                };
+                (tp, dir, opened)
+            });
+        }
+        opening
+    };
     let mut failed = Vec::new();
     let mut opening: futures::stream::FuturesUnordered<_> = opening.into_iter().collect();
     while let Some((tp, dir, opened)) = futures::StreamExt::next(&mut opening).await {

@@ -91,6 +91,9 @@ impl Opened {
 pub type IoFuture = LocalBoxFuture<'static, io::Result<()>>;
 
 /// An open file. Used only on the shard that opened it.
+// `len` pairs with `set_len` as on `std::fs::File`: a file is no collection, and nothing asks
+// whether one is empty (that would be a second system call).
+#[allow(clippy::len_without_is_empty)]
 pub trait FileHandle {
     fn len(&self) -> io::Result<u64>;
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;

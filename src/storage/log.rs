@@ -1062,10 +1062,11 @@ impl Log {
         &self,
         offset: i64,
     ) -> Option<impl FnOnce() -> Result<(), StorageError> + Send + use<>> {
-        let fs = self.claimed_fs();
-        let dir = self.dir.clone();
-        (offset > self.log_start_offset)
-            .then(move || move || write_offset_file(&*fs, &dir, LOG_START_OFFSET_FILE, offset))
+        if offset <= self.log_start_offset {
+            return None;
+        }
+        let (fs, dir) = (self.claimed_fs(), self.dir.clone());
+        Some(move || write_offset_file(&*fs, &dir, LOG_START_OFFSET_FILE, offset))
     }
 
     /// Moves the log start offset up to `offset` once its file holds it: reads below it fail

@@ -47,7 +47,7 @@ fn config(rng: &mut Rng) -> LogConfig {
 fn random_batch(rng: &mut Rng) -> Bytes {
     let records: Vec<(Option<Bytes>, Option<Bytes>)> = (0..rng.below(1, 6))
         .map(|_| {
-            let fill = rng.next() as u8;
+            let fill = rng.next_u64() as u8;
             let value: Vec<u8> = (0..rng.below(0, 2000)).map(|i| fill.wrapping_add(i as u8)).collect();
             (None, Some(Bytes::from(value)))
         })
@@ -152,7 +152,7 @@ async fn run_on_shard(seed: u64) -> Result<(), String> {
         }
         // Sometimes a clean shutdown comes first; it counts only if it succeeded.
         clean = rng.coin() && partition.close().await.is_ok();
-        disk.power_cut(rng.next());
+        disk.power_cut(rng.next_u64());
     }
     unreachable!("the last cut returns")
 }
@@ -227,7 +227,7 @@ async fn truncate_on_shard(seed: u64) -> Result<(), String> {
     disk.fail_after(rng.below(0, 40));
     let truncated = partition.truncate_to(target).await;
     drop(partition);
-    disk.power_cut(rng.next());
+    disk.power_cut(rng.next_u64());
 
     let partition = Partition::open(&fs, dir, config, EXPIRY, epoch, false, Default::default())
         .map_err(|e| format!("recovery after the truncation failed: {e}"))?;

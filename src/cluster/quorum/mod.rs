@@ -277,10 +277,10 @@ impl Node {
                     Some(proposal) => self.propose(proposal),
                     None => return,
                 },
-                message = messages.next() => if let Some(message) = message {
-                    if let Err(e) = self.raft.step(message) {
-                        tracing::debug!(error = %e, "a Raft message was refused");
-                    }
+                message = messages.next() => if let Some(message) = message
+                    && let Err(e) = self.raft.step(message)
+                {
+                    tracing::debug!(error = %e, "a Raft message was refused");
                 },
                 _ = crate::runtime::sleep(wait).fuse() => {
                     self.raft.tick();

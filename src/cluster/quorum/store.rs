@@ -448,11 +448,11 @@ fn read_frames(log: &dyn FileHandle) -> anyhow::Result<(Vec<Frame>, u64)> {
             }
             KIND_ENTRY => Frame::Entry(decode_entry(&mut body).context("a metadata log entry")?),
             KIND_HARD_STATE => {
-                let mut state = HardState::default();
-                state.term = take_u64(&mut body)?;
-                state.vote = take_u64(&mut body)?;
-                state.commit = take_u64(&mut body)?;
-                Frame::HardState(state)
+                // In the order they were written.
+                let term = take_u64(&mut body)?;
+                let vote = take_u64(&mut body)?;
+                let commit = take_u64(&mut body)?;
+                Frame::HardState(HardState { term, vote, commit, ..Default::default() })
             }
             other => bail!("unknown frame kind {other} at {at}"),
         };
@@ -502,18 +502,13 @@ mod tests {
     use super::*;
 
     fn entry(term: u64, index: u64, records: &[MetadataRecord]) -> Entry {
-        let mut entry = Entry::default();
-        entry.term = term;
-        entry.index = index;
+        let mut entry = Entry { term, index, ..Default::default() };
         entry.set_data(serde_json::to_vec(records).unwrap().into());
         entry
     }
 
     fn commit(term: u64, commit: u64) -> HardState {
-        let mut state = HardState::default();
-        state.term = term;
-        state.commit = commit;
-        state
+        HardState { term, commit, ..Default::default() }
     }
 
     #[test]

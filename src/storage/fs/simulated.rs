@@ -44,7 +44,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -55,11 +55,11 @@ impl Rng {
     /// Uniform in `[low, high)`.
     pub fn below(&mut self, low: u64, high: u64) -> u64 {
         assert!(low < high);
-        low + self.next() % (high - low)
+        low + self.next_u64() % (high - low)
     }
 
     pub fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
+        self.next_u64() & 1 == 1
     }
 }
 
