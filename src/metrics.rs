@@ -82,6 +82,9 @@ pub struct Snapshot {
     pub offline: Vec<(String, i32)>,
     /// CPU time this shard's thread has used.
     pub cpu_seconds: f64,
+    /// The most kernel workers that may run this shard's file I/O at once, as the kernel holds
+    /// it (`num.io.threads`); `None` where it cannot be read.
+    pub file_io_workers: Option<u32>,
 }
 
 /// CPU time of the calling thread, from `getrusage(RUSAGE_THREAD)`.
@@ -245,6 +248,18 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_shard_cpu_seconds_total{{shard=\"{}\"}} {}", s.shard, s.cpu_seconds);
     }
 
+    family(
+        &mut out,
+        "sluice_shard_file_io_workers",
+        "gauge",
+        "The most kernel (io_uring) workers that may run each shard's file writes and fsyncs at once (num.io.threads).",
+    );
+    for s in snapshots {
+        if let Some(workers) = s.file_io_workers {
+            let _ = writeln!(out, "sluice_shard_file_io_workers{{shard=\"{}\"}} {workers}", s.shard);
+        }
+    }
+
     let gauges: [Family<PartitionGauge, i64>; 3] = [
         ("sluice_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset),
         ("sluice_partition_log_end_offset", "Next offset to be written.", |p| p.log_end_offset),
@@ -307,12 +322,14 @@ mod tests {
             }],
             offline: vec![("broken".into(), 3)],
             cpu_seconds: 0.5,
+            file_io_workers: Some(8),
         };
         let text = render(&[snapshot]);
         assert!(text.contains("sluice_requests_total{api=\"Produce\",shard=\"0\"} 2"));
         assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 1"));
         assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 2"));
         assert!(text.contains("sluice_partition_log_end_offset{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 7"));
+        assert!(text.contains("sluice_shard_file_io_workers{shard=\"0\"} 8"));
         assert!(text.contains("sluice_partition_offline{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 0"));
         assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
         assert!(text.contains("sluice_fetch_record_bytes_total{path=\"io_uring\",shard=\"0\"} 4096"));

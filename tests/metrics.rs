@@ -80,6 +80,23 @@ fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
     assert!(broker.http_get("/elsewhere").0.contains("404"));
 }
 
+/// Every shard's file writes and fsyncs may run on `num.io.threads` kernel workers, as the
+/// kernel holds the limit: the first shard's too, which glommio's 2-entry probe ring had left
+/// with 2 (then two partitions' fsyncs held both and the other partitions' writes and fsyncs
+/// queued behind them).
+#[test]
+fn every_shard_runs_its_file_io_on_num_io_threads_kernel_workers() {
+    let default = sluice::config::DEFAULT_NUM_IO_THREADS.to_string();
+    for (extra, workers) in [(vec![], default.as_str()), (vec!["--set", "num.io.threads=5"], "5")] {
+        let broker = Broker::start(2, &extra);
+        let samples = parse(&broker.http_get("/metrics").1);
+        for shard in 0..2 {
+            let series = format!("sluice_shard_file_io_workers{{shard=\"{shard}\"}}");
+            assert_eq!(samples.get(&series), Some(&workers.parse().unwrap()), "{series}, with {extra:?}");
+        }
+    }
+}
+
 /// Zero-copy and copying fetches return byte-identical batches (as stamped at append), and
 /// each is counted under its own path.
 #[test]

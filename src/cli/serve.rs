@@ -183,6 +183,12 @@ fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
             let quorum_config = quorum_config.clone();
             let bound_tx = bound_tx.clone();
             async move {
+                runtime::executor::set_file_io_workers(config.num_io_threads).with_context(|| {
+                    format!(
+                        "num.io.threads={}: setting the shard's io_uring workers (Linux 5.15 or later)",
+                        config.num_io_threads
+                    )
+                })?;
                 let ticks = runtime::tick_while_connecting();
                 let (senders, receivers) = mesh.join().await.map_err(|e| anyhow::anyhow!("joining the mesh: {e}"))?;
                 let shard = Rc::new(Shard::new(shard_id, config.clone(), advertised.clone(), image.clone(), senders));

@@ -49,6 +49,26 @@ where
     first_error.map_or(Ok(()), Err)
 }
 
+/// Lets up to `workers` of the kernel's io_uring workers run this shard's file I/O at once
+/// (io-wq's bounded workers: buffered writes, fdatasyncs, reads that miss the page cache; ext4
+/// takes none of them without blocking, so the ring hands every one to a worker). Must run on
+/// the shard's thread, whose workers they are.
+///
+/// Left to the kernel, the limit is fixed when the thread creates its first ring, at the
+/// smaller of that ring's depth and 4 × the CPUs online, and glommio's probe of the kernel
+/// creates a 2-entry ring first on the first shard's thread: that shard had 2 workers, so
+/// with many partitions the fsyncs of two of them took both, and every other partition's
+/// writes and fsyncs queued behind them (`vendor/glommio/PATCHES.md`, patch 4).
+pub fn set_file_io_workers(workers: u32) -> std::io::Result<()> {
+    assert!(workers > 0, "0 would leave the limit as it is");
+    glommio::executor().set_io_wq_max_workers(workers, 0).map(drop)
+}
+
+/// The limit [`set_file_io_workers`] sets, as the kernel holds it for this shard.
+pub fn file_io_workers() -> std::io::Result<u32> {
+    glommio::executor().set_io_wq_max_workers(0, 0).map(|(bounded, _)| bounded)
+}
+
 /// How many CPUs this process may run on (its affinity mask, e.g. from `taskset`).
 pub fn allowed_cpu_count() -> usize {
     allowed_cpus().len()
@@ -69,6 +89,26 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::super::MeshBuilder;
+
+    /// Every shard gets the workers it is given, the first one too, whose thread created
+    /// glommio's 2-entry probe ring before its own rings (which left it 2 workers).
+    #[test]
+    fn each_shard_runs_its_file_io_on_as_many_kernel_workers_as_set() {
+        let limits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = limits.clone();
+        super::run_pinned(vec![(); 2], std::time::Duration::ZERO, move |shard, ()| {
+            let seen = seen.clone();
+            async move {
+                super::set_file_io_workers(24)?;
+                seen.lock().unwrap().push((shard, super::file_io_workers()?));
+                Ok(())
+            }
+        })
+        .unwrap();
+        let mut limits = limits.lock().unwrap().clone();
+        limits.sort();
+        assert_eq!(limits, [(0, 24), (1, 24)]);
+    }
 
     /// `run_pinned` hands each shard a clone of the closure, and with it of the mesh builder it
     /// captured; the shards clone, join (dropping) and end (dropping) theirs at the same time.

@@ -463,5 +463,6 @@ fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
         metrics,
         partitions,
         cpu_seconds: crate::metrics::thread_cpu_seconds(),
+        file_io_workers: crate::runtime::executor::file_io_workers().ok(),
     }
 }

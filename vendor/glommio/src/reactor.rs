@@ -217,6 +217,10 @@ impl Reactor {
         self.sys.ring_depth()
     }
 
+    pub(crate) fn set_io_wq_max_workers(&self, bounded: u32, unbounded: u32) -> io::Result<(u32, u32)> {
+        self.sys.set_io_wq_max_workers(bounded, unbounded)
+    }
+
     fn new_source(
         &self,
         raw: RawFd,

@@ -2204,6 +2204,19 @@ impl ExecutorProxy {
         }
     }
 
+    /// Sets the most kernel workers (io_uring's io-wq) that may run this executor's blocking
+    /// I/O at once: `bounded` for regular files and block devices (buffered writes, fsyncs,
+    /// reads that miss the page cache), `unbounded` for other files; 0 leaves a limit as it
+    /// is, so `(0, 0)` only reads them. Returns the limits in force before the call.
+    ///
+    /// The kernel fixes the bounded limit when the thread creates its first ring, at the
+    /// smaller of that ring's depth and 4 × the CPUs online; glommio's probe of the kernel's
+    /// operations creates a 2-entry ring first on the first executor's thread, which leaves
+    /// that executor 2 workers. Needs Linux 5.15 (`IORING_REGISTER_IOWQ_MAX_WORKERS`).
+    pub fn set_io_wq_max_workers(&self, bounded: u32, unbounded: u32) -> io::Result<(u32, u32)> {
+        self.reactor().set_io_wq_max_workers(bounded, unbounded)
+    }
+
     #[inline(always)]
     pub(crate) fn reactor(&self) -> Rc<reactor::Reactor> {
         #[cfg(not(feature = "native-tls"))]

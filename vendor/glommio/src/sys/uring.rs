@@ -1384,6 +1384,32 @@ impl Reactor {
         self.rings_depth
     }
 
+    /// Sets the most io-wq workers this thread's io_uring instances may run at once, bounded
+    /// (regular files, block devices) and unbounded (other files), with
+    /// `IORING_REGISTER_IOWQ_MAX_WORKERS` (Linux 5.15; 0 leaves a limit as it is). The io-wq
+    /// belongs to the thread, not to a ring, so registering through the main ring sets it for
+    /// all three. Returns the limits in force before.
+    pub(crate) fn set_io_wq_max_workers(&self, bounded: u32, unbounded: u32) -> io::Result<(u32, u32)> {
+        const IORING_REGISTER_IOWQ_MAX_WORKERS: libc::c_uint = 19;
+        let mut counts = [bounded, unbounded];
+        let fd = self.main_ring.borrow().ring_fd();
+        // SAFETY: the kernel reads and then writes exactly two u32s at `counts`, which lives
+        // for the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                fd,
+                IORING_REGISTER_IOWQ_MAX_WORKERS,
+                counts.as_mut_ptr(),
+                2 as libc::c_uint,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((counts[0], counts[1]))
+    }
+
     pub(crate) fn install_eventfd(&self) {
         if !self.eventfd_src.is_installed().unwrap() {
             self.latency_ring
