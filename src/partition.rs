@@ -1401,7 +1401,7 @@ fn batch_headers(mut batches: &[u8], replica: bool) -> Result<Vec<BatchHeader>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::storage::TimestampType;
     use crate::storage::batch::tests::{batch, producer_batch};
@@ -1432,7 +1432,7 @@ mod tests {
     const EXPIRY: ProducerExpiry = ProducerExpiry { expiration_ms: i64::MAX, check_interval_ms: 1000 };
 
     /// A partition this node leads in epoch 0.
-    fn partition(dir: &Path) -> Partition {
+    pub fn partition(dir: &Path) -> Partition {
         let p = Partition::open(&crate::storage::fs::os(), dir, config(), EXPIRY, 0, false, Rc::default()).unwrap();
         p.set_leadership(0, true);
         p

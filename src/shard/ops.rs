@@ -1,10 +1,11 @@
 //! What a shard does with an envelope addressed to it. Every function here runs on the shard
 //! that owns the state it touches.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use futures::FutureExt;
+use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 
 use super::router::{
@@ -124,15 +125,8 @@ pub async fn execute(shard: &Rc<Shard>, envelope: ShardRequest) {
 
 /// Returns once any of the partitions has data past the offset given for it, or at the timeout.
 async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitForData) {
-    let waiters: Vec<_> = {
-        let table = shard.partitions.borrow();
-        // Data may have arrived since the caller's read: then there is nothing to wait for.
-        let arrived =
-            partitions.iter().any(|(tp, offset, limit)| table.get(tp).is_some_and(|p| p.read_limit(*limit) > *offset));
-        if arrived {
-            return;
-        }
-        partitions.iter().filter_map(|(tp, _, _)| table.get(tp).map(Partition::wait_for_data)).collect()
+    let Some(waiters) = park(&shard.partitions.borrow(), &partitions) else {
+        return;
     };
     if !waiters.is_empty() {
         futures::select! {
@@ -140,6 +134,23 @@ async fn wait_for_data(shard: &Shard, WaitForData { partitions, timeout }: WaitF
             _ = sleep(timeout).fuse() => {},
         }
     }
+}
+
+/// Parks on each of `partitions` this shard holds, unless one of them already has data past
+/// the offset given for it (it arrived after the caller's read): then `None`, nothing to wait
+/// for. The check and the parking are one synchronous step, so no append can land between
+/// them unseen; one that did would leave the fetch asleep until its `max_wait_ms` with data
+/// there (a lost wake-up).
+fn park(
+    table: &HashMap<TopicPartition, Partition>,
+    partitions: &[(TopicPartition, i64, ReadLimit)],
+) -> Option<Vec<oneshot::Receiver<()>>> {
+    let arrived =
+        partitions.iter().any(|(tp, offset, limit)| table.get(tp).is_some_and(|p| p.read_limit(*limit) > *offset));
+    if arrived {
+        return None;
+    }
+    Some(partitions.iter().filter_map(|(tp, _, _)| table.get(tp).map(Partition::wait_for_data)).collect())
 }
 
 /// Appends to each partition at once; the partition table is not borrowed while they wait
@@ -464,5 +475,44 @@ fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
         partitions,
         cpu_seconds: crate::metrics::thread_cpu_seconds(),
         file_io_workers: crate::runtime::executor::file_io_workers().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::partition::tests::partition;
+    use crate::storage::batch::tests::batch;
+
+    /// The race a fetch runs between its read and its wait: a record appended in between must
+    /// end the wait at once, not be left for the next append or the fetch's timeout.
+    #[test]
+    fn data_appended_between_a_read_and_the_wait_is_not_waited_for() {
+        crate::runtime::file::block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path());
+            let tp = TopicPartition { topic: "t".into(), partition: 0 };
+            let table = HashMap::from([(tp.clone(), p.clone())]);
+            let limit = ReadLimit::HighWatermark;
+
+            // The fetch read up to here and found nothing; then a record lands before it parks.
+            let seen = p.read_limit(limit);
+            p.append(batch(1, 0), 0).await.unwrap();
+            assert!(park(&table, &[(tp.clone(), seen, limit)]).is_none(), "parked past data that had arrived");
+
+            // With nothing new since its read, it parks, and the next append wakes it.
+            let seen = p.read_limit(limit);
+            let waiters = park(&table, &[(tp.clone(), seen, limit)]).expect("nothing arrived: it parks");
+            assert_eq!(waiters.len(), 1);
+            p.append(batch(1, 0), 0).await.unwrap();
+            let woken = futures::future::select(
+                Box::pin(futures::future::select_all(waiters)),
+                Box::pin(sleep(Duration::from_secs(5))),
+            )
+            .await;
+            assert!(matches!(woken, futures::future::Either::Left(_)), "the append did not wake the parked fetch");
+        });
     }
 }
