@@ -116,6 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn serve(mut config: BrokerConfig) -> anyhow::Result<()> {
+    runtime::alloc::keep_freed_memory();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     config.data_dir = config.data_dir.canonicalize()?;
