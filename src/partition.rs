@@ -509,8 +509,8 @@ impl Partition {
     }
 
     /// Writes the staged appends with one write and takes them into the log; answers each,
-    /// in order. A failed write fails them all, once the log has cut it back off the file (on
-    /// the blocking pool; the writer writes nothing meanwhile).
+    /// in order. A failed write fails them all, once the log has cut it back off the file
+    /// (`runtime::file::RingFile::truncate`; the writer writes nothing meanwhile).
     async fn write(&self, staged: Staged, members: Vec<Member>) {
         let (pending, write) = self.0.state.borrow_mut().log.write_staged(staged);
         let written = write.await;

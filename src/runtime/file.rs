@@ -77,8 +77,10 @@ impl RingFile {
         async move { file.read_at(position, len).await.map(ReadBytes).map_err(io_error) }
     }
 
-    /// Cuts the file to `len` bytes without blocking the shard: glommio hands the ftruncate to
-    /// the executor's blocking pool (io_uring's own, IORING_OP_FTRUNCATE, needs Linux 6.9).
+    /// Cuts the file to `len` bytes without blocking the shard: submitted to the ring
+    /// (IORING_OP_FTRUNCATE, our glommio patch) where the kernel takes it (Linux 6.9 and
+    /// later, probed once), so that it never waits behind long work holding the blocking pool;
+    /// on older kernels glommio hands the ftruncate to that pool.
     pub fn truncate(&self, len: u64) -> impl Future<Output = io::Result<()>> + 'static {
         let file = self.0.clone();
         async move { file.truncate(len).await.map_err(io_error) }
@@ -200,6 +202,52 @@ mod tests {
         let mut expected = b"head".to_vec();
         expected.extend(pieces().concat());
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// A failed write is cut back with this before the partition writes again: it must not
+    /// wait behind long work (compaction, recovery) holding every thread of the blocking pool.
+    #[test]
+    fn a_truncate_does_not_wait_for_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let file = std::fs::File::options().read(true).write(true).open(&path).unwrap();
+        let in_time = block_on(async {
+            let ring = RingFile::new(&file).unwrap();
+            let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut release = Vec::new();
+            for _ in 0..BLOCKING_THREADS {
+                let (tell, wait) = std::sync::mpsc::channel::<()>();
+                let busy = busy.clone();
+                release.push(tell);
+                glommio::spawn_local(run_blocking(move || {
+                    busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = wait.recv();
+                }))
+                .detach();
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while busy.load(std::sync::atomic::Ordering::SeqCst) < BLOCKING_THREADS {
+                assert!(std::time::Instant::now() < deadline, "the blocking pool never got busy");
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let timeout = glommio::timer::sleep(std::time::Duration::from_secs(5));
+            let outcome = match futures::future::select(Box::pin(ring.truncate(10)), Box::pin(timeout)).await {
+                futures::future::Either::Left((truncated, _)) => Ok(truncated),
+                futures::future::Either::Right((_, truncate)) => Err(truncate),
+            };
+            drop(release);
+            match outcome {
+                Ok(truncated) => Some(truncated),
+                // Done once the pool is free, before the executor goes.
+                Err(truncate) => {
+                    let _ = truncate.await;
+                    None
+                }
+            }
+        });
+        in_time.expect("the truncate waited for the blocking pool").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
     }
 
     #[test]

@@ -693,8 +693,9 @@ impl FileCuts {
     }
 }
 
-/// A write at the end of a segment that failed, and the cut of what it left in the file (on
-/// the shard's blocking pool), which must be done before the next write.
+/// A write at the end of a segment that failed, and the cut of what it left in the file
+/// (through the shard's io_uring, or its blocking pool on kernels before 6.9), which must be
+/// done before the next write.
 pub struct FailedWrite {
     pub error: StorageError,
     pub cut_back: futures::future::LocalBoxFuture<'static, ()>,

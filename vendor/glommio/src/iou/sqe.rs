@@ -194,6 +194,21 @@ impl<'a> SQE<'a> {
         fd.update_sqe(self);
     }
 
+    /// Prepare an ftruncate of a file descriptor to `len` bytes (Linux 6.9 and later; liburing's
+    /// `io_uring_prep_ftruncate`). Sluice patch, see PATCHES.md.
+    #[inline]
+    pub unsafe fn prep_ftruncate(&mut self, fd: impl UringFd, len: u64) {
+        uring_sys::io_uring_prep_rw(
+            uring_sys::IORING_OP_FTRUNCATE,
+            self.sqe,
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            len,
+        );
+        fd.update_sqe(self);
+    }
+
     /// Prepare a splice, copying data from one file descriptor to another.
     #[inline]
     pub unsafe fn prep_splice(

@@ -71,6 +71,7 @@ enum UringOpDescriptor {
     LinkTimeout(*const uring_sys::__kernel_timespec),
     Accept(*mut SockAddrStorage),
     Fallocate(u64, u64, libc::c_int),
+    Ftruncate(u64),
     Statx(*const u8, *mut Statx),
     Timeout(*const uring_sys::__kernel_timespec, u32),
     TimeoutRemove(u64),
@@ -260,6 +261,23 @@ static GLOMMIO_URING_OPS: &[IoRingOp] = &[
 
 lazy_static! {
     static ref IO_URING_RECENT_ENOUGH: bool = check_supported_operations(GLOMMIO_URING_OPS);
+    /// Sluice patch (see PATCHES.md): whether this kernel's rings take ftruncate (Linux 6.9+),
+    /// probed once, when the first ring is made; older ones have it done on the blocking
+    /// thread pool.
+    static ref FTRUNCATE_ON_RING: bool = opcode_supported(uring_sys::IORING_OP_FTRUNCATE);
+}
+
+/// Whether this kernel's io_uring knows opcode `op`; `false` when it cannot say.
+fn opcode_supported(op: libc::c_int) -> bool {
+    unsafe {
+        let probe = uring_sys::io_uring_get_probe();
+        if probe.is_null() {
+            return false;
+        }
+        let supported = uring_sys::io_uring_opcode_supported(probe, op) > 0;
+        uring_sys::io_uring_free_probe(probe);
+        supported
+    }
 }
 
 fn fill_sqe<F>(
@@ -343,6 +361,9 @@ fn fill_sqe<F>(
             UringOpDescriptor::Fallocate(offset, size, flags) => {
                 let flags = FallocateFlags::from_bits_truncate(flags);
                 sqe.prep_fallocate(op.fd, offset, size, flags);
+            }
+            UringOpDescriptor::Ftruncate(len) => {
+                sqe.prep_ftruncate(op.fd, len);
             }
             UringOpDescriptor::Statx(path, statx_buf) => {
                 let flags = StatxFlags::AT_STATX_SYNC_AS_STAT | StatxFlags::AT_NO_AUTOMOUNT;
@@ -913,6 +934,8 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // Sluice patch: probed at the first executor's start, with glommio's own check.
+        lazy_static::initialize(&FTRUNCATE_ON_RING);
         Ok(SleepableRing {
             ring: iou::IoUring::new(size as _)?,
             size,
@@ -1620,8 +1643,25 @@ impl Reactor {
     }
 
     pub(crate) fn truncate(&self, source: &Source, size: u64) -> impl Future<Output = ()> {
-        let op = BlockingThreadOp::Truncate(source.raw(), size as _);
-        self.enqueue_blocking_request(source.inner.clone(), op)
+        // Sluice patch (see PATCHES.md): on the ring where the kernel takes it, so that a
+        // truncate never waits behind long work holding every blocking thread.
+        let blocking = if *FTRUNCATE_ON_RING {
+            queue_request_into_ring(
+                &mut *self.ring_for_source(source),
+                source,
+                UringOpDescriptor::Ftruncate(size),
+                &mut self.source_map.borrow_mut(),
+            );
+            None
+        } else {
+            let op = BlockingThreadOp::Truncate(source.raw(), size as _);
+            Some(self.enqueue_blocking_request(source.inner.clone(), op))
+        };
+        async move {
+            if let Some(blocking) = blocking {
+                blocking.await;
+            }
+        }
     }
 
     pub(crate) fn rename(&self, source: &Source) -> impl Future<Output = ()> {

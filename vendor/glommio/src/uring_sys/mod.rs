@@ -46,6 +46,10 @@ pub enum IoRingOp {
     IORING_OP_TEE,
 }
 
+// Sluice patch (see PATCHES.md): ftruncate on the ring, Linux 6.9 and later. Past the opcodes
+// `IoRingOp` lists, so a plain number, as the kernel's uapi header numbers it.
+pub const IORING_OP_FTRUNCATE: libc::c_int = 55;
+
 // sqe.flags
 pub const IOSQE_FIXED_FILE: libc::__u8 = 1 << 0; /* use fixed fileset */
 pub const IOSQE_IO_DRAIN: libc::__u8 = 1 << 1; /* issue after inflight IO */
