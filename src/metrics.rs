@@ -53,6 +53,12 @@ pub struct ShardMetrics {
     /// Appends acknowledged once an fsync covered them; far above `fsyncs` when group commit
     /// works.
     pub fsync_covered_appends: u64,
+    /// Microseconds from the fsyncs' submission to their completion, summed.
+    pub fsync_micros: u64,
+    /// Writes of appends to segments through the ring (each may gather several appends).
+    pub file_writes: u64,
+    /// Microseconds from those writes' submission to their completion, summed.
+    pub file_write_micros: u64,
 }
 
 impl ShardMetrics {
@@ -158,7 +164,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {}", histogram.len());
     }
 
-    let counters: [Family<ShardMetrics, u64>; 5] = [
+    let counters: [Family<ShardMetrics, u64>; 6] = [
         ("sluice_bytes_in_total", "Request bytes read from clients.", |m| m.bytes_in),
         ("sluice_bytes_out_total", "Response bytes written to clients.", |m| m.bytes_out),
         (
@@ -172,6 +178,9 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "Appends answered once an fsync covered them (many per fsync under group commit).",
             |m| m.fsync_covered_appends,
         ),
+        ("sluice_file_writes_total", "Writes of appends to segments (each may gather several appends).", |m| {
+            m.file_writes
+        }),
     ];
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);
@@ -248,6 +257,25 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_shard_cpu_seconds_total{{shard=\"{}\"}} {}", s.shard, s.cpu_seconds);
     }
 
+    let seconds: [Family<ShardMetrics, u64>; 2] = [
+        (
+            "sluice_fsync_seconds_total",
+            "Time from each segment fsync's submission to its completion (waiting for a kernel worker included), summed.",
+            |m| m.fsync_micros,
+        ),
+        (
+            "sluice_file_write_seconds_total",
+            "Time from each segment write's submission to its completion (waiting for a kernel worker included), summed.",
+            |m| m.file_write_micros,
+        ),
+    ];
+    for (name, help, micros) in seconds {
+        family(&mut out, name, "counter", help);
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, micros(&s.metrics) as f64 / 1e6);
+        }
+    }
+
     family(
         &mut out,
         "sluice_shard_file_io_workers",
@@ -310,6 +338,7 @@ mod tests {
         metrics.fetch_bytes_io_uring = 4096;
         metrics.fetch_cold_chunks = 1;
         metrics.fetch_owner_loads = 2;
+        metrics.fsync_micros = 250_000;
         let snapshot = Snapshot {
             shard: 0,
             metrics,
@@ -330,6 +359,7 @@ mod tests {
         assert!(text.contains("sluice_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 2"));
         assert!(text.contains("sluice_partition_log_end_offset{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 7"));
         assert!(text.contains("sluice_shard_file_io_workers{shard=\"0\"} 8"));
+        assert!(text.contains("sluice_fsync_seconds_total{shard=\"0\"} 0.25"));
         assert!(text.contains("sluice_partition_offline{topic=\"a\\\"b\",partition=\"1\",shard=\"0\"} 0"));
         assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
         assert!(text.contains("sluice_fetch_record_bytes_total{path=\"io_uring\",shard=\"0\"} 4096"));

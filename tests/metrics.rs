@@ -97,6 +97,23 @@ fn every_shard_runs_its_file_io_on_num_io_threads_kernel_workers() {
     }
 }
 
+/// Durable appends' writes and fsyncs are counted and timed (their mean shows waiting for a
+/// kernel worker).
+#[test]
+fn segment_writes_and_fsyncs_are_counted_and_timed() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.create_topic("durable", 1, &[("flush.messages", "1")]), 0);
+    for _ in 0..5 {
+        assert_eq!(raw.produce("durable", 0, batch(&[b"payload"]), 1).0, 0);
+    }
+    let samples = parse(&broker.http_get("/metrics").1);
+    assert!(total(&samples, "sluice_file_writes_total") >= 5.0);
+    assert!(total(&samples, "sluice_file_write_seconds_total") > 0.0);
+    assert!(total(&samples, "sluice_fsyncs_total") >= 5.0, "each append waited for its own fsync");
+    assert!(total(&samples, "sluice_fsync_seconds_total") > 0.0);
+}
+
 /// Zero-copy and copying fetches return byte-identical batches (as stamped at append), and
 /// each is counted under its own path.
 #[test]

@@ -468,6 +468,9 @@ fn snapshot(shard: &Shard) -> crate::metrics::Snapshot {
     let mut metrics = shard.metrics.borrow().clone();
     metrics.fsyncs = shard.sync_counters.fsyncs.get();
     metrics.fsync_covered_appends = shard.sync_counters.covered_appends.get();
+    metrics.fsync_micros = shard.sync_counters.fsync_micros.get();
+    metrics.file_writes = shard.sync_counters.writes.get();
+    metrics.file_write_micros = shard.sync_counters.write_micros.get();
     crate::metrics::Snapshot {
         shard: shard.id,
         offline,
