@@ -2300,6 +2300,52 @@ pub mod tests {
         })
     }
 
+    /// Six batches of two records, two a segment (0..4, 4..8, 8..12): the rolls moved the
+    /// recovery point to 8. A truncation to 7 is then started and held at the `hold`ing call
+    /// until the disk dies; returns the partition and the truncation's answer.
+    async fn truncation_failed_at(hold: impl FnOnce(&SimDisk)) -> (Partition, Result<i64, PartitionError>) {
+        let disk = SimDisk::new();
+        let small = LogConfig { segment_bytes: 2 * batch(2, 0).len() as u64, ..config() };
+        let p = simulated(&disk, "t-0", small, &Rc::default());
+        for _ in 0..6 {
+            p.append(batch(2, 0), 0).await.unwrap();
+        }
+        hold(&disk);
+        let (finished, watchdog) = release_in_time(&disk);
+        let truncating = p.clone();
+        let answer = started(async move { truncating.truncate_to(7).await });
+        until("the truncation is held", || disk.blocked_calls() == 1).await;
+        disk.fail_after(0);
+        let _ = finished.send(());
+        assert!(!watchdog.join().unwrap(), "the shard was blocked until the watchdog released the call");
+        until("the truncation is answered", || answer.borrow().is_some()).await;
+        let answer = answer.borrow_mut().take().unwrap();
+        (p, answer)
+    }
+
+    #[test]
+    fn a_truncation_whose_recovery_point_write_fails_changes_nothing() {
+        crate::runtime::file::block_on(async {
+            let (p, answer) = truncation_failed_at(|disk| disk.hold_blocking_syncs("t-0/recovery-point")).await;
+            assert!(answer.is_err());
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (12, 12), "the log is as it was");
+            assert!(p.0.state.borrow().failed.is_none(), "the fetcher may try again");
+        })
+    }
+
+    #[test]
+    fn a_truncation_whose_files_fail_refuses_appends_until_a_restart() {
+        crate::runtime::file::block_on(async {
+            let (p, answer) = truncation_failed_at(|disk| disk.hold_truncates("t-0/00000000000000000004.log")).await;
+            assert!(answer.is_err());
+            // Cut in memory, maybe not on disk: nothing may be appended after the cut.
+            assert_eq!((p.log_end_offset(), p.high_watermark()), (6, 6));
+            let refused = p.append(batch(2, 0), 0).await.unwrap_err();
+            assert!(matches!(refused, PartitionError::SyncFailed), "{refused:?}");
+            assert!(p.close().await.is_err(), "no clean shutdown: the restart recovers the log from the cut");
+        })
+    }
+
     #[test]
     fn appends_queued_behind_a_write_share_the_next_one_in_order() {
         crate::runtime::file::block_on(async {
