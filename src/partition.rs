@@ -898,9 +898,21 @@ impl Partition {
             state.truncating = true;
         }
         let truncated = self.truncate_writing(offset).await;
-        self.0.state.borrow_mut().truncating = false;
+        let appends_waited = {
+            let mut state = self.0.state.borrow_mut();
+            state.truncating = false;
+            if state.appends.is_empty() {
+                // Nothing more is written in the background: a checkpoint the truncation
+                // could not write is written before the next batch.
+                state.writing = false;
+                state.wake_idle_waiters();
+            }
+            !state.appends.is_empty()
+        };
         // The writer ends the turn: it takes in what waited meanwhile, then stops.
-        self.start_writer();
+        if appends_waited {
+            self.start_writer();
+        }
         truncated
     }
 
