@@ -140,13 +140,14 @@ fn a_restart_right_after_a_stop_binds_its_port_with_an_idle_client_connected() {
 #[test]
 fn a_start_refused_for_a_busy_port_keeps_the_clean_shutdown_marker() {
     let mut broker = Broker::start(1, &[]);
-    let addr = broker.addr().to_string();
     broker.terminate();
     let marker = broker.data_dir().join(".clean-shutdown");
     assert!(marker.exists());
 
-    // Another process's listener on the port: the broker must not share it.
-    let squatter = std::net::TcpListener::bind(&addr).unwrap();
+    // Another process's listener on a port: the broker must not share it. A port of its own,
+    // not the one the broker just let go: a test running beside this one may take that.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = squatter.local_addr().unwrap().to_string();
     let data_dir = broker.data_dir().to_str().unwrap().to_string();
     let (ok, _, stderr) =
         common::cli(&["serve", "--listen", &addr, "--admin", "off", "--cores", "1", "--data-dir", &data_dir], "");
