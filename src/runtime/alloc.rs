@@ -24,7 +24,7 @@ const TRIM_THRESHOLD_BYTES: i32 = 256 << 20;
 /// thresholds (instead of glibc's moving ones) keep those pages mapped, at most
 /// `TRIM_THRESHOLD_BYTES` of free memory per heap.
 pub fn keep_freed_memory() {
-    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    // SAFETY: mallopt only sets allocator parameters, under glibc's own lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);

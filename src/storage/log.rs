@@ -1170,7 +1170,10 @@ impl Log {
     }
 
     /// A whole truncation on a log owned by the caller, reading where to cut as it may (waiting
-    /// for the disk); the leader-epoch checkpoint written last. Returns the new log end.
+    /// for the disk); the leader-epoch checkpoint written last. Returns the new log end. Only
+    /// for tests of the log alone: a partition runs the steps itself (`Partition::truncate_to`),
+    /// loading what is not cached through the ring and reloading its producers in between.
+    #[cfg(test)]
     pub async fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
         let plan = self.plan_truncation(offset, Wait::Yes)?;
         if let Some(write) = self.recovery_point_write(&plan) {
@@ -1316,7 +1319,6 @@ impl Log {
         self.config = config;
     }
 
-    /// The file system the log lives on.
     /// The batch headers as they are now, for a helper thread to read.
     pub fn headers(&self) -> LogHeaders {
         LogHeaders {
@@ -1328,6 +1330,7 @@ impl Log {
         }
     }
 
+    /// The file system the log lives on.
     pub fn file_system(&self) -> Arc<dyn FileSystem> {
         self.fs.clone()
     }
