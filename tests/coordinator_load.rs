@@ -39,8 +39,17 @@ fn a_coordinator_answers_load_in_progress_until_its_groups_are_loaded() {
     cluster.wait_for_every_broker(Duration::from_secs(30));
     cluster.create_topic_everywhere("t", 1, 1, &[]);
     let coordinator = cluster.coordinator(0, GROUP);
+    // The node's Metadata named the topic, but the shard coordinating the group applies each
+    // image on its own and may not have it yet: UNKNOWN_TOPIC_OR_PARTITION, which clients
+    // retry, as Kafka's consumer does.
     let mut client = sluice::client::Client::connect(cluster.node(coordinator).addr()).unwrap();
-    client.commit_offsets(GROUP, "t", &[(0, 42)]).unwrap();
+    common::wait_until(Duration::from_secs(10), "the coordinator takes the commit", || {
+        match client.commit_offsets(GROUP, "t", &[(0, 42)]) {
+            Ok(()) => true,
+            Err(e) if e.to_string().contains("(error code 3)") => false,
+            Err(e) => panic!("{e:#}"),
+        }
+    });
 
     // Restarted with its loads held 3 s: once back in the ISR, it is the preferred leader of
     // the group's offsets partition again, and loads it.
