@@ -60,7 +60,7 @@ pub enum PartitionError {
     /// An fsync of the partition failed: what it covered may be lost, so appends are refused
     /// until a restart recovers the log (see the module doc). So does a truncation whose file
     /// work failed.
-    #[error("an fsync failed; appends are refused until a restart")]
+    #[error("an fsync or a truncation of the partition failed; appends are refused until a restart")]
     SyncFailed,
     /// The log refused the operation (validation) or failed (I/O).
     #[error(transparent)]
