@@ -68,6 +68,9 @@ fn produce_then_consume_reports_the_same_data() {
     // The broker is local: the bench finds it by its port and reads its CPU time.
     assert_eq!(produced["broker"]["pid"], broker.pid());
     assert!(produced["broker"]["cpu_seconds"].as_f64().unwrap() >= 0.0);
+    // The share of the machine's CPU time its hypervisor withheld meanwhile (0 on bare metal).
+    let steal = produced["host_steal_share"].as_f64().expect("the host's steal reported");
+    assert!((0.0..=1.0).contains(&steal), "steal share {steal}");
     check_report(&produced_dir, 3);
 
     let consumed_dir = reports.path().join("consume");

@@ -1,5 +1,6 @@
-//! What the bench reads off the host: a broker's CPU time (from /proc) and which local
-//! process listens on the bootstrap port, so that a local broker is found without a pid.
+//! What the bench reads off the host: a broker's CPU time (from /proc), the time the
+//! hypervisor withheld this machine's CPUs, and which local process listens on the bootstrap
+//! port, so that a local broker is found without a pid.
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,41 @@ pub fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
     };
     let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")? as f64;
     Ok((ticks(11)? + ticks(12)?) as f64 / ticks_per_second)
+}
+
+/// This machine's CPU time since boot, all CPUs together, in clock ticks: in all, and stolen
+/// (the CPUs wanted to run but the hypervisor ran something else, or held the whole machine
+/// back once its CPU quota was spent, which freezes every process in it at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    pub fn now() -> anyhow::Result<CpuTimes> {
+        parse_cpu_times(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+    }
+
+    /// The share of the CPU time between `earlier` and `self` that was stolen.
+    pub fn steal_share_since(&self, earlier: &CpuTimes) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        self.steal.saturating_sub(earlier.steal) as f64 / total.max(1) as f64
+    }
+}
+
+/// The first line of /proc/stat: `cpu user nice system idle iowait irq softirq steal guest
+/// guest_nice`. Guest time is already counted in user and nice, so the total is the first eight.
+fn parse_cpu_times(stat: &str) -> anyhow::Result<CpuTimes> {
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let ticks = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse::<u64>().context("malformed /proc/stat"))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    anyhow::ensure!(ticks.len() == 8, "/proc/stat's cpu line has no steal time");
+    Ok(CpuTimes { total: ticks.iter().sum(), steal: ticks[7] })
 }
 
 /// The process (other than this one) listening on `address`'s port on this host, if
@@ -85,6 +121,16 @@ mod tests {
              1: 0100007F:2384 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1 0 20 4 30 10 -1\n";
         assert_eq!(listening_inodes(table, 9092), vec![4242]);
         assert!(listening_inodes(table, 9093).is_empty());
+    }
+
+    #[test]
+    fn reads_steal_from_the_cpu_line() {
+        let stat = "cpu  100 5 40 800 20 1 2 32 7 0\ncpu0 50 2 20 400 10 0 1 16 3 0\nintr 12345\n";
+        let earlier = parse_cpu_times(stat).unwrap();
+        assert_eq!(earlier, CpuTimes { total: 1000, steal: 32 });
+        let later = CpuTimes { total: 1400, steal: 132 };
+        assert_eq!(later.steal_share_since(&earlier), 0.25);
+        assert!(parse_cpu_times("cpu  1 2 3 4\n").is_err(), "a kernel without steal time is not read as none stolen");
     }
 
     #[test]

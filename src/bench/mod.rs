@@ -124,6 +124,10 @@ pub struct Results {
     pub consume: Option<FlowSummary>,
     pub timeline: Vec<Tick>,
     pub broker: Option<BrokerCpu>,
+    /// The share of this machine's CPU time the hypervisor withheld during the run (steal): on a
+    /// virtual machine whose host throttles it, every process in it freezes at once, and
+    /// latency figures then measure the host.
+    pub host_steal_share: Option<f64>,
     pub baseline: Option<Baseline>,
     pub ratios: Option<Ratios>,
 }
@@ -139,6 +143,7 @@ impl Results {
             consume: None,
             timeline: Vec::new(),
             broker: None,
+            host_steal_share: None,
             baseline: None,
             ratios: None,
         }
@@ -297,6 +302,8 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
 
     let broker_pid = broker_pid.or_else(|| host::local_listener(resolve(&workload.bootstrap).ok()?));
     let cpu_before = broker_pid.map(host::cpu_seconds).transpose()?;
+    // Not every kernel reports steal time; the run goes on without it.
+    let host_before = host::CpuTimes::now().ok();
     let deadline = workload.duration_s.map(|s| Instant::now() + Duration::from_secs_f64(s));
     let loops = plan_loops(workload, &target, compression, &start_offsets, available, deadline)?;
     let stats = Arc::new(Stats::default());
@@ -331,6 +338,8 @@ pub fn run(workload: &Workload, broker_pid: Option<i32>, baseline: Option<Baseli
         Mode::Consume => results.consume = Some(flow(&stats.consumed, &stats.consume, consumer_loops, "fetch")),
         Mode::EndToEnd => results.consume = Some(flow(&stats.consumed, &stats.consume, consumer_loops, "end_to_end")),
     }
+    results.host_steal_share =
+        host_before.and_then(|before| Some(host::CpuTimes::now().ok()?.steal_share_since(&before)));
     if let (Some(pid), Some(before)) = (broker_pid, cpu_before) {
         let cpu = host::cpu_seconds(pid)? - before;
         let moved = stats.produced.read().1 + stats.consumed.read().1;

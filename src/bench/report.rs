@@ -54,6 +54,9 @@ pub fn summary(results: &Results) -> String {
             cpu.pid, cpu.cpu_seconds, cpu.cpu_s_per_gb, cpu.mb_per_cpu_s
         );
     }
+    if let Some(steal) = results.host_steal_share {
+        let _ = writeln!(out, "host: the hypervisor withheld {:.1}% of this machine's CPU time (steal)", steal * 100.0);
+    }
     if let (Some(produce_of_disk), Some(per_sync)) =
         (ratios.and_then(|r| r.produce_of_disk_sync_write), ratios.and_then(|r| r.produce_records_per_sync_4k))
     {
