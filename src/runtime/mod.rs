@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod executor;
 pub mod file;
 pub mod page_cache;
+pub mod receive;
 pub mod shutdown;
 pub mod zero_copy;
 

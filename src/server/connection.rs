@@ -13,6 +13,7 @@
 //! responses) is closed.
 
 use std::cell::Cell;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use kafka_protocol::protocol::Decodable;
 use crate::handlers;
 use crate::protocol::frame::{FrameError, read_frame_size};
 use crate::protocol::versions;
+use crate::runtime::receive::read_exact_into;
 use crate::runtime::zero_copy::{Part, Probe, make_nonblocking, write_parts};
 use crate::runtime::{Task, TcpStream, sleep, spawn_local};
 use crate::server::budget::{Grant, MemoryBudget};
@@ -82,9 +84,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<MemoryBudget>
         let _ = writer.flush().await;
     });
 
+    let request_max = shard.config.socket_request_max_bytes;
     let reading = async {
         loop {
-            let (frame, grant) = match read_request(&mut reader, shard.config.socket_request_max_bytes, &budget).await {
+            let (frame, grant) = match read_request(&mut reader, socket, request_max, &budget).await {
                 Ok(read) => {
                     shard.metrics.borrow_mut().bytes_in += 4 + read.0.len() as u64;
                     activity.last_progress.set(Instant::now());
@@ -197,6 +200,7 @@ const WHOLE_FRAME_MAX_BYTES: usize = 8 << 20;
 /// read in few large reads. Returns the frame with its grant.
 async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
+    socket: RawFd,
     max: usize,
     budget: &Rc<MemoryBudget>,
 ) -> Result<(Bytes, Grant), FrameError> {
@@ -204,17 +208,15 @@ async fn read_request<R: AsyncRead + Unpin>(
     let mut grant = budget.grant();
     if size <= WHOLE_FRAME_MAX_BYTES && budget.leaves_half(size) {
         grant.grow(size).await;
-        let mut body = BytesMut::zeroed(size);
-        reader.read_exact(&mut body).await?;
+        let mut body = BytesMut::with_capacity(size);
+        read_exact_into(reader, socket, &mut body, size).await?;
         return Ok((body.freeze(), grant));
     }
     let mut body = BytesMut::new();
     while body.len() < size {
         let chunk = (size - body.len()).min(body.len().max(FIRST_CHUNK_BYTES));
         grant.grow(chunk).await;
-        let start = body.len();
-        body.resize(start + chunk, 0);
-        reader.read_exact(&mut body[start..]).await?;
+        read_exact_into(reader, socket, &mut body, chunk).await?;
     }
     Ok((body.freeze(), grant))
 }
