@@ -212,7 +212,6 @@ pub fn through_a_broker_fault<T>(
     mend: impl FnOnce(&Cluster, usize, T),
 ) -> (usize, Vec<Moved>) {
     assert!(replication_factor >= 2, "leadership can move only to another replica");
-    let _logs = LogsOnPanic(cluster);
     // Replicas are placed over the brokers registered when the topic is made (as in Kafka),
     // as the creating node knows them: a node ready before the others have registered would
     // put every partition on the brokers it has heard of, and the fault might leave none.
@@ -296,19 +295,6 @@ pub fn through_a_broker_fault<T>(
     assert_eq!(check["acked"], check["produced"], "{check:#}");
     assert_eq!(check["failed_visible"], 0, "{check:#}");
     (broken, moved)
-}
-
-/// Prints every node's log when dropped by a panic.
-struct LogsOnPanic<'a>(&'a Cluster);
-
-impl Drop for LogsOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for i in 0..self.0.len() {
-                eprintln!("node {} stderr:\n{}", i + 1, self.0.node(i).stderr_text());
-            }
-        }
-    }
 }
 
 /// An acks=all Produce of three values `{prefix}-{partition}-{k}` to each partition of

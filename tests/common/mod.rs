@@ -298,8 +298,23 @@ impl Broker {
     }
 }
 
+/// Lines of a broker's log that a failing test prints: its last words are what explain it.
+const LOG_LINES_ON_PANIC: usize = 200;
+
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_LINES_ON_PANIC)..];
+            eprintln!(
+                "broker at {} ({}), last {} lines of its log:\n{}",
+                self.addr,
+                self.data_dir.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
