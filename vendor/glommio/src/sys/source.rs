@@ -297,6 +297,12 @@ impl Source {
         }
     }
 
+    /// Sluice patch (see PATCHES.md): whether the reactor still holds this source, i.e. its
+    /// completion has not been consumed (a timer that has not fired).
+    pub(super) fn is_pending(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn raw(&self) -> RawFd {
         self.inner.borrow().raw
     }
@@ -321,6 +327,7 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         let mut inner = self.inner.borrow_mut();
+        let timeout = matches!(inner.source_type, SourceType::Timeout(..));
         let enqueued = inner.enqueued.as_mut();
         if let Some(EnqueuedSource { id, queue, status }) = enqueued {
             match status {
@@ -339,7 +346,7 @@ impl Drop for Source {
                     // now, so we delay `consume_source` until we consume the
                     // corresponding event from the completion queue.
 
-                    queue.borrow_mut().cancel_request(*id);
+                    queue.borrow_mut().cancel_request(*id, timeout);
                     *status = EnqueuedStatus::Canceled; // not necessary, but useful for correctness
                 }
                 EnqueuedStatus::Canceled => unreachable!(),

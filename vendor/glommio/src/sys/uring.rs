@@ -654,9 +654,17 @@ impl UringQueueState {
         self.submissions.is_empty() && self.cancellations.is_empty()
     }
 
-    pub(crate) fn cancel_request(&mut self, id: SourceId) {
+    /// Sluice patch (see PATCHES.md): a timeout is cancelled with `IORING_OP_TIMEOUT_REMOVE`,
+    /// which looks only through the ring's timeouts; `IORING_OP_ASYNC_CANCEL` searches the
+    /// io-wq's queued work and workers first.
+    pub(crate) fn cancel_request(&mut self, id: SourceId, timeout: bool) {
+        let user_data = to_user_data(id);
         self.cancellations.push_back(UringDescriptor {
-            args: UringOpDescriptor::Cancel(to_user_data(id)),
+            args: if timeout {
+                UringOpDescriptor::TimeoutRemove(user_data)
+            } else {
+                UringOpDescriptor::Cancel(user_data)
+            },
             fd: -1,
             flags: SubmissionFlags::empty(),
             user_data: 0,
@@ -957,7 +965,8 @@ impl SleepableRing {
     /// certain duration. The timer is added at the front of the queue such
     /// that it will be the first SQE submitted the next time we enter the
     /// latency ring
-    fn prepare_latency_preemption_timer(&mut self, d: Duration) -> Source {
+    fn prepare_latency_timer(&mut self, d: Duration) -> LatencyTimer {
+        let deadline = Instant::now() + d;
         let source = Source::new(
             IoRequirements::default(),
             -1,
@@ -985,7 +994,7 @@ impl SleepableRing {
                         .add_source(&source, self.submission_queue.clone()),
                 ),
             });
-        source
+        LatencyTimer { source, deadline }
     }
 
     /// This function prepares a timer that fires only after a given number of
@@ -1251,13 +1260,22 @@ impl UringCommon for SleepableRing {
 /// Sluice patch (see PATCHES.md): where every reactor's eventfd reads land.
 static mut EVENTFD_SINK: u64 = 0;
 
+/// Sluice patch (see PATCHES.md): a timeout armed on the latency ring, and about when it fires.
+struct LatencyTimer {
+    source: Source,
+    deadline: Instant,
+}
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// Sluice patch (see PATCHES.md): the preemption timer, and the user timer armed for a
+    /// sleep, both on the latency ring (upstream had one for either).
+    preemption_timer: Cell<Option<LatencyTimer>>,
+    sleep_timer: Cell<Option<LatencyTimer>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1388,7 +1406,8 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
+            preemption_timer: Cell::new(None),
+            sleep_timer: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1908,22 +1927,45 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Sluice patch (see PATCHES.md): upstream cancelled its timers and armed new ones at
+        // every turn, several SQEs and cancellations each time. A timer now stays armed while
+        // it does its job, and is replaced only once it has fired or must fire at another time.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // The preemption timer stays while it fires no more than an eighth of its period
+        // before it would if armed now, so that a task queue keeps most of its slice. On a
+        // turn that may sleep it stays too: asleep, it wakes the reactor once more, at most a
+        // period later (upstream removed it). The sleep timer stays while it fires no later
+        // than the user timer it stands for (earlier only wakes the reactor once more), so
+        // that a periodic timer is armed once per period, not once per sleep. Any other is
+        // removed here, so that its cancellation is flushed and consumed below.
+        let now = Instant::now();
+        let preemption_timer = self.preemption_timer.take().filter(|timer| {
+            timer.source.is_pending()
+                && preempt_timer().map_or(true, |period| {
+                    (now + period - period / 8..=now + period).contains(&timer.deadline)
+                })
+        });
+        let sleep_timer = self.sleep_timer.take().filter(|timer| {
+            timer.source.is_pending()
+                && user_timer.map_or(true, |user| timer.deadline <= now + user)
+        });
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The throughput-based timeout fires after as many completions on the main ring as
+        // it has entries, so that a task queue yields before they could overflow it. Kept
+        // armed, it counts since it was armed rather than since this turn: a task queue may
+        // yield once per that many completions when fewer are left unconsumed.
+        let throughput_timer = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(Source::is_pending)
+            .unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            });
+        self.throughput_preemption_timeout_src
+            .set(Some(throughput_timer));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1941,13 +1983,23 @@ impl Reactor {
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
+        // Sluice patch: a timer that fired meanwhile (consumed just above) wakes nothing now.
+        let mut preemption_timer = preemption_timer.filter(|timer| timer.source.is_pending());
+        let mut sleep_timer = sleep_timer.filter(|timer| timer.source.is_pending());
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
+            // is a timer set, we need to make sure we wake up to handle it
+            // (Sluice patch: unless a timer still armed wakes us by then).
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                let wakes_in_time = |timer: &Option<LatencyTimer>| {
+                    timer
+                        .as_ref()
+                        .is_some_and(|timer| timer.deadline <= now + dur)
+                };
+                if !wakes_in_time(&preemption_timer) && !wakes_in_time(&sleep_timer) {
+                    sleep_timer = Some(lat_ring.prepare_latency_timer(dur));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1973,11 +2025,12 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let (Some(preempt), None) = (preempt_timer(), &preemption_timer) {
+            preemption_timer = Some(lat_ring.prepare_latency_timer(preempt));
         }
+        self.preemption_timer.set(preemption_timer);
+        self.sleep_timer.set(sleep_timer);
+        flush_rings!(lat_ring, main_ring)?;
 
         // A Note about `need_preempt`:
         //
