@@ -1092,6 +1092,18 @@ impl SleepableRing {
             0,
             "sleeping with pending SQEs"
         );
+        // Sluice patch (see PATCHES.md): a poll armed by an earlier sleep that has not fired
+        // still links the rings.
+        if link.is_pending() {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1113,14 +1125,17 @@ impl SleepableRing {
 
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+            //
+            // Sluice patch (see PATCHES.md): submitted and waited for in one system call (the
+            // kernel waits only once every entry is in); upstream entered the kernel twice.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted as usize;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1129,13 +1144,7 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1279,6 +1288,9 @@ pub(crate) struct Reactor {
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    /// Sluice patch (see PATCHES.md): the poll of the latency ring that a sleep on the main
+    /// ring waits on, while armed.
+    link_rings_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1411,6 +1423,7 @@ impl Reactor {
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_rings_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1838,15 +1851,32 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// Sluice patch (see PATCHES.md): the poll stays armed from one sleep to the next until it
+    /// fires. Upstream armed one per sleep and, woken by the main ring, cancelled it (an
+    /// `IORING_OP_ASYNC_CANCEL`, with a system call of its own).
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let link_rings = self
+            .link_rings_src
+            .take()
+            .filter(Source::is_pending)
+            .unwrap_or_else(|| {
+                Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                )
+            });
+        match ring.sleep(&link_rings) {
+            Ok(_) => {
+                self.link_rings_src.set(Some(link_rings));
+                Ok(())
+            }
+            // Not linked (the entry could not be submitted): as upstream, no sleep this time.
+            Err(err) => Self::busy_ok(err),
+        }
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
