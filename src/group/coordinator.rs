@@ -279,13 +279,19 @@ pub fn fetch_offsets(shard: &Shard, FetchOffsets { group_id, topics }: FetchOffs
     })
 }
 
-pub fn list(shard: &Shard) -> Vec<ListedGroup> {
-    shard
+/// COORDINATOR_LOAD_IN_PROGRESS while any offsets partition of this shard loads: a list missing
+/// that partition's groups is never given (Kafka's coordinator answers a ListGroups with this
+/// error, and no groups, while one of its partitions loads).
+pub fn list(shard: &Shard) -> Result<Vec<ListedGroup>, ResponseError> {
+    if !shard.offsets_partitions.borrow().loading.is_empty() {
+        return Err(ResponseError::CoordinatorLoadInProgress);
+    }
+    Ok(shard
         .groups
         .borrow()
         .values()
         .map(|e| (e.group.id.clone(), e.group.protocol_type.clone().unwrap_or_default(), e.group.state))
-        .collect()
+        .collect())
 }
 
 /// `None` when this coordinator has no such group.

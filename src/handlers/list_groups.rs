@@ -1,4 +1,6 @@
-//! ListGroups: every shard lists the groups it coordinates; the answers are merged.
+//! ListGroups: every shard lists the groups it coordinates; the answers are merged, unless a
+//! shard is still loading an offsets partition's groups: then, as Kafka's coordinator,
+//! COORDINATOR_LOAD_IN_PROGRESS and no groups, rather than a list missing some.
 
 use std::rc::Rc;
 
@@ -17,6 +19,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroups
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups = Vec::new();
     for listed in shard.on_every_shard(|| ListGroups).await {
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(error) => return ListGroupsResponse::default().with_error_code(error.code()),
+        };
         for (group_id, protocol_type, state) in listed {
             let wanted = (states.is_empty() || states.contains(&state.name().to_lowercase()))
                 && (types.is_empty() || types.iter().any(|t| t == GROUP_TYPE));

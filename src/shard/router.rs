@@ -126,7 +126,8 @@ shard_calls! {
     /// Each offset's error (`None`: committed), in request order.
     CommitOffsets => Vec<Option<ResponseError>>,
     FetchOffsets => Committed,
-    ListGroups => Vec<ListedGroup>,
+    /// The shard's groups, or COORDINATOR_LOAD_IN_PROGRESS while it loads some.
+    ListGroups => Result<Vec<ListedGroup>, ResponseError>,
     /// `None` when the coordinator has no such group.
     DescribeGroup => Result<Option<GroupDescription>, ResponseError>,
     DeleteGroup => Option<ResponseError>,
