@@ -13,17 +13,16 @@ fn submissions(pid: u32) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let entry = entry.unwrap();
-        let is_ring =
-            std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]");
+        if !std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]") {
+            continue;
+        }
         // A ring closed since the listing has no fdinfo left to read.
         let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy()))
         else {
             continue;
         };
-        if is_ring {
-            let tail = info.lines().find_map(|line| line.strip_prefix("SqTail:")).expect("SqTail in a ring's fdinfo");
-            total += tail.trim().parse::<u64>().unwrap();
-        }
+        let tail = info.lines().find_map(|line| line.strip_prefix("SqTail:")).expect("SqTail in a ring's fdinfo");
+        total += tail.trim().parse::<u64>().unwrap();
     }
     total
 }
