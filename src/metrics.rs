@@ -40,6 +40,9 @@ pub struct ShardMetrics {
     pub fetch_bytes_io_uring: u64,
     /// Chunks of fetched file ranges that were not all in the page cache (each read that way).
     pub fetch_cold_chunks: u64,
+    /// Page-cache probes of fetched file ranges (one per wholly cached range, one per chunk of
+    /// a range that is not, or of any range once a connection met a cold chunk).
+    pub fetch_page_cache_probes: u64,
     /// Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records
     /// with `fetch.zero.copy.enable=false`), or a coordinator loading its committed offsets,
     /// did not find in the page cache.
@@ -224,6 +227,19 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     }
     family(
         &mut out,
+        "sluice_fetch_page_cache_probes_total",
+        "counter",
+        "Page-cache probes of fetched file ranges: one per range wholly cached, one per chunk otherwise.",
+    );
+    for s in snapshots {
+        let _ = writeln!(
+            out,
+            "sluice_fetch_page_cache_probes_total{{shard=\"{}\"}} {}",
+            s.shard, s.metrics.fetch_page_cache_probes
+        );
+    }
+    family(
+        &mut out,
         "sluice_fetch_owner_loads_total",
         "counter",
         "Loads through io_uring of bytes a fetch's owner-side read (batch headers, or records not sent zero-copy), or a coordinator loading its committed offsets, did not find in the page cache; the read then runs again.",
@@ -337,6 +353,7 @@ mod tests {
         metrics.bytes_in = 10;
         metrics.fetch_bytes_io_uring = 4096;
         metrics.fetch_cold_chunks = 1;
+        metrics.fetch_page_cache_probes = 3;
         metrics.fetch_owner_loads = 2;
         metrics.fsync_micros = 250_000;
         let snapshot = Snapshot {
@@ -364,6 +381,7 @@ mod tests {
         assert!(text.contains("sluice_partition_offline{topic=\"broken\",partition=\"3\",shard=\"0\"} 1"));
         assert!(text.contains("sluice_fetch_record_bytes_total{path=\"io_uring\",shard=\"0\"} 4096"));
         assert!(text.contains("sluice_fetch_cold_chunks_total{shard=\"0\"} 1"));
+        assert!(text.contains("sluice_fetch_page_cache_probes_total{shard=\"0\"} 3"));
         assert!(text.contains("sluice_fetch_owner_loads_total{shard=\"0\"} 2"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -15,12 +15,13 @@
 //!
 //! sendfile also blocks the shard when the pages it sends are not in the page cache (a
 //! consumer catching up on old data): the disk read happens inside the call. So a file part
-//! goes out in chunks of [`CHUNK_BYTES`], each probed first ([`super::page_cache`]): a chunk
-//! wholly cached goes with sendfile; any other is read through the shard's io_uring, which
-//! lets the shard serve other connections while the disk works, and written with the async
-//! write. Both send exactly the bytes of the range, in order. Between chunks the task yields
-//! when the shard has other work due, so a consumer tailing hot data never waits behind a
-//! long send.
+//! is probed first ([`super::page_cache`]). A part wholly cached, the usual case, goes with
+//! sendfile whole (each call stops when the socket is full). Any other goes out in chunks of
+//! [`CHUNK_BYTES`], each probed: a chunk wholly cached goes with sendfile; any other is read
+//! through the shard's io_uring, which lets the shard serve other connections while the disk
+//! works, and written with the async write. Both send exactly the bytes of the range, in
+//! order. Between chunks the task yields when the shard has other work due, so a consumer
+//! tailing hot data never waits behind a long catch-up read.
 //!
 //! The cheap probe (`cachestat`) counts pages whose readahead is still in flight as cached,
 //! and the kernel reads ahead of every cold read: a consumer catching up would find its next
@@ -68,6 +69,8 @@ pub struct Sent {
     pub io_uring: u64,
     /// Chunks read that way.
     pub cold_chunks: u64,
+    /// Page-cache probes made: one for a range wholly cached, one per chunk otherwise.
+    pub probes: u64,
 }
 
 /// Bytes a copying fallback moves at a time when the socket is full.
@@ -238,7 +241,8 @@ impl Probe {
     /// Whether the chunk `position..end` of `file` can be sent with sendfile without waiting
     /// for the disk. A probe that fails tells nothing: the chunk is sent as if cached, as
     /// before probes existed.
-    fn cached(&self, file: &File, position: u64, end: u64) -> bool {
+    fn cached(&self, file: &File, position: u64, end: u64, sent: &mut Sent) -> bool {
+        sent.probes += 1;
         let probe = match self.exact {
             true => page_cache::up_to_date(file.as_fd(), position, end - position),
             false => page_cache::present(file.as_fd(), position, end - position),
@@ -280,12 +284,17 @@ async fn send_file<W: AsyncWrite + Unpin>(
     sent: &mut Sent,
 ) -> std::io::Result<()> {
     let end = slice.position + slice.len as u64;
+    // The usual case, a range wholly cached, goes with as few sendfile calls as the socket
+    // takes (each stops when it is full), not one per chunk.
+    if !probe.exact && probe.cached(&slice.file, slice.position, end, sent) {
+        return send_cached(writer, socket, &slice.file, slice.position, end, sent).await;
+    }
     let mut position = slice.position;
     // The slice's descriptor as io_uring reads it, made at its first cold chunk.
     let mut ring: Option<RingFile> = None;
     while position < end {
         let chunk_end = end.min(position + CHUNK_BYTES);
-        if probe.cached(&slice.file, position, chunk_end) {
+        if probe.cached(&slice.file, position, chunk_end, sent) {
             send_cached(writer, socket, &slice.file, position, chunk_end, sent).await?;
         } else {
             probe.exact = true;
@@ -423,6 +432,7 @@ mod tests {
             assert!(sent.zero_copy + sent.copied >= CHUNK_BYTES, "the cached chunk went with sendfile: {sent:?}");
             assert_eq!(sent.zero_copy + sent.copied + sent.io_uring, len as u64);
             assert!(probe.exact, "having met a cold chunk, the connection probes exactly");
+            assert_eq!(sent.probes, 1 + 5, "the whole range, then each of its five chunks: {sent:?}");
 
             // Every page is cached now: all goes with sendfile, and the cheap probe is back.
             let (received, sent) =
@@ -430,6 +440,12 @@ mod tests {
             assert!(received == expected);
             assert_eq!(sent.cold_chunks, 0, "{sent:?}");
             assert!(!probe.exact);
+
+            // Still cached, and probed cheaply again: the range goes whole, after one probe.
+            let (received, sent) = send(vec![Part::File(slice())], &mut probe).await;
+            assert!(received == expected[4..]);
+            assert_eq!(sent.probes, 1, "one probe for the whole cached range: {sent:?}");
+            assert_eq!(sent.zero_copy + sent.copied, len as u64);
         });
     }
 }

@@ -67,6 +67,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, budget: Rc<MemoryBudget>
                         metrics.fetch_bytes_copied += sent.copied;
                         metrics.fetch_bytes_io_uring += sent.io_uring;
                         metrics.fetch_cold_chunks += sent.cold_chunks;
+                        metrics.fetch_page_cache_probes += sent.probes;
                     }
                     result.map(|_| ())
                 }
