@@ -110,6 +110,59 @@ mod tests {
         assert_eq!(limits, [(0, 24), (1, 24)]);
     }
 
+    /// A sleeping reactor wakes when its next timer is due. Paced sleeps beside socket I/O, as
+    /// a producer at a fixed rate makes them, once overslept until the preemption timer fired
+    /// (100 ms; vendor/glommio/PATCHES.md, patch 6): here that timer is 10 s, so that a missed
+    /// wake-up shows as seconds, far beyond any scheduling noise.
+    #[test]
+    fn paced_sleeps_beside_socket_io_wake_when_due() {
+        use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
+
+        use futures::{AsyncReadExt, AsyncWriteExt};
+
+        const ROUNDS: usize = 3_000;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buffer = [0u8; 1024];
+            while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                stream.write_all(&buffer[..n]).unwrap();
+            }
+        });
+        let longest = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .preempt_timer(Duration::from_secs(10))
+            .spawn(move || async move {
+                let stream = glommio::net::TcpStream::connect(address).await.unwrap();
+                let (mut reader, mut writer) = stream.split();
+                // Replies are read by a task of their own, so a read is pending while the
+                // writer sleeps.
+                let replies = glommio::spawn_local(async move {
+                    let mut reply = [0u8; 64];
+                    for _ in 0..ROUNDS {
+                        reader.read_exact(&mut reply).await.unwrap();
+                    }
+                });
+                let message = [7u8; 64];
+                let mut longest = Duration::ZERO;
+                for _ in 0..ROUNDS {
+                    let asleep = Instant::now();
+                    glommio::timer::sleep(Duration::from_micros(100)).await;
+                    longest = longest.max(asleep.elapsed());
+                    writer.write_all(&message).await.unwrap();
+                }
+                replies.await;
+                writer.close().await.unwrap();
+                longest
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        echo.join().unwrap();
+        assert!(longest < Duration::from_secs(2), "a 100 µs sleep lasted {longest:?}");
+    }
+
     /// `run_pinned` hands each shard a clone of the closure, and with it of the mesh builder it
     /// captured; the shards clone, join (dropping) and end (dropping) theirs at the same time.
     /// Clones racing on a non-atomic count once freed the builder's state early or twice

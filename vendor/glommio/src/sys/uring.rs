@@ -1964,10 +1964,11 @@ impl Reactor {
         // The preemption timer stays while it fires no more than an eighth of its period
         // before it would if armed now, so that a task queue keeps most of its slice. On a
         // turn that may sleep it stays too: asleep, it wakes the reactor once more, at most a
-        // period later (upstream removed it). The sleep timer stays while it fires no later
-        // than the user timer it stands for (earlier only wakes the reactor once more), so
-        // that a periodic timer is armed once per period, not once per sleep. Any other is
-        // removed here, so that its cancellation is flushed and consumed below.
+        // period later (upstream removed it). The timer armed for the last sleep's user
+        // timer is removed, as upstream did: kept across turns while it would fire no later
+        // than the next user timer, it left sleeps paced beside socket reads waiting for the
+        // preemption timer (see PATCHES.md). Removed timers' cancellations are flushed and
+        // consumed below.
         let now = Instant::now();
         let preemption_timer = self.preemption_timer.take().filter(|timer| {
             timer.source.is_pending()
@@ -1975,10 +1976,7 @@ impl Reactor {
                     (now + period - period / 8..=now + period).contains(&timer.deadline)
                 })
         });
-        let sleep_timer = self.sleep_timer.take().filter(|timer| {
-            timer.source.is_pending()
-                && user_timer.map_or(true, |user| timer.deadline <= now + user)
-        });
+        drop(self.sleep_timer.take());
 
         // The throughput-based timeout fires after as many completions on the main ring as
         // it has entries, so that a task queue yields before they could overflow it. Kept
@@ -2015,18 +2013,16 @@ impl Reactor {
 
         // Sluice patch: a timer that fired meanwhile (consumed just above) wakes nothing now.
         let mut preemption_timer = preemption_timer.filter(|timer| timer.source.is_pending());
-        let mut sleep_timer = sleep_timer.filter(|timer| timer.source.is_pending());
+        let mut sleep_timer = None;
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it
             // (Sluice patch: unless a timer still armed wakes us by then).
             if let Some(dur) = user_timer {
-                let wakes_in_time = |timer: &Option<LatencyTimer>| {
-                    timer
-                        .as_ref()
-                        .is_some_and(|timer| timer.deadline <= now + dur)
-                };
-                if !wakes_in_time(&preemption_timer) && !wakes_in_time(&sleep_timer) {
+                let preemption_wakes_in_time = preemption_timer
+                    .as_ref()
+                    .is_some_and(|timer| timer.deadline <= now + dur);
+                if !preemption_wakes_in_time {
                     sleep_timer = Some(lat_ring.prepare_latency_timer(dur));
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
