@@ -17,9 +17,14 @@ fn tune_check_reports_every_setting() {
     assert_eq!(lines.next(), Some("SETTING\tVALUE\tRECOMMENDED\tSTATUS\tWHY"));
     let rows: Vec<Vec<&str>> =
         out.lines().skip(1).filter(|l| l.contains('\t')).map(|l| l.split('\t').collect()).collect();
-    for setting in
-        ["vm.swappiness", "net.core.somaxconn", "transparent huge pages", "RLIMIT_MEMLOCK (bytes)", "I/O scheduler"]
-    {
+    for setting in [
+        "vm.swappiness",
+        "net.core.somaxconn",
+        "transparent huge pages",
+        "RLIMIT_MEMLOCK (bytes)",
+        "I/O scheduler",
+        "data directory's file system",
+    ] {
         let row = rows.iter().find(|r| r[0].starts_with(setting)).unwrap_or_else(|| panic!("no {setting} in\n{out}"));
         assert_eq!(row.len(), 5, "{row:?}");
         assert!(["ok", "CHANGE", "unknown"].contains(&row[3]), "{row:?}");

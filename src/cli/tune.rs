@@ -97,6 +97,18 @@ fn io_scheduler(dir: &Path) -> Option<(String, String)> {
     Some((name, bracketed(read(queue))?))
 }
 
+/// The name of the file system holding `dir`, as `sluice tune check` reports it.
+fn file_system(dir: &Path) -> Option<String> {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, statfs};
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let kind = statfs(existing).ok()?.filesystem_type();
+    let named =
+        [(XFS_SUPER_MAGIC, "xfs"), (EXT4_SUPER_MAGIC, "ext4"), (BTRFS_SUPER_MAGIC, "btrfs"), (TMPFS_MAGIC, "tmpfs")];
+    Some(
+        named.iter().find(|(magic, _)| *magic == kind).map_or_else(|| format!("{:#x}", kind.0), |(_, n)| n.to_string()),
+    )
+}
+
 /// The soft limit of `resource`, or its hard limit with `hard`.
 fn rlimit(resource: nix::sys::resource::Resource, hard: bool) -> Option<String> {
     let (soft, hard_limit) = nix::sys::resource::getrlimit(resource).ok()?;
@@ -173,6 +185,12 @@ fn findings(data_dir: &Path, cores: usize) -> Vec<Finding> {
             "one open file per segment, plus connections; serve raises its soft limit to this",
         ),
     ];
+    out.push(choice(
+        "data directory's file system",
+        file_system(data_dir),
+        &["xfs"],
+        "XFS takes buffered writes without blocking, so io_uring writes appends inline; ext4 does not, so each goes to an io_uring kernel worker (two context switches per append)",
+    ));
     match io_scheduler(data_dir) {
         Some((device, scheduler)) => out.push(choice(
             &format!("I/O scheduler ({device})"),
@@ -219,5 +237,11 @@ mod tests {
         assert!(numeric("x", None, 10, false, "").verdict == Verdict::Unknown);
         assert_eq!(bracketed(Some("always [madvise] never".into())).as_deref(), Some("madvise"));
         assert!(choice("x", Some("never".into()), &["madvise", "never"], "").verdict == Verdict::Ok);
+    }
+
+    #[test]
+    fn names_the_file_system_of_a_directory_or_of_its_nearest_existing_parent() {
+        assert_eq!(file_system(Path::new("/proc")).as_deref(), Some("0x9fa0"), "procfs has no name here");
+        assert_eq!(file_system(Path::new("/dev/shm/not/yet/made")).as_deref(), Some("tmpfs"));
     }
 }
