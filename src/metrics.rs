@@ -167,7 +167,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {}", histogram.len());
     }
 
-    let counters: [Family<ShardMetrics, u64>; 6] = [
+    let counters: [Family<ShardMetrics, u64>; 8] = [
         ("sluice_bytes_in_total", "Request bytes read from clients.", |m| m.bytes_in),
         ("sluice_bytes_out_total", "Response bytes written to clients.", |m| m.bytes_out),
         (
@@ -184,6 +184,16 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         ("sluice_file_writes_total", "Writes of appends to segments (each may gather several appends).", |m| {
             m.file_writes
         }),
+        (
+            "sluice_fetch_cold_chunks_total",
+            "Chunks of fetched file ranges not all in the page cache, read through io_uring instead of sendfile.",
+            |m| m.fetch_cold_chunks,
+        ),
+        (
+            "sluice_fetch_page_cache_probes_total",
+            "Page-cache probes of fetched file ranges: one per range wholly cached, one per chunk otherwise.",
+            |m| m.fetch_page_cache_probes,
+        ),
     ];
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);
@@ -213,29 +223,6 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             out,
             "sluice_fetch_record_bytes_total{{path=\"io_uring\",shard=\"{}\"}} {}",
             s.shard, s.metrics.fetch_bytes_io_uring
-        );
-    }
-    family(
-        &mut out,
-        "sluice_fetch_cold_chunks_total",
-        "counter",
-        "Chunks of fetched file ranges not all in the page cache, read through io_uring instead of sendfile.",
-    );
-    for s in snapshots {
-        let _ =
-            writeln!(out, "sluice_fetch_cold_chunks_total{{shard=\"{}\"}} {}", s.shard, s.metrics.fetch_cold_chunks);
-    }
-    family(
-        &mut out,
-        "sluice_fetch_page_cache_probes_total",
-        "counter",
-        "Page-cache probes of fetched file ranges: one per range wholly cached, one per chunk otherwise.",
-    );
-    for s in snapshots {
-        let _ = writeln!(
-            out,
-            "sluice_fetch_page_cache_probes_total{{shard=\"{}\"}} {}",
-            s.shard, s.metrics.fetch_page_cache_probes
         );
     }
     family(

@@ -20,8 +20,8 @@
 //! [`CHUNK_BYTES`], each probed: a chunk wholly cached goes with sendfile; any other is read
 //! through the shard's io_uring, which lets the shard serve other connections while the disk
 //! works, and written with the async write. Both send exactly the bytes of the range, in
-//! order. Between chunks the task yields when the shard has other work due, so a consumer
-//! tailing hot data never waits behind a long catch-up read.
+//! order. After a cached part and between chunks the task yields when the shard has other
+//! work due, so a consumer tailing hot data never waits behind a long send.
 //!
 //! The cheap probe (`cachestat`) counts pages whose readahead is still in flight as cached,
 //! and the kernel reads ahead of every cold read: a consumer catching up would find its next
@@ -287,7 +287,9 @@ async fn send_file<W: AsyncWrite + Unpin>(
     // The usual case, a range wholly cached, goes with as few sendfile calls as the socket
     // takes (each stops when it is full), not one per chunk.
     if !probe.exact && probe.cached(&slice.file, slice.position, end, sent) {
-        return send_cached(writer, socket, &slice.file, slice.position, end, sent).await;
+        send_cached(writer, socket, &slice.file, slice.position, end, sent).await?;
+        glommio::yield_if_needed().await;
+        return Ok(());
     }
     let mut position = slice.position;
     // The slice's descriptor as io_uring reads it, made at its first cold chunk.
