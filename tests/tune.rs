@@ -24,6 +24,7 @@ fn tune_check_reports_every_setting() {
         "RLIMIT_MEMLOCK (bytes)",
         "I/O scheduler",
         "data directory's file system",
+        "free page reporting to a VM's host",
     ] {
         let row = rows.iter().find(|r| r[0].starts_with(setting)).unwrap_or_else(|| panic!("no {setting} in\n{out}"));
         assert_eq!(row.len(), 5, "{row:?}");

@@ -109,6 +109,32 @@ fn file_system(dir: &Path) -> Option<String> {
     )
 }
 
+/// Where the kernel lists the virtio balloon devices its driver is bound to.
+const BALLOON_DRIVER: &str = "/sys/bus/virtio/drivers/virtio_balloon";
+/// VIRTIO_BALLOON_F_REPORTING: the guest reports its free pages to the host.
+const BALLOON_F_REPORTING: usize = 5;
+
+/// Whether a virtio device's `features` (one '0' or '1' per feature bit, bit 0 first) include
+/// free page reporting.
+fn reports_free_pages(features: &str) -> bool {
+    features.as_bytes().get(BALLOON_F_REPORTING) == Some(&b'1')
+}
+
+/// "on" when a bound virtio balloon reports this guest's free pages to its host, "off" when
+/// none does (or there is no balloon: not a VM, or a VM without one).
+fn free_page_reporting() -> Option<String> {
+    let Ok(bound) = std::fs::read_dir(BALLOON_DRIVER) else {
+        return Some("off".into());
+    };
+    let mut reporting = false;
+    for entry in bound.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("virtio") {
+            reporting |= reports_free_pages(&read(entry.path().join("features"))?);
+        }
+    }
+    Some(if reporting { "on" } else { "off" }.into())
+}
+
 /// The soft limit of `resource`, or its hard limit with `hard`.
 fn rlimit(resource: nix::sys::resource::Resource, hard: bool) -> Option<String> {
     let (soft, hard_limit) = nix::sys::resource::getrlimit(resource).ok()?;
@@ -191,6 +217,12 @@ fn findings(data_dir: &Path, cores: usize) -> Vec<Finding> {
         &["xfs"],
         "XFS takes buffered writes without blocking, so io_uring writes appends inline; ext4 does not, so each goes to an io_uring kernel worker (two context switches per append)",
     ));
+    out.push(choice(
+        "free page reporting to a VM's host",
+        free_page_reporting(),
+        &["off"],
+        "the host takes back the memory the guest frees (dropped caches, deleted segments) and may charge that work to the VM's CPU time: whole-VM stalls under load",
+    ));
     match io_scheduler(data_dir) {
         Some((device, scheduler)) => out.push(choice(
             &format!("I/O scheduler ({device})"),
@@ -237,6 +269,17 @@ mod tests {
         assert!(numeric("x", None, 10, false, "").verdict == Verdict::Unknown);
         assert_eq!(bracketed(Some("always [madvise] never".into())).as_deref(), Some("madvise"));
         assert!(choice("x", Some("never".into()), &["madvise", "never"], "").verdict == Verdict::Ok);
+    }
+
+    #[test]
+    fn reads_free_page_reporting_from_a_balloon_s_feature_bits() {
+        // The features of this project's development VM's balloon (Firecracker), reporting among them.
+        let firecracker = format!("011001010000000000000000000000001{}", "0".repeat(95));
+        assert!(reports_free_pages(&firecracker));
+        // The same without reporting (bit 5), then with only the neighbouring bits set.
+        assert!(!reports_free_pages(&firecracker.replacen("0110010", "0110000", 1)));
+        assert!(!reports_free_pages("0000101"));
+        assert!(!reports_free_pages(""));
     }
 
     #[test]
