@@ -1,8 +1,8 @@
 //! A cluster of `sluice` processes on this machine: nodes 1..=N, each with its own data dir and
 //! ports, all voters of one metadata quorum (`--node-id`, `--controller-quorum`), or
 //! controller-only voters followed by broker-only nodes ([`Cluster::start_roles`]). Either on
-//! loopback (controller ports picked by the kernel; a start that lost a port to another
-//! process is redone on fresh ones) or each node in its own network namespace
+//! loopback (ports that the kernel never hands out by itself; a start that lost a port to
+//! another process is redone on fresh ones) or each node in its own network namespace
 //! ([`super::netns::Network`]), where links can be cut. Nodes are `kill -9`ed, paused, resumed
 //! and restarted on their data dirs one at a time through [`Cluster::node_mut`]; dropping the
 //! cluster kills every node, then tears the network down.
@@ -383,9 +383,9 @@ fn quorum_flag(controllers: &[String]) -> String {
     controllers.iter().enumerate().map(|(i, at)| format!("{}@{at}", i + 1)).collect::<Vec<_>>().join(",")
 }
 
-/// Loopback ports free now, picked by the kernel (released before the nodes bind them: see
-/// [`Cluster::start`] for the race).
+/// Loopback ports free now that no connection can take while their node is down (see
+/// [`super::unassigned_port`]; released before the nodes bind them: see [`Cluster::start`] for
+/// the race).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    (0..n).map(|_| super::unassigned_port()).collect()
 }

@@ -24,6 +24,35 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Fresh ports a first start is tried on when another process took one of them in between.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A loopback port free now that the kernel never hands out by itself: below its ephemeral
+/// range (`net.ipv4.ip_local_port_range`), from which it picks the local port of every
+/// connecting socket and of every bind to port 0. A broker restarted on a port from that range
+/// may find it taken by any connection made on the machine meanwhile (a restart in CI was
+/// refused so: "Address already in use"); a port picked here stays free while its broker is
+/// down, unless a process binds it by number. No port is handed out twice in one test process.
+pub fn unassigned_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    // Above the ports well-known services are configured on.
+    const LOWEST: u16 = 10_000;
+    assert!(ephemeral_low > LOWEST + 1000, "the kernel's ephemeral ports start at {ephemeral_low}");
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = LOWEST + (random % u64::from(ephemeral_low - LOWEST)) as u16;
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_low} in 1000 tries")
+}
+
 /// Serialises the tests of one file that run several client processes each: on a 2-core CI
 /// machine, many at once starve them of CPU until sessions time out.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -110,13 +139,37 @@ impl Broker {
         }
     }
 
+    /// Starts the process. A first start picks the ports not given (see [`unassigned_port`]),
+    /// and picks new ones if another process took one before the broker bound it; a restart
+    /// binds the ports of the first start, as a supervisor's restart would.
     fn try_spawn(&mut self) -> Result<(), String> {
-        // A restart binds the ports of the first start, as a supervisor's restart would.
-        let listen = if self.addr.is_empty() { "127.0.0.1:0" } else { &self.addr };
+        let (pick_listen, pick_admin) = (self.addr.is_empty(), self.admin_addr.is_none());
+        let mut attempt = 1;
+        loop {
+            if pick_listen {
+                self.addr = format!("127.0.0.1:{}", unassigned_port());
+            }
+            if pick_admin {
+                self.admin_addr = Some(format!("127.0.0.1:{}", unassigned_port()));
+            }
+            match self.try_spawn_once() {
+                Err(reason)
+                    if (pick_listen || pick_admin)
+                        && reason.contains("Address already in use")
+                        && attempt < PORT_ATTEMPTS =>
+                {
+                    attempt += 1
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn try_spawn_once(&mut self) -> Result<(), String> {
         // A controller-only node has no client listener to be given.
         let controller_only = self.args.windows(2).any(|w| w == ["--role", "controller"]);
-        let listen: &[&str] = if controller_only { &[] } else { &["--listen", listen] };
-        let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
+        let listen: &[&str] = if controller_only { &[] } else { &["--listen", &self.addr] };
+        let admin = self.admin_addr.as_deref().expect("the admin port is picked before a start");
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
