@@ -27,7 +27,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// Fresh ports a first start is tried on when another process took one of them in between.
 const PORT_ATTEMPTS: usize = 5;
 
-/// A loopback port free now that the kernel never hands out by itself: below its ephemeral
+/// A loopback port free now that the kernel never hands out by itself: outside its ephemeral
 /// range (`net.ipv4.ip_local_port_range`), from which it picks the local port of every
 /// connecting socket and of every bind to port 0. A broker restarted on a port from that range
 /// may find it taken by any connection made on the machine meanwhile (a restart in CI was
@@ -36,21 +36,30 @@ const PORT_ATTEMPTS: usize = 5;
 pub fn unassigned_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let ephemeral_low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
     // Above the ports well-known services are configured on.
-    const LOWEST: u16 = 10_000;
-    assert!(ephemeral_low > LOWEST + 1000, "the kernel's ephemeral ports start at {ephemeral_low}");
+    const LOWEST: u32 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let bounds: Vec<u32> = range.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let (ephemeral_low, ephemeral_high) = match bounds[..] {
+        [low, high] => (low.max(LOWEST), high.max(LOWEST - 1)),
+        _ => (32768, 60999),
+    };
+    // The ports below the range, then those above it, numbered from 0.
+    let below = ephemeral_low - LOWEST;
+    let candidates = below + (65535 - ephemeral_high);
+    assert!(candidates > 1000, "hardly a port outside the kernel's ephemeral range ({range})");
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for _ in 0..1000 {
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let port = LOWEST + (random % u64::from(ephemeral_low - LOWEST)) as u16;
+        let nth =
+            (std::collections::hash_map::RandomState::new().build_hasher().finish() % u64::from(candidates)) as u32;
+        let port = u16::try_from(if nth < below { LOWEST + nth } else { ephemeral_high + 1 + (nth - below) })
+            .expect("a port number");
         if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             handed_out.insert(port);
             return port;
         }
     }
-    panic!("no free loopback port below {ephemeral_low} in 1000 tries")
+    panic!("no free loopback port outside the kernel's ephemeral range ({range}) in 1000 tries")
 }
 
 /// Serialises the tests of one file that run several client processes each: on a 2-core CI
@@ -153,9 +162,11 @@ impl Broker {
                 self.admin_addr = Some(format!("127.0.0.1:{}", unassigned_port()));
             }
             match self.try_spawn_once() {
+                // Not the controller listener's: its port is the cluster's to pick again.
                 Err(reason)
                     if (pick_listen || pick_admin)
                         && reason.contains("Address already in use")
+                        && !reason.contains("binding the controller listener")
                         && attempt < PORT_ATTEMPTS =>
                 {
                     attempt += 1
